@@ -1,0 +1,37 @@
+# The user's verbs. Each installs missing Debian packages first.
+BUILD ?= build
+JOBS ?= $(shell nproc)
+CMAKE_FLAGS ?= $(if $(CI),-DADB_WERROR=ON)
+
+.PHONY: all deps build run simulate test test-asan bench clean format
+
+all: build
+
+deps:
+	@bash scripts/deps.sh
+
+build: deps
+	@cmake -S . -B $(BUILD) $(CMAKE_FLAGS) >/dev/null
+	@cmake --build $(BUILD) -j$(JOBS)
+
+# The main job on the embedded default.
+run: build
+	./$(BUILD)/agentdb simulate --seed 1
+
+simulate: run
+
+# Unit, conformance, server and fault tests, then the same under ASan+UBSan.
+test: deps
+	@bash scripts/test.sh all
+
+test-asan: deps
+	@bash scripts/test.sh asan
+
+bench: build
+	@bash scripts/bench.sh $(BUILD)
+
+format:
+	clang-format -i include/*.h src/*.[ch] cli/*.c tests/*.[ch] bench/*.c
+
+clean:
+	rm -rf build build-asan build-tsan data

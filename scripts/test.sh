@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs the test suite: starts a throwaway PostgreSQL and Redis (when their
+# scripts exist) in a temporary folder on loopback, runs ctest on the normal
+# build and then on an ASan+UBSan build, and stops the servers.
+#   scripts/test.sh all    normal + sanitizer pass (make test)
+#   scripts/test.sh asan   sanitizer pass only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-all}
+jobs=$(nproc)
+tmp=$(mktemp -d /tmp/agentdb-test.XXXXXX)
+cleanup() {
+  [ -x scripts/redis-test.sh ] && bash scripts/redis-test.sh stop "$tmp/redis" >/dev/null 2>&1 || true
+  [ -x scripts/pg-test.sh ] && bash scripts/pg-test.sh stop "$tmp/pg" >/dev/null 2>&1 || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+chmod 755 "$tmp"
+if [ -f scripts/pg-test.sh ]; then eval "$(bash scripts/pg-test.sh start "$tmp/pg")"; fi
+if [ -f scripts/redis-test.sh ]; then eval "$(bash scripts/redis-test.sh start "$tmp/redis")"; fi
+export TMPDIR="$tmp"
+werror=$([ -n "${CI:-}" ] && echo ON || echo OFF)
+
+run_suite() { # build-dir cmake-flags...
+  local dir=$1; shift
+  cmake -S . -B "$dir" -DADB_WERROR="$werror" "$@" >/dev/null
+  cmake --build "$dir" -j"$jobs" >/dev/null
+  ctest --test-dir "$dir" --output-on-failure -j"$jobs" --timeout 900
+}
+status=0
+if [ "$mode" = all ]; then
+  echo "== tests (RelWithDebInfo)"
+  run_suite build || status=1
+fi
+echo "== tests under ASan+UBSan"
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1
+ADB_TEST_QUICK=1 run_suite build-asan -DADB_SANITIZE=ON || status=1
+exit $status

@@ -1,0 +1,76 @@
+/*
+ * bandit.h — the bandit core: RNG, variates, conjugate posteriors, Thompson
+ * selection, propensities and the engagement reward. Pure functions: no I/O,
+ * no globals; the RNG is passed in, so every result is reproducible.
+ */
+#ifndef ADB_BANDIT_H
+#define ADB_BANDIT_H
+
+#include <stdint.h>
+
+#include "agentdb.h"
+
+/* xoshiro256** (Blackman & Vigna). Seed it through splitmix64. */
+typedef struct adb__rng {
+  uint64_t s[4];
+} adb__rng;
+
+void adb__rng_seed(adb__rng *r, uint64_t seed);
+uint64_t adb__rng_next(adb__rng *r);
+double adb__rng_uniform(adb__rng *r);         /* in (0, 1) */
+double adb__rng_normal(adb__rng *r);          /* N(0, 1) */
+double adb__rng_gamma(adb__rng *r, double k); /* Gamma(k, 1), k > 0 */
+double adb__rng_beta(adb__rng *r, double a, double b);
+
+/* Rewards are kept as fixed-point micro-units so that sums are exact and
+ * independent of order: 0.5 -> 500000. */
+#define ADB_MICRO 1000000.0
+int64_t adb__reward_to_micro(double r);
+
+/* Sufficient statistics of one arm. version counts committed updates of the
+ * row (see the cache consistency scheme in coordinator.c). */
+typedef struct adb__arm_stats {
+  int64_t n;         /* rewards observed */
+  int64_t sum_micro; /* their sum, in micro-units */
+  double sum_sq;     /* sum of squares (gaussian only) */
+  int64_t version;
+} adb__arm_stats;
+
+/* A posterior ready to sample: Beta(alpha, beta) or NIG(mu, kappa, a, b). */
+typedef struct adb__posterior {
+  adb_algorithm algo;
+  double alpha, beta;
+  double mu, kappa, a, b;
+} adb__posterior;
+
+/* Posterior of an arm from the agent's prior, the user's own statistics and
+ * the agent-wide statistics (user '*'), of which at most `fallback_strength`
+ * pseudo-observations are borrowed (scaled down when there are more). */
+void adb__posterior_make(const adb_agent_config *cfg,
+                         const adb__arm_stats *user,
+                         const adb__arm_stats *global, adb__posterior *out);
+double adb__posterior_mean(const adb__posterior *p);
+/* One Thompson draw of the arm's mean reward. */
+double adb__posterior_sample(adb__rng *r, const adb__posterior *p);
+
+/* Draws each eligible arm once (scores[i], ineligible get -inf) and returns
+ * the index of the best, or -1 when none is eligible. eligible may be NULL. */
+int adb__thompson_select(adb__rng *r, const adb__posterior *arms, int n,
+                         const uint8_t *eligible, double *scores);
+
+/* Indices of the k highest scores, best first, into idx (k <= n). Ties
+ * broken by lower index. Returns the number written. */
+int adb__rank_topk(const double *scores, int n, int k, int *idx);
+
+/* Probability that Thompson sampling over the eligible arms picks `chosen`,
+ * by numerical integration; within 0.02 of a Monte Carlo estimate. */
+double adb__propensity(const adb__posterior *arms, int n,
+                       const uint8_t *eligible, int chosen);
+/* The Monte Carlo reference: `draws` rounds of Thompson selection. */
+double adb__propensity_mc(adb__rng *r, const adb__posterior *arms, int n,
+                          const uint8_t *eligible, int chosen, int draws);
+
+/* Default reward weights (watch 0.7, click 0.1, rating 0.2). */
+void adb__reward_weights_default(adb_reward_weights *w);
+
+#endif

@@ -1,0 +1,83 @@
+/*
+ * cache.h — the cache interface (in-process "mem://", Redis "redis://",
+ * Redis Cluster "redis-cluster://").
+ *
+ * The cache is disposable: the store always holds the truth. Two kinds of
+ * entry:
+ *  - blobs: opaque bytes under a key, with a TTL (user states, sessions,
+ *    decisions awaiting their reward, agent configs);
+ *  - policies: the arms of one (agent, user, state_key), each with its
+ *    statistics and row version, so that stale loads and committed
+ *    increments are reconciled (see policy_put and policy_apply).
+ *
+ * Every method is thread-safe. A miss is ADB_ENOTFOUND (blobs) or found=0
+ * (policies); ADB_ECACHE means the cache failed (the caller falls back to
+ * the store).
+ */
+#ifndef ADB_CACHE_H
+#define ADB_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "agentdb.h"
+#include "bandit.h"
+#include "store.h"
+
+typedef struct adb__cache adb__cache;
+
+typedef struct adb__cache_stats {
+  int64_t hits, misses, errors, evictions, entries, bytes;
+} adb__cache_stats;
+
+typedef struct adb__cache_methods {
+  int version; /* 1 */
+  const char *scheme; /* "mem", "redis", "redis-cluster" */
+  int (*open)(const char *url, const adb_config *cfg, adb__cache **out,
+              char *err, size_t errlen);
+  void (*close)(adb__cache *c);
+
+  /* Blobs. get: *val malloc'd (free()), *len its size. ttl_ms 0 = the
+   * configured default TTL. */
+  int (*get)(adb__cache *c, const char *key, void **val, size_t *len);
+  int (*set)(adb__cache *c, const char *key, const void *val, size_t len,
+             int64_t ttl_ms);
+  int (*del)(adb__cache *c, const char *key);
+
+  /* Policies. For each of n_keys keys, the stats of each of n_actions
+   * actions into stats[k * n_actions + a] (zeros, version 0, for an arm the
+   * cached policy lacks) and found[k] = 1 when key k is cached, else 0. One
+   * round trip for a remote cache. */
+  int (*policy_mget)(adb__cache *c, int n_keys, const char *const *keys,
+                     int n_actions, const char *const *actions,
+                     adb__arm_stats *stats, int *found);
+  /* Caches a policy loaded from the store. If an entry exists and any arm
+   * in it has a higher version than the same arm in p (a newer state was
+   * cached meanwhile), the entry is kept and p dropped. */
+  int (*policy_put)(adb__cache *c, const char *key, const adb__policy *p,
+                    int64_t ttl_ms);
+  /* Applies committed increments to a cached policy, if cached, atomically:
+   * per arm, when cached version == change version - 1 the increment is
+   * added and the version set; when cached version >= change version it
+   * is already included and skipped; otherwise (a gap: an update was
+   * missed) the whole entry is deleted. actions[i] with deltas[i]. */
+  int (*policy_apply)(adb__cache *c, const char *key, int n,
+                      const char *const *actions,
+                      const adb__arm_stats *deltas);
+  void (*stats)(adb__cache *c, adb__cache_stats *out);
+} adb__cache_methods;
+
+struct adb__cache {
+  const adb__cache_methods *m;
+};
+
+int adb__cache_open(const char *url, const adb_config *cfg, adb__cache **out,
+                    char *err, size_t errlen);
+void adb__cache_close(adb__cache *c);
+
+/* Key of a policy entry: "p:{<agent>/<user>}:<state_key>". The braces are a
+ * Redis Cluster hash tag: all states of one agent+user share a slot. */
+void adb__policy_key(char *out, size_t cap, const char *agent,
+                     const char *user, const char *state_key);
+
+#endif

@@ -1,0 +1,191 @@
+/*
+ * store.h — the durable store interface (SQLite, PostgreSQL).
+ *
+ * A backend is a static const adb__store_methods table, chosen by URL
+ * scheme in store.c. Every method is thread-safe and returns ADB_OK or a
+ * negative ADB_E* code; the text of the last failure is adb__store_errmsg().
+ * ADB_EUNAVAIL means the store could not be reached (retry later);
+ * ADB_ESTORE any other store failure.
+ *
+ * Strings in records are NUL-terminated; pointers in records passed to a
+ * method are borrowed for the call. Records a method fills with malloc'd
+ * pointers say so and are freed with the matching *_free helper.
+ */
+#ifndef ADB_STORE_H
+#define ADB_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "agentdb.h"
+#include "bandit.h"
+
+typedef struct adb__store adb__store;
+
+/* One arm of a policy as read from the store (transient). */
+typedef struct adb__policy_arm {
+  char action[ADB_ID_MAX + 1];
+  adb__arm_stats s;
+} adb__policy_arm;
+
+/* All arms of one (agent, user, state_key). */
+typedef struct adb__policy {
+  int n, cap;
+  adb__policy_arm *arms; /* malloc'd; adb__policy_free */
+} adb__policy;
+
+int adb__policy_push(adb__policy *p, const char *action,
+                     const adb__arm_stats *s);
+void adb__policy_free(adb__policy *p);
+
+typedef struct adb__decision_rec {
+  char agent[ADB_ID_MAX + 1], event_id[ADB_ID_MAX + 1];
+  char user[ADB_ID_MAX + 1], state_key[ADB_STATE_KEY_LEN + 1];
+  char action[ADB_ID_MAX + 1];
+  double propensity;
+  char *context_json;    /* JSON object text ("{}" when none) */
+  char *candidates_json; /* JSON array of ids */
+  char model[32];        /* e.g. "beta-ts/1" */
+  int64_t ts_ms;
+} adb__decision_rec;
+
+typedef struct adb__reward_rec {
+  char agent[ADB_ID_MAX + 1], reward_id[ADB_ID_MAX + 1];
+  char event_id[ADB_ID_MAX + 1]; /* "" for a direct reward */
+  char user[ADB_ID_MAX + 1], state_key[ADB_STATE_KEY_LEN + 1];
+  char action[ADB_ID_MAX + 1];
+  double reward;
+  int64_t reward_micro; /* adb__reward_to_micro(reward) */
+  char body_hash[65];   /* hex SHA-256 of the request's canonical body */
+  char *signals_json;   /* JSON object or NULL */
+  int64_t ts_ms;
+  /* Filled by write_batch: */
+  int result;           /* ADB_OK or ADB_ECONFLICT (id reused, other body) */
+  int applied;          /* 1 if newly inserted and applied, 0 if duplicate */
+  double first_reward;  /* the reward stored under this id */
+} adb__reward_rec;
+
+typedef struct adb__episode_rec {
+  char agent[ADB_ID_MAX + 1], episode_id[ADB_ID_MAX + 1];
+  char user[ADB_ID_MAX + 1], session[ADB_ID_MAX + 1]; /* session may be "" */
+  const float *embedding;
+  int dim;
+  char action[ADB_ID_MAX + 1];
+  double reward;
+  char *context_json; /* or NULL */
+  int64_t ts_ms;
+} adb__episode_rec;
+
+/* Increments to an hourly rollup; latency fields overwrite when >= 0. */
+typedef struct adb__metrics_delta {
+  char agent[ADB_ID_MAX + 1];
+  int64_t hour_ms;
+  int64_t decisions, rewards, cache_hits, cache_misses;
+  double reward_sum;
+  double latency_p50_us, latency_p99_us;
+} adb__metrics_delta;
+
+/* A committed posterior change, reported back for the cache: the row's
+ * increments and its version after the update. */
+typedef struct adb__policy_change {
+  char agent[ADB_ID_MAX + 1], user[ADB_ID_MAX + 1];
+  char state_key[ADB_STATE_KEY_LEN + 1], action[ADB_ID_MAX + 1];
+  adb__arm_stats delta;  /* delta.version is the row's new version */
+} adb__policy_change;
+
+/* Everything one flush commits, in one transaction: decisions and episodes
+ * inserted (ON CONFLICT DO NOTHING), rewards inserted ON CONFLICT DO
+ * NOTHING, and for each newly inserted reward the increments to its
+ * (agent,user,state,action) row and to the agent-wide row (user '*'),
+ * merged per row and applied in key order (no deadlocks between batches).
+ * All or nothing: on failure nothing is committed and outputs are unset. */
+typedef struct adb__batch {
+  adb__decision_rec *decisions;
+  int n_decisions;
+  adb__reward_rec *rewards;
+  int n_rewards;
+  adb__episode_rec *episodes;
+  int n_episodes;
+  adb__metrics_delta *metrics;
+  int n_metrics;
+  /* Output, malloc'd by write_batch (free with free()): */
+  adb__policy_change *changes;
+  int n_changes;
+} adb__batch;
+
+typedef struct adb__action_rec {
+  char id[ADB_ID_MAX + 1];
+  int disabled;
+  const float *embedding; /* borrowed on put; NULL on list */
+  int dim;
+  const char *metadata_json;
+} adb__action_rec;
+
+typedef struct adb__user_state_rec {
+  char user[ADB_ID_MAX + 1];
+  float *embedding; /* get: malloc'd */
+  int dim;
+  char *context_json; /* get: malloc'd */
+  int64_t updated_at_ms;
+} adb__user_state_rec;
+
+typedef struct adb__store_methods {
+  int version; /* 1 */
+  const char *scheme; /* "sqlite", "postgresql" */
+  int (*open)(const char *url, const adb_config *cfg, adb__store **out,
+              char *err, size_t errlen);
+  void (*close)(adb__store *st);
+  const char *(*errmsg)(adb__store *st);
+  int (*ping)(adb__store *st);
+
+  int (*agent_put)(adb__store *st, adb_agent_config *cfg); /* sets times */
+  int (*agent_get)(adb__store *st, const char *agent, adb_agent_config *out);
+  int (*agent_counters)(adb__store *st, const char *agent,
+                        adb_agent_counters *out);
+
+  int (*actions_put)(adb__store *st, const char *agent,
+                     const adb__action_rec *a, int n);
+  /* Calls fn for each action of the agent; embedding not filled. */
+  int (*actions_list)(adb__store *st, const char *agent,
+                      void (*fn)(void *arg, const adb__action_rec *a),
+                      void *arg);
+
+  /* All arms of a policy; an unknown policy is ADB_OK with p->n == 0. */
+  int (*policy_get)(adb__store *st, const char *agent, const char *user,
+                    const char *state_key, adb__policy *p);
+  int (*write_batch)(adb__store *st, adb__batch *b);
+  /* out's json pointers are malloc'd: adb__decision_rec_free. */
+  int (*decision_get)(adb__store *st, const char *agent, const char *event_id,
+                      adb__decision_rec *out);
+
+  int (*user_state_put)(adb__store *st, const adb__user_state_rec *u);
+  int (*user_state_get)(adb__store *st, const char *user,
+                        adb__user_state_rec *out);
+  int (*pattern_put)(adb__store *st, const char *agent, const adb_pattern *p);
+  int (*pattern_get)(adb__store *st, const char *agent, const char *id,
+                     adb_pattern *out);
+  int (*metrics_get)(adb__store *st, const char *agent, int64_t from_ms,
+                     int64_t to_ms, adb_metrics_row **rows, int *n);
+} adb__store_methods;
+
+/* Generic handle header: every backend's handle starts with this. */
+struct adb__store {
+  const adb__store_methods *m;
+};
+
+/* Opens the backend named by the URL's scheme and runs its migrations. */
+int adb__store_open(const char *url, const adb_config *cfg, adb__store **out,
+                    char *err, size_t errlen);
+void adb__store_close(adb__store *st);
+const char *adb__store_errmsg(adb__store *st);
+
+void adb__decision_rec_free(adb__decision_rec *d);
+void adb__user_state_rec_free(adb__user_state_rec *u);
+void adb__pattern_free(adb_pattern *p);
+
+/* Shared by backends: merges the increments of newly applied rewards
+ * (applied == 1) into per-row changes, for the row of the user and the row
+ * of '*', sorted by (agent, user, state_key, action). *out malloc'd. */
+int adb__batch_merge(const adb__batch *b, adb__policy_change **out, int *n);
+
+#endif
