@@ -118,9 +118,12 @@ typedef enum adb_algorithm {
   ADB_ALGO_GAUSSIAN = 1  /* Normal-Inverse-Gamma, unbounded rewards */
 } adb_algorithm;
 
-/* Engagement reward = clamp01(watch * watch_time/duration + click * clicked
- *                             + rating * (rating-1)/4) / (sum of weights of
- * the signals present). Defaults: watch 0.7, click 0.1, rating 0.2. */
+/* Engagement reward: the weighted mean, over the signals present, of
+ *   watched fraction clamp01(watch_time_s / duration_s),
+ *   clicked (0 or 1),
+ *   clamp01((rating - 1) / 4)   (ratings 1..5),
+ * i.e. sum(w_s * x_s) / sum(w_s), so it lies in [0, 1]. Defaults: watch
+ * 0.7, click 0.1, rating 0.2. */
 typedef struct adb_reward_weights {
   double watch, click, rating;
 } adb_reward_weights;
@@ -252,7 +255,9 @@ typedef struct adb_reward_result {
  * ADB_EFULL when the write queue is full. */
 int adb_reward(adb *db, const adb_reward_req *req, adb_reward_result *out);
 
-/* Pure: the engagement reward of signals under weights (NULL = defaults). */
+/* Pure: the engagement reward of signals under weights (NULL = defaults);
+ * NaN when no signal with a positive weight is present or a value is not
+ * finite, or duration_s <= 0 with has_watch. */
 double adb_reward_from_signals(const adb_reward_weights *w,
                                const adb_signals *s);
 
