@@ -9,15 +9,11 @@ cd "$(dirname "$0")/.."
 mode=${1:-all}
 jobs=$(nproc)
 tmp=$(mktemp -d /tmp/agentdb-test.XXXXXX)
-cleanup() {
-  [ -x scripts/redis-test.sh ] && bash scripts/redis-test.sh stop "$tmp/redis" >/dev/null 2>&1 || true
-  [ -x scripts/pg-test.sh ] && bash scripts/pg-test.sh stop "$tmp/pg" >/dev/null 2>&1 || true
-  rm -rf "$tmp"
-}
+. scripts/services.sh
+cleanup() { services_stop "$tmp"; rm -rf "$tmp"; }
 trap cleanup EXIT
 chmod 755 "$tmp"
-if [ -f scripts/pg-test.sh ]; then eval "$(bash scripts/pg-test.sh start "$tmp/pg")"; fi
-if [ -f scripts/redis-test.sh ]; then eval "$(bash scripts/redis-test.sh start "$tmp/redis")"; fi
+services_start "$tmp"
 export TMPDIR="$tmp"
 werror=$([ -n "${CI:-}" ] && echo ON || echo OFF)
 

@@ -7,10 +7,14 @@
 #include <string.h>
 
 extern const adb__cache_methods adb__cache_mem;
+extern const adb__cache_methods adb__cache_redis;
+extern const adb__cache_methods adb__cache_redis_cluster;
 
 /* One line per backend. */
 static const adb__cache_methods *const backends[] = {
     &adb__cache_mem,
+    &adb__cache_redis,
+    &adb__cache_redis_cluster,
 };
 
 int adb__cache_open(const char *url, const adb_config *cfg, adb__cache **out,

@@ -9,10 +9,12 @@
 #include <string.h>
 
 extern const adb__store_methods adb__store_sqlite;
+extern const adb__store_methods adb__store_pg;
 
 /* One line per backend. */
 static const adb__store_methods *const backends[] = {
     &adb__store_sqlite,
+    &adb__store_pg,
 };
 
 int adb__store_open(const char *url, const adb_config *cfg, adb__store **out,

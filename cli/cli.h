@@ -1,0 +1,13 @@
+/*
+ * cli.h — subcommands of the agentdb binary. Each takes the arguments after
+ * its name (argv[0] is the subcommand) and returns the process exit code.
+ */
+#ifndef ADB_CLI_H
+#define ADB_CLI_H
+
+int cli_simulate(int argc, char **argv);
+/* Defined by cli/serve.c and cli/migrate.c when those are built. */
+int cli_serve(int argc, char **argv) __attribute__((weak));
+int cli_migrate(int argc, char **argv) __attribute__((weak));
+
+#endif

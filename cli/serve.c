@@ -1,0 +1,364 @@
+/*
+ * serve.c — `agentdb serve`: opens the library, and serves the HTTP/JSON
+ * API (src/api.c over src/http.c) until SIGTERM or SIGINT.
+ *
+ * Every setting is a flag and an AGENTDB_* environment variable (the flag
+ * wins); `agentdb serve --help` lists them with their defaults. When it is
+ * ready the server prints "agentdb: listening on http://HOST:PORT" on
+ * stdout (tests and scripts wait for that line; --listen 127.0.0.1:0 picks
+ * a free port).
+ *
+ * Shutdown order: stop accepting and finish the requests in flight (every
+ * answered write has been acknowledged by the library, i.e. committed in
+ * sync mode), then adb_close drains the write queue. A second signal
+ * during the drain exits at once.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "agentdb.h"
+#include "api.h"
+#include "auth.h"
+#include "http.h"
+
+int cli_serve(int argc, char **argv);
+
+enum {
+  O_LISTEN, O_STORE, O_CACHE, O_THREADS, O_WRITE_THREADS, O_POOL_SIZE,
+  O_CACHE_TTL, O_CACHE_MAX_BYTES, O_FLUSH_INTERVAL, O_BATCH_SIZE,
+  O_QUEUE_CAPACITY, O_WRITE_TIMEOUT, O_DURABILITY, O_MAX_BODY, O_MAX_HEADER,
+  O_REQUEST_TIMEOUT, O_IDLE_TIMEOUT, O_SHUTDOWN_TIMEOUT, O_API_KEYS,
+  O_ACCESS_LOG, O_SEED, N_OPT
+};
+
+typedef struct opt_def {
+  const char *flag, *env, *def, *arg, *help;
+} opt_def;
+
+static const opt_def opts[N_OPT] = {
+    [O_LISTEN] = {"listen", "AGENTDB_LISTEN", "127.0.0.1:8080", "HOST:PORT",
+                  "address to serve on (port 0: any free port)"},
+    [O_STORE] = {"store", "AGENTDB_STORE", "sqlite://./data/agentdb.db",
+                 "URL", "store: sqlite://PATH or postgresql://..."},
+    [O_CACHE] = {"cache", "AGENTDB_CACHE", "mem://", "URL",
+                 "cache: mem://, redis://HOST:PORT/DB, redis-cluster://..."},
+    [O_THREADS] = {"threads", "AGENTDB_THREADS", "", "N",
+                   "HTTP event-loop threads (default: one per CPU)"},
+    [O_WRITE_THREADS] = {"write-threads", "AGENTDB_WRITE_THREADS", "64", "N",
+                         "threads waiting on durable writes (sync mode)"},
+    [O_POOL_SIZE] = {"pool-size", "AGENTDB_POOL_SIZE", "4", "N",
+                     "store connections"},
+    [O_CACHE_TTL] = {"cache-ttl", "AGENTDB_CACHE_TTL", "3600", "SECONDS",
+                     "cache entry time to live"},
+    [O_CACHE_MAX_BYTES] = {"cache-max-bytes", "AGENTDB_CACHE_MAX_BYTES",
+                           "256m", "BYTES", "in-process cache bound"},
+    [O_FLUSH_INTERVAL] = {"flush-interval-ms", "AGENTDB_FLUSH_INTERVAL_MS",
+                          "2", "MS", "flush the write queue at least this "
+                                     "often"},
+    [O_BATCH_SIZE] = {"batch-size", "AGENTDB_BATCH_SIZE", "4096", "N",
+                      "flush when this many writes wait"},
+    [O_QUEUE_CAPACITY] = {"queue-capacity", "AGENTDB_QUEUE_CAPACITY",
+                          "100000", "N",
+                          "writes waiting before new ones get 503"},
+    [O_WRITE_TIMEOUT] = {"write-timeout-ms", "AGENTDB_WRITE_TIMEOUT_MS",
+                         "30000", "MS", "a sync write gives up after"},
+    [O_DURABILITY] = {"durability", "AGENTDB_DURABILITY", "sync",
+                      "sync|async",
+                      "sync: answer writes after commit; async: at enqueue "
+                      "(202)"},
+    [O_MAX_BODY] = {"max-body", "AGENTDB_MAX_BODY", "1m", "BYTES",
+                    "largest request body (413 above)"},
+    [O_MAX_HEADER] = {"max-header-bytes", "AGENTDB_MAX_HEADER_BYTES", "16k",
+                      "BYTES", "largest request line + headers (431 above)"},
+    [O_REQUEST_TIMEOUT] = {"request-timeout-ms", "AGENTDB_REQUEST_TIMEOUT_MS",
+                           "10000", "MS",
+                           "time to receive a request or send an answer "
+                           "(408)"},
+    [O_IDLE_TIMEOUT] = {"idle-timeout-ms", "AGENTDB_IDLE_TIMEOUT_MS", "60000",
+                        "MS", "keep-alive connections idle this long are "
+                              "closed"},
+    [O_SHUTDOWN_TIMEOUT] = {"shutdown-timeout-ms",
+                            "AGENTDB_SHUTDOWN_TIMEOUT_MS", "30000", "MS",
+                            "longest wait for in-flight requests on "
+                            "SIGTERM"},
+    [O_API_KEYS] = {"api-keys-file", "AGENTDB_API_KEYS_FILE", "", "PATH",
+                    "require 'Authorization: Bearer KEY' on /v1 (lines: "
+                    "KEY [agent,...])"},
+    [O_ACCESS_LOG] = {"access-log", "AGENTDB_ACCESS_LOG", "", "PATH|-",
+                      "one line per request ('-' = stdout)"},
+    [O_SEED] = {"seed", "AGENTDB_SEED", "0", "N",
+                "sampling RNG seed (0: from the OS)"},
+};
+
+static void usage(FILE *f) {
+  fprintf(f, "usage: agentdb serve [options]\n\n"
+             "Serves the AgentDB HTTP/JSON API (docs/openapi.yaml). Each "
+             "option may also be\ngiven as the environment variable shown; "
+             "the flag wins.\n\n");
+  for (int i = 0; i < N_OPT; i++) {
+    char left[64];
+    snprintf(left, sizeof left, "--%s %s", opts[i].flag, opts[i].arg);
+    fprintf(f, "  %-30s %s\n  %-30s   env %s, default %s\n", left,
+            opts[i].help, "", opts[i].env,
+            opts[i].def[0] ? opts[i].def : (i == O_THREADS ? "CPUs" : "none"));
+  }
+  fprintf(f, "  %-30s %s\n", "--help", "this text");
+}
+
+/* A non-negative integer with an optional k/m/g suffix (sizes). */
+static int parse_u64(const char *s, int suffix, long long max,
+                     long long *out) {
+  char *end;
+  errno = 0;
+  long long v = strtoll(s, &end, 10);
+  if (end == s || v < 0 || errno) return -1;
+  long long mul = 1;
+  if (suffix && *end) {
+    switch (*end | 0x20) {
+    case 'k': mul = 1LL << 10; break;
+    case 'm': mul = 1LL << 20; break;
+    case 'g': mul = 1LL << 30; break;
+    default: return -1;
+    }
+    end++;
+  }
+  if (*end || v > max / mul) return -1;
+  *out = v * mul;
+  return 0;
+}
+
+typedef struct settings {
+  const char *val[N_OPT];
+  adb_config cfg;
+  adb__http_config http;
+  int threads;
+} settings;
+
+static int number(const settings *s, int o, int suffix, long long lo,
+                  long long hi, long long *out) {
+  if (parse_u64(s->val[o], suffix, hi, out) == 0 && *out >= lo) return 0;
+  fprintf(stderr, "agentdb serve: --%s (%s) must be %s in [%lld, %lld], "
+                  "not '%s'\n",
+          opts[o].flag, opts[o].env, suffix ? "a size" : "an integer", lo,
+          hi, s->val[o]);
+  return -1;
+}
+
+static int read_args(settings *s, int argc, char **argv) {
+  for (int i = 0; i < N_OPT; i++) {
+    const char *e = getenv(opts[i].env);
+    s->val[i] = e && *e ? e : opts[i].def;
+  }
+  struct option lo[N_OPT + 2];
+  for (int i = 0; i < N_OPT; i++)
+    lo[i] = (struct option){opts[i].flag, required_argument, NULL, i};
+  lo[N_OPT] = (struct option){"help", no_argument, NULL, 'h'};
+  lo[N_OPT + 1] = (struct option){NULL, 0, NULL, 0};
+  optind = 1;
+  opterr = 1;
+  int c;
+  while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+    if (c == 'h') {
+      usage(stdout);
+      return 1;
+    }
+    if (c < 0 || c >= N_OPT) {
+      usage(stderr);
+      return -1;
+    }
+    s->val[c] = optarg;
+  }
+  if (optind < argc) {
+    fprintf(stderr, "agentdb serve: unexpected argument '%s'\n", argv[optind]);
+    return -1;
+  }
+  return 0;
+}
+
+static int convert(settings *s) {
+  long long v[N_OPT] = {0};
+  const int big = 1 << 30;
+  long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+  if (!s->val[O_THREADS][0]) v[O_THREADS] = ncpu > 0 ? ncpu : 1;
+  else if (number(s, O_THREADS, 0, 1, 256, &v[O_THREADS])) return -1;
+  if (number(s, O_WRITE_THREADS, 0, 1, 4096, &v[O_WRITE_THREADS]) ||
+      number(s, O_POOL_SIZE, 0, 1, 1024, &v[O_POOL_SIZE]) ||
+      number(s, O_CACHE_TTL, 0, 1, big, &v[O_CACHE_TTL]) ||
+      number(s, O_CACHE_MAX_BYTES, 1, 1 << 20, 1LL << 40,
+             &v[O_CACHE_MAX_BYTES]) ||
+      number(s, O_FLUSH_INTERVAL, 0, 1, 60000, &v[O_FLUSH_INTERVAL]) ||
+      number(s, O_BATCH_SIZE, 0, 1, big, &v[O_BATCH_SIZE]) ||
+      number(s, O_QUEUE_CAPACITY, 0, 1, big, &v[O_QUEUE_CAPACITY]) ||
+      number(s, O_WRITE_TIMEOUT, 0, 1, big, &v[O_WRITE_TIMEOUT]) ||
+      number(s, O_MAX_BODY, 1, 1024, 1LL << 30, &v[O_MAX_BODY]) ||
+      number(s, O_MAX_HEADER, 1, 1024, 1 << 24, &v[O_MAX_HEADER]) ||
+      number(s, O_REQUEST_TIMEOUT, 0, 1, big, &v[O_REQUEST_TIMEOUT]) ||
+      number(s, O_IDLE_TIMEOUT, 0, 1, big, &v[O_IDLE_TIMEOUT]) ||
+      number(s, O_SHUTDOWN_TIMEOUT, 0, 1, big, &v[O_SHUTDOWN_TIMEOUT]) ||
+      number(s, O_SEED, 0, 0, 0x7fffffffffffffffLL, &v[O_SEED]))
+    return -1;
+  const char *d = s->val[O_DURABILITY];
+  if (strcmp(d, "sync") && strcmp(d, "async")) {
+    fprintf(stderr, "agentdb serve: --durability must be sync or async, not "
+                    "'%s'\n", d);
+    return -1;
+  }
+  s->cfg = (adb_config){
+      .store_url = s->val[O_STORE],
+      .cache_url = s->val[O_CACHE],
+      .durability = strcmp(d, "async") ? ADB_DURABILITY_SYNC
+                                       : ADB_DURABILITY_ASYNC,
+      .flush_interval_ms = (int)v[O_FLUSH_INTERVAL],
+      .batch_size = (int)v[O_BATCH_SIZE],
+      .queue_capacity = (int)v[O_QUEUE_CAPACITY],
+      .write_timeout_ms = (int)v[O_WRITE_TIMEOUT],
+      .cache_ttl_s = (int)v[O_CACHE_TTL],
+      .cache_max_bytes = (size_t)v[O_CACHE_MAX_BYTES],
+      .pool_size = (int)v[O_POOL_SIZE],
+      .seed = (uint64_t)v[O_SEED]};
+  s->threads = (int)v[O_THREADS];
+  s->http = (adb__http_config){
+      .listen = s->val[O_LISTEN],
+      .threads = s->threads,
+      .pool_threads = (int)v[O_WRITE_THREADS],
+      .max_body = (size_t)v[O_MAX_BODY],
+      .max_head = (size_t)v[O_MAX_HEADER],
+      .request_timeout_ms = (int)v[O_REQUEST_TIMEOUT],
+      .idle_timeout_ms = (int)v[O_IDLE_TIMEOUT],
+      .shutdown_timeout_ms = (int)v[O_SHUTDOWN_TIMEOUT]};
+  return 0;
+}
+
+/* Creates the folder of a sqlite:// file, as `make run` expects ./data. */
+static void make_store_dir(const char *url) {
+  if (strncmp(url, "sqlite://", 9) != 0 || strstr(url, ":memory:")) return;
+  char path[4096];
+  snprintf(path, sizeof path, "%s", url + 9);
+  char *q = strchr(path, '?');
+  if (q) *q = '\0';
+  for (char *p = path + 1; *p; p++) {
+    if (*p != '/') continue;
+    *p = '\0';
+    mkdir(path, 0755);
+    *p = '/';
+  }
+}
+
+static void *second_signal(void *arg) {
+  sigset_t *set = arg;
+  int sig;
+  if (sigwait(set, &sig) == 0) {
+    fprintf(stderr, "agentdb: second signal, exiting without draining\n");
+    _exit(1);
+  }
+  return NULL;
+}
+
+typedef struct running {
+  adb *db;
+  adb__auth *auth;
+  FILE *access;
+  adb__api *api;
+  adb__http_server *srv;
+} running;
+
+static int open_all(settings *s, running *r) {
+  char err[512] = "";
+  make_store_dir(s->cfg.store_url);
+  int rc = adb_open(&s->cfg, &r->db, err, sizeof err);
+  if (rc != ADB_OK) {
+    fprintf(stderr, "agentdb serve: cannot open the store: %s\n",
+            err[0] ? err : adb_strerror(rc));
+    return -1;
+  }
+  const char *keys = s->val[O_API_KEYS];
+  if (keys[0] && adb__auth_load(keys, &r->auth, err, sizeof err) != ADB_OK) {
+    fprintf(stderr, "agentdb serve: %s\n", err);
+    return -1;
+  }
+  const char *al = s->val[O_ACCESS_LOG];
+  if (al[0]) r->access = strcmp(al, "-") ? fopen(al, "a") : stdout;
+  if (al[0] && !r->access) {
+    fprintf(stderr, "agentdb serve: cannot open access log %s\n", al);
+    return -1;
+  }
+  adb__api_config ac = {.db = r->db, .durability = s->cfg.durability,
+                        .auth = r->auth, .threads = s->threads,
+                        .access_log = r->access, .error_log = stderr};
+  if (adb__api_new(&ac, &r->api) != ADB_OK) {
+    fprintf(stderr, "agentdb serve: out of memory\n");
+    return -1;
+  }
+  s->http.handler = adb__api_handle;
+  s->http.done = adb__api_done;
+  s->http.ud = r->api;
+  if (adb__http_start(&s->http, &r->srv, err, sizeof err) != ADB_OK) {
+    fprintf(stderr, "agentdb serve: %s\n", err);
+    return -1;
+  }
+  adb__api_set_server(r->api, r->srv);
+  return 0;
+}
+
+/* Stops in order: HTTP (in-flight requests finish), then the library
+ * (the write queue drains). Returns the drain result. */
+static int close_all(running *r) {
+  if (r->srv) {
+    adb__http_shutdown(r->srv);
+    adb__http_wait(r->srv);
+  }
+  adb__http_free(r->srv);
+  int rc = adb_close(r->db);
+  adb__api_free(r->api);
+  adb__auth_free(r->auth);
+  if (r->access && r->access != stdout) fclose(r->access);
+  return rc;
+}
+
+int cli_serve(int argc, char **argv) {
+  settings s;
+  memset(&s, 0, sizeof s);
+  int rc = read_args(&s, argc, argv);
+  if (rc != 0) return rc > 0 ? 0 : 2;
+  if (convert(&s) < 0) return 2;
+  /* Signals are taken by sigwait in this thread only: block them before
+   * any thread (the library's flush worker included) starts. */
+  static sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, NULL);
+  signal(SIGPIPE, SIG_IGN);
+  running r;
+  memset(&r, 0, sizeof r);
+  if (open_all(&s, &r) < 0) {
+    close_all(&r);
+    return 1;
+  }
+  printf("agentdb: listening on http://%s (store %s, cache %s, durability "
+         "%s, %d threads)\n",
+         adb__http_address(r.srv), s.cfg.store_url, s.cfg.cache_url,
+         s.val[O_DURABILITY], s.threads);
+  fflush(stdout);
+  int sig = 0;
+  sigwait(&set, &sig);
+  fprintf(stderr, "agentdb: %s: finishing in-flight requests, then draining "
+                  "the write queue\n",
+          sig == SIGINT ? "SIGINT" : "SIGTERM");
+  pthread_t t;
+  if (pthread_create(&t, NULL, second_signal, &set) == 0) pthread_detach(t);
+  rc = close_all(&r);
+  if (rc != ADB_OK)
+    fprintf(stderr, "agentdb: draining the write queue failed: %s\n",
+            adb_strerror(rc));
+  else fprintf(stderr, "agentdb: stopped cleanly\n");
+  return rc == ADB_OK ? 0 : 1;
+}

@@ -1,0 +1,51 @@
+/*
+ * api.h — the HTTP/JSON API of `agentdb serve` (the contract in
+ * docs/openapi.yaml): routes to adb_* calls, request validation, JSON
+ * answers and errors, auth, metrics and logs. It plugs into http.h as the
+ * handler and done hook.
+ */
+#ifndef ADB_API_H
+#define ADB_API_H
+
+#include <stdio.h>
+
+#include "agentdb.h"
+#include "auth.h"
+#include "http.h"
+#include "metrics.h"
+
+typedef struct adb__api adb__api;
+
+typedef struct adb__api_config {
+  adb *db;                    /* borrowed; outlives the api */
+  adb_durability durability;  /* as the handle was opened */
+  const adb__auth *auth;      /* NULL: no API keys required */
+  int threads;                /* worker threads (metrics shards) */
+  FILE *access_log;           /* NULL: none */
+  FILE *error_log;            /* one JSON line per error answer; NULL: none */
+} adb__api_config;
+
+int adb__api_new(const adb__api_config *cfg, adb__api **out);
+void adb__api_free(adb__api *api);
+/* Lets /readyz and /metrics see a shutdown starting. */
+void adb__api_set_server(adb__api *api, adb__http_server *srv);
+
+/* The adb__http_handler and adb__http_done of the API (ud is the api). */
+int adb__api_handle(void *ud, adb__http_req *req, adb__http_resp *resp);
+void adb__api_done(void *ud, const adb__http_req *req,
+                   const adb__http_resp *resp, int64_t latency_ns);
+
+/* The one mapping of library error codes to HTTP: returns the status and
+ * sets *code to the stable error code and *retry_after_s to the
+ * Retry-After seconds (0 = none). */
+int adb__api_status(int adb_err, const char **code, int *retry_after_s);
+
+/* Metrics of the api, for tests. */
+adb__metrics *adb__api_metrics(adb__api *api);
+
+/* Parses a time: integer milliseconds since the epoch, or ISO-8601
+ * ("2024-05-01", "2024-05-01T12:00:00Z", "...T12:00:00.250+02:00"; no zone
+ * means UTC). ADB_OK or ADB_EINVAL. */
+int adb__api_parse_time(const char *s, int64_t *ms);
+
+#endif /* ADB_API_H */

@@ -1,0 +1,669 @@
+/*
+ * coordinator.c — the adb handle: open/close, errors, agents, and the write
+ * path (a bounded queue drained by one flush worker).
+ *
+ * Write path design
+ * -----------------
+ * Every durable write (decision log, reward, episode) becomes an item in
+ * one FIFO queue. A single flush worker takes up to batch_size items at a
+ * time — waiting at most flush_interval_ms for a batch to fill once the
+ * first item has arrived — and commits them with one store->write_batch
+ * call, i.e. one transaction (group commit). The store reports which
+ * rewards were new and the resulting posterior changes; the worker applies
+ * those to the cache (versioned, see cache.h) BEFORE it wakes the writers,
+ * so a decision made after a reward is acknowledged sees it.
+ *
+ * Sync writers (durability=sync) sleep until their item is done; async
+ * writers return at enqueue and the worker frees their items. A failed
+ * write_batch is never dropped: the worker retries the same batch with
+ * exponential backoff (10 ms .. 1 s) while new writes queue up behind it;
+ * when queued + in-flight items reach queue_capacity, new writes are
+ * refused with ADB_EFULL. A sync writer waiting longer than
+ * write_timeout_ms gets ADB_ETIMEDOUT, but its item stays queued and will
+ * commit later (a retry under the same reward id is safe: exactly once).
+ *
+ * adb_close stops intake, lets the worker drain everything, and gives up
+ * only if the store stays down for write_timeout_ms during the drain, in
+ * which case the lost items are reported on stderr.
+ *
+ * The worker also turns each agent's in-memory counters into hourly
+ * performance_metrics rows, at most once a second, inside the same
+ * batches.
+ */
+#include "coordinator.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "statekey.h"
+
+/* ---------------------------------------------------------------- errors */
+
+const char *adb_strerror(int code) {
+  switch (code) {
+#define ADB__ERR_STR(name, c, msg)                                            \
+  case c: return msg;
+    ADB_ERRNO_MAP(ADB__ERR_STR)
+#undef ADB__ERR_STR
+  }
+  return "unknown error";
+}
+
+const char *adb_err_name(int code) {
+  switch (code) {
+#define ADB__ERR_NAME(name, c, msg)                                           \
+  case c: return "ADB_" #name;
+    ADB_ERRNO_MAP(ADB__ERR_NAME)
+#undef ADB__ERR_NAME
+  }
+  return "ADB_EUNKNOWN";
+}
+
+static _Thread_local char tl_errmsg[512];
+
+int adb__fail(adb *db, int code, const char *fmt, ...) {
+  (void)db;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(tl_errmsg, sizeof tl_errmsg, fmt, ap);
+  va_end(ap);
+  return code;
+}
+
+const char *adb_errmsg(adb *db) {
+  (void)db;
+  return tl_errmsg[0] ? tl_errmsg : "ok";
+}
+
+int adb_id_valid(const char *s) {
+  if (!s) return 0;
+  size_t n = 0;
+  for (; s[n]; n++) {
+    unsigned char c = (unsigned char)s[n];
+    if (n >= ADB_ID_MAX) return 0;
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+          (c >= '0' && c <= '9') || c == '.' || c == '_' || c == ':' ||
+          c == '@' || c == '-'))
+      return 0;
+  }
+  return n > 0;
+}
+
+int adb__check_id(adb *db, const char *what, const char *id) {
+  if (adb_id_valid(id)) return ADB_OK;
+  if (!id) return adb__fail(db, ADB_EINVAL, "%s is required", what);
+  return adb__fail(db, ADB_EINVAL,
+                   "%s must be 1-128 characters of [A-Za-z0-9._:@-]", what);
+}
+
+void adb_free(void *p) {
+  free(p);
+}
+
+/* ------------------------------------------------------------------- rng */
+
+static _Atomic uint64_t next_handle_id = 1;
+static _Thread_local adb__rng tl_rng;
+static _Thread_local uint64_t tl_rng_handle;
+
+/* With cfg.seed, the first thread of a handle draws exactly the stream of
+ * that seed (reproducible runs) and later threads distinct ones. */
+adb__rng *adb__rng_for(adb *db) {
+  if (tl_rng_handle != db->id) {
+    uint64_t k = atomic_fetch_add(&db->rng_threads, 1), seed = db->cfg.seed;
+    if (seed == 0 && getrandom(&seed, sizeof seed, 0) != sizeof seed)
+      seed = (uint64_t)adb__mono_ns();
+    adb__rng_seed(&tl_rng, seed + 0x9E3779B97F4A7C15ULL * k);
+    tl_rng_handle = db->id;
+  }
+  return &tl_rng;
+}
+
+/* ---------------------------------------------------------------- agents */
+
+void adb_agent_config_init(adb_agent_config *c) {
+  memset(c, 0, sizeof *c);
+  c->algorithm = ADB_ALGO_BETA;
+  c->prior_alpha = 1;
+  c->prior_beta = 1;
+  c->prior_mu = 0;
+  c->prior_kappa = 1;
+  c->prior_a = 1;
+  c->prior_b = 1;
+  adb__reward_weights_default(&c->reward_weights);
+  c->fallback_strength = 10;
+  c->reward_window_s = 86400;
+  c->default_reward = 0;
+}
+
+void adb__agent_release(adb__agent *a) {
+  if (a && atomic_fetch_sub(&a->refs, 1) == 1) {
+    adb__strmap_free(&a->catalogue, NULL);
+    free(a);
+  }
+}
+
+static void agent_release_void(void *a) {
+  adb__agent_release(a);
+}
+
+static void catalogue_add(void *arg, const adb__action_rec *r) {
+  adb__agent *a = arg;
+  if (adb__strmap_put(&a->catalogue, r->id, (void *)(uintptr_t)(r->disabled ? 2 : 1)))
+    a->has_catalogue = -1; /* OOM marker, checked by the loader */
+  else if (a->has_catalogue >= 0)
+    a->has_catalogue = 1;
+}
+
+static adb__agent_stats *agent_stats(adb *db, const char *id) {
+  adb__agent_stats *s = adb__strmap_get(&db->agent_stats, id);
+  if (s) return s;
+  s = calloc(1, sizeof *s);
+  if (s && adb__strmap_put(&db->agent_stats, id, s)) {
+    free(s);
+    s = NULL;
+  }
+  return s;
+}
+
+/* Loads an agent and its catalogue from the store. */
+static int agent_load(adb *db, const char *id, adb__agent **out) {
+  adb__agent *a = calloc(1, sizeof *a);
+  if (!a) return adb__fail(db, ADB_ENOMEM, "out of memory");
+  int rc = db->store->m->agent_get(db->store, id, &a->cfg);
+  if (rc == ADB_OK)
+    rc = db->store->m->actions_list(db->store, id, catalogue_add, a);
+  if (rc == ADB_OK && a->has_catalogue < 0) rc = ADB_ENOMEM;
+  if (rc != ADB_OK) {
+    adb__strmap_free(&a->catalogue, NULL);
+    free(a);
+    if (rc == ADB_ENOTFOUND)
+      return adb__fail(db, rc, "agent '%s' not found", id);
+    return adb__fail(db, rc, "loading agent '%s': %s", id,
+                     adb__store_errmsg(db->store));
+  }
+  a->loaded_ms = adb__now_ms();
+  a->refs = 1;
+  *out = a;
+  return ADB_OK;
+}
+
+/* Publishes a freshly loaded agent, replacing (and releasing) the old. */
+static int agent_publish(adb *db, adb__agent *a) {
+  pthread_rwlock_wrlock(&db->agents_lock);
+  a->stats = agent_stats(db, a->cfg.id);
+  adb__agent *old = adb__strmap_get(&db->agents, a->cfg.id);
+  int rc = a->stats ? adb__strmap_put(&db->agents, a->cfg.id, a) : ADB_ENOMEM;
+  pthread_rwlock_unlock(&db->agents_lock);
+  if (rc != ADB_OK) return rc;
+  adb__agent_release(old);
+  return ADB_OK;
+}
+
+int adb__agent_acquire(adb *db, const char *id, adb__agent **out) {
+  int rc = adb__check_id(db, "agent id", id);
+  if (rc) return rc;
+  pthread_rwlock_rdlock(&db->agents_lock);
+  adb__agent *a = adb__strmap_get(&db->agents, id);
+  if (a) atomic_fetch_add(&a->refs, 1);
+  pthread_rwlock_unlock(&db->agents_lock);
+  int stale = a && adb__now_ms() - a->loaded_ms > ADB_AGENT_REFRESH_MS;
+  /* One thread refreshes a stale agent; the others keep using it. */
+  if (stale && atomic_exchange(&db->refreshing, 1) == 0) {
+    adb__agent *fresh;
+    if (agent_load(db, id, &fresh) == ADB_OK) {
+      atomic_fetch_add(&fresh->refs, 1);
+      if (agent_publish(db, fresh) == ADB_OK) {
+        adb__agent_release(a);
+        a = fresh;
+      } else {
+        adb__agent_release(fresh);
+        adb__agent_release(fresh);
+      }
+    }
+    atomic_store(&db->refreshing, 0);
+  }
+  if (!a) {
+    if ((rc = agent_load(db, id, &a)) != ADB_OK) return rc;
+    atomic_fetch_add(&a->refs, 1);
+    if ((rc = agent_publish(db, a)) != ADB_OK) {
+      adb__agent_release(a);
+      adb__agent_release(a);
+      return adb__fail(db, rc, "out of memory");
+    }
+  }
+  *out = a;
+  return ADB_OK;
+}
+
+void adb__agent_invalidate(adb *db, const char *id) {
+  pthread_rwlock_wrlock(&db->agents_lock);
+  adb__agent *old = adb__strmap_del(&db->agents, id);
+  pthread_rwlock_unlock(&db->agents_lock);
+  adb__agent_release(old);
+}
+
+/* ------------------------------------------------------------ write queue */
+
+void adb__item_free(adb__item *it) {
+  if (!it) return;
+  if (it->kind == ITEM_DECISION) adb__decision_rec_free(&it->u.d);
+  if (it->kind == ITEM_REWARD) free(it->u.r.signals_json);
+  if (it->kind == ITEM_EPISODE) free(it->u.e.context_json);
+  free(it->emb);
+  free(it);
+}
+
+int adb__enqueue(adb *db, adb__item *chain, int wait, adb__reward_rec *out) {
+  int n = 0;
+  adb__item *it = chain;
+  for (adb__item *p = chain; p; p = p->next, n++) it = p;
+  pthread_mutex_lock(&db->qmu);
+  int rc = db->closing ? ADB_ECLOSED
+           : db->qlen + n > db->cfg.queue_capacity ? ADB_EFULL : ADB_OK;
+  if (rc != ADB_OK) {
+    pthread_mutex_unlock(&db->qmu);
+    for (adb__item *p = chain, *next; p; p = next) {
+      next = p->next;
+      adb__item_free(p);
+    }
+    if (rc == ADB_ECLOSED) return adb__fail(db, rc, "the handle is closing");
+    return adb__fail(db, rc, "write queue full (%d writes waiting); retry later",
+                     db->cfg.queue_capacity);
+  }
+  for (adb__item *p = chain; p; p = p->next) {
+    p->seq = db->next_seq++;
+    p->waited = 0;
+  }
+  it->waited = wait;
+  if (db->qtail)
+    db->qtail->next = chain;
+  else
+    db->qhead = chain;
+  db->qtail = it;
+  db->qlen += n;
+  pthread_cond_signal(&db->qwake);
+  if (!wait) {
+    pthread_mutex_unlock(&db->qmu);
+    return ADB_OK;
+  }
+  struct timespec dl;
+  clock_gettime(CLOCK_REALTIME, &dl);
+  int64_t ns = dl.tv_nsec + (int64_t)db->cfg.write_timeout_ms * 1000000;
+  dl.tv_sec += ns / 1000000000;
+  dl.tv_nsec = ns % 1000000000;
+  while (!it->done) {
+    if (pthread_cond_timedwait(&db->qdone, &db->qmu, &dl) == ETIMEDOUT &&
+        !it->done) {
+      it->waited = 0; /* the worker frees it once committed */
+      pthread_mutex_unlock(&db->qmu);
+      return adb__fail(db, ADB_ETIMEDOUT,
+                       "write not committed within %d ms (store: %s); it "
+                       "stays queued, retry with the same id is safe",
+                       db->cfg.write_timeout_ms,
+                       adb__store_errmsg(db->store));
+    }
+  }
+  pthread_mutex_unlock(&db->qmu);
+  rc = it->result;
+  if (out && it->kind == ITEM_REWARD) {
+    *out = it->u.r;
+    out->signals_json = NULL;
+  }
+  adb__item_free(it);
+  if (rc == ADB_ECONFLICT)
+    return adb__fail(db, rc, "reward id already used with a different body");
+  if (rc != ADB_OK)
+    return adb__fail(db, rc, "write failed: %s", adb_strerror(rc));
+  return ADB_OK;
+}
+
+int adb_flush(adb *db) {
+  pthread_mutex_lock(&db->qmu);
+  uint64_t target = db->next_seq;
+  pthread_cond_signal(&db->qwake);
+  while (db->done_seq < target) pthread_cond_wait(&db->qdone, &db->qmu);
+  pthread_mutex_unlock(&db->qmu);
+  return ADB_OK;
+}
+
+/* ------------------------------------------------------------ flush worker */
+
+static int lat_percentile(const int64_t *h, double q) {
+  int64_t total = 0;
+  for (int i = 0; i < ADB_LAT_BUCKETS; i++) total += h[i];
+  if (!total) return -1;
+  int64_t rank = (int64_t)ceil(q * (double)total), seen = 0;
+  for (int i = 0; i < ADB_LAT_BUCKETS; i++)
+    if ((seen += h[i]) >= rank) return i;
+  return ADB_LAT_BUCKETS - 1;
+}
+
+/* Swaps each agent's counters out into metrics deltas (worker only). */
+static int collect_metrics(adb *db, adb__metrics_delta **out) {
+  int64_t now = adb__now_ms(), hour = now - now % 3600000;
+  pthread_rwlock_rdlock(&db->agents_lock);
+  int n = 0;
+  adb__metrics_delta *m = calloc(db->agent_stats.len + 1, sizeof *m);
+  for (size_t i = 0; m && i < db->agent_stats.cap; i++) {
+    if (!db->agent_stats.slots[i].key) continue;
+    adb__agent_stats *s = db->agent_stats.slots[i].val;
+    adb__metrics_delta *d = &m[n];
+    snprintf(d->agent, sizeof d->agent, "%s", db->agent_stats.slots[i].key);
+    d->hour_ms = hour;
+    d->decisions = atomic_exchange(&s->decisions, 0);
+    d->cache_hits = atomic_exchange(&s->cache_hits, 0);
+    d->cache_misses = atomic_exchange(&s->cache_misses, 0);
+    if (s->hour_ms != hour) memset(s->hour_lat, 0, sizeof s->hour_lat);
+    s->hour_ms = hour;
+    for (int b = 0; b < ADB_LAT_BUCKETS; b++)
+      s->hour_lat[b] += atomic_exchange(&s->lat[b], 0);
+    int p50 = lat_percentile(s->hour_lat, 0.5);
+    int p99 = lat_percentile(s->hour_lat, 0.99);
+    /* A bucket's geometric middle: [2^i, 2^(i+1)) us. */
+    d->latency_p50_us = p50 < 0 ? -1 : ldexp(1.5, p50);
+    d->latency_p99_us = p99 < 0 ? -1 : ldexp(1.5, p99);
+    n++;
+  }
+  pthread_rwlock_unlock(&db->agents_lock);
+  *out = m;
+  return n;
+}
+
+/* Adds applied rewards to the rollup deltas of their agents. */
+static void count_rewards(adb__batch *b, adb__metrics_delta **m, int *nm) {
+  for (int i = 0; i < b->n_rewards; i++) {
+    adb__reward_rec *r = &b->rewards[i];
+    if (!r->applied) continue;
+    int j = 0;
+    while (j < *nm && strcmp((*m)[j].agent, r->agent)) j++;
+    if (j == *nm) {
+      adb__metrics_delta *g = realloc(*m, (size_t)(*nm + 1) * sizeof **m);
+      if (!g) return;
+      *m = g;
+      memset(&g[j], 0, sizeof g[j]);
+      snprintf(g[j].agent, sizeof g[j].agent, "%s", r->agent);
+      int64_t now = adb__now_ms();
+      g[j].hour_ms = now - now % 3600000;
+      g[j].latency_p50_us = g[j].latency_p99_us = -1;
+      (*nm)++;
+    }
+    (*m)[j].rewards++;
+    (*m)[j].reward_sum += r->reward;
+  }
+}
+
+/* Applies committed posterior changes to the cache, one call per key. */
+static void apply_changes(adb *db, adb__batch *b) {
+  const char *actions[256];
+  adb__arm_stats deltas[256];
+  char key[600];
+  for (int i = 0; i < b->n_changes;) {
+    adb__policy_change *c = &b->changes[i];
+    int n = 0;
+    while (i < b->n_changes && n < 256 &&
+           !strcmp(b->changes[i].agent, c->agent) &&
+           !strcmp(b->changes[i].user, c->user) &&
+           !strcmp(b->changes[i].state_key, c->state_key)) {
+      actions[n] = b->changes[i].action;
+      deltas[n++] = b->changes[i].delta;
+      i++;
+    }
+    adb__policy_key(key, sizeof key, c->agent, c->user, c->state_key);
+    if (db->cache->m->policy_apply(db->cache, key, n, actions, deltas) !=
+        ADB_OK)
+      atomic_fetch_add(&db->st_cache_errors, 1);
+  }
+}
+
+/* Builds the batch's record arrays from the items (pointers copied). */
+static int batch_build(adb__batch *b, adb__item *items, int n) {
+  b->decisions = malloc((size_t)n * sizeof *b->decisions);
+  b->rewards = malloc((size_t)n * sizeof *b->rewards);
+  b->episodes = malloc((size_t)n * sizeof *b->episodes);
+  if (!b->decisions || !b->rewards || !b->episodes) return ADB_ENOMEM;
+  for (adb__item *it = items; it; it = it->next) {
+    if (it->kind == ITEM_DECISION) b->decisions[b->n_decisions++] = it->u.d;
+    if (it->kind == ITEM_REWARD) b->rewards[b->n_rewards++] = it->u.r;
+    if (it->kind == ITEM_EPISODE) b->episodes[b->n_episodes++] = it->u.e;
+  }
+  return ADB_OK;
+}
+
+static void batch_free(adb__batch *b) {
+  free(b->decisions);
+  free(b->rewards);
+  free(b->episodes);
+  free(b->metrics);
+  free(b->changes);
+  memset(b, 0, sizeof *b);
+}
+
+/* Commits the batch, retrying with backoff until it succeeds or, while
+ * closing, the store has been failing for write_timeout_ms. */
+static int commit_with_retry(adb *db, adb__batch *b) {
+  int64_t backoff_ms = 10, first_fail = 0;
+  for (;;) {
+    int rc = db->store->m->write_batch(db->store, b);
+    if (rc == ADB_OK) return ADB_OK;
+    atomic_fetch_add(&db->st_flush_errors, 1);
+    atomic_fetch_add(&db->st_store_errors, 1);
+    int64_t now = adb__now_ms();
+    if (!first_fail) {
+      first_fail = now;
+      fprintf(stderr, "agentdb: flush of %d writes failed (%s): %s; retrying\n",
+              b->n_decisions + b->n_rewards + b->n_episodes, adb_err_name(rc),
+              adb__store_errmsg(db->store));
+    }
+    pthread_mutex_lock(&db->qmu);
+    int closing = db->closing;
+    pthread_mutex_unlock(&db->qmu);
+    if (closing && now - first_fail >= db->cfg.write_timeout_ms) return rc;
+    struct timespec ts = {backoff_ms / 1000, (backoff_ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+    backoff_ms = backoff_ms * 2 > 1000 ? 1000 : backoff_ms * 2;
+  }
+}
+
+/* Takes up to batch_size items off the queue, waiting for work. Returns
+ * NULL when closing and the queue is empty. Called with qmu held. */
+static adb__item *take_batch(adb *db, int *n_out) {
+  while (!db->qhead && !db->closing) {
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += 1; /* wake at least once a second for metrics */
+    if (pthread_cond_timedwait(&db->qwake, &db->qmu, &dl) == ETIMEDOUT) break;
+  }
+  if (!db->qhead) return NULL;
+  /* Group commit: give a small batch up to flush_interval_ms to grow. */
+  if (!db->closing && db->qlen < db->cfg.batch_size) {
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    int64_t ns = dl.tv_nsec + (int64_t)db->cfg.flush_interval_ms * 1000000;
+    dl.tv_sec += ns / 1000000000;
+    dl.tv_nsec = ns % 1000000000;
+    while (!db->closing && db->qlen < db->cfg.batch_size &&
+           pthread_cond_timedwait(&db->qwake, &db->qmu, &dl) != ETIMEDOUT) {
+    }
+  }
+  adb__item *head = db->qhead, *last = head;
+  int n = 1;
+  while (last->next && n < db->cfg.batch_size) {
+    last = last->next;
+    n++;
+  }
+  db->qhead = last->next;
+  if (!db->qhead) db->qtail = NULL;
+  last->next = NULL;
+  *n_out = n;
+  return head;
+}
+
+/* Marks items done, wakes waiters, frees the unwaited ones. */
+static void finish_items(adb *db, adb__item *items, int n, adb__batch *b,
+                         int rc) {
+  int ri = 0;
+  pthread_mutex_lock(&db->qmu);
+  for (adb__item *it = items, *next; it; it = next) {
+    next = it->next;
+    it->result = rc;
+    if (it->kind == ITEM_REWARD && rc == ADB_OK) {
+      adb__reward_rec *r = &b->rewards[ri++];
+      it->u.r.result = r->result;
+      it->u.r.applied = r->applied;
+      it->u.r.first_reward = r->first_reward;
+      it->result = r->result;
+      atomic_fetch_add(r->applied ? &db->st_applied : &db->st_duplicate, 1);
+    }
+    if (rc != ADB_OK)
+      fprintf(stderr, "agentdb: write seq %llu lost: %s\n",
+              (unsigned long long)it->seq, adb_strerror(rc));
+    it->done = 1;
+    if (it->seq + 1 > db->done_seq) db->done_seq = it->seq + 1;
+    if (!it->waited) adb__item_free(it);
+  }
+  db->qlen -= n;
+  pthread_cond_broadcast(&db->qdone);
+  pthread_mutex_unlock(&db->qmu);
+}
+
+static void *flush_worker(void *arg) {
+  adb *db = arg;
+  pthread_mutex_lock(&db->qmu);
+  for (;;) {
+    int n = 0;
+    adb__item *items = take_batch(db, &n);
+    int closing = db->closing;
+    pthread_mutex_unlock(&db->qmu);
+    adb__batch b = {0};
+    int64_t now = adb__now_ms();
+    int rc = ADB_OK;
+    if (items) rc = batch_build(&b, items, n);
+    if (rc == ADB_OK && (now - db->last_rollup_ms >= 1000 || closing)) {
+      b.n_metrics = collect_metrics(db, &b.metrics);
+      db->last_rollup_ms = now;
+    }
+    if (rc == ADB_OK) count_rewards(&b, &b.metrics, &b.n_metrics);
+    if (rc == ADB_OK && (b.n_metrics || items)) {
+      rc = commit_with_retry(db, &b);
+      if (rc == ADB_OK) apply_changes(db, &b);
+      if (rc == ADB_OK && items) atomic_fetch_add(&db->st_batches, 1);
+    }
+    if (items) finish_items(db, items, n, &b, rc);
+    batch_free(&b);
+    pthread_mutex_lock(&db->qmu);
+    if (db->closing && !db->qhead) break;
+  }
+  pthread_mutex_unlock(&db->qmu);
+  return NULL;
+}
+
+/* ---------------------------------------------------------- open / close */
+
+static void config_defaults(adb_config *c) {
+  if (!c->store_url) c->store_url = "sqlite://./data/agentdb.db";
+  if (!c->cache_url) c->cache_url = "mem://";
+  if (c->flush_interval_ms <= 0) c->flush_interval_ms = 2;
+  if (c->batch_size <= 0) c->batch_size = 4096;
+  if (c->queue_capacity <= 0) c->queue_capacity = 100000;
+  if (c->write_timeout_ms <= 0) c->write_timeout_ms = 30000;
+  if (c->cache_ttl_s <= 0) c->cache_ttl_s = 3600;
+  if (c->cache_max_bytes == 0) c->cache_max_bytes = (size_t)256 << 20;
+  if (c->pool_size <= 0) c->pool_size = 4;
+}
+
+static void handle_free(adb *db) {
+  adb__cache_close(db->cache);
+  adb__store_close(db->store);
+  adb__strmap_free(&db->agents, agent_release_void);
+  adb__strmap_free(&db->agent_stats, free);
+  adb__strmap_free(&db->inflight, NULL);
+  pthread_mutex_destroy(&db->qmu);
+  pthread_cond_destroy(&db->qwake);
+  pthread_cond_destroy(&db->qdone);
+  pthread_rwlock_destroy(&db->agents_lock);
+  pthread_mutex_destroy(&db->sfmu);
+  pthread_cond_destroy(&db->sfcond);
+  free(db);
+}
+
+int adb_open(const adb_config *cfg, adb **out, char *err, size_t errlen) {
+  char dummy[8];
+  if (!err) {
+    err = dummy;
+    errlen = sizeof dummy;
+  }
+  *out = NULL;
+  err[0] = 0;
+  adb *db = calloc(1, sizeof *db);
+  if (!db) {
+    snprintf(err, errlen, "out of memory");
+    return ADB_ENOMEM;
+  }
+  if (cfg) db->cfg = *cfg;
+  config_defaults(&db->cfg);
+  snprintf(db->store_url, sizeof db->store_url, "%s", db->cfg.store_url);
+  snprintf(db->cache_url, sizeof db->cache_url, "%s", db->cfg.cache_url);
+  db->cfg.store_url = db->store_url;
+  db->cfg.cache_url = db->cache_url;
+  db->id = atomic_fetch_add(&next_handle_id, 1);
+  pthread_mutex_init(&db->qmu, NULL);
+  pthread_cond_init(&db->qwake, NULL);
+  pthread_cond_init(&db->qdone, NULL);
+  pthread_rwlock_init(&db->agents_lock, NULL);
+  pthread_mutex_init(&db->sfmu, NULL);
+  pthread_cond_init(&db->sfcond, NULL);
+  db->last_rollup_ms = adb__now_ms();
+  int rc = adb__store_open(db->store_url, &db->cfg, &db->store, err, errlen);
+  if (rc == ADB_OK)
+    rc = adb__cache_open(db->cache_url, &db->cfg, &db->cache, err, errlen);
+  if (rc == ADB_OK && pthread_create(&db->worker, NULL, flush_worker, db)) {
+    snprintf(err, errlen, "cannot start the flush worker");
+    rc = ADB_ENOMEM;
+  }
+  if (rc != ADB_OK) {
+    handle_free(db);
+    return rc;
+  }
+  *out = db;
+  return ADB_OK;
+}
+
+int adb_close(adb *db) {
+  if (!db) return ADB_OK;
+  pthread_mutex_lock(&db->qmu);
+  db->closing = 1;
+  pthread_cond_signal(&db->qwake);
+  pthread_mutex_unlock(&db->qmu);
+  pthread_join(db->worker, NULL);
+  handle_free(db);
+  return ADB_OK;
+}
+
+void adb_stats_get(adb *db, adb_stats *o) {
+  memset(o, 0, sizeof *o);
+  o->decisions = atomic_load(&db->st_decisions);
+  o->rewards_applied = atomic_load(&db->st_applied);
+  o->rewards_duplicate = atomic_load(&db->st_duplicate);
+  pthread_mutex_lock(&db->qmu);
+  o->queue_depth = db->qlen;
+  pthread_mutex_unlock(&db->qmu);
+  o->queue_capacity = db->cfg.queue_capacity;
+  o->flush_batches = atomic_load(&db->st_batches);
+  o->flush_errors = atomic_load(&db->st_flush_errors);
+  o->store_errors = atomic_load(&db->st_store_errors);
+  adb__cache_stats cs = {0};
+  db->cache->m->stats(db->cache, &cs);
+  o->cache_hits = atomic_load(&db->st_hits);
+  o->cache_misses = atomic_load(&db->st_misses);
+  o->cache_errors = cs.errors + atomic_load(&db->st_cache_errors);
+  o->cache_evictions = cs.evictions;
+  o->cache_entries = cs.entries;
+  o->cache_bytes = cs.bytes;
+}

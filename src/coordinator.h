@@ -1,0 +1,135 @@
+/*
+ * coordinator.h — the adb handle shared by the coordinator's files:
+ * coordinator.c (open/close, the write queue and its flush worker),
+ * decide.c (the read path and Thompson decisions), reward.c (rewards and
+ * episodes) and records.c (agents, actions, user states, patterns,
+ * sessions, policies, metrics).
+ */
+#ifndef ADB_COORDINATOR_H
+#define ADB_COORDINATOR_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "agentdb.h"
+#include "bandit.h"
+#include "cache.h"
+#include "store.h"
+#include "util.h"
+
+/* Decide latency histogram buckets: [2^i, 2^(i+1)) microseconds. */
+#define ADB_LAT_BUCKETS 24
+
+/* Counters of one agent for the current hour's rollup; they outlive
+ * config reloads and are swapped out by the flush worker. */
+typedef struct adb__agent_stats {
+  _Atomic int64_t decisions, cache_hits, cache_misses;
+  _Atomic int64_t lat[ADB_LAT_BUCKETS];
+  int64_t hour_ms;                   /* worker only */
+  int64_t hour_lat[ADB_LAT_BUCKETS]; /* whole hour so far, worker only */
+} adb__agent_stats;
+
+/* An agent as the coordinator keeps it: config and catalogue, immutable
+ * once published. Loaded from the store and reloaded after
+ * ADB_AGENT_REFRESH_MS so replicas see each other's changes; readers hold
+ * a reference (adb__agent_acquire / adb__agent_release). */
+#define ADB_AGENT_REFRESH_MS 5000
+typedef struct adb__agent {
+  adb_agent_config cfg;
+  int has_catalogue;
+  adb__strmap catalogue; /* action id -> (void*)1 enabled, (void*)2 disabled */
+  int64_t loaded_ms;
+  _Atomic int refs;
+  adb__agent_stats *stats; /* owned by the handle */
+} adb__agent;
+
+typedef enum { ITEM_DECISION, ITEM_REWARD, ITEM_EPISODE } adb__item_kind;
+
+/* One queued write. Sync writers wait on it; async ones never look back
+ * and the worker frees it. */
+typedef struct adb__item {
+  struct adb__item *next;
+  adb__item_kind kind;
+  uint64_t seq;
+  int waited;    /* a thread waits on it: it frees the item, not the worker */
+  int done;      /* committed (or abandoned at close) */
+  int result;    /* ADB_OK or the reason it failed */
+  union {
+    adb__decision_rec d;
+    adb__reward_rec r;
+    adb__episode_rec e;
+  } u;
+  float *emb;    /* episode embedding, owned */
+} adb__item;
+
+struct adb {
+  adb_config cfg;
+  char store_url[1024], cache_url[1024];
+  adb__store *store;
+  adb__cache *cache;
+  uint64_t id; /* distinguishes handles for thread-local state */
+
+  /* Write queue (FIFO) and flush worker. */
+  pthread_mutex_t qmu;
+  pthread_cond_t qwake; /* worker: work arrived or closing */
+  pthread_cond_t qdone; /* writers: a batch finished */
+  adb__item *qhead, *qtail;
+  int64_t qlen;       /* queued + in the batch being written */
+  uint64_t next_seq;  /* seq of the next enqueued item */
+  uint64_t done_seq;  /* every item with seq < done_seq is finished */
+  int closing;
+  pthread_t worker;
+  int64_t last_rollup_ms;
+
+  /* Agents. */
+  pthread_rwlock_t agents_lock;
+  adb__strmap agents;      /* id -> adb__agent* (holds one reference) */
+  adb__strmap agent_stats; /* id -> adb__agent_stats* */
+  _Atomic int refreshing;
+  _Atomic uint64_t rng_threads;
+
+  /* Single-flight policy loads. */
+  pthread_mutex_t sfmu;
+  pthread_cond_t sfcond;
+  adb__strmap inflight; /* policy key -> (void*)1 while loading */
+
+  /* Statistics. */
+  _Atomic int64_t st_decisions, st_applied, st_duplicate, st_batches;
+  _Atomic int64_t st_flush_errors, st_store_errors, st_cache_errors;
+  _Atomic int64_t st_hits, st_misses;
+};
+
+/* Thread-local error message of the last failure (per thread, any handle). */
+int adb__fail(adb *db, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* The calling thread's RNG for this handle. */
+adb__rng *adb__rng_for(adb *db);
+
+/* Agent lookup with refresh; the agent is referenced until released. */
+int adb__agent_acquire(adb *db, const char *agent_id, adb__agent **out);
+void adb__agent_release(adb__agent *a);
+void adb__agent_invalidate(adb *db, const char *agent_id);
+
+/* Queues a chain of items (linked by ->next; takes ownership), all or none
+ * (ADB_EFULL). With wait, blocks until the last one is committed, returns
+ * its result and copies its reward record into *out when not NULL. */
+int adb__enqueue(adb *db, adb__item *chain, int wait, adb__reward_rec *out);
+void adb__item_free(adb__item *it);
+
+/* Statistics of n actions in (agent, user, state): stats[0..n) the user's,
+ * stats[n..2n) the agent-wide ('*') ones; through the cache, else the store
+ * (one loader per key at a time). *hits gets how many of the two keys hit. */
+int adb__policy_read(adb *db, const char *agent, const char *user,
+                     const char *state_key, int n, const char *const *actions,
+                     adb__arm_stats *stats, int *hits);
+
+/* Cache key of a decision awaiting its reward. */
+void adb__event_key(char *out, size_t cap, const char *agent,
+                    const char *event_id);
+
+/* Validation helpers with messages. */
+int adb__check_id(adb *db, const char *what, const char *id);
+int adb__check_embedding(adb *db, adb__agent *a, const float *v, int dim);
+
+#endif

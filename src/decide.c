@@ -1,0 +1,350 @@
+/*
+ * decide.c — the read path and decisions.
+ *
+ * A decision reads the statistics of the candidates for the user's policy
+ * and the agent-wide policy ('*') in one cache round trip; a key that
+ * misses is loaded from the store by one thread at a time (the others wait
+ * for it and re-read the cache) and cached. If the cache fails, the store
+ * answers (degraded, counted). Thompson sampling then draws each eligible
+ * candidate's posterior, ranks them, computes the chosen action's
+ * propensity, and the decision is logged through the write queue.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "coordinator.h"
+#include "statekey.h"
+
+/* Fills stats for actions from a policy read from the store (sorted by
+ * action, but don't rely on it: small n, linear is fine on a miss). */
+static void stats_from_policy(const adb__policy *p, int n,
+                              const char *const *actions,
+                              adb__arm_stats *out) {
+  memset(out, 0, (size_t)n * sizeof *out);
+  for (int i = 0; i < p->n; i++)
+    for (int a = 0; a < n; a++)
+      if (!strcmp(p->arms[i].action, actions[a])) out[a] = p->arms[i].s;
+}
+
+/* Loads one policy key from the store and caches it; one loader per key,
+ * later arrivals wait and then re-read the cache. */
+static int load_policy(adb *db, const char *key, const char *agent,
+                       const char *user, const char *state, int n,
+                       const char *const *actions, adb__arm_stats *out,
+                       int use_cache) {
+  for (;;) {
+    pthread_mutex_lock(&db->sfmu);
+    if (!adb__strmap_get(&db->inflight, key)) {
+      int rc = adb__strmap_put(&db->inflight, key, (void *)1);
+      pthread_mutex_unlock(&db->sfmu);
+      if (rc) return adb__fail(db, rc, "out of memory");
+      break;
+    }
+    while (adb__strmap_get(&db->inflight, key))
+      pthread_cond_wait(&db->sfcond, &db->sfmu);
+    pthread_mutex_unlock(&db->sfmu);
+    int found = 0;
+    if (use_cache && db->cache->m->policy_mget(db->cache, 1, &key, n, actions,
+                                               out, &found) == ADB_OK &&
+        found)
+      return ADB_OK;
+  }
+  adb__policy p = {0};
+  int rc = db->store->m->policy_get(db->store, agent, user, state, &p);
+  if (rc == ADB_OK) {
+    stats_from_policy(&p, n, actions, out);
+    if (use_cache &&
+        db->cache->m->policy_put(db->cache, key, &p,
+                                 (int64_t)db->cfg.cache_ttl_s * 1000) != ADB_OK)
+      atomic_fetch_add(&db->st_cache_errors, 1);
+  } else {
+    atomic_fetch_add(&db->st_store_errors, 1);
+    rc = adb__fail(db, rc == ADB_EUNAVAIL ? rc : ADB_ESTORE,
+                   "reading policy: %s", adb__store_errmsg(db->store));
+  }
+  adb__policy_free(&p);
+  pthread_mutex_lock(&db->sfmu);
+  adb__strmap_del(&db->inflight, key);
+  pthread_cond_broadcast(&db->sfcond);
+  pthread_mutex_unlock(&db->sfmu);
+  return rc;
+}
+
+int adb__policy_read(adb *db, const char *agent, const char *user,
+                     const char *state_key, int n, const char *const *actions,
+                     adb__arm_stats *stats, int *hits) {
+  char kuser[400], kglob[400];
+  adb__policy_key(kuser, sizeof kuser, agent, user, state_key);
+  adb__policy_key(kglob, sizeof kglob, agent, "*", state_key);
+  const char *keys[2] = {kuser, kglob};
+  int found[2] = {0, 0}, nkeys = strcmp(user, "*") ? 2 : 1;
+  int use_cache = db->cache->m->policy_mget(db->cache, nkeys, keys, n,
+                                            actions, stats, found) == ADB_OK;
+  if (!use_cache) {
+    atomic_fetch_add(&db->st_cache_errors, 1);
+    found[0] = found[1] = 0;
+  }
+  if (nkeys == 1) {
+    found[1] = found[0];
+    memcpy(stats + n, stats, (size_t)n * sizeof *stats);
+  }
+  *hits = found[0] + (nkeys == 2 ? found[1] : 0);
+  atomic_fetch_add(&db->st_hits, *hits);
+  atomic_fetch_add(&db->st_misses, nkeys - *hits);
+  int rc = ADB_OK;
+  if (!found[0])
+    rc = load_policy(db, kuser, agent, user, state_key, n, actions, stats,
+                     use_cache);
+  if (rc == ADB_OK && !found[1] && nkeys == 2)
+    rc = load_policy(db, kglob, agent, "*", state_key, n, actions, stats + n,
+                     use_cache);
+  if (rc == ADB_OK && nkeys == 1)
+    memcpy(stats + n, stats, (size_t)n * sizeof *stats);
+  return rc;
+}
+
+int adb__check_embedding(adb *db, adb__agent *a, const float *v, int dim) {
+  if (!v || dim <= 0 || dim > ADB_MAX_EMBEDDING_DIM)
+    return adb__fail(db, ADB_EINVAL, "embedding must have 1..%d values",
+                     ADB_MAX_EMBEDDING_DIM);
+  for (int i = 0; i < dim; i++)
+    if (!isfinite(v[i]))
+      return adb__fail(db, ADB_EINVAL, "embedding[%d] is not a finite number",
+                       i);
+  int want = a->cfg.embedding_dim;
+  if (want && want != dim)
+    return adb__fail(db, ADB_EINVAL, "expected %d dimensions, not %d", want,
+                     dim);
+  if (!want) {
+    /* The first embedding fixes the agent's dimension. */
+    adb_agent_config c = a->cfg;
+    c.embedding_dim = dim;
+    int rc = db->store->m->agent_put(db->store, &c);
+    if (rc) return adb__fail(db, rc, "%s", adb__store_errmsg(db->store));
+    adb__agent_invalidate(db, a->cfg.id);
+  }
+  return ADB_OK;
+}
+
+/* Generated event ids come from the OS, never from the seeded stream, so
+ * runs with the same seed on one store cannot collide. */
+static void new_event_id(char out[ADB_ID_MAX + 1]) {
+  static _Thread_local adb__rng idrng;
+  static _Thread_local int seeded;
+  if (!seeded) {
+    uint64_t s;
+    if (getrandom(&s, sizeof s, 0) != sizeof s) s = (uint64_t)adb__mono_ns();
+    adb__rng_seed(&idrng, s ^ (uint64_t)(uintptr_t)&seeded);
+    seeded = 1;
+  }
+  snprintf(out, ADB_ID_MAX + 1, "ev-%016llx%016llx",
+           (unsigned long long)adb__rng_next(&idrng),
+           (unsigned long long)adb__rng_next(&idrng));
+}
+
+/* Candidate ids valid and distinct, eligibility from the catalogue. */
+static int check_candidates(adb *db, adb__agent *a, const adb_decide_req *req,
+                            uint8_t *eligible, int *n_eligible) {
+  int n = req->n_candidates;
+  uint64_t h[n];
+  *n_eligible = 0;
+  for (int i = 0; i < n; i++) {
+    const char *c = req->candidates[i];
+    if (!adb_id_valid(c))
+      return adb__fail(db, ADB_EINVAL, "candidates[%d] is not a valid id", i);
+    h[i] = adb__hash64(c, strlen(c));
+    eligible[i] = 1;
+    if (a->has_catalogue)
+      eligible[i] = adb__strmap_get(&a->catalogue, c) == (void *)1;
+    *n_eligible += eligible[i];
+  }
+  /* Duplicates: insertion sort of hashes, confirm equal hashes by value. */
+  int idx[n];
+  for (int i = 0; i < n; i++) {
+    int j = i;
+    while (j > 0 && h[idx[j - 1]] > h[i]) {
+      idx[j] = idx[j - 1];
+      j--;
+    }
+    idx[j] = i;
+  }
+  for (int i = 1; i < n; i++)
+    for (int j = i - 1; j >= 0 && h[idx[j]] == h[idx[i]]; j--)
+      if (!strcmp(req->candidates[idx[i]], req->candidates[idx[j]]))
+        return adb__fail(db, ADB_EINVAL, "candidate '%s' appears twice",
+                         req->candidates[idx[i]]);
+  return ADB_OK;
+}
+
+static int check_request(adb *db, const adb_decide_req *req) {
+  if (!req) return adb__fail(db, ADB_EINVAL, "no request");
+  int rc = adb__check_id(db, "user_id", req->user_id);
+  if (rc) return rc;
+  if (req->n_candidates < 1 || req->n_candidates > ADB_MAX_CANDIDATES ||
+      !req->candidates)
+    return adb__fail(db, ADB_EINVAL, "candidates must hold 1..%d ids",
+                     ADB_MAX_CANDIDATES);
+  if (req->k < 0 || req->k > req->n_candidates)
+    return adb__fail(db, ADB_EINVAL, "k must be 1..%d (the candidates)",
+                     req->n_candidates);
+  if (req->event_id && !adb_id_valid(req->event_id))
+    return adb__fail(db, ADB_EINVAL,
+                     "event_id must be 1-128 characters of [A-Za-z0-9._:@-]");
+  if (req->n_context < 0 || (req->n_context && !req->context))
+    return adb__fail(db, ADB_EINVAL, "bad context");
+  for (int i = 0; i < req->n_context; i++)
+    if (!req->context[i].key || !req->context[i].value)
+      return adb__fail(db, ADB_EINVAL, "context entries need key and value");
+  return ADB_OK;
+}
+
+static char *context_json(const adb_kv *ctx, int n) {
+  adb__sbuf b = {0};
+  adb__sbuf_add(&b, "{", 1);
+  for (int i = 0; i < n; i++) {
+    if (i) adb__sbuf_add(&b, ",", 1);
+    adb__sbuf_json_str(&b, ctx[i].key);
+    adb__sbuf_add(&b, ":", 1);
+    adb__sbuf_json_str(&b, ctx[i].value);
+  }
+  adb__sbuf_add(&b, "}", 1);
+  return adb__sbuf_take(&b);
+}
+
+static char *candidates_json(const char *const *c, int n) {
+  adb__sbuf b = {0};
+  adb__sbuf_add(&b, "[", 1);
+  for (int i = 0; i < n; i++) {
+    if (i) adb__sbuf_add(&b, ",", 1);
+    adb__sbuf_json_str(&b, c[i]); /* ids need no escaping, but be safe */
+  }
+  adb__sbuf_add(&b, "]", 1);
+  return adb__sbuf_take(&b);
+}
+
+/* Decision record: "e:{agent}:event" -> "user\nstate\naction\npropensity",
+ * so a reward finds its decision before the log reaches the store. */
+void adb__event_key(char *out, size_t cap, const char *agent,
+                    const char *event_id) {
+  snprintf(out, cap, "e:{%s}:%s", agent, event_id);
+}
+
+static int log_decision(adb *db, adb__agent *a, const adb_decide_req *req,
+                        const adb_decision *d) {
+  adb__item *it = calloc(1, sizeof *it);
+  if (!it) return adb__fail(db, ADB_ENOMEM, "out of memory");
+  it->kind = ITEM_DECISION;
+  adb__decision_rec *r = &it->u.d;
+  snprintf(r->agent, sizeof r->agent, "%s", a->cfg.id);
+  memcpy(r->event_id, d->event_id, sizeof r->event_id);
+  snprintf(r->user, sizeof r->user, "%s", req->user_id);
+  memcpy(r->state_key, d->state_key, sizeof r->state_key);
+  memcpy(r->action, d->action, sizeof r->action);
+  r->propensity = d->propensity;
+  r->context_json = context_json(req->context, req->n_context);
+  r->candidates_json = candidates_json(req->candidates, req->n_candidates);
+  snprintf(r->model, sizeof r->model, "%s-ts/1",
+           a->cfg.algorithm == ADB_ALGO_GAUSSIAN ? "gaussian" : "beta");
+  r->ts_ms = adb__now_ms();
+  if (!r->context_json || !r->candidates_json) {
+    adb__item_free(it);
+    return adb__fail(db, ADB_ENOMEM, "out of memory");
+  }
+  int rc = adb__enqueue(db, it, 0, NULL);
+  if (rc) return rc;
+  char key[400], val[400];
+  adb__event_key(key, sizeof key, a->cfg.id, d->event_id);
+  int len = snprintf(val, sizeof val, "%s\n%s\n%s\n%.17g", req->user_id,
+                     d->state_key, d->action, d->propensity);
+  int64_t ttl = (int64_t)(a->cfg.reward_window_s * 1000);
+  if (ttl < 60000) ttl = 60000;
+  if (db->cache->m->set(db->cache, key, val, (size_t)len, ttl) != ADB_OK)
+    atomic_fetch_add(&db->st_cache_errors, 1);
+  return ADB_OK;
+}
+
+static void record_latency(adb__agent *a, int64_t ns, int hits) {
+  int64_t us = ns / 1000;
+  int b = us <= 1 ? 0 : 63 - __builtin_clzll((unsigned long long)us);
+  if (b >= ADB_LAT_BUCKETS) b = ADB_LAT_BUCKETS - 1;
+  atomic_fetch_add(&a->stats->lat[b], 1);
+  atomic_fetch_add(&a->stats->decisions, 1);
+  atomic_fetch_add(&a->stats->cache_hits, hits);
+  atomic_fetch_add(&a->stats->cache_misses, 2 - hits);
+}
+
+/* Thompson selection and ranking over the candidates' posteriors. */
+static void choose(adb *db, adb__agent *a, const adb_decide_req *req,
+                   const adb__arm_stats *stats, const uint8_t *eligible,
+                   int n_eligible, adb_decision *out) {
+  int n = req->n_candidates;
+  adb__posterior post[n];
+  double scores[n];
+  for (int i = 0; i < n; i++)
+    adb__posterior_make(&a->cfg, &stats[i], &stats[n + i], &post[i]);
+  adb__rng *rng = adb__rng_for(db);
+  int best = adb__thompson_select(rng, post, n, eligible, scores);
+  snprintf(out->action, sizeof out->action, "%s", req->candidates[best]);
+  out->propensity = adb__propensity(post, n, eligible, best);
+  out->n_ranking = 0;
+  int k = req->k ? req->k : 1;
+  if (k > n_eligible) k = n_eligible;
+  if (k > out->ranking_cap) k = out->ranking_cap;
+  if (out->ranking && k > 0) {
+    int idx[k];
+    int m = adb__rank_topk(scores, n, k, idx);
+    for (int i = 0; i < m; i++) {
+      snprintf(out->ranking[i].action, sizeof out->ranking[i].action, "%s",
+               req->candidates[idx[i]]);
+      out->ranking[i].score = scores[idx[i]];
+    }
+    out->n_ranking = m;
+  }
+}
+
+int adb_decide(adb *db, const adb_decide_req *req, adb_decision *out) {
+  int64_t t0 = adb__mono_ns();
+  int rc = check_request(db, req);
+  adb__agent *a = NULL;
+  if (rc == ADB_OK) rc = adb__agent_acquire(db, req->agent_id, &a);
+  if (rc) return rc;
+  int n = req->n_candidates, n_eligible = 0, hits = 0;
+  uint8_t eligible[n];
+  rc = check_candidates(db, a, req, eligible, &n_eligible);
+  if (rc == ADB_OK && n_eligible == 0)
+    rc = adb__fail(db, ADB_EINVAL,
+                   "no candidate is an enabled action of agent '%s'",
+                   a->cfg.id);
+  if (rc == ADB_OK && req->embedding)
+    rc = adb__check_embedding(db, a, req->embedding, req->embedding_dim);
+  if (rc == ADB_OK && a->cfg.simhash_bits && !req->embedding)
+    rc = adb__fail(db, ADB_EINVAL,
+                   "agent '%s' keys states by embedding: embedding required",
+                   a->cfg.id);
+  if (rc == ADB_OK &&
+      adb__state_key(a->cfg.context_keys, a->cfg.n_context_keys, req->context,
+                     req->n_context, req->embedding, req->embedding_dim,
+                     a->cfg.simhash_bits, out->state_key) != ADB_OK)
+    rc = adb__fail(db, ADB_EINVAL, "cannot compute the state key");
+  adb__arm_stats stats[2 * n];
+  if (rc == ADB_OK)
+    rc = adb__policy_read(db, a->cfg.id, req->user_id, out->state_key, n,
+                          req->candidates, stats, &hits);
+  if (rc == ADB_OK) {
+    choose(db, a, req, stats, eligible, n_eligible, out);
+    if (req->event_id)
+      snprintf(out->event_id, sizeof out->event_id, "%s", req->event_id);
+    else
+      new_event_id(out->event_id);
+    rc = log_decision(db, a, req, out);
+  }
+  if (rc == ADB_OK) {
+    atomic_fetch_add(&db->st_decisions, 1);
+    record_latency(a, adb__mono_ns() - t0, hits);
+  }
+  adb__agent_release(a);
+  return rc;
+}

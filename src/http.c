@@ -1,0 +1,1325 @@
+/*
+ * http.c — the HTTP/1.1 server behind `agentdb serve`: request parser,
+ * connections, worker event loops, the blocking-call pool and shutdown.
+ *
+ * Why not evhttp. evhttp allocates per request (the request, a header
+ * list with one allocation per header, evbuffers, a decoded URI) and
+ * copies the body through evbuffers; the cached decide path wants a few
+ * microseconds of server time in total. This server reads with recv()
+ * straight into one buffer per connection, parses the head in place,
+ * hands the handler pointers into that buffer, and writes every answer of
+ * a read batch (pipelining) with one send(). libevent still does what it
+ * is good at: readiness and timers, one event_base per worker thread.
+ *
+ * Threads. Each worker owns a listening socket bound with SO_REUSEPORT, so
+ * the kernel spreads new connections over the workers; a connection stays
+ * on its worker for life, and nothing on the request path takes a lock or
+ * changes thread. A handler that would block (a durable write waits for
+ * its group commit) returns ADB__HTTP_DEFER; the request then goes to a
+ * pool thread, which calls the handler again and posts the finished job
+ * back to the worker through an eventfd. While a job is out, its
+ * connection reads nothing more (answers stay in order) and is never
+ * freed: a connection closed meanwhile becomes a zombie, freed when the
+ * job comes back.
+ *
+ * Time limits are enforced by a sweep every 250 ms instead of a timer per
+ * request: a request must arrive completely within request_timeout_ms of
+ * its first byte (a client sending one byte a second gets 408), a stalled
+ * answer is dropped after the same time, an idle keep-alive connection is
+ * closed after idle_timeout_ms.
+ *
+ * Shutdown. adb__http_shutdown tells every worker to close its listening
+ * socket, close idle connections and answer the requests it holds with
+ * "Connection: close"; a worker exits when it has no connection left, or
+ * at shutdown_timeout_ms. The caller then closes the library, which drains
+ * the write queue. A connection we close after an error lingers (its
+ * write side shut, input discarded) so that the client reads the answer
+ * instead of a reset.
+ */
+#define _GNU_SOURCE
+#include "http.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+/* ------------------------------------------------------------- parser */
+
+static int is_tchar(unsigned char c) {
+  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+      (c >= '0' && c <= '9'))
+    return 1;
+  return c && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+/* End of the head (after the empty line) searching from i, or 0. */
+static size_t find_head_end(const char *buf, size_t len, size_t i) {
+  const char *end = buf + len;
+  const char *p = memchr(buf + i, '\n', len - i);
+  while (p) {
+    const char *q = p + 1;
+    if (q < end && *q == '\n') return (size_t)(q + 1 - buf);
+    if (q + 1 < end && q[0] == '\r' && q[1] == '\n')
+      return (size_t)(q + 2 - buf);
+    p = q < end ? memchr(q, '\n', (size_t)(end - q)) : NULL;
+  }
+  return 0;
+}
+
+/* Splits the line at buf[*i..): sets ls and ll to it without CRLF and
+ * moves *i past it. 0 when a bare CR is inside. */
+static int next_line(const char *buf, size_t end, size_t *i, const char **ls,
+                     size_t *ll) {
+  const char *s = buf + *i;
+  const char *nl = memchr(s, '\n', end - *i);
+  if (!nl) return 0;
+  size_t n = (size_t)(nl - s);
+  if (n && s[n - 1] == '\r') n--;
+  if (memchr(s, '\r', n)) return 0;
+  *ls = s;
+  *ll = n;
+  *i = (size_t)(nl + 1 - buf);
+  return 1;
+}
+
+static int method_id(const char *m, size_t n) {
+  static const struct {
+    const char *s;
+    int id;
+  } tab[] = {{"GET", ADB__HTTP_GET},         {"HEAD", ADB__HTTP_HEAD},
+             {"POST", ADB__HTTP_POST},       {"PUT", ADB__HTTP_PUT},
+             {"DELETE", ADB__HTTP_DELETE},   {"OPTIONS", ADB__HTTP_OPTIONS},
+             {"PATCH", ADB__HTTP_PATCH}};
+  for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++)
+    if (strlen(tab[i].s) == n && memcmp(tab[i].s, m, n) == 0) return tab[i].id;
+  return ADB__HTTP_OTHER;
+}
+
+/* Sets path and query from the request target (origin or absolute form). */
+static int split_target(const char *t, size_t n, adb__http_req *req) {
+  if (n >= 7 && (strncasecmp(t, "http://", 7) == 0 ||
+                 (n >= 8 && strncasecmp(t, "https://", 8) == 0))) {
+    const char *a = (const char *)memchr(t, ':', n) + 3;
+    const char *slash = memchr(a, '/', n - (size_t)(a - t));
+    if (!slash) return 0;
+    n -= (size_t)(slash - t);
+    t = slash;
+  }
+  if (n == 0 || t[0] != '/') return 0;
+  const char *q = memchr(t, '?', n);
+  req->path = t;
+  req->path_len = q ? (size_t)(q - t) : n;
+  req->query = q ? q + 1 : NULL;
+  req->query_len = q ? n - req->path_len - 1 : 0;
+  return 1;
+}
+
+static int parse_request_line(const char *s, size_t n, adb__http_req *req,
+                              const char **why) {
+  size_t i = 0;
+  while (i < n && is_tchar((unsigned char)s[i])) i++;
+  if (i == 0 || i > 16 || i >= n || s[i] != ' ') {
+    *why = "malformed request line";
+    return -400;
+  }
+  req->method_str = s;
+  req->method_len = i;
+  req->method = method_id(s, i);
+  size_t t0 = ++i;
+  while (i < n && (unsigned char)s[i] > 0x20 && (unsigned char)s[i] < 0x7f)
+    i++;
+  if (i == t0 || i >= n || s[i] != ' ' || !split_target(s + t0, i - t0, req)) {
+    *why = "malformed request target";
+    return -400;
+  }
+  i++;
+  if (n - i != 8 || memcmp(s + i, "HTTP/", 5) != 0 || s[i + 6] != '.' ||
+      s[i + 5] < '0' || s[i + 5] > '9' || s[i + 7] < '0' || s[i + 7] > '9') {
+    *why = "malformed HTTP version";
+    return -400;
+  }
+  if (s[i + 5] != '1') {
+    *why = "only HTTP/1.0 and HTTP/1.1 are served";
+    return -505;
+  }
+  req->minor = s[i + 7] - '0';
+  return 0;
+}
+
+static int name_is(const char *n, size_t nl, const char *want) {
+  return strlen(want) == nl && strncasecmp(n, want, nl) == 0;
+}
+
+/* True when the comma-separated list v holds token tok. */
+static int has_token(const char *v, size_t n, const char *tok) {
+  size_t tl = strlen(tok), i = 0;
+  while (i < n) {
+    while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ',')) i++;
+    size_t s = i;
+    while (i < n && v[i] != ',') i++;
+    size_t e = i;
+    while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t')) e--;
+    if (e - s == tl && strncasecmp(v + s, tok, tl) == 0) return 1;
+  }
+  return 0;
+}
+
+static int parse_content_length(const char *v, size_t n, adb__http_req *req,
+                                const char **why) {
+  int64_t x = 0;
+  if (n == 0) goto bad;
+  for (size_t i = 0; i < n; i++) {
+    if (v[i] < '0' || v[i] > '9') goto bad;
+    x = x > INT64_MAX / 20 ? INT64_MAX / 2 : x * 10 + (v[i] - '0');
+  }
+  if (req->content_length >= 0 && req->content_length != x) {
+    *why = "conflicting Content-Length headers";
+    return -400;
+  }
+  req->content_length = x;
+  return 0;
+bad:
+  *why = "invalid Content-Length";
+  return -400;
+}
+
+static int parse_header(const char *s, size_t n, adb__http_req *req,
+                        int *connection, const char **why) {
+  size_t i = 0;
+  if (n && (s[0] == ' ' || s[0] == '\t')) {
+    *why = "obsolete header line folding";
+    return -400;
+  }
+  while (i < n && is_tchar((unsigned char)s[i])) i++;
+  if (i == 0 || i >= n || s[i] != ':') {
+    *why = "malformed header line";
+    return -400;
+  }
+  const char *name = s;
+  size_t nl = i++;
+  while (i < n && (s[i] == ' ' || s[i] == '\t')) i++;
+  size_t e = n;
+  while (e > i && (s[e - 1] == ' ' || s[e - 1] == '\t')) e--;
+  for (size_t k = i; k < e; k++) {
+    unsigned char c = (unsigned char)s[k];
+    if ((c < 0x20 && c != '\t') || c == 0x7f) {
+      *why = "control character in a header value";
+      return -400;
+    }
+  }
+  const char *v = s + i;
+  size_t vl = e - i;
+  if (name_is(name, nl, "content-length"))
+    return parse_content_length(v, vl, req, why);
+  if (name_is(name, nl, "transfer-encoding")) {
+    if (req->chunked || vl != 7 || strncasecmp(v, "chunked", 7) != 0) {
+      *why = "only Transfer-Encoding: chunked is supported";
+      return -501;
+    }
+    req->chunked = 1;
+  } else if (name_is(name, nl, "connection")) {
+    if (has_token(v, vl, "close")) *connection = 1;
+    else if (has_token(v, vl, "keep-alive") && *connection == 0)
+      *connection = 2;
+  } else if (name_is(name, nl, "authorization")) {
+    req->authorization = v;
+    req->authorization_len = vl;
+  } else if (name_is(name, nl, "content-type")) {
+    req->content_type = v;
+    req->content_type_len = vl;
+  } else if (name_is(name, nl, "expect")) {
+    req->expect_continue = vl == 12 && strncasecmp(v, "100-continue", 12) == 0;
+  }
+  return 0;
+}
+
+int adb__http_parse_head(const char *buf, size_t len, size_t max_head,
+                         adb__http_req *req, const char **why) {
+  memset(req, 0, sizeof *req);
+  req->content_length = -1;
+  *why = "";
+  size_t i = 0;
+  while (i < len && (buf[i] == '\r' || buf[i] == '\n')) i++;
+  size_t end = find_head_end(buf, len, i);
+  if (end == 0 || end > max_head) {
+    if (len <= max_head && end == 0) return 0;
+    *why = "request head too large";
+    return -431;
+  }
+  const char *ls;
+  size_t ll;
+  if (!next_line(buf, end, &i, &ls, &ll)) goto bad_line;
+  int rc = parse_request_line(ls, ll, req, why);
+  if (rc) return rc;
+  int connection = 0; /* 1 close, 2 keep-alive */
+  for (;;) {
+    if (!next_line(buf, end, &i, &ls, &ll)) goto bad_line;
+    if (ll == 0) break;
+    rc = parse_header(ls, ll, req, &connection, why);
+    if (rc) return rc;
+  }
+  if (req->chunked && req->content_length >= 0) {
+    *why = "Content-Length and Transfer-Encoding together";
+    return -400;
+  }
+  req->keep_alive = req->minor >= 1 ? connection != 1 : connection == 2;
+  req->head_len = end;
+  return (int)end;
+bad_line:
+  *why = "malformed line ending";
+  return -400;
+}
+
+static int hexval(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+/* The line ending at buf[i]: CRLF or LF. Returns bytes (1 or 2), 0 when
+ * more input is needed, -1 when something else is there. */
+static int eol(const char *buf, size_t len, size_t i) {
+  if (i >= len) return 0;
+  if (buf[i] == '\n') return 1;
+  if (buf[i] != '\r') return -1;
+  if (i + 1 >= len) return 0;
+  return buf[i + 1] == '\n' ? 2 : -1;
+}
+
+/* Skips trailer lines up to the empty line; returns the end, 0 for more,
+ * -400 when malformed. */
+static long skip_trailers(const char *buf, size_t len, size_t i) {
+  for (;;) {
+    int e = eol(buf, len, i);
+    if (e > 0) return (long)(i + (size_t)e);
+    if (e == 0) return 0;
+    const char *nl = memchr(buf + i, '\n', len - i);
+    if (!nl) return len - i > 8192 ? -400 : 0;
+    i = (size_t)(nl + 1 - buf);
+  }
+}
+
+long adb__http_chunked(const char *buf, size_t len, size_t max_body,
+                       char *out, size_t *decoded) {
+  size_t i = 0, total = 0;
+  for (;;) {
+    uint64_t sz = 0;
+    size_t nd = 0;
+    int h;
+    while (i < len && (h = hexval(buf[i])) >= 0) {
+      if (++nd > 15) return -413;
+      sz = sz * 16 + (uint64_t)h;
+      i++;
+    }
+    if (i >= len) return 0;
+    if (nd == 0) return -400;
+    /* Chunk extensions are ignored up to the end of the line. */
+    const char *nl = memchr(buf + i, '\n', len - i);
+    if (!nl) return len - i > 1024 ? -400 : 0;
+    i = (size_t)(nl + 1 - buf);
+    if (sz == 0) break;
+    if (sz > max_body || total + sz > max_body) return -413;
+    if (len - i < sz) return 0;
+    if (out) memmove(out + total, buf + i, sz);
+    total += sz;
+    i += sz;
+    int e = eol(buf, len, i);
+    if (e <= 0) return e == 0 ? 0 : -400;
+    i += (size_t)e;
+  }
+  long end = skip_trailers(buf, len, i);
+  if (end > 0) *decoded = total;
+  return end;
+}
+
+const char *adb__http_reason(int status) {
+  switch (status) {
+  case 100: return "Continue";
+  case 200: return "OK";
+  case 201: return "Created";
+  case 202: return "Accepted";
+  case 204: return "No Content";
+  case 400: return "Bad Request";
+  case 401: return "Unauthorized";
+  case 403: return "Forbidden";
+  case 404: return "Not Found";
+  case 405: return "Method Not Allowed";
+  case 408: return "Request Timeout";
+  case 409: return "Conflict";
+  case 411: return "Length Required";
+  case 413: return "Content Too Large";
+  case 415: return "Unsupported Media Type";
+  case 429: return "Too Many Requests";
+  case 431: return "Request Header Fields Too Large";
+  case 500: return "Internal Server Error";
+  case 501: return "Not Implemented";
+  case 503: return "Service Unavailable";
+  case 505: return "HTTP Version Not Supported";
+  }
+  return "Unknown";
+}
+
+void adb__http_resp_header(adb__http_resp *resp, const char *name,
+                           const char *value) {
+  size_t room = sizeof resp->headers - resp->headers_len;
+  int n = snprintf(resp->headers + resp->headers_len, room, "%s: %s\r\n",
+                   name, value);
+  if (n > 0 && (size_t)n < room) resp->headers_len += (size_t)n;
+  else resp->headers[resp->headers_len] = '\0';
+}
+
+/* ------------------------------------------------------------- server */
+
+typedef struct worker worker;
+typedef struct job job;
+
+typedef struct conn {
+  worker *w;
+  int fd;
+  struct event *ev_read, *ev_write;
+  struct conn *prev, *next;
+  char *in;
+  size_t in_len, in_off, in_cap;
+  adb__buf out;
+  size_t out_off;
+  adb__http_req req;        /* the request out on a pool thread */
+  size_t req_total;         /* its bytes in the input buffer */
+  char saved;               /* input byte overwritten by the body's NUL */
+  int64_t req_start_ms;     /* first byte of an unfinished request, or 0 */
+  int64_t idle_since_ms, write_since_ms, linger_since_ms;
+  unsigned pending : 1;     /* a job is out: read nothing, free nothing */
+  unsigned zombie : 1;      /* closed while pending */
+  unsigned close_after : 1; /* close once the output is written */
+  unsigned lingering : 1;   /* write side shut, discarding input */
+  unsigned want_write : 1;
+  unsigned reading : 1;     /* ev_read is added */
+  unsigned sent_continue : 1;
+  unsigned peer_closed : 1;
+} conn;
+
+struct job {
+  job *next;
+  conn *c;
+  adb__http_resp resp;
+  adb__buf body;
+  int64_t t0_ns;
+};
+
+struct worker {
+  adb__http_server *srv;
+  int idx;
+  pthread_t thread;
+  int started;
+  struct event_base *base;
+  int lfd, efd;
+  struct event *ev_listen, *ev_notify, *ev_sweep, *ev_resume;
+  conn *conns;
+  int n_conns;
+  adb__buf scratch;         /* answer bodies of inline handlers */
+  pthread_mutex_t mu;       /* guards done_* and shutdown_req */
+  job *done_head, *done_tail;
+  int shutdown_req;
+  int draining;
+  int64_t drain_deadline_ms;
+  char date[64];            /* "Date: ...\r\n" */
+  size_t date_len;
+  time_t date_sec;
+};
+
+struct adb__http_server {
+  adb__http_config cfg;
+  char addr[128];
+  worker *workers;
+  int n_workers;
+  pthread_t *pool;
+  int n_pool, pool_started;
+  pthread_mutex_t pool_mu;
+  pthread_cond_t pool_cv;
+  job *q_head, *q_tail;
+  int pool_stop;
+  int draining;
+};
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void update_date(worker *w) {
+  time_t t = time(NULL);
+  if (t == w->date_sec) return;
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  w->date_len = strftime(w->date, sizeof w->date,
+                         "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+  w->date_sec = t;
+}
+
+static void conn_free(conn *c) {
+  if (c->ev_read) event_free(c->ev_read);
+  if (c->ev_write) event_free(c->ev_write);
+  free(c->in);
+  adb__buf_free(&c->out);
+  free(c);
+}
+
+static void maybe_exit(worker *w) {
+  if (w->draining && w->n_conns == 0) event_base_loopexit(w->base, NULL);
+}
+
+/* Closes the socket; the memory goes now, or when the pending job is
+ * back. */
+static void conn_close(conn *c) {
+  worker *w = c->w;
+  if (c->fd < 0) return;
+  event_del(c->ev_read);
+  event_del(c->ev_write);
+  close(c->fd);
+  c->fd = -1;
+  if (c->prev) c->prev->next = c->next;
+  else w->conns = c->next;
+  if (c->next) c->next->prev = c->prev;
+  w->n_conns--;
+  if (c->pending) c->zombie = 1;
+  else conn_free(c);
+  maybe_exit(w);
+}
+
+/* Shuts the write side and discards input until EOF or a timeout, so the
+ * client reads our last answer rather than a reset. */
+static void conn_linger(conn *c) {
+  if (c->peer_closed) {
+    conn_close(c);
+    return;
+  }
+  shutdown(c->fd, SHUT_WR);
+  c->lingering = 1;
+  c->linger_since_ms = now_ms();
+  if (!c->reading) {
+    event_add(c->ev_read, NULL);
+    c->reading = 1;
+  }
+}
+
+/* Writes what it can; 0, or -1 when the connection was closed. */
+static int conn_flush(conn *c) {
+  while (c->out_off < c->out.len) {
+    ssize_t n = send(c->fd, c->out.p + c->out_off, c->out.len - c->out_off,
+                     MSG_NOSIGNAL);
+    if (n > 0) {
+      c->out_off += (size_t)n;
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      if (!c->want_write) {
+        event_add(c->ev_write, NULL);
+        c->want_write = 1;
+        c->write_since_ms = now_ms();
+      }
+      return 0;
+    }
+    conn_close(c);
+    return -1;
+  }
+  c->out.len = c->out_off = 0;
+  if (c->out.cap > 65536) adb__buf_free(&c->out);
+  if (c->want_write) {
+    event_del(c->ev_write);
+    c->want_write = 0;
+  }
+  if (c->close_after && !c->pending) {
+    conn_linger(c);
+    return -1;
+  }
+  return 0;
+}
+
+static char *put(char *o, const void *src, size_t n) {
+  memcpy(o, src, n);
+  return o + n;
+}
+
+static char *put_uint(char *o, uint64_t u) {
+  char tmp[24], *e = tmp + sizeof tmp, *s = e;
+  do {
+    *--s = (char)('0' + u % 10);
+    u /= 10;
+  } while (u);
+  memcpy(o, s, (size_t)(e - s));
+  return o + (e - s);
+}
+
+/* Appends status line, headers and body to the output. */
+static void put_answer(conn *c, const adb__http_req *req,
+                       const adb__http_resp *resp, int closing) {
+  const char *reason = adb__http_reason(resp->status);
+  const char *ctype = resp->content_type ? resp->content_type
+                                         : "application/json";
+  size_t blen = resp->body ? resp->body->len : 0;
+  size_t need = 64 + strlen(reason) + c->w->date_len + strlen(ctype) +
+                resp->headers_len + 64 + blen;
+  if (adb__buf_reserve(&c->out, need) != ADB_OK) {
+    c->close_after = 1;
+    return;
+  }
+  char *o = c->out.p + c->out.len;
+  o = put(o, "HTTP/1.1 ", 9);
+  o = put_uint(o, (uint64_t)resp->status);
+  *o++ = ' ';
+  o = put(o, reason, strlen(reason));
+  o = put(o, "\r\n", 2);
+  o = put(o, c->w->date, c->w->date_len);
+  o = put(o, "Content-Type: ", 14);
+  o = put(o, ctype, strlen(ctype));
+  o = put(o, "\r\nContent-Length: ", 18);
+  o = put_uint(o, blen);
+  o = put(o, "\r\n", 2);
+  if (closing) o = put(o, "Connection: close\r\n", 19);
+  else if (req->minor == 0) o = put(o, "Connection: keep-alive\r\n", 24);
+  o = put(o, resp->headers, resp->headers_len);
+  o = put(o, "\r\n", 2);
+  if (blen && req->method != ADB__HTTP_HEAD) o = put(o, resp->body->p, blen);
+  c->out.len = (size_t)(o - c->out.p);
+}
+
+static void http_error_body(adb__buf *b, int status, const char *why) {
+  const char *code = status == 408   ? "request_timeout"
+                     : status == 413 ? "body_too_large"
+                     : status == 431 ? "headers_too_large"
+                     : status == 501 ? "not_implemented"
+                     : status == 505 ? "http_version_not_supported"
+                                     : "bad_request";
+  b->len = 0;
+  adb__buf_puts(b, "{\"error\":{\"code\":\"");
+  adb__buf_puts(b, code);
+  adb__buf_puts(b, "\",\"message\":");
+  adb__json_str(b, why);
+  adb__buf_puts(b, "}}");
+}
+
+static void notify_done(worker *w, const adb__http_req *req,
+                        const adb__http_resp *resp, int64_t t0) {
+  const adb__http_config *cfg = &w->srv->cfg;
+  if (cfg->done) cfg->done(cfg->ud, req, resp, now_ns() - t0);
+}
+
+/* Answers an error of the HTTP layer itself and closes after it. */
+static void conn_error(conn *c, adb__http_req *req, int status,
+                       const char *why) {
+  worker *w = c->w;
+  adb__http_resp resp = {.status = status, .body = &w->scratch};
+  http_error_body(&w->scratch, status, why);
+  resp.error_code = "http";
+  put_answer(c, req, &resp, 1);
+  c->close_after = 1;
+  c->in_off = c->in_len; /* the rest of the input is not ours to read */
+  notify_done(w, req, &resp, now_ns());
+}
+
+static void finish(conn *c, adb__http_req *req, adb__http_resp *resp,
+                   size_t total, int64_t t0) {
+  worker *w = c->w;
+  c->in[c->in_off + total] = c->saved;
+  int closing = !req->keep_alive || w->draining || c->close_after;
+  put_answer(c, req, resp, closing);
+  c->in_off += total;
+  c->req_start_ms = 0;
+  c->sent_continue = 0;
+  if (closing) {
+    c->close_after = 1;
+    c->in_off = c->in_len;
+  }
+  notify_done(w, req, resp, t0);
+}
+
+static void pool_submit(adb__http_server *s, job *j) {
+  pthread_mutex_lock(&s->pool_mu);
+  if (s->q_tail) s->q_tail->next = j;
+  else s->q_head = j;
+  s->q_tail = j;
+  pthread_cond_signal(&s->pool_cv);
+  pthread_mutex_unlock(&s->pool_mu);
+}
+
+static void dispatch(conn *c, adb__http_req *req, size_t total) {
+  worker *w = c->w;
+  adb__http_config *cfg = &w->srv->cfg;
+  int64_t t0 = now_ns();
+  req->worker = w->idx;
+  req->in_pool = 0;
+  w->scratch.len = 0;
+  adb__http_resp resp = {.status = 200, .body = &w->scratch};
+  int rc = cfg->handler(cfg->ud, req, &resp);
+  if (rc == ADB__HTTP_DEFER && w->srv->n_pool > 0) {
+    job *j = calloc(1, sizeof *j);
+    if (j) {
+      c->req = *req;
+      c->req_total = total;
+      c->pending = 1;
+      if (c->reading) {
+        event_del(c->ev_read);
+        c->reading = 0;
+      }
+      j->c = c;
+      j->t0_ns = t0;
+      j->resp.status = 200;
+      j->resp.body = &j->body;
+      pool_submit(w->srv, j);
+      return;
+    }
+  }
+  if (rc == ADB__HTTP_DEFER) {
+    req->in_pool = 1;
+    cfg->handler(cfg->ud, req, &resp);
+  }
+  finish(c, req, &resp, total, t0);
+}
+
+/* Makes room for a request of `need` bytes in the input buffer. */
+static int in_reserve(conn *c, size_t need) {
+  if (need + 1 <= c->in_cap) return 0;
+  size_t cap = c->in_cap ? c->in_cap : 4096;
+  while (cap < need + 1) cap *= 2;
+  char *p = realloc(c->in, cap);
+  if (!p) return -1;
+  c->in = p;
+  c->in_cap = cap;
+  return 0;
+}
+
+static void send_continue(conn *c, adb__http_req *req) {
+  if (!req->expect_continue || c->sent_continue || req->minor == 0) return;
+  adb__buf_puts(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
+  c->sent_continue = 1;
+}
+
+/* Handles one request at the start of the unread input; 1 when another
+ * may follow, 0 to stop. */
+static int process_one(conn *c) {
+  adb__http_config *cfg = &c->w->srv->cfg;
+  char *p = c->in + c->in_off;
+  size_t avail = c->in_len - c->in_off;
+  adb__http_req req;
+  const char *why;
+  int h = adb__http_parse_head(p, avail, cfg->max_head, &req, &why);
+  if (h <= 0) {
+    if (h < 0) conn_error(c, &req, -h, why);
+    return 0;
+  }
+  size_t total;
+  if (req.chunked) {
+    size_t dec = 0;
+    long enc = adb__http_chunked(p + h, avail - (size_t)h, cfg->max_body,
+                                 NULL, &dec);
+    if (enc == 0 && avail > cfg->max_head + 2 * cfg->max_body + 65536)
+      enc = -413;
+    if (enc < 0) {
+      conn_error(c, &req, (int)-enc,
+                 enc == -413 ? "request body too large" : "malformed chunk");
+      return 0;
+    }
+    if (enc == 0) {
+      send_continue(c, &req);
+      return 0;
+    }
+    adb__http_chunked(p + h, (size_t)enc, cfg->max_body, p + h, &dec);
+    req.body = p + h;
+    req.body_len = dec;
+    total = (size_t)h + (size_t)enc;
+  } else {
+    if (req.content_length > (int64_t)cfg->max_body) {
+      conn_error(c, &req, 413, "request body too large");
+      return 0;
+    }
+    size_t cl = req.content_length > 0 ? (size_t)req.content_length : 0;
+    if (avail - (size_t)h < cl) {
+      send_continue(c, &req);
+      if (in_reserve(c, c->in_off + (size_t)h + cl) < 0) {
+        conn_error(c, &req, 413, "out of memory for the body");
+      }
+      return 0;
+    }
+    req.body = p + h;
+    req.body_len = cl;
+    total = (size_t)h + cl;
+  }
+  c->saved = p[total];
+  req.body[req.body_len] = '\0';
+  dispatch(c, &req, total);
+  return !c->pending && !c->close_after;
+}
+
+static void conn_process(conn *c) {
+  while (c->fd >= 0 && !c->pending && !c->close_after &&
+         c->in_off < c->in_len && c->out.len - c->out_off < (1u << 20)) {
+    if (!process_one(c)) break;
+  }
+  if (c->pending) return;
+  if (c->in_off == c->in_len) {
+    c->in_off = c->in_len = 0;
+    c->req_start_ms = 0;
+    c->idle_since_ms = now_ms();
+    if (c->in_cap > 65536) {
+      free(c->in);
+      c->in = NULL;
+      c->in_cap = 0;
+    }
+  } else {
+    if (c->in_off) {
+      memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
+      c->in_len -= c->in_off;
+      c->in_off = 0;
+    }
+    if (!c->req_start_ms) c->req_start_ms = now_ms();
+  }
+}
+
+/* Resumes reading once nothing is out and the output has room. */
+static void conn_resume(conn *c) {
+  int want = !c->pending && !c->close_after && !c->lingering &&
+             !c->peer_closed &&
+             c->out.len - c->out_off < (1u << 20);
+  if (want && !c->reading) {
+    event_add(c->ev_read, NULL);
+    c->reading = 1;
+  } else if (!want && c->reading && !c->lingering) {
+    event_del(c->ev_read);
+    c->reading = 0;
+  }
+}
+
+static void after_io(conn *c) {
+  if (conn_flush(c) < 0) return;
+  if (c->peer_closed && !c->pending && c->out.len == 0) {
+    conn_close(c);
+    return;
+  }
+  if (c->w->draining && !c->pending && c->out.len == 0 &&
+      c->in_len == 0) {
+    conn_close(c);
+    return;
+  }
+  conn_resume(c);
+}
+
+static void discard_input(conn *c) {
+  char tmp[4096];
+  for (;;) {
+    ssize_t n = recv(c->fd, tmp, sizeof tmp, 0);
+    if (n > 0) continue;
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    conn_close(c);
+    return;
+  }
+}
+
+static void on_read(evutil_socket_t fd, short what, void *arg) {
+  conn *c = arg;
+  (void)what;
+  if (c->lingering) {
+    discard_input(c);
+    return;
+  }
+  const adb__http_config *cfg = &c->w->srv->cfg;
+  size_t max_in = cfg->max_head + 2 * cfg->max_body + 70000;
+  for (;;) {
+    if (c->in_len >= max_in) break; /* process_one answers 413 or 431 */
+    if (c->in_cap - c->in_len < 2048 && in_reserve(c, c->in_len + 4096) < 0)
+      break;
+    size_t room = c->in_cap - c->in_len - 1;
+    ssize_t n = recv(fd, c->in + c->in_len, room, 0);
+    if (n > 0) {
+      c->in_len += (size_t)n;
+      if ((size_t)n < room) break;
+      continue;
+    }
+    if (n == 0) {
+      c->peer_closed = 1;
+      break;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+    conn_close(c);
+    return;
+  }
+  conn_process(c);
+  if (c->peer_closed && !c->pending && !c->close_after &&
+      c->in_off < c->in_len) {
+    adb__http_req req;
+    memset(&req, 0, sizeof req);
+    req.minor = 1;
+    conn_error(c, &req, 400, "the connection closed inside a request");
+  }
+  if (c->peer_closed && c->reading) {
+    event_del(c->ev_read);
+    c->reading = 0;
+  }
+  after_io(c);
+}
+
+static void on_write(evutil_socket_t fd, short what, void *arg) {
+  conn *c = arg;
+  (void)fd;
+  (void)what;
+  if (conn_flush(c) < 0) return;
+  if (!c->pending && !c->close_after && c->in_off < c->in_len) {
+    conn_process(c);
+    if (conn_flush(c) < 0) return;
+  }
+  after_io(c);
+}
+
+static void conn_new(worker *w, int fd) {
+  conn *c = calloc(1, sizeof *c);
+  if (!c) {
+    close(fd);
+    return;
+  }
+  c->w = w;
+  c->fd = fd;
+  c->ev_read = event_new(w->base, fd, EV_READ | EV_PERSIST, on_read, c);
+  c->ev_write = event_new(w->base, fd, EV_WRITE | EV_PERSIST, on_write, c);
+  if (!c->ev_read || !c->ev_write) {
+    close(fd);
+    c->fd = -1;
+    conn_free(c);
+    return;
+  }
+  c->next = w->conns;
+  if (w->conns) w->conns->prev = c;
+  w->conns = c;
+  w->n_conns++;
+  c->idle_since_ms = now_ms();
+  event_add(c->ev_read, NULL);
+  c->reading = 1;
+}
+
+static void on_accept(evutil_socket_t fd, short what, void *arg) {
+  worker *w = arg;
+  (void)what;
+  for (int i = 0; i < 64; i++) {
+    int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (cfd < 0) {
+      if (errno == EMFILE || errno == ENFILE) {
+        /* Out of descriptors: pause accepting for a moment. */
+        struct timeval tv = {0, 100000};
+        event_del(w->ev_listen);
+        event_add(w->ev_resume, &tv);
+      }
+      return;
+    }
+    int one = 1;
+    setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    conn_new(w, cfd);
+  }
+}
+
+static void on_resume_accept(evutil_socket_t fd, short what, void *arg) {
+  worker *w = arg;
+  (void)fd;
+  (void)what;
+  if (!w->draining && w->ev_listen) event_add(w->ev_listen, NULL);
+}
+
+static void sweep_conn(conn *c, int64_t now, const adb__http_config *cfg) {
+  if (c->lingering) {
+    if (now - c->linger_since_ms > 2000) conn_close(c);
+    return;
+  }
+  if (c->want_write && now - c->write_since_ms > cfg->request_timeout_ms) {
+    conn_close(c);
+    return;
+  }
+  if (c->pending) return;
+  if (c->req_start_ms && now - c->req_start_ms > cfg->request_timeout_ms) {
+    adb__http_req req;
+    memset(&req, 0, sizeof req);
+    req.minor = 1;
+    conn_error(c, &req, 408, "request not received in time");
+    after_io(c);
+    return;
+  }
+  if (!c->req_start_ms && c->out.len == 0 && c->in_len == 0 &&
+      now - c->idle_since_ms > cfg->idle_timeout_ms)
+    conn_close(c);
+}
+
+static void on_sweep(evutil_socket_t fd, short what, void *arg) {
+  worker *w = arg;
+  (void)fd;
+  (void)what;
+  int64_t now = now_ms();
+  update_date(w);
+  conn *c = w->conns;
+  while (c) {
+    conn *next = c->next; /* sweep_conn may free c */
+    if (w->draining && now > w->drain_deadline_ms) conn_close(c);
+    else sweep_conn(c, now, &w->srv->cfg);
+    c = next;
+  }
+  maybe_exit(w);
+}
+
+static void start_draining(worker *w) {
+  if (w->draining) return;
+  w->draining = 1;
+  w->drain_deadline_ms = now_ms() + w->srv->cfg.shutdown_timeout_ms;
+  if (w->ev_listen) {
+    event_free(w->ev_listen);
+    w->ev_listen = NULL;
+  }
+  event_del(w->ev_resume);
+  if (w->lfd >= 0) close(w->lfd);
+  w->lfd = -1;
+  conn *c = w->conns;
+  while (c) {
+    conn *next = c->next;
+    if (!c->pending && c->out.len == 0 && c->in_len == 0) conn_close(c);
+    c = next;
+  }
+  maybe_exit(w);
+}
+
+static void complete_job(job *j) {
+  conn *c = j->c;
+  c->pending = 0;
+  if (c->zombie) {
+    conn_free(c);
+  } else {
+    finish(c, &c->req, &j->resp, c->req_total, j->t0_ns);
+    conn_process(c);
+    after_io(c);
+  }
+  adb__buf_free(&j->body);
+  free(j);
+}
+
+static void on_notify(evutil_socket_t fd, short what, void *arg) {
+  worker *w = arg;
+  (void)what;
+  uint64_t v;
+  if (read(fd, &v, sizeof v) < 0 && errno != EAGAIN) return;
+  pthread_mutex_lock(&w->mu);
+  job *j = w->done_head;
+  w->done_head = w->done_tail = NULL;
+  int stop = w->shutdown_req;
+  pthread_mutex_unlock(&w->mu);
+  update_date(w);
+  while (j) {
+    job *next = j->next;
+    complete_job(j);
+    j = next;
+  }
+  if (stop) start_draining(w);
+  maybe_exit(w);
+}
+
+static void *worker_main(void *arg) {
+  worker *w = arg;
+  event_base_dispatch(w->base);
+  while (w->conns) conn_close(w->conns);
+  return NULL;
+}
+
+static void wake(worker *w) {
+  uint64_t one = 1;
+  ssize_t n = write(w->efd, &one, sizeof one);
+  (void)n;
+}
+
+static void *pool_main(void *arg) {
+  adb__http_server *s = arg;
+  for (;;) {
+    pthread_mutex_lock(&s->pool_mu);
+    while (!s->q_head && !s->pool_stop)
+      pthread_cond_wait(&s->pool_cv, &s->pool_mu);
+    job *j = s->q_head;
+    if (j) {
+      s->q_head = j->next;
+      if (!s->q_head) s->q_tail = NULL;
+    }
+    pthread_mutex_unlock(&s->pool_mu);
+    if (!j) return NULL;
+    j->next = NULL;
+    conn *c = j->c;
+    c->req.in_pool = 1;
+    s->cfg.handler(s->cfg.ud, &c->req, &j->resp);
+    worker *w = c->w;
+    pthread_mutex_lock(&w->mu);
+    if (w->done_tail) w->done_tail->next = j;
+    else w->done_head = j;
+    w->done_tail = j;
+    pthread_mutex_unlock(&w->mu);
+    wake(w);
+  }
+}
+
+/* ----------------------------------------------------- listening sockets */
+
+static int split_listen(const char *spec, char *host, size_t hl, char *port,
+                        size_t pl) {
+  const char *colon;
+  if (spec[0] == '[') {
+    const char *rb = strchr(spec, ']');
+    if (!rb || rb[1] != ':') return -1;
+    snprintf(host, hl, "%.*s", (int)(rb - spec - 1), spec + 1);
+    colon = rb + 1;
+  } else {
+    colon = strrchr(spec, ':');
+    if (!colon) return -1;
+    snprintf(host, hl, "%.*s", (int)(colon - spec), spec);
+  }
+  snprintf(port, pl, "%s", colon + 1);
+  return port[0] ? 0 : -1;
+}
+
+static int bind_one(const struct addrinfo *ai, int reuseport, char *err,
+                    size_t errlen) {
+  int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                  ai->ai_protocol);
+  if (fd < 0) goto fail;
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (reuseport &&
+      setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0)
+    goto fail;
+  if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0) goto fail;
+  if (listen(fd, 1024) < 0) goto fail;
+  return fd;
+fail:
+  snprintf(err, errlen, "cannot listen: %s", strerror(errno));
+  if (fd >= 0) close(fd);
+  return -1;
+}
+
+static void set_port(struct sockaddr *sa, int port) {
+  if (sa->sa_family == AF_INET)
+    ((struct sockaddr_in *)sa)->sin_port = htons((uint16_t)port);
+  else ((struct sockaddr_in6 *)sa)->sin6_port = htons((uint16_t)port);
+}
+
+static int bound_port(int fd) {
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof ss;
+  if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0) return -1;
+  if (ss.ss_family == AF_INET)
+    return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+  return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+}
+
+/* Binds one listening socket per worker. A plain bind first claims the
+ * port, so that a second server on the same port fails instead of silently
+ * sharing it through SO_REUSEPORT; if SO_REUSEPORT is unavailable the
+ * workers share one socket. */
+static int bind_all(adb__http_server *s, char *err, size_t errlen) {
+  char host[96], port[16];
+  if (split_listen(s->cfg.listen, host, sizeof host, port, sizeof port) < 0) {
+    snprintf(err, errlen, "listen address must be host:port, not '%s'",
+             s->cfg.listen);
+    return -1;
+  }
+  struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                           .ai_socktype = SOCK_STREAM,
+                           .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+  struct addrinfo *ai = NULL;
+  int rc = getaddrinfo(host[0] ? host : NULL, port, &hints, &ai);
+  if (rc != 0) {
+    snprintf(err, errlen, "cannot resolve '%s': %s", s->cfg.listen,
+             gai_strerror(rc));
+    return -1;
+  }
+  int probe = bind_one(ai, 0, err, errlen);
+  int p = probe >= 0 ? bound_port(probe) : -1;
+  if (probe >= 0) close(probe);
+  rc = -1;
+  if (p < 0) goto out;
+  set_port(ai->ai_addr, p);
+  for (int i = 0; i < s->n_workers; i++) {
+    worker *w = &s->workers[i];
+    w->lfd = bind_one(ai, 1, err, errlen);
+    if (w->lfd < 0 && i > 0) w->lfd = dup(s->workers[0].lfd);
+    if (w->lfd < 0 && i == 0) w->lfd = bind_one(ai, 0, err, errlen);
+    if (w->lfd < 0) goto out;
+  }
+  char hbuf[64];
+  getnameinfo(ai->ai_addr, ai->ai_addrlen, hbuf, sizeof hbuf, NULL, 0,
+              NI_NUMERICHOST);
+  snprintf(s->addr, sizeof s->addr, ai->ai_family == AF_INET6 ? "[%s]:%d"
+                                                             : "%s:%d",
+           hbuf, p);
+  rc = 0;
+out:
+  freeaddrinfo(ai);
+  return rc;
+}
+
+/* ---------------------------------------------------------- lifecycle */
+
+static void config_defaults(adb__http_config *c) {
+  if (!c->listen) c->listen = "127.0.0.1:8080";
+  if (c->threads <= 0) c->threads = 1;
+  if (c->pool_threads < 0) c->pool_threads = 0;
+  else if (c->pool_threads == 0) c->pool_threads = 16;
+  if (!c->max_body) c->max_body = 1 << 20;
+  if (!c->max_head) c->max_head = 16384;
+  if (c->request_timeout_ms <= 0) c->request_timeout_ms = 10000;
+  if (c->idle_timeout_ms <= 0) c->idle_timeout_ms = 60000;
+  if (c->shutdown_timeout_ms <= 0) c->shutdown_timeout_ms = 30000;
+}
+
+static int worker_init(worker *w, char *err, size_t errlen) {
+  struct event_config *ec = event_config_new();
+  if (!ec) goto fail;
+  event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
+  w->base = event_base_new_with_config(ec);
+  event_config_free(ec);
+  w->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (!w->base || w->efd < 0) goto fail;
+  struct timeval sweep = {0, 250000};
+  w->ev_listen = event_new(w->base, w->lfd, EV_READ | EV_PERSIST, on_accept, w);
+  w->ev_notify = event_new(w->base, w->efd, EV_READ | EV_PERSIST, on_notify, w);
+  w->ev_sweep = event_new(w->base, -1, EV_PERSIST, on_sweep, w);
+  w->ev_resume = evtimer_new(w->base, on_resume_accept, w);
+  if (!w->ev_listen || !w->ev_notify || !w->ev_sweep || !w->ev_resume)
+    goto fail;
+  event_add(w->ev_listen, NULL);
+  event_add(w->ev_notify, NULL);
+  event_add(w->ev_sweep, &sweep);
+  update_date(w);
+  return 0;
+fail:
+  snprintf(err, errlen, "cannot create an event loop");
+  return -1;
+}
+
+int adb__http_start(const adb__http_config *cfg, adb__http_server **out,
+                    char *err, size_t errlen) {
+  *out = NULL;
+  adb__http_server *s = calloc(1, sizeof *s);
+  if (!s) return ADB_ENOMEM;
+  s->cfg = *cfg;
+  config_defaults(&s->cfg);
+  pthread_mutex_init(&s->pool_mu, NULL);
+  pthread_cond_init(&s->pool_cv, NULL);
+  s->n_workers = s->cfg.threads;
+  s->workers = calloc((size_t)s->n_workers, sizeof *s->workers);
+  s->pool = calloc((size_t)s->cfg.pool_threads + 1, sizeof *s->pool);
+  if (!s->workers || !s->pool) goto nomem;
+  for (int i = 0; i < s->n_workers; i++) {
+    s->workers[i].srv = s;
+    s->workers[i].idx = i;
+    s->workers[i].lfd = s->workers[i].efd = -1;
+    pthread_mutex_init(&s->workers[i].mu, NULL);
+  }
+  if (bind_all(s, err, errlen) < 0) goto fail;
+  for (int i = 0; i < s->n_workers; i++)
+    if (worker_init(&s->workers[i], err, errlen) < 0) goto fail;
+  for (int i = 0; i < s->cfg.pool_threads; i++) {
+    if (pthread_create(&s->pool[i], NULL, pool_main, s) != 0) break;
+    s->n_pool++;
+  }
+  for (int i = 0; i < s->n_workers; i++) {
+    worker *w = &s->workers[i];
+    if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+      snprintf(err, errlen, "cannot start worker threads");
+      adb__http_shutdown(s);
+      adb__http_wait(s);
+      adb__http_free(s);
+      return ADB_ENOMEM;
+    }
+    w->started = 1;
+  }
+  *out = s;
+  return ADB_OK;
+nomem:
+  snprintf(err, errlen, "out of memory");
+fail:
+  adb__http_free(s);
+  return ADB_EIO;
+}
+
+const char *adb__http_address(const adb__http_server *s) {
+  return s->addr;
+}
+
+void adb__http_shutdown(adb__http_server *s) {
+  __atomic_store_n(&s->draining, 1, __ATOMIC_RELAXED);
+  for (int i = 0; i < s->n_workers; i++) {
+    worker *w = &s->workers[i];
+    pthread_mutex_lock(&w->mu);
+    w->shutdown_req = 1;
+    pthread_mutex_unlock(&w->mu);
+    if (w->efd >= 0) wake(w);
+  }
+}
+
+int adb__http_draining(const adb__http_server *s) {
+  return __atomic_load_n(&s->draining, __ATOMIC_RELAXED);
+}
+
+void adb__http_wait(adb__http_server *s) {
+  for (int i = 0; i < s->n_workers; i++) {
+    if (s->workers[i].started) pthread_join(s->workers[i].thread, NULL);
+    s->workers[i].started = 0;
+  }
+  pthread_mutex_lock(&s->pool_mu);
+  s->pool_stop = 1;
+  pthread_cond_broadcast(&s->pool_cv);
+  pthread_mutex_unlock(&s->pool_mu);
+  for (int i = 0; i < s->n_pool; i++) pthread_join(s->pool[i], NULL);
+  s->n_pool = 0;
+}
+
+static void worker_free(worker *w) {
+  while (w->conns) conn_close(w->conns);
+  job *j = w->done_head;
+  while (j) {
+    job *next = j->next;
+    if (j->c->zombie) conn_free(j->c);
+    adb__buf_free(&j->body);
+    free(j);
+    j = next;
+  }
+  if (w->ev_listen) event_free(w->ev_listen);
+  if (w->ev_notify) event_free(w->ev_notify);
+  if (w->ev_sweep) event_free(w->ev_sweep);
+  if (w->ev_resume) event_free(w->ev_resume);
+  if (w->base) event_base_free(w->base);
+  if (w->lfd >= 0) close(w->lfd);
+  if (w->efd >= 0) close(w->efd);
+  adb__buf_free(&w->scratch);
+  pthread_mutex_destroy(&w->mu);
+}
+
+void adb__http_free(adb__http_server *s) {
+  if (!s) return;
+  if (s->workers)
+    for (int i = 0; i < s->n_workers; i++) worker_free(&s->workers[i]);
+  free(s->workers);
+  free(s->pool);
+  pthread_mutex_destroy(&s->pool_mu);
+  pthread_cond_destroy(&s->pool_cv);
+  free(s);
+}

@@ -1,0 +1,137 @@
+/*
+ * http.h — a lean HTTP/1.1 server on libevent, and its request parser.
+ *
+ * The parser does no I/O (bytes in, a parsed request head out), so it is
+ * unit-tested and fuzzed without sockets. The server runs one event loop
+ * per worker thread, each with its own listening socket on the same port
+ * (SO_REUSEPORT), keep-alive and pipelining, limits on head and body size,
+ * timeouts for slow and idle clients, and a graceful shutdown. Handlers run
+ * on the worker thread; a handler that would block for long (a durable
+ * write) asks for a pool thread instead by returning ADB__HTTP_DEFER.
+ */
+#ifndef ADB_HTTP_H
+#define ADB_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "json.h"
+
+typedef enum adb__http_method {
+  ADB__HTTP_OTHER = 0,
+  ADB__HTTP_GET,
+  ADB__HTTP_HEAD,
+  ADB__HTTP_POST,
+  ADB__HTTP_PUT,
+  ADB__HTTP_DELETE,
+  ADB__HTTP_OPTIONS,
+  ADB__HTTP_PATCH
+} adb__http_method;
+
+/* A parsed request. Pointers point into the connection's input buffer and
+ * are valid until the handler's answer has been queued. */
+typedef struct adb__http_req {
+  int method;                 /* adb__http_method */
+  const char *method_str;
+  size_t method_len;
+  const char *path;           /* request target up to '?' (origin form) */
+  size_t path_len;
+  const char *query;          /* after '?', or NULL */
+  size_t query_len;
+  int minor;                  /* HTTP/1.<minor> */
+  const char *authorization;  /* header value or NULL */
+  size_t authorization_len;
+  const char *content_type;
+  size_t content_type_len;
+  int64_t content_length;     /* -1 when absent */
+  int chunked, keep_alive, expect_continue;
+  size_t head_len;            /* bytes of request line and headers */
+  char *body;                 /* NUL-terminated, mutable, body_len bytes */
+  size_t body_len;
+  int in_pool;                /* set when called again on a pool thread */
+  int worker;                 /* index of the worker thread */
+} adb__http_req;
+
+/* Parses a request head at buf[0..len). Returns its length (> 0) when
+ * complete, 0 when more bytes are needed, or minus an HTTP status on error
+ * (-400 malformed, -431 head over max_head, -501 unsupported transfer
+ * coding, -505 version); *why then says why. */
+int adb__http_parse_head(const char *buf, size_t len, size_t max_head,
+                         adb__http_req *req, const char **why);
+
+/* Scans a chunked body at buf[0..len). Returns the encoded length
+ * (trailers included) when complete, 0 when more bytes are needed, -400
+ * when malformed, -413 when the decoded size passes max_body. When out is
+ * not NULL the chunk data is also copied to out (which may be buf: the
+ * decoded body is never longer). *decoded is the decoded length. */
+long adb__http_chunked(const char *buf, size_t len, size_t max_body,
+                       char *out, size_t *decoded);
+
+/* Reason phrase of a status; "Unknown" for one not in the table. */
+const char *adb__http_reason(int status);
+
+/* ------------------------------------------------------------- server */
+
+/* The answer a handler fills. body starts empty; content_type NULL means
+ * application/json. headers holds extra header lines ("Name: v\r\n"). */
+typedef struct adb__http_resp {
+  int status;
+  adb__buf *body;
+  const char *content_type;
+  char headers[192];
+  size_t headers_len;
+  int route;                  /* the handler's route id, for the done hook */
+  const char *error_code;     /* stable error code, for logs; or NULL */
+} adb__http_resp;
+
+/* Appends a header line to resp (silently dropped when it does not fit). */
+void adb__http_resp_header(adb__http_resp *resp, const char *name,
+                           const char *value);
+
+enum { ADB__HTTP_DONE = 0, ADB__HTTP_DEFER = 1 };
+
+/* Handles one request: fills resp and returns ADB__HTTP_DONE, or returns
+ * ADB__HTTP_DEFER (without touching resp) to be called again with
+ * req->in_pool = 1 on a pool thread. */
+typedef int (*adb__http_handler)(void *ud, adb__http_req *req,
+                                 adb__http_resp *resp);
+/* Called on the worker thread after each answer has been queued (also for
+ * errors the server answers itself, with route 0). */
+typedef void (*adb__http_done)(void *ud, const adb__http_req *req,
+                               const adb__http_resp *resp,
+                               int64_t latency_ns);
+
+typedef struct adb__http_config {
+  const char *listen;         /* "host:port", "[v6]:port"; port 0 = any */
+  int threads;                /* event loops; default 1 */
+  int pool_threads;           /* for deferred handlers; default 16 */
+  size_t max_body;            /* default 1 MiB */
+  size_t max_head;            /* request line + headers; default 16 KiB */
+  int request_timeout_ms;     /* to receive a request / send an answer;
+                                 default 10000 */
+  int idle_timeout_ms;        /* keep-alive idle; default 60000 */
+  int shutdown_timeout_ms;    /* to finish in-flight work; default 30000 */
+  adb__http_handler handler;
+  adb__http_done done;        /* optional */
+  void *ud;
+} adb__http_config;
+
+typedef struct adb__http_server adb__http_server;
+
+/* Binds and starts serving. On failure writes the reason to err. */
+int adb__http_start(const adb__http_config *cfg, adb__http_server **out,
+                    char *err, size_t errlen);
+/* The bound address, "host:port". */
+const char *adb__http_address(const adb__http_server *s);
+/* Starts a graceful shutdown: stop accepting, finish in-flight requests,
+ * close idle connections. Returns at once; thread-safe (not
+ * async-signal-safe). */
+void adb__http_shutdown(adb__http_server *s);
+/* True once a shutdown has started. */
+int adb__http_draining(const adb__http_server *s);
+/* Waits until every worker has finished (after adb__http_shutdown). */
+void adb__http_wait(adb__http_server *s);
+/* Frees a stopped server; NULL is a no-op. */
+void adb__http_free(adb__http_server *s);
+
+#endif /* ADB_HTTP_H */

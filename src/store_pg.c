@@ -1,0 +1,2334 @@
+/*
+ * store_pg.c — the PostgreSQL 15 store backend: "postgresql://...".
+ *
+ * The URL is a libpq connection URI. These query parameters are ours and
+ * are removed before libpq sees it:
+ *   pool_size=N             connections (default cfg->pool_size, else 4)
+ *   statement_timeout_ms=N  server-side statement_timeout (default 30000)
+ *   retention_months=N      drop monthly partitions older than N months
+ *                           (default env AGENTDB_RETENTION_MONTHS, else 0 =
+ *                           keep everything)
+ *   partitions_ahead=N      months created ahead (default 2)
+ * Everything else (sslmode, connect_timeout, keepalives, application_name,
+ * ...) goes to libpq, whose defaults we set first: connect_timeout=5,
+ * TCP keepalives (30 s idle, 10 s interval, 3 probes), tcp_user_timeout and
+ * application_name=agentdb.
+ *
+ * Pool. A fixed array of pool_size connection slots with a free stack under
+ * a mutex; a caller waits on a condition variable when every slot is busy.
+ * Slots connect lazily. On each acquire an idle connection is checked
+ * without blocking (PQconsumeInput reads anything the server sent while it
+ * sat idle: the FATAL of pg_terminate_backend or a shutdown, or EOF), and a
+ * dead one is replaced before use. A connection on which a call failed with
+ * a connection-class error (SQLSTATE 08xxx, 57P0x, or no SQLSTATE at all
+ * because libpq lost the socket) is closed when released, so the next
+ * caller reconnects. Reads are retried once on a fresh connection when the
+ * one they got broke under them; writes are not (the commit may or may not
+ * have happened): they return ADB_EUNAVAIL and the coordinator retries the
+ * batch, which is idempotent (ON CONFLICT DO NOTHING everywhere).
+ *
+ * No call can hang. Connections are non-blocking and every wait for the
+ * server is a poll() with a deadline of statement_timeout + 5 s; a server
+ * that stops answering (SIGSTOP, a dead network with no RST) makes the call
+ * fail with ADB_EUNAVAIL and the connection be dropped.
+ *
+ * Statements. Every SQL text is a constant in stmts[] and is prepared on a
+ * connection the first time that connection runs it (and again after a
+ * reconnect). Values are always parameters, in binary format for numbers,
+ * bytea and arrays (no float formatting, no escaping); results come back in
+ * binary too.
+ *
+ * Write batches. One transaction:
+ *   1. decisions: one INSERT ... SELECT FROM unnest(arrays) ON CONFLICT DO
+ *      NOTHING;
+ *   2. rewards: the exactly-once gate is reward_ids (see the SQL header):
+ *      the batch's distinct (agent, reward_id), sorted (so concurrent
+ *      batches wait for each other's keys in one order and cannot
+ *      deadlock), go in one INSERT ... ON CONFLICT DO NOTHING RETURNING;
+ *      a returned id is new and applied. The others are read back: same
+ *      body_hash is a duplicate (first_reward from the stored row), another
+ *      body is ADB_ECONFLICT. New rewards are logged in reward_signals;
+ *   3. their increments, merged per row by adb__batch_merge (sorted by key),
+ *      are added to rl_policies by one INSERT ... SELECT FROM unnest(...)
+ *      ON CONFLICT DO UPDATE SET n = n + excluded.n, ..., version = version
+ *      + 1 RETURNING version; rows are locked in that order, so two batches
+ *      cannot deadlock;
+ *   4. episodes: COPY ... FROM STDIN (FORMAT binary) into a per-connection
+ *      temporary staging table, then one INSERT ... SELECT ON CONFLICT DO
+ *      NOTHING (COPY itself cannot skip duplicates, and a retried batch must
+ *      not fail);
+ *   5. metrics deltas, merged per (agent, hour), one upsert each.
+ * Multi-row statements give one round trip per table, which is what
+ * pipeline mode would buy, and COPY (not allowed in a pipeline) and the
+ * read-back of step 2 depend on earlier results anyway.
+ *
+ * Partitions are maintained at open and then at most hourly from
+ * write_batch, by the SQL function adb_maintain_partitions() under a short
+ * lock_timeout so that it never queues the write path behind DDL.
+ *
+ * Migrations (sql/postgres/NNNN_name.sql, embedded) run at open on a dedicated
+ * connection under a session advisory lock, each in its own transaction
+ * with its schema_migrations row, so replicas starting together apply each
+ * one exactly once and the others wait, then find nothing to do.
+ */
+#define _GNU_SOURCE /* qsort_r */
+#include "store_pg.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <limits.h>
+#include <math.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "migrations.h"
+#include "store.h"
+#include "util.h"
+
+extern const adb__store_methods adb__store_pg;
+
+#define DEFAULT_POOL 4
+#define MAX_POOL 256
+#define DEFAULT_STMT_TIMEOUT_MS 30000
+#define DEFAULT_AHEAD 2
+#define IO_MARGIN_MS 5000
+#define MIGRATE_TIMEOUT_MS (30 * 60 * 1000)
+#define MAINT_EVERY_MS (3600 * 1000)
+#define MAINT_RETRY_MS (60 * 1000)
+#define ERR_MAX 1024
+#define MAX_PARAMS 24
+
+/* pg_advisory_lock(ADV_CLASS, 1) guards migrations; (ADV_CLASS, 2) is taken
+ * by adb_maintain_partitions(). */
+#define ADV_CLASS 4703525
+
+/* Type OIDs (pg_type.h) of the binary parameters and array elements. */
+#define OID_BOOL 16
+#define OID_BYTEA 17
+#define OID_INT8 20
+#define OID_TEXT 25
+#define OID_FLOAT8 701
+
+/* ------------------------------------------------------------ statements */
+
+enum stmt_id {
+  S_SETUP,
+  S_AGENT_PUT,
+  S_AGENT_GET,
+  S_COUNTERS,
+  S_ACTIONS_PUT,
+  S_ACTIONS_LIST,
+  S_POLICY_GET,
+  S_DECISIONS_PUT,
+  S_DECISION_GET,
+  S_RID_INSERT,
+  S_RID_LOOKUP,
+  S_REWARDS_PUT,
+  S_POLICY_ADD,
+  S_METRICS_ADD,
+  S_EPISODES_MOVE,
+  S_METRICS_GET,
+  S_USER_PUT,
+  S_USER_GET,
+  S_PATTERN_PUT,
+  S_PATTERN_GET,
+  S_PING,
+  S_MAINTAIN,
+  N_STMT
+};
+
+static const char *const stmts[N_STMT] = {
+    [S_SETUP] = "SELECT set_config('statement_timeout', $1, false)",
+    [S_AGENT_PUT] =
+        "INSERT INTO agent_metadata AS a (agent_id, algorithm, prior_alpha,"
+        " prior_beta, prior_mu, prior_kappa, prior_a, prior_b, context_keys,"
+        " embedding_dim, simhash_bits, weight_watch, weight_click,"
+        " weight_rating, fallback_strength, decay_half_life_s,"
+        " reward_window_s, default_reward, created_at_ms, updated_at_ms)"
+        " VALUES ($1, $2, $3::float8, $4::float8, $5::float8, $6::float8,"
+        " $7::float8, $8::float8, $9, $10::int8, $11::int8, $12::float8,"
+        " $13::float8, $14::float8, $15::float8, $16::float8, $17::float8,"
+        " $18::float8, $19::int8, $19::int8)"
+        " ON CONFLICT (agent_id) DO UPDATE SET algorithm = excluded.algorithm,"
+        " prior_alpha = excluded.prior_alpha,"
+        " prior_beta = excluded.prior_beta, prior_mu = excluded.prior_mu,"
+        " prior_kappa = excluded.prior_kappa, prior_a = excluded.prior_a,"
+        " prior_b = excluded.prior_b, context_keys = excluded.context_keys,"
+        " embedding_dim = excluded.embedding_dim,"
+        " simhash_bits = excluded.simhash_bits,"
+        " weight_watch = excluded.weight_watch,"
+        " weight_click = excluded.weight_click,"
+        " weight_rating = excluded.weight_rating,"
+        " fallback_strength = excluded.fallback_strength,"
+        " decay_half_life_s = excluded.decay_half_life_s,"
+        " reward_window_s = excluded.reward_window_s,"
+        " default_reward = excluded.default_reward,"
+        " updated_at_ms = excluded.updated_at_ms"
+        " RETURNING created_at_ms, updated_at_ms",
+    [S_AGENT_GET] =
+        "SELECT algorithm, prior_alpha, prior_beta, prior_mu, prior_kappa,"
+        " prior_a, prior_b, context_keys, embedding_dim, simhash_bits,"
+        " weight_watch, weight_click, weight_rating, fallback_strength,"
+        " decay_half_life_s, reward_window_s, default_reward, created_at_ms,"
+        " updated_at_ms FROM agent_metadata WHERE agent_id = $1",
+    [S_COUNTERS] =
+        "SELECT COALESCE(SUM(decisions), 0)::int8,"
+        " COALESCE(SUM(rewards), 0)::int8,"
+        " COALESCE(SUM(reward_sum), 0)::float8,"
+        " (SELECT count(*) FROM actions WHERE agent_id = $1)"
+        " FROM performance_metrics WHERE agent_id = $1",
+    [S_ACTIONS_PUT] =
+        "INSERT INTO actions (agent_id, action_id, embedding, metadata,"
+        " disabled, updated_at_ms)"
+        " SELECT $1, t.a, t.e, t.m, t.d, $6::int8 FROM unnest($2::text[],"
+        " $3::bytea[], $4::text[], $5::bool[]) AS t(a, e, m, d)"
+        " ON CONFLICT (agent_id, action_id) DO UPDATE SET"
+        " embedding = excluded.embedding, metadata = excluded.metadata,"
+        " disabled = excluded.disabled, updated_at_ms = excluded.updated_at_ms",
+    [S_ACTIONS_LIST] =
+        "SELECT action_id, disabled, COALESCE(length(embedding), 0)::int8,"
+        " metadata FROM actions WHERE agent_id = $1 ORDER BY action_id",
+    [S_POLICY_GET] =
+        "SELECT action_id, n, sum_micro, sum_sq, version FROM rl_policies"
+        " WHERE agent_id = $1 AND user_id = $2 AND state_key = $3"
+        " ORDER BY action_id",
+    [S_DECISIONS_PUT] =
+        "INSERT INTO decisions (agent_id, event_id, user_id, state_key,"
+        " context, candidates, action_id, propensity, model, created_at_ms)"
+        " SELECT * FROM unnest($1::text[], $2::text[], $3::text[],"
+        " $4::text[], $5::text[], $6::text[], $7::text[], $8::float8[],"
+        " $9::text[], $10::int8[]) ON CONFLICT DO NOTHING",
+    [S_DECISION_GET] =
+        "SELECT user_id, state_key, context, candidates, action_id,"
+        " propensity, model, created_at_ms FROM decisions"
+        " WHERE agent_id = $1 AND event_id = $2"
+        " ORDER BY created_at_ms LIMIT 1",
+    [S_RID_INSERT] =
+        "INSERT INTO reward_ids (agent_id, reward_id, body_hash, reward,"
+        " created_at_ms) SELECT * FROM unnest($1::text[], $2::text[],"
+        " $3::text[], $4::float8[], $5::int8[])"
+        " ON CONFLICT DO NOTHING RETURNING agent_id, reward_id",
+    [S_RID_LOOKUP] =
+        "SELECT r.agent_id, r.reward_id, r.body_hash, r.reward"
+        " FROM reward_ids r JOIN unnest($1::text[], $2::text[]) AS k(a, i)"
+        " ON r.agent_id = k.a COLLATE \"C\" AND r.reward_id = k.i COLLATE \"C\"",
+    [S_REWARDS_PUT] =
+        "INSERT INTO reward_signals (agent_id, reward_id, event_id, user_id,"
+        " state_key, action_id, reward, reward_micro, signals, body_hash,"
+        " created_at_ms) SELECT * FROM unnest($1::text[], $2::text[],"
+        " $3::text[], $4::text[], $5::text[], $6::text[], $7::float8[],"
+        " $8::int8[], $9::text[], $10::text[], $11::int8[])"
+        " ON CONFLICT DO NOTHING",
+    [S_POLICY_ADD] =
+        "INSERT INTO rl_policies AS p (agent_id, user_id, state_key,"
+        " action_id, n, sum_micro, sum_sq, version, updated_at_ms)"
+        " SELECT t.a, t.u, t.s, t.x, t.dn, t.dm, t.dq, 1, $8::int8"
+        " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
+        " $5::int8[], $6::int8[], $7::float8[]) AS t(a, u, s, x, dn, dm, dq)"
+        " ON CONFLICT (agent_id, user_id, state_key, action_id) DO UPDATE SET"
+        " n = p.n + excluded.n, sum_micro = p.sum_micro + excluded.sum_micro,"
+        " sum_sq = p.sum_sq + excluded.sum_sq, version = p.version + 1,"
+        " updated_at_ms = excluded.updated_at_ms"
+        " RETURNING agent_id, user_id, state_key, action_id, version",
+    [S_METRICS_ADD] =
+        "INSERT INTO performance_metrics AS m (agent_id, hour_ms, decisions,"
+        " rewards, reward_sum, cache_hits, cache_misses, latency_p50_us,"
+        " latency_p99_us) VALUES ($1, $2::int8, $3::int8, $4::int8,"
+        " $5::float8, $6::int8, $7::int8, greatest($8::float8, 0),"
+        " greatest($9::float8, 0)) ON CONFLICT (agent_id, hour_ms) DO UPDATE"
+        " SET decisions = m.decisions + excluded.decisions,"
+        " rewards = m.rewards + excluded.rewards,"
+        " reward_sum = m.reward_sum + excluded.reward_sum,"
+        " cache_hits = m.cache_hits + excluded.cache_hits,"
+        " cache_misses = m.cache_misses + excluded.cache_misses,"
+        " latency_p50_us = CASE WHEN $8::float8 >= 0 THEN $8::float8"
+        " ELSE m.latency_p50_us END,"
+        " latency_p99_us = CASE WHEN $9::float8 >= 0 THEN $9::float8"
+        " ELSE m.latency_p99_us END",
+    [S_EPISODES_MOVE] =
+        "INSERT INTO agent_episodes (agent_id, episode_id, user_id,"
+        " session_id, embedding, action_id, reward, context, created_at_ms)"
+        " SELECT agent_id, episode_id, user_id, session_id, embedding,"
+        " action_id, reward, context, created_at_ms FROM adb_episodes_in"
+        " ON CONFLICT DO NOTHING",
+    [S_METRICS_GET] =
+        "SELECT hour_ms, decisions, rewards, reward_sum, cache_hits,"
+        " cache_misses, latency_p50_us, latency_p99_us FROM"
+        " performance_metrics WHERE agent_id = $1 AND hour_ms >= $2::int8"
+        " AND hour_ms < $3::int8 ORDER BY hour_ms",
+    [S_USER_PUT] =
+        "INSERT INTO user_states (user_id, embedding, context, updated_at_ms)"
+        " VALUES ($1, $2::bytea, $3, $4::int8) ON CONFLICT (user_id) DO UPDATE"
+        " SET embedding = excluded.embedding, context = excluded.context,"
+        " updated_at_ms = excluded.updated_at_ms",
+    [S_USER_GET] = "SELECT embedding, context, updated_at_ms FROM user_states"
+                   " WHERE user_id = $1",
+    [S_PATTERN_PUT] =
+        "INSERT INTO learned_patterns (agent_id, pattern_id, type, key, value,"
+        " confidence, support, embedding, updated_at_ms)"
+        " VALUES ($1, $2, $3, $4, $5, $6::float8, $7::int8, $8::bytea,"
+        " $9::int8) ON CONFLICT (agent_id, pattern_id) DO UPDATE SET"
+        " type = excluded.type, key = excluded.key, value = excluded.value,"
+        " confidence = excluded.confidence, support = excluded.support,"
+        " embedding = excluded.embedding,"
+        " updated_at_ms = excluded.updated_at_ms",
+    [S_PATTERN_GET] =
+        "SELECT type, key, value, confidence, support, embedding,"
+        " updated_at_ms FROM learned_patterns"
+        " WHERE agent_id = $1 AND pattern_id = $2",
+    [S_PING] = "SELECT 1",
+    [S_MAINTAIN] = "SELECT adb_maintain_partitions($1::int4, $2::int4)",
+};
+
+/* The staging table of episode COPY; one per connection, emptied at each
+ * commit. Its columns are those of the COPY below, in order. */
+static const char sql_staging[] =
+    "CREATE TEMP TABLE IF NOT EXISTS adb_episodes_in (agent_id text,"
+    " episode_id text, user_id text, session_id text, embedding bytea,"
+    " action_id text, reward float8, context text, created_at_ms int8)"
+    " ON COMMIT DELETE ROWS";
+static const char sql_copy_episodes[] =
+    "COPY adb_episodes_in (agent_id, episode_id, user_id, session_id,"
+    " embedding, action_id, reward, context, created_at_ms)"
+    " FROM STDIN (FORMAT binary)";
+
+/* ---------------------------------------------------------------- handle */
+
+typedef struct pgconn {
+  PGconn *pg;
+  uint32_t prepared; /* bit i: stmts[i] is prepared on this connection */
+  int staging;       /* adb_episodes_in exists on this connection */
+  int broken;        /* close at release */
+} pgconn;
+
+typedef struct pg_opts {
+  int pool_size, stmt_timeout_ms, retention_months, ahead;
+} pg_opts;
+
+typedef struct pg_store {
+  adb__store base;
+  uint64_t id; /* unique per open: tags this handle's thread-local errors */
+  char *url;   /* libpq URI, our own parameters removed */
+  pg_opts o;
+  int io_timeout_ms;
+  pgconn *conns;
+  int *free_stack, n_free;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  _Atomic int64_t maint_due_ms;
+  pthread_mutex_t err_mu;
+  char last_err[ERR_MAX];
+} pg_store;
+
+static atomic_uint_fast64_t next_store_id = 1;
+
+/* ---------------------------------------------------------------- errors */
+
+static _Thread_local struct {
+  uint64_t owner;
+  char msg[ERR_MAX];
+} tls_err;
+
+static void set_err(pg_store *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void set_err(pg_store *s, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(tls_err.msg, sizeof tls_err.msg, fmt, ap);
+  va_end(ap);
+  size_t n = strlen(tls_err.msg); /* libpq messages end in a newline */
+  while (n && (tls_err.msg[n - 1] == '\n' || tls_err.msg[n - 1] == ' '))
+    tls_err.msg[--n] = 0;
+  tls_err.owner = s->id;
+  pthread_mutex_lock(&s->err_mu);
+  memcpy(s->last_err, tls_err.msg, sizeof s->last_err);
+  pthread_mutex_unlock(&s->err_mu);
+}
+
+static const char *pg_errmsg(adb__store *st) {
+  pg_store *s = (pg_store *)st;
+  if (tls_err.owner != s->id) {
+    pthread_mutex_lock(&s->err_mu);
+    memcpy(tls_err.msg, s->last_err, sizeof tls_err.msg);
+    pthread_mutex_unlock(&s->err_mu);
+    tls_err.owner = s->id;
+  }
+  return tls_err.msg;
+}
+
+/* Our code for a failed result (r may be NULL). Connection loss, shutdown,
+ * too many connections, timeouts, lock timeouts, serialization failures and
+ * deadlocks are "try again later"; the first two also mark the connection
+ * broken. */
+static int classify(pgconn *c, const PGresult *r) {
+  const char *st = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+  if (PQstatus(c->pg) != CONNECTION_OK || !st || strncmp(st, "08", 2) == 0 ||
+      strncmp(st, "57P", 3) == 0) {
+    c->broken = 1;
+    return ADB_EUNAVAIL;
+  }
+  if (strncmp(st, "53", 2) == 0 || strcmp(st, "57014") == 0 ||
+      strcmp(st, "55P03") == 0 || strcmp(st, "40001") == 0 ||
+      strcmp(st, "40P01") == 0)
+    return ADB_EUNAVAIL;
+  return ADB_ESTORE;
+}
+
+static int fail(pg_store *s, pgconn *c, const PGresult *r, const char *what) {
+  int rc = classify(c, r);
+  const char *msg = r ? PQresultErrorMessage(r) : "";
+  if (!msg[0]) msg = PQerrorMessage(c->pg);
+  if (!msg[0]) msg = "connection lost";
+  set_err(s, "postgresql: %s: %s", what, msg);
+  return rc;
+}
+
+static int oom(pg_store *s, const char *what) {
+  set_err(s, "postgresql: %s: out of memory", what);
+  return ADB_ENOMEM;
+}
+
+/* ---------------------------------------------------------- byte helpers */
+
+static void be32(unsigned char *p, uint32_t v) {
+  p[0] = (unsigned char)(v >> 24);
+  p[1] = (unsigned char)(v >> 16);
+  p[2] = (unsigned char)(v >> 8);
+  p[3] = (unsigned char)v;
+}
+
+static void be64(unsigned char *p, uint64_t v) {
+  be32(p, (uint32_t)(v >> 32));
+  be32(p + 4, (uint32_t)v);
+}
+
+static uint64_t rd_be(const unsigned char *p, int n) {
+  uint64_t v = 0;
+  for (int i = 0; i < n; i++) v = v << 8 | p[i];
+  return v;
+}
+
+static uint64_t dbl_bits(double d) {
+  uint64_t u;
+  memcpy(&u, &d, 8);
+  return u;
+}
+
+/* Embeddings are little-endian float32; so is every host we build on, but
+ * a big-endian one swaps. dst holds 4 * dim bytes. */
+static void emb_to_le(unsigned char *dst, const float *v, int dim) {
+  for (int i = 0; i < dim; i++) {
+    uint32_t u;
+    memcpy(&u, &v[i], 4);
+    dst[4 * i] = (unsigned char)u;
+    dst[4 * i + 1] = (unsigned char)(u >> 8);
+    dst[4 * i + 2] = (unsigned char)(u >> 16);
+    dst[4 * i + 3] = (unsigned char)(u >> 24);
+  }
+}
+
+static void emb_from_le(float *v, const unsigned char *src, int dim) {
+  for (int i = 0; i < dim; i++) {
+    const unsigned char *b = src + 4 * i;
+    uint32_t u = (uint32_t)b[0] | (uint32_t)b[1] << 8 |
+                 (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+    memcpy(&v[i], &u, 4);
+  }
+}
+
+/* Appends to a binary buffer (array, COPY data). */
+static void put32(adb__sbuf *b, uint32_t v) {
+  unsigned char x[4];
+  be32(x, v);
+  adb__sbuf_add(b, (const char *)x, 4);
+}
+
+static void put64(adb__sbuf *b, uint64_t v) {
+  unsigned char x[8];
+  be64(x, v);
+  adb__sbuf_add(b, (const char *)x, 8);
+}
+
+/* A field of an array element or COPY tuple: length, bytes; NULL is -1. */
+static void fld_bytes(adb__sbuf *b, const void *p, size_t n) {
+  if (!p) {
+    put32(b, 0xFFFFFFFFu);
+    return;
+  }
+  put32(b, (uint32_t)n);
+  adb__sbuf_add(b, p, n);
+}
+
+static void fld_text(adb__sbuf *b, const char *s) {
+  fld_bytes(b, s, s ? strlen(s) : 0);
+}
+
+static void fld_i64(adb__sbuf *b, int64_t v) {
+  put32(b, 8);
+  put64(b, (uint64_t)v);
+}
+
+static void fld_f64(adb__sbuf *b, double d) {
+  put32(b, 8);
+  put64(b, dbl_bits(d));
+}
+
+static void fld_bool(adb__sbuf *b, int v) {
+  put32(b, 1);
+  adb__sbuf_add(b, v ? "\1" : "\0", 1);
+}
+
+static void fld_emb(adb__sbuf *b, const float *v, int dim) {
+  if (!v || dim <= 0) {
+    put32(b, 0xFFFFFFFFu);
+    return;
+  }
+  put32(b, (uint32_t)dim * 4);
+  unsigned char tmp[256];
+  for (int i = 0; i < dim; i += 64) {
+    int k = dim - i < 64 ? dim - i : 64;
+    emb_to_le(tmp, v + i, k);
+    adb__sbuf_add(b, (const char *)tmp, (size_t)k * 4);
+  }
+}
+
+/* The header of a one-dimensional binary array of n elements. */
+static void arr_begin(adb__sbuf *b, uint32_t elem_oid, int n) {
+  put32(b, 1);        /* dimensions */
+  put32(b, 1);        /* may hold NULLs */
+  put32(b, elem_oid); /* element type */
+  put32(b, (uint32_t)n);
+  put32(b, 1); /* lower bound */
+}
+
+/* ------------------------------------------------------------ parameters */
+
+typedef struct params {
+  int n;
+  const char *v[MAX_PARAMS];
+  int len[MAX_PARAMS], fmt[MAX_PARAMS];
+  unsigned char raw[MAX_PARAMS][8];
+} params;
+
+static void p_text(params *p, const char *s) {
+  p->v[p->n] = s;
+  p->len[p->n] = 0;
+  p->fmt[p->n++] = 0;
+}
+
+static void p_bin(params *p, const void *d, size_t n) {
+  p->v[p->n] = d;
+  p->len[p->n] = (int)n;
+  p->fmt[p->n++] = 1;
+}
+
+static void p_i64(params *p, int64_t x) {
+  be64(p->raw[p->n], (uint64_t)x);
+  p_bin(p, p->raw[p->n], 8);
+}
+
+static void p_i32(params *p, int32_t x) {
+  be32(p->raw[p->n], (uint32_t)x);
+  p_bin(p, p->raw[p->n], 4);
+}
+
+static void p_f64(params *p, double d) {
+  be64(p->raw[p->n], dbl_bits(d));
+  p_bin(p, p->raw[p->n], 8);
+}
+
+static void p_buf(params *p, const adb__sbuf *b) {
+  p_bin(p, b->p, b->len);
+}
+
+/* --------------------------------------------------------------- results */
+
+static int64_t r_i64(const PGresult *r, int row, int col) {
+  if (PQgetisnull(r, row, col)) return 0;
+  int n = PQgetlength(r, row, col);
+  const unsigned char *p = (const unsigned char *)PQgetvalue(r, row, col);
+  if (n == 8) return (int64_t)rd_be(p, 8);
+  if (n == 4) return (int32_t)(uint32_t)rd_be(p, 4);
+  if (n == 2) return (int16_t)(uint16_t)rd_be(p, 2);
+  return 0;
+}
+
+static double r_f64(const PGresult *r, int row, int col) {
+  if (PQgetisnull(r, row, col)) return 0;
+  const unsigned char *p = (const unsigned char *)PQgetvalue(r, row, col);
+  if (PQgetlength(r, row, col) == 4) {
+    uint32_t u = (uint32_t)rd_be(p, 4);
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+  }
+  uint64_t u = rd_be(p, 8);
+  double d;
+  memcpy(&d, &u, 8);
+  return d;
+}
+
+static int r_bool(const PGresult *r, int row, int col) {
+  return !PQgetisnull(r, row, col) && PQgetvalue(r, row, col)[0] != 0;
+}
+
+/* Copies a text column into a fixed buffer; too long means corrupt. */
+static int r_copy(char *dst, size_t size, const PGresult *r, int row,
+                  int col) {
+  size_t n = (size_t)PQgetlength(r, row, col);
+  if (n >= size) return ADB_ECORRUPT;
+  memcpy(dst, PQgetvalue(r, row, col), n);
+  dst[n] = 0;
+  return ADB_OK;
+}
+
+/* A malloc'd copy of a text column, NULL for SQL NULL. */
+static int r_dup(char **dst, const PGresult *r, int row, int col) {
+  *dst = NULL;
+  if (PQgetisnull(r, row, col)) return ADB_OK;
+  size_t n = (size_t)PQgetlength(r, row, col);
+  if (!(*dst = malloc(n + 1))) return ADB_ENOMEM;
+  memcpy(*dst, PQgetvalue(r, row, col), n);
+  (*dst)[n] = 0;
+  return ADB_OK;
+}
+
+/* A malloc'd embedding from a bytea column; NULL and 0 for SQL NULL. */
+static int r_emb(float **v, int *dim, const PGresult *r, int row, int col) {
+  *v = NULL;
+  *dim = 0;
+  if (PQgetisnull(r, row, col)) return ADB_OK;
+  size_t n = (size_t)PQgetlength(r, row, col);
+  if (n == 0) return ADB_OK;
+  if (n % 4 || n / 4 > ADB_MAX_EMBEDDING_DIM) return ADB_ECORRUPT;
+  if (!(*v = malloc(n))) return ADB_ENOMEM;
+  emb_from_le(*v, (const unsigned char *)PQgetvalue(r, row, col),
+              (int)(n / 4));
+  *dim = (int)(n / 4);
+  return ADB_OK;
+}
+
+static int col_fail(pg_store *s, int rc, const char *what) {
+  set_err(s, "postgresql: %s: %s", what,
+          rc == ADB_ENOMEM ? "out of memory" : "stored value is malformed");
+  return rc;
+}
+
+/* ------------------------------------------------------------- waiting */
+
+static int64_t mono_ms(void) {
+  return adb__mono_ns() / 1000000;
+}
+
+/* Waits until the socket is readable (and, with out, writable) or the
+ * deadline passes. Returns ADB_OK or ADB_EUNAVAIL. */
+static int sock_wait(PGconn *pg, int out, int64_t deadline) {
+  int fd = PQsocket(pg);
+  if (fd < 0) return ADB_EUNAVAIL;
+  for (;;) {
+    int64_t left = deadline - mono_ms();
+    if (left <= 0) return ADB_EUNAVAIL;
+    struct pollfd p = {.fd = fd, .events = POLLIN | (out ? POLLOUT : 0)};
+    int r = poll(&p, 1, left > INT_MAX ? INT_MAX : (int)left);
+    if (r > 0) return ADB_OK;
+    if (r < 0 && errno != EINTR) return ADB_EUNAVAIL;
+  }
+}
+
+static int timed_out(pg_store *s, pgconn *c, int64_t ms, const char *what) {
+  c->broken = 1;
+  set_err(s, "postgresql: %s: no answer from the server within %lld ms",
+          what, (long long)ms);
+  return ADB_EUNAVAIL;
+}
+
+/* Sends the output buffer of the non-blocking connection. */
+static int flush_out(pg_store *s, pgconn *c, int64_t deadline,
+                     const char *what) {
+  for (;;) {
+    int r = PQflush(c->pg);
+    if (r == 0) return ADB_OK;
+    if (r < 0) return fail(s, c, NULL, what);
+    if (sock_wait(c->pg, 1, deadline))
+      return timed_out(s, c, s->io_timeout_ms, what);
+    if (!PQconsumeInput(c->pg)) return fail(s, c, NULL, what);
+  }
+}
+
+/* Collects the results of the command just sent, keeping the first error
+ * (or else the last result). Stops early at a COPY IN result, which the
+ * caller feeds. *res is NULL when nothing came back. */
+static int collect(pg_store *s, pgconn *c, int64_t timeout_ms,
+                   const char *what, PGresult **res) {
+  *res = NULL;
+  int64_t deadline = mono_ms() + timeout_ms;
+  int rc = flush_out(s, c, deadline, what);
+  PGresult *keep = NULL;
+  while (!rc) {
+    while (PQisBusy(c->pg)) {
+      if (sock_wait(c->pg, 0, deadline)) {
+        rc = timed_out(s, c, timeout_ms, what);
+        break;
+      }
+      if (!PQconsumeInput(c->pg)) {
+        rc = fail(s, c, NULL, what);
+        break;
+      }
+    }
+    if (rc) break;
+    PGresult *r = PQgetResult(c->pg);
+    if (!r) break;
+    ExecStatusType st = PQresultStatus(r);
+    int err = st == PGRES_FATAL_ERROR || st == PGRES_BAD_RESPONSE;
+    if (keep && PQresultStatus(keep) == PGRES_FATAL_ERROR) {
+      PQclear(r);
+    } else {
+      PQclear(keep);
+      keep = r;
+    }
+    if (st == PGRES_COPY_IN && !err) break;
+  }
+  if (rc) {
+    PQclear(keep);
+    return rc;
+  }
+  *res = keep;
+  return ADB_OK;
+}
+
+/* Waits for the result of the command just sent and checks it: tuples or
+ * command OK (or COPY IN), else a failure with the server's message. On
+ * success *res (if res is not NULL) is the caller's to PQclear. */
+static int finish(pg_store *s, pgconn *c, int64_t timeout_ms,
+                  const char *what, PGresult **res) {
+  PGresult *r;
+  int rc = collect(s, c, timeout_ms, what, &r);
+  if (rc) return rc;
+  ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+  if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK &&
+      st != PGRES_COPY_IN) {
+    rc = fail(s, c, r, what);
+    PQclear(r);
+    return rc;
+  }
+  if (res)
+    *res = r;
+  else
+    PQclear(r);
+  return ADB_OK;
+}
+
+/* Runs one of stmts[] with binary results, preparing it first on this
+ * connection if needed. */
+static int run(pg_store *s, pgconn *c, int id, const params *p,
+               const char *what, PGresult **res) {
+  char name[16];
+  snprintf(name, sizeof name, "adb_%d", id);
+  if (!(c->prepared & (1u << id))) {
+    if (!PQsendPrepare(c->pg, name, stmts[id], 0, NULL))
+      return fail(s, c, NULL, what);
+    int rc = finish(s, c, s->io_timeout_ms, what, NULL);
+    if (rc) return rc;
+    c->prepared |= 1u << id;
+  }
+  static const params none;
+  if (!p) p = &none;
+  if (!PQsendQueryPrepared(c->pg, name, p->n, p->v, p->len, p->fmt, 1))
+    return fail(s, c, NULL, what);
+  return finish(s, c, s->io_timeout_ms, what, res);
+}
+
+/* Runs constant SQL text (BEGIN, COMMIT, DDL, a migration's script). */
+static int run_sql(pg_store *s, pgconn *c, const char *sql, int64_t timeout_ms,
+                   const char *what) {
+  if (!PQsendQuery(c->pg, sql)) return fail(s, c, NULL, what);
+  return finish(s, c, timeout_ms, what, NULL);
+}
+
+/* --------------------------------------------------------------- options */
+
+/* Parses "name=value" if name is one of ours: 1 taken, 0 not ours, <0
+ * invalid value. */
+static int take_option(pg_opts *o, const char *kv, size_t n) {
+  static const struct {
+    const char *name;
+    size_t off;
+    long min, max;
+  } opts[] = {
+      {"pool_size", offsetof(pg_opts, pool_size), 1, MAX_POOL},
+      {"statement_timeout_ms", offsetof(pg_opts, stmt_timeout_ms), 0,
+       24L * 3600 * 1000},
+      {"retention_months", offsetof(pg_opts, retention_months), 0, 1200},
+      {"partitions_ahead", offsetof(pg_opts, ahead), 0, 120},
+  };
+  for (size_t i = 0; i < sizeof opts / sizeof *opts; i++) {
+    size_t k = strlen(opts[i].name);
+    if (n <= k || strncmp(kv, opts[i].name, k) != 0 || kv[k] != '=')
+      continue;
+    char buf[32], *end;
+    size_t vn = n - k - 1;
+    if (vn == 0 || vn >= sizeof buf) return -1;
+    memcpy(buf, kv + k + 1, vn);
+    buf[vn] = 0;
+    errno = 0;
+    long v = strtol(buf, &end, 10);
+    if (*end || errno || v < opts[i].min || v > opts[i].max) return -1;
+    *(int *)((char *)o + opts[i].off) = (int)v;
+    return 1;
+  }
+  return 0;
+}
+
+static int env_retention(void) {
+  const char *e = getenv("AGENTDB_RETENTION_MONTHS");
+  if (!e || !*e) return 0;
+  char *end;
+  long v = strtol(e, &end, 10);
+  return *end || v < 0 || v > 1200 ? 0 : (int)v;
+}
+
+/* Splits our options off the URL: *libpq_url is malloc'd. */
+static int parse_url(const char *url, const adb_config *cfg, pg_opts *o,
+                     char **libpq_url, char *err, size_t errlen) {
+  o->pool_size = cfg && cfg->pool_size > 0 ? cfg->pool_size : DEFAULT_POOL;
+  if (o->pool_size > MAX_POOL) o->pool_size = MAX_POOL;
+  o->stmt_timeout_ms = DEFAULT_STMT_TIMEOUT_MS;
+  o->retention_months = env_retention();
+  o->ahead = DEFAULT_AHEAD;
+  size_t base = strcspn(url, "?");
+  adb__sbuf b = {0};
+  adb__sbuf_add(&b, url, base);
+  char sep = '?';
+  for (const char *q = url + base; *q;) {
+    q++;
+    size_t n = strcspn(q, "&");
+    int t = n ? take_option(o, q, n) : 1;
+    if (t < 0) {
+      snprintf(err, errlen, "postgresql URL option '%.*s' is invalid",
+               (int)(n > 100 ? 100 : n), q);
+      free(b.p);
+      return ADB_EURL;
+    }
+    if (t == 0) {
+      adb__sbuf_add(&b, &sep, 1);
+      adb__sbuf_add(&b, q, n);
+      sep = '&';
+    }
+    q += n;
+  }
+  if (!(*libpq_url = adb__sbuf_take(&b))) {
+    snprintf(err, errlen, "postgresql: out of memory");
+    return ADB_ENOMEM;
+  }
+  return ADB_OK;
+}
+
+/* ----------------------------------------------------------- connections */
+
+static void quiet_notice(void *arg, const char *msg) {
+  (void)arg;
+  (void)msg;
+}
+
+static void conn_drop(pgconn *c) {
+  if (c->pg) PQfinish(c->pg);
+  c->pg = NULL;
+  c->prepared = 0;
+  c->staging = 0;
+  c->broken = 0;
+}
+
+/* Connects with our defaults (the URL may override each of them), then
+ * sets statement_timeout. Fails with ADB_EUNAVAIL and the libpq message. */
+static int conn_open(pg_store *s, pgconn *c, int stmt_timeout_ms) {
+  conn_drop(c);
+  static const char *const keys[] = {
+      "connect_timeout",  "keepalives",       "keepalives_idle",
+      "keepalives_interval", "keepalives_count", "tcp_user_timeout",
+      "application_name", "dbname",           NULL};
+  char tcp_ms[24];
+  snprintf(tcp_ms, sizeof tcp_ms, "%d", s->io_timeout_ms);
+  const char *vals[] = {"5",    "1",       "30",   "10", "3",
+                        tcp_ms, "agentdb", s->url, NULL};
+  c->pg = PQconnectdbParams(keys, vals, 1);
+  if (!c->pg) return oom(s, "connect");
+  if (PQstatus(c->pg) != CONNECTION_OK) {
+    set_err(s, "postgresql: cannot connect: %s", PQerrorMessage(c->pg));
+    conn_drop(c);
+    return ADB_EUNAVAIL;
+  }
+  PQsetNoticeProcessor(c->pg, quiet_notice, NULL);
+  if (PQsetnonblocking(c->pg, 1) != 0) {
+    set_err(s, "postgresql: cannot make the connection non-blocking");
+    conn_drop(c);
+    return ADB_EUNAVAIL;
+  }
+  char ms[24];
+  snprintf(ms, sizeof ms, "%d", stmt_timeout_ms);
+  params p = {0};
+  p_text(&p, ms);
+  int rc = run(s, c, S_SETUP, &p, "set statement_timeout", NULL);
+  if (rc) conn_drop(c);
+  return rc;
+}
+
+/* Takes a free slot and makes sure it holds a live, idle connection. */
+static int conn_get(pg_store *s, pgconn **out) {
+  pthread_mutex_lock(&s->mu);
+  while (s->n_free == 0) pthread_cond_wait(&s->cv, &s->mu);
+  pgconn *c = &s->conns[s->free_stack[--s->n_free]];
+  pthread_mutex_unlock(&s->mu);
+  /* Reads what the server sent while the connection was idle: a dead
+   * connection shows up here as CONNECTION_BAD. */
+  if (c->pg && (!PQconsumeInput(c->pg) || PQstatus(c->pg) != CONNECTION_OK ||
+                PQtransactionStatus(c->pg) != PQTRANS_IDLE))
+    conn_drop(c);
+  int rc = c->pg ? ADB_OK : conn_open(s, c, s->o.stmt_timeout_ms);
+  if (rc) {
+    pthread_mutex_lock(&s->mu);
+    s->free_stack[s->n_free++] = (int)(c - s->conns);
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+  }
+  *out = c;
+  return ADB_OK;
+}
+
+static void conn_put(pg_store *s, pgconn *c) {
+  if (c->broken) conn_drop(c);
+  pthread_mutex_lock(&s->mu);
+  s->free_stack[s->n_free++] = (int)(c - s->conns);
+  pthread_cond_signal(&s->cv);
+  pthread_mutex_unlock(&s->mu);
+}
+
+/* Runs fn on a pooled connection; a read (retry = 1) whose connection broke
+ * under it is run once more on a fresh one. */
+typedef int (*conn_fn)(pg_store *s, pgconn *c, void *arg);
+
+static int with_conn(pg_store *s, conn_fn fn, void *arg, int retry) {
+  for (int attempt = 0;; attempt++) {
+    pgconn *c;
+    int rc = conn_get(s, &c);
+    if (rc) return rc;
+    rc = fn(s, c, arg);
+    int broke = c->broken;
+    conn_put(s, c);
+    if (rc == ADB_EUNAVAIL && broke && retry && attempt == 0) continue;
+    return rc;
+  }
+}
+
+/* Ends a failed transaction if the connection is still usable; else the
+ * connection is dropped at release. Keeps the cause's message. */
+static void txn_abort(pg_store *s, pgconn *c) {
+  if (c->broken || !c->pg) return;
+  char keep[ERR_MAX];
+  memcpy(keep, tls_err.msg, sizeof keep);
+  if (PQtransactionStatus(c->pg) != PQTRANS_IDLE &&
+      run_sql(s, c, "ROLLBACK", s->io_timeout_ms, "rollback") != ADB_OK)
+    c->broken = 1;
+  set_err(s, "%s", keep);
+}
+
+/* ------------------------------------------------------------ validation */
+
+static int field_ok(const char *f, size_t size, int id) {
+  return memchr(f, 0, size) != NULL && (!id || f[0]);
+}
+#define ID_OK(f) field_ok((f), sizeof(f), 1)
+#define STR_OK(f) field_ok((f), sizeof(f), 0)
+
+static int dim_ok(const float *v, int dim) {
+  return dim >= 0 && dim <= ADB_MAX_EMBEDDING_DIM && (dim == 0 || v);
+}
+
+static int bad(pg_store *s, const char *what, int i) {
+  set_err(s, "postgresql: invalid %s #%d", what, i);
+  return ADB_EINVAL;
+}
+
+static int decision_ok(const adb__decision_rec *d) {
+  return ID_OK(d->agent) && ID_OK(d->event_id) && ID_OK(d->user) &&
+         ID_OK(d->action) && STR_OK(d->state_key) && STR_OK(d->model) &&
+         isfinite(d->propensity);
+}
+
+static int reward_ok(const adb__reward_rec *r) {
+  return ID_OK(r->agent) && ID_OK(r->reward_id) && STR_OK(r->event_id) &&
+         ID_OK(r->user) && ID_OK(r->action) && STR_OK(r->state_key) &&
+         STR_OK(r->body_hash) && isfinite(r->reward);
+}
+
+static int episode_ok(const adb__episode_rec *e) {
+  return ID_OK(e->agent) && ID_OK(e->episode_id) && ID_OK(e->user) &&
+         STR_OK(e->session) && ID_OK(e->action) &&
+         dim_ok(e->embedding, e->dim) && isfinite(e->reward);
+}
+
+static int metrics_ok(const adb__metrics_delta *m) {
+  return ID_OK(m->agent) && m->decisions >= 0 && m->rewards >= 0 &&
+         m->cache_hits >= 0 && m->cache_misses >= 0 &&
+         isfinite(m->reward_sum) && isfinite(m->latency_p50_us) &&
+         isfinite(m->latency_p99_us);
+}
+
+static int batch_validate(pg_store *s, const adb__batch *b) {
+  if (b->n_decisions < 0 || b->n_rewards < 0 || b->n_episodes < 0 ||
+      b->n_metrics < 0 || (b->n_decisions && !b->decisions) ||
+      (b->n_rewards && !b->rewards) || (b->n_episodes && !b->episodes) ||
+      (b->n_metrics && !b->metrics))
+    return bad(s, "batch array", 0);
+  for (int i = 0; i < b->n_decisions; i++)
+    if (!decision_ok(&b->decisions[i])) return bad(s, "decision", i);
+  for (int i = 0; i < b->n_rewards; i++)
+    if (!reward_ok(&b->rewards[i])) return bad(s, "reward", i);
+  for (int i = 0; i < b->n_episodes; i++)
+    if (!episode_ok(&b->episodes[i])) return bad(s, "episode", i);
+  for (int i = 0; i < b->n_metrics; i++)
+    if (!metrics_ok(&b->metrics[i])) return bad(s, "metrics delta", i);
+  return ADB_OK;
+}
+
+/* ------------------------------------------------- batch: array columns */
+
+/* A set of binary array parameters, one buffer per column. */
+typedef struct cols {
+  int n;
+  adb__sbuf b[12];
+} cols;
+
+static void cols_free(cols *c) {
+  for (int i = 0; i < c->n; i++) free(c->b[i].p);
+}
+
+static int cols_oom(const cols *c) {
+  for (int i = 0; i < c->n; i++)
+    if (c->b[i].oom) return 1;
+  return 0;
+}
+
+/* Starts ncol arrays of the given element types, rows elements each. */
+static void cols_begin(cols *c, const uint32_t *oids, int ncol, int rows) {
+  memset(c, 0, sizeof *c);
+  c->n = ncol;
+  for (int i = 0; i < ncol; i++) arr_begin(&c->b[i], oids[i], rows);
+}
+
+static void cols_params(const cols *c, params *p) {
+  for (int i = 0; i < c->n; i++) p_buf(p, &c->b[i]);
+}
+
+static int decisions_put(pg_store *s, pgconn *c, const adb__batch *b) {
+  if (!b->n_decisions) return ADB_OK;
+  static const uint32_t t[] = {OID_TEXT, OID_TEXT,   OID_TEXT, OID_TEXT,
+                               OID_TEXT, OID_TEXT,   OID_TEXT, OID_FLOAT8,
+                               OID_TEXT, OID_INT8};
+  cols a;
+  cols_begin(&a, t, 10, b->n_decisions);
+  for (int i = 0; i < b->n_decisions; i++) {
+    const adb__decision_rec *d = &b->decisions[i];
+    fld_text(&a.b[0], d->agent);
+    fld_text(&a.b[1], d->event_id);
+    fld_text(&a.b[2], d->user);
+    fld_text(&a.b[3], d->state_key);
+    fld_text(&a.b[4], d->context_json ? d->context_json : "{}");
+    fld_text(&a.b[5], d->candidates_json ? d->candidates_json : "[]");
+    fld_text(&a.b[6], d->action);
+    fld_f64(&a.b[7], d->propensity);
+    fld_text(&a.b[8], d->model);
+    fld_i64(&a.b[9], d->ts_ms);
+  }
+  int rc;
+  if (cols_oom(&a)) {
+    rc = oom(s, "insert decisions");
+  } else {
+    params p = {0};
+    cols_params(&a, &p);
+    rc = run(s, c, S_DECISIONS_PUT, &p, "insert decisions", NULL);
+  }
+  cols_free(&a);
+  return rc;
+}
+
+/* ------------------------------------------------------- batch: rewards */
+
+static int reward_key_cmp(const adb__reward_rec *x, const adb__reward_rec *y) {
+  int c = strcmp(x->agent, y->agent);
+  return c ? c : strcmp(x->reward_id, y->reward_id);
+}
+
+/* Orders indices by (agent, reward_id), then by position, so that the
+ * first of equal keys is the earliest in the batch. */
+static int idx_cmp(const void *a, const void *b, void *base) {
+  const adb__reward_rec *r = base;
+  int i = *(const int *)a, j = *(const int *)b;
+  int c = reward_key_cmp(&r[i], &r[j]);
+  return c ? c : (i > j) - (i < j);
+}
+
+/* Per-batch reward bookkeeping: ord[] is the batch sorted by key; the
+ * first of a run of equal keys in ord[] (the earliest in the batch) is the
+ * "lead" that goes into reward_ids; the others are duplicates of it. */
+typedef struct rw_state {
+  int n;
+  int *ord;
+} rw_state;
+
+static int rw_init(rw_state *w, adb__reward_rec *r, int n) {
+  w->n = n;
+  w->ord = malloc((size_t)n * sizeof *w->ord);
+  if (!w->ord) return ADB_ENOMEM;
+  for (int i = 0; i < n; i++) w->ord[i] = i;
+  qsort_r(w->ord, (size_t)n, sizeof *w->ord, idx_cmp, r);
+  return ADB_OK;
+}
+
+static void rw_free(rw_state *w) {
+  free(w->ord);
+}
+
+static int rw_is_lead(const rw_state *w, const adb__reward_rec *r, int k) {
+  return k == 0 || reward_key_cmp(&r[w->ord[k - 1]], &r[w->ord[k]]) != 0;
+}
+
+/* Position in ord[] of the first reward with key (agent, id), or -1. */
+static int rw_find(const rw_state *w, const adb__reward_rec *r,
+                   const char *agent, const char *id) {
+  int lo = 0, hi = w->n;
+  while (lo < hi) {
+    int mid = (lo + hi) / 2;
+    const adb__reward_rec *m = &r[w->ord[mid]];
+    int c = strcmp(m->agent, agent);
+    if (!c) c = strcmp(m->reward_id, id);
+    if (c < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  if (lo == w->n) return -1;
+  const adb__reward_rec *m = &r[w->ord[lo]];
+  return strcmp(m->agent, agent) == 0 && strcmp(m->reward_id, id) == 0 ? lo
+                                                                       : -1;
+}
+
+/* Step 1: the lead of each key into reward_ids, in key order; a returned
+ * key was new, so its lead reward is applied. */
+static int rid_insert(pg_store *s, pgconn *c, adb__batch *b,
+                      const rw_state *w) {
+  static const uint32_t t[] = {OID_TEXT, OID_TEXT, OID_TEXT, OID_FLOAT8,
+                               OID_INT8};
+  int leads = 0;
+  for (int k = 0; k < w->n; k++) leads += rw_is_lead(w, b->rewards, k);
+  cols a;
+  cols_begin(&a, t, 5, leads);
+  for (int k = 0; k < w->n; k++) {
+    const adb__reward_rec *r = &b->rewards[w->ord[k]];
+    if (!rw_is_lead(w, b->rewards, k)) continue;
+    fld_text(&a.b[0], r->agent);
+    fld_text(&a.b[1], r->reward_id);
+    fld_text(&a.b[2], r->body_hash);
+    fld_f64(&a.b[3], r->reward);
+    fld_i64(&a.b[4], r->ts_ms);
+  }
+  PGresult *res = NULL;
+  int rc;
+  if (cols_oom(&a)) {
+    rc = oom(s, "insert reward ids");
+  } else {
+    params p = {0};
+    cols_params(&a, &p);
+    rc = run(s, c, S_RID_INSERT, &p, "insert reward ids", &res);
+  }
+  cols_free(&a);
+  for (int i = 0; !rc && i < PQntuples(res); i++) {
+    int k = rw_find(w, b->rewards, PQgetvalue(res, i, 0),
+                    PQgetvalue(res, i, 1));
+    if (k >= 0) b->rewards[w->ord[k]].applied = 1;
+  }
+  PQclear(res);
+  return rc;
+}
+
+/* Whether the run of equal keys starting at ord[k] (a lead) has a reward
+ * that was not applied: only a lead can be applied, so the run needs its
+ * stored row when the lead was not, or when it has more members. */
+static int rw_needs_row(const rw_state *w, const adb__reward_rec *r, int k) {
+  return !r[w->ord[k]].applied || (k + 1 < w->n && !rw_is_lead(w, r, k + 1));
+}
+
+/* Step 2: every reward not applied is compared with the stored row of its
+ * key: same body hash is a duplicate, another one a conflict. Each key is
+ * read once. */
+static int rid_compare(pg_store *s, pgconn *c, adb__batch *b,
+                       const rw_state *w) {
+  static const uint32_t t[] = {OID_TEXT, OID_TEXT};
+  int todo = 0, keys = 0;
+  for (int k = 0; k < w->n; k++) {
+    todo += !b->rewards[w->ord[k]].applied;
+    keys += rw_is_lead(w, b->rewards, k) && rw_needs_row(w, b->rewards, k);
+  }
+  if (!todo) return ADB_OK;
+  cols a;
+  cols_begin(&a, t, 2, keys);
+  for (int k = 0; k < w->n; k++) {
+    if (!rw_is_lead(w, b->rewards, k) || !rw_needs_row(w, b->rewards, k))
+      continue;
+    fld_text(&a.b[0], b->rewards[w->ord[k]].agent);
+    fld_text(&a.b[1], b->rewards[w->ord[k]].reward_id);
+  }
+  PGresult *res = NULL;
+  int rc;
+  if (cols_oom(&a)) {
+    rc = oom(s, "read reward ids");
+  } else {
+    params p = {0};
+    cols_params(&a, &p);
+    rc = run(s, c, S_RID_LOOKUP, &p, "read reward ids", &res);
+  }
+  cols_free(&a);
+  int found = 0;
+  for (int i = 0; !rc && i < PQntuples(res); i++) {
+    const char *agent = PQgetvalue(res, i, 0), *id = PQgetvalue(res, i, 1);
+    const char *hash = PQgetvalue(res, i, 2);
+    double first = r_f64(res, i, 3);
+    int k = rw_find(w, b->rewards, agent, id);
+    for (int j = k; k >= 0 && j < w->n; j++) {
+      adb__reward_rec *r = &b->rewards[w->ord[j]];
+      if (j > k && rw_is_lead(w, b->rewards, j)) break;
+      if (r->applied) continue;
+      r->first_reward = first;
+      r->result = strcmp(hash, r->body_hash) == 0 ? ADB_OK : ADB_ECONFLICT;
+      found++;
+    }
+  }
+  PQclear(res);
+  if (!rc && found != todo) {
+    set_err(s, "postgresql: read reward ids: %d of %d rows missing",
+            todo - found, todo);
+    rc = ADB_ESTORE;
+  }
+  return rc;
+}
+
+/* Step 3: the new rewards into the partitioned log. */
+static int rewards_log(pg_store *s, pgconn *c, const adb__batch *b) {
+  static const uint32_t t[] = {OID_TEXT, OID_TEXT,   OID_TEXT, OID_TEXT,
+                               OID_TEXT, OID_TEXT,   OID_FLOAT8,
+                               OID_INT8, OID_TEXT,   OID_TEXT, OID_INT8};
+  int n = 0;
+  for (int i = 0; i < b->n_rewards; i++) n += b->rewards[i].applied;
+  if (!n) return ADB_OK;
+  cols a;
+  cols_begin(&a, t, 11, n);
+  for (int i = 0; i < b->n_rewards; i++) {
+    const adb__reward_rec *r = &b->rewards[i];
+    if (!r->applied) continue;
+    fld_text(&a.b[0], r->agent);
+    fld_text(&a.b[1], r->reward_id);
+    fld_text(&a.b[2], r->event_id);
+    fld_text(&a.b[3], r->user);
+    fld_text(&a.b[4], r->state_key);
+    fld_text(&a.b[5], r->action);
+    fld_f64(&a.b[6], r->reward);
+    fld_i64(&a.b[7], r->reward_micro);
+    fld_text(&a.b[8], r->signals_json);
+    fld_text(&a.b[9], r->body_hash);
+    fld_i64(&a.b[10], r->ts_ms);
+  }
+  int rc;
+  if (cols_oom(&a)) {
+    rc = oom(s, "insert rewards");
+  } else {
+    params p = {0};
+    cols_params(&a, &p);
+    rc = run(s, c, S_REWARDS_PUT, &p, "insert rewards", NULL);
+  }
+  cols_free(&a);
+  return rc;
+}
+
+static int rewards_put(pg_store *s, pgconn *c, adb__batch *b) {
+  if (!b->n_rewards) return ADB_OK;
+  for (int i = 0; i < b->n_rewards; i++) {
+    adb__reward_rec *r = &b->rewards[i];
+    r->result = ADB_OK;
+    r->applied = 0;
+    r->first_reward = r->reward;
+  }
+  rw_state w = {0};
+  int rc = rw_init(&w, b->rewards, b->n_rewards);
+  if (rc) rc = oom(s, "sort rewards");
+  if (!rc) rc = rid_insert(s, c, b, &w);
+  if (!rc) rc = rid_compare(s, c, b, &w);
+  if (!rc) rc = rewards_log(s, c, b);
+  rw_free(&w);
+  return rc;
+}
+
+/* ------------------------------------------------------ batch: policies */
+
+static int change_key_cmp(const adb__policy_change *x, const char *agent,
+                          const char *user, const char *state,
+                          const char *action) {
+  int c = strcmp(agent, x->agent);
+  if (!c) c = strcmp(user, x->user);
+  if (!c) c = strcmp(state, x->state_key);
+  if (!c) c = strcmp(action, x->action);
+  return c;
+}
+
+/* Sets the new version of the change with the returned key (changes are
+ * sorted by key: binary search). */
+static int change_set_version(adb__policy_change *ch, int n,
+                              const PGresult *r, int row) {
+  const char *a = PQgetvalue(r, row, 0), *u = PQgetvalue(r, row, 1);
+  const char *k = PQgetvalue(r, row, 2), *x = PQgetvalue(r, row, 3);
+  int lo = 0, hi = n - 1;
+  while (lo <= hi) {
+    int mid = (lo + hi) / 2;
+    int c = change_key_cmp(&ch[mid], a, u, k, x);
+    if (!c) {
+      ch[mid].delta.version = r_i64(r, row, 4);
+      return 1;
+    }
+    if (c < 0)
+      hi = mid - 1;
+    else
+      lo = mid + 1;
+  }
+  return 0;
+}
+
+static int policies_add(pg_store *s, pgconn *c, adb__batch *b) {
+  if (adb__batch_merge(b, &b->changes, &b->n_changes))
+    return oom(s, "merge policy increments");
+  if (!b->n_changes) return ADB_OK;
+  static const uint32_t t[] = {OID_TEXT, OID_TEXT, OID_TEXT,  OID_TEXT,
+                               OID_INT8, OID_INT8, OID_FLOAT8};
+  cols a;
+  cols_begin(&a, t, 7, b->n_changes);
+  for (int i = 0; i < b->n_changes; i++) {
+    const adb__policy_change *ch = &b->changes[i];
+    fld_text(&a.b[0], ch->agent);
+    fld_text(&a.b[1], ch->user);
+    fld_text(&a.b[2], ch->state_key);
+    fld_text(&a.b[3], ch->action);
+    fld_i64(&a.b[4], ch->delta.n);
+    fld_i64(&a.b[5], ch->delta.sum_micro);
+    fld_f64(&a.b[6], ch->delta.sum_sq);
+  }
+  PGresult *res = NULL;
+  int rc;
+  if (cols_oom(&a)) {
+    rc = oom(s, "update policies");
+  } else {
+    params p = {0};
+    cols_params(&a, &p);
+    p_i64(&p, adb__now_ms());
+    rc = run(s, c, S_POLICY_ADD, &p, "update policies", &res);
+  }
+  cols_free(&a);
+  int set = 0;
+  for (int i = 0; !rc && i < PQntuples(res); i++)
+    set += change_set_version(b->changes, b->n_changes, res, i);
+  PQclear(res);
+  if (!rc && set != b->n_changes) {
+    set_err(s, "postgresql: update policies: %d of %d rows not returned",
+            b->n_changes - set, b->n_changes);
+    rc = ADB_ESTORE;
+  }
+  return rc;
+}
+
+/* ------------------------------------------------------- batch: metrics */
+
+static int metrics_cmp(const void *a, const void *b) {
+  const adb__metrics_delta *x = a, *y = b;
+  int c = strcmp(x->agent, y->agent);
+  return c ? c : (x->hour_ms > y->hour_ms) - (x->hour_ms < y->hour_ms);
+}
+
+static int metrics_add_one(pg_store *s, pgconn *c,
+                           const adb__metrics_delta *m) {
+  params p = {0};
+  p_text(&p, m->agent);
+  p_i64(&p, m->hour_ms);
+  p_i64(&p, m->decisions);
+  p_i64(&p, m->rewards);
+  p_f64(&p, m->reward_sum);
+  p_i64(&p, m->cache_hits);
+  p_i64(&p, m->cache_misses);
+  p_f64(&p, m->latency_p50_us);
+  p_f64(&p, m->latency_p99_us);
+  return run(s, c, S_METRICS_ADD, &p, "update metrics", NULL);
+}
+
+/* Deltas sorted by key (lock order) and applied one by one: a later delta
+ * for the same hour adds to and overwrites what an earlier one set, as it
+ * would on SQLite. There are few per batch (one per agent and hour). */
+static int metrics_add(pg_store *s, pgconn *c, const adb__batch *b) {
+  if (!b->n_metrics) return ADB_OK;
+  adb__metrics_delta *m = malloc((size_t)b->n_metrics * sizeof *m);
+  if (!m) return oom(s, "update metrics");
+  memcpy(m, b->metrics, (size_t)b->n_metrics * sizeof *m);
+  /* Stable for equal keys: order by key, keep batch order within one. */
+  for (int i = 1; i < b->n_metrics; i++) {
+    adb__metrics_delta x = m[i];
+    int j = i;
+    for (; j > 0 && metrics_cmp(&m[j - 1], &x) > 0; j--) m[j] = m[j - 1];
+    m[j] = x;
+  }
+  int rc = ADB_OK;
+  for (int i = 0; i < b->n_metrics && !rc; i++)
+    rc = metrics_add_one(s, c, &m[i]);
+  free(m);
+  return rc;
+}
+
+/* ------------------------------------------------------ batch: episodes */
+
+static void copy_header(adb__sbuf *b) {
+  adb__sbuf_add(b, "PGCOPY\n\377\r\n\0", 11);
+  put32(b, 0); /* flags */
+  put32(b, 0); /* header extension length */
+}
+
+static void copy_episode(adb__sbuf *b, const adb__episode_rec *e) {
+  unsigned char n[2] = {0, 9};
+  adb__sbuf_add(b, (const char *)n, 2);
+  fld_text(b, e->agent);
+  fld_text(b, e->episode_id);
+  fld_text(b, e->user);
+  fld_text(b, e->session);
+  fld_emb(b, e->embedding, e->dim);
+  fld_text(b, e->action);
+  fld_f64(b, e->reward);
+  fld_text(b, e->context_json);
+  fld_i64(b, e->ts_ms);
+}
+
+/* Queues COPY data, waiting for the socket while libpq's buffer is full. */
+static int copy_send(pg_store *s, pgconn *c, const char *p, size_t n) {
+  int64_t deadline = mono_ms() + s->io_timeout_ms;
+  while (n) {
+    int k = n > (1 << 20) ? 1 << 20 : (int)n;
+    int r = PQputCopyData(c->pg, p, k);
+    if (r < 0) return fail(s, c, NULL, "copy episodes");
+    if (r == 1) {
+      p += k;
+      n -= (size_t)k;
+      continue;
+    }
+    if (flush_out(s, c, deadline, "copy episodes")) return ADB_EUNAVAIL;
+  }
+  return ADB_OK;
+}
+
+static int copy_end(pg_store *s, pgconn *c) {
+  int64_t deadline = mono_ms() + s->io_timeout_ms;
+  for (;;) {
+    int r = PQputCopyEnd(c->pg, NULL);
+    if (r < 0) return fail(s, c, NULL, "copy episodes");
+    if (r == 1) return finish(s, c, s->io_timeout_ms, "copy episodes", NULL);
+    if (flush_out(s, c, deadline, "copy episodes")) return ADB_EUNAVAIL;
+  }
+}
+
+/* Streams the episodes into the staging table, in 1 MiB pieces. Any
+ * failure inside COPY drops the connection (the simplest way out of it). */
+static int copy_episodes(pg_store *s, pgconn *c, const adb__batch *b) {
+  if (!PQsendQuery(c->pg, sql_copy_episodes))
+    return fail(s, c, NULL, "copy episodes");
+  int rc = finish(s, c, s->io_timeout_ms, "copy episodes", NULL);
+  if (rc) return rc;
+  adb__sbuf buf = {0};
+  copy_header(&buf);
+  for (int i = 0; i < b->n_episodes && !rc; i++) {
+    int last = i == b->n_episodes - 1;
+    copy_episode(&buf, &b->episodes[i]);
+    if (last) adb__sbuf_add(&buf, "\377\377", 2); /* trailer */
+    if (buf.oom) {
+      rc = oom(s, "copy episodes");
+    } else if (last || buf.len >= (1 << 20)) {
+      rc = copy_send(s, c, buf.p, buf.len);
+      buf.len = 0;
+    }
+  }
+  free(buf.p);
+  if (!rc) rc = copy_end(s, c);
+  if (rc) c->broken = 1;
+  return rc;
+}
+
+/* Creates the staging table, outside any transaction (a rollback would
+ * take it away again). */
+static int staging_make(pg_store *s, pgconn *c, const adb__batch *b) {
+  if (!b->n_episodes || c->staging) return ADB_OK;
+  int rc = run_sql(s, c, sql_staging, s->io_timeout_ms, "create staging");
+  if (!rc) c->staging = 1;
+  return rc;
+}
+
+static int episodes_put(pg_store *s, pgconn *c, const adb__batch *b) {
+  if (!b->n_episodes) return ADB_OK;
+  int rc = copy_episodes(s, c, b);
+  if (!rc) rc = run(s, c, S_EPISODES_MOVE, NULL, "insert episodes", NULL);
+  return rc;
+}
+
+/* ----------------------------------------------------------- write batch */
+
+/* Runs the partition maintenance when it is due, outside the batch's
+ * transaction and with a short lock_timeout: DDL waiting for a lock would
+ * queue every insert behind it. A failure is retried a minute later. */
+static int maintain(pg_store *s, pgconn *c, int force) {
+  int64_t now = adb__now_ms(), due = atomic_load(&s->maint_due_ms);
+  if (!force && (now < due || !atomic_compare_exchange_strong(
+                                  &s->maint_due_ms, &due,
+                                  now + MAINT_EVERY_MS)))
+    return ADB_OK;
+  params p = {0};
+  p_i32(&p, s->o.ahead);
+  p_i32(&p, s->o.retention_months);
+  int rc = run_sql(s, c, "BEGIN", s->io_timeout_ms, "maintain partitions");
+  if (!rc)
+    rc = run_sql(s, c, "SET LOCAL lock_timeout = '2s'", s->io_timeout_ms,
+                 "maintain partitions");
+  if (!rc) rc = run(s, c, S_MAINTAIN, &p, "maintain partitions", NULL);
+  if (!rc)
+    rc = run_sql(s, c, "COMMIT", s->io_timeout_ms, "maintain partitions");
+  if (rc) txn_abort(s, c);
+  atomic_store(&s->maint_due_ms, now + (rc ? MAINT_RETRY_MS : MAINT_EVERY_MS));
+  return rc;
+}
+
+static void batch_unset(adb__batch *b) {
+  free(b->changes);
+  b->changes = NULL;
+  b->n_changes = 0;
+  for (int i = 0; i < b->n_rewards; i++) {
+    b->rewards[i].result = ADB_OK;
+    b->rewards[i].applied = 0;
+    b->rewards[i].first_reward = 0;
+  }
+}
+
+static int batch_txn(pg_store *s, pgconn *c, void *arg) {
+  adb__batch *b = arg;
+  if (maintain(s, c, 0) == ADB_EUNAVAIL && c->broken) return ADB_EUNAVAIL;
+  int rc = staging_make(s, c, b);
+  if (rc) return rc;
+  rc = run_sql(s, c, "BEGIN", s->io_timeout_ms, "begin batch");
+  if (!rc) rc = decisions_put(s, c, b);
+  if (!rc) rc = rewards_put(s, c, b);
+  if (!rc) rc = policies_add(s, c, b);
+  if (!rc) rc = episodes_put(s, c, b);
+  if (!rc) rc = metrics_add(s, c, b);
+  if (!rc) rc = run_sql(s, c, "COMMIT", s->io_timeout_ms, "commit batch");
+  if (rc) {
+    txn_abort(s, c);
+    batch_unset(b);
+  }
+  return rc;
+}
+
+static int pg_write_batch(adb__store *st, adb__batch *b) {
+  pg_store *s = (pg_store *)st;
+  b->changes = NULL;
+  b->n_changes = 0;
+  int rc = batch_validate(s, b);
+  if (rc) return rc;
+  return with_conn(s, batch_txn, b, 0);
+}
+
+/* ---------------------------------------------------------------- agents */
+
+static const char *algo_name(adb_algorithm a) {
+  return a == ADB_ALGO_GAUSSIAN ? "gaussian" : "beta";
+}
+
+static char *keys_to_json(const adb_agent_config *cfg) {
+  json_t *a = json_array();
+  for (int i = 0; a && i < cfg->n_context_keys; i++) {
+    const char *k = cfg->context_keys[i];
+    if (!memchr(k, 0, sizeof cfg->context_keys[i]) ||
+        json_array_append_new(a, json_string(k)) != 0) {
+      json_decref(a);
+      return NULL;
+    }
+  }
+  char *text = a ? json_dumps(a, JSON_COMPACT) : NULL;
+  json_decref(a);
+  return text;
+}
+
+static int keys_from_json(adb_agent_config *cfg, const char *text) {
+  json_t *a = text ? json_loads(text, 0, NULL) : NULL;
+  size_t n = json_is_array(a) ? json_array_size(a) : SIZE_MAX;
+  int ok = n <= ADB_MAX_CONTEXT_KEYS;
+  for (size_t i = 0; ok && i < n; i++) {
+    const char *k = json_string_value(json_array_get(a, i));
+    ok = k && strlen(k) <= ADB_ID_MAX;
+    if (ok) memcpy(cfg->context_keys[i], k, strlen(k) + 1);
+  }
+  cfg->n_context_keys = ok ? (int)n : 0;
+  json_decref(a);
+  return ok ? ADB_OK : ADB_ECORRUPT;
+}
+
+static int agent_cfg_ok(const adb_agent_config *c) {
+  const double d[] = {c->prior_alpha,          c->prior_beta,
+                      c->prior_mu,             c->prior_kappa,
+                      c->prior_a,              c->prior_b,
+                      c->reward_weights.watch, c->reward_weights.click,
+                      c->reward_weights.rating, c->fallback_strength,
+                      c->decay_half_life_s,    c->reward_window_s,
+                      c->default_reward};
+  for (size_t i = 0; i < sizeof d / sizeof *d; i++)
+    if (!isfinite(d[i])) return 0;
+  return ID_OK(c->id) &&
+         (c->algorithm == ADB_ALGO_BETA || c->algorithm == ADB_ALGO_GAUSSIAN) &&
+         c->n_context_keys >= 0 && c->n_context_keys <= ADB_MAX_CONTEXT_KEYS &&
+         c->embedding_dim >= 0 && c->embedding_dim <= ADB_MAX_EMBEDDING_DIM &&
+         c->simhash_bits >= 0 && c->simhash_bits <= 64;
+}
+
+typedef struct agent_put_arg {
+  adb_agent_config *cfg;
+  const char *keys;
+} agent_put_arg;
+
+static int agent_put_fn(pg_store *s, pgconn *c, void *arg) {
+  agent_put_arg *x = arg;
+  const adb_agent_config *a = x->cfg;
+  params p = {0};
+  p_text(&p, a->id);
+  p_text(&p, algo_name(a->algorithm));
+  p_f64(&p, a->prior_alpha);
+  p_f64(&p, a->prior_beta);
+  p_f64(&p, a->prior_mu);
+  p_f64(&p, a->prior_kappa);
+  p_f64(&p, a->prior_a);
+  p_f64(&p, a->prior_b);
+  p_text(&p, x->keys);
+  p_i64(&p, a->embedding_dim);
+  p_i64(&p, a->simhash_bits);
+  p_f64(&p, a->reward_weights.watch);
+  p_f64(&p, a->reward_weights.click);
+  p_f64(&p, a->reward_weights.rating);
+  p_f64(&p, a->fallback_strength);
+  p_f64(&p, a->decay_half_life_s);
+  p_f64(&p, a->reward_window_s);
+  p_f64(&p, a->default_reward);
+  p_i64(&p, adb__now_ms());
+  PGresult *r;
+  int rc = run(s, c, S_AGENT_PUT, &p, "put agent", &r);
+  if (rc) return rc;
+  if (PQntuples(r) == 1) {
+    x->cfg->created_at_ms = r_i64(r, 0, 0);
+    x->cfg->updated_at_ms = r_i64(r, 0, 1);
+  }
+  PQclear(r);
+  return ADB_OK;
+}
+
+static int pg_agent_put(adb__store *st, adb_agent_config *cfg) {
+  pg_store *s = (pg_store *)st;
+  if (!agent_cfg_ok(cfg)) {
+    set_err(s, "postgresql: invalid agent config");
+    return ADB_EINVAL;
+  }
+  char *keys = keys_to_json(cfg);
+  if (!keys) {
+    set_err(s, "postgresql: agent context keys are not valid UTF-8 strings");
+    return ADB_EINVAL;
+  }
+  agent_put_arg x = {cfg, keys};
+  int rc = with_conn(s, agent_put_fn, &x, 0);
+  free(keys);
+  return rc;
+}
+
+static int agent_read(const PGresult *r, adb_agent_config *o) {
+  const char *algo = PQgetvalue(r, 0, 0);
+  if (strcmp(algo, "beta") == 0)
+    o->algorithm = ADB_ALGO_BETA;
+  else if (strcmp(algo, "gaussian") == 0)
+    o->algorithm = ADB_ALGO_GAUSSIAN;
+  else
+    return ADB_ECORRUPT;
+  o->prior_alpha = r_f64(r, 0, 1);
+  o->prior_beta = r_f64(r, 0, 2);
+  o->prior_mu = r_f64(r, 0, 3);
+  o->prior_kappa = r_f64(r, 0, 4);
+  o->prior_a = r_f64(r, 0, 5);
+  o->prior_b = r_f64(r, 0, 6);
+  int rc = keys_from_json(o, PQgetvalue(r, 0, 7));
+  o->embedding_dim = (int)r_i64(r, 0, 8);
+  o->simhash_bits = (int)r_i64(r, 0, 9);
+  o->reward_weights.watch = r_f64(r, 0, 10);
+  o->reward_weights.click = r_f64(r, 0, 11);
+  o->reward_weights.rating = r_f64(r, 0, 12);
+  o->fallback_strength = r_f64(r, 0, 13);
+  o->decay_half_life_s = r_f64(r, 0, 14);
+  o->reward_window_s = r_f64(r, 0, 15);
+  o->default_reward = r_f64(r, 0, 16);
+  o->created_at_ms = r_i64(r, 0, 17);
+  o->updated_at_ms = r_i64(r, 0, 18);
+  return rc;
+}
+
+typedef struct get_arg {
+  const char *k1, *k2, *k3;
+  int64_t n1, n2;
+  void *out;
+} get_arg;
+
+static int agent_get_fn(pg_store *s, pgconn *c, void *arg) {
+  get_arg *x = arg;
+  adb_agent_config *out = x->out;
+  params p = {0};
+  p_text(&p, x->k1);
+  PGresult *r;
+  int rc = run(s, c, S_AGENT_GET, &p, "get agent", &r);
+  if (rc) return rc;
+  if (PQntuples(r) == 1) {
+    memset(out, 0, sizeof *out);
+    snprintf(out->id, sizeof out->id, "%s", x->k1);
+    if ((rc = agent_read(r, out)) != ADB_OK) col_fail(s, rc, "read agent");
+  } else {
+    set_err(s, "postgresql: agent '%.128s' not found", x->k1);
+    rc = ADB_ENOTFOUND;
+  }
+  PQclear(r);
+  return rc;
+}
+
+static int pg_agent_get(adb__store *st, const char *agent,
+                        adb_agent_config *out) {
+  memset(out, 0, sizeof *out);
+  get_arg x = {.k1 = agent, .out = out};
+  return with_conn((pg_store *)st, agent_get_fn, &x, 1);
+}
+
+static int counters_fn(pg_store *s, pgconn *c, void *arg) {
+  get_arg *x = arg;
+  adb_agent_counters *out = x->out;
+  params p = {0};
+  p_text(&p, x->k1);
+  PGresult *r;
+  int rc = run(s, c, S_COUNTERS, &p, "agent counters", &r);
+  if (rc) return rc;
+  if (PQntuples(r) == 1) {
+    out->decisions = r_i64(r, 0, 0);
+    out->rewards = r_i64(r, 0, 1);
+    out->reward_sum = r_f64(r, 0, 2);
+    out->actions = r_i64(r, 0, 3);
+  }
+  PQclear(r);
+  return ADB_OK;
+}
+
+static int pg_agent_counters(adb__store *st, const char *agent,
+                             adb_agent_counters *out) {
+  memset(out, 0, sizeof *out);
+  get_arg x = {.k1 = agent, .out = out};
+  return with_conn((pg_store *)st, counters_fn, &x, 1);
+}
+
+/* --------------------------------------------------------------- actions */
+
+typedef struct actions_arg {
+  const char *agent;
+  const adb__action_rec *a;
+  int n;
+} actions_arg;
+
+/* By id, and for equal ids the later one first, so that the first of a
+ * run is the one that wins (as consecutive puts would on SQLite). */
+static int act_cmp(const void *a, const void *b, void *base) {
+  const adb__action_rec *v = base;
+  int i = *(const int *)a, j = *(const int *)b;
+  int c = strcmp(v[i].id, v[j].id);
+  return c ? c : (j > i) - (j < i);
+}
+
+static int actions_fn(pg_store *s, pgconn *c, void *arg) {
+  actions_arg *x = arg;
+  int *ord = malloc((size_t)x->n * sizeof *ord);
+  if (!ord) return oom(s, "put actions");
+  for (int i = 0; i < x->n; i++) ord[i] = i;
+  qsort_r(ord, (size_t)x->n, sizeof *ord, act_cmp, (void *)x->a);
+  static const uint32_t t[] = {OID_TEXT, OID_BYTEA, OID_TEXT, OID_BOOL};
+  int rows = 0;
+  for (int k = 0; k < x->n; k++)
+    rows += k == 0 || strcmp(x->a[ord[k]].id, x->a[ord[k - 1]].id) != 0;
+  cols a;
+  cols_begin(&a, t, 4, rows);
+  for (int k = 0; k < x->n; k++) {
+    const adb__action_rec *r = &x->a[ord[k]];
+    if (k > 0 && strcmp(r->id, x->a[ord[k - 1]].id) == 0) continue;
+    fld_text(&a.b[0], r->id);
+    fld_emb(&a.b[1], r->embedding, r->dim);
+    fld_text(&a.b[2], r->metadata_json);
+    fld_bool(&a.b[3], r->disabled);
+  }
+  free(ord);
+  int rc;
+  if (cols_oom(&a)) {
+    rc = oom(s, "put actions");
+  } else {
+    params p = {0};
+    p_text(&p, x->agent);
+    cols_params(&a, &p);
+    p_i64(&p, adb__now_ms());
+    rc = run(s, c, S_ACTIONS_PUT, &p, "put actions", NULL);
+  }
+  cols_free(&a);
+  return rc;
+}
+
+static int pg_actions_put(adb__store *st, const char *agent,
+                          const adb__action_rec *a, int n) {
+  pg_store *s = (pg_store *)st;
+  if (!agent || !agent[0] || n < 0 || (n && !a))
+    return bad(s, "actions array", 0);
+  for (int i = 0; i < n; i++)
+    if (!ID_OK(a[i].id) || !dim_ok(a[i].embedding, a[i].dim))
+      return bad(s, "action", i);
+  if (!n) return ADB_OK;
+  actions_arg x = {agent, a, n};
+  return with_conn(s, actions_fn, &x, 0);
+}
+
+static int actions_list_fn(pg_store *s, pgconn *c, void *arg) {
+  get_arg *x = arg;
+  params p = {0};
+  p_text(&p, x->k1);
+  PGresult *r = NULL;
+  int rc = run(s, c, S_ACTIONS_LIST, &p, "list actions", &r);
+  x->out = r;
+  return rc;
+}
+
+/* Rows are fetched first and fn called after the connection is released,
+ * so fn may call the store. */
+static int pg_actions_list(adb__store *st, const char *agent,
+                           void (*fn)(void *arg, const adb__action_rec *a),
+                           void *arg) {
+  pg_store *s = (pg_store *)st;
+  get_arg x = {.k1 = agent};
+  int rc = with_conn(s, actions_list_fn, &x, 1);
+  if (rc) return rc;
+  PGresult *r = x.out;
+  for (int i = 0; i < PQntuples(r) && !rc; i++) {
+    adb__action_rec a;
+    memset(&a, 0, sizeof a);
+    if ((rc = r_copy(a.id, sizeof a.id, r, i, 0)) != ADB_OK) {
+      col_fail(s, rc, "list actions");
+      break;
+    }
+    a.disabled = r_bool(r, i, 1);
+    a.dim = (int)(r_i64(r, i, 2) / 4);
+    a.metadata_json = PQgetisnull(r, i, 3) ? NULL : PQgetvalue(r, i, 3);
+    fn(arg, &a);
+  }
+  PQclear(r);
+  return rc;
+}
+
+/* -------------------------------------------------------------- policies */
+
+static int policy_get_fn(pg_store *s, pgconn *c, void *arg) {
+  get_arg *x = arg;
+  adb__policy *pol = x->out;
+  pol->n = 0;
+  params p = {0};
+  p_text(&p, x->k1);
+  p_text(&p, x->k2);
+  p_text(&p, x->k3);
+  PGresult *r;
+  int rc = run(s, c, S_POLICY_GET, &p, "get policy", &r);
+  if (rc) return rc;
+  for (int i = 0; i < PQntuples(r) && !rc; i++) {
+    adb__arm_stats a = {.n = r_i64(r, i, 1),
+                        .sum_micro = r_i64(r, i, 2),
+                        .sum_sq = r_f64(r, i, 3),
+                        .version = r_i64(r, i, 4)};
+    if (PQgetlength(r, i, 0) > ADB_ID_MAX)
+      rc = col_fail(s, ADB_ECORRUPT, "get policy");
+    else if (adb__policy_push(pol, PQgetvalue(r, i, 0), &a))
+      rc = col_fail(s, ADB_ENOMEM, "get policy");
+  }
+  PQclear(r);
+  return rc;
+}
+
+static int pg_policy_get(adb__store *st, const char *agent, const char *user,
+                         const char *state_key, adb__policy *p) {
+  get_arg x = {.k1 = agent, .k2 = user, .k3 = state_key, .out = p};
+  int rc = with_conn((pg_store *)st, policy_get_fn, &x, 1);
+  if (rc) p->n = 0;
+  return rc;
+}
+
+/* ------------------------------------------------------------- decisions */
+
+static int decision_read(const PGresult *r, adb__decision_rec *d) {
+  int rc = r_copy(d->user, sizeof d->user, r, 0, 0);
+  if (!rc) rc = r_copy(d->state_key, sizeof d->state_key, r, 0, 1);
+  if (!rc) rc = r_dup(&d->context_json, r, 0, 2);
+  if (!rc) rc = r_dup(&d->candidates_json, r, 0, 3);
+  if (!rc) rc = r_copy(d->action, sizeof d->action, r, 0, 4);
+  d->propensity = r_f64(r, 0, 5);
+  if (!rc) rc = r_copy(d->model, sizeof d->model, r, 0, 6);
+  d->ts_ms = r_i64(r, 0, 7);
+  return rc;
+}
+
+static int decision_get_fn(pg_store *s, pgconn *c, void *arg) {
+  get_arg *x = arg;
+  adb__decision_rec *out = x->out;
+  params p = {0};
+  p_text(&p, x->k1);
+  p_text(&p, x->k2);
+  PGresult *r;
+  int rc = run(s, c, S_DECISION_GET, &p, "get decision", &r);
+  if (rc) return rc;
+  if (PQntuples(r) == 1) {
+    snprintf(out->agent, sizeof out->agent, "%s", x->k1);
+    snprintf(out->event_id, sizeof out->event_id, "%s", x->k2);
+    if ((rc = decision_read(r, out)) != ADB_OK) {
+      col_fail(s, rc, "read decision");
+      adb__decision_rec_free(out);
+    }
+  } else {
+    set_err(s, "postgresql: decision '%.128s' not found", x->k2);
+    rc = ADB_ENOTFOUND;
+  }
+  PQclear(r);
+  return rc;
+}
+
+static int pg_decision_get(adb__store *st, const char *agent,
+                           const char *event_id, adb__decision_rec *out) {
+  memset(out, 0, sizeof *out);
+  get_arg x = {.k1 = agent, .k2 = event_id, .out = out};
+  return with_conn((pg_store *)st, decision_get_fn, &x, 1);
+}
+
+/* ------------------------------------------------------------ user state */
+
+/* A little-endian copy of an embedding for a bytea parameter (NULL when
+ * there is none); *buf is malloc'd. */
+static int emb_param(params *p, const float *v, int dim, unsigned char **buf) {
+  *buf = NULL;
+  if (!v || dim <= 0) {
+    p_bin(p, NULL, 0);
+    return ADB_OK;
+  }
+  if (!(*buf = malloc((size_t)dim * 4))) return ADB_ENOMEM;
+  emb_to_le(*buf, v, dim);
+  p_bin(p, *buf, (size_t)dim * 4);
+  return ADB_OK;
+}
+
+static int user_put_fn(pg_store *s, pgconn *c, void *arg) {
+  const adb__user_state_rec *u = arg;
+  params p = {0};
+  unsigned char *emb;
+  p_text(&p, u->user);
+  if (emb_param(&p, u->embedding, u->dim, &emb)) return oom(s, "user state");
+  p_text(&p, u->context_json);
+  p_i64(&p, u->updated_at_ms > 0 ? u->updated_at_ms : adb__now_ms());
+  int rc = run(s, c, S_USER_PUT, &p, "put user state", NULL);
+  free(emb);
+  return rc;
+}
+
+static int pg_user_state_put(adb__store *st, const adb__user_state_rec *u) {
+  pg_store *s = (pg_store *)st;
+  if (!ID_OK(u->user) || !dim_ok(u->embedding, u->dim))
+    return bad(s, "user state", 0);
+  return with_conn(s, user_put_fn, (void *)u, 0);
+}
+
+static int user_get_fn(pg_store *s, pgconn *c, void *arg) {
+  get_arg *x = arg;
+  adb__user_state_rec *out = x->out;
+  params p = {0};
+  p_text(&p, x->k1);
+  PGresult *r;
+  int rc = run(s, c, S_USER_GET, &p, "get user state", &r);
+  if (rc) return rc;
+  if (PQntuples(r) == 1) {
+    snprintf(out->user, sizeof out->user, "%s", x->k1);
+    rc = r_emb(&out->embedding, &out->dim, r, 0, 0);
+    if (!rc) rc = r_dup(&out->context_json, r, 0, 1);
+    out->updated_at_ms = r_i64(r, 0, 2);
+    if (rc) {
+      col_fail(s, rc, "read user state");
+      adb__user_state_rec_free(out);
+    }
+  } else {
+    set_err(s, "postgresql: user '%.128s' has no state", x->k1);
+    rc = ADB_ENOTFOUND;
+  }
+  PQclear(r);
+  return rc;
+}
+
+static int pg_user_state_get(adb__store *st, const char *user,
+                             adb__user_state_rec *out) {
+  memset(out, 0, sizeof *out);
+  get_arg x = {.k1 = user, .out = out};
+  return with_conn((pg_store *)st, user_get_fn, &x, 1);
+}
+
+/* -------------------------------------------------------------- patterns */
+
+static int pattern_ok(const adb_pattern *p) {
+  return ID_OK(p->id) && STR_OK(p->type) && STR_OK(p->key) &&
+         isfinite(p->confidence) && dim_ok(p->embedding, p->embedding_dim);
+}
+
+typedef struct pattern_arg {
+  const char *agent;
+  const adb_pattern *p;
+} pattern_arg;
+
+static int pattern_put_fn(pg_store *s, pgconn *c, void *arg) {
+  pattern_arg *x = arg;
+  const adb_pattern *pt = x->p;
+  params p = {0};
+  unsigned char *emb;
+  p_text(&p, x->agent);
+  p_text(&p, pt->id);
+  p_text(&p, pt->type);
+  p_text(&p, pt->key);
+  p_text(&p, pt->value_json);
+  p_f64(&p, pt->confidence);
+  p_i64(&p, pt->support);
+  if (emb_param(&p, pt->embedding, pt->embedding_dim, &emb))
+    return oom(s, "put pattern");
+  p_i64(&p, pt->updated_at_ms > 0 ? pt->updated_at_ms : adb__now_ms());
+  int rc = run(s, c, S_PATTERN_PUT, &p, "put pattern", NULL);
+  free(emb);
+  return rc;
+}
+
+static int pg_pattern_put(adb__store *st, const char *agent,
+                          const adb_pattern *p) {
+  pg_store *s = (pg_store *)st;
+  if (!agent || !agent[0] || !pattern_ok(p)) return bad(s, "pattern", 0);
+  pattern_arg x = {agent, p};
+  return with_conn(s, pattern_put_fn, &x, 0);
+}
+
+static int pattern_read(const PGresult *r, adb_pattern *p) {
+  int rc = r_copy(p->type, sizeof p->type, r, 0, 0);
+  if (!rc) rc = r_copy(p->key, sizeof p->key, r, 0, 1);
+  if (!rc) rc = r_dup(&p->value_json, r, 0, 2);
+  p->confidence = r_f64(r, 0, 3);
+  p->support = r_i64(r, 0, 4);
+  if (!rc) rc = r_emb(&p->embedding, &p->embedding_dim, r, 0, 5);
+  p->updated_at_ms = r_i64(r, 0, 6);
+  return rc;
+}
+
+static int pattern_get_fn(pg_store *s, pgconn *c, void *arg) {
+  get_arg *x = arg;
+  adb_pattern *out = x->out;
+  params p = {0};
+  p_text(&p, x->k1);
+  p_text(&p, x->k2);
+  PGresult *r;
+  int rc = run(s, c, S_PATTERN_GET, &p, "get pattern", &r);
+  if (rc) return rc;
+  if (PQntuples(r) == 1) {
+    snprintf(out->id, sizeof out->id, "%s", x->k2);
+    if ((rc = pattern_read(r, out)) != ADB_OK) {
+      col_fail(s, rc, "read pattern");
+      adb__pattern_free(out);
+    }
+  } else {
+    set_err(s, "postgresql: pattern '%.128s' not found", x->k2);
+    rc = ADB_ENOTFOUND;
+  }
+  PQclear(r);
+  return rc;
+}
+
+static int pg_pattern_get(adb__store *st, const char *agent, const char *id,
+                          adb_pattern *out) {
+  memset(out, 0, sizeof *out);
+  get_arg x = {.k1 = agent, .k2 = id, .out = out};
+  return with_conn((pg_store *)st, pattern_get_fn, &x, 1);
+}
+
+/* --------------------------------------------------------------- metrics */
+
+static int metrics_get_fn(pg_store *s, pgconn *c, void *arg) {
+  get_arg *x = arg;
+  params p = {0};
+  p_text(&p, x->k1);
+  p_i64(&p, x->n1);
+  p_i64(&p, x->n2);
+  PGresult *r = NULL;
+  int rc = run(s, c, S_METRICS_GET, &p, "get metrics", &r);
+  x->out = r;
+  return rc;
+}
+
+static int pg_metrics_get(adb__store *st, const char *agent, int64_t from_ms,
+                          int64_t to_ms, adb_metrics_row **rows, int *n) {
+  pg_store *s = (pg_store *)st;
+  *rows = NULL;
+  *n = 0;
+  get_arg x = {.k1 = agent, .n1 = from_ms, .n2 = to_ms};
+  int rc = with_conn(s, metrics_get_fn, &x, 1);
+  if (rc) return rc;
+  PGresult *r = x.out;
+  int k = PQntuples(r);
+  if (k > 0 && !(*rows = calloc((size_t)k, sizeof **rows))) {
+    PQclear(r);
+    return oom(s, "get metrics");
+  }
+  for (int i = 0; i < k; i++) {
+    adb_metrics_row *m = &(*rows)[i];
+    m->hour_ms = r_i64(r, i, 0);
+    m->decisions = r_i64(r, i, 1);
+    m->rewards = r_i64(r, i, 2);
+    m->reward_sum = r_f64(r, i, 3);
+    m->cache_hits = r_i64(r, i, 4);
+    m->cache_misses = r_i64(r, i, 5);
+    m->latency_p50_us = r_f64(r, i, 6);
+    m->latency_p99_us = r_f64(r, i, 7);
+  }
+  *n = k;
+  PQclear(r);
+  return ADB_OK;
+}
+
+static int ping_fn(pg_store *s, pgconn *c, void *arg) {
+  (void)arg;
+  PGresult *r;
+  int rc = run(s, c, S_PING, NULL, "ping", &r);
+  if (!rc) PQclear(r);
+  return rc;
+}
+
+static int pg_ping(adb__store *st) {
+  return with_conn((pg_store *)st, ping_fn, NULL, 1);
+}
+
+/* ------------------------------------------------------------ migrations */
+
+static int migration_record(pg_store *s, pgconn *c, const adb__migration *m) {
+  params p = {0};
+  p_i32(&p, m->version);
+  p_text(&p, m->name);
+  p_i64(&p, adb__now_ms());
+  if (!PQsendQueryParams(c->pg,
+                         "INSERT INTO schema_migrations (version, name,"
+                         " applied_at_ms) VALUES ($1::int4, $2, $3::int8)",
+                         p.n, NULL, p.v, p.len, p.fmt, 1))
+    return fail(s, c, NULL, "record migration");
+  return finish(s, c, s->io_timeout_ms, "record migration", NULL);
+}
+
+/* The versions already recorded, as a bitmap over the embedded table. */
+static int migrations_done(pg_store *s, pgconn *c, char *done) {
+  PGresult *r;
+  if (!PQsendQueryParams(c->pg, "SELECT version FROM schema_migrations", 0,
+                         NULL, NULL, NULL, NULL, 1))
+    return fail(s, c, NULL, "read schema_migrations");
+  int rc = finish(s, c, s->io_timeout_ms, "read schema_migrations", &r);
+  if (rc) return rc;
+  for (int i = 0; i < PQntuples(r); i++) {
+    int64_t v = r_i64(r, i, 0);
+    for (int k = 0; k < adb__n_migrations_postgres; k++)
+      if (adb__migrations_postgres[k].version == v) done[k] = 1;
+  }
+  PQclear(r);
+  return ADB_OK;
+}
+
+static int migrate_one(pg_store *s, pgconn *c, const adb__migration *m) {
+  char what[160];
+  snprintf(what, sizeof what, "migration %04d_%s", m->version, m->name);
+  int rc = run_sql(s, c, "BEGIN", s->io_timeout_ms, what);
+  if (!rc) rc = run_sql(s, c, m->sql, MIGRATE_TIMEOUT_MS, what);
+  if (!rc) rc = migration_record(s, c, m);
+  if (!rc) rc = run_sql(s, c, "COMMIT", s->io_timeout_ms, what);
+  if (rc) txn_abort(s, c);
+  return rc;
+}
+
+/* Applies the missing migrations under the migration advisory lock (held
+ * by this session until unlock or disconnect). */
+static int migrate(pg_store *s, pgconn *c, adb__pg_migrate_fn fn, void *arg) {
+  static const char lock[] = "SELECT pg_advisory_lock(4703525, 1)";
+  static const char unlock[] = "SELECT pg_advisory_unlock(4703525, 1)";
+  int n = adb__n_migrations_postgres;
+  char *done = calloc((size_t)n + 1, 1);
+  if (!done) return oom(s, "migrate");
+  int rc = run_sql(s, c, lock, MIGRATE_TIMEOUT_MS, "migration lock");
+  if (rc) {
+    free(done);
+    return rc;
+  }
+  rc = run_sql(s, c,
+               "CREATE TABLE IF NOT EXISTS schema_migrations ("
+               " version integer PRIMARY KEY, name text NOT NULL,"
+               " applied_at_ms bigint NOT NULL)",
+               s->io_timeout_ms, "create schema_migrations");
+  if (!rc) rc = migrations_done(s, c, done);
+  for (int k = 0; k < n && !rc; k++) {
+    const adb__migration *m = &adb__migrations_postgres[k];
+    if (!done[k]) rc = migrate_one(s, c, m);
+    if (!rc && fn) fn(arg, m->version, m->name, !done[k]);
+  }
+  if (!c->broken && run_sql(s, c, unlock, s->io_timeout_ms, "unlock") && !rc)
+    rc = ADB_ESTORE;
+  free(done);
+  return rc;
+}
+
+/* Migrations and partition maintenance on a connection of their own, with
+ * no statement_timeout (a migration may build an index for a long time). */
+static int setup(pg_store *s, adb__pg_migrate_fn fn, void *arg, int *maint) {
+  pgconn c = {0};
+  int rc = conn_open(s, &c, 0);
+  if (!rc) rc = migrate(s, &c, fn, arg);
+  if (!rc) {
+    *maint = maintain(s, &c, 1);
+    if (*maint == ADB_EUNAVAIL && c.broken) rc = ADB_EUNAVAIL;
+  }
+  conn_drop(&c);
+  return rc;
+}
+
+/* ------------------------------------------------------------ open/close */
+
+static void pg_close(adb__store *st) {
+  pg_store *s = (pg_store *)st;
+  if (!s) return;
+  for (int i = 0; s->conns && i < s->o.pool_size; i++) conn_drop(&s->conns[i]);
+  free(s->conns);
+  free(s->free_stack);
+  free(s->url);
+  pthread_mutex_destroy(&s->mu);
+  pthread_cond_destroy(&s->cv);
+  pthread_mutex_destroy(&s->err_mu);
+  free(s);
+}
+
+static int store_new(const char *url, const adb_config *cfg, pg_store **out,
+                     char *err, size_t errlen) {
+  *out = NULL;
+  pg_store *s = calloc(1, sizeof *s);
+  if (!s) {
+    snprintf(err, errlen, "postgresql: out of memory");
+    return ADB_ENOMEM;
+  }
+  s->base.m = &adb__store_pg;
+  s->id = atomic_fetch_add(&next_store_id, 1);
+  pthread_mutex_init(&s->mu, NULL);
+  pthread_cond_init(&s->cv, NULL);
+  pthread_mutex_init(&s->err_mu, NULL);
+  int rc = parse_url(url, cfg, &s->o, &s->url, err, errlen);
+  if (rc) {
+    pg_close(&s->base);
+    return rc;
+  }
+  s->io_timeout_ms = (s->o.stmt_timeout_ms ? s->o.stmt_timeout_ms
+                                           : DEFAULT_STMT_TIMEOUT_MS) +
+                     IO_MARGIN_MS;
+  s->conns = calloc((size_t)s->o.pool_size, sizeof *s->conns);
+  s->free_stack = calloc((size_t)s->o.pool_size, sizeof *s->free_stack);
+  if (!s->conns || !s->free_stack) {
+    pg_close(&s->base);
+    snprintf(err, errlen, "postgresql: out of memory");
+    return ADB_ENOMEM;
+  }
+  for (int i = s->o.pool_size - 1; i >= 0; i--) s->free_stack[s->n_free++] = i;
+  *out = s;
+  return ADB_OK;
+}
+
+int adb__pg_migrate(const char *url, const adb_config *cfg,
+                    adb__pg_migrate_fn fn, void *arg, char *err,
+                    size_t errlen) {
+  char none[1];
+  if (!err || !errlen) {
+    err = none;
+    errlen = sizeof none;
+  }
+  err[0] = 0;
+  pg_store *s;
+  int rc = store_new(url, cfg, &s, err, errlen);
+  if (rc) return rc;
+  int maint = ADB_OK;
+  rc = setup(s, fn, arg, &maint);
+  if (rc) snprintf(err, errlen, "%s", tls_err.msg);
+  pg_close(&s->base);
+  return rc;
+}
+
+static int pg_open(const char *url, const adb_config *cfg, adb__store **out,
+                   char *err, size_t errlen) {
+  *out = NULL;
+  char none[1];
+  if (!err || !errlen) {
+    err = none;
+    errlen = sizeof none;
+  }
+  err[0] = 0;
+  pg_store *s;
+  int rc = store_new(url, cfg, &s, err, errlen);
+  if (rc) return rc;
+  int maint = ADB_OK;
+  rc = setup(s, NULL, NULL, &maint);
+  if (rc) {
+    snprintf(err, errlen, "%s", tls_err.msg);
+    pg_close(&s->base);
+    return rc;
+  }
+  /* A failed maintenance is not fatal: the DEFAULT partitions take every
+   * row and maintain() retries soon. */
+  *out = &s->base;
+  return ADB_OK;
+}
+
+const adb__store_methods adb__store_pg = {
+    .version = 1,
+    .scheme = "postgresql",
+    .open = pg_open,
+    .close = pg_close,
+    .errmsg = pg_errmsg,
+    .ping = pg_ping,
+    .agent_put = pg_agent_put,
+    .agent_get = pg_agent_get,
+    .agent_counters = pg_agent_counters,
+    .actions_put = pg_actions_put,
+    .actions_list = pg_actions_list,
+    .policy_get = pg_policy_get,
+    .write_batch = pg_write_batch,
+    .decision_get = pg_decision_get,
+    .user_state_put = pg_user_state_put,
+    .user_state_get = pg_user_state_get,
+    .pattern_put = pg_pattern_put,
+    .pattern_get = pg_pattern_get,
+    .metrics_get = pg_metrics_get,
+};

@@ -1,0 +1,1577 @@
+/*
+ * store_sqlite.c — the SQLite store backend: "sqlite://PATH[?options]".
+ *
+ * Connections. SQLite allows one writer at a time per database file, and in
+ * WAL mode readers never wait for it. So a handle holds one writer
+ * connection behind a mutex, used by every method that writes (in practice
+ * the flush worker's write_batch, and the rarer agent/action/user/pattern
+ * puts), and a pool of cfg->pool_size reader connections, each behind its
+ * own mutex, used by the lookups. A reader is taken round-robin with
+ * trylock, so concurrent lookups spread over the pool and only queue when
+ * every reader is busy. "sqlite://:memory:" is a private database that lives
+ * in one connection, so there the writer serves reads too. Connections are
+ * opened SQLITE_OPEN_NOMUTEX: our mutex is the only one needed.
+ *
+ * Statements. Every SQL text is a constant in stmt_sql[] below; values are
+ * always bound, never formatted into SQL. Each connection prepares a
+ * statement the first time it needs it (SQLITE_PREPARE_PERSISTENT) and
+ * keeps it until close; a statement is always reset before its connection
+ * is released, so no read transaction outlives a call.
+ *
+ * Write batches. write_batch runs BEGIN IMMEDIATE ... COMMIT on the writer.
+ * A reward row is inserted ON CONFLICT DO NOTHING; when that inserted a row
+ * the reward is new and is applied, else the stored row decides between a
+ * duplicate (same body hash: report the first reward) and a conflict. The
+ * increments of the new rewards, merged per row by adb__batch_merge, are
+ * then added to rl_policies with an UPSERT (n = n + ?, never a read-modify-
+ * write) that also bumps the row's version and returns it. Any failure rolls
+ * the whole transaction back, so a batch is committed entirely or not at
+ * all, and a retry of the same batch gives the same answer.
+ *
+ * Durability. journal_mode=WAL with synchronous=FULL (default) syncs the WAL
+ * at each commit: a batch reported committed survives power loss. NORMAL
+ * (?synchronous=normal) may lose the last commits on power loss, never on a
+ * process crash. Disk full or I/O errors make SQLite roll back and return
+ * an error; the file stays consistent and the next batch may succeed.
+ *
+ * Error messages. The text of a failure is kept per thread (so that two
+ * threads failing at once do not overwrite each other's message) and, for
+ * threads that did not fail, the handle's latest one under a lock.
+ */
+#include "migrations.h"
+#include "store.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+extern const adb__store_methods adb__store_sqlite;
+
+#define DEFAULT_POOL 4
+#define MAX_POOL 64
+#define DEFAULT_BUSY_MS 10000
+#define ERR_MAX 512
+/* The writer's page cache, in KiB (as a negative PRAGMA cache_size). Its
+ * upserts land at random places in rl_policies, so a cache that holds the
+ * hot part of the table pays: 32 MiB made 1,000-reward batches 1.6x faster
+ * than SQLite's 2 MiB default (10k users x 7 states x 50 actions). Readers
+ * keep the default. */
+#define WRITER_CACHE_KIB "-32768"
+
+/* ------------------------------------------------------------ statements */
+
+enum stmt_id {
+  S_BEGIN,
+  S_COMMIT,
+  S_ROLLBACK,
+  S_AGENT_PUT,
+  S_AGENT_GET,
+  S_COUNT_METRICS,
+  S_COUNT_ACTIONS,
+  S_ACTION_PUT,
+  S_ACTION_LIST,
+  S_POLICY_GET,
+  S_POLICY_ADD,
+  S_DECISION_PUT,
+  S_DECISION_GET,
+  S_EPISODE_PUT,
+  S_REWARD_PUT,
+  S_REWARD_GET,
+  S_METRICS_ADD,
+  S_METRICS_GET,
+  S_USER_PUT,
+  S_USER_GET,
+  S_PATTERN_PUT,
+  S_PATTERN_GET,
+  S_PING,
+  N_STMT
+};
+
+static const char *const stmt_sql[N_STMT] = {
+    [S_BEGIN] = "BEGIN IMMEDIATE",
+    [S_COMMIT] = "COMMIT",
+    [S_ROLLBACK] = "ROLLBACK",
+    [S_AGENT_PUT] =
+        "INSERT INTO agent_metadata (agent_id, algorithm, prior_alpha,"
+        " prior_beta, prior_mu, prior_kappa, prior_a, prior_b, context_keys,"
+        " embedding_dim, simhash_bits, weight_watch, weight_click,"
+        " weight_rating, fallback_strength, decay_half_life_s,"
+        " reward_window_s, default_reward, created_at_ms, updated_at_ms)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,"
+        " ?14, ?15, ?16, ?17, ?18, ?19, ?19)"
+        " ON CONFLICT (agent_id) DO UPDATE SET algorithm = excluded.algorithm,"
+        " prior_alpha = excluded.prior_alpha,"
+        " prior_beta = excluded.prior_beta, prior_mu = excluded.prior_mu,"
+        " prior_kappa = excluded.prior_kappa, prior_a = excluded.prior_a,"
+        " prior_b = excluded.prior_b, context_keys = excluded.context_keys,"
+        " embedding_dim = excluded.embedding_dim,"
+        " simhash_bits = excluded.simhash_bits,"
+        " weight_watch = excluded.weight_watch,"
+        " weight_click = excluded.weight_click,"
+        " weight_rating = excluded.weight_rating,"
+        " fallback_strength = excluded.fallback_strength,"
+        " decay_half_life_s = excluded.decay_half_life_s,"
+        " reward_window_s = excluded.reward_window_s,"
+        " default_reward = excluded.default_reward,"
+        " updated_at_ms = excluded.updated_at_ms"
+        " RETURNING created_at_ms, updated_at_ms",
+    [S_AGENT_GET] =
+        "SELECT algorithm, prior_alpha, prior_beta, prior_mu, prior_kappa,"
+        " prior_a, prior_b, context_keys, embedding_dim, simhash_bits,"
+        " weight_watch, weight_click, weight_rating, fallback_strength,"
+        " decay_half_life_s, reward_window_s, default_reward, created_at_ms,"
+        " updated_at_ms FROM agent_metadata WHERE agent_id = ?1",
+    [S_COUNT_METRICS] =
+        "SELECT COALESCE(SUM(decisions), 0), COALESCE(SUM(rewards), 0),"
+        " COALESCE(SUM(reward_sum), 0.0) FROM performance_metrics"
+        " WHERE agent_id = ?1",
+    [S_COUNT_ACTIONS] = "SELECT COUNT(*) FROM actions WHERE agent_id = ?1",
+    [S_ACTION_PUT] =
+        "INSERT INTO actions (agent_id, action_id, embedding, metadata,"
+        " disabled, updated_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+        " ON CONFLICT (agent_id, action_id) DO UPDATE SET"
+        " embedding = excluded.embedding, metadata = excluded.metadata,"
+        " disabled = excluded.disabled, updated_at_ms = excluded.updated_at_ms",
+    [S_ACTION_LIST] =
+        "SELECT action_id, disabled, length(embedding), metadata FROM actions"
+        " WHERE agent_id = ?1 ORDER BY action_id",
+    [S_POLICY_GET] =
+        "SELECT action_id, n, sum_micro, sum_sq, version FROM rl_policies"
+        " WHERE agent_id = ?1 AND user_id = ?2 AND state_key = ?3"
+        " ORDER BY action_id",
+    [S_POLICY_ADD] =
+        "INSERT INTO rl_policies (agent_id, user_id, state_key, action_id, n,"
+        " sum_micro, sum_sq, version, updated_at_ms)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8)"
+        " ON CONFLICT (agent_id, user_id, state_key, action_id) DO UPDATE SET"
+        " n = n + excluded.n, sum_micro = sum_micro + excluded.sum_micro,"
+        " sum_sq = sum_sq + excluded.sum_sq, version = version + 1,"
+        " updated_at_ms = excluded.updated_at_ms RETURNING version",
+    [S_DECISION_PUT] =
+        "INSERT INTO decisions (agent_id, event_id, user_id, state_key,"
+        " context, candidates, action_id, propensity, model, created_at_ms)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+        " ON CONFLICT DO NOTHING",
+    [S_DECISION_GET] =
+        "SELECT user_id, state_key, context, candidates, action_id,"
+        " propensity, model, created_at_ms FROM decisions"
+        " WHERE agent_id = ?1 AND event_id = ?2",
+    [S_EPISODE_PUT] =
+        "INSERT INTO agent_episodes (agent_id, episode_id, user_id,"
+        " session_id, embedding, action_id, reward, context, created_at_ms)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
+    [S_REWARD_PUT] =
+        "INSERT INTO reward_signals (agent_id, reward_id, event_id, user_id,"
+        " state_key, action_id, reward, reward_micro, signals, body_hash,"
+        " created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,"
+        " ?11) ON CONFLICT DO NOTHING",
+    [S_REWARD_GET] = "SELECT body_hash, reward FROM reward_signals"
+                     " WHERE agent_id = ?1 AND reward_id = ?2",
+    [S_METRICS_ADD] =
+        "INSERT INTO performance_metrics (agent_id, hour_ms, decisions,"
+        " rewards, reward_sum, cache_hits, cache_misses, latency_p50_us,"
+        " latency_p99_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, max(?8, 0),"
+        " max(?9, 0)) ON CONFLICT (agent_id, hour_ms) DO UPDATE SET"
+        " decisions = decisions + excluded.decisions,"
+        " rewards = rewards + excluded.rewards,"
+        " reward_sum = reward_sum + excluded.reward_sum,"
+        " cache_hits = cache_hits + excluded.cache_hits,"
+        " cache_misses = cache_misses + excluded.cache_misses,"
+        " latency_p50_us = CASE WHEN ?8 >= 0 THEN ?8 ELSE latency_p50_us END,"
+        " latency_p99_us = CASE WHEN ?9 >= 0 THEN ?9 ELSE latency_p99_us END",
+    [S_METRICS_GET] =
+        "SELECT hour_ms, decisions, rewards, reward_sum, cache_hits,"
+        " cache_misses, latency_p50_us, latency_p99_us FROM"
+        " performance_metrics WHERE agent_id = ?1 AND hour_ms >= ?2"
+        " AND hour_ms < ?3 ORDER BY hour_ms",
+    [S_USER_PUT] =
+        "INSERT INTO user_states (user_id, embedding, context, updated_at_ms)"
+        " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (user_id) DO UPDATE SET"
+        " embedding = excluded.embedding, context = excluded.context,"
+        " updated_at_ms = excluded.updated_at_ms",
+    [S_USER_GET] = "SELECT embedding, context, updated_at_ms FROM user_states"
+                   " WHERE user_id = ?1",
+    [S_PATTERN_PUT] =
+        "INSERT INTO learned_patterns (agent_id, pattern_id, type, key, value,"
+        " confidence, support, embedding, updated_at_ms)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+        " ON CONFLICT (agent_id, pattern_id) DO UPDATE SET"
+        " type = excluded.type, key = excluded.key, value = excluded.value,"
+        " confidence = excluded.confidence, support = excluded.support,"
+        " embedding = excluded.embedding,"
+        " updated_at_ms = excluded.updated_at_ms",
+    [S_PATTERN_GET] = "SELECT type, key, value, confidence, support, embedding,"
+                      " updated_at_ms FROM learned_patterns"
+                      " WHERE agent_id = ?1 AND pattern_id = ?2",
+    [S_PING] = "SELECT count(*) FROM schema_migrations",
+};
+
+/* ---------------------------------------------------------------- handle */
+
+typedef struct conn {
+  pthread_mutex_t mu;
+  sqlite3 *db;
+  sqlite3_stmt *stmt[N_STMT];
+} conn;
+
+typedef struct sq_store {
+  adb__store base;
+  uint64_t id; /* unique per open: tags this handle's thread-local errors */
+  conn writer;
+  conn *readers; /* n_readers; 0 for :memory: (the writer reads too) */
+  int n_readers;
+  atomic_uint next_reader;
+  pthread_mutex_t err_mu;
+  char last_err[ERR_MAX];
+} sq_store;
+
+typedef struct sq_opts {
+  char path[PATH_MAX];
+  int memory;
+  const char *synchronous; /* "FULL" or "NORMAL" */
+  int busy_ms;
+} sq_opts;
+
+static atomic_uint_fast64_t next_store_id = 1;
+
+static _Thread_local struct {
+  uint64_t owner;
+  char msg[ERR_MAX];
+} tls_err;
+
+static void set_err(sq_store *s, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(tls_err.msg, sizeof tls_err.msg, fmt, ap);
+  va_end(ap);
+  tls_err.owner = s->id;
+  pthread_mutex_lock(&s->err_mu);
+  memcpy(s->last_err, tls_err.msg, sizeof s->last_err);
+  pthread_mutex_unlock(&s->err_mu);
+}
+
+static const char *sq_errmsg(adb__store *st) {
+  sq_store *s = (sq_store *)st;
+  if (tls_err.owner != s->id) {
+    pthread_mutex_lock(&s->err_mu);
+    memcpy(tls_err.msg, s->last_err, sizeof tls_err.msg);
+    pthread_mutex_unlock(&s->err_mu);
+    tls_err.owner = s->id;
+  }
+  return tls_err.msg;
+}
+
+/* Our code for an SQLite result code: busy means "try again later". */
+static int map_rc(int rc) {
+  switch (rc & 0xff) {
+  case SQLITE_NOMEM:
+    return ADB_ENOMEM;
+  case SQLITE_BUSY:
+  case SQLITE_LOCKED:
+  case SQLITE_CANTOPEN:
+    return ADB_EUNAVAIL;
+  default:
+    return ADB_ESTORE;
+  }
+}
+
+/* Records the failure of `what` on connection c; returns our code. Called
+ * with c locked, before the failed statement is reset. */
+static int sq_fail(sq_store *s, conn *c, int rc, const char *what) {
+  set_err(s, "sqlite: %s: %s (code %d)", what, sqlite3_errmsg(c->db), rc);
+  return map_rc(rc);
+}
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ----------------------------------------------------------- connections */
+
+static conn *reader_take(sq_store *s) {
+  if (s->n_readers == 0) {
+    pthread_mutex_lock(&s->writer.mu);
+    return &s->writer;
+  }
+  unsigned start = atomic_fetch_add(&s->next_reader, 1);
+  for (int i = 0; i < s->n_readers; i++) {
+    conn *c = &s->readers[(start + (unsigned)i) % (unsigned)s->n_readers];
+    if (pthread_mutex_trylock(&c->mu) == 0) return c;
+  }
+  conn *c = &s->readers[start % (unsigned)s->n_readers];
+  pthread_mutex_lock(&c->mu);
+  return c;
+}
+
+static conn *writer_take(sq_store *s) {
+  pthread_mutex_lock(&s->writer.mu);
+  return &s->writer;
+}
+
+static void conn_give(conn *c) {
+  pthread_mutex_unlock(&c->mu);
+}
+
+/* The cached statement id of c, prepared on first use. */
+static int stmt_get(sq_store *s, conn *c, int id, sqlite3_stmt **out) {
+  *out = NULL;
+  if (!c->stmt[id]) {
+    int rc = sqlite3_prepare_v3(c->db, stmt_sql[id], -1,
+                                SQLITE_PREPARE_PERSISTENT, &c->stmt[id], NULL);
+    if (rc != SQLITE_OK) return sq_fail(s, c, rc, "prepare");
+  }
+  *out = c->stmt[id];
+  return ADB_OK;
+}
+
+static void stmt_done(sqlite3_stmt *st) {
+  if (!st) return;
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+}
+
+/* Steps a statement that returns no row (or whose rows are ignored). */
+static int stmt_run(sq_store *s, conn *c, int id, const char *what) {
+  sqlite3_stmt *st;
+  int rc = stmt_get(s, c, id, &st);
+  if (rc) return rc;
+  int src = sqlite3_step(st);
+  rc = src == SQLITE_DONE || src == SQLITE_ROW ? ADB_OK
+                                               : sq_fail(s, c, src, what);
+  stmt_done(st);
+  return rc;
+}
+
+/* Ends a failed transaction, if SQLite has not already rolled it back. */
+static void txn_abort(sq_store *s, conn *c) {
+  if (sqlite3_get_autocommit(c->db)) return;
+  char keep[ERR_MAX];
+  memcpy(keep, tls_err.msg, sizeof keep);
+  if (stmt_run(s, c, S_ROLLBACK, "rollback") != ADB_OK)
+    sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+  set_err(s, "%s", keep); /* the cause, not the rollback's own message */
+}
+
+/* ----------------------------------------------------------------- binds */
+
+/* Bind helpers: each does nothing once *rc holds an error, so a run of
+ * binds is checked once at the end. Text and blobs are SQLITE_STATIC: the
+ * caller keeps them alive until the statement is reset. */
+static void bind_text(sqlite3_stmt *st, int i, const char *v, int *rc) {
+  if (*rc != SQLITE_OK) return;
+  *rc = v ? sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC)
+          : sqlite3_bind_null(st, i);
+}
+
+static void bind_int(sqlite3_stmt *st, int i, int64_t v, int *rc) {
+  if (*rc == SQLITE_OK) *rc = sqlite3_bind_int64(st, i, v);
+}
+
+static void bind_real(sqlite3_stmt *st, int i, double v, int *rc) {
+  if (*rc == SQLITE_OK) *rc = sqlite3_bind_double(st, i, v);
+}
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#define HOST_BIG_ENDIAN 1
+#else
+#define HOST_BIG_ENDIAN 0
+#endif
+
+static void swap4(void *dst, const void *src, size_t n) {
+  const unsigned char *a = src;
+  unsigned char *b = dst;
+  for (size_t i = 0; i < n; i += 4) {
+    b[i] = a[i + 3];
+    b[i + 1] = a[i + 2];
+    b[i + 2] = a[i + 1];
+    b[i + 3] = a[i];
+  }
+}
+
+/* An embedding as a little-endian float32 blob; NULL when dim is 0. */
+static void bind_embedding(sqlite3_stmt *st, int i, const float *v, int dim,
+                           int *rc) {
+  if (*rc != SQLITE_OK) return;
+  if (!v || dim <= 0) {
+    *rc = sqlite3_bind_null(st, i);
+    return;
+  }
+  size_t n = (size_t)dim * 4;
+  if (!HOST_BIG_ENDIAN) {
+    *rc = sqlite3_bind_blob(st, i, v, (int)n, SQLITE_STATIC);
+    return;
+  }
+  void *b = malloc(n);
+  if (!b) {
+    *rc = SQLITE_NOMEM;
+    return;
+  }
+  swap4(b, v, n);
+  *rc = sqlite3_bind_blob(st, i, b, (int)n, free);
+}
+
+/* ------------------------------------------------------------- columns */
+
+/* Copies a text column into a fixed buffer; too long means corrupt. */
+static int col_copy(char *dst, size_t size, sqlite3_stmt *st, int col) {
+  const unsigned char *t = sqlite3_column_text(st, col);
+  size_t n = (size_t)sqlite3_column_bytes(st, col);
+  if (!t) {
+    dst[0] = 0;
+    return sqlite3_column_type(st, col) == SQLITE_NULL ? ADB_OK : ADB_ENOMEM;
+  }
+  if (n >= size) return ADB_ECORRUPT;
+  memcpy(dst, t, n + 1);
+  return ADB_OK;
+}
+
+/* A malloc'd copy of a text column, NULL for SQL NULL. */
+static int col_dup(char **dst, sqlite3_stmt *st, int col) {
+  *dst = NULL;
+  if (sqlite3_column_type(st, col) == SQLITE_NULL) return ADB_OK;
+  const unsigned char *t = sqlite3_column_text(st, col);
+  size_t n = (size_t)sqlite3_column_bytes(st, col);
+  if (!t || !(*dst = malloc(n + 1))) return ADB_ENOMEM;
+  memcpy(*dst, t, n + 1);
+  return ADB_OK;
+}
+
+/* A malloc'd embedding from a blob column; NULL and 0 for SQL NULL. */
+static int col_embedding(float **v, int *dim, sqlite3_stmt *st, int col) {
+  *v = NULL;
+  *dim = 0;
+  if (sqlite3_column_type(st, col) == SQLITE_NULL) return ADB_OK;
+  const void *b = sqlite3_column_blob(st, col);
+  size_t n = (size_t)sqlite3_column_bytes(st, col);
+  if (n == 0) return ADB_OK;
+  if (n % 4 || n / 4 > ADB_MAX_EMBEDDING_DIM) return ADB_ECORRUPT;
+  if (!b || !(*v = malloc(n))) return ADB_ENOMEM;
+  if (HOST_BIG_ENDIAN)
+    swap4(*v, b, n);
+  else
+    memcpy(*v, b, n);
+  *dim = (int)(n / 4);
+  return ADB_OK;
+}
+
+/* Message for a failure while reading columns (not an SQLite error). */
+static int col_fail(sq_store *s, int rc, const char *what) {
+  set_err(s, "sqlite: %s: %s", what,
+          rc == ADB_ENOMEM ? "out of memory" : "stored value is malformed");
+  return rc;
+}
+
+/* ------------------------------------------------------------ validation */
+
+/* A fixed-size string field is NUL-terminated (and, if id, not empty). */
+static int field_ok(const char *f, size_t size, int id) {
+  return memchr(f, 0, size) != NULL && (!id || f[0]);
+}
+#define ID_OK(f) field_ok((f), sizeof(f), 1)
+#define STR_OK(f) field_ok((f), sizeof(f), 0)
+
+static int dim_ok(const float *v, int dim) {
+  return dim >= 0 && dim <= ADB_MAX_EMBEDDING_DIM && (dim == 0 || v);
+}
+
+static int bad(sq_store *s, const char *what, int i) {
+  set_err(s, "sqlite: invalid %s #%d in batch", what, i);
+  return ADB_EINVAL;
+}
+
+static int decision_ok(const adb__decision_rec *d) {
+  return ID_OK(d->agent) && ID_OK(d->event_id) && ID_OK(d->user) &&
+         ID_OK(d->action) && STR_OK(d->state_key) && STR_OK(d->model) &&
+         isfinite(d->propensity);
+}
+
+static int reward_ok(const adb__reward_rec *r) {
+  return ID_OK(r->agent) && ID_OK(r->reward_id) && STR_OK(r->event_id) &&
+         ID_OK(r->user) && ID_OK(r->action) && STR_OK(r->state_key) &&
+         STR_OK(r->body_hash) && isfinite(r->reward);
+}
+
+static int episode_ok(const adb__episode_rec *e) {
+  return ID_OK(e->agent) && ID_OK(e->episode_id) && ID_OK(e->user) &&
+         STR_OK(e->session) && ID_OK(e->action) &&
+         dim_ok(e->embedding, e->dim) && isfinite(e->reward);
+}
+
+static int metrics_ok(const adb__metrics_delta *m) {
+  return ID_OK(m->agent) && m->decisions >= 0 && m->rewards >= 0 &&
+         m->cache_hits >= 0 && m->cache_misses >= 0 &&
+         isfinite(m->reward_sum) && isfinite(m->latency_p50_us) &&
+         isfinite(m->latency_p99_us);
+}
+
+/* Checks a whole batch before touching the database. */
+static int batch_validate(sq_store *s, const adb__batch *b) {
+  if (b->n_decisions < 0 || b->n_rewards < 0 || b->n_episodes < 0 ||
+      b->n_metrics < 0 || (b->n_decisions && !b->decisions) ||
+      (b->n_rewards && !b->rewards) || (b->n_episodes && !b->episodes) ||
+      (b->n_metrics && !b->metrics))
+    return bad(s, "array", 0);
+  for (int i = 0; i < b->n_decisions; i++)
+    if (!decision_ok(&b->decisions[i])) return bad(s, "decision", i);
+  for (int i = 0; i < b->n_rewards; i++)
+    if (!reward_ok(&b->rewards[i])) return bad(s, "reward", i);
+  for (int i = 0; i < b->n_episodes; i++)
+    if (!episode_ok(&b->episodes[i])) return bad(s, "episode", i);
+  for (int i = 0; i < b->n_metrics; i++)
+    if (!metrics_ok(&b->metrics[i])) return bad(s, "metrics delta", i);
+  return ADB_OK;
+}
+
+/* ---------------------------------------------------------- write batch */
+
+static int decision_put(sq_store *s, conn *c, const adb__decision_rec *d) {
+  sqlite3_stmt *st;
+  int rc = stmt_get(s, c, S_DECISION_PUT, &st);
+  if (rc) return rc;
+  rc = SQLITE_OK;
+  bind_text(st, 1, d->agent, &rc);
+  bind_text(st, 2, d->event_id, &rc);
+  bind_text(st, 3, d->user, &rc);
+  bind_text(st, 4, d->state_key, &rc);
+  bind_text(st, 5, d->context_json ? d->context_json : "{}", &rc);
+  bind_text(st, 6, d->candidates_json ? d->candidates_json : "[]", &rc);
+  bind_text(st, 7, d->action, &rc);
+  bind_real(st, 8, d->propensity, &rc);
+  bind_text(st, 9, d->model, &rc);
+  bind_int(st, 10, d->ts_ms, &rc);
+  if (rc == SQLITE_OK) rc = sqlite3_step(st);
+  rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "insert decision");
+  stmt_done(st);
+  return rc;
+}
+
+static int episode_put(sq_store *s, conn *c, const adb__episode_rec *e) {
+  sqlite3_stmt *st;
+  int rc = stmt_get(s, c, S_EPISODE_PUT, &st);
+  if (rc) return rc;
+  rc = SQLITE_OK;
+  bind_text(st, 1, e->agent, &rc);
+  bind_text(st, 2, e->episode_id, &rc);
+  bind_text(st, 3, e->user, &rc);
+  bind_text(st, 4, e->session, &rc);
+  bind_embedding(st, 5, e->embedding, e->dim, &rc);
+  bind_text(st, 6, e->action, &rc);
+  bind_real(st, 7, e->reward, &rc);
+  bind_text(st, 8, e->context_json, &rc);
+  bind_int(st, 9, e->ts_ms, &rc);
+  if (rc == SQLITE_OK) rc = sqlite3_step(st);
+  rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "insert episode");
+  stmt_done(st);
+  return rc;
+}
+
+/* Inserts the reward row; *inserted says whether it was new. */
+static int reward_insert(sq_store *s, conn *c, const adb__reward_rec *r,
+                         int *inserted) {
+  sqlite3_stmt *st;
+  int rc = stmt_get(s, c, S_REWARD_PUT, &st);
+  if (rc) return rc;
+  rc = SQLITE_OK;
+  bind_text(st, 1, r->agent, &rc);
+  bind_text(st, 2, r->reward_id, &rc);
+  bind_text(st, 3, r->event_id, &rc);
+  bind_text(st, 4, r->user, &rc);
+  bind_text(st, 5, r->state_key, &rc);
+  bind_text(st, 6, r->action, &rc);
+  bind_real(st, 7, r->reward, &rc);
+  bind_int(st, 8, r->reward_micro, &rc);
+  bind_text(st, 9, r->signals_json, &rc);
+  bind_text(st, 10, r->body_hash, &rc);
+  bind_int(st, 11, r->ts_ms, &rc);
+  if (rc == SQLITE_OK) rc = sqlite3_step(st);
+  *inserted = rc == SQLITE_DONE && sqlite3_changes(c->db) == 1;
+  rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "insert reward");
+  stmt_done(st);
+  return rc;
+}
+
+/* An earlier reward under r's id: same body is a duplicate, else conflict. */
+static int reward_compare(sq_store *s, conn *c, adb__reward_rec *r) {
+  sqlite3_stmt *st;
+  int rc = stmt_get(s, c, S_REWARD_GET, &st);
+  if (rc) return rc;
+  rc = SQLITE_OK;
+  bind_text(st, 1, r->agent, &rc);
+  bind_text(st, 2, r->reward_id, &rc);
+  if (rc == SQLITE_OK) rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) {
+    const char *h = (const char *)sqlite3_column_text(st, 0);
+    r->first_reward = sqlite3_column_double(st, 1);
+    r->result = h && strcmp(h, r->body_hash) == 0 ? ADB_OK : ADB_ECONFLICT;
+    rc = ADB_OK;
+  } else {
+    /* DONE here means the row vanished inside our own transaction. */
+    rc = sq_fail(s, c, rc == SQLITE_DONE ? SQLITE_INTERNAL : rc, "read reward");
+  }
+  stmt_done(st);
+  return rc;
+}
+
+static int reward_put(sq_store *s, conn *c, adb__reward_rec *r) {
+  int inserted = 0;
+  r->result = ADB_OK;
+  r->applied = 0;
+  r->first_reward = r->reward;
+  int rc = reward_insert(s, c, r, &inserted);
+  if (rc || inserted) {
+    r->applied = inserted;
+    return rc;
+  }
+  return reward_compare(s, c, r);
+}
+
+static int policy_add(sq_store *s, conn *c, adb__policy_change *ch,
+                      int64_t now) {
+  sqlite3_stmt *st;
+  int rc = stmt_get(s, c, S_POLICY_ADD, &st);
+  if (rc) return rc;
+  rc = SQLITE_OK;
+  bind_text(st, 1, ch->agent, &rc);
+  bind_text(st, 2, ch->user, &rc);
+  bind_text(st, 3, ch->state_key, &rc);
+  bind_text(st, 4, ch->action, &rc);
+  bind_int(st, 5, ch->delta.n, &rc);
+  bind_int(st, 6, ch->delta.sum_micro, &rc);
+  bind_real(st, 7, ch->delta.sum_sq, &rc);
+  bind_int(st, 8, now, &rc);
+  if (rc == SQLITE_OK) rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) {
+    ch->delta.version = sqlite3_column_int64(st, 0);
+    rc = sqlite3_step(st);
+  }
+  rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "update policy");
+  stmt_done(st);
+  return rc;
+}
+
+static int metrics_add(sq_store *s, conn *c, const adb__metrics_delta *m) {
+  sqlite3_stmt *st;
+  int rc = stmt_get(s, c, S_METRICS_ADD, &st);
+  if (rc) return rc;
+  rc = SQLITE_OK;
+  bind_text(st, 1, m->agent, &rc);
+  bind_int(st, 2, m->hour_ms, &rc);
+  bind_int(st, 3, m->decisions, &rc);
+  bind_int(st, 4, m->rewards, &rc);
+  bind_real(st, 5, m->reward_sum, &rc);
+  bind_int(st, 6, m->cache_hits, &rc);
+  bind_int(st, 7, m->cache_misses, &rc);
+  bind_real(st, 8, m->latency_p50_us, &rc);
+  bind_real(st, 9, m->latency_p99_us, &rc);
+  if (rc == SQLITE_OK) rc = sqlite3_step(st);
+  rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "update metrics");
+  stmt_done(st);
+  return rc;
+}
+
+static int batch_policies(sq_store *s, conn *c, adb__batch *b) {
+  int rc = adb__batch_merge(b, &b->changes, &b->n_changes);
+  if (rc) {
+    set_err(s, "sqlite: merging policy increments: out of memory");
+    return rc;
+  }
+  int64_t now = now_ms();
+  for (int i = 0; i < b->n_changes && !rc; i++)
+    rc = policy_add(s, c, &b->changes[i], now);
+  return rc;
+}
+
+/* Every statement of a batch, inside the open transaction. */
+static int batch_apply(sq_store *s, conn *c, adb__batch *b) {
+  int rc = ADB_OK;
+  for (int i = 0; i < b->n_decisions && !rc; i++)
+    rc = decision_put(s, c, &b->decisions[i]);
+  for (int i = 0; i < b->n_episodes && !rc; i++)
+    rc = episode_put(s, c, &b->episodes[i]);
+  for (int i = 0; i < b->n_rewards && !rc; i++)
+    rc = reward_put(s, c, &b->rewards[i]);
+  if (!rc) rc = batch_policies(s, c, b);
+  for (int i = 0; i < b->n_metrics && !rc; i++)
+    rc = metrics_add(s, c, &b->metrics[i]);
+  return rc;
+}
+
+/* After a failure nothing was committed: clear what we reported. */
+static void batch_unset(adb__batch *b) {
+  free(b->changes);
+  b->changes = NULL;
+  b->n_changes = 0;
+  for (int i = 0; i < b->n_rewards; i++) {
+    b->rewards[i].result = ADB_OK;
+    b->rewards[i].applied = 0;
+    b->rewards[i].first_reward = 0;
+  }
+}
+
+static int sq_write_batch(adb__store *st, adb__batch *b) {
+  sq_store *s = (sq_store *)st;
+  b->changes = NULL;
+  b->n_changes = 0;
+  int rc = batch_validate(s, b);
+  if (rc) return rc;
+  conn *c = writer_take(s);
+  rc = stmt_run(s, c, S_BEGIN, "begin batch");
+  if (!rc) rc = batch_apply(s, c, b);
+  if (!rc) rc = stmt_run(s, c, S_COMMIT, "commit batch");
+  if (rc) {
+    txn_abort(s, c);
+    batch_unset(b);
+  }
+  conn_give(c);
+  return rc;
+}
+
+/* ---------------------------------------------------------------- agents */
+
+static const char *algo_name(adb_algorithm a) {
+  return a == ADB_ALGO_GAUSSIAN ? "gaussian" : "beta";
+}
+
+/* The context keys as a JSON array (malloc'd), or NULL if invalid. */
+static char *keys_to_json(const adb_agent_config *cfg) {
+  json_t *a = json_array();
+  for (int i = 0; a && i < cfg->n_context_keys; i++) {
+    const char *k = cfg->context_keys[i];
+    if (!memchr(k, 0, sizeof cfg->context_keys[i]) ||
+        json_array_append_new(a, json_string(k)) != 0) {
+      json_decref(a);
+      return NULL;
+    }
+  }
+  char *text = a ? json_dumps(a, JSON_COMPACT) : NULL;
+  json_decref(a);
+  return text;
+}
+
+static int keys_from_json(adb_agent_config *cfg, const char *text) {
+  json_t *a = text ? json_loads(text, 0, NULL) : NULL;
+  size_t n = json_is_array(a) ? json_array_size(a) : SIZE_MAX;
+  int ok = n <= ADB_MAX_CONTEXT_KEYS;
+  for (size_t i = 0; ok && i < n; i++) {
+    const char *k = json_string_value(json_array_get(a, i));
+    ok = k && strlen(k) <= ADB_ID_MAX;
+    if (ok) memcpy(cfg->context_keys[i], k, strlen(k) + 1);
+  }
+  cfg->n_context_keys = ok ? (int)n : 0;
+  json_decref(a);
+  return ok ? ADB_OK : ADB_ECORRUPT;
+}
+
+static int agent_cfg_ok(const adb_agent_config *c) {
+  const double d[] = {c->prior_alpha,
+                      c->prior_beta,
+                      c->prior_mu,
+                      c->prior_kappa,
+                      c->prior_a,
+                      c->prior_b,
+                      c->reward_weights.watch,
+                      c->reward_weights.click,
+                      c->reward_weights.rating,
+                      c->fallback_strength,
+                      c->decay_half_life_s,
+                      c->reward_window_s,
+                      c->default_reward};
+  for (size_t i = 0; i < sizeof d / sizeof *d; i++)
+    if (!isfinite(d[i])) return 0;
+  return ID_OK(c->id) &&
+         (c->algorithm == ADB_ALGO_BETA || c->algorithm == ADB_ALGO_GAUSSIAN) &&
+         c->n_context_keys >= 0 && c->n_context_keys <= ADB_MAX_CONTEXT_KEYS &&
+         c->embedding_dim >= 0 && c->embedding_dim <= ADB_MAX_EMBEDDING_DIM &&
+         c->simhash_bits >= 0 && c->simhash_bits <= 64;
+}
+
+static void agent_bind(sqlite3_stmt *st, const adb_agent_config *a,
+                       const char *keys, int64_t now, int *rc) {
+  bind_text(st, 1, a->id, rc);
+  bind_text(st, 2, algo_name(a->algorithm), rc);
+  bind_real(st, 3, a->prior_alpha, rc);
+  bind_real(st, 4, a->prior_beta, rc);
+  bind_real(st, 5, a->prior_mu, rc);
+  bind_real(st, 6, a->prior_kappa, rc);
+  bind_real(st, 7, a->prior_a, rc);
+  bind_real(st, 8, a->prior_b, rc);
+  bind_text(st, 9, keys, rc);
+  bind_int(st, 10, a->embedding_dim, rc);
+  bind_int(st, 11, a->simhash_bits, rc);
+  bind_real(st, 12, a->reward_weights.watch, rc);
+  bind_real(st, 13, a->reward_weights.click, rc);
+  bind_real(st, 14, a->reward_weights.rating, rc);
+  bind_real(st, 15, a->fallback_strength, rc);
+  bind_real(st, 16, a->decay_half_life_s, rc);
+  bind_real(st, 17, a->reward_window_s, rc);
+  bind_real(st, 18, a->default_reward, rc);
+  bind_int(st, 19, now, rc);
+}
+
+static int sq_agent_put(adb__store *st_, adb_agent_config *cfg) {
+  sq_store *s = (sq_store *)st_;
+  if (!agent_cfg_ok(cfg)) {
+    set_err(s, "sqlite: invalid agent config");
+    return ADB_EINVAL;
+  }
+  char *keys = keys_to_json(cfg);
+  if (!keys) {
+    set_err(s, "sqlite: agent context keys are not valid UTF-8 strings");
+    return ADB_EINVAL;
+  }
+  conn *c = writer_take(s);
+  sqlite3_stmt *st;
+  int rc = stmt_get(s, c, S_AGENT_PUT, &st);
+  if (!rc) {
+    rc = SQLITE_OK;
+    agent_bind(st, cfg, keys, now_ms(), &rc);
+    if (rc == SQLITE_OK) rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+      cfg->created_at_ms = sqlite3_column_int64(st, 0);
+      cfg->updated_at_ms = sqlite3_column_int64(st, 1);
+      rc = sqlite3_step(st);
+    }
+    rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "put agent");
+    stmt_done(st);
+  }
+  conn_give(c);
+  free(keys);
+  return rc;
+}
+
+static int agent_read(sqlite3_stmt *st, adb_agent_config *o) {
+  const char *algo = (const char *)sqlite3_column_text(st, 0);
+  if (!algo) return ADB_ECORRUPT;
+  if (strcmp(algo, "beta") == 0)
+    o->algorithm = ADB_ALGO_BETA;
+  else if (strcmp(algo, "gaussian") == 0)
+    o->algorithm = ADB_ALGO_GAUSSIAN;
+  else
+    return ADB_ECORRUPT;
+  o->prior_alpha = sqlite3_column_double(st, 1);
+  o->prior_beta = sqlite3_column_double(st, 2);
+  o->prior_mu = sqlite3_column_double(st, 3);
+  o->prior_kappa = sqlite3_column_double(st, 4);
+  o->prior_a = sqlite3_column_double(st, 5);
+  o->prior_b = sqlite3_column_double(st, 6);
+  int rc = keys_from_json(o, (const char *)sqlite3_column_text(st, 7));
+  o->embedding_dim = sqlite3_column_int(st, 8);
+  o->simhash_bits = sqlite3_column_int(st, 9);
+  o->reward_weights.watch = sqlite3_column_double(st, 10);
+  o->reward_weights.click = sqlite3_column_double(st, 11);
+  o->reward_weights.rating = sqlite3_column_double(st, 12);
+  o->fallback_strength = sqlite3_column_double(st, 13);
+  o->decay_half_life_s = sqlite3_column_double(st, 14);
+  o->reward_window_s = sqlite3_column_double(st, 15);
+  o->default_reward = sqlite3_column_double(st, 16);
+  o->created_at_ms = sqlite3_column_int64(st, 17);
+  o->updated_at_ms = sqlite3_column_int64(st, 18);
+  return rc;
+}
+
+static int sq_agent_get(adb__store *st_, const char *agent,
+                        adb_agent_config *out) {
+  sq_store *s = (sq_store *)st_;
+  memset(out, 0, sizeof *out);
+  conn *c = reader_take(s);
+  sqlite3_stmt *st;
+  int rc = stmt_get(s, c, S_AGENT_GET, &st);
+  if (!rc) {
+    rc = SQLITE_OK;
+    bind_text(st, 1, agent, &rc);
+    if (rc == SQLITE_OK) rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+      snprintf(out->id, sizeof out->id, "%s", agent);
+      rc = agent_read(st, out);
+      if (rc) col_fail(s, rc, "read agent");
+    } else if (rc == SQLITE_DONE) {
+      set_err(s, "sqlite: agent '%.128s' not found", agent);
+      rc = ADB_ENOTFOUND;
+    } else {
+      rc = sq_fail(s, c, rc, "get agent");
+    }
+    stmt_done(st);
+  }
+  conn_give(c);
+  return rc;
+}
+
+static int sq_agent_counters(adb__store *st_, const char *agent,
+                             adb_agent_counters *out) {
+  sq_store *s = (sq_store *)st_;
+  memset(out, 0, sizeof *out);
+  conn *c = reader_take(s);
+  sqlite3_stmt *m = NULL, *a = NULL;
+  int rc = stmt_get(s, c, S_COUNT_METRICS, &m);
+  if (!rc) rc = stmt_get(s, c, S_COUNT_ACTIONS, &a);
+  if (!rc) {
+    rc = SQLITE_OK;
+    bind_text(m, 1, agent, &rc);
+    bind_text(a, 1, agent, &rc);
+    if (rc == SQLITE_OK && (rc = sqlite3_step(m)) == SQLITE_ROW) {
+      out->decisions = sqlite3_column_int64(m, 0);
+      out->rewards = sqlite3_column_int64(m, 1);
+      out->reward_sum = sqlite3_column_double(m, 2);
+      rc = sqlite3_step(a);
+    }
+    if (rc == SQLITE_ROW) out->actions = sqlite3_column_int64(a, 0);
+    rc = rc == SQLITE_ROW ? ADB_OK : sq_fail(s, c, rc, "agent counters");
+  }
+  stmt_done(m);
+  stmt_done(a);
+  conn_give(c);
+  return rc;
+}
+
+/* --------------------------------------------------------------- actions */
+
+static int action_put(sq_store *s, conn *c, const char *agent,
+                      const adb__action_rec *a, int64_t now) {
+  sqlite3_stmt *st;
+  int rc = stmt_get(s, c, S_ACTION_PUT, &st);
+  if (rc) return rc;
+  rc = SQLITE_OK;
+  bind_text(st, 1, agent, &rc);
+  bind_text(st, 2, a->id, &rc);
+  bind_embedding(st, 3, a->embedding, a->dim, &rc);
+  bind_text(st, 4, a->metadata_json, &rc);
+  bind_int(st, 5, a->disabled ? 1 : 0, &rc);
+  bind_int(st, 6, now, &rc);
+  if (rc == SQLITE_OK) rc = sqlite3_step(st);
+  rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "put action");
+  stmt_done(st);
+  return rc;
+}
+
+static int sq_actions_put(adb__store *st, const char *agent,
+                          const adb__action_rec *a, int n) {
+  sq_store *s = (sq_store *)st;
+  if (!agent || !agent[0] || n < 0 || (n && !a))
+    return bad(s, "actions array", 0);
+  for (int i = 0; i < n; i++)
+    if (!ID_OK(a[i].id) || !dim_ok(a[i].embedding, a[i].dim))
+      return bad(s, "action", i);
+  conn *c = writer_take(s);
+  int64_t now = now_ms();
+  int rc = stmt_run(s, c, S_BEGIN, "begin actions");
+  for (int i = 0; i < n && !rc; i++)
+    rc = action_put(s, c, agent, &a[i], now);
+  if (!rc) rc = stmt_run(s, c, S_COMMIT, "commit actions");
+  if (rc) txn_abort(s, c);
+  conn_give(c);
+  return rc;
+}
+
+typedef struct action_list {
+  adb__action_rec *v;
+  int n, cap;
+} action_list;
+
+static void action_list_free(action_list *l) {
+  for (int i = 0; i < l->n; i++)
+    free((char *)l->v[i].metadata_json);
+  free(l->v);
+}
+
+static int action_list_add(action_list *l, sqlite3_stmt *st) {
+  if (l->n == l->cap) {
+    int cap = l->cap ? l->cap * 2 : 64;
+    adb__action_rec *v = realloc(l->v, (size_t)cap * sizeof *v);
+    if (!v) return ADB_ENOMEM;
+    l->v = v;
+    l->cap = cap;
+  }
+  adb__action_rec *a = &l->v[l->n];
+  memset(a, 0, sizeof *a);
+  int rc = col_copy(a->id, sizeof a->id, st, 0);
+  a->disabled = sqlite3_column_int(st, 1) != 0;
+  a->dim = sqlite3_column_int(st, 2) / 4;
+  char *meta = NULL;
+  if (!rc) rc = col_dup(&meta, st, 3);
+  a->metadata_json = meta;
+  if (!rc) l->n++;
+  return rc;
+}
+
+/* Rows are collected first and fn called after the connection is released,
+ * so fn may call the store. */
+static int sq_actions_list(adb__store *st_, const char *agent,
+                           void (*fn)(void *arg, const adb__action_rec *a),
+                           void *arg) {
+  sq_store *s = (sq_store *)st_;
+  action_list l = {0};
+  conn *c = reader_take(s);
+  sqlite3_stmt *st;
+  int rc = stmt_get(s, c, S_ACTION_LIST, &st);
+  if (!rc) {
+    rc = SQLITE_OK;
+    bind_text(st, 1, agent, &rc);
+    int a = ADB_OK;
+    while (rc == SQLITE_OK || rc == SQLITE_ROW) {
+      rc = sqlite3_step(st);
+      if (rc == SQLITE_ROW && (a = action_list_add(&l, st)) != ADB_OK) break;
+    }
+    if (a)
+      rc = col_fail(s, a, "list actions");
+    else
+      rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "list actions");
+    stmt_done(st);
+  }
+  conn_give(c);
+  for (int i = 0; i < l.n && !rc; i++)
+    fn(arg, &l.v[i]);
+  action_list_free(&l);
+  return rc;
+}
+
+/* -------------------------------------------------------------- policies */
+
+static int sq_policy_get(adb__store *st_, const char *agent, const char *user,
+                         const char *state_key, adb__policy *p) {
+  sq_store *s = (sq_store *)st_;
+  p->n = 0;
+  conn *c = reader_take(s);
+  sqlite3_stmt *st;
+  int rc = stmt_get(s, c, S_POLICY_GET, &st);
+  if (!rc) {
+    rc = SQLITE_OK;
+    bind_text(st, 1, agent, &rc);
+    bind_text(st, 2, user, &rc);
+    bind_text(st, 3, state_key, &rc);
+    int push = ADB_OK;
+    while (!push && (rc == SQLITE_OK || rc == SQLITE_ROW)) {
+      rc = sqlite3_step(st);
+      if (rc != SQLITE_ROW) break;
+      adb__arm_stats a = {.n = sqlite3_column_int64(st, 1),
+                          .sum_micro = sqlite3_column_int64(st, 2),
+                          .sum_sq = sqlite3_column_double(st, 3),
+                          .version = sqlite3_column_int64(st, 4)};
+      const char *id = (const char *)sqlite3_column_text(st, 0);
+      push = id ? adb__policy_push(p, id, &a) : ADB_ENOMEM;
+    }
+    if (push)
+      rc = col_fail(s, push, "get policy");
+    else
+      rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "get policy");
+    stmt_done(st);
+  }
+  conn_give(c);
+  if (rc) p->n = 0;
+  return rc;
+}
+
+/* ------------------------------------------------------------- decisions */
+
+static int decision_read(sqlite3_stmt *st, adb__decision_rec *d) {
+  int rc = col_copy(d->user, sizeof d->user, st, 0);
+  if (!rc) rc = col_copy(d->state_key, sizeof d->state_key, st, 1);
+  if (!rc) rc = col_dup(&d->context_json, st, 2);
+  if (!rc) rc = col_dup(&d->candidates_json, st, 3);
+  if (!rc) rc = col_copy(d->action, sizeof d->action, st, 4);
+  d->propensity = sqlite3_column_double(st, 5);
+  if (!rc) rc = col_copy(d->model, sizeof d->model, st, 6);
+  d->ts_ms = sqlite3_column_int64(st, 7);
+  return rc;
+}
+
+static int sq_decision_get(adb__store *st_, const char *agent,
+                           const char *event_id, adb__decision_rec *out) {
+  sq_store *s = (sq_store *)st_;
+  memset(out, 0, sizeof *out);
+  conn *c = reader_take(s);
+  sqlite3_stmt *st;
+  int rc = stmt_get(s, c, S_DECISION_GET, &st);
+  if (!rc) {
+    rc = SQLITE_OK;
+    bind_text(st, 1, agent, &rc);
+    bind_text(st, 2, event_id, &rc);
+    if (rc == SQLITE_OK) rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+      snprintf(out->agent, sizeof out->agent, "%s", agent);
+      snprintf(out->event_id, sizeof out->event_id, "%s", event_id);
+      if ((rc = decision_read(st, out)) != ADB_OK) {
+        col_fail(s, rc, "read decision");
+        adb__decision_rec_free(out);
+      }
+    } else if (rc == SQLITE_DONE) {
+      set_err(s, "sqlite: decision '%.128s' not found", event_id);
+      rc = ADB_ENOTFOUND;
+    } else {
+      rc = sq_fail(s, c, rc, "get decision");
+    }
+    stmt_done(st);
+  }
+  conn_give(c);
+  return rc;
+}
+
+/* ------------------------------------------------------------ user state */
+
+static int sq_user_state_put(adb__store *st_, const adb__user_state_rec *u) {
+  sq_store *s = (sq_store *)st_;
+  if (!ID_OK(u->user) || !dim_ok(u->embedding, u->dim))
+    return bad(s, "user state", 0);
+  conn *c = writer_take(s);
+  sqlite3_stmt *st;
+  int rc = stmt_get(s, c, S_USER_PUT, &st);
+  if (!rc) {
+    rc = SQLITE_OK;
+    bind_text(st, 1, u->user, &rc);
+    bind_embedding(st, 2, u->embedding, u->dim, &rc);
+    bind_text(st, 3, u->context_json, &rc);
+    bind_int(st, 4, u->updated_at_ms > 0 ? u->updated_at_ms : now_ms(), &rc);
+    if (rc == SQLITE_OK) rc = sqlite3_step(st);
+    rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "put user state");
+    stmt_done(st);
+  }
+  conn_give(c);
+  return rc;
+}
+
+static int sq_user_state_get(adb__store *st_, const char *user,
+                             adb__user_state_rec *out) {
+  sq_store *s = (sq_store *)st_;
+  memset(out, 0, sizeof *out);
+  conn *c = reader_take(s);
+  sqlite3_stmt *st;
+  int rc = stmt_get(s, c, S_USER_GET, &st);
+  if (!rc) {
+    rc = SQLITE_OK;
+    bind_text(st, 1, user, &rc);
+    if (rc == SQLITE_OK) rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+      snprintf(out->user, sizeof out->user, "%s", user);
+      rc = col_embedding(&out->embedding, &out->dim, st, 0);
+      if (!rc) rc = col_dup(&out->context_json, st, 1);
+      out->updated_at_ms = sqlite3_column_int64(st, 2);
+      if (rc) {
+        col_fail(s, rc, "read user state");
+        adb__user_state_rec_free(out);
+      }
+    } else if (rc == SQLITE_DONE) {
+      set_err(s, "sqlite: user '%.128s' has no state", user);
+      rc = ADB_ENOTFOUND;
+    } else {
+      rc = sq_fail(s, c, rc, "get user state");
+    }
+    stmt_done(st);
+  }
+  conn_give(c);
+  return rc;
+}
+
+/* -------------------------------------------------------------- patterns */
+
+static int pattern_ok(const adb_pattern *p) {
+  return ID_OK(p->id) && STR_OK(p->type) && STR_OK(p->key) &&
+         isfinite(p->confidence) && dim_ok(p->embedding, p->embedding_dim);
+}
+
+static int sq_pattern_put(adb__store *st_, const char *agent,
+                          const adb_pattern *p) {
+  sq_store *s = (sq_store *)st_;
+  if (!agent || !agent[0] || !pattern_ok(p)) return bad(s, "pattern", 0);
+  conn *c = writer_take(s);
+  sqlite3_stmt *st;
+  int rc = stmt_get(s, c, S_PATTERN_PUT, &st);
+  if (!rc) {
+    rc = SQLITE_OK;
+    bind_text(st, 1, agent, &rc);
+    bind_text(st, 2, p->id, &rc);
+    bind_text(st, 3, p->type, &rc);
+    bind_text(st, 4, p->key, &rc);
+    bind_text(st, 5, p->value_json, &rc);
+    bind_real(st, 6, p->confidence, &rc);
+    bind_int(st, 7, p->support, &rc);
+    bind_embedding(st, 8, p->embedding, p->embedding_dim, &rc);
+    bind_int(st, 9, p->updated_at_ms > 0 ? p->updated_at_ms : now_ms(), &rc);
+    if (rc == SQLITE_OK) rc = sqlite3_step(st);
+    rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "put pattern");
+    stmt_done(st);
+  }
+  conn_give(c);
+  return rc;
+}
+
+static int pattern_read(sqlite3_stmt *st, adb_pattern *p) {
+  int rc = col_copy(p->type, sizeof p->type, st, 0);
+  if (!rc) rc = col_copy(p->key, sizeof p->key, st, 1);
+  if (!rc) rc = col_dup(&p->value_json, st, 2);
+  p->confidence = sqlite3_column_double(st, 3);
+  p->support = sqlite3_column_int64(st, 4);
+  if (!rc) rc = col_embedding(&p->embedding, &p->embedding_dim, st, 5);
+  p->updated_at_ms = sqlite3_column_int64(st, 6);
+  return rc;
+}
+
+static int sq_pattern_get(adb__store *st_, const char *agent, const char *id,
+                          adb_pattern *out) {
+  sq_store *s = (sq_store *)st_;
+  memset(out, 0, sizeof *out);
+  conn *c = reader_take(s);
+  sqlite3_stmt *st;
+  int rc = stmt_get(s, c, S_PATTERN_GET, &st);
+  if (!rc) {
+    rc = SQLITE_OK;
+    bind_text(st, 1, agent, &rc);
+    bind_text(st, 2, id, &rc);
+    if (rc == SQLITE_OK) rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+      snprintf(out->id, sizeof out->id, "%s", id);
+      if ((rc = pattern_read(st, out)) != ADB_OK) {
+        col_fail(s, rc, "read pattern");
+        adb__pattern_free(out);
+      }
+    } else if (rc == SQLITE_DONE) {
+      set_err(s, "sqlite: pattern '%.128s' not found", id);
+      rc = ADB_ENOTFOUND;
+    } else {
+      rc = sq_fail(s, c, rc, "get pattern");
+    }
+    stmt_done(st);
+  }
+  conn_give(c);
+  return rc;
+}
+
+/* --------------------------------------------------------------- metrics */
+
+static int metrics_push(adb_metrics_row **rows, int *n, int *cap,
+                        sqlite3_stmt *st) {
+  if (*n == *cap) {
+    int nc = *cap ? *cap * 2 : 32;
+    adb_metrics_row *r = realloc(*rows, (size_t)nc * sizeof *r);
+    if (!r) return ADB_ENOMEM;
+    *rows = r;
+    *cap = nc;
+  }
+  adb_metrics_row *r = &(*rows)[(*n)++];
+  r->hour_ms = sqlite3_column_int64(st, 0);
+  r->decisions = sqlite3_column_int64(st, 1);
+  r->rewards = sqlite3_column_int64(st, 2);
+  r->reward_sum = sqlite3_column_double(st, 3);
+  r->cache_hits = sqlite3_column_int64(st, 4);
+  r->cache_misses = sqlite3_column_int64(st, 5);
+  r->latency_p50_us = sqlite3_column_double(st, 6);
+  r->latency_p99_us = sqlite3_column_double(st, 7);
+  return ADB_OK;
+}
+
+static int sq_metrics_get(adb__store *st_, const char *agent, int64_t from_ms,
+                          int64_t to_ms, adb_metrics_row **rows, int *n) {
+  sq_store *s = (sq_store *)st_;
+  *rows = NULL;
+  *n = 0;
+  int cap = 0;
+  conn *c = reader_take(s);
+  sqlite3_stmt *st;
+  int rc = stmt_get(s, c, S_METRICS_GET, &st);
+  if (!rc) {
+    rc = SQLITE_OK;
+    bind_text(st, 1, agent, &rc);
+    bind_int(st, 2, from_ms, &rc);
+    bind_int(st, 3, to_ms, &rc);
+    int push = ADB_OK;
+    while (!push && (rc == SQLITE_OK || rc == SQLITE_ROW)) {
+      rc = sqlite3_step(st);
+      if (rc == SQLITE_ROW) push = metrics_push(rows, n, &cap, st);
+    }
+    if (push)
+      rc = col_fail(s, push, "get metrics");
+    else
+      rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "get metrics");
+    stmt_done(st);
+  }
+  conn_give(c);
+  if (rc) {
+    free(*rows);
+    *rows = NULL;
+    *n = 0;
+  }
+  return rc;
+}
+
+static int sq_ping(adb__store *st) {
+  sq_store *s = (sq_store *)st;
+  conn *c = reader_take(s);
+  int rc = stmt_run(s, c, S_PING, "ping");
+  conn_give(c);
+  return rc;
+}
+
+/* ------------------------------------------------------------ migrations */
+
+static int exec_err(sqlite3 *db, const char *sql, const char *what, char *err,
+                    size_t errlen) {
+  char *msg = NULL;
+  int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
+  if (rc != SQLITE_OK)
+    snprintf(err, errlen, "sqlite: %s: %s", what,
+             msg ? msg : sqlite3_errstr(rc));
+  sqlite3_free(msg);
+  return rc;
+}
+
+/* 1 if version v is recorded in schema_migrations, 0 if not, <0 error. */
+static int migration_done(sqlite3 *db, int v) {
+  sqlite3_stmt *st;
+  int rc = sqlite3_prepare_v2(
+      db, "SELECT 1 FROM schema_migrations WHERE version = ?1", -1, &st, NULL);
+  if (rc != SQLITE_OK) return -1;
+  sqlite3_bind_int(st, 1, v);
+  rc = sqlite3_step(st);
+  sqlite3_finalize(st);
+  return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+}
+
+static int migration_record(sqlite3 *db, const adb__migration *m) {
+  sqlite3_stmt *st;
+  int rc = sqlite3_prepare_v2(db,
+                              "INSERT INTO schema_migrations (version, name,"
+                              " applied_at_ms) VALUES (?1, ?2, ?3)",
+                              -1, &st, NULL);
+  if (rc != SQLITE_OK) return rc;
+  sqlite3_bind_int(st, 1, m->version);
+  sqlite3_bind_text(st, 2, m->name, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 3, now_ms());
+  rc = sqlite3_step(st);
+  sqlite3_finalize(st);
+  return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* Applies m in its own transaction unless already recorded, which also
+ * makes concurrent opens of one file apply each migration once. */
+static int migrate_one(sqlite3 *db, const adb__migration *m, char *err,
+                       size_t errlen) {
+  char what[128];
+  snprintf(what, sizeof what, "migration %04d_%s", m->version, m->name);
+  int rc = exec_err(db, "BEGIN IMMEDIATE", what, err, errlen);
+  if (rc) return rc;
+  int done = migration_done(db, m->version);
+  if (done == 0) {
+    rc = exec_err(db, m->sql, what, err, errlen);
+    if (!rc) rc = migration_record(db, m);
+  } else if (done < 0) {
+    rc = SQLITE_ERROR;
+  }
+  if (rc && !*err)
+    snprintf(err, errlen, "sqlite: %s: %s", what, sqlite3_errmsg(db));
+  if (!rc) rc = exec_err(db, "COMMIT", what, err, errlen);
+  if (rc && !sqlite3_get_autocommit(db))
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+  return rc;
+}
+
+static int migrate(sqlite3 *db, char *err, size_t errlen) {
+  int rc = exec_err(db,
+                    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                    " version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                    " applied_at_ms INTEGER NOT NULL)",
+                    "create schema_migrations", err, errlen);
+  for (int i = 0; i < adb__n_migrations_sqlite && !rc; i++)
+    rc = migrate_one(db, &adb__migrations_sqlite[i], err, errlen);
+  return rc;
+}
+
+/* ------------------------------------------------------------ open/close */
+
+static int parse_option(sq_opts *o, const char *kv, size_t len, char *err,
+                        size_t errlen) {
+  char buf[64], *end = NULL;
+  if (len >= sizeof buf) len = sizeof buf - 1;
+  memcpy(buf, kv, len);
+  buf[len] = 0;
+  const char *ms = strncmp(buf, "busy_timeout_ms=", 16) == 0 ? buf + 16 : NULL;
+  long v = ms ? strtol(ms, &end, 10) : -1;
+  if (strcmp(buf, "synchronous=full") == 0) {
+    o->synchronous = "FULL";
+  } else if (strcmp(buf, "synchronous=normal") == 0) {
+    o->synchronous = "NORMAL";
+  } else if (ms && end != ms && !*end && v >= 0 && v <= INT_MAX) {
+    o->busy_ms = (int)v;
+  } else {
+    snprintf(err, errlen,
+             "sqlite URL option '%s' unknown or invalid"
+             " (synchronous=full|normal, busy_timeout_ms=N)",
+             buf);
+    return ADB_EURL;
+  }
+  return ADB_OK;
+}
+
+/* sqlite://PATH[?synchronous=full|normal&busy_timeout_ms=N] */
+static int parse_url(const char *url, sq_opts *o, char *err, size_t errlen) {
+  memset(o, 0, sizeof *o);
+  o->synchronous = "FULL";
+  o->busy_ms = DEFAULT_BUSY_MS;
+  const char *p = url + strlen("sqlite://");
+  size_t plen = strcspn(p, "?");
+  if (plen == 0 || plen >= sizeof o->path) {
+    snprintf(err, errlen, "sqlite URL '%.200s' needs a path (sqlite://PATH)",
+             url);
+    return ADB_EURL;
+  }
+  memcpy(o->path, p, plen);
+  o->path[plen] = 0;
+  o->memory = strcmp(o->path, ":memory:") == 0;
+  for (const char *q = p + plen; *q;) {
+    q++;
+    size_t n = strcspn(q, "&");
+    if (n && parse_option(o, q, n, err, errlen)) return ADB_EURL;
+    q += n;
+  }
+  return ADB_OK;
+}
+
+/* Creates the missing parent directories of path (mkdir -p of dirname). */
+static int make_parents(const char *path, char *err, size_t errlen) {
+  char buf[PATH_MAX];
+  snprintf(buf, sizeof buf, "%s", path);
+  for (char *p = buf + 1; *p; p++) {
+    if (*p != '/') continue;
+    *p = 0;
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
+      snprintf(err, errlen, "sqlite: cannot create directory '%s': %s", buf,
+               strerror(errno));
+      return ADB_EIO;
+    }
+    *p = '/';
+  }
+  return ADB_OK;
+}
+
+static int conn_open(conn *c, const sq_opts *o, int create, char *err,
+                     size_t errlen) {
+  int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX |
+              (create ? SQLITE_OPEN_CREATE : 0);
+  int rc = sqlite3_open_v2(o->path, &c->db, flags, NULL);
+  if (rc == SQLITE_OK) {
+    sqlite3_extended_result_codes(c->db, 1);
+    sqlite3_busy_timeout(c->db, o->busy_ms);
+    char sql[64];
+    snprintf(sql, sizeof sql, "PRAGMA synchronous = %s", o->synchronous);
+    rc = exec_err(c->db, sql, "set synchronous", err, errlen);
+  } else {
+    snprintf(err, errlen, "sqlite: cannot open '%s': %s", o->path,
+             c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
+  }
+  return rc;
+}
+
+static void conn_close(conn *c) {
+  for (int i = 0; i < N_STMT; i++)
+    sqlite3_finalize(c->stmt[i]);
+  sqlite3_close_v2(c->db);
+  pthread_mutex_destroy(&c->mu);
+}
+
+static void sq_close(adb__store *st) {
+  sq_store *s = (sq_store *)st;
+  if (!s) return;
+  for (int i = 0; i < s->n_readers; i++)
+    conn_close(&s->readers[i]);
+  free(s->readers);
+  conn_close(&s->writer); /* last: it checkpoints the WAL */
+  pthread_mutex_destroy(&s->err_mu);
+  free(s);
+}
+
+/* The writer: creates the file, switches it to WAL, runs migrations. */
+static int writer_open(sq_store *s, const sq_opts *o, char *err,
+                       size_t errlen) {
+  int rc = conn_open(&s->writer, o, 1, err, errlen);
+  if (!rc && !o->memory)
+    rc = exec_err(s->writer.db, "PRAGMA journal_mode = WAL", "enable WAL", err,
+                  errlen);
+  if (!rc)
+    rc = exec_err(s->writer.db, "PRAGMA cache_size = " WRITER_CACHE_KIB,
+                  "set cache size", err, errlen);
+  if (!rc) rc = migrate(s->writer.db, err, errlen);
+  return rc;
+}
+
+static int readers_open(sq_store *s, const sq_opts *o, int n, char *err,
+                        size_t errlen) {
+  s->readers = calloc((size_t)n, sizeof *s->readers);
+  if (!s->readers) {
+    snprintf(err, errlen, "sqlite: out of memory");
+    return SQLITE_NOMEM;
+  }
+  for (; s->n_readers < n; s->n_readers++) {
+    conn *c = &s->readers[s->n_readers];
+    pthread_mutex_init(&c->mu, NULL);
+    if (conn_open(c, o, 0, err, errlen) != SQLITE_OK) {
+      s->n_readers++; /* so that close frees this one too */
+      return SQLITE_CANTOPEN;
+    }
+  }
+  return SQLITE_OK;
+}
+
+static int sq_open(const char *url, const adb_config *cfg, adb__store **out,
+                   char *err, size_t errlen) {
+  *out = NULL;
+  char none[1];
+  if (!err || !errlen) {
+    err = none;
+    errlen = sizeof none;
+  }
+  err[0] = 0;
+  sq_opts o;
+  int rc = parse_url(url, &o, err, errlen);
+  if (!rc && !o.memory) rc = make_parents(o.path, err, errlen);
+  if (rc) return rc;
+  sq_store *s = calloc(1, sizeof *s);
+  if (!s) {
+    snprintf(err, errlen, "sqlite: out of memory");
+    return ADB_ENOMEM;
+  }
+  s->base.m = &adb__store_sqlite;
+  s->id = atomic_fetch_add(&next_store_id, 1);
+  pthread_mutex_init(&s->err_mu, NULL);
+  pthread_mutex_init(&s->writer.mu, NULL);
+  int pool = cfg && cfg->pool_size > 0 ? cfg->pool_size : DEFAULT_POOL;
+  if (pool > MAX_POOL) pool = MAX_POOL;
+  rc = writer_open(s, &o, err, errlen);
+  if (!rc && !o.memory) rc = readers_open(s, &o, pool, err, errlen);
+  if (rc) {
+    sq_close(&s->base);
+    return map_rc(rc);
+  }
+  *out = &s->base;
+  return ADB_OK;
+}
+
+const adb__store_methods adb__store_sqlite = {
+    .version = 1,
+    .scheme = "sqlite",
+    .open = sq_open,
+    .close = sq_close,
+    .errmsg = sq_errmsg,
+    .ping = sq_ping,
+    .agent_put = sq_agent_put,
+    .agent_get = sq_agent_get,
+    .agent_counters = sq_agent_counters,
+    .actions_put = sq_actions_put,
+    .actions_list = sq_actions_list,
+    .policy_get = sq_policy_get,
+    .write_batch = sq_write_batch,
+    .decision_get = sq_decision_get,
+    .user_state_put = sq_user_state_put,
+    .user_state_get = sq_user_state_get,
+    .pattern_put = sq_pattern_put,
+    .pattern_get = sq_pattern_get,
+    .metrics_get = sq_metrics_get,
+};
