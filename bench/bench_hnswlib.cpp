@@ -25,8 +25,9 @@
  * __AVX512F__) and a run-time CPU check; the build compiles bench/ without
  * -march flags, so hnswlib's headers are compiled here under a target
  * pragma that enables AVX2/FMA and AVX-512F, giving the anchor its best
- * kernels on this CPU. The harness refuses to run on a CPU without
- * AVX-512F unless built with -DADB_BENCH_HNSWLIB_AVX2=1.
+ * kernels on this CPU (what -march=native would give it). The harness refuses
+ * to run on a CPU without AVX-512F unless built with
+ * -DADB_BENCH_HNSWLIB_AVX2=1.
  *
  * Usage: bench_hnswlib [--quick] [--n128 N] [--n768 N] [--queries Q]
  *                      [--reps R] [--seed S]
@@ -40,17 +41,48 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cassert>
 #include <cmath>
+#include <deque>
+#include <fstream>
+#include <iostream>
+#include <list>
 #include <memory>
+#include <mutex>
+#include <queue>
+#include <random>
+#include <stdexcept>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
+/* Only hnswlib's own code is compiled for AVX2/AVX-512 (the standard
+ * headers it uses are included above, outside the region). g++, unlike
+ * gcc, does not define __AVX__ / __AVX512F__ for a target pragma, and
+ * hnswlib selects its kernels by those macros, so they are defined here
+ * for the region and removed after it. */
 #pragma GCC push_options
 #if ADB_BENCH_HNSWLIB_AVX2
 #pragma GCC target("avx2,fma")
 #else
 #pragma GCC target("avx2,fma,avx512f")
 #endif
+#ifndef __AVX__
+#define __AVX__ 1
+#define ADB_BENCH_UNDEF_AVX 1
+#endif
+#if !ADB_BENCH_HNSWLIB_AVX2 && !defined(__AVX512F__)
+#define __AVX512F__ 1
+#define ADB_BENCH_UNDEF_AVX512F 1
+#endif
 #include <hnswlib/hnswlib.h>
+#ifdef ADB_BENCH_UNDEF_AVX
+#undef __AVX__
+#endif
+#ifdef ADB_BENCH_UNDEF_AVX512F
+#undef __AVX512F__
+#endif
 #pragma GCC pop_options
 
 #include "hnsw.h"
@@ -59,9 +91,9 @@
 namespace {
 
 const int K = 10;
-const int EF_SWEEP[] = {10,  12,  14,  16,  20,  24,  28,  32,  40,  48,
-                        56,  64,  80,  96,  112, 128, 160, 192, 256, 320,
-                        384, 512, 640, 800, 1000};
+const int EF_SWEEP[] = {10,  12,  14,  16,  20,  24,  28,  32,  40,
+                        48,  56,  64,  80,  96,  112, 128, 160, 192,
+                        256, 320, 384, 512, 640, 800, 1000};
 const double TARGETS[] = {0.90, 0.95, 0.99};
 
 struct Opts {
@@ -99,7 +131,9 @@ struct Rng {
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
     return z ^ (z >> 31);
   }
-  double uniform() { return ((next() >> 11) + 0.5) * 0x1.0p-53; }
+  double uniform() {
+    return ((next() >> 11) + 0.5) * 0x1.0p-53;
+  }
   double normal() {
     return std::sqrt(-2 * std::log(uniform())) *
            std::cos(6.283185307179586 * uniform());
@@ -129,7 +163,8 @@ Data make_data(int n, int dim, int nq, uint64_t seed) {
   Rng r{seed ^ (uint64_t)dim << 32};
   int clusters = std::max(16, n / 500);
   std::vector<float> c((size_t)clusters * dim);
-  for (float &x : c) x = (float)r.normal();
+  for (float &x : c)
+    x = (float)r.normal();
   gen_points(r, c, clusters, dim, 0.6f, n, d.base);
   gen_points(r, c, clusters, dim, 0.6f, nq, d.queries);
   d.truth.resize((size_t)nq * K);
@@ -165,8 +200,12 @@ struct Lib {
 
 struct Agentdb : Lib {
   adb__hnsw *h = nullptr;
-  ~Agentdb() { adb__hnsw_destroy(h); }
-  const char *name() override { return "agentdb"; }
+  ~Agentdb() {
+    adb__hnsw_destroy(h);
+  }
+  const char *name() override {
+    return "agentdb";
+  }
   void build(const Data &d) override {
     adb__hnsw_config cfg = {};
     cfg.dim = d.dim;
@@ -175,8 +214,7 @@ struct Agentdb : Lib {
     cfg.ef_construction = 200;
     if (adb__hnsw_create(&cfg, &h) != ADB_OK) abort();
     for (int i = 0; i < d.n; i++)
-      if (adb__hnsw_add(h, (uint64_t)i, 0, &d.base[(size_t)i * d.dim]))
-        abort();
+      if (adb__hnsw_add(h, (uint64_t)i, 0, &d.base[(size_t)i * d.dim])) abort();
   }
   int search(const Data &d, int q, int ef, uint64_t *labels) override {
     adb__vec_hit out[K];
@@ -187,7 +225,8 @@ struct Agentdb : Lib {
     qq.mode = ADB__HNSW_GRAPH;
     int n = 0;
     adb__hnsw_search(h, &qq, out, &n);
-    for (int i = 0; i < n; i++) labels[i] = out[i].label;
+    for (int i = 0; i < n; i++)
+      labels[i] = out[i].label;
     return n;
   }
 };
@@ -195,7 +234,9 @@ struct Agentdb : Lib {
 struct Hnswlib : Lib {
   std::unique_ptr<hnswlib::L2Space> space;
   std::unique_ptr<hnswlib::HierarchicalNSW<float>> alg;
-  const char *name() override { return "hnswlib"; }
+  const char *name() override {
+    return "hnswlib";
+  }
   void build(const Data &d) override {
     space.reset(new hnswlib::L2Space(d.dim));
     alg.reset(new hnswlib::HierarchicalNSW<float>(space.get(), d.n, 16, 200));
@@ -206,7 +247,8 @@ struct Hnswlib : Lib {
     alg->setEf(ef);
     auto pq = alg->searchKnn(&d.queries[(size_t)q * d.dim], K);
     int n = 0;
-    for (; !pq.empty(); pq.pop()) labels[n++] = pq.top().second;
+    for (; !pq.empty(); pq.pop())
+      labels[n++] = pq.top().second;
     return n;
   }
 };
@@ -260,10 +302,12 @@ void report_recall(const char *tag, const std::vector<Point> &pa,
     printf("%s recall@10>=%.2f  ", tag, t);
     if (a)
       printf("agentdb ef=%d r=%.3f %.0f qps  ", a->ef, a->recall, a->qps);
-    else printf("agentdb not reached  ");
+    else
+      printf("agentdb not reached  ");
     if (b)
       printf("hnswlib ef=%d r=%.3f %.0f qps  ", b->ef, b->recall, b->qps);
-    else printf("hnswlib not reached  ");
+    else
+      printf("hnswlib not reached  ");
     if (a && b) printf("ratio %.2f", a->qps / b->qps);
     printf("\n");
   }
@@ -286,7 +330,8 @@ double exact_qps_hnswlib(const Data &d, int nq) {
   for (int i = 0; i < d.n; i++)
     bf.addPoint(&d.base[(size_t)i * d.dim], (size_t)i);
   double t = now_s();
-  for (int q = 0; q < nq; q++) bf.searchKnn(&d.queries[(size_t)q * d.dim], K);
+  for (int q = 0; q < nq; q++)
+    bf.searchKnn(&d.queries[(size_t)q * d.dim], K);
   return nq / (now_s() - t);
 }
 
@@ -297,14 +342,16 @@ void run_case(const Opts &o, int n, int dim) {
   Data d = make_data(n, dim, o.queries, o.seed);
   fprintf(stderr, "%s: data and ground truth in %.1f s\n", tag, now_s() - t);
 
-  int nq_exact = std::max(20, std::min(o.queries, (int)(2e8 / ((double)n * dim))));
+  int nq_exact =
+      std::max(20, std::min(o.queries, (int)(2e8 / ((double)n * dim))));
   double ea = 0, eb = 0;
   for (int r = 0; r < o.reps; r++) {
     ea = std::max(ea, exact_qps_agentdb(d, nq_exact));
     eb = std::max(eb, exact_qps_hnswlib(d, nq_exact));
   }
   printf("%s exact          agentdb %.1f qps  hnswlib(bruteforce) %.1f qps  "
-         "ratio %.2f\n", tag, ea, eb, ea / eb);
+         "ratio %.2f\n",
+         tag, ea, eb, ea / eb);
 
   Agentdb a;
   Hnswlib b;
@@ -314,7 +361,8 @@ void run_case(const Opts &o, int n, int dim) {
   b.build(d);
   double bb = now_s() - t1, m2 = rss_bytes();
   printf("%s build          agentdb %.2f s  hnswlib %.2f s  ratio %.2f "
-         "(hnswlib time / agentdb time)\n", tag, ba, bb, bb / ba);
+         "(hnswlib time / agentdb time)\n",
+         tag, ba, bb, bb / ba);
   adb__hnsw_stats st;
   adb__hnsw_stats_get(a.h, &st);
   printf("%s memory         agentdb %.1f MB (reports %.1f MB allocated)  "
@@ -324,9 +372,10 @@ void run_case(const Opts &o, int n, int dim) {
   std::vector<Point> pa, pb;
   sweep(a, b, d, o.reps, pa, pb);
   for (size_t i = 0; i < pa.size(); i++)
-    fprintf(stderr, "%s ef=%d agentdb r=%.4f %.0f qps | hnswlib r=%.4f %.0f "
-            "qps\n", tag, pa[i].ef, pa[i].recall, pa[i].qps, pb[i].recall,
-            pb[i].qps);
+    fprintf(stderr,
+            "%s ef=%d agentdb r=%.4f %.0f qps | hnswlib r=%.4f %.0f "
+            "qps\n",
+            tag, pa[i].ef, pa[i].recall, pa[i].qps, pb[i].recall, pb[i].qps);
   report_recall(tag, pa, pb);
   fflush(stdout);
 }
@@ -346,15 +395,23 @@ int main(int argc, char **argv) {
   const char *quick = getenv("ADB_BENCH_QUICK");
   bool q = quick && *quick && strcmp(quick, "0") != 0;
   for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--quick")) q = true;
-    else if (!strcmp(argv[i], "--n128")) o.n128 = arg_int(argc, argv, &i);
-    else if (!strcmp(argv[i], "--n768")) o.n768 = arg_int(argc, argv, &i);
-    else if (!strcmp(argv[i], "--queries")) o.queries = arg_int(argc, argv, &i);
-    else if (!strcmp(argv[i], "--reps")) o.reps = arg_int(argc, argv, &i);
-    else if (!strcmp(argv[i], "--seed")) o.seed = arg_int(argc, argv, &i);
+    if (!strcmp(argv[i], "--quick"))
+      q = true;
+    else if (!strcmp(argv[i], "--n128"))
+      o.n128 = arg_int(argc, argv, &i);
+    else if (!strcmp(argv[i], "--n768"))
+      o.n768 = arg_int(argc, argv, &i);
+    else if (!strcmp(argv[i], "--queries"))
+      o.queries = arg_int(argc, argv, &i);
+    else if (!strcmp(argv[i], "--reps"))
+      o.reps = arg_int(argc, argv, &i);
+    else if (!strcmp(argv[i], "--seed"))
+      o.seed = arg_int(argc, argv, &i);
     else {
-      fprintf(stderr, "usage: %s [--quick] [--n128 N] [--n768 N] "
-              "[--queries Q] [--reps R] [--seed S]\n", argv[0]);
+      fprintf(stderr,
+              "usage: %s [--quick] [--n128 N] [--n768 N] "
+              "[--queries Q] [--reps R] [--seed S]\n",
+              argv[0]);
       return 2;
     }
   }
@@ -367,13 +424,13 @@ int main(int argc, char **argv) {
   __builtin_cpu_init();
   if (!__builtin_cpu_supports("avx512f")) {
     fprintf(stderr, "bench_hnswlib: this CPU lacks AVX-512F; rebuild with "
-            "-DADB_BENCH_HNSWLIB_AVX2=1\n");
+                    "-DADB_BENCH_HNSWLIB_AVX2=1\n");
     return 1;
   }
 #endif
   printf("# vector search, one thread, L2, M=16 ef_construction=200, k=10, "
-         "%d queries; agentdb kernels: %s\n", o.queries,
-         adb__vec_kernels_active()->name);
+         "%d queries; agentdb kernels: %s\n",
+         o.queries, adb__vec_kernels_active()->name);
   if (o.n128 > 0) run_case(o, o.n128, 128);
   if (o.n768 > 0) run_case(o, o.n768, 768);
   return 0;

@@ -30,6 +30,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -188,7 +189,8 @@ static int run_load(const load *L, result *r) {
     }
   }
   int64_t t_end = now_ns();
-  for (int i = 0; i < L->conns; i++) close(cs[i].fd);
+  for (int i = 0; i < L->conns; i++)
+    close(cs[i].fd);
   close(ep);
   qsort(lat + L->warmup, (size_t)L->requests, sizeof *lat, cmp_i64);
   r->p50_us = (double)lat[L->warmup + L->requests / 2] / 1e3;
@@ -254,10 +256,13 @@ static pid_t spawn(char *const argv[], int *out_fd, const char *log) {
   if (out_fd && pipe(p) < 0) return -1;
   pid_t pid = fork();
   if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the bench */
     int lfd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
     if (lfd >= 0) dup2(lfd, 2);
-    if (out_fd) dup2(p[1], 1);
-    else if (lfd >= 0) dup2(lfd, 1);
+    if (out_fd)
+      dup2(p[1], 1);
+    else if (lfd >= 0)
+      dup2(lfd, 1);
     if (out_fd) {
       close(p[0]);
       close(p[1]);
@@ -283,7 +288,7 @@ static int read_port(int fd) {
     if (line[n] == '\n') {
       line[n] = '\0';
       const char *u = strstr(line, "http://");
-      const char *colon = u ? strrchr(u, ':') : NULL;
+      const char *colon = u ? strchr(u + 7, ':') : NULL;
       if (colon) return atoi(colon + 1);
       n = 0;
       continue;
@@ -308,8 +313,10 @@ static void find_agentdb(const char *self, char *out, size_t cap) {
   }
   char exe[PATH_MAX];
   ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  if (n <= 0) snprintf(exe, sizeof exe, "%s", self);
-  else exe[n] = '\0';
+  if (n <= 0)
+    snprintf(exe, sizeof exe, "%s", self);
+  else
+    exe[n] = '\0';
   snprintf(out, cap, "%s/agentdb", dirname(exe));
 }
 
@@ -342,8 +349,8 @@ static char **decide_bodies(int n_users) {
   char **b = calloc((size_t)n_users, sizeof *b);
   for (int u = 0; u < n_users; u++) {
     char buf[2048];
-    int k = snprintf(buf, sizeof buf, "{\"user_id\":\"user-%d\",\"candidates\":[",
-                     u);
+    int k = snprintf(buf, sizeof buf,
+                     "{\"user_id\":\"user-%d\",\"candidates\":[", u);
     for (int i = 0; i < 20; i++)
       k += snprintf(buf + k, sizeof buf - (size_t)k, "%s\"item-%d\"",
                     i ? "," : "", i);
@@ -379,52 +386,66 @@ static void print_line(const char *name, const result *h, const result *rd,
          by_latency ? "<= 2" : ">= 1");
 }
 
-static int run_case(const char *self) {
+static int run_case(const char *self, int quick) {
   char bin[PATH_MAX], tmp[] = "/tmp/bench_http.XXXXXX";
   find_agentdb(self, bin, sizeof bin);
   if (!mkdtemp(tmp)) return 1;
   char store[PATH_MAX + 32], log[PATH_MAX + 32];
   snprintf(store, sizeof store, "sqlite://%s/bench.db", tmp);
   snprintf(log, sizeof log, "%s/server.log", tmp);
-  char *sargv[] = {bin, "serve", "--listen", "127.0.0.1:0", "--store", store,
-                   "--durability", "async", NULL};
+  char *sargv[] = {bin,       "serve", "--listen", "127.0.0.1:0",
+                   "--store", store,   NULL};
   int out_fd;
   pid_t srv = spawn(sargv, &out_fd, log);
   int port = srv > 0 ? read_port(out_fd) : -1;
+  int rc = 1, rport = free_port();
+  pid_t rds = 0;
   if (port <= 0) {
-    fprintf(stderr, "bench_http: %s did not start (log in %s)\n", bin, log);
-    stop(srv);
-    return 1;
+    fprintf(stderr, "bench_http: %s did not start:\n", bin);
+    char cmd[PATH_MAX + 64];
+    snprintf(cmd, sizeof cmd, "cat %s >&2", log);
+    if (system(cmd) != 0) fprintf(stderr, "(no log)\n");
+    goto out;
   }
-  int rport = free_port();
   char rport_s[16];
   snprintf(rport_s, sizeof rport_s, "%d", rport);
-  char *rargv[] = {"redis-server", "--port", rport_s, "--bind", "127.0.0.1",
-                   "--save", "", "--appendonly", "no", "--dir", tmp, NULL};
-  pid_t rds = spawn(rargv, NULL, log);
+  char *rargv[] = {"redis-server", "--port", rport_s, "--bind",
+                   "127.0.0.1",    "--save", "",      "--appendonly",
+                   "no",           "--dir",  tmp,     NULL};
+  rds = spawn(rargv, NULL, log);
   usleep(300000);
-
-  int rc = 1;
   if (setup_agent(port) < 0) {
     fprintf(stderr, "bench_http: agent setup failed\n");
     goto out;
   }
-  load L = {.host = "127.0.0.1", .port = port, .method = "POST",
-            .path = "/v1/agents/bench/decide", .bodies = decide_bodies(100),
+  load L = {.host = "127.0.0.1",
+            .port = port,
+            .method = "POST",
+            .path = "/v1/agents/bench/decide",
+            .bodies = decide_bodies(100),
             .n_bodies = 100};
-  result h1, h32, r1, r32;
-  L.conns = 1, L.requests = 20000, L.warmup = 2000;
+  result h1, h32, r1, r32, z1, z32;
+  long n1 = quick ? 5000 : 20000, n32 = quick ? 50000 : 200000;
+  L.conns = 1, L.requests = n1, L.warmup = n1 / 10;
   if (run_load(&L, &h1) < 0) goto out;
-  L.conns = 32, L.requests = 200000, L.warmup = 5000;
+  L.conns = 32, L.requests = n32, L.warmup = n32 / 20;
   if (run_load(&L, &h32) < 0) goto out;
-  if (redis_get(rport, 1, 20000, &r1) < 0 ||
-      redis_get(rport, 32, 200000, &r32) < 0) {
+  /* The HTTP layer alone (no library call), to tell its cost apart. */
+  load Z = {
+      .host = "127.0.0.1", .port = port, .method = "GET", .path = "/healthz"};
+  Z.conns = 1, Z.requests = n1, Z.warmup = n1 / 10;
+  if (run_load(&Z, &z1) < 0) goto out;
+  Z.conns = 32, Z.requests = n32, Z.warmup = n32 / 20;
+  if (run_load(&Z, &z32) < 0) goto out;
+  if (redis_get(rport, 1, n1, &r1) < 0 || redis_get(rport, 32, n32, &r32) < 0) {
     fprintf(stderr, "bench_http: redis-benchmark failed (is redis-server "
                     "installed?)\n");
     goto out;
   }
   print_line("http cached decide, 20 cand, c=1", &h1, &r1, 1);
   print_line("http cached decide, 20 cand, c=32", &h32, &r32, 0);
+  print_line("(http GET /healthz, c=1)", &z1, &r1, 1);
+  print_line("(http GET /healthz, c=32)", &z32, &r32, 0);
   if (h1.errors || h32.errors)
     printf("note: %ld non-2xx answers\n", h1.errors + h32.errors);
   rc = 0;
@@ -433,25 +454,40 @@ out:
   stop(rds);
   char cmd[PATH_MAX + 16];
   snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
-  if (system(cmd) != 0) fprintf(stderr, "bench_http: could not remove %s\n", tmp);
+  if (system(cmd) != 0)
+    fprintf(stderr, "bench_http: could not remove %s\n", tmp);
   return rc;
 }
 
 static int run_load_cli(int argc, char **argv) {
-  load L = {.host = "127.0.0.1", .port = 8080, .conns = 1, .requests = 10000,
-            .warmup = 1000, .method = "GET", .path = "/healthz"};
+  load L = {.host = "127.0.0.1",
+            .port = 8080,
+            .conns = 1,
+            .requests = 10000,
+            .warmup = 1000,
+            .method = "GET",
+            .path = "/healthz"};
   char *body = NULL;
   for (int i = 2; i + 1 < argc; i += 2) {
     const char *k = argv[i], *v = argv[i + 1];
-    if (!strcmp(k, "--host")) L.host = v;
-    else if (!strcmp(k, "--port")) L.port = atoi(v);
-    else if (!strcmp(k, "-c")) L.conns = atoi(v);
-    else if (!strcmp(k, "-n")) L.requests = atol(v);
-    else if (!strcmp(k, "--warmup")) L.warmup = atol(v);
-    else if (!strcmp(k, "--method")) L.method = v;
-    else if (!strcmp(k, "--path")) L.path = v;
-    else if (!strcmp(k, "--body")) body = (char *)v;
-    else if (!strcmp(k, "--header")) L.extra_header = v;
+    if (!strcmp(k, "--host"))
+      L.host = v;
+    else if (!strcmp(k, "--port"))
+      L.port = atoi(v);
+    else if (!strcmp(k, "-c"))
+      L.conns = atoi(v);
+    else if (!strcmp(k, "-n"))
+      L.requests = atol(v);
+    else if (!strcmp(k, "--warmup"))
+      L.warmup = atol(v);
+    else if (!strcmp(k, "--method"))
+      L.method = v;
+    else if (!strcmp(k, "--path"))
+      L.path = v;
+    else if (!strcmp(k, "--body"))
+      body = (char *)v;
+    else if (!strcmp(k, "--header"))
+      L.extra_header = v;
     else if (!strcmp(k, "--decide")) {
       L.method = "POST";
       L.path = v;
@@ -476,13 +512,14 @@ static int run_load_cli(int argc, char **argv) {
 int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   if (argc > 1 && !strcmp(argv[1], "load")) return run_load_cli(argc, argv);
-  if (argc > 1) {
+  int quick = argc == 2 && !strcmp(argv[1], "--quick");
+  if (argc > 1 && !quick) {
     fprintf(stderr,
-            "usage: bench_http            run the decide-vs-Redis case\n"
+            "usage: bench_http [--quick]  run the decide-vs-Redis case\n"
             "       bench_http load [--host H] [--port P] [-c N] [-n N]\n"
             "                  [--warmup N] [--method M] [--path P]\n"
             "                  [--body JSON] [--header 'K: v'] [--decide P]\n");
     return 2;
   }
-  return run_case(argv[0]);
+  return run_case(argv[0], quick);
 }

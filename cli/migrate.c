@@ -25,14 +25,13 @@
 #define DEFAULT_STORE "sqlite://./data/agentdb.db"
 
 static void usage(FILE *f) {
-  fprintf(f,
-          "usage: agentdb migrate [--store URL]\n"
-          "\n"
-          "Applies the schema migrations of the store (env AGENTDB_STORE,\n"
-          "default " DEFAULT_STORE ") and prints each one with\n"
-          "'applied' or 'already applied'. On PostgreSQL it also creates\n"
-          "the monthly partitions ahead and applies retention\n"
-          "(?retention_months=N or env AGENTDB_RETENTION_MONTHS).\n");
+  fprintf(f, "usage: agentdb migrate [--store URL]\n"
+             "\n"
+             "Applies the schema migrations of the store (env AGENTDB_STORE,\n"
+             "default " DEFAULT_STORE ") and prints each one with\n"
+             "'applied' or 'already applied'. On PostgreSQL it also creates\n"
+             "the monthly partitions ahead and applies retention\n"
+             "(?retention_months=N or env AGENTDB_RETENTION_MONTHS).\n");
 }
 
 /* The URL with its password replaced by "***", for printing. */
@@ -74,8 +73,8 @@ static int migrate_pg(const char *url) {
     if (!(pgurl = malloc(n))) return 1;
     snprintf(pgurl, n, "postgresql://%s", url + 11);
   }
-  int rc = adb__pg_migrate(pgurl ? pgurl : url, NULL, report, &t, err,
-                           sizeof err);
+  int rc =
+      adb__pg_migrate(pgurl ? pgurl : url, NULL, report, &t, err, sizeof err);
   free(pgurl);
   if (rc) {
     fprintf(stderr, "agentdb migrate: %s (%s)\n", err, adb_err_name(rc));
@@ -135,8 +134,8 @@ static int migrate_other(const char *url) {
   for (int k = 0; sqlite && k < n; k++)
     report(&t, adb__migrations_sqlite[k].version,
            adb__migrations_sqlite[k].name, !done[k]);
-  printf("%s: %d applied, %d already applied\n",
-         sqlite ? "sqlite" : "store", t.applied, t.present);
+  printf("%s: %d applied, %d already applied\n", sqlite ? "sqlite" : "store",
+         t.applied, t.present);
   free(done);
   return 0;
 }

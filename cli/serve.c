@@ -32,11 +32,28 @@
 int cli_serve(int argc, char **argv);
 
 enum {
-  O_LISTEN, O_STORE, O_CACHE, O_THREADS, O_WRITE_THREADS, O_POOL_SIZE,
-  O_CACHE_TTL, O_CACHE_MAX_BYTES, O_FLUSH_INTERVAL, O_BATCH_SIZE,
-  O_QUEUE_CAPACITY, O_WRITE_TIMEOUT, O_DURABILITY, O_MAX_BODY, O_MAX_HEADER,
-  O_REQUEST_TIMEOUT, O_IDLE_TIMEOUT, O_SHUTDOWN_TIMEOUT, O_API_KEYS,
-  O_ACCESS_LOG, O_SEED, N_OPT
+  O_LISTEN,
+  O_STORE,
+  O_CACHE,
+  O_THREADS,
+  O_WRITE_THREADS,
+  O_POOL_SIZE,
+  O_CACHE_TTL,
+  O_CACHE_MAX_BYTES,
+  O_FLUSH_INTERVAL,
+  O_BATCH_SIZE,
+  O_QUEUE_CAPACITY,
+  O_WRITE_TIMEOUT,
+  O_DURABILITY,
+  O_MAX_BODY,
+  O_MAX_HEADER,
+  O_REQUEST_TIMEOUT,
+  O_IDLE_TIMEOUT,
+  O_SHUTDOWN_TIMEOUT,
+  O_API_KEYS,
+  O_ACCESS_LOG,
+  O_SEED,
+  N_OPT
 };
 
 typedef struct opt_def {
@@ -46,8 +63,8 @@ typedef struct opt_def {
 static const opt_def opts[N_OPT] = {
     [O_LISTEN] = {"listen", "AGENTDB_LISTEN", "127.0.0.1:8080", "HOST:PORT",
                   "address to serve on (port 0: any free port)"},
-    [O_STORE] = {"store", "AGENTDB_STORE", "sqlite://./data/agentdb.db",
-                 "URL", "store: sqlite://PATH or postgresql://..."},
+    [O_STORE] = {"store", "AGENTDB_STORE", "sqlite://./data/agentdb.db", "URL",
+                 "store: sqlite://PATH or postgresql://..."},
     [O_CACHE] = {"cache", "AGENTDB_CACHE", "mem://", "URL",
                  "cache: mem://, redis://HOST:PORT/DB, redis-cluster://..."},
     [O_THREADS] = {"threads", "AGENTDB_THREADS", "", "N",
@@ -58,20 +75,19 @@ static const opt_def opts[N_OPT] = {
                      "store connections"},
     [O_CACHE_TTL] = {"cache-ttl", "AGENTDB_CACHE_TTL", "3600", "SECONDS",
                      "cache entry time to live"},
-    [O_CACHE_MAX_BYTES] = {"cache-max-bytes", "AGENTDB_CACHE_MAX_BYTES",
-                           "256m", "BYTES", "in-process cache bound"},
-    [O_FLUSH_INTERVAL] = {"flush-interval-ms", "AGENTDB_FLUSH_INTERVAL_MS",
-                          "2", "MS", "flush the write queue at least this "
-                                     "often"},
+    [O_CACHE_MAX_BYTES] = {"cache-max-bytes", "AGENTDB_CACHE_MAX_BYTES", "256m",
+                           "BYTES", "in-process cache bound"},
+    [O_FLUSH_INTERVAL] = {"flush-interval-ms", "AGENTDB_FLUSH_INTERVAL_MS", "2",
+                          "MS",
+                          "flush the write queue at least this "
+                          "often"},
     [O_BATCH_SIZE] = {"batch-size", "AGENTDB_BATCH_SIZE", "4096", "N",
                       "flush when this many writes wait"},
-    [O_QUEUE_CAPACITY] = {"queue-capacity", "AGENTDB_QUEUE_CAPACITY",
-                          "100000", "N",
-                          "writes waiting before new ones get 503"},
+    [O_QUEUE_CAPACITY] = {"queue-capacity", "AGENTDB_QUEUE_CAPACITY", "100000",
+                          "N", "writes waiting before new ones get 503"},
     [O_WRITE_TIMEOUT] = {"write-timeout-ms", "AGENTDB_WRITE_TIMEOUT_MS",
                          "30000", "MS", "a sync write gives up after"},
-    [O_DURABILITY] = {"durability", "AGENTDB_DURABILITY", "sync",
-                      "sync|async",
+    [O_DURABILITY] = {"durability", "AGENTDB_DURABILITY", "sync", "sync|async",
                       "sync: answer writes after commit; async: at enqueue "
                       "(202)"},
     [O_MAX_BODY] = {"max-body", "AGENTDB_MAX_BODY", "1m", "BYTES",
@@ -83,8 +99,9 @@ static const opt_def opts[N_OPT] = {
                            "time to receive a request or send an answer "
                            "(408)"},
     [O_IDLE_TIMEOUT] = {"idle-timeout-ms", "AGENTDB_IDLE_TIMEOUT_MS", "60000",
-                        "MS", "keep-alive connections idle this long are "
-                              "closed"},
+                        "MS",
+                        "keep-alive connections idle this long are "
+                        "closed"},
     [O_SHUTDOWN_TIMEOUT] = {"shutdown-timeout-ms",
                             "AGENTDB_SHUTDOWN_TIMEOUT_MS", "30000", "MS",
                             "longest wait for in-flight requests on "
@@ -106,16 +123,15 @@ static void usage(FILE *f) {
   for (int i = 0; i < N_OPT; i++) {
     char left[64];
     snprintf(left, sizeof left, "--%s %s", opts[i].flag, opts[i].arg);
-    fprintf(f, "  %-30s %s\n  %-30s   env %s, default %s\n", left,
-            opts[i].help, "", opts[i].env,
+    fprintf(f, "  %-30s %s\n  %-30s   env %s, default %s\n", left, opts[i].help,
+            "", opts[i].env,
             opts[i].def[0] ? opts[i].def : (i == O_THREADS ? "CPUs" : "none"));
   }
   fprintf(f, "  %-30s %s\n", "--help", "this text");
 }
 
 /* A non-negative integer with an optional k/m/g suffix (sizes). */
-static int parse_u64(const char *s, int suffix, long long max,
-                     long long *out) {
+static int parse_u64(const char *s, int suffix, long long max, long long *out) {
   char *end;
   errno = 0;
   long long v = strtoll(s, &end, 10);
@@ -123,10 +139,17 @@ static int parse_u64(const char *s, int suffix, long long max,
   long long mul = 1;
   if (suffix && *end) {
     switch (*end | 0x20) {
-    case 'k': mul = 1LL << 10; break;
-    case 'm': mul = 1LL << 20; break;
-    case 'g': mul = 1LL << 30; break;
-    default: return -1;
+    case 'k':
+      mul = 1LL << 10;
+      break;
+    case 'm':
+      mul = 1LL << 20;
+      break;
+    case 'g':
+      mul = 1LL << 30;
+      break;
+    default:
+      return -1;
     }
     end++;
   }
@@ -145,10 +168,11 @@ typedef struct settings {
 static int number(const settings *s, int o, int suffix, long long lo,
                   long long hi, long long *out) {
   if (parse_u64(s->val[o], suffix, hi, out) == 0 && *out >= lo) return 0;
-  fprintf(stderr, "agentdb serve: --%s (%s) must be %s in [%lld, %lld], "
-                  "not '%s'\n",
-          opts[o].flag, opts[o].env, suffix ? "a size" : "an integer", lo,
-          hi, s->val[o]);
+  fprintf(stderr,
+          "agentdb serve: --%s (%s) must be %s in [%lld, %lld], "
+          "not '%s'\n",
+          opts[o].flag, opts[o].env, suffix ? "a size" : "an integer", lo, hi,
+          s->val[o]);
   return -1;
 }
 
@@ -187,8 +211,10 @@ static int convert(settings *s) {
   long long v[N_OPT] = {0};
   const int big = 1 << 30;
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-  if (!s->val[O_THREADS][0]) v[O_THREADS] = ncpu > 0 ? ncpu : 1;
-  else if (number(s, O_THREADS, 0, 1, 256, &v[O_THREADS])) return -1;
+  if (!s->val[O_THREADS][0])
+    v[O_THREADS] = ncpu > 0 ? ncpu : 1;
+  else if (number(s, O_THREADS, 0, 1, 256, &v[O_THREADS]))
+    return -1;
   if (number(s, O_WRITE_THREADS, 0, 1, 4096, &v[O_WRITE_THREADS]) ||
       number(s, O_POOL_SIZE, 0, 1, 1024, &v[O_POOL_SIZE]) ||
       number(s, O_CACHE_TTL, 0, 1, big, &v[O_CACHE_TTL]) ||
@@ -207,33 +233,34 @@ static int convert(settings *s) {
     return -1;
   const char *d = s->val[O_DURABILITY];
   if (strcmp(d, "sync") && strcmp(d, "async")) {
-    fprintf(stderr, "agentdb serve: --durability must be sync or async, not "
-                    "'%s'\n", d);
+    fprintf(stderr,
+            "agentdb serve: --durability must be sync or async, not "
+            "'%s'\n",
+            d);
     return -1;
   }
-  s->cfg = (adb_config){
-      .store_url = s->val[O_STORE],
-      .cache_url = s->val[O_CACHE],
-      .durability = strcmp(d, "async") ? ADB_DURABILITY_SYNC
-                                       : ADB_DURABILITY_ASYNC,
-      .flush_interval_ms = (int)v[O_FLUSH_INTERVAL],
-      .batch_size = (int)v[O_BATCH_SIZE],
-      .queue_capacity = (int)v[O_QUEUE_CAPACITY],
-      .write_timeout_ms = (int)v[O_WRITE_TIMEOUT],
-      .cache_ttl_s = (int)v[O_CACHE_TTL],
-      .cache_max_bytes = (size_t)v[O_CACHE_MAX_BYTES],
-      .pool_size = (int)v[O_POOL_SIZE],
-      .seed = (uint64_t)v[O_SEED]};
+  s->cfg = (adb_config){.store_url = s->val[O_STORE],
+                        .cache_url = s->val[O_CACHE],
+                        .durability = strcmp(d, "async") ? ADB_DURABILITY_SYNC
+                                                         : ADB_DURABILITY_ASYNC,
+                        .flush_interval_ms = (int)v[O_FLUSH_INTERVAL],
+                        .batch_size = (int)v[O_BATCH_SIZE],
+                        .queue_capacity = (int)v[O_QUEUE_CAPACITY],
+                        .write_timeout_ms = (int)v[O_WRITE_TIMEOUT],
+                        .cache_ttl_s = (int)v[O_CACHE_TTL],
+                        .cache_max_bytes = (size_t)v[O_CACHE_MAX_BYTES],
+                        .pool_size = (int)v[O_POOL_SIZE],
+                        .seed = (uint64_t)v[O_SEED]};
   s->threads = (int)v[O_THREADS];
-  s->http = (adb__http_config){
-      .listen = s->val[O_LISTEN],
-      .threads = s->threads,
-      .pool_threads = (int)v[O_WRITE_THREADS],
-      .max_body = (size_t)v[O_MAX_BODY],
-      .max_head = (size_t)v[O_MAX_HEADER],
-      .request_timeout_ms = (int)v[O_REQUEST_TIMEOUT],
-      .idle_timeout_ms = (int)v[O_IDLE_TIMEOUT],
-      .shutdown_timeout_ms = (int)v[O_SHUTDOWN_TIMEOUT]};
+  s->http =
+      (adb__http_config){.listen = s->val[O_LISTEN],
+                         .threads = s->threads,
+                         .pool_threads = (int)v[O_WRITE_THREADS],
+                         .max_body = (size_t)v[O_MAX_BODY],
+                         .max_head = (size_t)v[O_MAX_HEADER],
+                         .request_timeout_ms = (int)v[O_REQUEST_TIMEOUT],
+                         .idle_timeout_ms = (int)v[O_IDLE_TIMEOUT],
+                         .shutdown_timeout_ms = (int)v[O_SHUTDOWN_TIMEOUT]};
   return 0;
 }
 
@@ -290,9 +317,12 @@ static int open_all(settings *s, running *r) {
     fprintf(stderr, "agentdb serve: cannot open access log %s\n", al);
     return -1;
   }
-  adb__api_config ac = {.db = r->db, .durability = s->cfg.durability,
-                        .auth = r->auth, .threads = s->threads,
-                        .access_log = r->access, .error_log = stderr};
+  adb__api_config ac = {.db = r->db,
+                        .durability = s->cfg.durability,
+                        .auth = r->auth,
+                        .threads = s->threads,
+                        .access_log = r->access,
+                        .error_log = stderr};
   if (adb__api_new(&ac, &r->api) != ADB_OK) {
     fprintf(stderr, "agentdb serve: out of memory\n");
     return -1;
@@ -350,8 +380,9 @@ int cli_serve(int argc, char **argv) {
   fflush(stdout);
   int sig = 0;
   sigwait(&set, &sig);
-  fprintf(stderr, "agentdb: %s: finishing in-flight requests, then draining "
-                  "the write queue\n",
+  fprintf(stderr,
+          "agentdb: %s: finishing in-flight requests, then draining "
+          "the write queue\n",
           sig == SIGINT ? "SIGINT" : "SIGTERM");
   pthread_t t;
   if (pthread_create(&t, NULL, second_signal, &set) == 0) pthread_detach(t);
@@ -359,6 +390,7 @@ int cli_serve(int argc, char **argv) {
   if (rc != ADB_OK)
     fprintf(stderr, "agentdb: draining the write queue failed: %s\n",
             adb_strerror(rc));
-  else fprintf(stderr, "agentdb: stopped cleanly\n");
+  else
+    fprintf(stderr, "agentdb: stopped cleanly\n");
   return rc == ADB_OK ? 0 : 1;
 }

@@ -7,6 +7,7 @@
 #                                    export AGENTDB_TEST_PG_URL=postgresql://...
 #                                  for the caller to eval.
 #   scripts/pg-test.sh stop DIR    stop it (fast shutdown); no-op if down.
+#                                  A later start reuses DIR and its port.
 #   scripts/pg-test.sh env DIR     print the exports again.
 #
 # Only the exports go to stdout; everything else goes to stderr. As root the
@@ -61,13 +62,19 @@ log_min_messages = warning
 EOF
 }
 
-# Tries random free ports until the server starts (another process may take
-# the port between the check and the bind).
+# Starts the server: on the port of an earlier start in DIR if there was one
+# (so that a stop/start cycle keeps every client's URL valid), else on
+# random free ports until one works (another process may take the port
+# between the check and the bind).
 do_start_server() {
   local try port
   for try in 1 2 3 4 5 6 7 8; do
-    port=$((20000 + RANDOM % 40000))
-    port_in_use "$port" && continue
+    if [ -f "$dir/port" ]; then
+      port=$(cat "$dir/port")
+    else
+      port=$((20000 + RANDOM % 40000))
+      port_in_use "$port" && continue
+    fi
     if as_pg "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
       -o "-p $port" start >&2; then
       echo "$port" >"$dir/port"
@@ -75,8 +82,14 @@ do_start_server() {
     fi
     say "start on port $port failed (try $try):"
     tail -n 5 "$dir/server.log" >&2 || true
+    [ -f "$dir/port" ] && sleep 1
   done
   die "could not start PostgreSQL"
+}
+
+running() {
+  [ -f "$dir/data/postmaster.pid" ] &&
+    as_pg "$PGBIN/pg_ctl" -D "$dir/data" status >/dev/null 2>&1
 }
 
 wait_ready() {
@@ -91,7 +104,7 @@ wait_ready() {
 
 case "$cmd" in
 start)
-  if [ -f "$dir/data/postmaster.pid" ] && [ -f "$dir/port" ]; then
+  if running && [ -f "$dir/port" ]; then
     say "already running in $dir"
   else
     [ -d "$dir/data" ] || do_init
@@ -103,7 +116,7 @@ start)
   print_env
   ;;
 stop)
-  if [ -f "$dir/data/postmaster.pid" ]; then
+  if running; then
     as_pg "$PGBIN/pg_ctl" -D "$dir/data" -m fast -w -t 60 stop >&2 ||
       say "stop failed"
   fi

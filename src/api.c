@@ -33,8 +33,8 @@
 #include <strings.h>
 #include <time.h>
 
-#define MAX_CONTEXT 64     /* context entries in a request */
-#define MAX_BULK 10000     /* actions or episodes in one request */
+#define MAX_CONTEXT 64 /* context entries in a request */
+#define MAX_BULK 10000 /* actions or episodes in one request */
 #define MAX_PARAMS 3
 
 typedef struct rctx rctx;
@@ -110,17 +110,33 @@ static char *strndup_ar(rctx *x, const char *s, size_t n) {
 int adb__api_status(int adb_err, const char **code, int *retry_after_s) {
   *retry_after_s = 0;
   switch (adb_err) {
-  case ADB_OK: *code = NULL; return 200;
-  case ADB_EINVAL: *code = "invalid_field"; return 400;
-  case ADB_ENOTFOUND: *code = "not_found"; return 404;
-  case ADB_ECONFLICT: *code = "conflict"; return 409;
-  case ADB_EFULL: *code = "queue_full"; *retry_after_s = 1; return 503;
+  case ADB_OK:
+    *code = NULL;
+    return 200;
+  case ADB_EINVAL:
+    *code = "invalid_field";
+    return 400;
+  case ADB_ENOTFOUND:
+    *code = "not_found";
+    return 404;
+  case ADB_ECONFLICT:
+    *code = "conflict";
+    return 409;
+  case ADB_EFULL:
+    *code = "queue_full";
+    *retry_after_s = 1;
+    return 503;
   case ADB_EUNAVAIL:
     *code = "store_unavailable";
     *retry_after_s = 1;
     return 503;
-  case ADB_ETIMEDOUT: *code = "timeout"; return 503;
-  case ADB_ECLOSED: *code = "shutting_down"; *retry_after_s = 1; return 503;
+  case ADB_ETIMEDOUT:
+    *code = "timeout";
+    return 503;
+  case ADB_ECLOSED:
+    *code = "shutting_down";
+    *retry_after_s = 1;
+    return 503;
   }
   *code = "internal";
   return 500;
@@ -205,7 +221,8 @@ static const char *fidx(rctx *x, const char *name, size_t i) {
 static json_t *parse_body(rctx *x, int allow_empty) {
   adb__http_req *r = x->req;
   size_t i = 0;
-  while (i < r->body_len && isspace((unsigned char)r->body[i])) i++;
+  while (i < r->body_len && isspace((unsigned char)r->body[i]))
+    i++;
   if (i == r->body_len && allow_empty) return x->doc = json_object();
   if (i == r->body_len) {
     fail(x, 400, "invalid_json", NULL, "the request needs a JSON body");
@@ -224,7 +241,8 @@ static int check_keys(rctx *x, json_t *o, const char *const *allowed,
   json_t *v;
   json_object_foreach(o, k, v) {
     int ok = 0;
-    for (int i = 0; allowed[i]; i++) ok |= strcmp(k, allowed[i]) == 0;
+    for (int i = 0; allowed[i]; i++)
+      ok |= strcmp(k, allowed[i]) == 0;
     if (!ok)
       return fail(x, 400, "invalid_field", fname(x, prefix, k),
                   "unknown field '%s'", k);
@@ -266,8 +284,8 @@ static int get_num(rctx *x, json_t *o, const char *k, const char *prefix,
     return fail(x, 400, "invalid_field", f, "'%s' must be a number", f);
   double d = json_number_value(v);
   if (!isfinite(d) || d < lo || d > hi)
-    return fail(x, 400, "invalid_field", f, "'%s' must be in [%g, %g]", f,
-                lo, hi);
+    return fail(x, 400, "invalid_field", f, "'%s' must be in [%g, %g]", f, lo,
+                hi);
   *out = d;
   return 0;
 }
@@ -291,9 +309,10 @@ static int get_bool(rctx *x, json_t *o, const char *k, const char *prefix,
                     int *out) {
   json_t *v = member(o, k);
   if (!v) return 0;
-  if (json_is_boolean(v)) *out = json_is_true(v);
-  else if (json_is_integer(v) && (json_integer_value(v) == 0 ||
-                                  json_integer_value(v) == 1))
+  if (json_is_boolean(v))
+    *out = json_is_true(v);
+  else if (json_is_integer(v) &&
+           (json_integer_value(v) == 0 || json_integer_value(v) == 1))
     *out = (int)json_integer_value(v);
   else
     return fail(x, 400, "invalid_field", fname(x, prefix, k),
@@ -340,8 +359,7 @@ static int get_embedding(rctx *x, json_t *o, const char *prefix, int required,
                            "'%s' (or 'embedding_b64') is required", fa)
                     : 0;
   /* Room for what was sent, up to the limit (the decoders reject more). */
-  size_t cap = a ? json_array_size(a)
-                 : (json_string_length(b) * 3 / 4 + 3) / 4;
+  size_t cap = a ? json_array_size(a) : (json_string_length(b) * 3 / 4 + 3) / 4;
   if (cap > ADB_MAX_EMBEDDING_DIM) cap = ADB_MAX_EMBEDDING_DIM;
   float *v = alloc(x, cap * sizeof(float) + 8);
   if (!v) return fail(x, 500, "internal", NULL, "out of memory");
@@ -361,23 +379,21 @@ static int get_embedding(rctx *x, json_t *o, const char *prefix, int required,
     rc = ADB_EINVAL;
   }
   if (rc != ADB_OK)
-    return fail(x, 400, "invalid_field", a ? fa : fb, "'%s': %s",
-                a ? fa : fb, err);
+    return fail(x, 400, "invalid_field", a ? fa : fb, "'%s': %s", a ? fa : fb,
+                err);
   *emb = v;
   return 0;
 }
 
 /* A context {key: string|number|boolean} as key/value pairs. */
-static int get_context(rctx *x, json_t *o, const char *k, adb_kv **kv,
-                       int *n) {
+static int get_context(rctx *x, json_t *o, const char *k, adb_kv **kv, int *n) {
   json_t *c = member(o, k);
   *kv = NULL;
   *n = 0;
   if (!c) return 0;
   if (!json_is_object(c) || json_object_size(c) > MAX_CONTEXT)
     return fail(x, 400, "invalid_field", k,
-                "'%s' must be an object of at most %d entries", k,
-                MAX_CONTEXT);
+                "'%s' must be an object of at most %d entries", k, MAX_CONTEXT);
   adb_kv *out = alloc(x, json_object_size(c) * sizeof *out);
   if (!out) return fail(x, 500, "internal", NULL, "out of memory");
   const char *key;
@@ -526,8 +542,14 @@ static int h_healthz(rctx *x) {
   return 0;
 }
 
+/* The server, once started (set by another thread after the workers). */
+static adb__http_server *server_of(adb__api *api) {
+  return __atomic_load_n(&api->srv, __ATOMIC_ACQUIRE);
+}
+
 static int h_readyz(rctx *x) {
-  if (x->api->srv && adb__http_draining(x->api->srv)) {
+  adb__http_server *srv = server_of(x->api);
+  if (srv && adb__http_draining(srv)) {
     adb__http_resp_header(x->resp, "Retry-After", "1");
     return fail(x, 503, "shutting_down", NULL, "the server is shutting down");
   }
@@ -541,7 +563,8 @@ static int h_readyz(rctx *x) {
 }
 
 static int h_metrics(rctx *x) {
-  int draining = x->api->srv && adb__http_draining(x->api->srv);
+  adb__http_server *srv = server_of(x->api);
+  int draining = srv && adb__http_draining(srv);
   adb__metrics_render(x->api->metrics, x->db, draining, x->out);
   x->resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
   return 0;
@@ -615,12 +638,21 @@ static int agent_weights(rctx *x, json_t *doc, adb_agent_config *c) {
 }
 
 static int agent_from_json(rctx *x, json_t *doc, adb_agent_config *c) {
-  static const char *const keys[] = {
-      "id",           "algorithm",         "prior",
-      "context_keys", "embedding_dim",     "simhash_bits",
-      "reward_weights", "fallback_strength", "decay_half_life_s",
-      "reward_window_s", "default_reward",  "created_at_ms",
-      "updated_at_ms", "counters",         NULL};
+  static const char *const keys[] = {"id",
+                                     "algorithm",
+                                     "prior",
+                                     "context_keys",
+                                     "embedding_dim",
+                                     "simhash_bits",
+                                     "reward_weights",
+                                     "fallback_strength",
+                                     "decay_half_life_s",
+                                     "reward_window_s",
+                                     "default_reward",
+                                     "created_at_ms",
+                                     "updated_at_ms",
+                                     "counters",
+                                     NULL};
   if (check_keys(x, doc, keys, NULL)) return -1;
   json_t *id = member(doc, "id");
   if (id && (!json_is_string(id) || strcmp(json_string_value(id), c->id)))
@@ -629,8 +661,10 @@ static int agent_from_json(rctx *x, json_t *doc, adb_agent_config *c) {
   json_t *al = member(doc, "algorithm");
   if (al) {
     const char *s = json_is_string(al) ? json_string_value(al) : "";
-    if (strcmp(s, "beta") == 0) c->algorithm = ADB_ALGO_BETA;
-    else if (strcmp(s, "gaussian") == 0) c->algorithm = ADB_ALGO_GAUSSIAN;
+    if (strcmp(s, "beta") == 0)
+      c->algorithm = ADB_ALGO_BETA;
+    else if (strcmp(s, "gaussian") == 0)
+      c->algorithm = ADB_ALGO_GAUSSIAN;
     else
       return fail(x, 400, "invalid_field", "algorithm",
                   "'algorithm' must be \"beta\" or \"gaussian\"");
@@ -644,8 +678,8 @@ static int agent_from_json(rctx *x, json_t *doc, adb_agent_config *c) {
       get_int(x, doc, "simhash_bits", NULL, 0, 64, &bits, NULL) ||
       get_num(x, doc, "fallback_strength", NULL, -big, big,
               &c->fallback_strength, NULL) ||
-      get_num(x, doc, "decay_half_life_s", NULL, 0, big,
-              &c->decay_half_life_s, NULL) ||
+      get_num(x, doc, "decay_half_life_s", NULL, 0, big, &c->decay_half_life_s,
+              NULL) ||
       get_num(x, doc, "reward_window_s", NULL, 0, big, &c->reward_window_s,
               NULL) ||
       get_num(x, doc, "default_reward", NULL, -big, big, &c->default_reward,
@@ -730,7 +764,8 @@ typedef struct strset {
 
 static int strset_init(rctx *x, strset *s, size_t n) {
   size_t cap = 16;
-  while (cap < 2 * n) cap *= 2;
+  while (cap < 2 * n)
+    cap *= 2;
   s->slot = alloc(x, cap * sizeof *s->slot);
   if (!s->slot) return -1;
   memset(s->slot, 0, cap * sizeof *s->slot);
@@ -741,7 +776,8 @@ static int strset_init(rctx *x, strset *s, size_t n) {
 /* Adds k; returns 0 if it was already there. */
 static int strset_add(strset *s, const char *k) {
   uint64_t h = 1469598103934665603ull;
-  for (const char *p = k; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
+  for (const char *p = k; *p; p++)
+    h = (h ^ (unsigned char)*p) * 1099511628211ull;
   for (size_t i = h & s->mask;; i = (i + 1) & s->mask) {
     if (!s->slot[i]) {
       s->slot[i] = k;
@@ -757,8 +793,8 @@ static int h_actions_post(rctx *x) {
   static const char *const keys[] = {"actions", NULL};
   if (check_keys(x, doc, keys, NULL)) return -1;
   json_t *arr = member(doc, "actions");
-  if (!arr) return fail(x, 400, "missing_field", "actions",
-                        "'actions' is required");
+  if (!arr)
+    return fail(x, 400, "missing_field", "actions", "'actions' is required");
   size_t n = json_is_array(arr) ? json_array_size(arr) : 0;
   if (n == 0 || n > MAX_BULK)
     return fail(x, 400, "invalid_field", "actions",
@@ -771,7 +807,8 @@ static int h_actions_post(rctx *x) {
     json_t *o = json_array_get(arr, i);
     const char *p = fidx(x, "actions", i);
     memset(&as[i], 0, sizeof as[i]);
-    if (action_from_json(x, o, p, &as[i]) || get_id(x, o, "id", p, 1, &as[i].id))
+    if (action_from_json(x, o, p, &as[i]) ||
+        get_id(x, o, "id", p, 1, &as[i].id))
       return -1;
     if (!strset_add(&seen, as[i].id))
       return fail(x, 400, "invalid_field", fname(x, p, "id"),
@@ -801,8 +838,8 @@ typedef struct decide_in {
 
 enum { F_USER, F_CANDS, F_CTX, F_EMB, F_B64, F_K, F_EVENT, F_N };
 static const char *const decide_fields[F_N] = {
-    "user_id", "candidates", "context", "embedding",
-    "embedding_b64", "k", "event_id"};
+    "user_id",       "candidates", "context", "embedding",
+    "embedding_b64", "k",          "event_id"};
 
 static int decide_field(const char *k, size_t n) {
   for (int i = 0; i < F_N; i++)
@@ -861,8 +898,7 @@ static int fast_ctx(rctx *x, fast *f, decide_in *in) {
       int is_int;
       int64_t iv;
       char *t = alloc(x, 24);
-      if (!t || !adb__jlex_number(&f->l, &d, &is_int, &iv) || !is_int)
-        return 0;
+      if (!t || !adb__jlex_number(&f->l, &d, &is_int, &iv) || !is_int) return 0;
       snprintf(t, 24, "%lld", (long long)iv);
       kv->value = t;
     }
@@ -875,10 +911,14 @@ static int fast_member(rctx *x, fast *f, int field, decide_in *in) {
   double d;
   int is_int;
   switch (field) {
-  case F_USER: return fast_str(f, &in->user_id);
-  case F_EVENT: return fast_str(f, &in->event_id);
-  case F_CANDS: return fast_cands(x, f, in);
-  case F_CTX: return fast_ctx(x, f, in);
+  case F_USER:
+    return fast_str(f, &in->user_id);
+  case F_EVENT:
+    return fast_str(f, &in->event_id);
+  case F_CANDS:
+    return fast_cands(x, f, in);
+  case F_CTX:
+    return fast_ctx(x, f, in);
   case F_K:
     in->has_k = 1;
     return adb__jlex_number(&f->l, &d, &is_int, &in->k) && is_int;
@@ -917,7 +957,8 @@ static int decide_fast(rctx *x, decide_in *in) {
     if (!adb__jlex_eat(&f.l, '}')) return 0;
   }
   if (adb__jlex_peek(&f.l) != -1) return 0;
-  for (int i = 0; i < f.n_term; i++) *f.term[i] = '\0';
+  for (int i = 0; i < f.n_term; i++)
+    *f.term[i] = '\0';
   return 1;
 }
 
@@ -926,10 +967,9 @@ static int decide_json(rctx *x, decide_in *in) {
   memset(in, 0, sizeof *in);
   json_t *doc = parse_body(x, 0);
   if (!doc) return -1;
-  static const char *const keys[] = {"user_id",   "candidates",
-                                     "context",   "embedding",
-                                     "embedding_b64", "k",
-                                     "event_id",  NULL};
+  static const char *const keys[] = {
+      "user_id",       "candidates", "context",  "embedding",
+      "embedding_b64", "k",          "event_id", NULL};
   if (check_keys(x, doc, keys, NULL)) return -1;
   json_t *c = member(doc, "candidates");
   if (c && !json_is_array(c))
@@ -966,8 +1006,7 @@ static int decide_json(rctx *x, decide_in *in) {
     if (!in->emb) return fail(x, 500, "internal", NULL, "out of memory");
     if (adb__json_floats(e, in->emb, ADB_MAX_EMBEDDING_DIM, &in->dim, err,
                          sizeof err))
-      return fail(x, 400, "invalid_field", "embedding", "'embedding': %s",
-                  err);
+      return fail(x, 400, "invalid_field", "embedding", "'embedding': %s", err);
   }
   json_t *k = member(doc, "k");
   if (k && !json_is_integer(k))
@@ -976,8 +1015,8 @@ static int decide_json(rctx *x, decide_in *in) {
   in->k = json_integer_value(k);
   json_t *u = member(doc, "user_id"), *ev = member(doc, "event_id");
   if ((u && !json_is_string(u)) || (ev && !json_is_string(ev)))
-    return fail(x, 400, "invalid_field", u && !json_is_string(u) ? "user_id"
-                                                                : "event_id",
+    return fail(x, 400, "invalid_field",
+                u && !json_is_string(u) ? "user_id" : "event_id",
                 "ids are strings");
   in->user_id = u ? json_string_value(u) : NULL;
   in->event_id = ev ? json_string_value(ev) : NULL;
@@ -1094,8 +1133,7 @@ static int h_decide(rctx *x) {
   d.ranking_cap = k;
   d.n_ranking = 0;
   int rc = adb_decide(x->db, &r, &d);
-  if (rc == ADB_EINVAL && r.embedding &&
-      !guess_field(adb_errmsg(x->db)))
+  if (rc == ADB_EINVAL && r.embedding && !guess_field(adb_errmsg(x->db)))
     return fail_adb(x, rc, "embedding");
   if (rc != ADB_OK) return fail_adb(x, rc, NULL);
   put_decision(x->out, &d);
@@ -1154,7 +1192,8 @@ static int reward_form(rctx *x, json_t *doc, adb_reward_req *r) {
       if (member(doc, direct[i]))
         return fail(x, 400, "invalid_field", direct[i],
                     "'%s' does not go with 'event_id': the decision already "
-                    "says it", direct[i]);
+                    "says it",
+                    direct[i]);
     return 0;
   }
   if (!r->user_id || !r->action)
@@ -1219,10 +1258,9 @@ static int h_reward(rctx *x) {
 
 static int episode_from_json(rctx *x, json_t *o, const char *p,
                              adb_episode *e) {
-  static const char *const keys[] = {"episode_id", "user_id", "session_id",
-                                     "embedding",  "embedding_b64",
-                                     "action",     "reward",  "context",
-                                     NULL};
+  static const char *const keys[] = {
+      "episode_id", "user_id", "session_id", "embedding", "embedding_b64",
+      "action",     "reward",  "context",    NULL};
   if (!json_is_object(o))
     return fail(x, 400, "invalid_field", p, "an episode is an object");
   float *emb;
@@ -1313,7 +1351,8 @@ static const char *query_get(rctx *x, const char *name, int *bad) {
   *bad = 0;
   while (q && i < n) {
     size_t j = i;
-    while (j < n && q[j] != '&') j++;
+    while (j < n && q[j] != '&')
+      j++;
     const char *eq = memchr(q + i, '=', j - i);
     size_t kl = eq ? (size_t)(eq - (q + i)) : j - i;
     if (kl == nl && memcmp(q + i, name, nl) == 0) {
@@ -1398,7 +1437,8 @@ static int h_user_put(rctx *x) {
   float *emb;
   int dim;
   char *ctx;
-  if (check_keys(x, doc, keys, NULL) || get_embedding(x, doc, NULL, 1, &emb, &dim) ||
+  if (check_keys(x, doc, keys, NULL) ||
+      get_embedding(x, doc, NULL, 1, &emb, &dim) ||
       get_object_text(x, doc, "context", NULL, &ctx))
     return -1;
   int rc = adb_user_state_put(x->db, x->param[0], emb, dim, ctx);
@@ -1437,7 +1477,8 @@ static int get_text(rctx *x, json_t *o, const char *k, int id, char *out,
   size_t n = s ? strlen(s) : 0;
   int ok = s && n == json_string_length(v) && n >= 1 && n < cap &&
            (!id || adb_id_valid(s));
-  for (size_t i = 0; ok && i < n; i++) ok = (unsigned char)s[i] >= 0x20;
+  for (size_t i = 0; ok && i < n; i++)
+    ok = (unsigned char)s[i] >= 0x20;
   if (!ok)
     return fail(x, 400, "invalid_field", k,
                 id ? "'%s' must be 1..128 characters of [A-Za-z0-9._:@-]"
@@ -1450,10 +1491,9 @@ static int get_text(rctx *x, json_t *o, const char *k, int id, char *out,
 static int h_pattern_put(rctx *x) {
   json_t *doc = parse_body(x, 0);
   if (!doc) return -1;
-  static const char *const keys[] = {"type",    "key",       "value",
-                                     "confidence", "support", "embedding",
-                                     "embedding_b64", "id", "updated_at_ms",
-                                     NULL};
+  static const char *const keys[] = {
+      "type",      "key",           "value", "confidence",    "support",
+      "embedding", "embedding_b64", "id",    "updated_at_ms", NULL};
   adb_pattern p;
   memset(&p, 0, sizeof p);
   snprintf(p.id, sizeof p.id, "%s", x->param[1]);
@@ -1616,7 +1656,8 @@ int adb__api_parse_time(const char *s, int64_t *ms) {
         for (p++; *p >= '0' && *p <= '9'; p++, k++)
           if (k < 3) frac_ms = frac_ms * 10 + (*p - '0');
         if (k == 0) return ADB_EINVAL;
-        for (; k < 3; k++) frac_ms *= 10;
+        for (; k < 3; k++)
+          frac_ms *= 10;
       }
     }
   }
@@ -1646,7 +1687,8 @@ static int time_param(rctx *x, const char *name, int64_t *ms) {
   if (bad || adb__api_parse_time(v, ms) != ADB_OK)
     return fail(x, 400, "invalid_field", name,
                 "'%s' must be milliseconds since the epoch or an ISO-8601 "
-                "time", name);
+                "time",
+                name);
   return 0;
 }
 
@@ -1685,8 +1727,8 @@ static int h_agent_metrics(rctx *x) {
     put_int(b, "decisions", r->decisions);
     put_int(b, "rewards", r->rewards);
     put_num(b, "reward_sum", r->reward_sum);
-    put_num(b, "mean_reward", r->rewards ? r->reward_sum / (double)r->rewards
-                                         : 0);
+    put_num(b, "mean_reward",
+            r->rewards ? r->reward_sum / (double)r->rewards : 0);
     put_int(b, "cache_hits", r->cache_hits);
     put_int(b, "cache_misses", r->cache_misses);
     put_num(b, "latency_p50_us", r->latency_p50_us);
@@ -1717,15 +1759,14 @@ static const route routes[] = {
     {POST, "/v1/agents/{agent}/decide", h_decide, BLK_NEVER, 0},
     {POST, "/v1/agents/{agent}/rewards", h_reward, BLK_SYNC, 0},
     {POST, "/v1/agents/{agent}/episodes", h_episodes, BLK_SYNC, 0},
-    {POST, "/v1/agents/{agent}/episodes/search", h_not_implemented,
-     BLK_NEVER, 0},
+    {POST, "/v1/agents/{agent}/episodes/search", h_not_implemented, BLK_NEVER,
+     0},
     {GET, "/v1/agents/{agent}/policies/{user}", h_policy, BLK_NEVER, 0},
-    {POST, "/v1/agents/{agent}/patterns/search", h_not_implemented,
-     BLK_NEVER, 0},
+    {POST, "/v1/agents/{agent}/patterns/search", h_not_implemented, BLK_NEVER,
+     0},
     {PUT, "/v1/agents/{agent}/patterns/{pattern}", h_pattern_put, BLK_ALWAYS,
      0},
-    {GET, "/v1/agents/{agent}/patterns/{pattern}", h_pattern_get, BLK_NEVER,
-     0},
+    {GET, "/v1/agents/{agent}/patterns/{pattern}", h_pattern_get, BLK_NEVER, 0},
     {GET, "/v1/agents/{agent}/metrics", h_agent_metrics, BLK_NEVER, 0},
     {POST, "/v1/users/search", h_not_implemented, BLK_NEVER, 0},
     {PUT, "/v1/users/{user}/state", h_user_put, BLK_ALWAYS, 0},
@@ -1738,10 +1779,14 @@ static const route routes[] = {
 
 static const char *method_name(int m) {
   switch (m) {
-  case ADB__HTTP_GET: return "GET";
-  case ADB__HTTP_PUT: return "PUT";
-  case ADB__HTTP_POST: return "POST";
-  case ADB__HTTP_DELETE: return "DELETE";
+  case ADB__HTTP_GET:
+    return "GET";
+  case ADB__HTTP_PUT:
+    return "PUT";
+  case ADB__HTTP_POST:
+    return "POST";
+  case ADB__HTTP_DELETE:
+    return "DELETE";
   }
   return "-";
 }
@@ -1755,8 +1800,10 @@ static int match(const char *pat, const char *path, size_t plen,
     if (*pat != '/' || p >= end || *p != '/') return 0;
     pat++, p++;
     const char *ps = pat, *s = p;
-    while (*pat && *pat != '/') pat++;
-    while (p < end && *p != '/') p++;
+    while (*pat && *pat != '/')
+      pat++;
+    while (p < end && *p != '/')
+      p++;
     if (*ps == '{') {
       if (p == s || n == MAX_PARAMS) return 0;
       seg[n] = s;
@@ -1785,25 +1832,27 @@ static const char *param_name(const char *pat, int i) {
 static int take_params(rctx *x, const char **seg, const size_t *len, int n) {
   for (int i = 0; i < n; i++) {
     x->param[i] = seg[i] ? pct_decode(x, seg[i], len[i]) : NULL;
-    if (!x->param[i] || !adb_id_valid(x->param[i])) {
+    /* The agent-wide posterior is user "*" (policies only). */
+    int star = x->rt->fn == h_policy && i == 1 && x->param[i] &&
+               strcmp(x->param[i], "*") == 0;
+    if (!x->param[i] || (!star && !adb_id_valid(x->param[i]))) {
       const char *f = param_name(x->rt->pattern, i);
       return fail(x, 400, "invalid_field", f,
                   "'%s' in the path must be 1..128 characters of "
-                  "[A-Za-z0-9._:@-]", f);
+                  "[A-Za-z0-9._:@-]",
+                  f);
     }
   }
   return 0;
 }
 
 /* Finds the route; answers 404/405 itself and returns NULL then. */
-static const route *find_route(rctx *x, const char **seg, size_t *len,
-                               int *n) {
+static const route *find_route(rctx *x, const char **seg, size_t *len, int *n) {
   adb__http_req *r = x->req;
   int method = r->method == ADB__HTTP_HEAD ? ADB__HTTP_GET : r->method;
   char allow[64] = "";
   for (int i = 1; i < N_ROUTES; i++) {
-    if (!match(routes[i].pattern, r->path, r->path_len, seg, len, n))
-      continue;
+    if (!match(routes[i].pattern, r->path, r->path_len, seg, len, n)) continue;
     if (routes[i].method == method) return &routes[i];
     size_t l = strlen(allow);
     snprintf(allow + l, sizeof allow - l, "%s%s", l ? ", " : "",
@@ -1825,15 +1874,31 @@ static int authorise(rctx *x) {
   const adb__auth *auth = x->api->cfg.auth;
   x->key = -1;
   if (!auth || x->rt->open) return 0;
-  x->key = adb__auth_check(auth, x->req->authorization,
-                           x->req->authorization_len);
+  x->key =
+      adb__auth_check(auth, x->req->authorization, x->req->authorization_len);
   if (x->key < 0) {
     fail(x, 401, "unauthorized", NULL,
          "a valid API key is required: Authorization: Bearer <key>");
-    adb__http_resp_header(x->resp, "WWW-Authenticate", "Bearer realm=\"agentdb\"");
+    adb__http_resp_header(x->resp, "WWW-Authenticate",
+                          "Bearer realm=\"agentdb\"");
     return -1;
   }
   return 0;
+}
+
+/* Without a valid key, a /v1 path that matches no route is a 401 like any
+ * other: the route table is not shown to anonymous clients. */
+static void hide_routes(rctx *x) {
+  const adb__http_req *r = x->req;
+  if (!x->api->cfg.auth || r->path_len < 3 || memcmp(r->path, "/v1", 3) ||
+      adb__auth_check(x->api->cfg.auth, r->authorization,
+                      r->authorization_len) >= 0)
+    return;
+  x->resp->headers_len = 0;
+  fail(x, 401, "unauthorized", NULL,
+       "a valid API key is required: Authorization: Bearer <key>");
+  adb__http_resp_header(x->resp, "WWW-Authenticate",
+                        "Bearer realm=\"agentdb\"");
 }
 
 static int scope_ok(rctx *x) {
@@ -1850,8 +1915,13 @@ static int blocks(const adb__api *api, const route *rt) {
 
 int adb__api_handle(void *ud, adb__http_req *req, adb__http_resp *resp) {
   adb__api *api = ud;
-  rctx x = {.api = api, .db = api->cfg.db, .req = req, .resp = resp,
-            .out = resp->body, .ar = thread_arena(), .key = -1};
+  rctx x = {.api = api,
+            .db = api->cfg.db,
+            .req = req,
+            .resp = resp,
+            .out = resp->body,
+            .ar = thread_arena(),
+            .key = -1};
   if (!x.ar) {
     resp->status = 500;
     adb__buf_puts(resp->body, "{\"error\":{\"code\":\"internal\","
@@ -1863,6 +1933,7 @@ int adb__api_handle(void *ud, adb__http_req *req, adb__http_resp *resp) {
   int n = 0;
   x.rt = find_route(&x, seg, len, &n);
   resp->route = x.rt ? (int)(x.rt - routes) : 0;
+  if (!x.rt) hide_routes(&x);
   if (x.rt && !authorise(&x) && !take_params(&x, seg, len, n) &&
       !scope_ok(&x)) {
     if (blocks(api, x.rt) && !req->in_pool) {
@@ -1933,7 +2004,8 @@ void adb__api_done(void *ud, const adb__http_req *req,
   adb__api *api = ud;
   adb__metrics_observe(api->metrics, req->worker, resp->route, resp->status,
                        latency_ns);
-  if (api->cfg.access_log) log_access(api->cfg.access_log, req, resp, latency_ns);
+  if (api->cfg.access_log)
+    log_access(api->cfg.access_log, req, resp, latency_ns);
   if (resp->status >= 400 && api->cfg.error_log)
     log_error(api->cfg.error_log, req, resp, latency_ns);
 }
@@ -1952,8 +2024,8 @@ int adb__api_new(const adb__api_config *cfg, adb__api **out) {
     api->names[i] = routes[i].pattern;
     api->methods[i] = method_name(routes[i].method);
   }
-  api->metrics = adb__metrics_new(cfg->threads > 0 ? cfg->threads : 1,
-                                  N_ROUTES, api->names, api->methods);
+  api->metrics = adb__metrics_new(cfg->threads > 0 ? cfg->threads : 1, N_ROUTES,
+                                  api->names, api->methods);
   if (!api->metrics) goto fail;
   *out = api;
   return ADB_OK;
@@ -1971,7 +2043,7 @@ void adb__api_free(adb__api *api) {
 }
 
 void adb__api_set_server(adb__api *api, adb__http_server *srv) {
-  api->srv = srv;
+  __atomic_store_n(&api->srv, srv, __ATOMIC_RELEASE);
 }
 
 adb__metrics *adb__api_metrics(adb__api *api) {

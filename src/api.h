@@ -17,12 +17,12 @@
 typedef struct adb__api adb__api;
 
 typedef struct adb__api_config {
-  adb *db;                    /* borrowed; outlives the api */
-  adb_durability durability;  /* as the handle was opened */
-  const adb__auth *auth;      /* NULL: no API keys required */
-  int threads;                /* worker threads (metrics shards) */
-  FILE *access_log;           /* NULL: none */
-  FILE *error_log;            /* one JSON line per error answer; NULL: none */
+  adb *db;                   /* borrowed; outlives the api */
+  adb_durability durability; /* as the handle was opened */
+  const adb__auth *auth;     /* NULL: no API keys required */
+  int threads;               /* worker threads (metrics shards) */
+  FILE *access_log;          /* NULL: none */
+  FILE *error_log;           /* one JSON line per error answer; NULL: none */
 } adb__api_config;
 
 int adb__api_new(const adb__api_config *cfg, adb__api **out);

@@ -33,7 +33,8 @@ struct adb__auth {
 void adb__auth_free(adb__auth *a) {
   if (!a) return;
   for (int i = 0; i < a->n; i++) {
-    for (int j = 0; j < a->keys[i].n_agents; j++) free(a->keys[i].agents[j]);
+    for (int j = 0; j < a->keys[i].n_agents; j++)
+      free(a->keys[i].agents[j]);
     free(a->keys[i].agents);
   }
   free(a->keys);
@@ -54,10 +55,13 @@ static int parse_scope(auth_key *k, const char *s, size_t n, int line,
   size_t i = 0;
   while (i < n) {
     size_t j = i;
-    while (j < n && s[j] != ',') j++;
+    while (j < n && s[j] != ',')
+      j++;
     size_t b = i, e = j;
-    while (b < e && is_space(s[b])) b++;
-    while (e > b && is_space(s[e - 1])) e--;
+    while (b < e && is_space(s[b]))
+      b++;
+    while (e > b && is_space(s[e - 1]))
+      e--;
     char id[ADB_ID_MAX + 2];
     if (e - b > ADB_ID_MAX) goto bad;
     memcpy(id, s + b, e - b);
@@ -95,14 +99,18 @@ static int add_key(adb__auth *a, const char *key, size_t kl, const char *scope,
 static int parse_line(adb__auth *a, const char *s, size_t n, int line,
                       char *err, size_t errlen) {
   size_t i = 0;
-  while (i < n && is_space(s[i])) i++;
+  while (i < n && is_space(s[i]))
+    i++;
   if (i == n || s[i] == '#') return ADB_OK;
   size_t k0 = i;
-  while (i < n && !is_space(s[i])) i++;
+  while (i < n && !is_space(s[i]))
+    i++;
   size_t kl = i - k0;
-  while (i < n && is_space(s[i])) i++;
+  while (i < n && is_space(s[i]))
+    i++;
   size_t e = n;
-  while (e > i && is_space(s[e - 1])) e--;
+  while (e > i && is_space(s[e - 1]))
+    e--;
   return add_key(a, s + k0, kl, s + i, e - i, line, err, errlen);
 }
 
@@ -173,7 +181,8 @@ int adb__auth_check(const adb__auth *a, const char *hdr, size_t len) {
   if (!hdr || len < 7 || strncasecmp(hdr, "Bearer ", 7) != 0) return -1;
   hdr += 7;
   len -= 7;
-  while (len && *hdr == ' ') hdr++, len--;
+  while (len && *hdr == ' ')
+    hdr++, len--;
   if (len == 0) return -1;
   unsigned char d[SHA256_DIGEST_LENGTH];
   SHA256((const unsigned char *)hdr, len, d);

@@ -21,8 +21,7 @@ typedef struct adb__auth adb__auth;
 /* Loads a keys file. ADB_OK, or ADB_EIO / ADB_EINVAL / ADB_ENOMEM with the
  * reason in err (an empty file is ADB_EINVAL: it would lock everyone
  * out). */
-int adb__auth_load(const char *path, adb__auth **out, char *err,
-                   size_t errlen);
+int adb__auth_load(const char *path, adb__auth **out, char *err, size_t errlen);
 /* Same, from the file's text. */
 int adb__auth_parse(const char *text, adb__auth **out, char *err,
                     size_t errlen);

@@ -26,6 +26,10 @@
 
 typedef struct adb__cache adb__cache;
 
+/* How long a tombstone outlives its policy_apply (see policy_apply): longer
+ * than any store read that could have started before it. */
+#define ADB_TOMBSTONE_TTL_MS 60000
+
 typedef struct adb__cache_stats {
   int64_t hits, misses, errors, evictions, entries, bytes;
 } adb__cache_stats;
@@ -60,7 +64,18 @@ typedef struct adb__cache_methods {
    * per arm, when cached version == change version - 1 the increment is
    * added and the version set; when cached version >= change version it
    * is already included and skipped; otherwise (a gap: an update was
-   * missed) the whole entry is deleted. actions[i] with deltas[i]. */
+   * missed) the whole entry is deleted. actions[i] with deltas[i].
+   *
+   * When the key is not cached (or was just deleted for a gap), apply
+   * leaves a TOMBSTONE for it instead, recording each changed arm's new
+   * version (merged with an existing tombstone's: the higher wins), with a
+   * TTL of ADB_TOMBSTONE_TTL_MS. A tombstone is a miss for policy_mget
+   * (found = 0) and for policy_apply (changes are merged into it, never
+   * added), and policy_put refuses a policy that has any arm older than
+   * the tombstone's version of that arm; a policy at least as new replaces
+   * it. This closes the stale-load race: a loader that read version v from
+   * the store while v+1 committed (and its apply found no entry) cannot
+   * cache v afterwards — on any replica sharing the cache. */
   int (*policy_apply)(adb__cache *c, const char *key, int n,
                       const char *const *actions,
                       const adb__arm_stats *deltas);

@@ -1,10 +1,12 @@
 /*
  * cache_mem.c — the in-process cache backend ("mem://").
  *
- * URL: mem://[?ttl_s=N&max_bytes=N&max_entries=N&shards=N]. Defaults come
- * from adb_config (cache_ttl_s, 3600 s; cache_max_bytes, 256 MiB), the URL
- * overrides them; max_entries 0 means no entry bound; shards (a power of
- * two, 1..64) is normally chosen automatically.
+ * URL: mem://[?ttl_s=N&max_bytes=N&max_entries=N&shards=N&tombstone_ms=N].
+ * Defaults come from adb_config (cache_ttl_s, 3600 s; cache_max_bytes,
+ * 256 MiB), the URL overrides them; max_entries 0 means no entry bound;
+ * shards (a power of two, 1..64) is normally chosen automatically;
+ * tombstone_ms (default ADB_TOMBSTONE_TTL_MS) is the tombstone TTL, a
+ * hook for tests.
  *
  * Design
  * ------
@@ -49,15 +51,36 @@
  * its arms has a higher version than the same arm of the new policy (an
  * arm absent from the new one counts as version 0). policy_apply applies
  * per arm under the shard lock: cached == change - 1 adds, cached >=
- * change skips, anything else deletes the entry; an absent arm is at
- * version 0, so a change at version 1 appends the arm (the value is
- * rebuilt, under the lock, only in that case).
+ * change skips, anything else (a gap) drops the entry, leaving a
+ * tombstone (below) in its place; an absent arm is at version 0, so a
+ * change at version 1 appends the arm (the value is rebuilt, under the
+ * lock, only in that case).
+ *
+ * Tombstones (see cache.h) are entries of their own kind, KIND_TOMB,
+ * whose value is a policy block like any other in which only the versions
+ * count (the other statistics are zero). mget and get look for KIND_POLICY
+ * and KIND_BLOB, so a tombstone is a miss for them at no cost on the hot
+ * path; policy_put tests a tombstone exactly as a cached policy
+ * (pol_has_newer), so a load is refused by either when it has an arm
+ * older than theirs, and replaces a tombstone it is at least as new as.
+ * policy_apply on a tombstone raises its arms' versions (the higher
+ * wins, absent arms are appended) and restarts its TTL; on a missing key
+ * it creates one. On a gap, the entry is turned into a tombstone in place:
+ * it keeps the versions of the arms it had (those are committed versions
+ * too) besides the new ones of the changes, a superset of what cache.h
+ * asks, which also refuses a load older than what the dropped entry held.
+ * Tombstones are bounded, evicted and counted (entries, bytes) like any
+ * entry; one that is evicted early protects no more, as on Redis.
+ * The rare paths (a value that grows, a new tombstone) allocate under the
+ * shard lock.
  *
  * Limits: a value larger than its shard's whole byte bound is not kept
  * (and the key's previous value is dropped with it); a policy of more than
  * MAX_ARMS arms is refused (ADB_EINVAL); if policy_apply cannot grow a
- * value (out of memory, or past MAX_ARMS) it deletes the entry, so the
- * cache never serves a policy that missed a committed change.
+ * value (out of memory, or past MAX_ARMS) it turns the entry into a
+ * tombstone as for a gap (and returns ADB_ENOMEM), so the cache never
+ * serves a policy that missed a committed change. A tombstone that cannot
+ * grow records the versions of the arms it has and returns ADB_ENOMEM.
  */
 #define _GNU_SOURCE
 #include "cache.h"
@@ -82,7 +105,7 @@
 #define KEY_SEED 0x6a09e667f3bcc908ULL
 #define ARM_SEED 0xbb67ae8584caa73bULL
 
-enum { KIND_BLOB = 1, KIND_POLICY = 2 };
+enum { KIND_BLOB = 1, KIND_POLICY = 2, KIND_TOMB = 3 };
 
 /* ------------------------------------------------------------ hashing */
 
@@ -395,6 +418,7 @@ typedef struct shard {
 typedef struct mem_cache {
   adb__cache base;
   int64_t default_ttl_ms;
+  int64_t tomb_ttl_ms;
   unsigned shard_bits;
   unsigned n_shards;
   shard *shards;
@@ -566,7 +590,7 @@ static void shard_destroy(shard *s) {
 /* ------------------------------------------------------------ URL */
 
 typedef struct mem_opts {
-  int64_t ttl_s;
+  int64_t ttl_s, tomb_ms;
   size_t max_bytes, max_entries;
   unsigned shards; /* 0 = automatic */
 } mem_opts;
@@ -602,13 +626,16 @@ static int parse_param(mem_opts *o, const char *p, size_t len, char *err,
   } else if (nlen == 11 && !memcmp(p, "max_entries", 11)) {
     bad = parse_count(v, vlen, 0, SIZE_MAX, &x);
     o->max_entries = (size_t)x;
+  } else if (nlen == 12 && !memcmp(p, "tombstone_ms", 12)) {
+    bad = parse_count(v, vlen, 1, INT64_MAX / 2, &x);
+    o->tomb_ms = (int64_t)x;
   } else if (nlen == 6 && !memcmp(p, "shards", 6)) {
     bad = parse_count(v, vlen, 1, MAX_SHARDS, &x) || (x & (x - 1));
     o->shards = (unsigned)x;
   } else {
     snprintf(err, errlen,
              "mem:// cache: unknown parameter '%.*s' (expected ttl_s, "
-             "max_bytes, max_entries or shards)",
+             "max_bytes, max_entries, shards or tombstone_ms)",
              (int)nlen, p);
     return ADB_EURL;
   }
@@ -659,6 +686,7 @@ static int mem_open(const char *url, const adb_config *cfg, adb__cache **out,
                     char *err, size_t errlen) {
   mem_opts o = {
       .ttl_s = cfg && cfg->cache_ttl_s > 0 ? cfg->cache_ttl_s : DEFAULT_TTL_S,
+      .tomb_ms = ADB_TOMBSTONE_TTL_MS,
       .max_bytes = cfg && cfg->cache_max_bytes ? cfg->cache_max_bytes
                                                : DEFAULT_MAX_BYTES,
   };
@@ -676,6 +704,7 @@ static int mem_open(const char *url, const adb_config *cfg, adb__cache **out,
   }
   m->base.m = &adb__cache_mem;
   m->default_ttl_ms = o.ttl_s * 1000;
+  m->tomb_ttl_ms = o.tomb_ms;
   m->shards = sh;
   while ((1u << m->shard_bits) < n)
     m->shard_bits++;
@@ -884,8 +913,8 @@ static int mem_policy_put(adb__cache *c, const char *key, const adb__policy *p,
   ent *dead = NULL;
   pthread_mutex_lock(&s->mu);
   ent *old = shard_get(s, h, key, klen, now, &dead);
-  if (old && old->kind == KIND_POLICY && pol_has_newer(old->val, v)) {
-    e->next = dead; /* a stale load: keep the cached entry */
+  if (old && old->kind != KIND_BLOB && pol_has_newer(old->val, v)) {
+    e->next = dead; /* a stale load: keep the entry or tombstone */
     dead = e;
   } else {
     shard_store(s, e, now, &dead);
@@ -895,20 +924,28 @@ static int mem_policy_put(adb__cache *c, const char *key, const adb__policy *p,
   return ADB_OK;
 }
 
-/* Arms that changes at version 1 will append (absent from p, counted
- * once each), and their id bytes. */
+/* True for a change that appends its arm when the arm is absent: one at
+ * version 1 for a policy (anything later is a gap), one at any version
+ * for a tombstone. */
+static inline int adds_arm(const adb__arm_stats *d, int tomb) {
+  return tomb ? d->version >= 1 : d->version == 1;
+}
+
+/* Arms that the changes will append (absent from p, counted once each),
+ * and their id bytes. */
 static uint32_t count_new_arms(pol *p, int n, const char *const *actions,
                                const probe *pr, const adb__arm_stats *d,
-                               size_t *ids) {
+                               int tomb, size_t *ids) {
   uint32_t more = 0;
   *ids = 0;
   for (int i = 0; i < n; i++) {
-    if (d[i].version != 1 || pol_find(p, pr[i].h, actions[i], pr[i].len) >= 0)
+    if (!adds_arm(&d[i], tomb) ||
+        pol_find(p, pr[i].h, actions[i], pr[i].len) >= 0)
       continue;
     int dup = 0;
     for (int j = 0; j < i && !dup; j++)
-      dup = d[j].version == 1 && pr[j].h == pr[i].h && pr[j].len == pr[i].len &&
-            !strcmp(actions[j], actions[i]);
+      dup = adds_arm(&d[j], tomb) && pr[j].h == pr[i].h &&
+            pr[j].len == pr[i].len && !strcmp(actions[j], actions[i]);
     if (dup) continue;
     more++;
     *ids += pr[i].len;
@@ -916,21 +953,23 @@ static uint32_t count_new_arms(pol *p, int n, const char *const *actions,
   return more;
 }
 
-/* Appends the arms count_new_arms found to a grown copy of e's value.
- * Returns 0, or -1 when out of memory. */
+/* Appends the arms count_new_arms finds (zero stats, version 0) to a
+ * grown copy of e's value; *old_val gets the value replaced. Returns 0,
+ * or -1 when out of memory. */
 static int append_new_arms(shard *s, ent *e, int n, const char *const *actions,
-                           const probe *pr, const adb__arm_stats *d,
+                           const probe *pr, const adb__arm_stats *d, int tomb,
                            void **old_val) {
   pol *p = e->val;
   size_t ids;
-  uint32_t more = count_new_arms(p, n, actions, pr, d, &ids);
+  uint32_t more = count_new_arms(p, n, actions, pr, d, tomb, &ids);
   if (!more) return 0;
   size_t qbytes, pbytes = usable(p, pol_size(p));
   pol *q = pol_grow(p, more, ids, &qbytes);
   if (!q) return -1;
   static const adb__arm_stats zero;
   for (int i = 0; i < n; i++)
-    if (d[i].version == 1 && pol_find(q, pr[i].h, actions[i], pr[i].len) < 0)
+    if (adds_arm(&d[i], tomb) &&
+        pol_find(q, pr[i].h, actions[i], pr[i].len) < 0)
       pol_push(q, pr[i].h, actions[i], pr[i].len, &zero);
   e->val = q;
   e->bytes = e->bytes - pbytes + qbytes;
@@ -956,31 +995,115 @@ static int apply_changes(pol *p, int n, const char *const *actions,
   return 0;
 }
 
+/* Raises the versions of p's arms to the changes' (the higher wins). */
+static void tomb_raise(pol *p, int n, const char *const *actions,
+                       const probe *pr, const adb__arm_stats *d) {
+  adb__arm_stats *st = pol_st(p);
+  for (int i = 0; i < n; i++) {
+    int a = pol_find(p, pr[i].h, actions[i], pr[i].len);
+    if (a >= 0 && st[a].version < d[i].version) st[a].version = d[i].version;
+  }
+}
+
+/* Merges the changes' versions into e, which becomes (or stays) a
+ * tombstone, as the most recent entry with its TTL restarted. Returns
+ * ADB_OK, or ADB_ENOMEM when absent arms could not be appended (the
+ * versions of the others are recorded all the same). */
+static int tomb_merge(mem_cache *m, shard *s, ent *e, int n,
+                      const char *const *actions, const probe *pr,
+                      const adb__arm_stats *d, int64_t now, void **old_val) {
+  int rc = append_new_arms(s, e, n, actions, pr, d, 1, old_val) ? ADB_ENOMEM
+                                                                : ADB_OK;
+  pol *p = e->val;
+  if (e->kind != KIND_TOMB) { /* only the versions count from now on */
+    adb__arm_stats *st = pol_st(p);
+    for (uint32_t a = 0; a < p->n; a++)
+      st[a] = (adb__arm_stats){.version = st[a].version};
+    e->kind = KIND_TOMB;
+  }
+  tomb_raise(p, n, actions, pr, d);
+  e->expires_ms = expiry(m, m->tomb_ttl_ms, now);
+  lru_touch(s, e);
+  return rc;
+}
+
+/* A new tombstone holding the changes' versions into *out; NULL when no
+ * change has a version to record. ADB_OK or ADB_ENOMEM. */
+static int tomb_new(mem_cache *m, const char *key, size_t klen, uint64_t h,
+                    int n, const char *const *actions, const probe *pr,
+                    const adb__arm_stats *d, int64_t now, ent **out) {
+  size_t ids = 0, vbytes = 0;
+  uint32_t arms = 0;
+  *out = NULL;
+  for (int i = 0; i < n; i++)
+    if (adds_arm(&d[i], 1)) {
+      arms++;
+      ids += pr[i].len;
+    }
+  if (!arms) return ADB_OK;
+  ent *e = ent_new(key, klen, h, KIND_TOMB);
+  pol *p = e ? pol_alloc(arms, ids, &vbytes) : NULL;
+  if (!p) {
+    free(e);
+    return ADB_ENOMEM;
+  }
+  static const adb__arm_stats zero;
+  for (int i = 0; i < n; i++)
+    if (adds_arm(&d[i], 1) && pol_find(p, pr[i].h, actions[i], pr[i].len) < 0)
+      pol_push(p, pr[i].h, actions[i], pr[i].len, &zero);
+  tomb_raise(p, n, actions, pr, d);
+  e->val = p;
+  e->bytes += vbytes;
+  e->expires_ms = expiry(m, m->tomb_ttl_ms, now);
+  *out = e;
+  return ADB_OK;
+}
+
+/* Applies the changes to the cached policy e. When it cannot (a gap, or
+ * no memory to append an arm) e becomes a tombstone instead, so that no
+ * load older than the changes is cached after it. old[0..1] get values
+ * replaced (freed by the caller after unlock). */
+static int apply_entry(mem_cache *m, shard *s, ent *e, int n,
+                       const char *const *actions, const probe *pr,
+                       const adb__arm_stats *d, int64_t now, void **old,
+                       ent **dead) {
+  int rc = ADB_OK;
+  if (append_new_arms(s, e, n, actions, pr, d, 0, &old[0]) != 0) {
+    rc = ADB_ENOMEM;
+  } else if (apply_changes(e->val, n, actions, pr, d) == 0) {
+    if (old[0]) shard_evict(s, e, dead);
+    return ADB_OK;
+  }
+  int r2 = tomb_merge(m, s, e, n, actions, pr, d, now, &old[1]);
+  shard_evict(s, e, dead);
+  return rc != ADB_OK ? rc : r2;
+}
+
 static int apply_locked(mem_cache *m, const char *key, int n,
                         const char *const *actions, const probe *pr,
                         const adb__arm_stats *d) {
   size_t klen = strlen(key);
   uint64_t h = hash_bytes(key, klen, KEY_SEED);
   shard *s = shard_of(m, h);
-  ent *dead = NULL;
-  void *old_val = NULL;
-  int rc = ADB_OK;
+  ent *dead = NULL, *t = NULL;
+  void *old[2] = {NULL, NULL};
+  int rc;
   int64_t now = now_ms();
   pthread_mutex_lock(&s->mu);
   ent *e = shard_get(s, h, key, klen, now, &dead);
   if (e && e->kind == KIND_POLICY) {
-    if (append_new_arms(s, e, n, actions, pr, d, &old_val) != 0) {
-      shard_unlink(s, e, &dead); /* cannot apply: drop rather than lag */
-      s->errors++;
-      rc = ADB_ENOMEM;
-    } else if (apply_changes(e->val, n, actions, pr, d) != 0) {
-      shard_unlink(s, e, &dead);
-    } else if (old_val) {
-      shard_evict(s, e, &dead);
-    }
+    rc = apply_entry(m, s, e, n, actions, pr, d, now, old, &dead);
+  } else if (e && e->kind == KIND_TOMB) {
+    rc = tomb_merge(m, s, e, n, actions, pr, d, now, &old[0]);
+    if (old[0]) shard_evict(s, e, &dead);
+  } else { /* not cached: leave a tombstone */
+    rc = tomb_new(m, key, klen, h, n, actions, pr, d, now, &t);
+    if (t) shard_store(s, t, now, &dead);
   }
+  if (rc != ADB_OK) s->errors++;
   pthread_mutex_unlock(&s->mu);
-  free(old_val);
+  free(old[0]);
+  free(old[1]);
   dead_free(dead);
   return rc;
 }

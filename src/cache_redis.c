@@ -37,6 +37,23 @@
  * which invalidates every policy entry for every replica at once. Failed
  * blob writes and deletes are remembered and replayed as DELs before the
  * handle serves a blob again. See docs/redis.md for the exact guarantee.
+ *
+ * Tombstones
+ * ----------
+ * A tombstone (cache.h) is a policy hash with the field "~t" and no "~e",
+ * expiring after tombstone_ms (ADB_TOMBSTONE_TTL_MS; a URL option taken
+ * out here before the URL is parsed, a hook for tests). Its arm fields
+ * have the layout of an entry's; only their versions count. APPLY_LUA
+ * writes one on a missing key, merges into one (the higher version wins,
+ * TTL restarted), and turns an entry into one on a gap (keeping the
+ * entry's own versions, which are committed ones too). PUT_LUA compares
+ * the load with every arm field of whatever hash is there, tombstone or
+ * entry, of any epoch: versions in Redis are always committed ones, so an
+ * entry of an old epoch (invisible, but still receiving applies) also
+ * refuses a load older than itself; otherwise a load that raced an apply
+ * to such an entry would be cached under the new epoch. policy_mget reads
+ * "~t" too and counts a hash holding it as a miss; a blob GET of a hash
+ * (policy or tombstone) is a miss as well.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -59,25 +76,27 @@
 #define REFRESH_GAP_MS 100 /* at most one slot map refresh per gap */
 #define EPOCH_KEY "adb:epoch"
 #define EPOCH_FIELD "~e"
-#define EPOCH_FRESH_MS 1000 /* policy_put re-reads an epoch older than this */
+#define TOMB_FIELD "~t"
+#define TOMB_OPT "tombstone_ms="
+#define TOMB_MS_MAX 86400000 /* a day */
+#define EPOCH_FRESH_MS 1000  /* policy_put re-reads an epoch older than this */
 
 /* --------------------------------------------------------------- scripts */
 
 /* KEYS[1] policy; ARGV: epoch, ttl_ms, then (action, "n sum sq v") pairs.
- * Keeps an entry of the same epoch holding any arm newer than the load. */
+ * Keeps whatever hash is there (an entry of any epoch, or a tombstone)
+ * when it holds an arm newer than the load's (absent = version 0). */
 static const char PUT_LUA[] =
     "local k = KEYS[1]\n"
-    "if redis.call('HGET', k, '~e') == ARGV[1] then\n"
-    "  local nv = {}\n"
-    "  for i = 3, #ARGV, 2 do\n"
-    "    nv[ARGV[i]] = tonumber(string.match(ARGV[i + 1], '(%S+)$'))\n"
-    "  end\n"
-    "  local all = redis.call('HGETALL', k)\n"
-    "  for i = 1, #all, 2 do\n"
-    "    if all[i] ~= '~e' then\n"
-    "      local cv = tonumber(string.match(all[i + 1], '(%S+)$')) or 0\n"
-    "      if cv > (nv[all[i]] or 0) then return 0 end\n"
-    "    end\n"
+    "local nv = {}\n"
+    "for i = 3, #ARGV, 2 do\n"
+    "  nv[ARGV[i]] = tonumber(string.match(ARGV[i + 1], '(%S+)$'))\n"
+    "end\n"
+    "local all = redis.call('HGETALL', k)\n"
+    "for i = 1, #all, 2 do\n"
+    "  if string.sub(all[i], 1, 1) ~= '~' then\n"
+    "    local cv = tonumber(string.match(all[i + 1], '(%S+)$')) or 0\n"
+    "    if cv > (nv[all[i]] or 0) then return 0 end\n"
     "  end\n"
     "end\n"
     "redis.call('DEL', k)\n"
@@ -91,15 +110,40 @@ static const char PUT_LUA[] =
     "redis.call('PEXPIRE', k, ARGV[2])\n"
     "return 1\n";
 
-/* KEYS[1] policy; ARGV: count, then (action, dn, dsum, dsq, version) per
- * arm. The per-arm version rule of cache.h, all arms or none: returns 0
- * (not cached), 1 (applied or already included) or -1 (gap: deleted). */
+/* KEYS[1] policy; ARGV: count, tombstone ttl_ms, then (action, dn, dsum,
+ * dsq, version) per arm. The per-arm version rule of cache.h, all arms or
+ * none: returns 1 (applied or already included), -1 (a gap: the entry
+ * becomes a tombstone) or 0 (not cached: a tombstone is left, or merged
+ * into). tomb() raises each changed arm to at least its new version. */
 static const char APPLY_LUA[] =
-    "local k = KEYS[1]\n"
-    "if redis.call('EXISTS', k) == 0 then return 0 end\n"
+    "local k, n = KEYS[1], tonumber(ARGV[1])\n"
+    "local function ver(s)\n"
+    "  return s and tonumber(string.match(s, '(%S+)$')) or 0\n"
+    "end\n"
+    "local function tomb()\n"
+    "  local any = redis.call('EXISTS', k) == 1\n"
+    "  for i = 0, n - 1 do\n"
+    "    local b = 3 + i * 5\n"
+    "    local v = tonumber(ARGV[b + 4])\n"
+    "    if v >= 1 and v > ver(redis.call('HGET', k, ARGV[b])) then\n"
+    "      redis.call('HSET', k, ARGV[b], '0 0 0 ' .. ARGV[b + 4])\n"
+    "      any = true\n"
+    "    end\n"
+    "  end\n"
+    "  if any then\n"
+    "    redis.call('HDEL', k, '~e')\n"
+    "    redis.call('HSET', k, '~t', '1')\n"
+    "    redis.call('PEXPIRE', k, ARGV[2])\n"
+    "  end\n"
+    "end\n"
+    "if redis.call('EXISTS', k) == 0 or\n"
+    "   redis.call('HEXISTS', k, '~t') == 1 then\n"
+    "  tomb()\n"
+    "  return 0\n"
+    "end\n"
     "local st, upd = {}, {}\n"
-    "for i = 0, tonumber(ARGV[1]) - 1 do\n"
-    "  local b = 2 + i * 5\n"
+    "for i = 0, n - 1 do\n"
+    "  local b = 3 + i * 5\n"
     "  local a, v = ARGV[b], tonumber(ARGV[b + 4])\n"
     "  local s = st[a]\n"
     "  if not s then\n"
@@ -119,7 +163,7 @@ static const char APPLY_LUA[] =
     "    s[4] = v\n"
     "    upd[a] = s\n"
     "  elseif s[4] < v then\n"
-    "    redis.call('DEL', k)\n"
+    "    tomb()\n"
     "    return -1\n"
     "  end\n"
     "end\n"
@@ -145,6 +189,7 @@ typedef struct rcache {
   adb__cache base;
   adb__redis_url url;
   int64_t ttl_ms;
+  int64_t tomb_ms; /* tombstone TTL */
   struct timeval connect_tv, cmd_tv;
   char put_sha[41], apply_sha[41];
 
@@ -706,17 +751,19 @@ static void arm_parse(const redisReply *r, adb__arm_stats *s) {
   s->version = strtoll(p, &p, 10);
 }
 
-/* Fills stats/found of key k from its HMGET reply [~e, arm...]. */
+/* Fills stats/found of key k from its HMGET reply [~e, ~t, arm...]: a
+ * hit is an entry of the current epoch that is not a tombstone. */
 static void take_policy(rcache *rc, const redisReply *r, const char *epoch,
                         int n_actions, adb__arm_stats *stats, int *found) {
   memset(stats, 0, (size_t)n_actions * sizeof *stats);
   *found = r->type == REDIS_REPLY_ARRAY &&
-           r->elements == (size_t)n_actions + 1 &&
+           r->elements == (size_t)n_actions + 2 &&
            r->element[0]->type == REDIS_REPLY_STRING &&
-           strcmp(r->element[0]->str, epoch) == 0;
+           strcmp(r->element[0]->str, epoch) == 0 &&
+           r->element[1]->type == REDIS_REPLY_NIL;
   if (*found)
     for (int a = 0; a < n_actions; a++)
-      arm_parse(r->element[a + 1], &stats[a]);
+      arm_parse(r->element[a + 2], &stats[a]);
   atomic_fetch_add(*found ? &rc->hits : &rc->misses, 1);
 }
 
@@ -726,7 +773,7 @@ static int policy_mget(adb__cache *c, int n_keys, const char *const *keys,
   rcache *rc = (rcache *)c;
   if (n_keys <= 0) return ADB_OK;
   if (settle_epoch(rc) != ADB_OK) return fail(rc);
-  int per = n_actions + 3; /* HMGET key ~e actions... */
+  int per = n_actions + 4; /* HMGET key ~e ~t actions... */
   size_t nargs = (size_t)n_keys * (size_t)per;
   const char **argv = malloc(nargs * sizeof *argv);
   rcmd *cmds = malloc((size_t)(n_keys + 1) * sizeof *cmds);
@@ -742,8 +789,9 @@ static int policy_mget(adb__cache *c, int n_keys, const char *const *keys,
     a[0] = "HMGET";
     a[1] = keys[k];
     a[2] = EPOCH_FIELD;
+    a[3] = TOMB_FIELD;
     for (int i = 0; i < n_actions; i++)
-      a[3 + i] = actions[i];
+      a[4 + i] = actions[i];
     cmd_init(&cmds[k + 1], keys[k], per, a, NULL);
   }
   int r = exec_cmds(rc, cmds, n_keys + 1);
@@ -861,18 +909,20 @@ static int policy_apply(adb__cache *c, const char *key, int n,
                         const char *const *actions,
                         const adb__arm_stats *deltas) {
   rcache *rc = (rcache *)c;
-  int nargs = 1 + 5 * n;
+  int nargs = 2 + 5 * n;
   const char **args = malloc((size_t)nargs * sizeof *args);
-  char *bufs = malloc((size_t)n * 4 * 32 + 16);
+  char *bufs = malloc((size_t)n * 4 * 32 + 48);
   if (!args || !bufs) {
     free(args);
     free(bufs);
     atomic_fetch_add(&rc->dirty, 1);
     return fail(rc);
   }
-  char *cnt = bufs + (size_t)n * 4 * 32;
+  char *cnt = bufs + (size_t)n * 4 * 32, *tomb_ttl = cnt + 16;
   snprintf(cnt, 16, "%d", n);
+  snprintf(tomb_ttl, 32, "%" PRId64, rc->tomb_ms);
   args[0] = cnt;
+  args[1] = tomb_ttl;
   for (int i = 0; i < n; i++) {
     char *b = bufs + (size_t)i * 4 * 32;
     const adb__arm_stats *d = &deltas[i];
@@ -880,9 +930,9 @@ static int policy_apply(adb__cache *c, const char *key, int n,
     snprintf(b + 32, 32, "%" PRId64, d->sum_micro);
     snprintf(b + 64, 32, "%.17g", d->sum_sq);
     snprintf(b + 96, 32, "%" PRId64, d->version);
-    args[1 + 5 * i] = actions[i];
+    args[2 + 5 * i] = actions[i];
     for (int f = 0; f < 4; f++)
-      args[2 + 5 * i + f] = b + 32 * f;
+      args[3 + 5 * i + f] = b + 32 * f;
   }
   redisReply *r = NULL;
   int rv = run_script(rc, rc->apply_sha, APPLY_LUA, key, nargs, args, NULL, &r);
@@ -942,9 +992,11 @@ static int blob_get(adb__cache *c, const char *key, void **val, size_t *len) {
   rcache *rc = (rcache *)c;
   if (pending_flush(rc) != ADB_OK) return fail(rc);
   const char *argv[] = {"GET", key};
-  redisReply *r;
-  if (exec_one(rc, key, 2, argv, NULL, &r) != ADB_OK) return fail(rc);
-  int rv = ADB_ENOTFOUND;
+  rcmd cmd;
+  cmd_init(&cmd, key, 2, argv, NULL);
+  if (exec_cmds(rc, &cmd, 1) != ADB_OK) return fail(rc);
+  redisReply *r = cmd.reply;
+  int rv = ADB_ENOTFOUND; /* also a policy hash or tombstone (WRONGTYPE) */
   if (r->type == REDIS_REPLY_STRING) {
     *val = malloc(r->len ? r->len : 1);
     if (*val) {
@@ -954,7 +1006,7 @@ static int blob_get(adb__cache *c, const char *key, void **val, size_t *len) {
     } else {
       rv = ADB_ENOMEM;
     }
-  } else if (r->type != REDIS_REPLY_NIL) {
+  } else if (r->type != REDIS_REPLY_NIL && !reply_starts(r, "WRONGTYPE")) {
     rv = ADB_ECACHE;
   }
   freeReplyObject(r);
@@ -1059,6 +1111,51 @@ static void ignore_sigpipe(void) {
   }
 }
 
+/* Parses the value of tombstone_ms: 1..TOMB_MS_MAX. */
+static int parse_tomb_ms(const char *v, size_t n, int64_t *ms) {
+  int64_t x = 0;
+  if (n == 0 || n > 9) return ADB_EINVAL;
+  for (size_t i = 0; i < n; i++) {
+    if (v[i] < '0' || v[i] > '9') return ADB_EINVAL;
+    x = x * 10 + (v[i] - '0');
+  }
+  if (x < 1 || x > TOMB_MS_MAX) return ADB_EINVAL;
+  *ms = x;
+  return ADB_OK;
+}
+
+/* Copies url into *out (malloc'd) without the option tombstone_ms=N,
+ * which is this file's business (the tombstone TTL, a hook for tests),
+ * and sets *ms from it. The other options are left to the URL parser. */
+static int take_tomb_opt(const char *url, char **out, int64_t *ms, char *err,
+                         size_t errlen) {
+  size_t len = strlen(url), k = strlen(TOMB_OPT);
+  const char *q = strchr(url, '?');
+  size_t head = q ? (size_t)(q - url) : len, w = head;
+  char *o = malloc(len + 1);
+  if (!o) return ADB_ENOMEM;
+  memcpy(o, url, head);
+  for (const char *p = q ? q + 1 : url + len; *p;) {
+    size_t n = strcspn(p, "&");
+    if (n >= k && memcmp(p, TOMB_OPT, k) == 0) {
+      if (parse_tomb_ms(p + k, n - k, ms) != ADB_OK) {
+        snprintf(err, errlen, "bad Redis URL option '%.*s' (1..%d)", (int)n, p,
+                 TOMB_MS_MAX);
+        free(o);
+        return ADB_EURL;
+      }
+    } else if (n) {
+      o[w] = w == head ? '?' : '&';
+      memcpy(o + w + 1, p, n);
+      w += n + 1;
+    }
+    p += n + (p[n] == '&');
+  }
+  o[w] = '\0';
+  *out = o;
+  return ADB_OK;
+}
+
 static int redis_open(const char *url, const adb_config *cfg, adb__cache **out,
                       char *err, size_t errlen) {
   *out = NULL;
@@ -1068,7 +1165,11 @@ static int redis_open(const char *url, const adb_config *cfg, adb__cache **out,
   rc->url.timeout_ms = 500;
   rc->url.retry_ms = 500;
   rc->url.pool = cfg && cfg->pool_size > 0 ? cfg->pool_size : 4;
-  int r = adb__redis_url_parse(url, &rc->url, err, errlen);
+  rc->tomb_ms = ADB_TOMBSTONE_TTL_MS;
+  char *rest = NULL;
+  int r = take_tomb_opt(url, &rest, &rc->tomb_ms, err, errlen);
+  if (r == ADB_OK) r = adb__redis_url_parse(rest, &rc->url, err, errlen);
+  free(rest);
   if (r != ADB_OK) {
     free(rc);
     return r;

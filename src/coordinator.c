@@ -360,6 +360,10 @@ static int collect_metrics(adb *db, adb__metrics_delta **out) {
     d->decisions = atomic_exchange(&s->decisions, 0);
     d->cache_hits = atomic_exchange(&s->cache_hits, 0);
     d->cache_misses = atomic_exchange(&s->cache_misses, 0);
+    d->rewards = s->rewards;
+    d->reward_sum = s->reward_sum;
+    s->rewards = 0;
+    s->reward_sum = 0;
     if (s->hour_ms != hour) memset(s->hour_lat, 0, sizeof s->hour_lat);
     s->hour_ms = hour;
     for (int b = 0; b < ADB_LAT_BUCKETS; b++)
@@ -376,27 +380,18 @@ static int collect_metrics(adb *db, adb__metrics_delta **out) {
   return n;
 }
 
-/* Adds applied rewards to the rollup deltas of their agents. */
-static void count_rewards(adb__batch *b, adb__metrics_delta **m, int *nm) {
+/* Adds committed rewards to their agents' counters (worker only); the next
+ * rollup writes them. */
+static void count_rewards(adb *db, const adb__batch *b) {
+  pthread_rwlock_wrlock(&db->agents_lock);
   for (int i = 0; i < b->n_rewards; i++) {
-    adb__reward_rec *r = &b->rewards[i];
-    if (!r->applied) continue;
-    int j = 0;
-    while (j < *nm && strcmp((*m)[j].agent, r->agent)) j++;
-    if (j == *nm) {
-      adb__metrics_delta *g = realloc(*m, (size_t)(*nm + 1) * sizeof **m);
-      if (!g) return;
-      *m = g;
-      memset(&g[j], 0, sizeof g[j]);
-      snprintf(g[j].agent, sizeof g[j].agent, "%s", r->agent);
-      int64_t now = adb__now_ms();
-      g[j].hour_ms = now - now % 3600000;
-      g[j].latency_p50_us = g[j].latency_p99_us = -1;
-      (*nm)++;
-    }
-    (*m)[j].rewards++;
-    (*m)[j].reward_sum += r->reward;
+    const adb__reward_rec *r = &b->rewards[i];
+    adb__agent_stats *s = r->applied ? agent_stats(db, r->agent) : NULL;
+    if (!s) continue;
+    s->rewards++;
+    s->reward_sum += r->reward;
   }
+  pthread_rwlock_unlock(&db->agents_lock);
 }
 
 /* Applies committed posterior changes to the cache, one call per key. */
@@ -533,34 +528,40 @@ static void finish_items(adb *db, adb__item *items, int n, adb__batch *b,
   pthread_mutex_unlock(&db->qmu);
 }
 
+/* One round of the worker: commit a batch of items (possibly none) and,
+ * at most once a second or when asked, the hourly rollups. */
+static void flush_round(adb *db, adb__item *items, int n, int rollup) {
+  adb__batch b = {0};
+  int rc = items ? batch_build(&b, items, n) : ADB_OK;
+  if (rc == ADB_OK && rollup) {
+    b.n_metrics = collect_metrics(db, &b.metrics);
+    db->last_rollup_ms = adb__now_ms();
+  }
+  if (rc == ADB_OK && (b.n_metrics || items)) {
+    rc = commit_with_retry(db, &b);
+    if (rc == ADB_OK) {
+      apply_changes(db, &b);
+      count_rewards(db, &b);
+      if (items) atomic_fetch_add(&db->st_batches, 1);
+    }
+  }
+  if (items) finish_items(db, items, n, &b, rc);
+  batch_free(&b);
+}
+
 static void *flush_worker(void *arg) {
   adb *db = arg;
   pthread_mutex_lock(&db->qmu);
   for (;;) {
     int n = 0;
     adb__item *items = take_batch(db, &n);
-    int closing = db->closing;
+    int done = db->closing && !db->qhead;
     pthread_mutex_unlock(&db->qmu);
-    adb__batch b = {0};
-    int64_t now = adb__now_ms();
-    int rc = ADB_OK;
-    if (items) rc = batch_build(&b, items, n);
-    if (rc == ADB_OK && (now - db->last_rollup_ms >= 1000 || closing)) {
-      b.n_metrics = collect_metrics(db, &b.metrics);
-      db->last_rollup_ms = now;
-    }
-    if (rc == ADB_OK) count_rewards(&b, &b.metrics, &b.n_metrics);
-    if (rc == ADB_OK && (b.n_metrics || items)) {
-      rc = commit_with_retry(db, &b);
-      if (rc == ADB_OK) apply_changes(db, &b);
-      if (rc == ADB_OK && items) atomic_fetch_add(&db->st_batches, 1);
-    }
-    if (items) finish_items(db, items, n, &b, rc);
-    batch_free(&b);
+    flush_round(db, items, n, adb__now_ms() - db->last_rollup_ms >= 1000);
+    if (done) break;
     pthread_mutex_lock(&db->qmu);
-    if (db->closing && !db->qhead) break;
   }
-  pthread_mutex_unlock(&db->qmu);
+  flush_round(db, NULL, 0, 1); /* the last rollup, after the last batch */
   return NULL;
 }
 

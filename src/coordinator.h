@@ -26,6 +26,8 @@
 typedef struct adb__agent_stats {
   _Atomic int64_t decisions, cache_hits, cache_misses;
   _Atomic int64_t lat[ADB_LAT_BUCKETS];
+  int64_t rewards;                   /* committed, worker only */
+  double reward_sum;                 /* worker only */
   int64_t hour_ms;                   /* worker only */
   int64_t hour_lat[ADB_LAT_BUCKETS]; /* whole hour so far, worker only */
 } adb__agent_stats;

@@ -121,12 +121,12 @@ typedef struct cand {
 } cand;
 
 typedef struct seg {
-  char *nodes;       /* cap blocks of node_bytes: vector, layer-0 list */
-  uint64_t *labels;  /* per node */
-  uint64_t *tags;    /* per node */
-  uint32_t **upper;  /* lists of layers 1..level, or NULL */
-  uint8_t *level;    /* top layer */
-  uint8_t *state;    /* ST_* bits, atomic */
+  char *nodes;      /* cap blocks of node_bytes: vector, layer-0 list */
+  uint64_t *labels; /* per node */
+  uint64_t *tags;   /* per node */
+  uint32_t **upper; /* lists of layers 1..level, or NULL */
+  uint8_t *level;   /* top layer */
+  uint8_t *state;   /* ST_* bits, atomic */
 } seg;
 
 /* Open-addressing map from uint64 keys to uint32 values (linear probing,
@@ -164,17 +164,17 @@ struct adb__hnsw {
   size_t node_bytes; /* vector, then layer-0 list; multiple of 64 */
   size_t link0_off;  /* offset of the layer-0 list in a node */
   seg segs[MAX_SEGS];
-  int n_segs;       /* under map_mu */
-  size_t cap_total; /* atomic: ids below have storage */
-  uint32_t n_alloc; /* atomic: ids handed out */
-  size_t n_tomb;    /* atomic: nodes marked deleted */
-  size_t n_live;    /* atomic copy of labels.len */
-  uint64_t entry;   /* atomic: level << 32 | id, or ENTRY_NONE */
+  int n_segs;         /* under map_mu */
+  size_t cap_total;   /* atomic: ids below have storage */
+  uint32_t n_alloc;   /* atomic: ids handed out */
+  size_t n_tomb;      /* atomic: nodes marked deleted */
+  size_t n_live;      /* atomic copy of labels.len */
+  uint64_t entry;     /* atomic: level << 32 | id, or ENTRY_NONE */
   size_t upper_bytes; /* atomic */
   uint64_t replaces;  /* atomic: replacements published */
   pthread_mutex_t map_mu;
-  u64map labels;  /* label -> id of live nodes */
-  u64map tagcnt;  /* tag -> live nodes carrying it */
+  u64map labels; /* label -> id of live nodes */
+  u64map tagcnt; /* tag -> live nodes carrying it */
   pthread_rwlock_t snap;
   pthread_mutex_t entry_mu;
   pthread_mutex_t ctx_mu;
@@ -205,8 +205,7 @@ static inline int mmax(const adb__hnsw *h, int lc) {
 }
 
 /* Segment of id and its offset there. */
-static inline const seg *seg_of(const adb__hnsw *h, uint32_t id,
-                                size_t *off) {
+static inline const seg *seg_of(const adb__hnsw *h, uint32_t id, size_t *off) {
   uint64_t t = ((uint64_t)id >> SEG_LOG_B) + 1;
   int s = 63 - __builtin_clzll(t);
   *off = id - ((((uint64_t)1 << s) - 1) << SEG_LOG_B);
@@ -256,7 +255,9 @@ static inline int node_acceptable(const adb__hnsw *h, uint32_t id,
   const seg *g = seg_of(h, id, &off);
   uint8_t st = __atomic_load_n(&g->state[off], __ATOMIC_ACQUIRE);
   if ((st & (ST_READY | ST_DELETED)) != ST_READY) return 0;
-  return adb__vec_filter_keep(f, g->labels[off], g->tags[off]);
+  if (!f) return 1; /* touch tags and labels only when asked to */
+  if (f->match_tag && g->tags[off] != f->tag) return 0;
+  return !f->accept || f->accept(f->arg, g->labels[off], g->tags[off]);
 }
 
 static inline uint64_t node_label(const adb__hnsw *h, uint32_t id) {
@@ -317,7 +318,8 @@ static void map_set(u64map *m, uint64_t key, uint32_t val) {
 static int map_reserve(u64map *m, size_t want) {
   if (want * 2 <= m->cap) return ADB_OK;
   size_t cap = m->cap ? m->cap : 16;
-  while (cap < want * 2) cap *= 2;
+  while (cap < want * 2)
+    cap *= 2;
   u64map n = {malloc(cap * sizeof(uint64_t)), malloc(cap * sizeof(uint32_t)),
               cap, 0};
   if (!n.keys || !n.vals) {
@@ -366,8 +368,10 @@ static size_t map_bytes(const u64map *m) {
 static void tag_add(u64map *m, uint64_t tag, int delta) {
   uint32_t c = map_get(m, tag);
   c = (c == UINT32_MAX ? 0 : c) + delta;
-  if (c) map_set(m, tag, c);
-  else map_del(m, tag);
+  if (c)
+    map_set(m, tag, c);
+  else
+    map_del(m, tag);
 }
 
 /* ------------------------------------------------------------ config */
@@ -379,8 +383,7 @@ static int config_fill(const adb__hnsw_config *in, adb__hnsw_config *out) {
   if (in->M < 0 || in->M == 1 || in->M > MAX_M) return ADB_EINVAL;
   if (in->ef_construction < 0 || in->ef_construction > ADB__HNSW_MAX_EF)
     return ADB_EINVAL;
-  if (in->ef_search < 0 || in->ef_search > ADB__HNSW_MAX_EF)
-    return ADB_EINVAL;
+  if (in->ef_search < 0 || in->ef_search > ADB__HNSW_MAX_EF) return ADB_EINVAL;
   if (!out->M) out->M = DEFAULT_M;
   if (!out->ef_construction) out->ef_construction = DEFAULT_EFC;
   if (!out->ef_search) out->ef_search = DEFAULT_EF;
@@ -416,10 +419,17 @@ int adb__hnsw_create(const adb__hnsw_config *cfg, adb__hnsw **out) {
   h->node_bytes = (h->link0_off + (1 + (size_t)h->M0) * 4 + 63) & ~(size_t)63;
   h->entry = ENTRY_NONE;
   pthread_mutex_init(&h->map_mu, NULL);
-  pthread_rwlock_init(&h->snap, NULL);
+  /* Writer-preferring, so that a stream of adds cannot starve a save. */
+  pthread_rwlockattr_t ra;
+  pthread_rwlockattr_init(&ra);
+  pthread_rwlockattr_setkind_np(&ra,
+                                PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+  pthread_rwlock_init(&h->snap, &ra);
+  pthread_rwlockattr_destroy(&ra);
   pthread_mutex_init(&h->entry_mu, NULL);
   pthread_mutex_init(&h->ctx_mu, NULL);
-  for (int i = 0; i < N_STRIPES; i++) pthread_mutex_init(&h->stripes[i], NULL);
+  for (int i = 0; i < N_STRIPES; i++)
+    pthread_mutex_init(&h->stripes[i], NULL);
   *out = h;
   return ADB_OK;
 }
@@ -436,9 +446,10 @@ static void ctx_free(ctx *c) {
   free(c);
 }
 
-static void seg_free(seg *g, size_t cap, size_t *upper_freed) {
+static void seg_free(seg *g, size_t cap) {
   if (g->upper)
-    for (size_t i = 0; i < cap; i++) free(g->upper[i]);
+    for (size_t i = 0; i < cap; i++)
+      free(g->upper[i]);
   free(g->nodes);
   free(g->labels);
   free(g->tags);
@@ -446,12 +457,12 @@ static void seg_free(seg *g, size_t cap, size_t *upper_freed) {
   free(g->level);
   free(g->state);
   memset(g, 0, sizeof(*g));
-  (void)upper_freed;
 }
 
 void adb__hnsw_destroy(adb__hnsw *h) {
   if (!h) return;
-  for (int s = 0; s < h->n_segs; s++) seg_free(&h->segs[s], seg_cap(s), NULL);
+  for (int s = 0; s < h->n_segs; s++)
+    seg_free(&h->segs[s], seg_cap(s));
   map_free(&h->labels);
   map_free(&h->tagcnt);
   while (h->free_ctx) {
@@ -463,7 +474,8 @@ void adb__hnsw_destroy(adb__hnsw *h) {
   pthread_rwlock_destroy(&h->snap);
   pthread_mutex_destroy(&h->entry_mu);
   pthread_mutex_destroy(&h->ctx_mu);
-  for (int i = 0; i < N_STRIPES; i++) pthread_mutex_destroy(&h->stripes[i]);
+  for (int i = 0; i < N_STRIPES; i++)
+    pthread_mutex_destroy(&h->stripes[i]);
   free(h);
 }
 
@@ -478,7 +490,7 @@ static int seg_alloc(adb__hnsw *h, int s) {
   g.level = calloc(cap, 1);
   g.state = calloc(cap, 1);
   if (!g.nodes || !g.labels || !g.tags || !g.upper || !g.level || !g.state) {
-    seg_free(&g, 0, NULL);
+    seg_free(&g, 0);
     return ADB_ENOMEM;
   }
   h->segs[s] = g;
@@ -598,8 +610,8 @@ static int gather(const adb__hnsw *h, ctx *c, uint32_t id, int lc) {
 /* ------------------------------------------------------------ search */
 
 /* Greedy descent on layer lc (Algorithm 2 with ef = 1). */
-static void greedy(const adb__hnsw *h, const float *q, uint32_t *ep,
-                   float *dep, int lc) {
+static void greedy(const adb__hnsw *h, const float *q, uint32_t *ep, float *dep,
+                   int lc) {
   for (int changed = 1; changed;) {
     changed = 0;
     const uint32_t *ll = node_links(h, *ep, lc);
@@ -623,8 +635,10 @@ static inline int pool_insert(cand *p, int *n, int ef, float d, uint32_t id) {
   int lo = 0, hi = *n;
   while (lo < hi) {
     int mid = (lo + hi) >> 1;
-    if (p[mid].d <= d) lo = mid + 1;
-    else hi = mid;
+    if (p[mid].d <= d)
+      lo = mid + 1;
+    else
+      hi = mid;
   }
   int move = *n - lo - (*n == ef);
   if (move > 0) memmove(p + lo + 1, p + lo, (size_t)move * sizeof(cand));
@@ -636,8 +650,8 @@ static inline int pool_insert(cand *p, int *n, int ef, float d, uint32_t id) {
 
 /* SEARCH-LAYER (Algorithm 2) without a filter, from ep on layer lc: leaves
  * the ef nearest found in c->pool, sorted, and returns their number. */
-static int search_pool(const adb__hnsw *h, ctx *c, const float *q,
-                       uint32_t ep, float dep, int ef, int lc) {
+static int search_pool(const adb__hnsw *h, ctx *c, const float *q, uint32_t ep,
+                       float dep, int ef, int lc) {
   cand *p = c->pool;
   int n = 1, cur = 0;
   p[0].d = dep;
@@ -656,13 +670,14 @@ static int search_pool(const adb__hnsw *h, ctx *c, const float *q,
       if (pos < best) best = pos;
     }
     cur = best <= cur ? best : cur + 1;
-    while (cur < n && (p[cur].id & EXPANDED)) cur++;
+    while (cur < n && (p[cur].id & EXPANDED))
+      cur++;
   }
   return n;
 }
 
-/* Binary heaps of cand: min-heap (cmp < 0 for "nearer on top") and
- * max-heap share the code through the sign s (+1 min, -1 max). */
+/* Binary heaps of cand: the min-heap (s = +1, nearest on top) and the
+ * max-heap (s = -1, farthest on top) share one implementation. */
 static inline int heap_before(const cand *a, const cand *b, int s) {
   return s > 0 ? a->d < b->d : a->d > b->d;
 }
@@ -696,8 +711,7 @@ static cand heap_pop(cand *hp, size_t *n, int s) {
 /* Pushes onto the candidate min-heap, growing it. */
 static int cands_push(ctx *c, size_t *n, float d, uint32_t id) {
   if (*n == c->cands_cap &&
-      grow(&c->cands, &c->cands_cap, 2 * c->cands_cap, sizeof(cand),
-           &c->bytes))
+      grow(&c->cands, &c->cands_cap, 2 * c->cands_cap, sizeof(cand), &c->bytes))
     return ADB_ENOMEM;
   heap_push(c->cands, n, (cand){d, id}, 1);
   return ADB_OK;
@@ -733,8 +747,7 @@ static int search_filtered(const adb__hnsw *h, ctx *c, const float *q,
     for (int j = 0; j < u; j++) {
       if (j + 1 < u) prefetch_vec(h, c->ids[j + 1]);
       float d = dist_to(h, q, c->ids[j]);
-      if (filtered_offer(h, c, &nc, nr, ef, f, c->ids[j], d))
-        return ADB_ENOMEM;
+      if (filtered_offer(h, c, &nc, nr, ef, f, c->ids[j], d)) return ADB_ENOMEM;
     }
   }
   return ADB_OK;
@@ -760,8 +773,8 @@ static void exact_scan(const adb__hnsw *h, const float *q, int k,
       uint8_t st = __atomic_load_n(&g->state[i], __ATOMIC_ACQUIRE);
       if ((st & (ST_READY | ST_DELETED)) != ST_READY) continue;
       if (!adb__vec_filter_keep(f, g->labels[i], g->tags[i])) continue;
-      float d = h->dist(q, (const float *)(g->nodes + i * h->node_bytes),
-                        h->dim);
+      float d =
+          h->dist(q, (const float *)(g->nodes + i * h->node_bytes), h->dim);
       adb__topk_push(&t, g->labels[i], d);
     }
     n -= m;
@@ -777,7 +790,8 @@ static int graph_search(adb__hnsw *h, ctx *c, const float *q, int k, int ef,
   if (e == ENTRY_NONE) return ADB_OK;
   uint32_t ep = (uint32_t)e;
   float dep = dist_to(h, q, ep);
-  for (int lc = (int)(e >> 32); lc > 0; lc--) greedy(h, q, &ep, &dep, lc);
+  for (int lc = (int)(e >> 32); lc > 0; lc--)
+    greedy(h, q, &ep, &dep, lc);
   int r = 0;
   if (!f && __atomic_load_n(&h->n_tomb, __ATOMIC_ACQUIRE) == 0) {
     int n = search_pool(h, c, q, ep, dep, ef, 0);
@@ -855,8 +869,8 @@ static void dedupe(adb__vec_hit *out, int *n) {
   *n = r;
 }
 
-int adb__hnsw_search(adb__hnsw *h, const adb__hnsw_query *q,
-                     adb__vec_hit *out, int *n_out) {
+int adb__hnsw_search(adb__hnsw *h, const adb__hnsw_query *q, adb__vec_hit *out,
+                     int *n_out) {
   if (n_out) *n_out = 0;
   if (!h || !n_out || !query_valid(h, q, out)) return ADB_EINVAL;
   if (q->k == 0) return ADB_OK;
@@ -870,8 +884,10 @@ int adb__hnsw_search(adb__hnsw *h, const adb__hnsw_query *q,
   if (rc == ADB_OK) {
     int exact = q->mode == ADB__HNSW_EXACT ||
                 (q->mode == ADB__HNSW_AUTO && want_exact(h, ef, q->filter));
-    if (exact) exact_scan(h, c->qbuf, q->k, q->filter, out, n_out);
-    else rc = graph_search(h, c, c->qbuf, q->k, ef, q->filter, out, n_out);
+    if (exact)
+      exact_scan(h, c->qbuf, q->k, q->filter, out, n_out);
+    else
+      rc = graph_search(h, c, c->qbuf, q->k, ef, q->filter, out, n_out);
   }
   if (__atomic_load_n(&h->replaces, __ATOMIC_ACQUIRE) != replaces)
     dedupe(out, n_out);
@@ -907,7 +923,8 @@ static void add_link(adb__hnsw *h, ctx *c, uint32_t e, uint32_t q, int lc) {
   uint32_t *ll = node_links(h, e, lc);
   uint32_t cnt = ld32(ll), lim = (uint32_t)mmax(h, lc);
   int dup = 0;
-  for (uint32_t j = 1; j <= cnt && !dup; j++) dup = ll[j] == q;
+  for (uint32_t j = 1; j <= cnt && !dup; j++)
+    dup = ll[j] == q;
   if (dup) {
     /* already linked */
   } else if (cnt < lim) {
@@ -916,11 +933,13 @@ static void add_link(adb__hnsw *h, ctx *c, uint32_t e, uint32_t q, int lc) {
   } else {
     const float *ev = node_vec(h, e);
     for (uint32_t j = 0; j < cnt; j++)
-      c->tmp[j] = (cand){h->dist(ev, node_vec(h, ll[j + 1]), h->dim), ll[j + 1]};
+      c->tmp[j] =
+          (cand){h->dist(ev, node_vec(h, ll[j + 1]), h->dim), ll[j + 1]};
     c->tmp[cnt] = (cand){h->dist(ev, node_vec(h, q), h->dim), q};
     qsort(c->tmp, cnt + 1, sizeof(cand), cand_cmp);
     int r = select_neighbors(h, c->tmp, (int)cnt + 1, (int)lim, e, c->ids);
-    for (int j = 0; j < r; j++) st32(ll + 1 + j, c->ids[j]);
+    for (int j = 0; j < r; j++)
+      st32(ll + 1 + j, c->ids[j]);
     st32(ll, (uint32_t)r);
   }
   pthread_mutex_unlock(mu);
@@ -941,12 +960,15 @@ static void insert_links(adb__hnsw *h, ctx *c, uint32_t q, int level) {
     uint32_t ep = (uint32_t)e, sel[2 * MAX_M + 1];
     int L = (int)(e >> 32);
     float dep = dist_to(h, qv, ep);
-    for (int lc = L; lc > level; lc--) greedy(h, qv, &ep, &dep, lc);
+    for (int lc = L; lc > level; lc--)
+      greedy(h, qv, &ep, &dep, lc);
     for (int lc = level < L ? level : L; lc >= 0; lc--) {
       int n = search_pool(h, c, qv, ep, dep, h->cfg.ef_construction, lc);
       int m = select_neighbors(h, c->pool, n, h->M, q, sel);
-      for (int j = 0; j < m; j++) add_link(h, c, q, sel[j], lc);
-      for (int j = 0; j < m; j++) add_link(h, c, sel[j], q, lc);
+      for (int j = 0; j < m; j++)
+        add_link(h, c, q, sel[j], lc);
+      for (int j = 0; j < m; j++)
+        add_link(h, c, sel[j], q, lc);
       ep = c->pool[0].id & ID_MASK;
       dep = c->pool[0].d;
     }
@@ -957,23 +979,31 @@ static void insert_links(adb__hnsw *h, ctx *c, uint32_t q, int level) {
   }
 }
 
-/* Writes node id's storage (before anyone can reach it). */
-static void node_init(adb__hnsw *h, uint32_t id, uint64_t label, uint64_t tag,
-                      const float *v, int level, uint32_t *upper) {
+/* Writes the data of node id: vector, label, tag (under map_mu, so that
+ * remove and get, which find the node through the label map, see them). */
+static void node_set_data(adb__hnsw *h, uint32_t id, uint64_t label,
+                          uint64_t tag, const float *v) {
   size_t off;
   seg *g = (seg *)seg_of(h, id, &off);
-  char *node = g->nodes + off * h->node_bytes;
-  memcpy(node, v, h->dim * sizeof(float));
-  uint32_t *ll = (uint32_t *)(node + h->link0_off);
+  memcpy(g->nodes + off * h->node_bytes, v, h->dim * sizeof(float));
+  g->labels[off] = label;
+  g->tags[off] = tag;
+}
+
+/* Writes the empty lists of node id (before anyone can reach it). */
+static void node_init(adb__hnsw *h, uint32_t id, int level, uint32_t *upper) {
+  size_t off;
+  seg *g = (seg *)seg_of(h, id, &off);
+  uint32_t *ll = (uint32_t *)(g->nodes + off * h->node_bytes + h->link0_off);
   ll[0] = 0;
-  for (int j = 1; j <= h->M0; j++) ll[j] = id;
+  for (int j = 1; j <= h->M0; j++)
+    ll[j] = id;
   for (int l = 0; l < level; l++) {
     uint32_t *u = upper + (size_t)l * (h->M + 1);
     u[0] = 0;
-    for (int j = 1; j <= h->M; j++) u[j] = id;
+    for (int j = 1; j <= h->M; j++)
+      u[j] = id;
   }
-  g->labels[off] = label;
-  g->tags[off] = tag;
   g->level[off] = (uint8_t)level;
   g->upper[off] = upper;
   __atomic_store_n(&g->state[off], 0, __ATOMIC_RELEASE);
@@ -982,7 +1012,7 @@ static void node_init(adb__hnsw *h, uint32_t id, uint64_t label, uint64_t tag,
 /* Under map_mu: an id for label, storage and map room for it; *old is the
  * node it replaces or UINT32_MAX. */
 static int reserve_node(adb__hnsw *h, uint64_t label, uint64_t tag,
-                        uint32_t *id, uint32_t *old) {
+                        const float *v, uint32_t *id, uint32_t *old) {
   int rc = reserve_storage(h);
   if (rc == ADB_OK) rc = map_reserve(&h->labels, h->labels.len + 1);
   if (rc == ADB_OK) rc = map_reserve(&h->tagcnt, h->tagcnt.len + 1);
@@ -993,6 +1023,7 @@ static int reserve_node(adb__hnsw *h, uint64_t label, uint64_t tag,
     size_t off;
     tag_add(&h->tagcnt, seg_of(h, *old, &off)->tags[off], -1);
   }
+  node_set_data(h, *id, label, tag, v);
   map_set(&h->labels, label, *id);
   tag_add(&h->tagcnt, tag, +1);
   __atomic_store_n(&h->n_live, h->labels.len, __ATOMIC_RELEASE);
@@ -1030,11 +1061,11 @@ int adb__hnsw_add(adb__hnsw *h, uint64_t label, uint64_t tag,
   }
   pthread_rwlock_rdlock(&h->snap);
   pthread_mutex_lock(&h->map_mu);
-  rc = reserve_node(h, label, tag, &id, &old);
+  rc = reserve_node(h, label, tag, c->qbuf, &id, &old);
   pthread_mutex_unlock(&h->map_mu);
   if (rc == ADB_OK) {
     __atomic_fetch_add(&h->upper_bytes, ub, __ATOMIC_RELAXED);
-    node_init(h, id, label, tag, c->qbuf, level, upper);
+    node_init(h, id, level, upper);
     upper = NULL;
     insert_links(h, c, id, level);
     publish(h, id, old);
@@ -1098,9 +1129,8 @@ void adb__hnsw_stats_get(adb__hnsw *h, adb__hnsw_stats *out) {
   out->bytes_vectors = cap * vec;
   out->bytes_links = cap * (h->node_bytes - vec) +
                      __atomic_load_n(&h->upper_bytes, __ATOMIC_RELAXED);
-  out->bytes_other = cap * (3 * sizeof(uint64_t) + 2) +
-                     map_bytes(&h->labels) + map_bytes(&h->tagcnt) +
-                     sizeof(*h);
+  out->bytes_other = cap * (3 * sizeof(uint64_t) + 2) + map_bytes(&h->labels) +
+                     map_bytes(&h->tagcnt) + sizeof(*h);
   pthread_mutex_unlock(&h->map_mu);
   pthread_mutex_lock(&h->ctx_mu);
   for (ctx *c = h->free_ctx; c; c = c->next)
@@ -1113,11 +1143,11 @@ void adb__hnsw_stats_get(adb__hnsw *h, adb__hnsw_stats *out) {
 
 /* ------------------------------------------------------------ snapshot */
 
-#define SNAP_MAGIC "ADBHNSW"  /* 8 bytes with the NUL */
-#define SNAP_END "ADBE"       /* 4 bytes, no NUL */
+#define SNAP_MAGIC "ADBHNSW" /* 8 bytes with the NUL */
+#define SNAP_END "ADBE"      /* 4 bytes, no NUL */
 #define SNAP_VERSION 1u
-#define SNAP_HEADER 60        /* bytes */
-#define SNAP_TRAILER 16       /* bytes */
+#define SNAP_HEADER 60  /* bytes */
+#define SNAP_TRAILER 16 /* bytes */
 
 static uint32_t crc_table[256];
 static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
@@ -1125,7 +1155,8 @@ static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
 static void crc_init(void) {
   for (uint32_t i = 0; i < 256; i++) {
     uint32_t c = i;
-    for (int k = 0; k < 8; k++) c = c & 1 ? (c >> 1) ^ 0x82f63b78u : c >> 1;
+    for (int k = 0; k < 8; k++)
+      c = c & 1 ? (c >> 1) ^ 0x82f63b78u : c >> 1;
     crc_table[i] = c;
   }
 }
@@ -1134,7 +1165,8 @@ static void crc_init(void) {
 static uint32_t crc32c(uint32_t crc, const uint8_t *p, size_t n) {
   pthread_once(&crc_once, crc_init);
   crc = ~crc;
-  while (n--) crc = crc_table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
+  while (n--)
+    crc = crc_table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
   return ~crc;
 }
 
@@ -1216,7 +1248,8 @@ static void w_node(wbuf *w, const adb__hnsw *h, uint32_t id) {
     const uint32_t *ll = node_links(h, id, lc);
     uint32_t cnt = ld32(ll);
     w_u32(w, cnt);
-    for (uint32_t j = 1; j <= cnt; j++) w_u32(w, ld32(ll + j));
+    for (uint32_t j = 1; j <= cnt; j++)
+      w_u32(w, ld32(ll + j));
   }
 }
 
@@ -1227,7 +1260,8 @@ static int write_snapshot(adb__hnsw *h, FILE *f) {
   w->f = f;
   size_t n = h->n_alloc;
   w_header(w, h, n);
-  for (size_t id = 0; id < n; id++) w_node(w, h, (uint32_t)id);
+  for (size_t id = 0; id < n; id++)
+    w_node(w, h, (uint32_t)id);
   w_u64(w, w->total);
   w_flush(w); /* w->crc now covers everything before the CRC field */
   w_u32(w, w->crc);
@@ -1250,8 +1284,7 @@ int adb__hnsw_save(adb__hnsw *h, const char *path) {
   FILE *f = fopen(tmp, "wb");
   if (f) {
     rc = write_snapshot(h, f);
-    if ((fflush(f) != 0 || fsync(fileno(f)) != 0) && rc == ADB_OK)
-      rc = ADB_EIO;
+    if ((fflush(f) != 0 || fsync(fileno(f)) != 0) && rc == ADB_OK) rc = ADB_EIO;
     if (fclose(f) != 0 && rc == ADB_OK) rc = ADB_EIO;
   }
   pthread_rwlock_unlock(&h->snap);
@@ -1327,8 +1360,7 @@ static int r_header(rbuf *r, adb__hnsw_config *cfg, uint64_t *n,
 }
 
 /* Reads the lists of node id (level layers) into its storage. */
-static int r_links(rbuf *r, adb__hnsw *h, uint32_t id, int level,
-                   uint64_t n) {
+static int r_links(rbuf *r, adb__hnsw *h, uint32_t id, int level, uint64_t n) {
   for (int lc = 0; lc <= level; lc++) {
     uint32_t *ll = node_links(h, id, lc), cnt = r_u32(r);
     if (cnt > (uint32_t)mmax(h, lc)) return ADB_ECORRUPT;
@@ -1358,7 +1390,8 @@ static int r_node(rbuf *r, adb__hnsw *h, uint32_t id, uint64_t n, float *v) {
   size_t ub = (size_t)level * (h->M + 1) * sizeof(uint32_t);
   if (level > 0 && !(upper = malloc(ub))) return ADB_ENOMEM;
   h->upper_bytes += ub;
-  node_init(h, id, label, tag, v, level, upper);
+  node_set_data(h, id, label, tag, v);
+  node_init(h, id, level, upper);
   h->n_alloc = id + 1;
   if ((rc = r_links(r, h, id, level, n)) != ADB_OK) return rc;
   if (deleted) {

@@ -61,8 +61,7 @@ void adb__hnsw_get_config(const adb__hnsw *h, adb__hnsw_config *out);
  * ADB_EINVAL for non-finite values or, with COSINE, a zero vector;
  * ADB_EFULL when the index holds ADB__HNSW_MAX_NODES vectors; ADB_ENOMEM.
  * The index is unchanged on failure. */
-int adb__hnsw_add(adb__hnsw *h, uint64_t label, uint64_t tag,
-                  const float *vec);
+int adb__hnsw_add(adb__hnsw *h, uint64_t label, uint64_t tag, const float *vec);
 
 /* Marks label deleted: searches never return it again, but its node stays
  * in the graph for navigation until the index is rebuilt. ADB_ENOTFOUND
@@ -100,8 +99,8 @@ typedef struct adb__hnsw_query {
  * Distances are those of vec.h (squared L2; 1 - dot; cosine distance).
  * ADB_EINVAL for a bad query (NULL, k or ef out of range, non-finite
  * values, a zero vector under COSINE); ADB_ENOMEM. */
-int adb__hnsw_search(adb__hnsw *h, const adb__hnsw_query *q,
-                     adb__vec_hit *out, int *n_out);
+int adb__hnsw_search(adb__hnsw *h, const adb__hnsw_query *q, adb__vec_hit *out,
+                     int *n_out);
 
 typedef struct adb__hnsw_stats {
   size_t live;          /* vectors searches can return */
@@ -119,8 +118,9 @@ void adb__hnsw_stats_get(adb__hnsw *h, adb__hnsw_stats *out);
  * crash leaves the old file or the new one). ADB_EIO, ADB_ENOMEM. */
 int adb__hnsw_save(adb__hnsw *h, const char *path);
 /* Loads a snapshot written by adb__hnsw_save. ADB_ENOTFOUND when path
- * does not exist, ADB_EIO when it cannot be read, ADB_ECORRUPT when it is not a valid snapshot of a supported
- * version (bad magic, length, checksum or structure), ADB_ENOMEM. */
+ * does not exist, ADB_EIO when it cannot be read, ADB_ECORRUPT when it is
+ * not a valid snapshot of a supported version (bad magic, length,
+ * checksum or structure), ADB_ENOMEM. */
 int adb__hnsw_load(const char *path, adb__hnsw **out);
 /* The same from len bytes at buf (borrowed). */
 int adb__hnsw_load_buf(const void *buf, size_t len, adb__hnsw **out);

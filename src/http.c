@@ -98,9 +98,9 @@ static int method_id(const char *m, size_t n) {
   static const struct {
     const char *s;
     int id;
-  } tab[] = {{"GET", ADB__HTTP_GET},         {"HEAD", ADB__HTTP_HEAD},
-             {"POST", ADB__HTTP_POST},       {"PUT", ADB__HTTP_PUT},
-             {"DELETE", ADB__HTTP_DELETE},   {"OPTIONS", ADB__HTTP_OPTIONS},
+  } tab[] = {{"GET", ADB__HTTP_GET},       {"HEAD", ADB__HTTP_HEAD},
+             {"POST", ADB__HTTP_POST},     {"PUT", ADB__HTTP_PUT},
+             {"DELETE", ADB__HTTP_DELETE}, {"OPTIONS", ADB__HTTP_OPTIONS},
              {"PATCH", ADB__HTTP_PATCH}};
   for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++)
     if (strlen(tab[i].s) == n && memcmp(tab[i].s, m, n) == 0) return tab[i].id;
@@ -129,7 +129,8 @@ static int split_target(const char *t, size_t n, adb__http_req *req) {
 static int parse_request_line(const char *s, size_t n, adb__http_req *req,
                               const char **why) {
   size_t i = 0;
-  while (i < n && is_tchar((unsigned char)s[i])) i++;
+  while (i < n && is_tchar((unsigned char)s[i]))
+    i++;
   if (i == 0 || i > 16 || i >= n || s[i] != ' ') {
     *why = "malformed request line";
     return -400;
@@ -166,11 +167,14 @@ static int name_is(const char *n, size_t nl, const char *want) {
 static int has_token(const char *v, size_t n, const char *tok) {
   size_t tl = strlen(tok), i = 0;
   while (i < n) {
-    while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ',')) i++;
+    while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+      i++;
     size_t s = i;
-    while (i < n && v[i] != ',') i++;
+    while (i < n && v[i] != ',')
+      i++;
     size_t e = i;
-    while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t')) e--;
+    while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t'))
+      e--;
     if (e - s == tl && strncasecmp(v + s, tok, tl) == 0) return 1;
   }
   return 0;
@@ -202,16 +206,19 @@ static int parse_header(const char *s, size_t n, adb__http_req *req,
     *why = "obsolete header line folding";
     return -400;
   }
-  while (i < n && is_tchar((unsigned char)s[i])) i++;
+  while (i < n && is_tchar((unsigned char)s[i]))
+    i++;
   if (i == 0 || i >= n || s[i] != ':') {
     *why = "malformed header line";
     return -400;
   }
   const char *name = s;
   size_t nl = i++;
-  while (i < n && (s[i] == ' ' || s[i] == '\t')) i++;
+  while (i < n && (s[i] == ' ' || s[i] == '\t'))
+    i++;
   size_t e = n;
-  while (e > i && (s[e - 1] == ' ' || s[e - 1] == '\t')) e--;
+  while (e > i && (s[e - 1] == ' ' || s[e - 1] == '\t'))
+    e--;
   for (size_t k = i; k < e; k++) {
     unsigned char c = (unsigned char)s[k];
     if ((c < 0x20 && c != '\t') || c == 0x7f) {
@@ -230,7 +237,8 @@ static int parse_header(const char *s, size_t n, adb__http_req *req,
     }
     req->chunked = 1;
   } else if (name_is(name, nl, "connection")) {
-    if (has_token(v, vl, "close")) *connection = 1;
+    if (has_token(v, vl, "close"))
+      *connection = 1;
     else if (has_token(v, vl, "keep-alive") && *connection == 0)
       *connection = 2;
   } else if (name_is(name, nl, "authorization")) {
@@ -251,7 +259,8 @@ int adb__http_parse_head(const char *buf, size_t len, size_t max_head,
   req->content_length = -1;
   *why = "";
   size_t i = 0;
-  while (i < len && (buf[i] == '\r' || buf[i] == '\n')) i++;
+  while (i < len && (buf[i] == '\r' || buf[i] == '\n'))
+    i++;
   size_t end = find_head_end(buf, len, i);
   if (end == 0 || end > max_head) {
     if (len <= max_head && end == 0) return 0;
@@ -312,8 +321,8 @@ static long skip_trailers(const char *buf, size_t len, size_t i) {
   }
 }
 
-long adb__http_chunked(const char *buf, size_t len, size_t max_body,
-                       char *out, size_t *decoded) {
+long adb__http_chunked(const char *buf, size_t len, size_t max_body, char *out,
+                       size_t *decoded) {
   size_t i = 0, total = 0;
   for (;;) {
     uint64_t sz = 0;
@@ -347,27 +356,48 @@ long adb__http_chunked(const char *buf, size_t len, size_t max_body,
 
 const char *adb__http_reason(int status) {
   switch (status) {
-  case 100: return "Continue";
-  case 200: return "OK";
-  case 201: return "Created";
-  case 202: return "Accepted";
-  case 204: return "No Content";
-  case 400: return "Bad Request";
-  case 401: return "Unauthorized";
-  case 403: return "Forbidden";
-  case 404: return "Not Found";
-  case 405: return "Method Not Allowed";
-  case 408: return "Request Timeout";
-  case 409: return "Conflict";
-  case 411: return "Length Required";
-  case 413: return "Content Too Large";
-  case 415: return "Unsupported Media Type";
-  case 429: return "Too Many Requests";
-  case 431: return "Request Header Fields Too Large";
-  case 500: return "Internal Server Error";
-  case 501: return "Not Implemented";
-  case 503: return "Service Unavailable";
-  case 505: return "HTTP Version Not Supported";
+  case 100:
+    return "Continue";
+  case 200:
+    return "OK";
+  case 201:
+    return "Created";
+  case 202:
+    return "Accepted";
+  case 204:
+    return "No Content";
+  case 400:
+    return "Bad Request";
+  case 401:
+    return "Unauthorized";
+  case 403:
+    return "Forbidden";
+  case 404:
+    return "Not Found";
+  case 405:
+    return "Method Not Allowed";
+  case 408:
+    return "Request Timeout";
+  case 409:
+    return "Conflict";
+  case 411:
+    return "Length Required";
+  case 413:
+    return "Content Too Large";
+  case 415:
+    return "Unsupported Media Type";
+  case 429:
+    return "Too Many Requests";
+  case 431:
+    return "Request Header Fields Too Large";
+  case 500:
+    return "Internal Server Error";
+  case 501:
+    return "Not Implemented";
+  case 503:
+    return "Service Unavailable";
+  case 505:
+    return "HTTP Version Not Supported";
   }
   return "Unknown";
 }
@@ -375,10 +405,12 @@ const char *adb__http_reason(int status) {
 void adb__http_resp_header(adb__http_resp *resp, const char *name,
                            const char *value) {
   size_t room = sizeof resp->headers - resp->headers_len;
-  int n = snprintf(resp->headers + resp->headers_len, room, "%s: %s\r\n",
-                   name, value);
-  if (n > 0 && (size_t)n < room) resp->headers_len += (size_t)n;
-  else resp->headers[resp->headers_len] = '\0';
+  int n = snprintf(resp->headers + resp->headers_len, room, "%s: %s\r\n", name,
+                   value);
+  if (n > 0 && (size_t)n < room)
+    resp->headers_len += (size_t)n;
+  else
+    resp->headers[resp->headers_len] = '\0';
 }
 
 /* ------------------------------------------------------------- server */
@@ -395,17 +427,17 @@ typedef struct conn {
   size_t in_len, in_off, in_cap;
   adb__buf out;
   size_t out_off;
-  adb__http_req req;        /* the request out on a pool thread */
-  size_t req_total;         /* its bytes in the input buffer */
-  char saved;               /* input byte overwritten by the body's NUL */
-  int64_t req_start_ms;     /* first byte of an unfinished request, or 0 */
+  adb__http_req req;    /* the request out on a pool thread */
+  size_t req_total;     /* its bytes in the input buffer */
+  char saved;           /* input byte overwritten by the body's NUL */
+  int64_t req_start_ms; /* first byte of an unfinished request, or 0 */
   int64_t idle_since_ms, write_since_ms, linger_since_ms;
   unsigned pending : 1;     /* a job is out: read nothing, free nothing */
   unsigned zombie : 1;      /* closed while pending */
   unsigned close_after : 1; /* close once the output is written */
   unsigned lingering : 1;   /* write side shut, discarding input */
   unsigned want_write : 1;
-  unsigned reading : 1;     /* ev_read is added */
+  unsigned reading : 1; /* ev_read is added */
   unsigned sent_continue : 1;
   unsigned peer_closed : 1;
 } conn;
@@ -428,13 +460,13 @@ struct worker {
   struct event *ev_listen, *ev_notify, *ev_sweep, *ev_resume;
   conn *conns;
   int n_conns;
-  adb__buf scratch;         /* answer bodies of inline handlers */
-  pthread_mutex_t mu;       /* guards done_* and shutdown_req */
+  adb__buf scratch;   /* answer bodies of inline handlers */
+  pthread_mutex_t mu; /* guards done_* and shutdown_req */
   job *done_head, *done_tail;
   int shutdown_req;
   int draining;
   int64_t drain_deadline_ms;
-  char date[64];            /* "Date: ...\r\n" */
+  char date[64]; /* "Date: ...\r\n" */
   size_t date_len;
   time_t date_sec;
 };
@@ -496,12 +528,16 @@ static void conn_close(conn *c) {
   event_del(c->ev_write);
   close(c->fd);
   c->fd = -1;
-  if (c->prev) c->prev->next = c->next;
-  else w->conns = c->next;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    w->conns = c->next;
   if (c->next) c->next->prev = c->prev;
   w->n_conns--;
-  if (c->pending) c->zombie = 1;
-  else conn_free(c);
+  if (c->pending)
+    c->zombie = 1;
+  else
+    conn_free(c);
   maybe_exit(w);
 }
 
@@ -574,8 +610,8 @@ static char *put_uint(char *o, uint64_t u) {
 static void put_answer(conn *c, const adb__http_req *req,
                        const adb__http_resp *resp, int closing) {
   const char *reason = adb__http_reason(resp->status);
-  const char *ctype = resp->content_type ? resp->content_type
-                                         : "application/json";
+  const char *ctype =
+      resp->content_type ? resp->content_type : "application/json";
   size_t blen = resp->body ? resp->body->len : 0;
   size_t need = 64 + strlen(reason) + c->w->date_len + strlen(ctype) +
                 resp->headers_len + 64 + blen;
@@ -595,8 +631,10 @@ static void put_answer(conn *c, const adb__http_req *req,
   o = put(o, "\r\nContent-Length: ", 18);
   o = put_uint(o, blen);
   o = put(o, "\r\n", 2);
-  if (closing) o = put(o, "Connection: close\r\n", 19);
-  else if (req->minor == 0) o = put(o, "Connection: keep-alive\r\n", 24);
+  if (closing)
+    o = put(o, "Connection: close\r\n", 19);
+  else if (req->minor == 0)
+    o = put(o, "Connection: keep-alive\r\n", 24);
   o = put(o, resp->headers, resp->headers_len);
   o = put(o, "\r\n", 2);
   if (blen && req->method != ADB__HTTP_HEAD) o = put(o, resp->body->p, blen);
@@ -655,8 +693,10 @@ static void finish(conn *c, adb__http_req *req, adb__http_resp *resp,
 
 static void pool_submit(adb__http_server *s, job *j) {
   pthread_mutex_lock(&s->pool_mu);
-  if (s->q_tail) s->q_tail->next = j;
-  else s->q_head = j;
+  if (s->q_tail)
+    s->q_tail->next = j;
+  else
+    s->q_head = j;
   s->q_tail = j;
   pthread_cond_signal(&s->pool_cv);
   pthread_mutex_unlock(&s->pool_mu);
@@ -694,13 +734,15 @@ static void dispatch(conn *c, adb__http_req *req, size_t total) {
     cfg->handler(cfg->ud, req, &resp);
   }
   finish(c, req, &resp, total, t0);
+  if (w->scratch.cap > (1u << 20)) adb__buf_free(&w->scratch);
 }
 
 /* Makes room for a request of `need` bytes in the input buffer. */
 static int in_reserve(conn *c, size_t need) {
   if (need + 1 <= c->in_cap) return 0;
   size_t cap = c->in_cap ? c->in_cap : 4096;
-  while (cap < need + 1) cap *= 2;
+  while (cap < need + 1)
+    cap *= 2;
   char *p = realloc(c->in, cap);
   if (!p) return -1;
   c->in = p;
@@ -730,8 +772,8 @@ static int process_one(conn *c) {
   size_t total;
   if (req.chunked) {
     size_t dec = 0;
-    long enc = adb__http_chunked(p + h, avail - (size_t)h, cfg->max_body,
-                                 NULL, &dec);
+    long enc =
+        adb__http_chunked(p + h, avail - (size_t)h, cfg->max_body, NULL, &dec);
     if (enc == 0 && avail > cfg->max_head + 2 * cfg->max_body + 65536)
       enc = -413;
     if (enc < 0) {
@@ -798,8 +840,7 @@ static void conn_process(conn *c) {
 /* Resumes reading once nothing is out and the output has room. */
 static void conn_resume(conn *c) {
   int want = !c->pending && !c->close_after && !c->lingering &&
-             !c->peer_closed &&
-             c->out.len - c->out_off < (1u << 20);
+             !c->peer_closed && c->out.len - c->out_off < (1u << 20);
   if (want && !c->reading) {
     event_add(c->ev_read, NULL);
     c->reading = 1;
@@ -815,8 +856,7 @@ static void after_io(conn *c) {
     conn_close(c);
     return;
   }
-  if (c->w->draining && !c->pending && c->out.len == 0 &&
-      c->in_len == 0) {
+  if (c->w->draining && !c->pending && c->out.len == 0 && c->in_len == 0) {
     conn_close(c);
     return;
   }
@@ -975,8 +1015,10 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg) {
   conn *c = w->conns;
   while (c) {
     conn *next = c->next; /* sweep_conn may free c */
-    if (w->draining && now > w->drain_deadline_ms) conn_close(c);
-    else sweep_conn(c, now, &w->srv->cfg);
+    if (w->draining && now > w->drain_deadline_ms)
+      conn_close(c);
+    else
+      sweep_conn(c, now, &w->srv->cfg);
     c = next;
   }
   maybe_exit(w);
@@ -1039,7 +1081,8 @@ static void on_notify(evutil_socket_t fd, short what, void *arg) {
 static void *worker_main(void *arg) {
   worker *w = arg;
   event_base_dispatch(w->base);
-  while (w->conns) conn_close(w->conns);
+  while (w->conns)
+    conn_close(w->conns);
   return NULL;
 }
 
@@ -1068,8 +1111,10 @@ static void *pool_main(void *arg) {
     s->cfg.handler(s->cfg.ud, &c->req, &j->resp);
     worker *w = c->w;
     pthread_mutex_lock(&w->mu);
-    if (w->done_tail) w->done_tail->next = j;
-    else w->done_head = j;
+    if (w->done_tail)
+      w->done_tail->next = j;
+    else
+      w->done_head = j;
     w->done_tail = j;
     pthread_mutex_unlock(&w->mu);
     wake(w);
@@ -1117,7 +1162,8 @@ fail:
 static void set_port(struct sockaddr *sa, int port) {
   if (sa->sa_family == AF_INET)
     ((struct sockaddr_in *)sa)->sin_port = htons((uint16_t)port);
-  else ((struct sockaddr_in6 *)sa)->sin6_port = htons((uint16_t)port);
+  else
+    ((struct sockaddr_in6 *)sa)->sin6_port = htons((uint16_t)port);
 }
 
 static int bound_port(int fd) {
@@ -1166,9 +1212,8 @@ static int bind_all(adb__http_server *s, char *err, size_t errlen) {
   char hbuf[64];
   getnameinfo(ai->ai_addr, ai->ai_addrlen, hbuf, sizeof hbuf, NULL, 0,
               NI_NUMERICHOST);
-  snprintf(s->addr, sizeof s->addr, ai->ai_family == AF_INET6 ? "[%s]:%d"
-                                                             : "%s:%d",
-           hbuf, p);
+  snprintf(s->addr, sizeof s->addr,
+           ai->ai_family == AF_INET6 ? "[%s]:%d" : "%s:%d", hbuf, p);
   rc = 0;
 out:
   freeaddrinfo(ai);
@@ -1180,8 +1225,10 @@ out:
 static void config_defaults(adb__http_config *c) {
   if (!c->listen) c->listen = "127.0.0.1:8080";
   if (c->threads <= 0) c->threads = 1;
-  if (c->pool_threads < 0) c->pool_threads = 0;
-  else if (c->pool_threads == 0) c->pool_threads = 16;
+  if (c->pool_threads < 0)
+    c->pool_threads = 0;
+  else if (c->pool_threads == 0)
+    c->pool_threads = 16;
   if (!c->max_body) c->max_body = 1 << 20;
   if (!c->max_head) c->max_head = 16384;
   if (c->request_timeout_ms <= 0) c->request_timeout_ms = 10000;
@@ -1288,12 +1335,14 @@ void adb__http_wait(adb__http_server *s) {
   s->pool_stop = 1;
   pthread_cond_broadcast(&s->pool_cv);
   pthread_mutex_unlock(&s->pool_mu);
-  for (int i = 0; i < s->n_pool; i++) pthread_join(s->pool[i], NULL);
+  for (int i = 0; i < s->n_pool; i++)
+    pthread_join(s->pool[i], NULL);
   s->n_pool = 0;
 }
 
 static void worker_free(worker *w) {
-  while (w->conns) conn_close(w->conns);
+  while (w->conns)
+    conn_close(w->conns);
   job *j = w->done_head;
   while (j) {
     job *next = j->next;
@@ -1316,7 +1365,8 @@ static void worker_free(worker *w) {
 void adb__http_free(adb__http_server *s) {
   if (!s) return;
   if (s->workers)
-    for (int i = 0; i < s->n_workers; i++) worker_free(&s->workers[i]);
+    for (int i = 0; i < s->n_workers; i++)
+      worker_free(&s->workers[i]);
   free(s->workers);
   free(s->pool);
   pthread_mutex_destroy(&s->pool_mu);

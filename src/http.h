@@ -31,25 +31,25 @@ typedef enum adb__http_method {
 /* A parsed request. Pointers point into the connection's input buffer and
  * are valid until the handler's answer has been queued. */
 typedef struct adb__http_req {
-  int method;                 /* adb__http_method */
+  int method; /* adb__http_method */
   const char *method_str;
   size_t method_len;
-  const char *path;           /* request target up to '?' (origin form) */
+  const char *path; /* request target up to '?' (origin form) */
   size_t path_len;
-  const char *query;          /* after '?', or NULL */
+  const char *query; /* after '?', or NULL */
   size_t query_len;
-  int minor;                  /* HTTP/1.<minor> */
-  const char *authorization;  /* header value or NULL */
+  int minor;                 /* HTTP/1.<minor> */
+  const char *authorization; /* header value or NULL */
   size_t authorization_len;
   const char *content_type;
   size_t content_type_len;
-  int64_t content_length;     /* -1 when absent */
+  int64_t content_length; /* -1 when absent */
   int chunked, keep_alive, expect_continue;
-  size_t head_len;            /* bytes of request line and headers */
-  char *body;                 /* NUL-terminated, mutable, body_len bytes */
+  size_t head_len; /* bytes of request line and headers */
+  char *body;      /* NUL-terminated, mutable, body_len bytes */
   size_t body_len;
-  int in_pool;                /* set when called again on a pool thread */
-  int worker;                 /* index of the worker thread */
+  int in_pool; /* set when called again on a pool thread */
+  int worker;  /* index of the worker thread */
 } adb__http_req;
 
 /* Parses a request head at buf[0..len). Returns its length (> 0) when
@@ -64,8 +64,8 @@ int adb__http_parse_head(const char *buf, size_t len, size_t max_head,
  * when malformed, -413 when the decoded size passes max_body. When out is
  * not NULL the chunk data is also copied to out (which may be buf: the
  * decoded body is never longer). *decoded is the decoded length. */
-long adb__http_chunked(const char *buf, size_t len, size_t max_body,
-                       char *out, size_t *decoded);
+long adb__http_chunked(const char *buf, size_t len, size_t max_body, char *out,
+                       size_t *decoded);
 
 /* Reason phrase of a status; "Unknown" for one not in the table. */
 const char *adb__http_reason(int status);
@@ -80,8 +80,8 @@ typedef struct adb__http_resp {
   const char *content_type;
   char headers[192];
   size_t headers_len;
-  int route;                  /* the handler's route id, for the done hook */
-  const char *error_code;     /* stable error code, for logs; or NULL */
+  int route;              /* the handler's route id, for the done hook */
+  const char *error_code; /* stable error code, for logs; or NULL */
 } adb__http_resp;
 
 /* Appends a header line to resp (silently dropped when it does not fit). */
@@ -98,21 +98,20 @@ typedef int (*adb__http_handler)(void *ud, adb__http_req *req,
 /* Called on the worker thread after each answer has been queued (also for
  * errors the server answers itself, with route 0). */
 typedef void (*adb__http_done)(void *ud, const adb__http_req *req,
-                               const adb__http_resp *resp,
-                               int64_t latency_ns);
+                               const adb__http_resp *resp, int64_t latency_ns);
 
 typedef struct adb__http_config {
-  const char *listen;         /* "host:port", "[v6]:port"; port 0 = any */
-  int threads;                /* event loops; default 1 */
-  int pool_threads;           /* for deferred handlers; default 16 */
-  size_t max_body;            /* default 1 MiB */
-  size_t max_head;            /* request line + headers; default 16 KiB */
-  int request_timeout_ms;     /* to receive a request / send an answer;
-                                 default 10000 */
-  int idle_timeout_ms;        /* keep-alive idle; default 60000 */
-  int shutdown_timeout_ms;    /* to finish in-flight work; default 30000 */
+  const char *listen;      /* "host:port", "[v6]:port"; port 0 = any */
+  int threads;             /* event loops; default 1 */
+  int pool_threads;        /* for deferred handlers; default 16 */
+  size_t max_body;         /* default 1 MiB */
+  size_t max_head;         /* request line + headers; default 16 KiB */
+  int request_timeout_ms;  /* to receive a request / send an answer;
+                              default 10000 */
+  int idle_timeout_ms;     /* keep-alive idle; default 60000 */
+  int shutdown_timeout_ms; /* to finish in-flight work; default 30000 */
   adb__http_handler handler;
-  adb__http_done done;        /* optional */
+  adb__http_done done; /* optional */
   void *ud;
 } adb__http_config;
 

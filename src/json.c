@@ -27,7 +27,8 @@
 int adb__buf_reserve(adb__buf *b, size_t n) {
   if (b->len + n + 1 <= b->cap) return ADB_OK;
   size_t cap = b->cap ? b->cap : 256;
-  while (cap < b->len + n + 1) cap *= 2;
+  while (cap < b->len + n + 1)
+    cap *= 2;
   char *p = realloc(b->p, cap);
   if (!p) {
     b->oom = 1;
@@ -93,11 +94,21 @@ void adb__json_strn(adb__buf *b, const char *s, size_t n) {
     }
     *o++ = '\\';
     switch (c) {
-    case '"': *o++ = '"'; break;
-    case '\\': *o++ = '\\'; break;
-    case '\n': *o++ = 'n'; break;
-    case '\r': *o++ = 'r'; break;
-    case '\t': *o++ = 't'; break;
+    case '"':
+      *o++ = '"';
+      break;
+    case '\\':
+      *o++ = '\\';
+      break;
+    case '\n':
+      *o++ = 'n';
+      break;
+    case '\r':
+      *o++ = 'r';
+      break;
+    case '\t':
+      *o++ = 't';
+      break;
     default:
       *o++ = 'u';
       *o++ = '0';
@@ -128,10 +139,9 @@ void adb__json_num(adb__buf *b, double x) {
   adb__buf_puts(b, tmp);
 }
 
-static const double pow10_tab[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,
-                                   1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
-                                   1e12, 1e13, 1e14, 1e15, 1e16, 1e17,
-                                   1e18, 1e19, 1e20, 1e21, 1e22};
+static const double pow10_tab[] = {
+    1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+    1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
 
 /* Writes u's decimal digits ending at end; returns the start. */
 static char *utoa_back(char *end, uint64_t u) {
@@ -155,10 +165,12 @@ void adb__json_int(adb__buf *b, int64_t x) {
 static void nine_digits(double ax, uint64_t *digits, int *e10) {
   int e = 0;
   if (ax >= 1) {
-    while (e < 8 && ax >= pow10_tab[e + 1]) e++;
+    while (e < 8 && ax >= pow10_tab[e + 1])
+      e++;
   } else {
     e = -1;
-    while (e > -7 && ax < 1 / pow10_tab[-e]) e--;
+    while (e > -7 && ax < 1 / pow10_tab[-e])
+      e--;
   }
   int shift = 8 - e; /* 0..14 */
   uint64_t d = (uint64_t)(ax * pow10_tab[shift] + 0.5);
@@ -190,17 +202,20 @@ void adb__json_num9(adb__buf *b, double x) {
   char dig[9];
   utoa_back(dig + 9, d);
   int nd = 9;
-  while (nd > 1 && dig[nd - 1] == '0') nd--;
+  while (nd > 1 && dig[nd - 1] == '0')
+    nd--;
   char tmp[32], *o = tmp;
   if (x < 0) *o++ = '-';
   if (e < 0) {
     *o++ = '0';
     *o++ = '.';
-    for (int i = -1; i > e; i--) *o++ = '0';
+    for (int i = -1; i > e; i--)
+      *o++ = '0';
     memcpy(o, dig, (size_t)nd);
     o += nd;
   } else {
-    for (int i = 0; i <= e; i++) *o++ = i < nd ? dig[i] : '0';
+    for (int i = 0; i <= e; i++)
+      *o++ = i < nd ? dig[i] : '0';
     if (nd > e + 1) {
       *o++ = '.';
       memcpy(o, dig + e + 1, (size_t)(nd - e - 1));
@@ -292,8 +307,10 @@ static int scan_number(adb__jlex *l, uint64_t *mant, int *exp10, int *ndig,
     p++;
   } else {
     for (; p < e && is_digit(*p); p++) {
-      if (nd < 19) m = m * 10 + (uint64_t)(*p - '0'), nd++;
-      else adj++, nd++;
+      if (nd < 19)
+        m = m * 10 + (uint64_t)(*p - '0'), nd++;
+      else
+        adj++, nd++;
     }
   }
   if (p < e && *p == '.') {
@@ -305,8 +322,10 @@ static int scan_number(adb__jlex *l, uint64_t *mant, int *exp10, int *ndig,
         adj--;
         continue;
       }
-      if (nd < 19) m = m * 10 + (uint64_t)(*p - '0'), nd++, adj--;
-      else nd++;
+      if (nd < 19)
+        m = m * 10 + (uint64_t)(*p - '0'), nd++, adj--;
+      else
+        nd++;
     }
   }
   if (p < e && (*p == 'e' || *p == 'E')) {
@@ -377,8 +396,8 @@ int adb__jlex_floats(adb__jlex *l, float *out, int cap, int *n) {
 
 /* ------------------------------------------------------ float arrays */
 
-int adb__json_floats(const json_t *arr, float *out, int cap, int *n,
-                     char *err, size_t errlen) {
+int adb__json_floats(const json_t *arr, float *out, int cap, int *n, char *err,
+                     size_t errlen) {
   if (!json_is_array(arr)) {
     snprintf(err, errlen, "expected an array of numbers");
     return ADB_EINVAL;
@@ -463,7 +482,10 @@ long adb__b64_decode(const char *s, size_t n, unsigned char *out) {
 
 int adb__b64_floats(const char *s, size_t n, float *out, int cap, int *dim,
                     char *err, size_t errlen) {
-  if (n / 4 * 3 + n % 4 * 3 / 4 > (size_t)cap * 4) {
+  size_t m = n; /* without padding: m * 3 / 4 bytes when valid */
+  while (m > 0 && n - m < 2 && s[m - 1] == '=')
+    m--;
+  if (m / 4 * 3 + m % 4 * 3 / 4 > (size_t)cap * 4) {
     snprintf(err, errlen, "more than %d float32 values", cap);
     return ADB_EINVAL;
   }
@@ -473,8 +495,10 @@ int adb__b64_floats(const char *s, size_t n, float *out, int cap, int *dim,
     return ADB_EINVAL;
   }
   if (k % 4 != 0 || k / 4 > cap) {
-    snprintf(err, errlen, "%ld bytes is not a whole number of float32 "
-             "values (at most %d)", k, cap);
+    snprintf(err, errlen,
+             "%ld bytes is not a whole number of float32 "
+             "values (at most %d)",
+             k, cap);
     return ADB_EINVAL;
   }
   const unsigned char *p = (const unsigned char *)out;

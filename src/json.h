@@ -81,8 +81,8 @@ int adb__jlex_floats(adb__jlex *l, float *out, int cap, int *n);
 
 /* From a jansson array: every element a number, finite as float32, at most
  * cap of them. ADB_OK or ADB_EINVAL with a message in err. */
-int adb__json_floats(const json_t *arr, float *out, int cap, int *n,
-                     char *err, size_t errlen);
+int adb__json_floats(const json_t *arr, float *out, int cap, int *n, char *err,
+                     size_t errlen);
 
 /* Base64 (RFC 4648, padding optional, no whitespace) of little-endian
  * float32 values. ADB_OK or ADB_EINVAL (bad base64, a length that is not a

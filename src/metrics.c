@@ -8,21 +8,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const int statuses[] = {200, 201, 202, 204, 400, 401, 403, 404, 405,
-                               408, 409, 413, 415, 429, 431, 500, 501, 503,
-                               505};
+static const int statuses[] = {200, 201, 202, 204, 400, 401, 403, 404, 405, 408,
+                               409, 413, 415, 429, 431, 500, 501, 503, 505};
 #define N_STATUS (int)(sizeof statuses / sizeof statuses[0] + 1) /* + other */
 
 /* Upper bounds of the latency buckets, in seconds. */
-static const double bucket_s[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001,
-                                  0.0025,  0.005,  0.01,    0.025,  0.05,
-                                  0.1,     0.25,   0.5,     1,      2.5,
-                                  5,       10};
+static const double bucket_s[] = {
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+    0.05,    0.1,    0.25,    0.5,    1,     2.5,    5,     10};
 #define N_BUCKET (int)(sizeof bucket_s / sizeof bucket_s[0] + 1) /* + Inf */
 
 typedef struct shard {
-  uint64_t *count; /* [route][N_STATUS] */
-  uint64_t *hist;  /* [route][N_BUCKET], not cumulative */
+  uint64_t *count;  /* [route][N_STATUS] */
+  uint64_t *hist;   /* [route][N_BUCKET], not cumulative */
   uint64_t *sum_ns; /* [route] */
 } shard;
 
@@ -95,7 +93,8 @@ void adb__metrics_observe(adb__metrics *m, int shard_i, int route, int status,
   shard *sh = &m->shards[shard_i];
   bump(&sh->count[route * N_STATUS + status_index(status)], 1);
   int b = 0;
-  while (b < N_BUCKET - 1 && latency_ns > m->bucket_ns[b]) b++;
+  while (b < N_BUCKET - 1 && latency_ns > m->bucket_ns[b])
+    b++;
   bump(&sh->hist[route * N_BUCKET + b], 1);
   bump(&sh->sum_ns[route], latency_ns > 0 ? (uint64_t)latency_ns : 0);
 }
@@ -110,8 +109,7 @@ uint64_t adb__metrics_count(adb__metrics *m, int route, int status) {
 }
 
 static void labels(adb__buf *b, adb__metrics *m, int r) {
-  adb__buf_printf(b, "route=\"%s\",method=\"%s\"", m->names[r],
-                  m->methods[r]);
+  adb__buf_printf(b, "route=\"%s\",method=\"%s\"", m->names[r], m->methods[r]);
 }
 
 static void render_requests(adb__metrics *m, adb__buf *b) {
@@ -136,14 +134,17 @@ static void render_requests(adb__metrics *m, adb__buf *b) {
 
 static void render_histogram(adb__metrics *m, adb__buf *b, int r) {
   uint64_t cum = 0, sum = 0;
-  for (int s = 0; s < m->n_shards; s++) sum += get(&m->shards[s].sum_ns[r]);
+  for (int s = 0; s < m->n_shards; s++)
+    sum += get(&m->shards[s].sum_ns[r]);
   for (int k = 0; k < N_BUCKET; k++) {
     for (int s = 0; s < m->n_shards; s++)
       cum += get(&m->shards[s].hist[r * N_BUCKET + k]);
     adb__buf_puts(b, "agentdb_http_request_duration_seconds_bucket{");
     labels(b, m, r);
-    if (k < N_BUCKET - 1) adb__buf_printf(b, ",le=\"%g\"} ", bucket_s[k]);
-    else adb__buf_puts(b, ",le=\"+Inf\"} ");
+    if (k < N_BUCKET - 1)
+      adb__buf_printf(b, ",le=\"%g\"} ", bucket_s[k]);
+    else
+      adb__buf_puts(b, ",le=\"+Inf\"} ");
     adb__buf_printf(b, "%llu\n", (unsigned long long)cum);
   }
   adb__buf_puts(b, "agentdb_http_request_duration_seconds_sum{");
@@ -164,8 +165,8 @@ static void render_latency(adb__metrics *m, adb__buf *b) {
 
 static void metric(adb__buf *b, const char *name, const char *type,
                    const char *help, double v) {
-  adb__buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help,
-                  name, type, name, v);
+  adb__buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name,
+                  type, name, v);
 }
 
 static void render_stats(adb *db, adb__buf *b) {

@@ -31,8 +31,7 @@ void adb__metrics_observe(adb__metrics *m, int shard, int route, int status,
 
 /* Appends the exposition text; db may be NULL. draining is reported as
  * agentdb_draining. */
-void adb__metrics_render(adb__metrics *m, adb *db, int draining,
-                         adb__buf *out);
+void adb__metrics_render(adb__metrics *m, adb *db, int draining, adb__buf *out);
 
 /* Totals across shards, for tests: requests of route with status (0 = any
  * status). */

@@ -48,16 +48,19 @@
  *      a returned id is new and applied. The others are read back: same
  *      body_hash is a duplicate (first_reward from the stored row), another
  *      body is ADB_ECONFLICT. New rewards are logged in reward_signals;
- *   3. their increments, merged per row by adb__batch_merge (sorted by key),
- *      are added to rl_policies by one INSERT ... SELECT FROM unnest(...)
- *      ON CONFLICT DO UPDATE SET n = n + excluded.n, ..., version = version
- *      + 1 RETURNING version; rows are locked in that order, so two batches
- *      cannot deadlock;
- *   4. episodes: COPY ... FROM STDIN (FORMAT binary) into a per-connection
- *      temporary staging table, then one INSERT ... SELECT ON CONFLICT DO
- *      NOTHING (COPY itself cannot skip duplicates, and a retried batch must
- *      not fail);
- *   5. metrics deltas, merged per (agent, hour), one upsert each.
+ *   3. episodes: COPY ... FROM STDIN (FORMAT binary) straight into
+ *      agent_episodes under a savepoint; COPY cannot skip duplicates, so if
+ *      that fails with a unique violation (a retried batch) the savepoint is
+ *      rolled back and the rows go by COPY into a per-connection temporary
+ *      staging table and then one INSERT ... SELECT ON CONFLICT DO NOTHING;
+ *   4. metrics deltas, sorted by (agent, hour), one upsert each;
+ *   5. last, so that these hot rows stay locked the shortest time: the
+ *      increments of the new rewards, merged per row by adb__batch_merge
+ *      (sorted by key), are added to rl_policies by one INSERT ... SELECT
+ *      FROM unnest(...) ON CONFLICT DO UPDATE SET n = n + excluded.n, ...,
+ *      version = version + 1 RETURNING version. Rows are locked in key
+ *      order and every batch takes its locks in the same stage order, so
+ *      two batches cannot deadlock.
  * Multi-row statements give one round trip per table, which is what
  * pipeline mode would buy, and COPY (not allowed in a pipeline) and the
  * read-back of step 2 depend on earlier results anyway.
@@ -178,12 +181,11 @@ static const char *const stmts[N_STMT] = {
         " weight_watch, weight_click, weight_rating, fallback_strength,"
         " decay_half_life_s, reward_window_s, default_reward, created_at_ms,"
         " updated_at_ms FROM agent_metadata WHERE agent_id = $1",
-    [S_COUNTERS] =
-        "SELECT COALESCE(SUM(decisions), 0)::int8,"
-        " COALESCE(SUM(rewards), 0)::int8,"
-        " COALESCE(SUM(reward_sum), 0)::float8,"
-        " (SELECT count(*) FROM actions WHERE agent_id = $1)"
-        " FROM performance_metrics WHERE agent_id = $1",
+    [S_COUNTERS] = "SELECT COALESCE(SUM(decisions), 0)::int8,"
+                   " COALESCE(SUM(rewards), 0)::int8,"
+                   " COALESCE(SUM(reward_sum), 0)::float8,"
+                   " (SELECT count(*) FROM actions WHERE agent_id = $1)"
+                   " FROM performance_metrics WHERE agent_id = $1",
     [S_ACTIONS_PUT] =
         "INSERT INTO actions (agent_id, action_id, embedding, metadata,"
         " disabled, updated_at_ms)"
@@ -218,7 +220,8 @@ static const char *const stmts[N_STMT] = {
     [S_RID_LOOKUP] =
         "SELECT r.agent_id, r.reward_id, r.body_hash, r.reward"
         " FROM reward_ids r JOIN unnest($1::text[], $2::text[]) AS k(a, i)"
-        " ON r.agent_id = k.a COLLATE \"C\" AND r.reward_id = k.i COLLATE \"C\"",
+        " ON r.agent_id = k.a COLLATE \"C\""
+        " AND r.reward_id = k.i COLLATE \"C\"",
     [S_REWARDS_PUT] =
         "INSERT INTO reward_signals (agent_id, reward_id, event_id, user_id,"
         " state_key, action_id, reward, reward_micro, signals, body_hash,"
@@ -279,10 +282,9 @@ static const char *const stmts[N_STMT] = {
         " confidence = excluded.confidence, support = excluded.support,"
         " embedding = excluded.embedding,"
         " updated_at_ms = excluded.updated_at_ms",
-    [S_PATTERN_GET] =
-        "SELECT type, key, value, confidence, support, embedding,"
-        " updated_at_ms FROM learned_patterns"
-        " WHERE agent_id = $1 AND pattern_id = $2",
+    [S_PATTERN_GET] = "SELECT type, key, value, confidence, support, embedding,"
+                      " updated_at_ms FROM learned_patterns"
+                      " WHERE agent_id = $1 AND pattern_id = $2",
     [S_PING] = "SELECT 1",
     [S_MAINTAIN] = "SELECT adb_maintain_partitions($1::int4, $2::int4)",
 };
@@ -294,8 +296,12 @@ static const char sql_staging[] =
     " episode_id text, user_id text, session_id text, embedding bytea,"
     " action_id text, reward float8, context text, created_at_ms int8)"
     " ON COMMIT DELETE ROWS";
-static const char sql_copy_episodes[] =
+static const char sql_copy_staging[] =
     "COPY adb_episodes_in (agent_id, episode_id, user_id, session_id,"
+    " embedding, action_id, reward, context, created_at_ms)"
+    " FROM STDIN (FORMAT binary)";
+static const char sql_copy_direct[] =
+    "COPY agent_episodes (agent_id, episode_id, user_id, session_id,"
     " embedding, action_id, reward, context, created_at_ms)"
     " FROM STDIN (FORMAT binary)";
 
@@ -306,6 +312,7 @@ typedef struct pgconn {
   uint32_t prepared; /* bit i: stmts[i] is prepared on this connection */
   int staging;       /* adb_episodes_in exists on this connection */
   int broken;        /* close at release */
+  char sqlstate[6];  /* of the last failure on it ("" if none) */
 } pgconn;
 
 typedef struct pg_opts {
@@ -384,6 +391,8 @@ static int classify(pgconn *c, const PGresult *r) {
 
 static int fail(pg_store *s, pgconn *c, const PGresult *r, const char *what) {
   int rc = classify(c, r);
+  const char *st = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+  snprintf(c->sqlstate, sizeof c->sqlstate, "%s", st ? st : "");
   const char *msg = r ? PQresultErrorMessage(r) : "";
   if (!msg[0]) msg = PQerrorMessage(c->pg);
   if (!msg[0]) msg = "connection lost";
@@ -412,7 +421,8 @@ static void be64(unsigned char *p, uint64_t v) {
 
 static uint64_t rd_be(const unsigned char *p, int n) {
   uint64_t v = 0;
-  for (int i = 0; i < n; i++) v = v << 8 | p[i];
+  for (int i = 0; i < n; i++)
+    v = v << 8 | p[i];
   return v;
 }
 
@@ -438,8 +448,8 @@ static void emb_to_le(unsigned char *dst, const float *v, int dim) {
 static void emb_from_le(float *v, const unsigned char *src, int dim) {
   for (int i = 0; i < dim; i++) {
     const unsigned char *b = src + 4 * i;
-    uint32_t u = (uint32_t)b[0] | (uint32_t)b[1] << 8 |
-                 (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+    uint32_t u = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 |
+                 (uint32_t)b[3] << 24;
     memcpy(&v[i], &u, 4);
   }
 }
@@ -581,8 +591,7 @@ static int r_bool(const PGresult *r, int row, int col) {
 }
 
 /* Copies a text column into a fixed buffer; too long means corrupt. */
-static int r_copy(char *dst, size_t size, const PGresult *r, int row,
-                  int col) {
+static int r_copy(char *dst, size_t size, const PGresult *r, int row, int col) {
   size_t n = (size_t)PQgetlength(r, row, col);
   if (n >= size) return ADB_ECORRUPT;
   memcpy(dst, PQgetvalue(r, row, col), n);
@@ -610,8 +619,7 @@ static int r_emb(float **v, int *dim, const PGresult *r, int row, int col) {
   if (n == 0) return ADB_OK;
   if (n % 4 || n / 4 > ADB_MAX_EMBEDDING_DIM) return ADB_ECORRUPT;
   if (!(*v = malloc(n))) return ADB_ENOMEM;
-  emb_from_le(*v, (const unsigned char *)PQgetvalue(r, row, col),
-              (int)(n / 4));
+  emb_from_le(*v, (const unsigned char *)PQgetvalue(r, row, col), (int)(n / 4));
   *dim = (int)(n / 4);
   return ADB_OK;
 }
@@ -645,8 +653,8 @@ static int sock_wait(PGconn *pg, int out, int64_t deadline) {
 
 static int timed_out(pg_store *s, pgconn *c, int64_t ms, const char *what) {
   c->broken = 1;
-  set_err(s, "postgresql: %s: no answer from the server within %lld ms",
-          what, (long long)ms);
+  set_err(s, "postgresql: %s: no answer from the server within %lld ms", what,
+          (long long)ms);
   return ADB_EUNAVAIL;
 }
 
@@ -666,8 +674,8 @@ static int flush_out(pg_store *s, pgconn *c, int64_t deadline,
 /* Collects the results of the command just sent, keeping the first error
  * (or else the last result). Stops early at a COPY IN result, which the
  * caller feeds. *res is NULL when nothing came back. */
-static int collect(pg_store *s, pgconn *c, int64_t timeout_ms,
-                   const char *what, PGresult **res) {
+static int collect(pg_store *s, pgconn *c, int64_t timeout_ms, const char *what,
+                   PGresult **res) {
   *res = NULL;
   int64_t deadline = mono_ms() + timeout_ms;
   int rc = flush_out(s, c, deadline, what);
@@ -707,14 +715,13 @@ static int collect(pg_store *s, pgconn *c, int64_t timeout_ms,
 /* Waits for the result of the command just sent and checks it: tuples or
  * command OK (or COPY IN), else a failure with the server's message. On
  * success *res (if res is not NULL) is the caller's to PQclear. */
-static int finish(pg_store *s, pgconn *c, int64_t timeout_ms,
-                  const char *what, PGresult **res) {
+static int finish(pg_store *s, pgconn *c, int64_t timeout_ms, const char *what,
+                  PGresult **res) {
   PGresult *r;
   int rc = collect(s, c, timeout_ms, what, &r);
   if (rc) return rc;
   ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
-  if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK &&
-      st != PGRES_COPY_IN) {
+  if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK && st != PGRES_COPY_IN) {
     rc = fail(s, c, r, what);
     PQclear(r);
     return rc;
@@ -771,8 +778,7 @@ static int take_option(pg_opts *o, const char *kv, size_t n) {
   };
   for (size_t i = 0; i < sizeof opts / sizeof *opts; i++) {
     size_t k = strlen(opts[i].name);
-    if (n <= k || strncmp(kv, opts[i].name, k) != 0 || kv[k] != '=')
-      continue;
+    if (n <= k || strncmp(kv, opts[i].name, k) != 0 || kv[k] != '=') continue;
     char buf[32], *end;
     size_t vn = n - k - 1;
     if (vn == 0 || vn >= sizeof buf) return -1;
@@ -851,9 +857,9 @@ static void conn_drop(pgconn *c) {
 static int conn_open(pg_store *s, pgconn *c, int stmt_timeout_ms) {
   conn_drop(c);
   static const char *const keys[] = {
-      "connect_timeout",  "keepalives",       "keepalives_idle",
+      "connect_timeout",     "keepalives",       "keepalives_idle",
       "keepalives_interval", "keepalives_count", "tcp_user_timeout",
-      "application_name", "dbname",           NULL};
+      "application_name",    "dbname",           NULL};
   char tcp_ms[24];
   snprintf(tcp_ms, sizeof tcp_ms, "%d", s->io_timeout_ms);
   const char *vals[] = {"5",    "1",       "30",   "10", "3",
@@ -883,7 +889,8 @@ static int conn_open(pg_store *s, pgconn *c, int stmt_timeout_ms) {
 /* Takes a free slot and makes sure it holds a live, idle connection. */
 static int conn_get(pg_store *s, pgconn **out) {
   pthread_mutex_lock(&s->mu);
-  while (s->n_free == 0) pthread_cond_wait(&s->cv, &s->mu);
+  while (s->n_free == 0)
+    pthread_cond_wait(&s->cv, &s->mu);
   pgconn *c = &s->conns[s->free_stack[--s->n_free]];
   pthread_mutex_unlock(&s->mu);
   /* Reads what the server sent while the connection was idle: a dead
@@ -1008,7 +1015,8 @@ typedef struct cols {
 } cols;
 
 static void cols_free(cols *c) {
-  for (int i = 0; i < c->n; i++) free(c->b[i].p);
+  for (int i = 0; i < c->n; i++)
+    free(c->b[i].p);
 }
 
 static int cols_oom(const cols *c) {
@@ -1021,17 +1029,19 @@ static int cols_oom(const cols *c) {
 static void cols_begin(cols *c, const uint32_t *oids, int ncol, int rows) {
   memset(c, 0, sizeof *c);
   c->n = ncol;
-  for (int i = 0; i < ncol; i++) arr_begin(&c->b[i], oids[i], rows);
+  for (int i = 0; i < ncol; i++)
+    arr_begin(&c->b[i], oids[i], rows);
 }
 
 static void cols_params(const cols *c, params *p) {
-  for (int i = 0; i < c->n; i++) p_buf(p, &c->b[i]);
+  for (int i = 0; i < c->n; i++)
+    p_buf(p, &c->b[i]);
 }
 
 static int decisions_put(pg_store *s, pgconn *c, const adb__batch *b) {
   if (!b->n_decisions) return ADB_OK;
-  static const uint32_t t[] = {OID_TEXT, OID_TEXT,   OID_TEXT, OID_TEXT,
-                               OID_TEXT, OID_TEXT,   OID_TEXT, OID_FLOAT8,
+  static const uint32_t t[] = {OID_TEXT, OID_TEXT, OID_TEXT, OID_TEXT,
+                               OID_TEXT, OID_TEXT, OID_TEXT, OID_FLOAT8,
                                OID_TEXT, OID_INT8};
   cols a;
   cols_begin(&a, t, 10, b->n_decisions);
@@ -1088,7 +1098,8 @@ static int rw_init(rw_state *w, adb__reward_rec *r, int n) {
   w->n = n;
   w->ord = malloc((size_t)n * sizeof *w->ord);
   if (!w->ord) return ADB_ENOMEM;
-  for (int i = 0; i < n; i++) w->ord[i] = i;
+  for (int i = 0; i < n; i++)
+    w->ord[i] = i;
   qsort_r(w->ord, (size_t)n, sizeof *w->ord, idx_cmp, r);
   return ADB_OK;
 }
@@ -1128,7 +1139,8 @@ static int rid_insert(pg_store *s, pgconn *c, adb__batch *b,
   static const uint32_t t[] = {OID_TEXT, OID_TEXT, OID_TEXT, OID_FLOAT8,
                                OID_INT8};
   int leads = 0;
-  for (int k = 0; k < w->n; k++) leads += rw_is_lead(w, b->rewards, k);
+  for (int k = 0; k < w->n; k++)
+    leads += rw_is_lead(w, b->rewards, k);
   cols a;
   cols_begin(&a, t, 5, leads);
   for (int k = 0; k < w->n; k++) {
@@ -1151,8 +1163,8 @@ static int rid_insert(pg_store *s, pgconn *c, adb__batch *b,
   }
   cols_free(&a);
   for (int i = 0; !rc && i < PQntuples(res); i++) {
-    int k = rw_find(w, b->rewards, PQgetvalue(res, i, 0),
-                    PQgetvalue(res, i, 1));
+    int k =
+        rw_find(w, b->rewards, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1));
     if (k >= 0) b->rewards[w->ord[k]].applied = 1;
   }
   PQclear(res);
@@ -1222,11 +1234,12 @@ static int rid_compare(pg_store *s, pgconn *c, adb__batch *b,
 
 /* Step 3: the new rewards into the partitioned log. */
 static int rewards_log(pg_store *s, pgconn *c, const adb__batch *b) {
-  static const uint32_t t[] = {OID_TEXT, OID_TEXT,   OID_TEXT, OID_TEXT,
-                               OID_TEXT, OID_TEXT,   OID_FLOAT8,
-                               OID_INT8, OID_TEXT,   OID_TEXT, OID_INT8};
+  static const uint32_t t[] = {OID_TEXT, OID_TEXT, OID_TEXT,   OID_TEXT,
+                               OID_TEXT, OID_TEXT, OID_FLOAT8, OID_INT8,
+                               OID_TEXT, OID_TEXT, OID_INT8};
   int n = 0;
-  for (int i = 0; i < b->n_rewards; i++) n += b->rewards[i].applied;
+  for (int i = 0; i < b->n_rewards; i++)
+    n += b->rewards[i].applied;
   if (!n) return ADB_OK;
   cols a;
   cols_begin(&a, t, 11, n);
@@ -1289,8 +1302,8 @@ static int change_key_cmp(const adb__policy_change *x, const char *agent,
 
 /* Sets the new version of the change with the returned key (changes are
  * sorted by key: binary search). */
-static int change_set_version(adb__policy_change *ch, int n,
-                              const PGresult *r, int row) {
+static int change_set_version(adb__policy_change *ch, int n, const PGresult *r,
+                              int row) {
   const char *a = PQgetvalue(r, row, 0), *u = PQgetvalue(r, row, 1);
   const char *k = PQgetvalue(r, row, 2), *x = PQgetvalue(r, row, 3);
   int lo = 0, hi = n - 1;
@@ -1385,7 +1398,8 @@ static int metrics_add(pg_store *s, pgconn *c, const adb__batch *b) {
   for (int i = 1; i < b->n_metrics; i++) {
     adb__metrics_delta x = m[i];
     int j = i;
-    for (; j > 0 && metrics_cmp(&m[j - 1], &x) > 0; j--) m[j] = m[j - 1];
+    for (; j > 0 && metrics_cmp(&m[j - 1], &x) > 0; j--)
+      m[j] = m[j - 1];
     m[j] = x;
   }
   int rc = ADB_OK;
@@ -1417,7 +1431,8 @@ static void copy_episode(adb__sbuf *b, const adb__episode_rec *e) {
   fld_i64(b, e->ts_ms);
 }
 
-/* Queues COPY data, waiting for the socket while libpq's buffer is full. */
+/* Queues COPY data, waiting for the socket while libpq's buffer is full.
+ * A failure here leaves the connection mid-COPY: it is dropped. */
 static int copy_send(pg_store *s, pgconn *c, const char *p, size_t n) {
   int64_t deadline = mono_ms() + s->io_timeout_ms;
   while (n) {
@@ -1434,21 +1449,26 @@ static int copy_send(pg_store *s, pgconn *c, const char *p, size_t n) {
   return ADB_OK;
 }
 
+/* Ends the COPY; the server's verdict (a unique violation, say) comes back
+ * here, with the connection usable again. */
 static int copy_end(pg_store *s, pgconn *c) {
   int64_t deadline = mono_ms() + s->io_timeout_ms;
   for (;;) {
     int r = PQputCopyEnd(c->pg, NULL);
     if (r < 0) return fail(s, c, NULL, "copy episodes");
     if (r == 1) return finish(s, c, s->io_timeout_ms, "copy episodes", NULL);
-    if (flush_out(s, c, deadline, "copy episodes")) return ADB_EUNAVAIL;
+    if (flush_out(s, c, deadline, "copy episodes")) {
+      c->broken = 1;
+      return ADB_EUNAVAIL;
+    }
   }
 }
 
-/* Streams the episodes into the staging table, in 1 MiB pieces. Any
- * failure inside COPY drops the connection (the simplest way out of it). */
-static int copy_episodes(pg_store *s, pgconn *c, const adb__batch *b) {
-  if (!PQsendQuery(c->pg, sql_copy_episodes))
-    return fail(s, c, NULL, "copy episodes");
+/* Streams the episodes with `sql` (a COPY ... FROM STDIN), in 1 MiB
+ * pieces. */
+static int copy_episodes(pg_store *s, pgconn *c, const adb__batch *b,
+                         const char *sql) {
+  if (!PQsendQuery(c->pg, sql)) return fail(s, c, NULL, "copy episodes");
   int rc = finish(s, c, s->io_timeout_ms, "copy episodes", NULL);
   if (rc) return rc;
   adb__sbuf buf = {0};
@@ -1465,23 +1485,38 @@ static int copy_episodes(pg_store *s, pgconn *c, const adb__batch *b) {
     }
   }
   free(buf.p);
-  if (!rc) rc = copy_end(s, c);
-  if (rc) c->broken = 1;
-  return rc;
+  if (rc) {
+    c->broken = 1; /* stuck inside COPY IN */
+    return rc;
+  }
+  return copy_end(s, c);
 }
 
 /* Creates the staging table, outside any transaction (a rollback would
  * take it away again). */
-static int staging_make(pg_store *s, pgconn *c, const adb__batch *b) {
-  if (!b->n_episodes || c->staging) return ADB_OK;
+static int staging_make(pg_store *s, pgconn *c) {
+  if (c->staging) return ADB_OK;
   int rc = run_sql(s, c, sql_staging, s->io_timeout_ms, "create staging");
   if (!rc) c->staging = 1;
   return rc;
 }
 
+/* The fast path is a COPY straight into agent_episodes, under a savepoint.
+ * COPY cannot skip duplicates, so when the batch holds an episode already
+ * stored (a retried batch) it fails with a unique violation: then the
+ * savepoint is rolled back and the batch goes through the staging table and
+ * INSERT ... ON CONFLICT DO NOTHING. */
 static int episodes_put(pg_store *s, pgconn *c, const adb__batch *b) {
   if (!b->n_episodes) return ADB_OK;
-  int rc = copy_episodes(s, c, b);
+  int64_t t = s->io_timeout_ms;
+  c->sqlstate[0] = 0;
+  int rc = run_sql(s, c, "SAVEPOINT adb_episodes", t, "copy episodes");
+  if (!rc) rc = copy_episodes(s, c, b, sql_copy_direct);
+  if (!rc)
+    return run_sql(s, c, "RELEASE SAVEPOINT adb_episodes", t, "copy episodes");
+  if (c->broken || strcmp(c->sqlstate, "23505") != 0) return rc;
+  rc = run_sql(s, c, "ROLLBACK TO SAVEPOINT adb_episodes", t, "copy episodes");
+  if (!rc) rc = copy_episodes(s, c, b, sql_copy_staging);
   if (!rc) rc = run(s, c, S_EPISODES_MOVE, NULL, "insert episodes", NULL);
   return rc;
 }
@@ -1493,9 +1528,9 @@ static int episodes_put(pg_store *s, pgconn *c, const adb__batch *b) {
  * queue every insert behind it. A failure is retried a minute later. */
 static int maintain(pg_store *s, pgconn *c, int force) {
   int64_t now = adb__now_ms(), due = atomic_load(&s->maint_due_ms);
-  if (!force && (now < due || !atomic_compare_exchange_strong(
-                                  &s->maint_due_ms, &due,
-                                  now + MAINT_EVERY_MS)))
+  if (!force &&
+      (now < due || !atomic_compare_exchange_strong(&s->maint_due_ms, &due,
+                                                    now + MAINT_EVERY_MS)))
     return ADB_OK;
   params p = {0};
   p_i32(&p, s->o.ahead);
@@ -1526,14 +1561,15 @@ static void batch_unset(adb__batch *b) {
 static int batch_txn(pg_store *s, pgconn *c, void *arg) {
   adb__batch *b = arg;
   if (maintain(s, c, 0) == ADB_EUNAVAIL && c->broken) return ADB_EUNAVAIL;
-  int rc = staging_make(s, c, b);
+  int rc = b->n_episodes ? staging_make(s, c) : ADB_OK;
   if (rc) return rc;
   rc = run_sql(s, c, "BEGIN", s->io_timeout_ms, "begin batch");
   if (!rc) rc = decisions_put(s, c, b);
   if (!rc) rc = rewards_put(s, c, b);
-  if (!rc) rc = policies_add(s, c, b);
   if (!rc) rc = episodes_put(s, c, b);
+  /* The hot rows last, so their locks are held the shortest time. */
   if (!rc) rc = metrics_add(s, c, b);
+  if (!rc) rc = policies_add(s, c, b);
   if (!rc) rc = run_sql(s, c, "COMMIT", s->io_timeout_ms, "commit batch");
   if (rc) {
     txn_abort(s, c);
@@ -1587,12 +1623,18 @@ static int keys_from_json(adb_agent_config *cfg, const char *text) {
 }
 
 static int agent_cfg_ok(const adb_agent_config *c) {
-  const double d[] = {c->prior_alpha,          c->prior_beta,
-                      c->prior_mu,             c->prior_kappa,
-                      c->prior_a,              c->prior_b,
-                      c->reward_weights.watch, c->reward_weights.click,
-                      c->reward_weights.rating, c->fallback_strength,
-                      c->decay_half_life_s,    c->reward_window_s,
+  const double d[] = {c->prior_alpha,
+                      c->prior_beta,
+                      c->prior_mu,
+                      c->prior_kappa,
+                      c->prior_a,
+                      c->prior_b,
+                      c->reward_weights.watch,
+                      c->reward_weights.click,
+                      c->reward_weights.rating,
+                      c->fallback_strength,
+                      c->decay_half_life_s,
+                      c->reward_window_s,
                       c->default_reward};
   for (size_t i = 0; i < sizeof d / sizeof *d; i++)
     if (!isfinite(d[i])) return 0;
@@ -1767,7 +1809,8 @@ static int actions_fn(pg_store *s, pgconn *c, void *arg) {
   actions_arg *x = arg;
   int *ord = malloc((size_t)x->n * sizeof *ord);
   if (!ord) return oom(s, "put actions");
-  for (int i = 0; i < x->n; i++) ord[i] = i;
+  for (int i = 0; i < x->n; i++)
+    ord[i] = i;
   qsort_r(ord, (size_t)x->n, sizeof *ord, act_cmp, (void *)x->a);
   static const uint32_t t[] = {OID_TEXT, OID_BYTEA, OID_TEXT, OID_BOOL};
   int rows = 0;
@@ -2224,7 +2267,8 @@ static int setup(pg_store *s, adb__pg_migrate_fn fn, void *arg, int *maint) {
 static void pg_close(adb__store *st) {
   pg_store *s = (pg_store *)st;
   if (!s) return;
-  for (int i = 0; s->conns && i < s->o.pool_size; i++) conn_drop(&s->conns[i]);
+  for (int i = 0; s->conns && i < s->o.pool_size; i++)
+    conn_drop(&s->conns[i]);
   free(s->conns);
   free(s->free_stack);
   free(s->url);
@@ -2252,9 +2296,9 @@ static int store_new(const char *url, const adb_config *cfg, pg_store **out,
     pg_close(&s->base);
     return rc;
   }
-  s->io_timeout_ms = (s->o.stmt_timeout_ms ? s->o.stmt_timeout_ms
-                                           : DEFAULT_STMT_TIMEOUT_MS) +
-                     IO_MARGIN_MS;
+  s->io_timeout_ms =
+      (s->o.stmt_timeout_ms ? s->o.stmt_timeout_ms : DEFAULT_STMT_TIMEOUT_MS) +
+      IO_MARGIN_MS;
   s->conns = calloc((size_t)s->o.pool_size, sizeof *s->conns);
   s->free_stack = calloc((size_t)s->o.pool_size, sizeof *s->free_stack);
   if (!s->conns || !s->free_stack) {
@@ -2262,7 +2306,8 @@ static int store_new(const char *url, const adb_config *cfg, pg_store **out,
     snprintf(err, errlen, "postgresql: out of memory");
     return ADB_ENOMEM;
   }
-  for (int i = s->o.pool_size - 1; i >= 0; i--) s->free_stack[s->n_free++] = i;
+  for (int i = s->o.pool_size - 1; i >= 0; i--)
+    s->free_stack[s->n_free++] = i;
   *out = s;
   return ADB_OK;
 }

@@ -20,7 +20,6 @@ typedef void (*adb__pg_migrate_fn)(void *arg, int version, const char *name,
  * NULL. Returns ADB_OK, ADB_EURL, ADB_EUNAVAIL or ADB_ESTORE with the
  * reason in err. */
 int adb__pg_migrate(const char *url, const adb_config *cfg,
-                    adb__pg_migrate_fn fn, void *arg, char *err,
-                    size_t errlen);
+                    adb__pg_migrate_fn fn, void *arg, char *err, size_t errlen);
 
 #endif

@@ -42,7 +42,8 @@ static float dot_scalar(const float *a, const float *b, size_t n) {
     s2 += a[i + 2] * b[i + 2];
     s3 += a[i + 3] * b[i + 3];
   }
-  for (; i < n; i++) s0 += a[i] * b[i];
+  for (; i < n; i++)
+    s0 += a[i] * b[i];
   return (s0 + s1) + (s2 + s3);
 }
 
@@ -131,8 +132,8 @@ AVX2 static float dot_avx2(const float *a, const float *b, size_t n) {
   size_t i = 0;
   for (; i + 32 <= n; i += 32) {
     s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8),
-                         _mm256_loadu_ps(b + i + 8), s1);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8),
+                         s1);
     s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16),
                          _mm256_loadu_ps(b + i + 16), s2);
     s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24),
@@ -158,8 +159,7 @@ AVX2 static float l2sq_avx2(const float *a, const float *b, size_t n) {
   size_t i = 0;
   for (; i + 32 <= n; i += 32) {
     s0 = sqdiff_acc(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    s1 = sqdiff_acc(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8),
-                    s1);
+    s1 = sqdiff_acc(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
     s2 = sqdiff_acc(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16),
                     s2);
     s3 = sqdiff_acc(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24),
@@ -248,12 +248,12 @@ AVX512 static float l2sq_avx512(const float *a, const float *b, size_t n) {
   size_t i = 0;
   for (; i + 64 <= n; i += 64) {
     s0 = sqdiff_acc16(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
-    s1 = sqdiff_acc16(_mm512_loadu_ps(a + i + 16),
-                      _mm512_loadu_ps(b + i + 16), s1);
-    s2 = sqdiff_acc16(_mm512_loadu_ps(a + i + 32),
-                      _mm512_loadu_ps(b + i + 32), s2);
-    s3 = sqdiff_acc16(_mm512_loadu_ps(a + i + 48),
-                      _mm512_loadu_ps(b + i + 48), s3);
+    s1 = sqdiff_acc16(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16),
+                      s1);
+    s2 = sqdiff_acc16(_mm512_loadu_ps(a + i + 32), _mm512_loadu_ps(b + i + 32),
+                      s2);
+    s3 = sqdiff_acc16(_mm512_loadu_ps(a + i + 48), _mm512_loadu_ps(b + i + 48),
+                      s3);
   }
   for (; i + 16 <= n; i += 16)
     s0 = sqdiff_acc16(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
@@ -406,10 +406,12 @@ int adb__vec_finite(const float *v, size_t n) {
 
 int adb__vec_normalize(float *v, size_t n) {
   double s = 0;
-  for (size_t i = 0; i < n; i++) s += (double)v[i] * v[i];
+  for (size_t i = 0; i < n; i++)
+    s += (double)v[i] * v[i];
   if (!(s > 0) || !isfinite(s)) return ADB_EINVAL;
   double inv = 1.0 / sqrt(s);
-  for (size_t i = 0; i < n; i++) v[i] = (float)(v[i] * inv);
+  for (size_t i = 0; i < n; i++)
+    v[i] = (float)(v[i] * inv);
   return ADB_OK;
 }
 

@@ -45,7 +45,7 @@ typedef float (*adb__dist_fn)(const float *a, const float *b, size_t n);
 /* The kernels of one instruction set. */
 typedef struct adb__vec_kernels {
   adb__isa isa;
-  const char *name;   /* "scalar", "avx2", "avx512" */
+  const char *name;    /* "scalar", "avx2", "avx512" */
   adb__dist_fn dot;    /* <a, b> */
   adb__dist_fn l2sq;   /* squared L2 */
   adb__dist_fn ipdist; /* 1 - <a, b> */
@@ -98,8 +98,8 @@ typedef struct adb__vec_filter {
 } adb__vec_filter;
 
 /* True when f (NULL = no filter) keeps the vector (label, tag). */
-static inline int adb__vec_filter_keep(const adb__vec_filter *f,
-                                       uint64_t label, uint64_t tag) {
+static inline int adb__vec_filter_keep(const adb__vec_filter *f, uint64_t label,
+                                       uint64_t tag) {
   if (!f) return 1;
   if (f->match_tag && f->tag != tag) return 0;
   return !f->accept || f->accept(f->arg, label, tag);

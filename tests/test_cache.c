@@ -15,7 +15,10 @@
  *  - each blob get, and each key of a policy_mget, counts one hit or one
  *    miss in stats;
  *  - an empty policy (no arms) is cached: mget finds it, all arms zero;
- *  - del of a missing key is ADB_OK (ADB_ENOTFOUND is tolerated).
+ *  - del of a missing key is ADB_OK (ADB_ENOTFOUND is tolerated);
+ *  - a blob get of a key holding a policy tombstone is ADB_ENOTFOUND;
+ *  - every backend takes the URL parameter tombstone_ms=N, the tombstone
+ *    TTL (ADB_TOMBSTONE_TTL_MS by default), so that expiry is testable.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -536,12 +539,177 @@ static void policy_apply_appends_many_arms(void **state) {
     assert_arm(&st[i], 1 + i % 2, i + i % 2, 0.0, 1 + i % 2);
 }
 
-static void policy_apply_on_uncached_key_is_noop(void **state) {
+/* Not cached: apply leaves a tombstone, which is a miss. */
+static void policy_apply_on_uncached_key_caches_nothing(void **state) {
   fx *f = *state;
   char k[256];
   pkey(f, k, sizeof k, "u1");
   apply1(f->c, k, "a", arm(1, 1, 0, 1));
   assert_int_equal(cached(f->c, k), 0);
+}
+
+/* ------------------------------------------------------ tombstones */
+
+/* The current backend with tombstones that expire after ms. */
+static adb__cache *open_tombstone_ms(int ms) {
+  char url[600];
+  snprintf(url, sizeof url, "%s%ctombstone_ms=%d", g_url,
+           strchr(g_url, '?') ? '&' : '?', ms);
+  adb_config cfg = {0};
+  adb__cache *c = open_url(url, &cfg);
+  assert_non_null(c);
+  return c;
+}
+
+/* The stale-load race: a loader read arm a at version 3 from the store,
+ * then version 4 committed and was applied while the key was not cached;
+ * the load arrives last. */
+static void policy_apply_on_uncached_key_refuses_older_put(void **state) {
+  fx *f = *state;
+  char k[256];
+  pkey(f, k, sizeof k, "u1");
+  apply1(f->c, k, "a", arm(1, 1, 0, 4));
+  put_ab(f->c, k); /* a at version 3 */
+  assert_int_equal(cached(f->c, k), 0);
+}
+
+/* An arm the load lacks is at version 0: older than the tombstone's. */
+static void policy_apply_on_uncached_key_refuses_put_lacking_arm(void **state) {
+  fx *f = *state;
+  char k[256];
+  pkey(f, k, sizeof k, "u1");
+  apply1(f->c, k, "c", arm(1, 1, 0, 1));
+  put_ab(f->c, k);
+  assert_int_equal(cached(f->c, k), 0);
+}
+
+/* A load of the version the apply recorded is what the store holds. */
+static void policy_put_at_least_as_new_replaces_tombstone(void **state) {
+  fx *f = *state;
+  char k[256];
+  pkey(f, k, sizeof k, "u1");
+  apply1(f->c, k, "a", arm(1, 1, 0, 3));
+  put_ab(f->c, k); /* a at version 3, b at 1 */
+  const char *ids[] = {"a", "b"};
+  adb__arm_stats st[2];
+  assert_int_equal(mget1(f->c, k, 2, ids, st), 1);
+  assert_arm(&st[0], 2, 1500000, 1.25, 3);
+  assert_arm(&st[1], 5, 250000, 0.5, 1);
+}
+
+static void policy_apply_gap_leaves_tombstone(void **state) {
+  fx *f = *state;
+  char k[256];
+  pkey(f, k, sizeof k, "u1");
+  put_ab(f->c, k);                       /* a at version 3 */
+  apply1(f->c, k, "a", arm(1, 1, 0, 5)); /* version 4 was missed */
+  assert_int_equal(cached(f->c, k), 0);
+  put_ab(f->c, k); /* a load from before version 5 */
+  assert_int_equal(cached(f->c, k), 0);
+  adb__policy p = {0};
+  push(&p, "a", arm(4, 3000000, 2.5, 5));
+  push(&p, "b", arm(5, 250000, 0.5, 1));
+  assert_int_equal(f->c->m->policy_put(f->c, k, &p, LONG_TTL_MS), ADB_OK);
+  adb__policy_free(&p);
+  const char *ids[] = {"a"};
+  adb__arm_stats st[1];
+  assert_int_equal(mget1(f->c, k, 1, ids, st), 1);
+  assert_arm(&st[0], 4, 3000000, 2.5, 5);
+}
+
+/* Beyond cache.h: the tombstone left by a gap also keeps the versions of
+ * the entry it replaces (committed versions too), so a load older than
+ * what the dropped entry held is refused as well. */
+static void policy_gap_tombstone_keeps_dropped_entry_versions(void **state) {
+  fx *f = *state;
+  char k[256];
+  pkey(f, k, sizeof k, "u1");
+  put_ab(f->c, k);                       /* a at 3, b at 1 */
+  apply1(f->c, k, "a", arm(1, 1, 0, 5)); /* gap */
+  adb__policy p = {0};
+  push(&p, "a", arm(4, 3000000, 2.5, 5)); /* b absent: version 0 */
+  assert_int_equal(f->c->m->policy_put(f->c, k, &p, LONG_TTL_MS), ADB_OK);
+  adb__policy_free(&p);
+  assert_int_equal(cached(f->c, k), 0);
+}
+
+static void policy_tombstones_merge_higher_version_wins(void **state) {
+  fx *f = *state;
+  char k[256];
+  pkey(f, k, sizeof k, "u1");
+  apply1(f->c, k, "a", arm(1, 1, 0, 5));
+  apply1(f->c, k, "a", arm(1, 1, 0, 3)); /* lower: a stays at 5 */
+  apply1(f->c, k, "b", arm(1, 1, 0, 2));
+  static const int64_t va[] = {4, 5, 5}, vb[] = {2, 1, 2};
+  for (int i = 0; i < 3; i++) {
+    adb__policy p = {0};
+    push(&p, "a", arm(7, 7, 0, va[i]));
+    push(&p, "b", arm(8, 8, 0, vb[i]));
+    assert_int_equal(f->c->m->policy_put(f->c, k, &p, LONG_TTL_MS), ADB_OK);
+    adb__policy_free(&p);
+    assert_int_equal(cached(f->c, k), i == 2); /* only a >= 5 and b >= 2 */
+  }
+}
+
+/* Increments are never added to a tombstone: a later load brings them. */
+static void policy_apply_merges_into_tombstone_without_adding(void **state) {
+  fx *f = *state;
+  char k[256];
+  pkey(f, k, sizeof k, "u1");
+  apply1(f->c, k, "a", arm(1, 100, 0, 1));
+  apply1(f->c, k, "a", arm(1, 100, 0, 2)); /* next version of a */
+  assert_int_equal(cached(f->c, k), 0);
+  adb__policy p = {0};
+  push(&p, "a", arm(7, 700, 0, 2));
+  assert_int_equal(f->c->m->policy_put(f->c, k, &p, LONG_TTL_MS), ADB_OK);
+  adb__policy_free(&p);
+  const char *ids[] = {"a"};
+  adb__arm_stats st[1];
+  assert_int_equal(mget1(f->c, k, 1, ids, st), 1);
+  assert_arm(&st[0], 7, 700, 0.0, 2);
+}
+
+static void policy_tombstone_is_not_a_blob(void **state) {
+  fx *f = *state;
+  char k[256];
+  pkey(f, k, sizeof k, "u1");
+  apply1(f->c, k, "a", arm(1, 1, 0, 1));
+  void *v = NULL;
+  size_t len = 0;
+  assert_int_equal(f->c->m->get(f->c, k, &v, &len), ADB_ENOTFOUND);
+  assert_null(v);
+}
+
+static void policy_tombstone_expires_after_its_ttl(void **state) {
+  fx *f = *state;
+  adb__cache *c = open_tombstone_ms(150);
+  char k[256];
+  pkey(f, k, sizeof k, "u1");
+  apply1(c, k, "a", arm(1, 1, 0, 9));
+  put_ab(c, k);
+  assert_int_equal(cached(c, k), 0);
+  sleep_ms(500);
+  put_ab(c, k);
+  assert_int_equal(cached(c, k), 1);
+  adb__cache_close(c);
+}
+
+/* The TTL counts from the latest apply merged into the tombstone. */
+static void policy_apply_restarts_tombstone_ttl(void **state) {
+  fx *f = *state;
+  adb__cache *c = open_tombstone_ms(600);
+  char k[256];
+  pkey(f, k, sizeof k, "u1");
+  apply1(c, k, "a", arm(1, 1, 0, 9));
+  sleep_ms(400);
+  apply1(c, k, "c", arm(1, 1, 0, 1));
+  sleep_ms(400); /* 800 ms after the first apply, 400 after the second */
+  put_ab(c, k);
+  assert_int_equal(cached(c, k), 0);
+  sleep_ms(700);
+  put_ab(c, k);
+  assert_int_equal(cached(c, k), 1);
+  adb__cache_close(c);
 }
 
 enum { THREADS = 8 };
@@ -786,17 +954,62 @@ static void mem_expired_entries_are_reclaimed(void **state) {
   adb__cache_close(c);
 }
 
+/* Tombstones are entries: counted, accounted, and reclaimed on expiry,
+ * including those grown from a policy on a gap. */
+static void mem_tombstone_bytes_return_to_baseline_after_expiry(void **state) {
+  (void)state;
+  adb__cache *c = open_mem("mem://?tombstone_ms=50");
+  adb__cache_stats s0, s1, s2;
+  c->m->stats(c, &s0);
+  char k[32], id[32];
+  for (int i = 0; i < 100; i++) {
+    snprintf(k, sizeof k, "t%d", i);
+    const char *ids[3];
+    adb__arm_stats d[3];
+    char names[3][32];
+    for (int a = 0; a < 3; a++) {
+      snprintf(names[a], sizeof names[a], "arm-%d-%d", i, a);
+      ids[a] = names[a];
+      d[a] = arm(1, 1, 0, 1 + a);
+    }
+    assert_int_equal(c->m->policy_apply(c, k, 3, ids, d), ADB_OK);
+    snprintf(k, sizeof k, "g%d", i);
+    put_ab(c, k);
+    snprintf(id, sizeof id, "new-%d", i); /* absent, past version 1: gap */
+    apply1(c, k, id, arm(1, 1, 0, 4));
+  }
+  c->m->stats(c, &s1);
+  assert_int_equal(s1.entries, 200);
+  assert_true(s1.bytes - s0.bytes > 200 * 100);
+  sleep_ms(200);
+  c->m->stats(c, &s2);
+  assert_int_equal(s2.entries, 0);
+  assert_int_equal(s2.bytes, s0.bytes);
+  assert_int_equal(s2.evictions, 0);
+  adb__cache_close(c);
+}
+
 static void mem_url_parameters_are_validated(void **state) {
   (void)state;
   static const char *good[] = {
-      "mem://", "mem:///", "mem://?", "mem://?ttl_s=5",
-      "mem://?max_bytes=1048576&max_entries=10&shards=4&ttl_s=1"};
-  static const char *bad[] = {
-      "mem://host",       "mem://?bogus=1",
-      "mem://?ttl_s=0",   "mem://?ttl_s=",
-      "mem://?ttl_s=-5",  "mem://?max_bytes=1k",
-      "mem://?shards=3",  "mem://?shards=128",
-      "mem://?max_bytes", "mem://?ttl_s=99999999999999999999"};
+      "mem://",
+      "mem:///",
+      "mem://?",
+      "mem://?ttl_s=5",
+      "mem://?max_bytes=1048576&max_entries=10&shards=4&ttl_s=1",
+      "mem://?ttl_s=2&tombstone_ms=50"};
+  static const char *bad[] = {"mem://host",
+                              "mem://?bogus=1",
+                              "mem://?ttl_s=0",
+                              "mem://?ttl_s=",
+                              "mem://?ttl_s=-5",
+                              "mem://?max_bytes=1k",
+                              "mem://?shards=3",
+                              "mem://?shards=128",
+                              "mem://?max_bytes",
+                              "mem://?ttl_s=99999999999999999999",
+                              "mem://?tombstone_ms=0",
+                              "mem://?tombstone_ms=5s"};
   adb_config cfg = {0};
   for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
     adb__cache *c = open_url(good[i], &cfg);
@@ -969,7 +1182,17 @@ static const struct CMUnitTest conformance[] = {
     T(policy_apply_adds_absent_arm_at_version_1),
     T(policy_apply_absent_arm_past_version_1_is_gap),
     T(policy_apply_appends_many_arms),
-    T(policy_apply_on_uncached_key_is_noop),
+    T(policy_apply_on_uncached_key_caches_nothing),
+    T(policy_apply_on_uncached_key_refuses_older_put),
+    T(policy_apply_on_uncached_key_refuses_put_lacking_arm),
+    T(policy_put_at_least_as_new_replaces_tombstone),
+    T(policy_apply_gap_leaves_tombstone),
+    T(policy_gap_tombstone_keeps_dropped_entry_versions),
+    T(policy_tombstones_merge_higher_version_wins),
+    T(policy_apply_merges_into_tombstone_without_adding),
+    T(policy_tombstone_is_not_a_blob),
+    T(policy_tombstone_expires_after_its_ttl),
+    T(policy_apply_restarts_tombstone_ttl),
     T(policy_apply_concurrent_threads_sum_exactly),
     T(stats_count_hits_and_misses),
 };
@@ -980,6 +1203,7 @@ static const struct CMUnitTest mem_only[] = {
     cmocka_unit_test(mem_oversize_value_replaces_and_is_dropped),
     cmocka_unit_test(mem_bytes_return_to_baseline_after_delete),
     cmocka_unit_test(mem_expired_entries_are_reclaimed),
+    cmocka_unit_test(mem_tombstone_bytes_return_to_baseline_after_expiry),
     cmocka_unit_test(mem_url_parameters_are_validated),
     cmocka_unit_test(mem_rejects_bad_arguments),
     cmocka_unit_test(mem_10k_policies_of_50_arms_fit_in_40MB),

@@ -66,7 +66,8 @@ static float *make_points(shape s, int n, int nq, int dim, uint64_t seed) {
   float *x = malloc(sizeof(float) * (size_t)(n + nq) * dim);
   assert_non_null(c);
   assert_non_null(x);
-  for (int i = 0; i < 20 * dim; i++) c[i] = (float)rng_normal(&r);
+  for (int i = 0; i < 20 * dim; i++)
+    c[i] = (float)rng_normal(&r);
   for (int i = 0; i < n + nq; i++) {
     int k = (int)(rng_uniform(&r) * 20);
     for (int j = 0; j < dim; j++)
@@ -85,8 +86,7 @@ static adb__hnsw *make_index(int dim, adb__metric m) {
   return h;
 }
 
-static void add_all(adb__hnsw *h, const float *x, int n, int dim,
-                    int tag_mod) {
+static void add_all(adb__hnsw *h, const float *x, int n, int dim, int tag_mod) {
   for (int i = 0; i < n; i++)
     assert_int_equal(adb__hnsw_add(h, (uint64_t)i,
                                    tag_mod ? (uint64_t)(i % tag_mod) : 0,
@@ -97,8 +97,7 @@ static void add_all(adb__hnsw *h, const float *x, int n, int dim,
 static int search(adb__hnsw *h, const float *q, int k, int ef,
                   const adb__vec_filter *f, adb__hnsw_mode mode,
                   adb__vec_hit *out) {
-  adb__hnsw_query qq = {.vec = q, .k = k, .ef = ef, .filter = f,
-                        .mode = mode};
+  adb__hnsw_query qq = {.vec = q, .k = k, .ef = ef, .filter = f, .mode = mode};
   int n = -1;
   assert_int_equal(adb__hnsw_search(h, &qq, out, &n), ADB_OK);
   return n;
@@ -195,16 +194,18 @@ static void test_filtered_search_returns_k_hits_that_all_match(void **state) {
   float *x = make_points(CLUSTERED, n, nq, dim, 5);
   uint64_t *tags = malloc(sizeof(uint64_t) * n);
   assert_non_null(tags);
-  for (int i = 0; i < n; i++) tags[i] = (uint64_t)(i % 10); /* 10% each */
+  for (int i = 0; i < n; i++)
+    tags[i] = (uint64_t)(i % 10); /* 10% each */
   adb__hnsw *h = make_index(dim, ADB__METRIC_L2);
   add_all(h, x, n, dim, 10);
   adb__vec_filter f = {.match_tag = 1, .tag = 3};
   for (int i = 0; i < nq; i++) {
     adb__vec_hit got[K];
-    int ng = search(h, x + (size_t)(n + i) * dim, K, 64, &f, ADB__HNSW_GRAPH,
-                    got);
+    int ng =
+        search(h, x + (size_t)(n + i) * dim, K, 64, &f, ADB__HNSW_GRAPH, got);
     assert_int_equal(ng, K);
-    for (int j = 0; j < ng; j++) assert_int_equal(got[j].label % 10, 3);
+    for (int j = 0; j < ng; j++)
+      assert_int_equal(got[j].label % 10, 3);
   }
   double r = recall(h, x, n, nq, dim, ADB__METRIC_L2, 64, &f, tags);
   print_message("    filtered (10%%) recall@10 = %.4f\n", r);
@@ -229,9 +230,8 @@ static void test_predicate_filter_applies_during_the_walk(void **state) {
   double r = recall(h, x, n, nq, dim, ADB__METRIC_L2, 64, &f, NULL);
   assert_true(r >= 0.95);
   adb__vec_hit got[K];
-  assert_int_equal(search(h, x + (size_t)n * dim, K, 0, &f, ADB__HNSW_GRAPH,
-                          got),
-                   K);
+  assert_int_equal(
+      search(h, x + (size_t)n * dim, K, 0, &f, ADB__HNSW_GRAPH, got), K);
   adb__hnsw_destroy(h);
   free(x);
 }
@@ -244,8 +244,7 @@ static void test_rare_tag_is_answered_exactly(void **state) {
   assert_non_null(tags);
   for (int i = 0; i < n; i++) {
     tags[i] = i % 200 == 0 ? 99 : 1; /* 20 vectors carry tag 99 */
-    assert_int_equal(adb__hnsw_add(h, i, tags[i], x + (size_t)i * dim),
-                     ADB_OK);
+    assert_int_equal(adb__hnsw_add(h, i, tags[i], x + (size_t)i * dim), ADB_OK);
   }
   adb__vec_filter f = {.match_tag = 1, .tag = 99};
   adb__vec_hit got[K], ref[K];
@@ -271,7 +270,8 @@ static void test_removed_vectors_are_never_returned(void **state) {
   float *x = make_points(CLUSTERED, n, nq, dim, 9);
   adb__hnsw *h = make_index(dim, ADB__METRIC_L2);
   add_all(h, x, n, dim, 0);
-  for (int i = 0; i < n; i += 3) assert_int_equal(adb__hnsw_remove(h, i), 0);
+  for (int i = 0; i < n; i += 3)
+    assert_int_equal(adb__hnsw_remove(h, i), 0);
   assert_int_equal(adb__hnsw_remove(h, 0), ADB_ENOTFOUND);
   assert_false(adb__hnsw_contains(h, 3));
   assert_true(adb__hnsw_contains(h, 4));
@@ -281,15 +281,18 @@ static void test_removed_vectors_are_never_returned(void **state) {
     adb__vec_hit got[K], ref[K];
     int ng = search(h, q, K, 64, NULL, ADB__HNSW_GRAPH, got);
     assert_int_equal(ng, K);
-    for (int j = 0; j < ng; j++) assert_true(got[j].label % 3 != 0);
+    for (int j = 0; j < ng; j++)
+      assert_true(got[j].label % 3 != 0);
     /* Reference: exact over the survivors (tag 1 marks them). */
     uint64_t *alive = malloc(sizeof(uint64_t) * n);
-    for (int j = 0; j < n; j++) alive[j] = j % 3 != 0;
+    for (int j = 0; j < n; j++)
+      alive[j] = j % 3 != 0;
     adb__vec_filter f = {.match_tag = 1, .tag = 1};
     int nr;
     adb__vec_knn(ADB__METRIC_L2, x, n, dim, NULL, alive, q, K, &f, ref, &nr);
     for (int a = 0; a < nr; a++)
-      for (int b = 0; b < ng; b++) found += ref[a].label == got[b].label;
+      for (int b = 0; b < ng; b++)
+        found += ref[a].label == got[b].label;
     free(alive);
   }
   assert_true((double)found / (nq * K) >= 0.95);
@@ -384,8 +387,8 @@ static void test_memory_report_covers_the_vectors(void **state) {
               st.bytes_vectors + st.bytes_links + st.bytes_other);
   assert_true(st.bytes_total > st0.bytes_total);
   /* Segments double, so at most twice what the nodes need, plus slack. */
-  assert_true(st.bytes_total < 2 * (size_t)n * (dim * 4 + 33 * 4 + 40) +
-                                   (1 << 20));
+  assert_true(st.bytes_total <
+              2 * (size_t)n * (dim * 4 + 33 * 4 + 40) + (1 << 20));
   assert_int_equal(st.live, n);
   assert_true(st.max_level >= 1);
   adb__hnsw_destroy(h);
@@ -434,8 +437,10 @@ static void test_bad_vectors_and_queries_are_rejected(void **state) {
   adb__vec_hit out[4];
   int n;
   adb__hnsw_query qs[] = {
-      {.vec = nan, .k = 1},       {.vec = zero, .k = 1},
-      {.vec = NULL, .k = 1},      {.vec = ok, .k = -1},
+      {.vec = nan, .k = 1},
+      {.vec = zero, .k = 1},
+      {.vec = NULL, .k = 1},
+      {.vec = ok, .k = -1},
       {.vec = ok, .k = 1, .ef = -1},
       {.vec = ok, .k = ADB__HNSW_MAX_EF + 1},
       {.vec = ok, .k = 1, .mode = (adb__hnsw_mode)3},
@@ -484,20 +489,27 @@ static uint8_t *read_all(const char *path, size_t *len) {
 static void test_snapshot_round_trip_gives_identical_results(void **state) {
   int n = quick() ? 3000 : 6000, nq = 50, dim = 48;
   float *x = make_points(CLUSTERED, n, nq, dim, 14);
-  adb__hnsw_config cfg = {.dim = dim, .M = 12, .ef_construction = 100,
-                          .exact_threshold = -1, .seed = 99};
+  adb__hnsw_config cfg = {.dim = dim,
+                          .M = 12,
+                          .ef_construction = 100,
+                          .exact_threshold = -1,
+                          .seed = 99};
   adb__hnsw *h, *g;
   assert_int_equal(adb__hnsw_create(&cfg, &h), ADB_OK);
   for (int i = 0; i < n; i++)
     assert_int_equal(adb__hnsw_add(h, 7 * i, i % 5, x + (size_t)i * dim), 0);
-  for (int i = 0; i < n; i += 11) assert_int_equal(adb__hnsw_remove(h, 7 * i), 0);
+  for (int i = 0; i < n; i += 11)
+    assert_int_equal(adb__hnsw_remove(h, 7 * i), 0);
   char *path = temp_path();
   assert_int_equal(adb__hnsw_save(h, path), ADB_OK);
   assert_int_equal(adb__hnsw_load(path, &g), ADB_OK);
   adb__hnsw_config c2;
   adb__hnsw_get_config(g, &c2);
-  adb__hnsw_config want = {.dim = dim, .M = 12, .ef_construction = 100,
-                           .ef_search = 64, .exact_threshold = -1,
+  adb__hnsw_config want = {.dim = dim,
+                           .M = 12,
+                           .ef_construction = 100,
+                           .ef_search = 64,
+                           .exact_threshold = -1,
                            .seed = 99};
   assert_memory_equal(&c2, &want, sizeof(c2));
   adb__vec_filter f = {.match_tag = 1, .tag = 2};
@@ -537,18 +549,21 @@ static uint32_t crc32c(const uint8_t *p, size_t n) {
   uint32_t c = ~0u;
   while (n--) {
     c ^= *p++;
-    for (int k = 0; k < 8; k++) c = c & 1 ? (c >> 1) ^ 0x82f63b78u : c >> 1;
+    for (int k = 0; k < 8; k++)
+      c = c & 1 ? (c >> 1) ^ 0x82f63b78u : c >> 1;
   }
   return ~c;
 }
 
 static void reseal(uint8_t *b, size_t len) {
   uint32_t c = crc32c(b, len - 8);
-  for (int i = 0; i < 4; i++) b[len - 8 + i] = (uint8_t)(c >> (8 * i));
+  for (int i = 0; i < 4; i++)
+    b[len - 8 + i] = (uint8_t)(c >> (8 * i));
 }
 
 static void put32(uint8_t *p, uint32_t v) {
-  for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+  for (int i = 0; i < 4; i++)
+    p[i] = (uint8_t)(v >> (8 * i));
 }
 
 /* A small saved index: its bytes and the dim. */
@@ -730,7 +745,9 @@ static void *reader_main(void *arg) {
   adb__vec_filter f = {.match_tag = 1, .tag = 1};
   while (__atomic_load_n(&s->writers_done, __ATOMIC_ACQUIRE) < s->writers) {
     const float *q = s->x + (rng_next(&r) % s->n) * s->dim;
-    adb__hnsw_query qq = {.vec = q, .k = K, .ef = 32,
+    adb__hnsw_query qq = {.vec = q,
+                          .k = K,
+                          .ef = 32,
                           .filter = rng_next(&r) % 2 ? &f : NULL,
                           .mode = ADB__HNSW_GRAPH};
     adb__vec_hit out[K];
@@ -747,18 +764,21 @@ static void test_concurrent_inserts_removes_and_searches(void **state) {
   enum { WRITERS = 2, READERS = 2 };
   int n = quick() ? 1500 : 6000, dim = 32, nq = 50;
   float *x = make_points(CLUSTERED, n, nq, dim, 17);
-  shared s = {.h = make_index(dim, ADB__METRIC_L2), .x = x, .n = n,
-              .dim = dim, .writers = WRITERS};
+  shared s = {.h = make_index(dim, ADB__METRIC_L2),
+              .x = x,
+              .n = n,
+              .dim = dim,
+              .writers = WRITERS};
   s.removed_at = calloc(n, sizeof(long));
   pthread_t t[WRITERS + READERS + 1];
   worker w[WRITERS + READERS];
   for (int i = 0; i < WRITERS + READERS; i++) {
     w[i] = (worker){&s, i};
-    pthread_create(&t[i], NULL, i < WRITERS ? writer_main : reader_main,
-                   &w[i]);
+    pthread_create(&t[i], NULL, i < WRITERS ? writer_main : reader_main, &w[i]);
   }
   pthread_create(&t[WRITERS + READERS], NULL, remover_main, &s);
-  for (int i = 0; i <= WRITERS + READERS; i++) pthread_join(t[i], NULL);
+  for (int i = 0; i <= WRITERS + READERS; i++)
+    pthread_join(t[i], NULL);
   assert_int_equal(s.failures, 0);
   adb__hnsw_stats st;
   adb__hnsw_stats_get(s.h, &st);
@@ -767,10 +787,11 @@ static void test_concurrent_inserts_removes_and_searches(void **state) {
   for (int i = 0; i < n / 10; i++)
     if (!s.removed_at[i]) adb__hnsw_remove(s.h, i);
   uint64_t *tags = malloc(sizeof(uint64_t) * n);
-  for (int i = 0; i < n; i++) tags[i] = i >= n / 10;
+  for (int i = 0; i < n; i++)
+    tags[i] = i >= n / 10;
   adb__vec_filter alive = {.match_tag = 1, .tag = 1};
-  double r = recall2(s.h, x, n, nq, dim, ADB__METRIC_L2, 64, NULL, &alive,
-                     tags);
+  double r =
+      recall2(s.h, x, n, nq, dim, ADB__METRIC_L2, 64, NULL, &alive, tags);
   assert_true(r >= 0.95);
   free(tags);
   free(s.removed_at);
@@ -781,8 +802,11 @@ static void test_concurrent_inserts_removes_and_searches(void **state) {
 static void test_concurrent_save_and_search(void **state) {
   int n = 3000, dim = 16;
   float *x = make_points(UNIFORM, n, 0, dim, 18);
-  shared s = {.h = make_index(dim, ADB__METRIC_L2), .x = x, .n = n,
-              .dim = dim, .writers = 1};
+  shared s = {.h = make_index(dim, ADB__METRIC_L2),
+              .x = x,
+              .n = n,
+              .dim = dim,
+              .writers = 1};
   s.removed_at = calloc(n, sizeof(long));
   add_all(s.h, x, n / 2, dim, 0);
   pthread_t tw, tr;
@@ -791,7 +815,8 @@ static void test_concurrent_save_and_search(void **state) {
   pthread_create(&tw, NULL, writer_main, &ww);
   pthread_create(&tr, NULL, reader_main, &wr);
   char *path = temp_path();
-  for (int i = 0; i < 3; i++) assert_int_equal(adb__hnsw_save(s.h, path), 0);
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(adb__hnsw_save(s.h, path), 0);
   pthread_join(tw, NULL);
   pthread_join(tr, NULL);
   assert_int_equal(s.failures, 0);
@@ -830,5 +855,11 @@ int main(void) {
       cmocka_unit_test(test_concurrent_inserts_removes_and_searches),
       cmocka_unit_test(test_concurrent_save_and_search),
   };
+  /* Under TSan only the tests with threads are worth their 10x cost. */
+#if defined(__SANITIZE_THREAD__)
+  cmocka_set_test_filter("test_concurrent_*");
+#endif
+  const char *filter = getenv("ADB_TEST_FILTER");
+  if (filter && *filter) cmocka_set_test_filter(filter);
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

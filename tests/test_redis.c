@@ -382,6 +382,32 @@ static void test_url_parse(void **state) {
   }
 }
 
+/* tombstone_ms is the cache's own option, taken out before the URL is
+ * parsed; the other options are still checked. */
+static void test_tombstone_ms_url_option(void **state) {
+  (void)state;
+  int port = free_port();
+  const char *good[] = {"", "?tombstone_ms=50",
+                        "?timeout_ms=100&tombstone_ms=50&pool=2",
+                        "?pool=2&tombstone_ms=86400000"};
+  const char *bad[] = {"?tombstone_ms=", "?tombstone_ms=0", "?tombstone_ms=5s",
+                       "?tombstone_ms=86400001", "?tombstone_ms=50&nope=1"};
+  char url[128], err[256];
+  for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d/0%s", port, good[i]);
+    adb__cache_close(open_cache(url));
+  }
+  adb_config cfg = {0};
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d/0%s", port, bad[i]);
+    adb__cache *c = (adb__cache *)1;
+    err[0] = '\0';
+    assert_int_equal(adb__cache_open(url, &cfg, &c, err, sizeof err), ADB_EURL);
+    assert_null(c);
+    assert_true(err[0] != '\0');
+  }
+}
+
 /* ------------------------------------------- unreachable (no server) */
 
 static void test_unreachable_redis_fails_fast(void **state) {
@@ -544,6 +570,107 @@ static void test_blob_values_are_binary_safe(void **state) {
   free(got);
   assert_int_equal(c->m->del(c, key), ADB_OK);
   assert_int_equal(c->m->get(c, key, &got, &n), ADB_ENOTFOUND);
+  adb__cache_close(c);
+}
+
+/* --------------------------------------------------------- tombstones */
+
+/* A raw connection to the shared single Redis, on its database. */
+static redisContext *raw_single(void) {
+  adb__redis_url u = {0};
+  char err[128];
+  assert_int_equal(adb__redis_url_parse(single_url(), &u, err, sizeof err),
+                   ADB_OK);
+  redisContext *r = raw_connect(u.seeds[0].host, u.seeds[0].port);
+  freeReplyObject(raw(r, "SELECT %d", u.db));
+  return r;
+}
+
+/* A replica's apply on an uncached key refuses another replica's load of
+ * an older version. */
+static void test_tombstone_is_shared_between_handles(void **state) {
+  NEED_SINGLE();
+  adb__cache *a = open_cache(single_url()), *b = open_cache(single_url());
+  char key[256];
+  policy_key(key, sizeof key, "tomb", "s");
+  adb__arm_stats st[4];
+  int found;
+  assert_int_equal(get4(b, key, st, &found), ADB_OK);
+  assert_int_equal(found, 0);
+  assert_int_equal(apply1(a, key, "a0", 3), ADB_OK);
+  put_arms(b, key, 2, 1, 2); /* B read version 2 before A's commit */
+  assert_int_equal(get4(b, key, st, &found), ADB_OK);
+  assert_int_equal(found, 0);
+  assert_int_equal(get4(a, key, st, &found), ADB_OK);
+  assert_int_equal(found, 0);
+  put_arms(b, key, 2, 1, 3);
+  assert_int_equal(get4(a, key, st, &found), ADB_OK);
+  assert_int_equal(found, 1);
+  assert_int_equal(st[0].version, 3);
+  adb__cache_close(a);
+  adb__cache_close(b);
+}
+
+/* The layout docs/redis.md gives: "~t", no "~e", each changed arm at its
+ * version, the tombstone's own TTL; a load replaces all of it. */
+static void test_tombstone_hash_layout(void **state) {
+  NEED_SINGLE();
+  char url[512];
+  snprintf(url, sizeof url, "%s%ctombstone_ms=5000", single_url(),
+           strchr(single_url(), '?') ? '&' : '?');
+  adb__cache *c = open_cache(url);
+  char key[256];
+  policy_key(key, sizeof key, "layout", "s");
+  assert_int_equal(apply1(c, key, "a1", 3), ADB_OK);
+  redisContext *r = raw_single();
+  redisReply *rep = raw(r, "HGET %s ~t", key);
+  assert_int_equal(rep->type, REDIS_REPLY_STRING);
+  freeReplyObject(rep);
+  rep = raw(r, "HEXISTS %s ~e", key);
+  assert_int_equal(rep->integer, 0);
+  freeReplyObject(rep);
+  rep = raw(r, "HGET %s a1", key);
+  assert_int_equal(rep->type, REDIS_REPLY_STRING);
+  assert_string_equal(rep->str, "0 0 0 3");
+  freeReplyObject(rep);
+  rep = raw(r, "PTTL %s", key);
+  assert_true(rep->integer > 0 && rep->integer <= 5000);
+  freeReplyObject(rep);
+  put_arms(c, key, 2, 1, 3);
+  rep = raw(r, "HEXISTS %s ~t", key);
+  assert_int_equal(rep->integer, 0);
+  freeReplyObject(rep);
+  rep = raw(r, "PTTL %s", key);
+  assert_true(rep->integer > 5000); /* the policy TTL, 600 s */
+  freeReplyObject(rep);
+  redisFree(r);
+  adb__cache_close(c);
+}
+
+/* An entry of an old epoch is invisible but still takes applies; a load
+ * older than it must not be cached under the new epoch either. */
+static void test_old_epoch_entry_refuses_older_load(void **state) {
+  NEED_SINGLE();
+  adb__cache *c = open_cache(single_url());
+  char key[256];
+  policy_key(key, sizeof key, "oldep", "s");
+  adb__arm_stats st[4];
+  int found;
+  assert_int_equal(get4(c, key, st, &found), ADB_OK);
+  put_arms(c, key, 1, 1, 1);
+  redisContext *r = raw_single();
+  freeReplyObject(raw(r, "INCR adb:epoch"));
+  redisFree(r);
+  assert_int_equal(get4(c, key, st, &found), ADB_OK);
+  assert_int_equal(found, 0);
+  assert_int_equal(apply1(c, key, "a0", 2), ADB_OK); /* to the old entry */
+  put_arms(c, key, 1, 1, 1); /* a load from before version 2 */
+  assert_int_equal(get4(c, key, st, &found), ADB_OK);
+  assert_int_equal(found, 0);
+  put_arms(c, key, 1, 2, 2);
+  assert_int_equal(get4(c, key, st, &found), ADB_OK);
+  assert_int_equal(found, 1);
+  assert_int_equal(st[0].version, 2);
   adb__cache_close(c);
 }
 
@@ -877,6 +1004,7 @@ int main(void) {
       cmocka_unit_test(test_slot_map_rejects_malformed_replies),
       cmocka_unit_test(test_redirect_parse),
       cmocka_unit_test(test_url_parse),
+      cmocka_unit_test(test_tombstone_ms_url_option),
       cmocka_unit_test(test_unreachable_redis_fails_fast),
       cmocka_unit_test(test_connect_timeout_bounds_a_blackholed_address),
       cmocka_unit_test(test_apply_through_one_handle_is_seen_by_another),
@@ -884,6 +1012,9 @@ int main(void) {
       cmocka_unit_test(test_apply_keeps_sum_sq_exact),
       cmocka_unit_test(test_entry_of_another_epoch_is_a_miss),
       cmocka_unit_test(test_blob_values_are_binary_safe),
+      cmocka_unit_test(test_tombstone_is_shared_between_handles),
+      cmocka_unit_test(test_tombstone_hash_layout),
+      cmocka_unit_test(test_old_epoch_entry_refuses_older_load),
       cmocka_unit_test_teardown(
           test_killed_redis_fails_fast_then_recovers_fresh, own_teardown),
       cmocka_unit_test_teardown(test_frozen_redis_times_out_then_recovers,

@@ -275,7 +275,7 @@ static void rows_land_in_their_month_or_in_default(void **state) {
            "SELECT count(*) FROM decisions_p%s WHERE event_id = 'now'", ym);
   assert_int_equal(q_int(f->url, sql), 1);
   assert_int_equal(q_int(f->url, "SELECT count(*) FROM decisions_default"
-                                  " WHERE event_id = 'old'"),
+                                 " WHERE event_id = 'old'"),
                    1);
   adb__decision_rec d;
   assert_ok(f->st, f->st->m->decision_get(f->st, "ag", "old", &d));
@@ -404,14 +404,14 @@ static void *shared_main(void *p) {
     int k = x->n - i < 50 ? x->n - i : 50;
     int rc = write_rewards(x->st, r + i, k);
     if (rc) x->rc = rc;
-    for (int j = 0; j < k && !rc; j++) x->applied += r[i + j].applied;
+    for (int j = 0; j < k && !rc; j++)
+      x->applied += r[i + j].applied;
   }
   free(r);
   return NULL;
 }
 
-static void concurrent_batches_sharing_reward_ids_never_deadlock(
-    void **state) {
+static void concurrent_batches_sharing_reward_ids_never_deadlock(void **state) {
   NEED_PG(f);
   f->st = open_store(f->url);
   enum { T = 4 };
@@ -438,8 +438,8 @@ static void concurrent_batches_sharing_reward_ids_never_deadlock(
 
 /* Floats that a text round trip could alter: exact bytes must come back. */
 static float tricky(unsigned i) {
-  static const float special[] = {-0.0f, 1e-45f, 3.4028235e38f, 0.1f,
-                                  -1.17549435e-38f, 1.0f / 3.0f};
+  static const float special[] = {-0.0f, 1e-45f,           3.4028235e38f,
+                                  0.1f,  -1.17549435e-38f, 1.0f / 3.0f};
   if (i % 7 < 6) return special[i % 7];
   return (float)sin((double)i) * 1e3f;
 }
@@ -453,7 +453,8 @@ static void copy_path_stores_episodes_with_exact_bytes(void **state) {
   adb__episode_rec *e = calloc((size_t)n, sizeof *e);
   assert_true(emb && e);
   for (int i = 0; i < n; i++) {
-    for (int d = 0; d < DIM; d++) emb[i * DIM + d] = tricky((unsigned)(i + d));
+    for (int d = 0; d < DIM; d++)
+      emb[i * DIM + d] = tricky((unsigned)(i + d));
     snprintf(e[i].agent, sizeof e[i].agent, "ag");
     snprintf(e[i].episode_id, sizeof e[i].episode_id, "ep-%05d", i);
     snprintf(e[i].user, sizeof e[i].user, "u%d", i % 10);
@@ -578,8 +579,8 @@ static void frozen_backend_times_out_and_is_replaced(void **state) {
   clock_gettime(CLOCK_MONOTONIC, &t1);
   kill((pid_t)pid, SIGCONT);
   assert_int_equal(rc, ADB_EUNAVAIL);
-  double s = (double)(t1.tv_sec - t0.tv_sec) +
-             (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+  double s =
+      (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
   assert_true(s >= 4.5 && s < 30);
   assert_non_null(strstr(f->st->m->errmsg(f->st), "no answer"));
   assert_ok(f->st, write_rewards(f->st, &r, 1));
@@ -616,10 +617,10 @@ static void apply_reward_function_updates_user_and_agent_rows(void **state) {
   assert_int_equal(all.sum_micro, want);
   assert_int_equal(all.version, 6);
   /* Not a finite number: refused. */
-  assert_int_equal(
-      util_store_exec(f->url, "SELECT apply_reward('ag', 'u', 'k', 'a',"
-                              " 'NaN')"),
-      -1);
+  assert_int_equal(util_store_exec(f->url,
+                                   "SELECT apply_reward('ag', 'u', 'k', 'a',"
+                                   " 'NaN')"),
+                   -1);
 }
 
 /* ----------------------------------------------------------------- main */

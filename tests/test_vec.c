@@ -41,7 +41,8 @@ static double rng_uniform(void) {
 
 /* Values in [-scale, scale). */
 static void fill(float *v, size_t n, double scale) {
-  for (size_t i = 0; i < n; i++) v[i] = (float)((2 * rng_uniform() - 1) * scale);
+  for (size_t i = 0; i < n; i++)
+    v[i] = (float)((2 * rng_uniform() - 1) * scale);
 }
 
 static double gamma_n(size_t n) {
@@ -86,7 +87,8 @@ static void for_all(pair_check check) {
         fill(a, n, scales[trial % 3]);
         fill(b, n, scales[(trial / 3) % 3]);
         if (trial >= 9) /* nearly identical pair */
-          for (size_t i = 0; i < n; i++) b[i] = a[i] * (1 + 1e-4f);
+          for (size_t i = 0; i < n; i++)
+            b[i] = a[i] * (1 + 1e-4f);
         check(k, a, b, n);
       }
       free(a);
@@ -95,18 +97,18 @@ static void for_all(pair_check check) {
   }
 }
 
-static void check_dot(const adb__vec_kernels *k, const float *a,
-                      const float *b, size_t n) {
+static void check_dot(const adb__vec_kernels *k, const float *a, const float *b,
+                      size_t n) {
   ref r = reference(a, b, n);
   double tol = gamma_n(n) * r.absdot + 1e-300;
   assert_true(fabs(k->dot(a, b, n) - r.dot) <= tol);
-    /* 1 - dot adds one more rounding. */
+  /* 1 - dot adds one more rounding. */
   assert_true(fabs(k->ipdist(a, b, n) - (1 - r.dot)) <=
               tol + U * (fabs(1 - r.dot) + tol));
 }
 
-static void check_l2(const adb__vec_kernels *k, const float *a,
-                     const float *b, size_t n) {
+static void check_l2(const adb__vec_kernels *k, const float *a, const float *b,
+                     size_t n) {
   ref r = reference(a, b, n);
   /* Each difference is rounded once, so its square is within 2u + u^2. */
   double tol = gamma_n(n + 2) * r.l2 + 1e-300;
@@ -152,7 +154,8 @@ static void test_kernels_never_read_past_the_end(void **state) {
     if (!k) continue;
     for (size_t n = 1; n <= 70; n++) {
       float *a = (float *)(mem + page) - n;
-      for (size_t i = 0; i < n; i++) a[i] = 1.0f;
+      for (size_t i = 0; i < n; i++)
+        a[i] = 1.0f;
       assert_true(k->dot(a, a, n) == (float)n);
       assert_true(k->l2sq(a, a, n) == 0.0f);
       assert_true(k->cosine(a, a, n) < 1e-6f);
@@ -175,7 +178,8 @@ static void test_cosine_distance_lies_in_zero_two(void **state) {
   float v[17], w[17];
   rng_state = 3;
   fill(v, 17, 1.0);
-  for (int i = 0; i < 17; i++) w[i] = -v[i];
+  for (int i = 0; i < 17; i++)
+    w[i] = -v[i];
   assert_true(fabsf(adb__vec_cosine(v, w, 17) - 2.0f) < 1e-6f);
   assert_true(adb__vec_cosine(v, v, 17) >= 0.0f);
   assert_true(adb__vec_cosine(v, v, 17) < 1e-6f);
@@ -203,7 +207,8 @@ static void test_normalize_gives_unit_length(void **state) {
   fill(v, 1000, 50.0);
   assert_int_equal(adb__vec_normalize(v, 1000), ADB_OK);
   double s = 0;
-  for (int i = 0; i < 1000; i++) s += (double)v[i] * v[i];
+  for (int i = 0; i < 1000; i++)
+    s += (double)v[i] * v[i];
   assert_true(fabs(s - 1) < 1000 * U);
 }
 
@@ -249,9 +254,8 @@ static void check_knn(adb__metric m, size_t n, size_t dim, int k) {
   fill(q, dim, 1.0);
   adb__vec_hit out[64];
   int got;
-  assert_int_equal(adb__vec_knn(m, base, n, dim, NULL, NULL, q, k, NULL, out,
-                                &got),
-                   ADB_OK);
+  assert_int_equal(
+      adb__vec_knn(m, base, n, dim, NULL, NULL, q, k, NULL, out, &got), ADB_OK);
   idist *r = ref_all(m, base, n, dim, q);
   qsort(r, n, sizeof(idist), idist_cmp);
   assert_int_equal(got, k < (int)n ? k : (int)n);
@@ -264,7 +268,8 @@ static void check_knn(adb__metric m, size_t n, size_t dim, int k) {
     assert_true(self->d <= r[got - 1].d + slack);
     free(self);
     if (i > 0) assert_true(out[i - 1].dist <= out[i].dist);
-    for (int j = 0; j < i; j++) assert_true(out[j].label != out[i].label);
+    for (int j = 0; j < i; j++)
+      assert_true(out[j].label != out[i].label);
   }
   free(r);
   free(base);
@@ -298,8 +303,8 @@ static void test_knn_honours_tag_and_predicate(void **state) {
   adb__vec_filter f = {.match_tag = 1, .tag = 3, .accept = accept_even};
   adb__vec_hit out[20];
   int got;
-  assert_int_equal(adb__vec_knn(ADB__METRIC_L2, base, N, D, labels, tags, q,
-                                20, &f, out, &got),
+  assert_int_equal(adb__vec_knn(ADB__METRIC_L2, base, N, D, labels, tags, q, 20,
+                                &f, out, &got),
                    ADB_OK);
   assert_int_equal(got, 20);
   for (int i = 0; i < got; i++) {
@@ -312,18 +317,18 @@ static void test_knn_rejects_bad_arguments(void **state) {
   float base[4] = {1, 2, 3, 4}, q[2] = {1, 2}, nanq[2] = {NAN, 0};
   adb__vec_hit out[2];
   int got = 99;
-  assert_int_equal(adb__vec_knn(ADB__METRIC_L2, base, 2, 2, NULL, NULL, q,
-                                -1, NULL, out, &got),
+  assert_int_equal(adb__vec_knn(ADB__METRIC_L2, base, 2, 2, NULL, NULL, q, -1,
+                                NULL, out, &got),
                    ADB_EINVAL);
   assert_int_equal(got, 0);
   assert_int_equal(adb__vec_knn(ADB__METRIC_L2, base, 2, 0, NULL, NULL, q, 1,
                                 NULL, out, &got),
                    ADB_EINVAL);
-  assert_int_equal(adb__vec_knn((adb__metric)7, base, 2, 2, NULL, NULL, q,
-                                1, NULL, out, &got),
+  assert_int_equal(adb__vec_knn((adb__metric)7, base, 2, 2, NULL, NULL, q, 1,
+                                NULL, out, &got),
                    ADB_EINVAL);
-  assert_int_equal(adb__vec_knn(ADB__METRIC_L2, base, 2, 2, NULL, NULL, nanq,
-                                1, NULL, out, &got),
+  assert_int_equal(adb__vec_knn(ADB__METRIC_L2, base, 2, 2, NULL, NULL, nanq, 1,
+                                NULL, out, &got),
                    ADB_EINVAL);
   assert_int_equal(adb__vec_knn(ADB__METRIC_L2, base, 2, 2, NULL, NULL, q, 1,
                                 NULL, NULL, &got),
@@ -335,7 +340,8 @@ static void test_topk_breaks_ties_by_smaller_label(void **state) {
   adb__topk t;
   adb__topk_init(&t, buf, 3);
   uint64_t order[] = {9, 4, 7, 1, 8, 2};
-  for (int i = 0; i < 6; i++) adb__topk_push(&t, order[i], 1.0f);
+  for (int i = 0; i < 6; i++)
+    adb__topk_push(&t, order[i], 1.0f);
   assert_int_equal(adb__topk_finish(&t), 3);
   assert_int_equal(buf[0].label, 1);
   assert_int_equal(buf[1].label, 2);

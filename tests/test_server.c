@@ -1,0 +1,1235 @@
+/*
+ * test_server.c — `agentdb serve` end to end: starts the real binary
+ * ($ADB_BIN) on a free port with a temporary SQLite store and drives it
+ * over real sockets: the decide -> reward -> policy loop, every route of
+ * docs/openapi.yaml, every bad input of TESTING.md, auth and agent scopes,
+ * pipelining and keep-alive, async durability, and a SIGTERM during writes
+ * that must lose no acknowledged reward.
+ */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+/* ------------------------------------------------------------ servers */
+
+typedef struct server {
+  pid_t pid;
+  int port;
+  char dir[256];
+} server;
+
+static server S; /* shared by most tests */
+
+static int quick(void) {
+  return getenv("ADB_TEST_QUICK") != NULL;
+}
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void make_dir(server *s) {
+  const char *tmp = getenv("TMPDIR");
+  snprintf(s->dir, sizeof s->dir, "%s/adb-server-XXXXXX", tmp ? tmp : "/tmp");
+  assert_non_null(mkdtemp(s->dir));
+}
+
+/* Reads "... http://HOST:PORT ..." from the server's stdout. */
+static int read_port(int fd) {
+  char line[1024];
+  size_t n = 0;
+  int64_t deadline = now_ms() + 60000;
+  while (n < sizeof line - 1) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, (int)(deadline - now_ms())) <= 0) return -1;
+    if (read(fd, line + n, 1) != 1) return -1;
+    if (line[n] == '\n') {
+      line[n] = '\0';
+      const char *u = strstr(line, "http://");
+      const char *c = u ? strchr(u + 7, ':') : NULL;
+      if (c) return atoi(c + 1);
+      n = 0;
+    } else {
+      n++;
+    }
+  }
+  return -1;
+}
+
+/* Starts agentdb serve on s->dir (made if empty) with extra args. */
+static void start_server(server *s, const char *const *extra) {
+  if (!s->dir[0]) make_dir(s);
+  const char *bin = getenv("ADB_BIN");
+  assert_non_null(bin);
+  char store[400], log[400];
+  snprintf(store, sizeof store, "sqlite://%s/agentdb.db", s->dir);
+  snprintf(log, sizeof log, "%s/server.log", s->dir);
+  const char *argv[40] = {
+      bin,   "serve",     "--listen", "127.0.0.1:0",     "--store",
+      store, "--threads", "2",        "--write-threads", "16"};
+  int n = 10;
+  for (int i = 0; extra && extra[i] && n < 38; i++)
+    argv[n++] = extra[i];
+  argv[n] = NULL;
+  int p[2];
+  assert_int_equal(pipe(p), 0);
+  s->pid = fork();
+  assert_true(s->pid >= 0);
+  if (s->pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
+    int lfd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    dup2(p[1], 1);
+    if (lfd >= 0) dup2(lfd, 2);
+    close(p[0]);
+    close(p[1]);
+    execv(bin, (char *const *)argv);
+    _exit(127);
+  }
+  close(p[1]);
+  s->port = read_port(p[0]);
+  close(p[0]);
+  if (s->port <= 0) {
+    fprintf(stderr, "server did not start; log in %s\n", log);
+    kill(s->pid, SIGKILL);
+    waitpid(s->pid, NULL, 0);
+    s->pid = 0;
+  }
+  assert_true(s->port > 0);
+}
+
+/* Sends sig and waits; returns the exit status (-1: killed by a signal or
+ * did not stop within 60 s). */
+static int stop_server(server *s, int sig) {
+  if (s->pid <= 0) return -1;
+  kill(s->pid, sig);
+  int st = 0;
+  int64_t deadline = now_ms() + 60000;
+  while (waitpid(s->pid, &st, WNOHANG) == 0) {
+    if (now_ms() > deadline) {
+      kill(s->pid, SIGKILL);
+      waitpid(s->pid, &st, 0);
+      s->pid = 0;
+      return -1;
+    }
+    usleep(10000);
+  }
+  s->pid = 0;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void remove_dir(server *s) {
+  char cmd[400];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", s->dir);
+  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", s->dir);
+  s->dir[0] = '\0';
+}
+
+/* ------------------------------------------------------------- client */
+
+static int dial(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET,
+                           .sin_port = htons((uint16_t)port)};
+  inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+  if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+    if (fd >= 0) close(fd);
+    return -1;
+  }
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  struct timeval tv = {20, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  return fd;
+}
+
+static int send_all(int fd, const char *p, size_t n) {
+  while (n) {
+    ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) return -1;
+    p += k;
+    n -= (size_t)k;
+  }
+  return 0;
+}
+
+typedef struct resp {
+  int status;
+  char head[8192];
+  char *body;
+  size_t body_len;
+  json_t *json;
+} resp;
+
+static void resp_free(resp *r) {
+  free(r->body);
+  json_decref(r->json);
+  memset(r, 0, sizeof *r);
+}
+
+/* Reads one answer from fd (buffered leftovers in *in). */
+typedef struct reader {
+  char buf[1 << 16];
+  size_t len;
+} reader;
+
+static int read_answer(int fd, reader *rd, resp *r) {
+  memset(r, 0, sizeof *r);
+  for (;;) {
+    char *end = memmem(rd->buf, rd->len, "\r\n\r\n", 4);
+    if (end) {
+      size_t hl = (size_t)(end + 4 - rd->buf);
+      if (hl >= sizeof r->head) return -1;
+      memcpy(r->head, rd->buf, hl);
+      r->head[hl] = '\0';
+      r->status = atoi(r->head + 9);
+      const char *cl = strcasestr(r->head, "\r\ncontent-length:");
+      size_t want = cl ? (size_t)atol(cl + 17) : 0;
+      r->body = malloc(want + 1);
+      size_t have = rd->len - hl < want ? rd->len - hl : want;
+      memcpy(r->body, rd->buf + hl, have);
+      memmove(rd->buf, rd->buf + hl + have, rd->len - hl - have);
+      rd->len -= hl + have;
+      while (have < want) {
+        ssize_t k = recv(fd, r->body + have, want - have, 0);
+        if (k <= 0) {
+          free(r->body);
+          r->body = NULL;
+          return -1;
+        }
+        have += (size_t)k;
+      }
+      r->body[want] = '\0';
+      r->body_len = want;
+      if (r->status == 100) { /* interim: read the final answer */
+        free(r->body);
+        r->body = NULL;
+        continue;
+      }
+      json_error_t e;
+      r->json = json_loadb(r->body, want, 0, &e);
+      return 0;
+    }
+    if (rd->len == sizeof rd->buf) return -1;
+    ssize_t k = recv(fd, rd->buf + rd->len, sizeof rd->buf - rd->len, 0);
+    if (k <= 0) return -1;
+    rd->len += (size_t)k;
+  }
+}
+
+static size_t build(char *out, size_t cap, const char *method, const char *path,
+                    const char *body, const char *hdrs) {
+  size_t bl = body ? strlen(body) : 0;
+  int n = snprintf(out, cap,
+                   "%s %s HTTP/1.1\r\nHost: t\r\n%sContent-Length: %zu\r\n\r\n",
+                   method, path, hdrs ? hdrs : "", bl);
+  assert_true(n > 0 && (size_t)n + bl < cap);
+  memcpy(out + n, body, bl);
+  return (size_t)n + bl;
+}
+
+/* One request on a fresh connection. hdrs: extra "K: v\r\n" lines. */
+static resp call_h(const server *s, const char *method, const char *path,
+                   const char *body, const char *hdrs) {
+  resp r;
+  memset(&r, 0, sizeof r);
+  size_t cap = (body ? strlen(body) : 0) + 4096;
+  char *req = malloc(cap);
+  size_t n = build(req, cap, method, path, body, hdrs);
+  int fd = dial(s->port);
+  assert_true(fd >= 0);
+  static reader rd;
+  rd.len = 0;
+  int ok = send_all(fd, req, n) == 0 && read_answer(fd, &rd, &r) == 0;
+  close(fd);
+  free(req);
+  if (!ok) r.status = -1;
+  return r;
+}
+
+static resp call(const server *s, const char *method, const char *path,
+                 const char *body) {
+  return call_h(s, method, path, body, NULL);
+}
+
+/* Sends raw bytes (then shuts the write side if asked) and returns all the
+ * server sends back until it closes or timeout_ms passes. */
+static char *raw(int port, const char *data, size_t n, int shut,
+                 int timeout_ms) {
+  int fd = dial(port);
+  assert_true(fd >= 0);
+  send_all(fd, data, n);
+  if (shut) shutdown(fd, SHUT_WR);
+  size_t cap = 1 << 16, len = 0;
+  char *out = calloc(1, cap + 1);
+  int64_t deadline = now_ms() + timeout_ms;
+  while (len < cap) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int left = (int)(deadline - now_ms());
+    if (left <= 0 || poll(&p, 1, left) <= 0) break;
+    ssize_t k = recv(fd, out + len, cap - len, 0);
+    if (k <= 0) break;
+    len += (size_t)k;
+  }
+  close(fd);
+  return out;
+}
+
+static const char *err_code(const resp *r) {
+  json_t *e = json_object_get(r->json, "error");
+  return json_string_value(json_object_get(e, "code"));
+}
+
+static const char *err_field(const resp *r) {
+  json_t *e = json_object_get(r->json, "error");
+  return json_string_value(json_object_get(e, "field"));
+}
+
+/* Asserts an error answer: status, JSON code and (if given) field. */
+static void expect_error(const server *s, const char *method, const char *path,
+                         const char *body, int status, const char *code,
+                         const char *field) {
+  resp r = call(s, method, path, body);
+  if (r.status != status || !err_code(&r) || strcmp(err_code(&r), code) ||
+      (field && (!err_field(&r) || strcmp(err_field(&r), field))))
+    fprintf(stderr, "%s %s %.200s\n  -> %d %.300s\n  wanted %d %s %s\n", method,
+            path, body ? body : "", r.status, r.body ? r.body : "", status,
+            code, field ? field : "");
+  assert_int_equal(r.status, status);
+  assert_non_null(err_code(&r));
+  assert_string_equal(err_code(&r), code);
+  if (field) {
+    assert_non_null(err_field(&r));
+    assert_string_equal(err_field(&r), field);
+  }
+  resp_free(&r);
+}
+
+static void expect_status(const server *s, const char *method, const char *path,
+                          const char *body, int status) {
+  resp r = call(s, method, path, body);
+  if (r.status != status)
+    fprintf(stderr, "%s %s %.200s\n  -> %d %.300s (wanted %d)\n", method, path,
+            body ? body : "", r.status, r.body ? r.body : "", status);
+  assert_int_equal(r.status, status);
+  resp_free(&r);
+}
+
+static void healthy(const server *s) {
+  resp r = call(s, "GET", "/healthz", NULL);
+  assert_int_equal(r.status, 200);
+  assert_string_equal(json_string_value(json_object_get(r.json, "status")),
+                      "ok");
+  resp_free(&r);
+}
+
+/* -------------------------------------------------------------- setup */
+
+static int group_setup(void **state) {
+  (void)state;
+  signal(SIGPIPE, SIG_IGN);
+  const char *extra[] = {"--request-timeout-ms", "1500", NULL};
+  start_server(&S, extra);
+  expect_status(&S, "PUT", "/v1/agents/shop", "{\"context_keys\":[\"device\"]}",
+                200);
+  expect_status(&S, "POST", "/v1/agents/shop/actions",
+                "{\"actions\":[{\"id\":\"item-1\"},{\"id\":\"item-2\"},"
+                "{\"id\":\"item-3\"},{\"id\":\"item-4\"},{\"id\":\"item-5\"}]}",
+                200);
+  expect_status(&S, "PUT", "/v1/agents/dims", "{\"embedding_dim\":4}", 200);
+  return 0;
+}
+
+static int group_teardown(void **state) {
+  (void)state;
+  int st = stop_server(&S, SIGTERM);
+  if (st != 0) fprintf(stderr, "shared server exited with %d\n", st);
+  remove_dir(&S);
+  return st == 0 ? 0 : -1;
+}
+
+/* -------------------------------------------------------------- tests */
+
+static int is_hex64(const char *s) {
+  if (!s || strlen(s) != 64) return 0;
+  for (; *s; s++)
+    if (!strchr("0123456789abcdef", *s)) return 0;
+  return 1;
+}
+
+static json_t *find_arm(json_t *policy, const char *action) {
+  json_t *arms = json_object_get(policy, "arms"), *a;
+  size_t i;
+  json_array_foreach(arms, i, a) {
+    if (strcmp(json_string_value(json_object_get(a, "action")), action) == 0)
+      return a;
+  }
+  return NULL;
+}
+
+static void test_decide_reward_policy_loop(void **state) {
+  (void)state;
+  expect_status(&S, "PUT", "/v1/agents/loop", "{\"context_keys\":[\"device\"]}",
+                200);
+  expect_status(&S, "POST", "/v1/agents/loop/actions",
+                "{\"actions\":[{\"id\":\"a1\"},{\"id\":\"a2\"},{\"id\":\"a3\"},"
+                "{\"id\":\"a4\"},{\"id\":\"a5\"}]}",
+                200);
+  resp d = call(&S, "POST", "/v1/agents/loop/decide",
+                "{\"user_id\":\"alice\",\"candidates\":[\"a1\",\"a2\",\"a3\","
+                "\"a4\",\"a5\"],\"context\":{\"device\":\"tv\"},\"k\":3}");
+  assert_int_equal(d.status, 200);
+  const char *ev = json_string_value(json_object_get(d.json, "event_id"));
+  const char *act = json_string_value(json_object_get(d.json, "action"));
+  const char *sk = json_string_value(json_object_get(d.json, "state_key"));
+  double prop = json_number_value(json_object_get(d.json, "propensity"));
+  json_t *rank = json_object_get(d.json, "ranking");
+  assert_non_null(ev);
+  assert_true(strlen(ev) >= 1);
+  assert_non_null(act);
+  assert_true(act[0] == 'a' && act[1] >= '1' && act[1] <= '5' && !act[2]);
+  assert_true(prop > 0 && prop <= 1);
+  assert_true(is_hex64(sk));
+  assert_int_equal(json_array_size(rank), 3);
+  assert_string_equal(
+      json_string_value(json_object_get(json_array_get(rank, 0), "action")),
+      act);
+  char body[512], path[256];
+  snprintf(body, sizeof body,
+           "{\"reward_id\":\"loop-r1\",\"event_id\":\"%s\",\"reward\":1}", ev);
+  resp r = call(&S, "POST", "/v1/agents/loop/rewards", body);
+  assert_int_equal(r.status, 200);
+  assert_true(json_is_true(json_object_get(r.json, "applied")));
+  assert_true(json_number_value(json_object_get(r.json, "reward")) == 1);
+  resp_free(&r);
+  r = call(&S, "POST", "/v1/agents/loop/rewards", body); /* a retry */
+  assert_int_equal(r.status, 200);
+  assert_true(json_is_false(json_object_get(r.json, "applied")));
+  resp_free(&r);
+  snprintf(body, sizeof body,
+           "{\"reward_id\":\"loop-r1\",\"event_id\":\"%s\",\"reward\":0}", ev);
+  expect_error(&S, "POST", "/v1/agents/loop/rewards", body, 409, "conflict",
+               NULL);
+  snprintf(path, sizeof path, "/v1/agents/loop/policies/alice?state_key=%s",
+           sk);
+  resp p = call(&S, "GET", path, NULL);
+  assert_int_equal(p.status, 200);
+  json_t *arm = find_arm(p.json, act);
+  assert_non_null(arm);
+  assert_int_equal(json_integer_value(json_object_get(arm, "n")), 1);
+  /* Beta(1,1) plus one reward of 1: Beta(2,1), mean 2/3. */
+  assert_true(json_number_value(json_object_get(arm, "alpha")) == 2);
+  assert_true(json_number_value(json_object_get(arm, "beta")) == 1);
+  resp_free(&p);
+  /* Counters come from rollups the library writes about once a second. */
+  int64_t decisions = 0, rewards = 0, deadline = now_ms() + 10000;
+  while ((decisions < 1 || rewards < 1) && now_ms() < deadline) {
+    resp a = call(&S, "GET", "/v1/agents/loop", NULL);
+    assert_int_equal(a.status, 200);
+    json_t *c = json_object_get(a.json, "counters");
+    decisions = json_integer_value(json_object_get(c, "decisions"));
+    rewards = json_integer_value(json_object_get(c, "rewards"));
+    resp_free(&a);
+    usleep(100000);
+  }
+  assert_true(decisions >= 1);
+  assert_true(rewards >= 1);
+  resp_free(&d);
+}
+
+/* ------------------------------------------------- documented routes */
+
+typedef struct op {
+  char method[8], path[128], example[2048];
+  int first_status;
+} op;
+
+static int read_ops(op *ops, int cap) {
+  const char *src = getenv("ADB_SOURCE_DIR");
+  char fn[512];
+  snprintf(fn, sizeof fn, "%s/docs/openapi.yaml", src ? src : ".");
+  FILE *f = fopen(fn, "r");
+  assert_non_null(f);
+  char line[2048], path[128] = "";
+  int n = 0, in_paths = 0;
+  while (fgets(line, sizeof line, f)) {
+    line[strcspn(line, "\n")] = '\0';
+    if (strcmp(line, "paths:") == 0)
+      in_paths = 1;
+    else if (line[0] != ' ' && line[0])
+      in_paths = 0;
+    if (!in_paths) continue;
+    char m[16], code[8];
+    if (strncmp(line, "  /", 3) == 0 && sscanf(line, "  %127[^: ]:", path) == 1)
+      continue;
+    if (strncmp(line, "    ", 4) == 0 && line[4] != ' ' &&
+        sscanf(line + 4, "%15[a-z]:", m) == 1 &&
+        (!strcmp(m, "get") || !strcmp(m, "put") || !strcmp(m, "post") ||
+         !strcmp(m, "delete"))) {
+      assert_true(n < cap);
+      memset(&ops[n], 0, sizeof ops[n]);
+      for (int i = 0; m[i]; i++)
+        ops[n].method[i] = (char)(m[i] - 32);
+      snprintf(ops[n].path, sizeof ops[n].path, "%s", path);
+      n++;
+      continue;
+    }
+    const char *ex = strstr(line, "            example: ");
+    if (n && ex == line) {
+      snprintf(ops[n - 1].example, sizeof ops[n - 1].example, "%s", line + 21);
+      continue;
+    }
+    if (n && !ops[n - 1].first_status &&
+        sscanf(line, "        '%7[0-9]':", code) == 1 && line[8] == '\'')
+      ops[n - 1].first_status = atoi(code);
+  }
+  fclose(f);
+  return n;
+}
+
+/* {agent} -> shop etc. */
+static void fill_path(const char *tmpl, char *out, size_t cap) {
+  static const char *const sub[][2] = {{"{agent}", "shop"},
+                                       {"{action}", "item-1"},
+                                       {"{user}", "u1"},
+                                       {"{pattern}", "p1"},
+                                       {"{session}", "s1"}};
+  size_t o = 0;
+  for (const char *p = tmpl; *p && o + 1 < cap;) {
+    int done = 0;
+    for (size_t i = 0; i < sizeof sub / sizeof sub[0] && !done; i++) {
+      size_t l = strlen(sub[i][0]);
+      if (strncmp(p, sub[i][0], l) == 0) {
+        o += (size_t)snprintf(out + o, cap - o, "%s", sub[i][1]);
+        p += l;
+        done = 1;
+      }
+    }
+    if (!done) out[o++] = *p++;
+  }
+  out[o] = '\0';
+}
+
+static void test_every_documented_route_answers_as_documented(void **state) {
+  (void)state;
+  op ops[64];
+  int n = read_ops(ops, 64);
+  assert_int_equal(n, 22); /* every operation the server routes */
+  for (int i = 0; i < n; i++) {
+    char path[256];
+    fill_path(ops[i].path, path, sizeof path);
+    assert_true(ops[i].first_status >= 200);
+    resp r = call(&S, ops[i].method, path,
+                  ops[i].example[0] ? ops[i].example : NULL);
+    if (r.status != ops[i].first_status)
+      fprintf(stderr, "%s %s -> %d %s (documented first: %d)\n", ops[i].method,
+              path, r.status, r.body ? r.body : "", ops[i].first_status);
+    assert_int_equal(r.status, ops[i].first_status);
+    if (strcmp(ops[i].path, "/metrics") != 0) {
+      assert_non_null(r.json); /* every other answer is JSON */
+      assert_true(strcasestr(r.head, "content-type: application/json") != NULL);
+    }
+    resp_free(&r);
+  }
+  /* And what is not documented is not served. */
+  expect_error(&S, "GET", "/v1/agents", NULL, 404, "not_found", NULL);
+  expect_error(&S, "GET", "/v1/agents/shop/", NULL, 404, "not_found", NULL);
+  expect_error(&S, "DELETE", "/v1/agents/shop", NULL, 405, "method_not_allowed",
+               NULL);
+}
+
+/* ---------------------------------------------------------- bad input */
+
+#define P_DECIDE "/v1/agents/shop/decide"
+#define P_REWARD "/v1/agents/shop/rewards"
+
+typedef struct bad {
+  const char *method, *path, *body;
+  int status;
+  const char *code, *field;
+} bad;
+
+static const bad bad_inputs[] = {
+    {"POST", P_DECIDE, "{\"user_id\":\"u1\",", 400, "invalid_json", NULL},
+    {"POST", P_DECIDE, "{\"user_id\":\"u1\",\"candidates\":[\"item-1\"", 400,
+     "invalid_json", NULL},
+    {"POST", P_DECIDE, "", 400, "invalid_json", NULL},
+    {"POST", P_DECIDE, "[1,2]", 400, "invalid_json", NULL},
+    {"POST", P_DECIDE,
+     "{\"user_id\":\"u1\",\"user_id\":\"u2\",\"candidates\":[\"item-1\"]}", 400,
+     "invalid_json", NULL},
+    {"POST", P_DECIDE, "{\"user_id\":\"u1\",\"candidates\":\"item-1\"}", 400,
+     "invalid_field", "candidates"},
+    {"POST", P_DECIDE, "{\"user_id\":5,\"candidates\":[\"item-1\"]}", 400,
+     "invalid_field", "user_id"},
+    {"POST", P_DECIDE,
+     "{\"user_id\":\"u1\",\"candidates\":[\"item-1\"],"
+     "\"k\":\"1\"}",
+     400, "invalid_field", "k"},
+    {"POST", P_DECIDE, "{\"user_id\":\"u1\",\"candidates\":[1]}", 400,
+     "invalid_field", "candidates[0]"},
+    {"POST", P_DECIDE, "{\"candidates\":[\"item-1\"]}", 400, "missing_field",
+     "user_id"},
+    {"POST", P_DECIDE, "{\"user_id\":\"u1\"}", 400, "missing_field",
+     "candidates"},
+    {"POST", P_DECIDE, "{\"user_id\":\"u1\",\"candidates\":[]}", 400,
+     "invalid_field", "candidates"},
+    {"POST", P_DECIDE, "{\"user_id\":\"\",\"candidates\":[\"item-1\"]}", 400,
+     "invalid_field", "user_id"},
+    {"POST", P_DECIDE, "{\"user_id\":\"a/b\",\"candidates\":[\"item-1\"]}", 400,
+     "invalid_field", "user_id"},
+    {"POST", P_DECIDE, "{\"user_id\":\"*\",\"candidates\":[\"item-1\"]}", 400,
+     "invalid_field", "user_id"},
+    {"POST", P_DECIDE, "{\"user_id\":\"a{b\",\"candidates\":[\"item-1\"]}", 400,
+     "invalid_field", "user_id"},
+    {"POST", P_DECIDE, "{\"user_id\":\"u\\u0000\",\"candidates\":[\"i\"]}", 400,
+     "invalid_json", NULL},
+    {"POST", P_DECIDE, "{\"user_id\":\"u\\\"1\",\"candidates\":[\"item-1\"]}",
+     400, "invalid_field", "user_id"},
+    {"POST", P_DECIDE,
+     "{\"user_id\":\"'; DROP TABLE x; --\","
+     "\"candidates\":[\"item-1\"]}",
+     400, "invalid_field", "user_id"},
+    {"POST", P_DECIDE,
+     "{\"user_id\":\"u1\",\"candidates\":[\"item-1\","
+     "\"'; DROP TABLE x; --\"]}",
+     400, "invalid_field", "candidates[1]"},
+    {"POST", P_DECIDE,
+     "{\"user_id\":\"u1\",\"candidates\":[\"item-1\","
+     "\"item-1\"]}",
+     400, "invalid_field", "candidates[1]"},
+    {"POST", P_DECIDE,
+     "{\"user_id\":\"u1\",\"candidates\":[\"item-1\"],"
+     "\"event_id\":\"e/1\"}",
+     400, "invalid_field", "event_id"},
+    {"POST", P_DECIDE,
+     "{\"user_id\":\"u1\",\"candidates\":[\"item-1\"],"
+     "\"embedding\":[1,NaN]}",
+     400, "invalid_json", NULL},
+    {"POST", P_DECIDE,
+     "{\"user_id\":\"u1\",\"candidates\":[\"item-1\"],"
+     "\"embedding\":[1,Infinity]}",
+     400, "invalid_json", NULL},
+    {"POST", P_DECIDE,
+     "{\"user_id\":\"u1\",\"candidates\":[\"item-1\"],"
+     "\"embedding\":[1,1e309]}",
+     400, "invalid_json", NULL},
+    {"POST", P_DECIDE,
+     "{\"user_id\":\"u1\",\"candidates\":[\"item-1\"],"
+     "\"embedding\":[1,1e39]}",
+     400, "invalid_field", "embedding"},
+    {"POST", "/v1/agents/dims/decide",
+     "{\"user_id\":\"u1\",\"candidates\":[\"x\"],\"embedding\":[1,2,3]}", 400,
+     "invalid_field", "embedding"},
+    {"POST", "/v1/agents/dims/decide",
+     "{\"user_id\":\"u1\",\"candidates\":[\"x\"],"
+     "\"embedding_b64\":\"AACAPwAAAEA=\"}",
+     400, "invalid_field", "embedding"},
+    {"POST", P_DECIDE,
+     "{\"user_id\":\"u1\",\"candidates\":[\"item-1\"],"
+     "\"embedding_b64\":\"not base64!\"}",
+     400, "invalid_field", "embedding_b64"},
+    {"POST", P_DECIDE,
+     "{\"user_id\":\"u1\",\"candidates\":[\"item-1\"],"
+     "\"embedding_b64\":\"AACAPwAA\"}",
+     400, "invalid_field", "embedding_b64"},
+    {"POST", P_DECIDE,
+     "{\"user_id\":\"u1\",\"candidates\":[\"item-1\"],"
+     "\"k\":-1}",
+     400, "invalid_field", "k"},
+    {"POST", P_DECIDE,
+     "{\"user_id\":\"u1\",\"candidates\":[\"item-1\","
+     "\"item-2\"],\"k\":3}",
+     400, "invalid_field", "k"},
+    {"POST", P_DECIDE,
+     "{\"user_id\":\"u1\",\"candidates\":[\"item-1\"],"
+     "\"colour\":\"red\"}",
+     400, "invalid_field", "colour"},
+    {"POST", "/v1/agents/no-such-agent/decide",
+     "{\"user_id\":\"u1\",\"candidates\":[\"item-1\"]}", 404, "not_found",
+     NULL},
+    {"POST", "/v1/agents/a%2Fb/decide",
+     "{\"user_id\":\"u1\",\"candidates\":[\"item-1\"]}", 400, "invalid_field",
+     "agent"},
+    {"POST", "/v1/agents/%27%3B%20DROP%20TABLE%20x%3B%20--/decide",
+     "{\"user_id\":\"u1\",\"candidates\":[\"item-1\"]}", 400, "invalid_field",
+     "agent"},
+    {"POST", "/v1/agents/a%00b/decide",
+     "{\"user_id\":\"u1\",\"candidates\":[\"item-1\"]}", 400, "invalid_field",
+     "agent"},
+    {"POST", "/v1/agents/%2A/decide",
+     "{\"user_id\":\"u1\",\"candidates\":[\"item-1\"]}", 400, "invalid_field",
+     "agent"},
+    {"POST", "/v1/agents/%7Bx%7D/decide",
+     "{\"user_id\":\"u1\",\"candidates\":[\"item-1\"]}", 400, "invalid_field",
+     "agent"},
+    {"POST", P_REWARD,
+     "{\"user_id\":\"u1\",\"action\":\"item-1\","
+     "\"reward\":1}",
+     400, "missing_field", "reward_id"},
+    {"POST", P_REWARD,
+     "{\"reward_id\":\"r1\",\"user_id\":\"u1\","
+     "\"action\":\"item-1\"}",
+     400, "missing_field", "reward"},
+    {"POST", P_REWARD,
+     "{\"reward_id\":\"r1\",\"user_id\":\"u1\","
+     "\"action\":\"item-1\",\"reward\":NaN}",
+     400, "invalid_json", NULL},
+    {"POST", P_REWARD,
+     "{\"reward_id\":\"r1\",\"user_id\":\"u1\","
+     "\"action\":\"item-1\",\"reward\":-Infinity}",
+     400, "invalid_json", NULL},
+    {"POST", P_REWARD,
+     "{\"reward_id\":\"r1\",\"user_id\":\"u1\","
+     "\"action\":\"item-1\",\"reward\":1e309}",
+     400, "invalid_json", NULL},
+    {"POST", P_REWARD,
+     "{\"reward_id\":\"r1\",\"user_id\":\"u1\","
+     "\"action\":\"item-1\",\"reward\":\"1\"}",
+     400, "invalid_field", "reward"},
+    {"POST", P_REWARD,
+     "{\"reward_id\":\"r1\",\"event_id\":\"no-such-event\","
+     "\"reward\":1}",
+     404, "not_found", NULL},
+    {"POST", P_REWARD,
+     "{\"reward_id\":\"r1\",\"event_id\":\"e1\","
+     "\"signals\":{\"watch_time_s\":10}}",
+     400, "invalid_field", "signals.duration_s"},
+    {"POST", P_REWARD,
+     "{\"reward_id\":\"r1\",\"user_id\":\"u1\","
+     "\"action\":\"item-1\",\"reward\":1,"
+     "\"state_key\":\"abc\"}",
+     400, "invalid_field", "state_key"},
+    {"PUT", "/v1/agents/shop", "{\"algorithm\":\"neural\"}", 400,
+     "invalid_field", "algorithm"},
+    {"PUT", "/v1/agents/shop", "{\"prior\":{\"alpha\":-1}}", 400,
+     "invalid_field", "prior.alpha"},
+    {"PUT", "/v1/sessions/s-bad?ttl_s=-5", "{\"context\":{}}", 400,
+     "invalid_field", "ttl_s"},
+    {"GET", "/v1/agents/shop/policies/u1?state_key=xyz", NULL, 400,
+     "invalid_field", "state_key"},
+    {"GET", "/v1/agents/shop/metrics?from=yesterday", NULL, 400,
+     "invalid_field", "from"},
+    {"PUT", "/v1/users/u9/state", "{\"embedding\":[]}", 400, "invalid_field",
+     "embedding"},
+};
+
+static void test_bad_bodies_get_4xx_json_errors(void **state) {
+  (void)state;
+  for (size_t i = 0; i < sizeof bad_inputs / sizeof bad_inputs[0]; i++) {
+    const bad *b = &bad_inputs[i];
+    expect_error(&S, b->method, b->path, b->body, b->status, b->code, b->field);
+  }
+  healthy(&S);
+}
+
+static void test_generated_bad_bodies_get_4xx_json_errors(void **state) {
+  (void)state;
+  /* Thousands of candidates. */
+  size_t cap = 40000, n = 0;
+  char *body = malloc(cap);
+  n += (size_t)snprintf(body, cap, "{\"user_id\":\"u1\",\"candidates\":[");
+  for (int i = 0; i < 2000; i++)
+    n += (size_t)snprintf(body + n, cap - n, "%s\"c%d\"", i ? "," : "", i);
+  snprintf(body + n, cap - n, "]}");
+  expect_error(&S, "POST", P_DECIDE, body, 400, "invalid_field", "candidates");
+  /* An id of 129 characters, in the body and in the path. */
+  char id[130], path[200];
+  memset(id, 'x', 129);
+  id[129] = '\0';
+  snprintf(body, cap, "{\"user_id\":\"%s\",\"candidates\":[\"item-1\"]}", id);
+  expect_error(&S, "POST", P_DECIDE, body, 400, "invalid_field", "user_id");
+  id[128] = '\0'; /* 128 is fine */
+  snprintf(body, cap, "{\"user_id\":\"%s\",\"candidates\":[\"item-1\"]}", id);
+  expect_status(&S, "POST", P_DECIDE, body, 200);
+  id[128] = 'x';
+  snprintf(path, sizeof path, "/v1/agents/%s/decide", id);
+  expect_error(&S, "POST", path, "{}", 400, "invalid_field", "agent");
+  /* 100,000 nested '['. */
+  char *deep = malloc(100001);
+  memset(deep, '[', 100000);
+  deep[100000] = '\0';
+  expect_error(&S, "POST", P_DECIDE, deep, 400, "invalid_json", NULL);
+  free(deep);
+  free(body);
+  healthy(&S);
+}
+
+static int raw_status(const char *answer) {
+  return strncmp(answer, "HTTP/1.1 ", 9) == 0 ? atoi(answer + 9) : -1;
+}
+
+static void test_bad_http_gets_4xx_json_errors(void **state) {
+  (void)state;
+  /* Content-Length and Transfer-Encoding together. */
+  const char *both = "POST " P_DECIDE " HTTP/1.1\r\nHost: t\r\n"
+                     "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     "0\r\n\r\n";
+  char *a = raw(S.port, both, strlen(both), 0, 5000);
+  assert_int_equal(raw_status(a), 400);
+  assert_non_null(strstr(a, "\"code\":\"bad_request\""));
+  free(a);
+  /* Huge headers. */
+  size_t hn = 40000;
+  char *huge = malloc(hn + 100);
+  int k = snprintf(huge, 100, "GET /healthz HTTP/1.1\r\nX-Big: ");
+  memset(huge + k, 'h', hn);
+  strcpy(huge + k + hn, "\r\n\r\n");
+  a = raw(S.port, huge, strlen(huge), 0, 5000);
+  assert_int_equal(raw_status(a), 431);
+  assert_non_null(strstr(a, "\"code\":\"headers_too_large\""));
+  free(a);
+  free(huge);
+  /* A body over the limit (1 MiB by default). */
+  size_t bn = (1 << 20) + 10;
+  char *big = malloc(bn + 200);
+  k = snprintf(big, 200,
+               "POST " P_DECIDE " HTTP/1.1\r\nHost: t\r\n"
+               "Content-Length: %zu\r\n\r\n",
+               bn);
+  memset(big + k, ' ', bn);
+  a = raw(S.port, big, (size_t)k + bn, 0, 5000);
+  assert_int_equal(raw_status(a), 413);
+  assert_non_null(strstr(a, "\"code\":\"body_too_large\""));
+  free(a);
+  free(big);
+  /* A body cut short by the client. */
+  const char *cut = "POST " P_DECIDE " HTTP/1.1\r\nHost: t\r\n"
+                    "Content-Length: 100\r\n\r\n{\"user_id\":";
+  a = raw(S.port, cut, strlen(cut), 1, 5000);
+  assert_int_equal(raw_status(a), 400);
+  assert_non_null(strstr(a, "\"code\":\"bad_request\""));
+  free(a);
+  /* A malformed request line. */
+  a = raw(S.port, "GARBAGE\r\n\r\n", 11, 0, 5000);
+  assert_int_equal(raw_status(a), 400);
+  assert_non_null(strstr(a, "\"error\""));
+  free(a);
+  healthy(&S);
+}
+
+/* One byte every 200 ms: the server (--request-timeout-ms 1500) must give
+ * up with 408 instead of holding the connection. */
+static void test_a_client_sending_one_byte_at_a_time_gets_408(void **state) {
+  (void)state;
+  const char *req =
+      "POST " P_DECIDE " HTTP/1.1\r\nHost: t\r\n"
+      "Content-Length: 60\r\n\r\n{\"user_id\":\"u1\",\"candidates\":"
+      "[\"item-1\"]}                  ";
+  int fd = dial(S.port);
+  assert_true(fd >= 0);
+  char out[4096] = "";
+  size_t len = 0;
+  int64_t t0 = now_ms();
+  for (size_t i = 0; i < strlen(req) && now_ms() - t0 < 8000; i++) {
+    if (send(fd, req + i, 1, MSG_NOSIGNAL) != 1) break;
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, 200) > 0) {
+      ssize_t k = recv(fd, out, sizeof out - 1, 0);
+      if (k > 0) len = (size_t)k;
+      break;
+    }
+  }
+  close(fd);
+  out[len] = '\0';
+  int64_t took = now_ms() - t0;
+  assert_int_equal(raw_status(out), 408);
+  assert_non_null(strstr(out, "\"code\":\"request_timeout\""));
+  assert_true(took >= 1400 && took < 5000);
+  healthy(&S);
+}
+
+/* The fast decide parser and the jansson one must agree: each pair holds
+ * the same document, the second written so that the fast path gives up. */
+static void test_fast_and_full_decide_parsers_agree(void **state) {
+  (void)state;
+  const char *pairs[][2] = {
+      {"{\"user_id\":\"u1\",\"candidates\":[\"item-1\",\"item-2\"],\"k\":2}",
+       "{\"user_id\":\"\\u0075\\u0031\",\"candidates\":[\"item-1\","
+       "\"item-2\"],\"k\":2}"},
+      {"{\"user_id\":\"u/1\",\"candidates\":[\"item-1\"]}",
+       "{\"user_id\":\"\\u0075/1\",\"candidates\":[\"item-1\"]}"},
+      {"{\"user_id\":\"u1\",\"candidates\":[\"item-1\",\"item-1\"]}",
+       "{\"user_id\":null,\"user_id\":\"u1\",\"candidates\":[\"item-1\"]}"},
+      {"{\"user_id\":\"u1\",\"candidates\":[\"item-1\"],\"k\":0}",
+       "{\"user_id\":\"u1\",\"candidates\":[\"item-\\u0031\"],\"k\":0}"},
+      {"{\"user_id\":\"u1\",\"candidates\":[\"item-1\"],"
+       "\"context\":{\"device\":\"tv\",\"n\":20}}",
+       "{\"user_id\":\"u1\",\"candidates\":[\"item-1\"],"
+       "\"context\":{\"device\":\"t\\u0076\",\"n\":20}}"},
+      {"{\"user_id\":\"u1\",\"candidates\":[\"item-1\"],\"embedding\":[]}",
+       "{\"user_id\":\"u1\",\"candidates\":[\"item-1\"],\"embedding\":[],"
+       "\"k\":null}"},
+  };
+  for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
+    resp a = call(&S, "POST", P_DECIDE, pairs[i][0]);
+    resp b = call(&S, "POST", P_DECIDE, pairs[i][1]);
+    if (i == 2) { /* a duplicate key is invalid JSON; a duplicate id not */
+      assert_int_equal(a.status, 400);
+      assert_int_equal(b.status, 400);
+      assert_string_equal(err_code(&b), "invalid_json");
+    } else {
+      if (a.status != b.status)
+        fprintf(stderr, "%s -> %d\n%s -> %d\n", pairs[i][0], a.status,
+                pairs[i][1], b.status);
+      assert_int_equal(a.status, b.status);
+      if (a.status >= 400) {
+        assert_string_equal(err_code(&a), err_code(&b));
+        assert_string_equal(err_field(&a) ? err_field(&a) : "",
+                            err_field(&b) ? err_field(&b) : "");
+      }
+    }
+    resp_free(&a);
+    resp_free(&b);
+  }
+}
+
+static void test_pipelined_requests_are_answered_in_order(void **state) {
+  (void)state;
+  char req[4096];
+  size_t n = build(req, sizeof req, "GET", "/healthz", NULL, NULL);
+  n += build(req + n, sizeof req - n, "POST", P_DECIDE,
+             "{\"user_id\":\"u1\",\"candidates\":[\"item-1\",\"item-2\"]}",
+             NULL);
+  n += build(req + n, sizeof req - n, "POST", P_DECIDE, "{\"oops\":", NULL);
+  n += build(req + n, sizeof req - n, "GET", "/v1/agents/shop", NULL, NULL);
+  int fd = dial(S.port);
+  assert_int_equal(send_all(fd, req, n), 0);
+  static reader rd;
+  rd.len = 0;
+  int want[] = {200, 200, 400, 200};
+  for (int i = 0; i < 4; i++) {
+    resp r;
+    assert_int_equal(read_answer(fd, &rd, &r), 0);
+    assert_int_equal(r.status, want[i]);
+    resp_free(&r);
+  }
+  /* The connection stays open for more. */
+  n = build(req, sizeof req, "GET", "/healthz", NULL, NULL);
+  assert_int_equal(send_all(fd, req, n), 0);
+  resp r;
+  assert_int_equal(read_answer(fd, &rd, &r), 0);
+  assert_int_equal(r.status, 200);
+  resp_free(&r);
+  close(fd);
+}
+
+static void test_expect_100_continue_is_honoured(void **state) {
+  (void)state;
+  const char *body = "{\"user_id\":\"u1\",\"candidates\":[\"item-1\"]}";
+  char head[512];
+  int n = snprintf(head, sizeof head,
+                   "POST " P_DECIDE " HTTP/1.1\r\nHost: t\r\nExpect: "
+                   "100-continue\r\nContent-Length: %zu\r\n\r\n",
+                   strlen(body));
+  int fd = dial(S.port);
+  assert_int_equal(send_all(fd, head, (size_t)n), 0);
+  char got[64] = "";
+  ssize_t k = recv(fd, got, 25, MSG_WAITALL);
+  assert_int_equal(k, 25);
+  assert_memory_equal(got, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+  assert_int_equal(send_all(fd, body, strlen(body)), 0);
+  static reader rd;
+  rd.len = 0;
+  resp r;
+  assert_int_equal(read_answer(fd, &rd, &r), 0);
+  assert_int_equal(r.status, 200);
+  resp_free(&r);
+  close(fd);
+}
+
+static void test_sessions_round_trip(void **state) {
+  (void)state;
+  resp r = call(&S, "PUT", "/v1/sessions/sess-7?ttl_s=60",
+                "{\"context\":{\"page\":\"home\",\"n\":[1,2]}}");
+  assert_int_equal(r.status, 200);
+  assert_int_equal(json_integer_value(json_object_get(r.json, "ttl_s")), 60);
+  resp_free(&r);
+  r = call(&S, "GET", "/v1/sessions/sess-7", NULL);
+  assert_int_equal(r.status, 200);
+  json_t *want = json_loads("{\"page\":\"home\",\"n\":[1,2]}", 0, NULL);
+  assert_true(json_equal(json_object_get(r.json, "context"), want));
+  json_decref(want);
+  resp_free(&r);
+  expect_status(&S, "DELETE", "/v1/sessions/sess-7", NULL, 200);
+  expect_error(&S, "GET", "/v1/sessions/sess-7", NULL, 404, "not_found", NULL);
+}
+
+static void test_probes_and_metrics(void **state) {
+  (void)state;
+  healthy(&S);
+  resp r = call(&S, "GET", "/readyz", NULL);
+  assert_int_equal(r.status, 200);
+  resp_free(&r);
+  expect_status(&S, "POST", P_DECIDE,
+                "{\"user_id\":\"m1\",\"candidates\":[\"item-1\"]}", 200);
+  r = call(&S, "GET", "/metrics", NULL);
+  assert_int_equal(r.status, 200);
+  assert_non_null(strcasestr(r.head, "content-type: text/plain"));
+  const char *want[] = {
+      "agentdb_http_requests_total{route=\"/v1/agents/{agent}/decide\","
+      "method=\"POST\",status=\"200\"} ",
+      "agentdb_http_request_duration_seconds_bucket{route=\"/v1/agents/"
+      "{agent}/decide\",method=\"POST\",le=\"+Inf\"} ",
+      "\nagentdb_decisions_total ",
+      "\nagentdb_rewards_applied_total ",
+      "\nagentdb_write_queue_depth ",
+      "\nagentdb_flush_batches_total ",
+      "\nagentdb_flush_errors_total ",
+      "\nagentdb_cache_hits_total ",
+      "\nagentdb_cache_misses_total ",
+      "\nagentdb_cache_hit_ratio ",
+      "\nagentdb_store_errors_total "};
+  for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+    if (!strstr(r.body, want[i])) fprintf(stderr, "missing: %s\n", want[i]);
+    assert_non_null(strstr(r.body, want[i]));
+  }
+  resp_free(&r);
+}
+
+/* ---------------------------------------------------------------- auth */
+
+static void test_without_keys_v1_is_open(void **state) {
+  (void)state;
+  expect_status(&S, "GET", "/v1/agents/shop", NULL, 200);
+}
+
+static void test_api_keys_and_agent_scopes(void **state) {
+  (void)state;
+  server a;
+  memset(&a, 0, sizeof a);
+  make_dir(&a);
+  char keys[400];
+  snprintf(keys, sizeof keys, "%s/keys", a.dir);
+  FILE *f = fopen(keys, "w");
+  assert_non_null(f);
+  fprintf(f, "# test keys\nadmin-0123456789abcdef\n"
+             "scoped-0123456789abcdef  scoped-a,scoped-b\n");
+  fclose(f);
+  const char *extra[] = {"--api-keys-file", keys, NULL};
+  start_server(&a, extra);
+  const char *admin = "Authorization: Bearer admin-0123456789abcdef\r\n";
+  const char *scoped = "Authorization: Bearer scoped-0123456789abcdef\r\n";
+  const char *wrong = "Authorization: Bearer admin-0123456789abcdeX\r\n";
+  resp r = call(&a, "GET", "/v1/agents/scoped-a", NULL);
+  assert_int_equal(r.status, 401);
+  assert_string_equal(err_code(&r), "unauthorized");
+  assert_non_null(strcasestr(r.head, "www-authenticate: bearer"));
+  resp_free(&r);
+  r = call_h(&a, "GET", "/v1/agents/scoped-a", NULL, wrong);
+  assert_int_equal(r.status, 401);
+  resp_free(&r);
+  r = call(&a, "GET", "/v1/no/such/route", NULL); /* 401 before 404 */
+  assert_int_equal(r.status, 401);
+  resp_free(&r);
+  const char *agents[] = {"scoped-a", "other"};
+  for (int i = 0; i < 2; i++) {
+    char p[64];
+    snprintf(p, sizeof p, "/v1/agents/%s", agents[i]);
+    r = call_h(&a, "PUT", p, "{}", admin);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+  }
+  r = call_h(&a, "GET", "/v1/agents/scoped-a", NULL, scoped);
+  assert_int_equal(r.status, 200);
+  resp_free(&r);
+  r = call_h(&a, "POST", "/v1/agents/scoped-a/decide",
+             "{\"user_id\":\"u\",\"candidates\":[\"x\"]}", scoped);
+  assert_int_equal(r.status, 200);
+  resp_free(&r);
+  /* Another agent, existing or not, is not found for a scoped key. */
+  const char *outside[] = {"/v1/agents/other", "/v1/agents/nonexistent"};
+  for (int i = 0; i < 2; i++) {
+    r = call_h(&a, "GET", outside[i], NULL, scoped);
+    assert_int_equal(r.status, 404);
+    assert_string_equal(err_code(&r), "not_found");
+    resp_free(&r);
+  }
+  r = call_h(&a, "POST", "/v1/agents/other/decide",
+             "{\"user_id\":\"u\",\"candidates\":[\"x\"]}", scoped);
+  assert_int_equal(r.status, 404);
+  resp_free(&r);
+  r = call_h(&a, "GET", "/v1/agents/other", NULL, admin);
+  assert_int_equal(r.status, 200);
+  resp_free(&r);
+  /* Probes and metrics stay open. */
+  const char *open_paths[] = {"/healthz", "/readyz", "/metrics"};
+  for (int i = 0; i < 3; i++)
+    expect_status(&a, "GET", open_paths[i], NULL, 200);
+  assert_int_equal(stop_server(&a, SIGTERM), 0);
+  remove_dir(&a);
+}
+
+/* ----------------------------------------------------------- durability */
+
+static void test_async_durability_answers_202_pending(void **state) {
+  (void)state;
+  server a;
+  memset(&a, 0, sizeof a);
+  const char *extra[] = {"--durability", "async", NULL};
+  start_server(&a, extra);
+  expect_status(&a, "PUT", "/v1/agents/fast", "{}", 200);
+  resp r = call(&a, "POST", "/v1/agents/fast/rewards",
+                "{\"reward_id\":\"r1\",\"user_id\":\"u\",\"action\":\"a\","
+                "\"reward\":1}");
+  assert_int_equal(r.status, 202);
+  assert_true(json_is_true(json_object_get(r.json, "pending")));
+  resp_free(&r);
+  /* Drained on a clean stop: the reward is there after a restart. */
+  assert_int_equal(stop_server(&a, SIGINT), 0);
+  start_server(&a, extra);
+  r = call(&a, "GET", "/v1/agents/fast/policies/u", NULL);
+  assert_int_equal(r.status, 200);
+  json_t *arm = find_arm(r.json, "a");
+  assert_non_null(arm);
+  assert_int_equal(json_integer_value(json_object_get(arm, "n")), 1);
+  resp_free(&r);
+  assert_int_equal(stop_server(&a, SIGTERM), 0);
+  remove_dir(&a);
+}
+
+typedef struct writer {
+  int port, id;
+  int64_t stop_at_ms;
+  int sent, acked; /* rewards sent; the first `acked` of them answered */
+  int bad;         /* answers that were neither 200 nor a closed socket */
+} writer;
+
+static void reward_body(char *b, size_t cap, int w, int i) {
+  snprintf(b, cap,
+           "{\"reward_id\":\"w%d-%d\",\"user_id\":\"u\","
+           "\"action\":\"a\",\"reward\":1}",
+           w, i);
+}
+
+/* Sends rewards one after another on keep-alive connections until the
+ * server goes away. */
+static void *writer_main(void *arg) {
+  writer *w = arg;
+  static __thread reader rd;
+  int fd = -1;
+  while (now_ms() < w->stop_at_ms) {
+    if (fd < 0 && (fd = dial(w->port)) < 0) break;
+    rd.len = 0;
+    char body[256], req[512];
+    reward_body(body, sizeof body, w->id, w->sent);
+    size_t n = build(req, sizeof req, "POST", "/v1/agents/durable/rewards",
+                     body, NULL);
+    w->sent++;
+    resp r;
+    if (send_all(fd, req, n) < 0 || read_answer(fd, &rd, &r) < 0) break;
+    if (r.status == 200)
+      w->acked = w->sent;
+    else
+      w->bad = r.status != 503;
+    int closing = strcasestr(r.head, "connection: close") != NULL;
+    resp_free(&r);
+    if (w->acked != w->sent) break;
+    if (closing) {
+      close(fd);
+      fd = -1;
+    }
+  }
+  if (fd >= 0) close(fd);
+  return NULL;
+}
+
+static int64_t arm_n(const server *s) {
+  resp r = call(s, "GET", "/v1/agents/durable/policies/u", NULL);
+  assert_int_equal(r.status, 200);
+  json_t *arm = find_arm(r.json, "a");
+  int64_t n = arm ? json_integer_value(json_object_get(arm, "n")) : 0;
+  resp_free(&r);
+  return n;
+}
+
+static void test_sigterm_loses_no_acknowledged_reward(void **state) {
+  (void)state;
+  server a;
+  memset(&a, 0, sizeof a);
+  start_server(&a, NULL);
+  expect_status(&a, "PUT", "/v1/agents/durable", "{}", 200);
+  enum { NW = 4 };
+  writer w[NW];
+  pthread_t t[NW];
+  for (int i = 0; i < NW; i++) {
+    w[i] = (writer){.port = a.port, .id = i, .stop_at_ms = now_ms() + 20000};
+    pthread_create(&t[i], NULL, writer_main, &w[i]);
+  }
+  usleep(quick() ? 300000 : 600000);
+  int st = stop_server(&a, SIGTERM);
+  int sent = 0, acked = 0;
+  for (int i = 0; i < NW; i++) {
+    pthread_join(t[i], NULL);
+    sent += w[i].sent;
+    acked += w[i].acked;
+    assert_false(w[i].bad);
+  }
+  assert_int_equal(st, 0);
+  assert_true(acked > 0);
+  /* Restart on the same store: every acknowledged reward is there. */
+  start_server(&a, NULL);
+  int64_t n = arm_n(&a);
+  fprintf(stderr, "sigterm: %d sent, %d acknowledged, %lld applied\n", sent,
+          acked, (long long)n);
+  assert_true(n >= acked);
+  assert_true(n <= sent);
+  /* Retrying the unanswered ones applies each exactly once. */
+  for (int i = 0; i < NW; i++)
+    for (int k = w[i].acked; k < w[i].sent; k++) {
+      char body[256];
+      reward_body(body, sizeof body, i, k);
+      expect_status(&a, "POST", "/v1/agents/durable/rewards", body, 200);
+    }
+  assert_int_equal(arm_n(&a), sent);
+  assert_int_equal(stop_server(&a, SIGTERM), 0);
+  remove_dir(&a);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_decide_reward_policy_loop),
+      cmocka_unit_test(test_every_documented_route_answers_as_documented),
+      cmocka_unit_test(test_bad_bodies_get_4xx_json_errors),
+      cmocka_unit_test(test_generated_bad_bodies_get_4xx_json_errors),
+      cmocka_unit_test(test_bad_http_gets_4xx_json_errors),
+      cmocka_unit_test(test_a_client_sending_one_byte_at_a_time_gets_408),
+      cmocka_unit_test(test_fast_and_full_decide_parsers_agree),
+      cmocka_unit_test(test_pipelined_requests_are_answered_in_order),
+      cmocka_unit_test(test_expect_100_continue_is_honoured),
+      cmocka_unit_test(test_sessions_round_trip),
+      cmocka_unit_test(test_probes_and_metrics),
+      cmocka_unit_test(test_without_keys_v1_is_open),
+      cmocka_unit_test(test_api_keys_and_agent_scopes),
+      cmocka_unit_test(test_async_durability_answers_202_pending),
+      cmocka_unit_test(test_sigterm_loses_no_acknowledged_reward),
+  };
+  return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
