@@ -14,11 +14,13 @@ build: deps
 	@cmake -S . -B $(BUILD) $(CMAKE_FLAGS) >/dev/null
 	@cmake --build $(BUILD) -j$(JOBS)
 
-# The main job on the embedded default.
+# The main job on the embedded default: the HTTP server over ./data/.
 run: build
-	./$(BUILD)/agentdb simulate --seed 1
+	./$(BUILD)/agentdb serve
 
-simulate: run
+# The learning benchmark: seeded media workload vs baselines.
+simulate: build
+	./$(BUILD)/agentdb simulate --seed 1
 
 # Unit, conformance, server and fault tests, then the same under ASan+UBSan.
 test: deps

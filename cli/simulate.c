@@ -60,7 +60,7 @@ static double expected_reward(const world *w, int u, int d, int item) {
 }
 
 static double observe(adb__rng *r, double mean) {
-  const double conc = 4.0;
+  const double conc = 0.5; /* U-shaped: most viewers finish or abandon */
   double v = adb__rng_beta(r, mean * conc + 1e-3, (1 - mean) * conc + 1e-3);
   return v < 0 ? 0 : v > 1 ? 1 : v;
 }
@@ -140,15 +140,26 @@ static void egreedy_learn(egreedy *e, const world *w, int u, int d, int item,
 }
 
 typedef struct sim_opts {
+  double fallback;
+  int gaussian;
   uint64_t seed;
   long rounds;
   int users, items;
   const char *store, *csv;
 } sim_opts;
 
-static int setup_agent(adb *db, const world *w) {
+static int setup_agent(adb *db, const world *w, double fallback,
+                       int gaussian) {
   adb_agent_config cfg;
   adb_agent_config_init(&cfg);
+  if (gaussian) {
+    cfg.algorithm = ADB_ALGO_GAUSSIAN;
+    cfg.prior_mu = 0.5;
+    cfg.prior_kappa = 1;
+    cfg.prior_a = 1;
+    cfg.prior_b = 0.05;
+  }
+  if (fallback >= 0) cfg.fallback_strength = fallback;
   snprintf(cfg.id, sizeof cfg.id, "sim");
   cfg.n_context_keys = 1;
   snprintf(cfg.context_keys[0], sizeof cfg.context_keys[0], "daypart");
@@ -177,7 +188,9 @@ static int agentdb_round(adb *db, const char *user, int d,
                         .candidates = cand_ids, .n_candidates = CANDS,
                         .context = &ctx, .n_context = 1};
   adb_decision dec = {0};
-  int rc = adb_decide(db, &req, &dec);
+  int rc;
+  /* A full write queue means "slow down": wait for the store, retry. */
+  while ((rc = adb_decide(db, &req, &dec)) == ADB_EFULL) adb_flush(db);
   if (rc) return rc;
   int item = atoi(dec.action + 5);
   (void)cands;
@@ -187,25 +200,31 @@ static int agentdb_round(adb *db, const char *user, int d,
   adb_reward_req rr = {.agent_id = "sim", .reward_id = rid,
                        .event_id = dec.event_id, .has_reward = 1,
                        .reward = *reward};
-  return adb_reward(db, &rr, NULL);
+  while ((rc = adb_reward(db, &rr, NULL)) == ADB_EFULL) adb_flush(db);
+  return rc;
 }
 
 static void usage(FILE *f) {
   fprintf(f,
           "usage: agentdb simulate [options]\n"
           "  --seed N      workload seed (default 1)\n"
-          "  --rounds N    decisions per policy (default 200000)\n"
-          "  --users N     users (default 500)\n"
+          "  --rounds N    decisions per policy (default 300000)\n"
+          "  --users N     users (default 200)\n"
           "  --items N     catalogue size (default 60)\n"
           "  --store URL   store (default: a temporary SQLite file)\n"
-          "  --csv FILE    write the learning curve (per 1%% of rounds)\n");
+          "  --csv FILE    write the learning curve (per 1%% of rounds)\n"
+          "  --fallback-strength N  pseudo-observations a user borrows from\n"
+          "                the agent-wide posterior (default 30)\n"
+          "  --algorithm beta|gaussian  the agent's posterior (default beta)\n");
 }
 
 static int parse(int argc, char **argv, sim_opts *o) {
   static const struct option lo[] = {
       {"seed", 1, 0, 's'},  {"rounds", 1, 0, 'r'}, {"users", 1, 0, 'u'},
       {"items", 1, 0, 'i'}, {"store", 1, 0, 'S'},  {"csv", 1, 0, 'c'},
-      {"help", 0, 0, 'h'},  {0, 0, 0, 0}};
+      {"fallback-strength", 1, 0, 'f'}, {"algorithm", 1, 0, 'a'},
+      {"help", 0, 0, 'h'},
+      {0, 0, 0, 0}};
   int c;
   optind = 1;
   while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -216,6 +235,8 @@ static int parse(int argc, char **argv, sim_opts *o) {
     case 'i': o->items = atoi(optarg); break;
     case 'S': o->store = optarg; break;
     case 'c': o->csv = optarg; break;
+    case 'f': o->fallback = atof(optarg); break;
+    case 'a': o->gaussian = !strcmp(optarg, "gaussian"); break;
     case 'h': usage(stdout); exit(0);
     default: usage(stderr); return -1;
     }
@@ -229,7 +250,8 @@ static int parse(int argc, char **argv, sim_opts *o) {
 }
 
 int cli_simulate(int argc, char **argv) {
-  sim_opts o = {.seed = 1, .rounds = 200000, .users = 500, .items = 60};
+  sim_opts o = {.fallback = 30, .seed = 1, .rounds = 300000, .users = 200,
+                .items = 60};
   if (parse(argc, argv, &o)) return 2;
   char tmpdb[256] = "", url[512];
   if (!o.store) {
@@ -254,7 +276,7 @@ int cli_simulate(int argc, char **argv) {
   adb *db = NULL;
   char err[512];
   int rc = adb_open(&cfg, &db, err, sizeof err);
-  if (rc == ADB_OK) rc = setup_agent(db, &w);
+  if (rc == ADB_OK) rc = setup_agent(db, &w, o.fallback, o.gaussian);
   if (rc) {
     fprintf(stderr, "simulate: %s\n", db ? adb_errmsg(db) : err);
     adb_close(db);

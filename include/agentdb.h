@@ -93,6 +93,12 @@ typedef struct adb_config {
   size_t cache_max_bytes;   /* in-process cache bound; default 256 MiB */
   int pool_size;            /* store connections; default 4 */
   uint64_t seed;            /* RNG seed; 0 = from the OS */
+  /* Cold start: a user with no policy but an embedding borrows the
+   * posteriors of its cold_start_k nearest users; default 10, -1 = off. */
+  int cold_start_k;
+  /* Where vector indexes are snapshotted for a fast restart; NULL = next
+   * to a SQLite store file, else none (rebuilt from the store). */
+  const char *index_dir;
 } adb_config;
 
 /* Opens the store (running migrations) and the cache, starts the flush
@@ -277,6 +283,33 @@ typedef struct adb_episode {
 /* Queues episodes for the store (durably, as rewards). */
 int adb_episodes_record(adb *db, const char *agent_id, const adb_episode *eps,
                         int n);
+
+/* --------------------------------------------------------- vector search */
+
+/* One nearest neighbour. For episodes: id is the episode id, with its user,
+ * action and reward; for users: id is the user id; for patterns: id is the
+ * pattern id (action = the pattern's key). score is the cosine similarity
+ * (higher is closer). */
+typedef struct adb_hit {
+  char id[ADB_ID_MAX + 1];
+  char user_id[ADB_ID_MAX + 1];
+  char action[ADB_ID_MAX + 1];
+  double reward;
+  double score;
+} adb_hit;
+
+/* The k (1..1000) episodes of an agent nearest to the embedding, best
+ * first, optionally only those of user_id (NULL = all users); *n_out is the
+ * number written to hits (capacity k). */
+int adb_episode_similar(adb *db, const char *agent_id, const float *embedding,
+                        int dim, int k, const char *user_id, adb_hit *hits,
+                        int *n_out);
+/* The k users whose stored state embeddings are nearest. */
+int adb_user_similar(adb *db, const float *embedding, int dim, int k,
+                     adb_hit *hits, int *n_out);
+/* The k learned patterns of an agent nearest to the embedding. */
+int adb_pattern_search(adb *db, const char *agent_id, const float *embedding,
+                       int dim, int k, adb_hit *hits, int *n_out);
 
 /* ------------------------------------------------------------ user state */
 

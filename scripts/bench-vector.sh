@@ -1,22 +1,19 @@
 #!/usr/bin/env bash
-# Runs the vector benchmarks: AgentDB's vector layer on its own
-# (bench_vector) and AgentDB's HNSW against hnswlib on the same data in one
-# process (bench_hnswlib). One line per case on stdout, each with its anchor
-# and the ratio; per-ef sweep details go to stderr.
+# The vector case of `make bench`: AgentDB's HNSW against hnswlib on the
+# same seeded data in one process (bench_hnswlib), one line per case with
+# the anchor and the ratio; the per-ef sweep goes to stderr. (bench_vector,
+# AgentDB's vector layer on its own, is run by scripts/bench.sh with every
+# other bench_* program.)
 #   scripts/bench-vector.sh [build-dir] [--quick]
-# ADB_BENCH_QUICK=1 also selects the small sizes.
+# BENCH_QUICK=1 or ADB_BENCH_QUICK=1 also selects the small sizes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
 shift || true
 args=("$@")
-for b in bench_vector bench_hnswlib; do
-  if [ ! -x "$build/$b" ]; then
-    cmake -S . -B "$build" >/dev/null
-    cmake --build "$build" -j"$(nproc)" --target "$b" >/dev/null
-  fi
-done
-echo "== vector layer (bench_vector)"
-"$build/bench_vector" "${args[@]}"
-echo "== vector search against hnswlib (bench_hnswlib)"
+if [ -n "${BENCH_QUICK:-}" ]; then args+=(--quick); fi
+if [ ! -x "$build/bench_hnswlib" ]; then
+  cmake -S . -B "$build" >/dev/null
+  cmake --build "$build" -j"$(nproc)" --target bench_hnswlib >/dev/null
+fi
 "$build/bench_hnswlib" "${args[@]}" 2>/dev/null

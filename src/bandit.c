@@ -67,8 +67,11 @@
 
 #include <float.h>
 #include <math.h>
-#include <pthread.h>
 #include <string.h>
+
+/* fmin/fmax are library calls at -O2; operands here are never NaN. */
+static inline double dmin(double a, double b) { return a < b ? a : b; }
+static inline double dmax(double a, double b) { return a > b ? a : b; }
 
 /* ------------------------------------------------------------------ RNG */
 
@@ -103,67 +106,90 @@ uint64_t adb__rng_next(adb__rng *r) {
 
 /* 52 random bits and a half: (k + 0.5) / 2^52 is never 0 or 1, exactly. */
 double adb__rng_uniform(adb__rng *r) {
-  return ((double)(adb__rng_next(r) >> 12) + 0.5) * 0x1.0p-52;
+  return ((double)(int64_t)(adb__rng_next(r) >> 12) + 0.5) * 0x1.0p-52;
 }
 
-/* Marsaglia's polar method; both normals of a pair are independent. */
-static void normal_pair(adb__rng *r, double *z0, double *z1) {
-  double u, v, s;
+/* Normal variates by the ziggurat method (Marsaglia & Tsang 2000, "The
+ * Ziggurat Method for Generating Random Variables", JSS 5(8)), with 128
+ * layers of area V under exp(-x^2/2): one 64-bit draw gives the layer (7
+ * bits), the sign (1 bit) and the abscissa (53 bits); 98.8% of draws end
+ * in the rectangle test. zig_x[i] is the right edge of layer i (zig_x[0]
+ * the virtual width of the base strip, zig_x[1] = R), zig_f[i] the density
+ * there; built once at load time with the other tables below. */
+#define ZIG_N 128
+#define ZIG_R 3.442619855899
+#define ZIG_V 9.91256303526217e-3
+static double zig_x[ZIG_N + 1], zig_f[ZIG_N + 1];
+
+static void zig_init(void) {
+  zig_x[0] = ZIG_V / exp(-0.5 * ZIG_R * ZIG_R);
+  zig_x[1] = ZIG_R;
+  for (int i = 1; i < ZIG_N - 1; i++) {
+    double xi = zig_x[i];
+    zig_x[i + 1] = sqrt(-2.0 * log(ZIG_V / xi + exp(-0.5 * xi * xi)));
+  }
+  zig_x[ZIG_N] = 0.0;
+  for (int i = 0; i <= ZIG_N; i++) zig_f[i] = exp(-0.5 * zig_x[i] * zig_x[i]);
+}
+
+/* The tail beyond R (Marsaglia 1964). */
+static double zig_tail(adb__rng *r) {
+  double x, y;
   do {
-    u = (double)(int64_t)adb__rng_next(r) * 0x1.0p-63;
-    v = (double)(int64_t)adb__rng_next(r) * 0x1.0p-63;
-    s = u * u + v * v;
-  } while (s >= 1.0 || s == 0.0);
-  double f = sqrt(-2.0 * log(s) / s);
-  *z0 = u * f;
-  *z1 = v * f;
+    x = -log(adb__rng_uniform(r)) / ZIG_R;
+    y = -log(adb__rng_uniform(r));
+  } while (2.0 * y < x * x);
+  return ZIG_R + x;
 }
 
 double adb__rng_normal(adb__rng *r) {
-  double z0, z1;
-  normal_pair(r, &z0, &z1);
-  return z0;
+  for (;;) {
+    uint64_t u = adb__rng_next(r);
+    int i = (int)(u & (ZIG_N - 1));
+    double sign = (u & ZIG_N) ? -1.0 : 1.0;
+    double x = (double)(int64_t)(u >> 11) * 0x1.0p-53 * zig_x[i];
+    if (x < zig_x[i + 1]) return sign * x;
+    if (i == 0) return sign * zig_tail(r);
+    double y = zig_f[i] + adb__rng_uniform(r) * (zig_f[i + 1] - zig_f[i]);
+    if (y < exp(-0.5 * x * x)) return sign * x;
+  }
 }
 
-/* Marsaglia & Tsang (2000) for k >= 1, starting from a given N(0,1) draw z
- * so that a pair of normals can serve two gammas. */
-static double gamma_mt(adb__rng *r, double k, double z) {
+/* Marsaglia & Tsang (2000), "A Simple Method for Generating Gamma
+ * Variables", for k >= 1. */
+static double gamma_mt(adb__rng *r, double k) {
   const double d = k - 1.0 / 3.0, c = 1.0 / sqrt(9.0 * d);
   for (;;) {
-    double v = 1.0 + c * z;
+    double z = adb__rng_normal(r), v = 1.0 + c * z;
     if (v > 0.0) {
       v = v * v * v;
       double u = adb__rng_uniform(r), z2 = z * z;
       if (u < 1.0 - 0.0331 * z2 * z2) return d * v;
       if (log(u) < 0.5 * z2 + d * (1.0 - v + log(v))) return d * v;
     }
-    z = adb__rng_normal(r);
   }
 }
 
 /* log of a Gamma(k) draw; k < 1 by Gamma(k+1) U^(1/k), kept in logs so
  * that tiny shapes do not underflow to 0. */
-static double log_gamma_variate(adb__rng *r, double k, double z) {
-  if (k >= 1.0) return log(gamma_mt(r, k, z));
-  return log(gamma_mt(r, k + 1.0, z)) + log(adb__rng_uniform(r)) / k;
+static double log_gamma_variate(adb__rng *r, double k) {
+  if (k >= 1.0) return log(gamma_mt(r, k));
+  return log(gamma_mt(r, k + 1.0)) + log(adb__rng_uniform(r)) / k;
 }
 
 double adb__rng_gamma(adb__rng *r, double k) {
   if (!(k > 0.0) || isinf(k)) return NAN;
-  double z = adb__rng_normal(r);
-  if (k >= 1.0) return gamma_mt(r, k, z);
-  return exp(log_gamma_variate(r, k, z));
+  if (k >= 1.0) return gamma_mt(r, k);
+  return exp(log_gamma_variate(r, k));
 }
 
 double adb__rng_beta(adb__rng *r, double a, double b) {
   if (!(a > 0.0 && b > 0.0) || isinf(a) || isinf(b)) return NAN;
-  double z0, z1;
-  normal_pair(r, &z0, &z1);
   if (a >= 1.0 && b >= 1.0) {
-    double x = gamma_mt(r, a, z0), y = gamma_mt(r, b, z1);
+    double x = gamma_mt(r, a), y = gamma_mt(r, b);
     return x / (x + y);
   }
-  double lx = log_gamma_variate(r, a, z0), ly = log_gamma_variate(r, b, z1);
+  double lx = log_gamma_variate(r, a), ly = log_gamma_variate(r, b);
   return 1.0 / (1.0 + exp(ly - lx));
 }
 
@@ -248,11 +274,9 @@ double adb__posterior_sample(adb__rng *r, const adb__posterior *p) {
   if (p->algo != ADB_ALGO_GAUSSIAN) return adb__rng_beta(r, p->alpha, p->beta);
   if (!(p->a > 0.0 && p->b > 0.0 && p->kappa > 0.0)) return NAN;
   /* sigma^2 ~ InvGamma(a, b), then mean ~ N(mu, sigma^2 / kappa). */
-  double z0, z1;
-  normal_pair(r, &z0, &z1);
-  double lg = log_gamma_variate(r, p->a, z0);
+  double lg = log_gamma_variate(r, p->a);
   double sigma2 = p->b * exp(-lg);
-  return p->mu + sqrt(sigma2 / p->kappa) * z1;
+  return p->mu + sqrt(sigma2 / p->kappa) * adb__rng_normal(r);
 }
 
 /* ------------------------------------------------- selection and ranking */
@@ -359,7 +383,6 @@ static double lgam(double x) {
 #define PPG_LMAX 16.0
 #define PPG_SCALE 8.0
 static double phi_tab[TAB_CELLS][4], ppg_tab[TAB_CELLS][4];
-static pthread_once_t tables_once = PTHREAD_ONCE_INIT;
 
 /* Hermite cell from values f and derivatives d (times the step) at ends. */
 static void hermite_cell(double *c, double f0, double d0, double f1,
@@ -398,7 +421,9 @@ static void ppg_exact(double L, double *g, double *dg) {
   *dg = t * 2.0 * ((L - e) * -e + N) / (-e * e * e);
 }
 
-static void tables_init(void) {
+/* Runs once when the library is loaded, before any caller can run. */
+__attribute__((constructor)) static void tables_init(void) {
+  zig_init();
   const double hp = 1.0 / PHI_SCALE, k = hp / sqrt(2.0 * M_PI);
   const double hg = 1.0 / PPG_SCALE;
   for (int i = 0; i < TAB_CELLS; i++) {
@@ -455,7 +480,9 @@ typedef struct ppbeta {
   double ra[3], rb[3];     /* ratios of successive terms */
 } ppbeta;
 
-#define PP_LIFT 3.0
+#ifndef PP_LIFT
+#define PP_LIFT 2.0
+#endif
 
 static void ppbeta_init(ppbeta *p, double a, double b) {
   p->sa = a < PP_LIFT ? (int)ceil(PP_LIFT - a) : 0;
@@ -529,6 +556,7 @@ static double pp_cdf(const ppbeta *p, const qpoint *q) {
 
 #define EPS_Z_PRUNE 4.753424308822899 /* z of a 1e-6 tail */
 #define EPS_Z_CORE 3.090232306167813  /* z of a 1e-3 tail */
+#define EPS_Z_LOW 2.326347874040841   /* z of a 1e-2 tail */
 #define CF_MIN_AB 50.0                /* Cornish-Fisher once min(a, b) >= */
 
 enum { ARM_BETA_PP, ARM_BETA_CF, ARM_T, ARM_T_LOWDOF };
@@ -540,12 +568,14 @@ typedef struct arm_bounds {
   double mean, sd; /* beta: mean and sd; t: location mu and scale s */
   double a, b;     /* beta: alpha and beta; t: nu = 2a (b unused) */
   double gam;      /* beta: skewness */
+  double q01;      /* at most 1% of the mass lies below */
 } arm_bounds;
 
 /* ... and what the integral needs. */
 typedef struct arm_model {
   arm_bounds d;
-  double clo, chi;          /* central part, tails <= 1e-3 (chosen arm) */
+  double clo, chi;          /* quadrature range of the chosen arm: from its
+                               1e-3 quantile to hi (see build_nodes) */
   double isd;               /* 1 / sd */
   double inv_nu, kw, res_k; /* t: 1 / nu, Wallace's factor, 1/(nu+1)^2 */
   double lnorm;             /* log normaliser of the density (chosen) */
@@ -579,8 +609,8 @@ static void beta_quantiles(const arm_bounds *m, double z, double *lo,
                            double *hi) {
   double h = fabs(m->gam) / 6.0, kl = k_long(z, h), ks = k_short(z, h);
   double up = m->gam >= 0.0 ? kl : ks, dn = m->gam >= 0.0 ? ks : kl;
-  *lo = fmax(0.0, m->mean - dn * m->sd);
-  *hi = fmin(1.0, m->mean + up * m->sd);
+  *lo = dmax(0.0, m->mean - dn * m->sd);
+  *hi = dmin(1.0, m->mean + up * m->sd);
 }
 
 /* Half-width, in units of s, of the central 1 - 2 eps of t_nu: the inverse
@@ -601,16 +631,20 @@ static void model_bounds(arm_bounds *m, const adb__posterior *p) {
     double w = t_quantile(m->a, EPS_Z_PRUNE) * m->sd;
     m->lo = m->mean - w;
     m->hi = m->mean + w;
+    m->q01 = m->mean - t_quantile(m->a, EPS_Z_LOW) * m->sd;
     return;
   }
   double a = p->alpha, b = p->beta, s = a + b;
-  m->kind = fmin(a, b) >= CF_MIN_AB ? ARM_BETA_CF : ARM_BETA_PP;
+  m->kind = dmin(a, b) >= CF_MIN_AB ? ARM_BETA_CF : ARM_BETA_PP;
   m->a = a;
   m->b = b;
   m->mean = a / s;
   m->sd = sqrt(a * b / (s + 1.0)) / s;
   m->gam = 2.0 * (b - a) / ((s + 2.0) * s * m->sd);
   beta_quantiles(m, EPS_Z_PRUNE, &m->lo, &m->hi);
+  double h = fabs(m->gam) / 6.0;
+  double k = m->gam >= 0.0 ? k_short(EPS_Z_LOW, h) : k_long(EPS_Z_LOW, h);
+  m->q01 = dmax(0.0, m->mean - k * m->sd);
 }
 
 /* For large a and b the Beta CDF is Phi(z), z the second-order
@@ -638,8 +672,8 @@ static double cf_z(const arm_model *m, double w) {
  * about (1e-3 a B(a,b))^(1/a); the Stieltjes tail takes the rest. */
 static void singular_core(arm_model *m) {
   double lb = -m->lnorm, a = m->d.a, b = m->d.b;
-  if (a < 1.0) m->clo = fmax(m->clo, exp((log(1e-3 * a) + lb) / a));
-  if (b < 1.0) m->chi = fmin(m->chi, -expm1((log(1e-3 * b) + lb) / b));
+  if (a < 1.0) m->clo = dmax(m->clo, exp((log(1e-3 * a) + lb) / a));
+  if (b < 1.0) m->chi = dmin(m->chi, -expm1((log(1e-3 * b) + lb) / b));
 }
 
 static void t_finish(arm_model *m, int chosen) {
@@ -654,9 +688,8 @@ static void t_finish(arm_model *m, int chosen) {
   if (chosen) {
     m->lnorm = lgam(0.5 * (nu + 1.0)) - lgam(0.5 * nu) -
                0.5 * log(nu * M_PI) - log(m->d.sd);
-    double w = t_quantile(nu, EPS_Z_CORE) * m->d.sd;
-    m->clo = m->d.mean - w;
-    m->chi = m->d.mean + w;
+    m->clo = m->d.mean - t_quantile(nu, EPS_Z_CORE) * m->d.sd;
+    m->chi = m->d.hi;
   }
 }
 
@@ -672,7 +705,9 @@ static void model_finish(arm_model *m, int chosen) {
   else
     ppbeta_init(&m->pp, m->d.a, m->d.b);
   if (chosen) {
-    beta_quantiles(&m->d, EPS_Z_CORE, &m->clo, &m->chi);
+    double unused;
+    beta_quantiles(&m->d, EPS_Z_CORE, &m->clo, &unused);
+    m->chi = m->d.hi;
     m->lnorm = 0.0;
     if (m->d.kind == ARM_BETA_PP) {
       m->lnorm = lgam(m->d.a + m->d.b) - lgam(m->d.a) - lgam(m->d.b);
@@ -699,14 +734,17 @@ static double t_cdf(const arm_model *m, double x) {
   return Phi(t > 0.0 ? z : -z);
 }
 
+static double cf_cdf(const arm_model *m, double x) {
+  double w = (x - m->d.mean) * m->isd;
+  if (w < -8.0) return 0.0;
+  if (w > 8.0) return 1.0;
+  return Phi(cf_z(m, w));
+}
+
 static double model_cdf(const arm_model *m, const qpoint *q) {
   switch (m->d.kind) {
-  case ARM_BETA_CF: {
-    double w = (q->x - m->d.mean) * m->isd;
-    if (w < -8.0) return 0.0;
-    if (w > 8.0) return 1.0;
-    return Phi(cf_z(m, w));
-  }
+  case ARM_BETA_CF:
+    return cf_cdf(m, q->x);
   case ARM_BETA_PP:
     return pp_cdf(&m->pp, q);
   default:
@@ -737,14 +775,17 @@ static double model_pdf(const arm_model *m, const qpoint *q) {
 }
 
 /* Local scale on which the arm's CDF (or density) changes around x. */
+#define SING_RES 0.7
 static double model_res(const arm_model *m, double x) {
   switch (m->d.kind) {
   case ARM_BETA_CF:
     return m->d.sd;
   case ARM_BETA_PP: {
+    /* near a singular end the density changes on the scale of the
+     * distance to it: geometric panels, ratio 1 + PANEL_RES * SING_RES */
     double r = m->d.sd;
-    if (m->d.a < 1.0) r = fmin(r, fmax(x, 1e-12));
-    if (m->d.b < 1.0) r = fmin(r, fmax(1.0 - x, 1e-12));
+    if (m->d.a < 1.0) r = dmin(r, SING_RES * dmax(x, 1e-12));
+    if (m->d.b < 1.0) r = dmin(r, SING_RES * dmax(1.0 - x, 1e-12));
     return r;
   }
   default: {
@@ -752,6 +793,16 @@ static double model_res(const arm_model *m, double x) {
     return m->d.sd * sqrt(1.0 + t * t * m->res_k);
   }
   }
+}
+
+/* The finest scale of the arm over [x0, x1]: the resolution is constant,
+ * monotone towards a singular end, or V-shaped around a t arm's centre. */
+static double model_res_min(const arm_model *m, double x0, double x1) {
+  if (m->d.kind >= ARM_T) {
+    double c = m->d.mean;
+    return model_res(m, c < x0 ? x0 : (c > x1 ? x1 : c));
+  }
+  return dmin(model_res(m, x0), model_res(m, x1));
 }
 
 /* Whether qpoints must carry logs for this arm: see qpoint_set. */
@@ -766,9 +817,12 @@ static int model_need(const arm_model *m) {
 #define MAX_PANELS 40   /* Gauss-Legendre panels over the central part */
 #define MAX_NODES (MAX_PANELS * 8 + 4)
 #ifndef PANEL_RES
-#define PANEL_RES 5.0   /* panel width, in local scales */
+#define PANEL_RES 7.0   /* panel width, in local scales */
 #endif
-#define NODE_TINY 1e-9  /* w * G below this is dropped: error <= 3.3e-7 */
+#ifndef NODE_TINY
+#define NODE_TINY 1e-9
+#endif
+#define NODE_TINY_DOC  /* w * G below this is dropped: error <= 3.3e-7 */
 
 static const double gl8[4][2] = {
     {0.96028985649753623, 0.10122853629037626},
@@ -803,10 +857,21 @@ static int arm_in(const prop_ctx *cx, int j) {
          posterior_valid(&cx->arms[j]);
 }
 
+static void insert_top3(double *q3, double v) {
+  if (v <= q3[2]) return;
+  int i = 2;
+  while (i > 0 && v > q3[i - 1]) {
+    q3[i] = q3[i - 1];
+    i--;
+  }
+  q3[i] = v;
+}
+
 /* Pass 1: the range [A, B]; 0 when some arm lies wholly above the chosen
  * one (P ~ 0), 1 when there is no other arm, else -1 to go on. */
 static int find_range(prop_ctx *cx) {
   int others = 0;
+  double q3[3] = {-INFINITY, -INFINITY, -INFINITY}; /* largest q01s */
   cx->A = cx->c.d.lo;
   cx->B = cx->c.d.hi;
   cx->ncand = cx->cand_overflow = 0;
@@ -817,19 +882,23 @@ static int find_range(prop_ctx *cx) {
     others++;
     if (b.lo >= cx->B) return 0;
     if (b.lo > cx->A) cx->A = b.lo;
+    insert_top3(q3, b.q01);
     if (b.hi <= cx->A) continue;
     if (cx->ncand < MAX_CAND)
       cx->cand[cx->ncand++] = b;
     else
       cx->cand_overflow = 1;
   }
+  /* Below the third largest 1% quantile three CDFs are <= 0.01, so
+   * G <= 1e-6 there: start the integral at it. */
+  if (q3[2] > cx->A && q3[2] < cx->B) cx->A = q3[2];
   return others ? -1 : 1;
 }
 
 static void add_active(prop_ctx *cx, const arm_bounds *b) {
   if (cx->nact == MAX_ACTIVE) {
     cx->nstream++;
-    cx->stream_res = fmin(cx->stream_res, b->sd);
+    cx->stream_res = dmin(cx->stream_res, b->sd);
     if (b->kind == ARM_BETA_PP) cx->need = 1;
     return;
   }
@@ -857,13 +926,14 @@ static void collect_active(prop_ctx *cx) {
   }
 }
 
-/* The smallest local scale at x among the chosen density and the arms
- * still in transition there, times the panel width factor. */
-static double resolution(const prop_ctx *cx, double x) {
-  double r = model_res(&cx->c, x);
+/* The smallest local scale over [x0, x1] among the chosen density and the
+ * arms still in transition there, times the panel width factor. */
+static double resolution(const prop_ctx *cx, double x0, double x1) {
+  double r = model_res_min(&cx->c, x0, x1);
   for (int i = 0; i < cx->nact; i++)
-    if (cx->act[i].d.hi > x) r = fmin(r, model_res(&cx->act[i], x));
-  if (cx->nstream) r = fmin(r, cx->stream_res);
+    if (cx->act[i].d.hi > x0)
+      r = dmin(r, model_res_min(&cx->act[i], x0, x1));
+  if (cx->nstream) r = dmin(r, cx->stream_res);
   return r * PANEL_RES;
 }
 
@@ -878,14 +948,16 @@ static qpoint *add_node(prop_ctx *cx, double x, double w) {
 static void add_panels(prop_ctx *cx, double L, double U) {
   double x = L;
   for (int p = 0; p < MAX_PANELS && x < U; p++) {
-    /* The widest w with w <= resolution at both ends, within a factor 2:
-     * the scale may shrink ahead (towards a singular end or the centre of
-     * a heavy-tailed arm). */
-    double w = resolution(cx, x);
-    for (int it = 0; it < 60 && w > resolution(cx, fmin(x + w, U)); it++)
+    /* The widest w, within a factor 2, with w <= the resolution over the
+     * whole panel: the scale may shrink ahead (towards a singular end or
+     * the centre of a heavy-tailed arm). */
+    double w = resolution(cx, x, x);
+    for (int it = 0; it < 60 && w > resolution(cx, x, dmin(x + w, U)); it++)
       w *= 0.5;
     double x1 = x + w;
-    if (p == MAX_PANELS - 1 || x1 > U - 0.25 * w) x1 = U;
+    if (p == MAX_PANELS - 1 || x1 >= U ||
+        (U - x1 < 0.25 * w && U - x <= resolution(cx, x, U)))
+      x1 = U; /* last panel, or a sliver left that the last can take */
     double mid = 0.5 * (x + x1), half = 0.5 * (x1 - x);
     for (int k = 0; k < 8; k++) {
       const double *g = gl8[k < 4 ? k : 7 - k];
@@ -911,7 +983,7 @@ static void add_tail(prop_ctx *cx, double x0, double x1) {
 
 static void build_nodes(prop_ctx *cx) {
   double A = cx->A, B = cx->B;
-  double L = fmax(A, cx->c.clo), U = fmin(B, cx->c.chi);
+  double L = dmax(A, cx->c.clo), U = dmin(B, cx->c.chi);
   if (L >= U) L = U = A;
   cx->nnodes = 0;
   if (A < L) add_tail(cx, A, L);
@@ -921,15 +993,27 @@ static void build_nodes(prop_ctx *cx) {
 
 /* Multiplies arm m's CDF into w * G at every node below its hi (nodes are
  * in ascending order of x), dropping nodes that fall below NODE_TINY. */
-static void apply_arm(prop_ctx *cx, const arm_model *m) {
-  for (int k = 0; k < cx->nnodes && cx->q[k].x < m->d.hi; k++) {
-    double v = cx->w[k];
-    if (v == 0.0) continue;
 #ifdef PROP_STATS
-    prop_stat_evals++;
+#define COUNT_EVAL() prop_stat_evals++
+#else
+#define COUNT_EVAL() (void)0
 #endif
-    v *= model_cdf(m, &cx->q[k]);
-    cx->w[k] = v > NODE_TINY ? v : 0.0;
+#define APPLY_LOOP(CDF)                                                       \
+  for (int k = 0; k < cx->nnodes && cx->q[k].x < m->d.hi; k++) {            \
+    double v = cx->w[k];                                                      \
+    if (v == 0.0) continue;                                                   \
+    COUNT_EVAL();                                                             \
+    v *= (CDF);                                                               \
+    cx->w[k] = v > NODE_TINY ? v : 0.0;                                       \
+  }
+
+static void apply_arm(prop_ctx *cx, const arm_model *m) {
+  if (m->d.kind == ARM_BETA_PP) {
+    APPLY_LOOP(pp_cdf(&m->pp, &cx->q[k]))
+  } else if (m->d.kind == ARM_BETA_CF) {
+    APPLY_LOOP(cf_cdf(m, cx->q[k].x))
+  } else {
+    APPLY_LOOP(t_cdf(m, cx->q[k].x))
   }
 }
 
@@ -964,7 +1048,6 @@ double adb__propensity(const adb__posterior *arms, int n,
   if (!arms || chosen < 0 || chosen >= n) return 0.0;
   if ((eligible && !eligible[chosen]) || !posterior_valid(&arms[chosen]))
     return 0.0;
-  pthread_once(&tables_once, tables_init);
   prop_ctx cx;
   cx.arms = arms;
   cx.eligible = eligible;

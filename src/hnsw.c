@@ -19,12 +19,13 @@
  * ef = 1, written as a plain hill climb in greedy()) down to layer l + 1,
  * then on each layer from min(l, L) to 0 a beam search of width
  * ef_construction (Algorithm 2, SEARCH-LAYER), a choice of M neighbours by
- * Algorithm 4 (SELECT-NEIGHBORS-HEURISTIC, without extendCandidates and
- * without keepPrunedConnections, which the paper finds are not needed
- * outside extremely clustered data), and links in both directions; a
- * neighbour whose list overflows Mmax is shrunk with Algorithm 4 too. The
- * simple selection of Algorithm 3 is not used: the heuristic keeps the
- * graph navigable across clusters, which Algorithm 3 does not. A search is
+ * Algorithm 4 (SELECT-NEIGHBORS-HEURISTIC; extendCandidates off, which the
+ * paper finds useful only for extremely clustered data, keepPrunedConnections
+ * off, which only pads lists to a fixed length), and links in both
+ * directions; a neighbour whose list overflows Mmax is shrunk with
+ * Algorithm 4 too. The simple selection of Algorithm 3 is not used: the
+ * paper shows the heuristic keeps clustered and high-dimensional data
+ * navigable where Algorithm 3 lets the graph split. A search is
  * Algorithm 5 (K-NN-SEARCH): greedy descent to layer 1, a beam search of
  * width ef = max(ef_search, k) on layer 0, then the k nearest of it.
  *
@@ -50,7 +51,9 @@
  *
  * Deletion marks a node as a tombstone: it stays in the graph and keeps
  * routing searches (removing it would cut paths), but is never returned.
- * Replacing a label adds a new node and tombstones the old one.
+ * Replacing a label adds a new node and tombstones the old one; a search
+ * that overlapped the switch may have seen both live, so a counter of
+ * replacements, read before and after, tells it to drop the duplicate.
  *
  * Memory layout. Nodes live in segments that never move: segment s holds
  * 32 << s nodes, so an id maps to (segment, offset) with one bit scan and

@@ -289,6 +289,8 @@ static const char *const stmts[N_STMT] = {
     [S_MAINTAIN] = "SELECT adb_maintain_partitions($1::int4, $2::int4)",
 };
 
+_Static_assert(N_STMT <= 32, "pgconn.prepared is a 32-bit mask");
+
 /* The staging table of episode COPY; one per connection, emptied at each
  * commit. Its columns are those of the COPY below, in order. */
 static const char sql_staging[] =

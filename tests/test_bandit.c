@@ -1,0 +1,734 @@
+/*
+ * test_bandit.c — the bandit core: RNG and variates, conjugate posteriors,
+ * Thompson selection and ranking, propensities, the engagement reward.
+ *
+ * Statistical tests use fixed seeds and bounds from the math: a sample mean
+ * within 4 standard errors of the true mean (SE = sigma / sqrt(N)), a
+ * sample variance within 4 SE of the true variance (SE = sqrt((mu4 -
+ * sigma^4) / N), mu4 the fourth central moment, exact where known and the
+ * sample's own otherwise). Propensities must be within 0.02 of a
+ * 100,000-draw Monte Carlo estimate (its SE is at most 0.0016).
+ * ADB_TEST_QUICK=1 (sanitizer runs) shrinks N to 20,000; the bounds still
+ * follow from the same formulas.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bandit.h"
+
+static int quick(void) {
+  return getenv("ADB_TEST_QUICK") != NULL;
+}
+
+static int n_samples(void) {
+  return quick() ? 20000 : 200000;
+}
+
+static int mc_draws(void) {
+  return quick() ? 20000 : 100000;
+}
+
+/* --------------------------------------------------------------- helpers */
+
+typedef struct moments {
+  double mean, var, m4; /* sample mean, variance, 4th central moment */
+} moments;
+
+static moments sample_moments(const double *x, int n) {
+  moments m = {0, 0, 0};
+  for (int i = 0; i < n; i++) m.mean += x[i];
+  m.mean /= n;
+  for (int i = 0; i < n; i++) {
+    double d = x[i] - m.mean, d2 = d * d;
+    m.var += d2;
+    m.m4 += d2 * d2;
+  }
+  m.var /= n - 1;
+  m.m4 /= n;
+  return m;
+}
+
+/* Mean and variance within 4 standard errors; mu4 < 0: use the sample's. */
+static void assert_moments(const double *x, int n, double mean, double var,
+                           double mu4) {
+  moments m = sample_moments(x, n);
+  if (mu4 < 0) mu4 = m.m4;
+  double se_mean = sqrt(var / n), se_var = sqrt((mu4 - var * var) / n);
+  if (fabs(m.mean - mean) > 4 * se_mean || fabs(m.var - var) > 4 * se_var)
+    print_error("mean %.6g (want %.6g +- %.2g), var %.6g (want %.6g +- "
+                "%.2g)\n",
+                m.mean, mean, 4 * se_mean, m.var, var, 4 * se_var);
+  assert_true(fabs(m.mean - mean) <= 4 * se_mean);
+  assert_true(fabs(m.var - var) <= 4 * se_var);
+}
+
+static adb__posterior beta_arm(double a, double b) {
+  adb__posterior p;
+  memset(&p, 0, sizeof p);
+  p.algo = ADB_ALGO_BETA;
+  p.alpha = a;
+  p.beta = b;
+  return p;
+}
+
+static adb__posterior nig_arm(double mu, double kappa, double a, double b) {
+  adb__posterior p;
+  memset(&p, 0, sizeof p);
+  p.algo = ADB_ALGO_GAUSSIAN;
+  p.mu = mu;
+  p.kappa = kappa;
+  p.a = a;
+  p.b = b;
+  return p;
+}
+
+/* The documented defaults, filled by hand (adb_agent_config_init lives
+ * elsewhere). */
+static void config_defaults(adb_agent_config *cfg, adb_algorithm algo) {
+  memset(cfg, 0, sizeof *cfg);
+  cfg->algorithm = algo;
+  cfg->prior_alpha = cfg->prior_beta = 1.0;
+  cfg->prior_mu = 0.0;
+  cfg->prior_kappa = cfg->prior_a = cfg->prior_b = 1.0;
+  cfg->fallback_strength = 10.0;
+  cfg->reward_window_s = 86400.0;
+  adb__reward_weights_default(&cfg->reward_weights);
+}
+
+static adb__arm_stats stats_of(int64_t n, double sum, double sum_sq) {
+  adb__arm_stats s = {n, adb__reward_to_micro(sum), sum_sq, 0};
+  return s;
+}
+
+/* ------------------------------------------------------------------ RNG */
+
+static void rng_same_seed_same_sequence(void **state) {
+  (void)state;
+  adb__rng a, b, c;
+  adb__rng_seed(&a, 42);
+  adb__rng_seed(&b, 42);
+  adb__rng_seed(&c, 43);
+  int differ = 0;
+  for (int i = 0; i < 1000; i++) {
+    uint64_t x = adb__rng_next(&a);
+    assert_int_equal(x, adb__rng_next(&b));
+    differ += x != adb__rng_next(&c);
+  }
+  assert_true(differ > 990);
+}
+
+/* Reference values of xoshiro256** from a state set by hand, computed
+ * from the published algorithm: s = {1, 2, 3, 4}. */
+static void rng_matches_xoshiro256starstar(void **state) {
+  (void)state;
+  adb__rng r = {{1, 2, 3, 4}};
+  /* result = rotl(s1 * 5, 7) * 9 with s1 = 2: rotl(10, 7) * 9 = 11520 */
+  assert_int_equal(adb__rng_next(&r), 11520);
+  /* after one step s = {7, 0, 262146, 211106232532992} */
+  assert_int_equal(r.s[0], 7);
+  assert_int_equal(r.s[1], 0);
+  assert_int_equal(r.s[2], 262146);
+  assert_int_equal(r.s[3], 211106232532992ULL);
+  assert_int_equal(adb__rng_next(&r), 0);
+}
+
+static void uniform_is_open_unit_interval_with_uniform_moments(void **state) {
+  (void)state;
+  int n = n_samples();
+  double *x = malloc(n * sizeof *x);
+  adb__rng r;
+  adb__rng_seed(&r, 1);
+  double lo = 1, hi = 0;
+  for (int i = 0; i < n; i++) {
+    x[i] = adb__rng_uniform(&r);
+    lo = fmin(lo, x[i]);
+    hi = fmax(hi, x[i]);
+  }
+  assert_true(lo > 0.0 && hi < 1.0);
+  assert_moments(x, n, 0.5, 1.0 / 12, 1.0 / 80);
+  free(x);
+}
+
+static void normal_has_standard_moments(void **state) {
+  (void)state;
+  int n = n_samples();
+  double *x = malloc(n * sizeof *x);
+  adb__rng r;
+  adb__rng_seed(&r, 2);
+  for (int i = 0; i < n; i++) x[i] = adb__rng_normal(&r);
+  assert_moments(x, n, 0.0, 1.0, 3.0);
+  free(x);
+}
+
+/* The ziggurat's tail beyond 3.4426 takes a separate path: its frequency
+ * must be erfc(3.4426 / sqrt 2) = 5.76e-4 (binomial SE). */
+static void normal_tail_beyond_ziggurat_base_has_right_mass(void **state) {
+  (void)state;
+  int n = quick() ? 200000 : 2000000, k = 0;
+  const double r0 = 3.442619855899, p = erfc(r0 / sqrt(2.0));
+  adb__rng r;
+  adb__rng_seed(&r, 3);
+  for (int i = 0; i < n; i++) k += fabs(adb__rng_normal(&r)) > r0;
+  double se = sqrt(p * (1 - p) / n);
+  assert_true(fabs((double)k / n - p) <= 4 * se);
+}
+
+static void gamma_has_mean_and_variance_k(void **state) {
+  (void)state;
+  static const double shapes[] = {0.3, 1.0, 2.5, 50.0};
+  int n = n_samples();
+  double *x = malloc(n * sizeof *x);
+  for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+    double k = shapes[s];
+    adb__rng r;
+    adb__rng_seed(&r, 10 + s);
+    for (int i = 0; i < n; i++) x[i] = adb__rng_gamma(&r, k);
+    /* Gamma(k): variance k, fourth central moment 3k^2 + 6k */
+    assert_moments(x, n, k, k, 3 * k * k + 6 * k);
+  }
+  free(x);
+}
+
+static void beta_has_its_mean_and_variance(void **state) {
+  (void)state;
+  static const double ab[][2] = {
+      {0.5, 0.5}, {2, 5}, {30, 70}, {0.2, 3}, {1500, 8500}};
+  int n = n_samples();
+  double *x = malloc(n * sizeof *x);
+  for (size_t s = 0; s < sizeof ab / sizeof *ab; s++) {
+    double a = ab[s][0], b = ab[s][1], t = a + b;
+    adb__rng r;
+    adb__rng_seed(&r, 20 + s);
+    for (int i = 0; i < n; i++) {
+      x[i] = adb__rng_beta(&r, a, b);
+      assert_true(x[i] >= 0.0 && x[i] <= 1.0);
+    }
+    assert_moments(x, n, a / t, a * b / (t * t * (t + 1)), -1);
+  }
+  free(x);
+}
+
+static void variates_reject_bad_shapes_with_nan(void **state) {
+  (void)state;
+  adb__rng r;
+  adb__rng_seed(&r, 4);
+  assert_true(isnan(adb__rng_gamma(&r, 0.0)));
+  assert_true(isnan(adb__rng_gamma(&r, -1.0)));
+  assert_true(isnan(adb__rng_gamma(&r, NAN)));
+  assert_true(isnan(adb__rng_beta(&r, 0.0, 1.0)));
+  assert_true(isnan(adb__rng_beta(&r, 1.0, INFINITY)));
+}
+
+/* ----------------------------------------------------------- posteriors */
+
+static void reward_to_micro_rounds_exactly(void **state) {
+  (void)state;
+  assert_int_equal(adb__reward_to_micro(0.5), 500000);
+  assert_int_equal(adb__reward_to_micro(1.0), 1000000);
+  assert_int_equal(adb__reward_to_micro(1e-6), 1);
+  assert_int_equal(adb__reward_to_micro(0.1), 100000);
+  assert_int_equal(adb__reward_to_micro(2.0 / 3), 666667);
+  assert_int_equal(adb__reward_to_micro(-0.25), -250000);
+  assert_int_equal(adb__reward_to_micro(-2.0 / 3), -666667);
+  assert_int_equal(adb__reward_to_micro(0.0), 0);
+}
+
+static void beta_posterior_adds_successes_and_failures(void **state) {
+  (void)state;
+  adb_agent_config cfg;
+  config_defaults(&cfg, ADB_ALGO_BETA);
+  cfg.prior_alpha = 2;
+  cfg.prior_beta = 3;
+  adb__arm_stats u = stats_of(10, 7.5, 0);
+  adb__posterior p;
+  adb__posterior_make(&cfg, &u, NULL, &p);
+  assert_int_equal(p.algo, ADB_ALGO_BETA);
+  assert_true(p.alpha == 9.5 && p.beta == 5.5);
+  assert_true(adb__posterior_mean(&p) == 9.5 / 15);
+  adb__posterior_make(&cfg, NULL, NULL, &p);
+  assert_true(p.alpha == 2 && p.beta == 3);
+}
+
+static void beta_posterior_borrows_at_most_fallback_strength(void **state) {
+  (void)state;
+  adb_agent_config cfg;
+  config_defaults(&cfg, ADB_ALGO_BETA); /* fallback_strength 10 */
+  adb__arm_stats u = stats_of(4, 1, 0), g = stats_of(1000, 300, 0);
+  adb__posterior p;
+  /* w = 10 / 1000: 3 successes and 7 failures borrowed */
+  adb__posterior_make(&cfg, &u, &g, &p);
+  assert_true(fabs(p.alpha - (1 + 1 + 3)) < 1e-12);
+  assert_true(fabs(p.beta - (1 + 3 + 7)) < 1e-12);
+  /* fewer global observations than the strength: all borrowed (w = 1) */
+  g = stats_of(5, 2, 0);
+  adb__posterior_make(&cfg, &u, &g, &p);
+  assert_true(p.alpha == 1 + 1 + 2 && p.beta == 1 + 3 + 3);
+  /* a new user sees the prior plus the borrowed global evidence */
+  adb__posterior_make(&cfg, NULL, &g, &p);
+  assert_true(p.alpha == 3 && p.beta == 4);
+}
+
+static void beta_posterior_borrows_nothing_when_disabled_or_empty(void **state) {
+  (void)state;
+  adb_agent_config cfg;
+  config_defaults(&cfg, ADB_ALGO_BETA);
+  adb__arm_stats u = stats_of(4, 1, 0), g = stats_of(1000, 300, 0);
+  adb__posterior p;
+  cfg.fallback_strength = -1;
+  adb__posterior_make(&cfg, &u, &g, &p);
+  assert_true(p.alpha == 2 && p.beta == 4);
+  cfg.fallback_strength = 10;
+  g = stats_of(0, 0, 0);
+  adb__posterior_make(&cfg, &u, &g, &p);
+  assert_true(p.alpha == 2 && p.beta == 4);
+}
+
+/* Rewards 1, 2, 3, 4 under NIG(0, 1, 1, 1): kappa 5, mu 2, a 3 and
+ * b = 1 + (30 - 100/4)/2 + 1*4*(2.5 - 0)^2/(2*5) = 6. */
+static void gaussian_posterior_is_normal_inverse_gamma_update(void **state) {
+  (void)state;
+  adb_agent_config cfg;
+  config_defaults(&cfg, ADB_ALGO_GAUSSIAN);
+  adb__arm_stats u = stats_of(4, 10, 30);
+  adb__posterior p;
+  adb__posterior_make(&cfg, &u, NULL, &p);
+  assert_int_equal(p.algo, ADB_ALGO_GAUSSIAN);
+  assert_true(fabs(p.kappa - 5) < 1e-12 && fabs(p.mu - 2) < 1e-12);
+  assert_true(fabs(p.a - 3) < 1e-12 && fabs(p.b - 6) < 1e-12);
+  assert_true(fabs(adb__posterior_mean(&p) - 2) < 1e-12);
+  adb__posterior_make(&cfg, NULL, NULL, &p);
+  assert_true(p.kappa == 1 && p.mu == 0 && p.a == 1 && p.b == 1);
+}
+
+/* Borrowing 10 of 20 global rewards (all 4.0) at w = 1/2: n = 10,
+ * S = 40, Q = 160, so kappa 11, mu 40/11, a 6, b = 1 + 0 + 10*16/22. */
+static void gaussian_posterior_borrows_scaled_global_stats(void **state) {
+  (void)state;
+  adb_agent_config cfg;
+  config_defaults(&cfg, ADB_ALGO_GAUSSIAN);
+  adb__arm_stats g = stats_of(20, 80, 320);
+  adb__posterior p;
+  adb__posterior_make(&cfg, NULL, &g, &p);
+  assert_true(fabs(p.kappa - 11) < 1e-12);
+  assert_true(fabs(p.mu - 40.0 / 11) < 1e-12);
+  assert_true(fabs(p.a - 6) < 1e-12);
+  assert_true(fabs(p.b - (1 + 160.0 / 22)) < 1e-9);
+}
+
+/* The Thompson draw of a NIG arm is Student-t: location mu, variance
+ * b / ((a - 1) kappa) for a > 2 (fourth moment finite for nu = 2a > 4). */
+static void gaussian_posterior_sample_has_student_t_moments(void **state) {
+  (void)state;
+  adb__posterior p = nig_arm(2.0, 5.0, 3.0, 6.0);
+  int n = n_samples();
+  double *x = malloc(n * sizeof *x);
+  adb__rng r;
+  adb__rng_seed(&r, 5);
+  for (int i = 0; i < n; i++) x[i] = adb__posterior_sample(&r, &p);
+  /* scale^2 = b / (a kappa) = 0.4, sigma^2 = 0.4 nu / (nu - 2) = 0.6,
+   * excess kurtosis 6 / (nu - 4) = 3: mu4 = 6 sigma^4 */
+  assert_moments(x, n, 2.0, 0.6, 6 * 0.36);
+  free(x);
+}
+
+/* ------------------------------------------------- selection and ranking */
+
+/* Five Bernoulli arms with means 0.1..0.5 from Beta(1,1); rewards drawn
+ * with the RNG. Thompson sampling's regret is logarithmic, so late in the
+ * run the best arm is pulled almost always (about 99% here). */
+static void thompson_finds_best_of_five_bernoulli_arms(void **state) {
+  (void)state;
+  static const double means[5] = {0.1, 0.2, 0.3, 0.4, 0.5};
+  adb_agent_config cfg;
+  config_defaults(&cfg, ADB_ALGO_BETA);
+  adb__arm_stats st[5];
+  memset(st, 0, sizeof st);
+  adb__posterior post[5];
+  adb__rng r;
+  adb__rng_seed(&r, 6);
+  int best_late = 0;
+  for (int round = 0; round < 10000; round++) {
+    for (int i = 0; i < 5; i++) adb__posterior_make(&cfg, &st[i], NULL, &post[i]);
+    int c = adb__thompson_select(&r, post, 5, NULL, NULL);
+    assert_in_range(c, 0, 4);
+    if (round >= 9000) best_late += c == 4;
+    double reward = adb__rng_uniform(&r) < means[c] ? 1.0 : 0.0;
+    st[c].n++;
+    st[c].sum_micro += adb__reward_to_micro(reward);
+  }
+  assert_true(best_late >= 950);
+}
+
+static void thompson_skips_ineligible_arms(void **state) {
+  (void)state;
+  adb__posterior arms[4] = {beta_arm(1000, 1), beta_arm(1, 1),
+                            beta_arm(900, 1), beta_arm(1, 1000)};
+  uint8_t el[4] = {0, 1, 0, 1};
+  double scores[4];
+  adb__rng r;
+  adb__rng_seed(&r, 7);
+  for (int i = 0; i < 1000; i++) {
+    int c = adb__thompson_select(&r, arms, 4, el, scores);
+    assert_true(c == 1 || c == 3);
+    assert_true(isinf(scores[0]) && scores[0] < 0);
+    assert_true(isinf(scores[2]) && scores[2] < 0);
+    assert_true(scores[c] >= scores[1] && scores[c] >= scores[3]);
+  }
+  uint8_t none[4] = {0, 0, 0, 0};
+  assert_int_equal(adb__thompson_select(&r, arms, 4, none, scores), -1);
+}
+
+static void rank_topk_orders_best_first_ties_by_index(void **state) {
+  (void)state;
+  const double s[] = {0.3, 0.9, 0.5, 0.9, NAN, 0.1, 0.5};
+  int idx[7];
+  assert_int_equal(adb__rank_topk(s, 7, 4, idx), 4);
+  assert_int_equal(idx[0], 1);
+  assert_int_equal(idx[1], 3);
+  assert_int_equal(idx[2], 2);
+  assert_int_equal(idx[3], 6);
+  assert_int_equal(adb__rank_topk(s, 7, 10, idx), 7); /* k capped at n */
+  assert_int_equal(idx[5], 5);
+  assert_int_equal(idx[6], 4); /* NaN last */
+  assert_int_equal(adb__rank_topk(s, 7, 0, idx), 0);
+}
+
+static int by_score_desc(const void *a, const void *b, const double *s) {
+  int i = *(const int *)a, j = *(const int *)b;
+  if (s[i] != s[j]) return s[i] > s[j] ? -1 : 1;
+  return i - j;
+}
+
+static const double *sort_scores;
+static int cmp_idx(const void *a, const void *b) {
+  return by_score_desc(a, b, sort_scores);
+}
+
+static void rank_topk_agrees_with_full_sort(void **state) {
+  (void)state;
+  enum { N = 1000 };
+  static double s[N];
+  static int all[N], idx[N];
+  adb__rng r;
+  adb__rng_seed(&r, 8);
+  for (int i = 0; i < N; i++) {
+    s[i] = (double)(adb__rng_next(&r) % 200); /* many ties */
+    all[i] = i;
+  }
+  sort_scores = s;
+  qsort(all, N, sizeof *all, cmp_idx);
+  static const int ks[] = {1, 5, 20, 1000};
+  for (size_t t = 0; t < sizeof ks / sizeof *ks; t++) {
+    assert_int_equal(adb__rank_topk(s, N, ks[t], idx), ks[t]);
+    for (int i = 0; i < ks[t]; i++) assert_int_equal(idx[i], all[i]);
+  }
+}
+
+/* ---------------------------------------------------------- propensity */
+
+/* Every eligible arm within 0.02 of adb__propensity_mc; ineligible ones 0. */
+static void check_against_mc(const adb__posterior *arms, int n,
+                             const uint8_t *el, uint64_t seed) {
+  adb__rng r;
+  adb__rng_seed(&r, seed);
+  for (int c = 0; c < n; c++) {
+    double p = adb__propensity(arms, n, el, c);
+    if (el && !el[c]) {
+      assert_true(p == 0.0);
+      continue;
+    }
+    double mc = adb__propensity_mc(&r, arms, n, el, c, mc_draws());
+    if (fabs(p - mc) > 0.02)
+      print_error("arm %d of %d: propensity %.4f, Monte Carlo %.4f\n", c, n,
+                  p, mc);
+    assert_true(fabs(p - mc) <= 0.02);
+  }
+}
+
+static void propensity_matches_mc_uniform_priors_20_arms(void **state) {
+  (void)state;
+  adb__posterior arms[20];
+  for (int i = 0; i < 20; i++) arms[i] = beta_arm(1, 1);
+  check_against_mc(arms, 20, NULL, 100);
+  for (int i = 0; i < 20; i++) /* exactly 1/20 each, by symmetry */
+    assert_true(fabs(adb__propensity(arms, 20, NULL, i) - 0.05) <= 0.005);
+}
+
+/* alpha + beta in the thousands, means 0.30..0.33: heavy overlap. */
+static void propensity_matches_mc_peaked_posteriors(void **state) {
+  (void)state;
+  adb__posterior arms[12];
+  for (int i = 0; i < 12; i++) {
+    double m = 0.30 + 0.0025 * i, s = 2000 + 500 * (i % 5);
+    arms[i] = beta_arm(m * s, (1 - m) * s);
+  }
+  check_against_mc(arms, 12, NULL, 101);
+}
+
+static void propensity_matches_mc_flat_and_peaked_mix(void **state) {
+  (void)state;
+  adb__rng r;
+  adb__rng_seed(&r, 11);
+  adb__posterior arms[16];
+  for (int i = 0; i < 16; i++) {
+    if (i % 3 == 0) {
+      arms[i] = beta_arm(1 + adb__rng_uniform(&r), 1 + 2 * adb__rng_uniform(&r));
+    } else {
+      double m = 0.2 + 0.4 * adb__rng_uniform(&r);
+      double s = 50 + 3000 * adb__rng_uniform(&r);
+      arms[i] = beta_arm(m * s, (1 - m) * s);
+    }
+  }
+  check_against_mc(arms, 16, NULL, 102);
+}
+
+/* Cold users: Beta(1,1) plus 10 borrowed pseudo-observations per arm. */
+static void propensity_matches_mc_cold_start_with_fallback(void **state) {
+  (void)state;
+  adb_agent_config cfg;
+  config_defaults(&cfg, ADB_ALGO_BETA);
+  adb__posterior arms[20];
+  for (int i = 0; i < 20; i++) {
+    adb__arm_stats g = stats_of(500 + 37 * i, (500 + 37 * i) * 0.02 * i, 0);
+    adb__posterior_make(&cfg, NULL, &g, &arms[i]);
+  }
+  check_against_mc(arms, 20, NULL, 103);
+}
+
+/* Small click-through rates: strongly right-skewed posteriors. */
+static void propensity_matches_mc_skewed_posteriors(void **state) {
+  (void)state;
+  adb__posterior arms[10];
+  for (int i = 0; i < 10; i++) {
+    double m = 0.004 + 0.0015 * i, s = 300 + 400 * i;
+    arms[i] = beta_arm(m * s + 0.5, (1 - m) * s);
+  }
+  check_against_mc(arms, 10, NULL, 104);
+}
+
+static void propensity_matches_mc_two_arms(void **state) {
+  (void)state;
+  adb__posterior a[2] = {beta_arm(3, 7), beta_arm(5, 5)};
+  check_against_mc(a, 2, NULL, 105);
+  adb__posterior b[2] = {beta_arm(400, 600), beta_arm(2, 3)};
+  check_against_mc(b, 2, NULL, 106);
+}
+
+static void propensity_is_one_for_a_single_eligible_arm(void **state) {
+  (void)state;
+  adb__posterior arms[3] = {beta_arm(1, 9), beta_arm(2, 2), nig_arm(0, 1, 1, 1)};
+  assert_true(adb__propensity(arms, 1, NULL, 0) == 1.0);
+  uint8_t el[3] = {0, 1, 0};
+  assert_true(adb__propensity(arms, 3, el, 1) == 1.0);
+}
+
+static void propensity_excludes_ineligible_arms(void **state) {
+  (void)state;
+  adb__posterior arms[8];
+  for (int i = 0; i < 8; i++) arms[i] = beta_arm(20 + 10 * i, 100);
+  uint8_t el[8] = {1, 1, 1, 0, 1, 0, 1, 0}; /* the best arm is ineligible */
+  check_against_mc(arms, 8, el, 107);
+  assert_true(adb__propensity(arms, 8, el, 7) == 0.0);
+  assert_true(adb__propensity(arms, 8, el, 8) == 0.0);  /* out of range */
+  assert_true(adb__propensity(arms, 8, el, -1) == 0.0);
+}
+
+/* NIG arms: the Thompson draw of the mean is Student-t with 2a degrees of
+ * freedom, heavy-tailed with few observations. */
+static void propensity_matches_mc_gaussian_student_t_arms(void **state) {
+  (void)state;
+  adb_agent_config cfg;
+  config_defaults(&cfg, ADB_ALGO_GAUSSIAN);
+  adb__posterior arms[10];
+  for (int i = 0; i < 10; i++) {
+    int64_t n = i < 3 ? 0 : (i < 6 ? 3 : 40 * i); /* prior only, few, many */
+    double mean = 0.1 * i - 0.3;
+    adb__arm_stats u = stats_of(n, n * mean, n * (mean * mean + 0.5));
+    adb__posterior_make(&cfg, &u, NULL, &arms[i]);
+  }
+  check_against_mc(arms, 10, NULL, 108);
+}
+
+/* Beta(1/2, 1/2) priors: densities infinite at 0 and 1. */
+static void propensity_matches_mc_singular_jeffreys_arms(void **state) {
+  (void)state;
+  adb__posterior arms[5] = {beta_arm(0.5, 0.5), beta_arm(2.5, 0.5),
+                            beta_arm(0.5, 3.5), beta_arm(1.5, 1.5),
+                            beta_arm(3.5, 0.5)};
+  check_against_mc(arms, 5, NULL, 109);
+}
+
+/* More overlapping arms than propensity keeps models for (they stream). */
+static void propensity_matches_mc_many_overlapping_arms(void **state) {
+  (void)state;
+  enum { N = 60 };
+  adb__posterior arms[N];
+  adb__rng r;
+  adb__rng_seed(&r, 12);
+  for (int i = 0; i < N; i++)
+    arms[i] = beta_arm(8 + 4 * adb__rng_uniform(&r), 20);
+  adb__rng m;
+  adb__rng_seed(&m, 110);
+  int draws = mc_draws() / 2;
+  for (int c = 0; c < N; c += 7) {
+    double p = adb__propensity(arms, N, NULL, c);
+    double mc = adb__propensity_mc(&m, arms, N, NULL, c, draws);
+    assert_true(fabs(p - mc) <= 0.02);
+  }
+}
+
+static double propensity_sum(const adb__posterior *arms, int n) {
+  double s = 0;
+  for (int i = 0; i < n; i++) s += adb__propensity(arms, n, NULL, i);
+  return s;
+}
+
+/* The quadrature error is below 3e-3 per arm where P is large and far
+ * smaller where it is small (measured against an exact-CDF reference), so
+ * the sum over all arms is within 0.01 of 1. */
+static void propensities_of_all_arms_sum_to_one(void **state) {
+  (void)state;
+  adb__rng r;
+  adb__rng_seed(&r, 13);
+  for (int rep = 0; rep < 20; rep++) {
+    adb__posterior arms[20];
+    int n = 2 + rep % 19;
+    for (int i = 0; i < n; i++) {
+      double m = 0.05 + 0.5 * adb__rng_uniform(&r);
+      double s = rep % 2 ? 5 + 30 * adb__rng_uniform(&r)
+                         : 200 + 5000 * adb__rng_uniform(&r);
+      arms[i] = beta_arm(m * s, (1 - m) * s);
+    }
+    assert_true(fabs(propensity_sum(arms, n) - 1) <= 0.01);
+    for (int i = 0; i < n; i++)
+      arms[i] = nig_arm(adb__rng_uniform(&r), 1 + rep, 1 + rep / 2.0, 1);
+    assert_true(fabs(propensity_sum(arms, n) - 1) <= 0.01);
+  }
+}
+
+static void propensity_near_zero_or_one_when_arms_separate(void **state) {
+  (void)state;
+  adb__posterior arms[3] = {beta_arm(100, 900), beta_arm(900, 100),
+                            beta_arm(500, 500)};
+  assert_true(adb__propensity(arms, 3, NULL, 0) < 1e-4);
+  assert_true(adb__propensity(arms, 3, NULL, 1) > 1 - 1e-4);
+}
+
+/* ---------------------------------------------------------------- reward */
+
+static adb_signals signals(int watch, double w, double d, int click, int c,
+                           int rate, double rating) {
+  adb_signals s = {watch, click, rate, w, d, c, rating};
+  return s;
+}
+
+static void reward_is_weighted_mean_of_present_signals(void **state) {
+  (void)state;
+  adb_signals s = signals(1, 30, 60, 1, 1, 1, 5);
+  /* (0.7 * 0.5 + 0.1 * 1 + 0.2 * 1) / 1.0 */
+  assert_true(fabs(adb_reward_from_signals(NULL, &s) - 0.65) < 1e-12);
+  s = signals(0, 0, 0, 1, 1, 0, 0);
+  assert_true(adb_reward_from_signals(NULL, &s) == 1.0);
+  s = signals(0, 0, 0, 1, 0, 1, 3); /* (0.1 * 0 + 0.2 * 0.5) / 0.3 */
+  assert_true(fabs(adb_reward_from_signals(NULL, &s) - 1.0 / 3) < 1e-12);
+}
+
+static void reward_clamps_watch_fraction_and_rating(void **state) {
+  (void)state;
+  adb_signals s = signals(1, 120, 60, 0, 0, 0, 0);
+  assert_true(adb_reward_from_signals(NULL, &s) == 1.0);
+  s = signals(1, -5, 60, 0, 0, 0, 0);
+  assert_true(adb_reward_from_signals(NULL, &s) == 0.0);
+  s = signals(0, 0, 0, 0, 0, 1, 0.0);
+  assert_true(adb_reward_from_signals(NULL, &s) == 0.0);
+  s = signals(0, 0, 0, 0, 0, 1, 9.0);
+  assert_true(adb_reward_from_signals(NULL, &s) == 1.0);
+}
+
+static void reward_uses_given_weights(void **state) {
+  (void)state;
+  adb_reward_weights w = {0.0, 1.0, 3.0};
+  adb_signals s = signals(1, 60, 60, 1, 0, 1, 5); /* watch weight 0 */
+  assert_true(fabs(adb_reward_from_signals(&w, &s) - 0.75) < 1e-12);
+  adb_reward_weights d;
+  adb__reward_weights_default(&d);
+  assert_true(d.watch == 0.7 && d.click == 0.1 && d.rating == 0.2);
+}
+
+static void reward_is_nan_without_usable_signals(void **state) {
+  (void)state;
+  adb_signals s = signals(0, 0, 0, 0, 0, 0, 0);
+  assert_true(isnan(adb_reward_from_signals(NULL, &s)));
+  assert_true(isnan(adb_reward_from_signals(NULL, NULL)));
+  adb_reward_weights w = {1.0, 0.0, 0.0};
+  s = signals(0, 0, 0, 1, 1, 0, 0); /* only a zero-weight signal */
+  assert_true(isnan(adb_reward_from_signals(&w, &s)));
+}
+
+static void reward_is_nan_for_non_finite_or_bad_duration(void **state) {
+  (void)state;
+  adb_signals s = signals(1, 10, 0, 0, 0, 0, 0);
+  assert_true(isnan(adb_reward_from_signals(NULL, &s)));
+  s = signals(1, 10, -3, 1, 1, 0, 0);
+  assert_true(isnan(adb_reward_from_signals(NULL, &s)));
+  s = signals(1, NAN, 60, 0, 0, 0, 0);
+  assert_true(isnan(adb_reward_from_signals(NULL, &s)));
+  s = signals(1, 10, INFINITY, 0, 0, 0, 0);
+  assert_true(isnan(adb_reward_from_signals(NULL, &s)));
+  s = signals(0, 0, 0, 1, 1, 1, NAN);
+  assert_true(isnan(adb_reward_from_signals(NULL, &s)));
+  adb_reward_weights w = {0.7, NAN, 0.2};
+  s = signals(0, 0, 0, 1, 1, 0, 0);
+  assert_true(isnan(adb_reward_from_signals(&w, &s)));
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(rng_same_seed_same_sequence),
+      cmocka_unit_test(rng_matches_xoshiro256starstar),
+      cmocka_unit_test(uniform_is_open_unit_interval_with_uniform_moments),
+      cmocka_unit_test(normal_has_standard_moments),
+      cmocka_unit_test(normal_tail_beyond_ziggurat_base_has_right_mass),
+      cmocka_unit_test(gamma_has_mean_and_variance_k),
+      cmocka_unit_test(beta_has_its_mean_and_variance),
+      cmocka_unit_test(variates_reject_bad_shapes_with_nan),
+      cmocka_unit_test(reward_to_micro_rounds_exactly),
+      cmocka_unit_test(beta_posterior_adds_successes_and_failures),
+      cmocka_unit_test(beta_posterior_borrows_at_most_fallback_strength),
+      cmocka_unit_test(beta_posterior_borrows_nothing_when_disabled_or_empty),
+      cmocka_unit_test(gaussian_posterior_is_normal_inverse_gamma_update),
+      cmocka_unit_test(gaussian_posterior_borrows_scaled_global_stats),
+      cmocka_unit_test(gaussian_posterior_sample_has_student_t_moments),
+      cmocka_unit_test(thompson_finds_best_of_five_bernoulli_arms),
+      cmocka_unit_test(thompson_skips_ineligible_arms),
+      cmocka_unit_test(rank_topk_orders_best_first_ties_by_index),
+      cmocka_unit_test(rank_topk_agrees_with_full_sort),
+      cmocka_unit_test(propensity_matches_mc_uniform_priors_20_arms),
+      cmocka_unit_test(propensity_matches_mc_peaked_posteriors),
+      cmocka_unit_test(propensity_matches_mc_flat_and_peaked_mix),
+      cmocka_unit_test(propensity_matches_mc_cold_start_with_fallback),
+      cmocka_unit_test(propensity_matches_mc_skewed_posteriors),
+      cmocka_unit_test(propensity_matches_mc_two_arms),
+      cmocka_unit_test(propensity_is_one_for_a_single_eligible_arm),
+      cmocka_unit_test(propensity_excludes_ineligible_arms),
+      cmocka_unit_test(propensity_matches_mc_gaussian_student_t_arms),
+      cmocka_unit_test(propensity_matches_mc_singular_jeffreys_arms),
+      cmocka_unit_test(propensity_matches_mc_many_overlapping_arms),
+      cmocka_unit_test(propensities_of_all_arms_sum_to_one),
+      cmocka_unit_test(propensity_near_zero_or_one_when_arms_separate),
+      cmocka_unit_test(reward_is_weighted_mean_of_present_signals),
+      cmocka_unit_test(reward_clamps_watch_fraction_and_rating),
+      cmocka_unit_test(reward_uses_given_weights),
+      cmocka_unit_test(reward_is_nan_without_usable_signals),
+      cmocka_unit_test(reward_is_nan_for_non_finite_or_bad_duration),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
