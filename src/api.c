@@ -570,10 +570,6 @@ static int h_metrics(rctx *x) {
   return 0;
 }
 
-static int h_not_implemented(rctx *x) {
-  return fail(x, 501, "not_implemented", NULL,
-              "vector search is not available in this version");
-}
 
 /* ----------------------------------------------------------- agents */
 
@@ -1315,6 +1311,107 @@ static int h_episodes(rctx *x) {
   return 0;
 }
 
+/* ----------------------------------------------------- vector search */
+
+#define MAX_HITS 1000
+
+/* {embedding|embedding_b64, k, user_id?} of the three searches. */
+static int search_in(rctx *x, int with_user, float **emb, int *dim, int *k,
+                     const char **user) {
+  json_t *doc = parse_body(x, 0);
+  if (!doc) return -1;
+  static const char *const keys[] = {"embedding", "embedding_b64", "k",
+                                     "user_id", NULL};
+  static const char *const keys_nouser[] = {"embedding", "embedding_b64", "k",
+                                            NULL};
+  int64_t kk = 10;
+  int has_k = 0;
+  *user = NULL;
+  if (check_keys(x, doc, with_user ? keys : keys_nouser, NULL) ||
+      get_embedding(x, doc, NULL, 1, emb, dim) ||
+      get_int(x, doc, "k", NULL, 1, MAX_HITS, &kk, &has_k) ||
+      (with_user && get_id(x, doc, "user_id", NULL, 0, user)))
+    return -1;
+  *k = (int)kk;
+  return 0;
+}
+
+/* Answers a search's library failure, naming the field of an EINVAL. */
+static int search_fail(rctx *x, int rc) {
+  const char *msg = adb_errmsg(x->db);
+  if (rc == ADB_EINVAL && !guess_field(msg))
+    return fail_adb(x, rc, strncmp(msg, "k ", 2) ? "embedding" : "k");
+  return fail_adb(x, rc, NULL);
+}
+
+static int h_episodes_search(rctx *x) {
+  float *emb;
+  int dim, k, n = 0;
+  const char *user;
+  if (search_in(x, 1, &emb, &dim, &k, &user)) return -1;
+  adb_hit *hits = alloc(x, (size_t)k * sizeof *hits);
+  if (!hits) return fail(x, 500, "internal", NULL, "out of memory");
+  int rc = adb_episode_similar(x->db, x->param[0], emb, dim, k, user, hits, &n);
+  if (rc != ADB_OK) return search_fail(x, rc);
+  adb__buf *b = x->out;
+  adb__buf_puts(b, "{\"hits\":[");
+  for (int i = 0; i < n; i++) {
+    adb__buf_puts(b, i ? ",{" : "{");
+    put_str(b, "episode_id", hits[i].id, 1);
+    put_num(b, "score", hits[i].score);
+    put_str(b, "user_id", hits[i].user_id, 0);
+    put_str(b, "action", hits[i].action, 0);
+    put_num(b, "reward", hits[i].reward);
+    adb__buf_putc(b, '}');
+  }
+  adb__buf_puts(b, "]}");
+  return 0;
+}
+
+static int h_users_search(rctx *x) {
+  float *emb;
+  int dim, k, n = 0;
+  const char *user;
+  if (search_in(x, 0, &emb, &dim, &k, &user)) return -1;
+  adb_hit *hits = alloc(x, (size_t)k * sizeof *hits);
+  if (!hits) return fail(x, 500, "internal", NULL, "out of memory");
+  int rc = adb_user_similar(x->db, emb, dim, k, hits, &n);
+  if (rc != ADB_OK) return search_fail(x, rc);
+  adb__buf *b = x->out;
+  adb__buf_puts(b, "{\"hits\":[");
+  for (int i = 0; i < n; i++) {
+    adb__buf_puts(b, i ? ",{" : "{");
+    put_str(b, "user_id", hits[i].id, 1);
+    put_num(b, "score", hits[i].score);
+    adb__buf_putc(b, '}');
+  }
+  adb__buf_puts(b, "]}");
+  return 0;
+}
+
+static int h_patterns_search(rctx *x) {
+  float *emb;
+  int dim, k, n = 0;
+  const char *user;
+  if (search_in(x, 0, &emb, &dim, &k, &user)) return -1;
+  adb_hit *hits = alloc(x, (size_t)k * sizeof *hits);
+  if (!hits) return fail(x, 500, "internal", NULL, "out of memory");
+  int rc = adb_pattern_search(x->db, x->param[0], emb, dim, k, hits, &n);
+  if (rc != ADB_OK) return search_fail(x, rc);
+  adb__buf *b = x->out;
+  adb__buf_puts(b, "{\"hits\":[");
+  for (int i = 0; i < n; i++) {
+    adb__buf_puts(b, i ? ",{" : "{");
+    put_str(b, "pattern_id", hits[i].id, 1);
+    put_num(b, "score", hits[i].score);
+    put_str(b, "key", hits[i].action, 0);
+    put_num(b, "confidence", hits[i].reward);
+    adb__buf_putc(b, '}');
+  }
+  adb__buf_puts(b, "]}");
+  return 0;
+}
+
 /* ------------------------------------------------------------ query */
 
 static int hexv(char c) {
@@ -1759,16 +1856,16 @@ static const route routes[] = {
     {POST, "/v1/agents/{agent}/decide", h_decide, BLK_NEVER, 0},
     {POST, "/v1/agents/{agent}/rewards", h_reward, BLK_SYNC, 0},
     {POST, "/v1/agents/{agent}/episodes", h_episodes, BLK_SYNC, 0},
-    {POST, "/v1/agents/{agent}/episodes/search", h_not_implemented, BLK_NEVER,
-     0},
+    {POST, "/v1/agents/{agent}/episodes/search", h_episodes_search,
+     BLK_NEVER, 0},
     {GET, "/v1/agents/{agent}/policies/{user}", h_policy, BLK_NEVER, 0},
-    {POST, "/v1/agents/{agent}/patterns/search", h_not_implemented, BLK_NEVER,
-     0},
+    {POST, "/v1/agents/{agent}/patterns/search", h_patterns_search,
+     BLK_NEVER, 0},
     {PUT, "/v1/agents/{agent}/patterns/{pattern}", h_pattern_put, BLK_ALWAYS,
      0},
     {GET, "/v1/agents/{agent}/patterns/{pattern}", h_pattern_get, BLK_NEVER, 0},
     {GET, "/v1/agents/{agent}/metrics", h_agent_metrics, BLK_NEVER, 0},
-    {POST, "/v1/users/search", h_not_implemented, BLK_NEVER, 0},
+    {POST, "/v1/users/search", h_users_search, BLK_NEVER, 0},
     {PUT, "/v1/users/{user}/state", h_user_put, BLK_ALWAYS, 0},
     {GET, "/v1/users/{user}/state", h_user_get, BLK_NEVER, 0},
     {PUT, "/v1/sessions/{session}", h_session_put, BLK_NEVER, 0},

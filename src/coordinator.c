@@ -30,9 +30,11 @@
  * performance_metrics rows, at most once a second, inside the same
  * batches.
  */
+#define _GNU_SOURCE /* pthread_setname_np */
 #include "coordinator.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -256,7 +258,9 @@ void adb__item_free(adb__item *it) {
   if (it->kind == ITEM_DECISION) adb__decision_rec_free(&it->u.d);
   if (it->kind == ITEM_REWARD) free(it->u.r.signals_json);
   if (it->kind == ITEM_EPISODE) free(it->u.e.context_json);
+  if (it->has_cv) pthread_cond_destroy(&it->cv);
   free(it->emb);
+  free(it->raw);
   free(it);
 }
 
@@ -282,13 +286,21 @@ int adb__enqueue(adb *db, adb__item *chain, int wait, adb__reward_rec *out) {
     p->waited = 0;
   }
   it->waited = wait;
+  if (wait && !it->has_cv) {
+    pthread_cond_init(&it->cv, NULL);
+    it->has_cv = 1;
+  }
   if (db->qtail)
     db->qtail->next = chain;
   else
     db->qhead = chain;
   db->qtail = it;
   db->qlen += n;
-  pthread_cond_signal(&db->qwake);
+  /* The worker needs waking only when it may be idle (the queue was
+   * empty), a batch is full, or a writer waits; otherwise it comes back
+   * within flush_interval_ms by itself. Saves a futex call per write. */
+  if (db->qlen == n || db->qlen >= db->cfg.batch_size || wait)
+    pthread_cond_signal(&db->qwake);
   if (!wait) {
     pthread_mutex_unlock(&db->qmu);
     return ADB_OK;
@@ -299,7 +311,7 @@ int adb__enqueue(adb *db, adb__item *chain, int wait, adb__reward_rec *out) {
   dl.tv_sec += ns / 1000000000;
   dl.tv_nsec = ns % 1000000000;
   while (!it->done) {
-    if (pthread_cond_timedwait(&db->qdone, &db->qmu, &dl) == ETIMEDOUT &&
+    if (pthread_cond_timedwait(&it->cv, &db->qmu, &dl) == ETIMEDOUT &&
         !it->done) {
       it->waited = 0; /* the worker frees it once committed */
       pthread_mutex_unlock(&db->qmu);
@@ -417,6 +429,33 @@ static void apply_changes(adb *db, adb__batch *b) {
   }
 }
 
+/* JSON of a decision's raw context and candidates (see decide.c). */
+static int decision_json(adb__item *it) {
+  adb__decision_rec *r = &it->u.d;
+  adb__sbuf c = {0}, k = {0};
+  const char *p = it->raw;
+  adb__sbuf_add(&c, "{", 1);
+  for (int i = 0; i < it->raw_ctx; i++) {
+    if (i) adb__sbuf_add(&c, ",", 1);
+    adb__sbuf_json_str(&c, p);
+    p += strlen(p) + 1;
+    adb__sbuf_add(&c, ":", 1);
+    adb__sbuf_json_str(&c, p);
+    p += strlen(p) + 1;
+  }
+  adb__sbuf_add(&c, "}", 1);
+  adb__sbuf_add(&k, "[", 1);
+  for (int i = 0; i < it->raw_cands; i++) {
+    if (i) adb__sbuf_add(&k, ",", 1);
+    adb__sbuf_json_str(&k, p);
+    p += strlen(p) + 1;
+  }
+  adb__sbuf_add(&k, "]", 1);
+  r->context_json = adb__sbuf_take(&c);
+  r->candidates_json = adb__sbuf_take(&k);
+  return r->context_json && r->candidates_json ? ADB_OK : ADB_ENOMEM;
+}
+
 /* Builds the batch's record arrays from the items (pointers copied). */
 static int batch_build(adb__batch *b, adb__item *items, int n) {
   b->decisions = malloc((size_t)n * sizeof *b->decisions);
@@ -424,6 +463,9 @@ static int batch_build(adb__batch *b, adb__item *items, int n) {
   b->episodes = malloc((size_t)n * sizeof *b->episodes);
   if (!b->decisions || !b->rewards || !b->episodes) return ADB_ENOMEM;
   for (adb__item *it = items; it; it = it->next) {
+    if (it->kind == ITEM_DECISION && it->raw && !it->u.d.context_json &&
+        decision_json(it) != ADB_OK)
+      return ADB_ENOMEM;
     if (it->kind == ITEM_DECISION) b->decisions[b->n_decisions++] = it->u.d;
     if (it->kind == ITEM_REWARD) b->rewards[b->n_rewards++] = it->u.r;
     if (it->kind == ITEM_EPISODE) b->episodes[b->n_episodes++] = it->u.e;
@@ -521,7 +563,10 @@ static void finish_items(adb *db, adb__item *items, int n, adb__batch *b,
               (unsigned long long)it->seq, adb_strerror(rc));
     it->done = 1;
     if (it->seq + 1 > db->done_seq) db->done_seq = it->seq + 1;
-    if (!it->waited) adb__item_free(it);
+    if (it->waited)
+      pthread_cond_signal(&it->cv); /* wake only its own writer */
+    else
+      adb__item_free(it);
   }
   db->qlen -= n;
   pthread_cond_broadcast(&db->qdone);
@@ -551,6 +596,8 @@ static void flush_round(adb *db, adb__item *items, int n, int rollup) {
 
 static void *flush_worker(void *arg) {
   adb *db = arg;
+  int64_t last_trim = 0;
+  pthread_setname_np(pthread_self(), "adb-flush");
   pthread_mutex_lock(&db->qmu);
   for (;;) {
     int n = 0;
@@ -560,6 +607,14 @@ static void *flush_worker(void *arg) {
     flush_round(db, items, n, adb__now_ms() - db->last_rollup_ms >= 1000);
     if (done) break;
     pthread_mutex_lock(&db->qmu);
+    /* After a burst, give the freed queue memory back to the system (at
+     * most once a second: trimming walks the heap). */
+    if (n >= 1024 && !db->qhead && adb__now_ms() - last_trim >= 1000) {
+      pthread_mutex_unlock(&db->qmu);
+      malloc_trim(0);
+      last_trim = adb__now_ms();
+      pthread_mutex_lock(&db->qmu);
+    }
   }
   flush_round(db, NULL, 0, 1); /* the last rollup, after the last batch */
   return NULL;
@@ -580,6 +635,7 @@ static void config_defaults(adb_config *c) {
 }
 
 static void handle_free(adb *db) {
+  adb__memory_close(db->mem); /* saves its snapshot; before the store */
   adb__cache_close(db->cache);
   adb__store_close(db->store);
   adb__strmap_free(&db->agents, agent_release_void);
@@ -624,6 +680,7 @@ int adb_open(const adb_config *cfg, adb **out, char *err, size_t errlen) {
   int rc = adb__store_open(db->store_url, &db->cfg, &db->store, err, errlen);
   if (rc == ADB_OK)
     rc = adb__cache_open(db->cache_url, &db->cfg, &db->cache, err, errlen);
+  if (rc == ADB_OK) rc = adb__memory_open(db, &db->mem, err, errlen);
   if (rc == ADB_OK && pthread_create(&db->worker, NULL, flush_worker, db)) {
     snprintf(err, errlen, "cannot start the flush worker");
     rc = ADB_ENOMEM;

@@ -15,6 +15,7 @@
 #include "agentdb.h"
 #include "bandit.h"
 #include "cache.h"
+#include "memory.h"
 #include "store.h"
 #include "util.h"
 
@@ -55,14 +56,20 @@ typedef struct adb__item {
   adb__item_kind kind;
   uint64_t seq;
   int waited;    /* a thread waits on it: it frees the item, not the worker */
+  int has_cv;    /* cv is initialised */
   int done;      /* committed (or abandoned at close) */
   int result;    /* ADB_OK or the reason it failed */
-  union {
+  float *emb;    /* episode embedding, owned */
+  /* Decisions: context and candidates, raw (see decide.c), encoded as JSON
+   * by the flush worker. */
+  char *raw;
+  int raw_ctx, raw_cands;
+  pthread_cond_t cv; /* the sync writer waits here */
+  union {        /* last: callers may zero only what precedes it */
     adb__decision_rec d;
     adb__reward_rec r;
     adb__episode_rec e;
   } u;
-  float *emb;    /* episode embedding, owned */
 } adb__item;
 
 struct adb {
@@ -70,6 +77,7 @@ struct adb {
   char store_url[1024], cache_url[1024];
   adb__store *store;
   adb__cache *cache;
+  adb__memory *mem; /* vector indexes (memory.c) */
   uint64_t id; /* distinguishes handles for thread-local state */
 
   /* Write queue (FIFO) and flush worker. */
@@ -125,10 +133,6 @@ void adb__item_free(adb__item *it);
 int adb__policy_read(adb *db, const char *agent, const char *user,
                      const char *state_key, int n, const char *const *actions,
                      adb__arm_stats *stats, int *hits);
-
-/* Cache key of a decision awaiting its reward. */
-void adb__event_key(char *out, size_t cap, const char *agent,
-                    const char *event_id);
 
 /* Validation helpers with messages. */
 int adb__check_id(adb *db, const char *what, const char *id);

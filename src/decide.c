@@ -10,6 +10,7 @@
  * propensity, and the decision is logged through the write queue.
  */
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -140,9 +141,13 @@ static void new_event_id(char out[ADB_ID_MAX + 1]) {
     adb__rng_seed(&idrng, s ^ (uint64_t)(uintptr_t)&seeded);
     seeded = 1;
   }
-  snprintf(out, ADB_ID_MAX + 1, "ev-%016llx%016llx",
-           (unsigned long long)adb__rng_next(&idrng),
-           (unsigned long long)adb__rng_next(&idrng));
+  static const char hex[] = "0123456789abcdef";
+  memcpy(out, "ev-", 3);
+  for (int w = 0; w < 2; w++) {
+    uint64_t x = adb__rng_next(&idrng);
+    for (int i = 0; i < 16; i++) out[3 + 16 * w + i] = hex[(x >> (60 - 4 * i)) & 15];
+  }
+  out[35] = 0;
 }
 
 /* Candidate ids valid and distinct, eligibility from the catalogue. */
@@ -201,69 +206,54 @@ static int check_request(adb *db, const adb_decide_req *req) {
   return ADB_OK;
 }
 
-static char *context_json(const adb_kv *ctx, int n) {
-  adb__sbuf b = {0};
-  adb__sbuf_add(&b, "{", 1);
-  for (int i = 0; i < n; i++) {
-    if (i) adb__sbuf_add(&b, ",", 1);
-    adb__sbuf_json_str(&b, ctx[i].key);
-    adb__sbuf_add(&b, ":", 1);
-    adb__sbuf_json_str(&b, ctx[i].value);
+/* The decision's context and candidates are copied raw into one block and
+ * encoded as JSON by the flush worker, off the decision's path. Layout:
+ * n_ctx key/value pairs then n_cand ids, each NUL-terminated. */
+static char *raw_copy(const adb_decide_req *req, size_t *len_out) {
+  size_t len = 0;
+  for (int i = 0; i < req->n_context; i++)
+    len += strlen(req->context[i].key) + strlen(req->context[i].value) + 2;
+  for (int i = 0; i < req->n_candidates; i++)
+    len += strlen(req->candidates[i]) + 1;
+  char *raw = malloc(len ? len : 1), *p = raw;
+  if (!raw) return NULL;
+  for (int i = 0; i < req->n_context; i++) {
+    p = stpcpy(p, req->context[i].key) + 1;
+    p = stpcpy(p, req->context[i].value) + 1;
   }
-  adb__sbuf_add(&b, "}", 1);
-  return adb__sbuf_take(&b);
-}
-
-static char *candidates_json(const char *const *c, int n) {
-  adb__sbuf b = {0};
-  adb__sbuf_add(&b, "[", 1);
-  for (int i = 0; i < n; i++) {
-    if (i) adb__sbuf_add(&b, ",", 1);
-    adb__sbuf_json_str(&b, c[i]); /* ids need no escaping, but be safe */
-  }
-  adb__sbuf_add(&b, "]", 1);
-  return adb__sbuf_take(&b);
-}
-
-/* Decision record: "e:{agent}:event" -> "user\nstate\naction\npropensity",
- * so a reward finds its decision before the log reaches the store. */
-void adb__event_key(char *out, size_t cap, const char *agent,
-                    const char *event_id) {
-  snprintf(out, cap, "e:{%s}:%s", agent, event_id);
+  for (int i = 0; i < req->n_candidates; i++)
+    p = stpcpy(p, req->candidates[i]) + 1;
+  *len_out = len;
+  return raw;
 }
 
 static int log_decision(adb *db, adb__agent *a, const adb_decide_req *req,
                         const adb_decision *d) {
-  adb__item *it = calloc(1, sizeof *it);
-  if (!it) return adb__fail(db, ADB_ENOMEM, "out of memory");
-  it->kind = ITEM_DECISION;
-  adb__decision_rec *r = &it->u.d;
-  snprintf(r->agent, sizeof r->agent, "%s", a->cfg.id);
-  memcpy(r->event_id, d->event_id, sizeof r->event_id);
-  snprintf(r->user, sizeof r->user, "%s", req->user_id);
-  memcpy(r->state_key, d->state_key, sizeof r->state_key);
-  memcpy(r->action, d->action, sizeof r->action);
-  r->propensity = d->propensity;
-  r->context_json = context_json(req->context, req->n_context);
-  r->candidates_json = candidates_json(req->candidates, req->n_candidates);
-  snprintf(r->model, sizeof r->model, "%s-ts/1",
-           a->cfg.algorithm == ADB_ALGO_GAUSSIAN ? "gaussian" : "beta");
-  r->ts_ms = adb__now_ms();
-  if (!r->context_json || !r->candidates_json) {
-    adb__item_free(it);
+  adb__item *it = malloc(sizeof *it);
+  size_t len = 0;
+  char *raw = it ? raw_copy(req, &len) : NULL;
+  if (!raw) {
+    free(it);
     return adb__fail(db, ADB_ENOMEM, "out of memory");
   }
-  int rc = adb__enqueue(db, it, 0, NULL);
-  if (rc) return rc;
-  char key[400], val[400];
-  adb__event_key(key, sizeof key, a->cfg.id, d->event_id);
-  int len = snprintf(val, sizeof val, "%s\n%s\n%s\n%.17g", req->user_id,
-                     d->state_key, d->action, d->propensity);
-  int64_t ttl = (int64_t)(a->cfg.reward_window_s * 1000);
-  if (ttl < 60000) ttl = 60000;
-  if (db->cache->m->set(db->cache, key, val, (size_t)len, ttl) != ADB_OK)
-    atomic_fetch_add(&db->st_cache_errors, 1);
-  return ADB_OK;
+  memset(it, 0, offsetof(adb__item, u));
+  it->kind = ITEM_DECISION;
+  it->raw = raw;
+  it->raw_ctx = req->n_context;
+  it->raw_cands = req->n_candidates;
+  adb__decision_rec *r = &it->u.d;
+  memcpy(r->agent, a->cfg.id, strlen(a->cfg.id) + 1);
+  memcpy(r->event_id, d->event_id, strlen(d->event_id) + 1);
+  memcpy(r->user, req->user_id, strlen(req->user_id) + 1);
+  memcpy(r->state_key, d->state_key, sizeof r->state_key);
+  memcpy(r->action, d->action, strlen(d->action) + 1);
+  r->propensity = d->propensity;
+  r->context_json = r->candidates_json = NULL;
+  memcpy(r->model,
+         a->cfg.algorithm == ADB_ALGO_GAUSSIAN ? "gaussian-ts/1" : "beta-ts/1",
+         a->cfg.algorithm == ADB_ALGO_GAUSSIAN ? 14 : 10);
+  r->ts_ms = adb__now_ms();
+  return adb__enqueue(db, it, 0, NULL);
 }
 
 static void record_latency(adb__agent *a, int64_t ns, int hits) {
@@ -305,6 +295,48 @@ static void choose(adb *db, adb__agent *a, const adb_decide_req *req,
   }
 }
 
+/* True when the user has no observation of any candidate in this state. */
+static int cold_user(const adb__arm_stats *stats, int n) {
+  for (int i = 0; i < n; i++)
+    if (stats[i].n > 0) return 0;
+  return 1;
+}
+
+/* Cold start: a user with no observations here borrows, in place of the
+ * agent-wide ('*') statistics, the sum of the statistics of its nearest
+ * users (by the request's embedding, else by its own stored state) in the
+ * same state; adb__posterior_make still caps what is borrowed at the
+ * agent's fallback_strength. Without neighbours, or when they have no
+ * observations of these candidates, '*' stays. Only cold users pay for
+ * the search; a failure of it leaves '*' too. */
+static int cold_start(adb *db, adb__agent *a, const adb_decide_req *req,
+                      const adb_decision *out, adb__arm_stats *stats) {
+  int k = db->cfg.cold_start_k ? db->cfg.cold_start_k : 10;
+  if (k < 0 || !db->mem) return ADB_OK;
+  if (k > 100) k = 100;
+  char ids[100][ADB_ID_MAX + 1];
+  int nn = adb__memory_neighbours(db->mem, req->user_id, req->embedding,
+                                  req->embedding_dim, k, ids);
+  if (nn <= 0) return ADB_OK;
+  int n = req->n_candidates, hits = 0;
+  adb__arm_stats sum[n], nb[2 * n];
+  memset(sum, 0, sizeof sum);
+  int64_t total = 0;
+  for (int j = 0; j < nn; j++) {
+    if (adb__policy_read(db, a->cfg.id, ids[j], out->state_key, n,
+                         req->candidates, nb, &hits) != ADB_OK)
+      continue;
+    for (int i = 0; i < n; i++) {
+      sum[i].n += nb[i].n;
+      sum[i].sum_micro += nb[i].sum_micro;
+      sum[i].sum_sq += nb[i].sum_sq;
+      total += nb[i].n;
+    }
+  }
+  if (total > 0) memcpy(stats + n, sum, sizeof sum);
+  return ADB_OK;
+}
+
 int adb_decide(adb *db, const adb_decide_req *req, adb_decision *out) {
   int64_t t0 = adb__mono_ns();
   int rc = check_request(db, req);
@@ -333,6 +365,8 @@ int adb_decide(adb *db, const adb_decide_req *req, adb_decision *out) {
   if (rc == ADB_OK)
     rc = adb__policy_read(db, a->cfg.id, req->user_id, out->state_key, n,
                           req->candidates, stats, &hits);
+  if (rc == ADB_OK && cold_user(stats, n))
+    rc = cold_start(db, a, req, out, stats);
   if (rc == ADB_OK) {
     choose(db, a, req, stats, eligible, n_eligible, out);
     if (req->event_id)

@@ -163,6 +163,10 @@ int adb_user_state_put(adb *db, const char *user_id, const float *emb,
   u.updated_at_ms = adb__now_ms();
   rc = db->store->m->user_state_put(db->store, &u);
   if (rc) return store_err(db, rc, "storing user state");
+  adb__vec_row row = {.kind = ADB__VEC_USERS, .agent = "", .id = user_id,
+                      .user = "", .action = "", .embedding = emb,
+                      .dim = u.dim, .ts_ms = u.updated_at_ms};
+  adb__memory_add(db->mem, &row); /* searchable now; the poller would too */
   char key[200];
   user_key(key, sizeof key, user_id);
   db->cache->m->del(db->cache, key);
@@ -200,9 +204,19 @@ int adb_pattern_put(adb *db, const char *agent_id, const adb_pattern *p) {
   if (!rc && p->embedding)
     rc = adb__check_embedding(db, a, p->embedding, p->embedding_dim);
   adb__agent_release(a);
+  /* The time is fixed here so the index and the store agree on it. */
+  adb_pattern q = *p;
+  if (q.updated_at_ms <= 0) q.updated_at_ms = adb__now_ms();
   if (!rc) {
-    rc = db->store->m->pattern_put(db->store, agent_id, p);
+    rc = db->store->m->pattern_put(db->store, agent_id, &q);
     if (rc) rc = store_err(db, rc, "storing pattern");
+  }
+  if (!rc && q.embedding) {
+    adb__vec_row row = {.kind = ADB__VEC_PATTERNS, .agent = agent_id,
+                        .id = q.id, .user = "", .action = q.key,
+                        .reward = q.confidence, .embedding = q.embedding,
+                        .dim = q.embedding_dim, .ts_ms = q.updated_at_ms};
+    adb__memory_add(db->mem, &row);
   }
   return rc;
 }

@@ -11,34 +11,13 @@
 #include "coordinator.h"
 #include "statekey.h"
 
-/* Finds the decision a reward refers to: the cache first (written at
- * decide time), else the store, else — if writes are still queued — after
- * flushing them. */
+/* Finds the decision a reward refers to in the store, flushing this
+ * handle's queued writes first if it is not there yet (the decision may
+ * still be queued). A decision made on another replica becomes visible
+ * once that replica flushes (flush_interval_ms, then the commit); a reward
+ * arriving before that gets ADB_ENOTFOUND and may be retried. */
 static int resolve_event(adb *db, const char *agent, const char *event_id,
                          adb__reward_rec *r) {
-  char key[400];
-  void *val = NULL;
-  size_t len = 0;
-  adb__event_key(key, sizeof key, agent, event_id);
-  if (db->cache->m->get(db->cache, key, &val, &len) == ADB_OK) {
-    char buf[600];
-    int ok = len < sizeof buf;
-    if (ok) {
-      memcpy(buf, val, len);
-      buf[len] = 0;
-      char *user = strtok(buf, "\n"), *state = strtok(NULL, "\n"),
-           *action = strtok(NULL, "\n");
-      ok = user && state && action && adb_id_valid(user) &&
-           adb_id_valid(action) && strlen(state) == ADB_STATE_KEY_LEN;
-      if (ok) {
-        snprintf(r->user, sizeof r->user, "%s", user);
-        snprintf(r->state_key, sizeof r->state_key, "%s", state);
-        snprintf(r->action, sizeof r->action, "%s", action);
-      }
-    }
-    free(val);
-    if (ok) return ADB_OK;
-  }
   for (int attempt = 0; attempt < 2; attempt++) {
     adb__decision_rec d = {0};
     int rc = db->store->m->decision_get(db->store, agent, event_id, &d);
@@ -234,6 +213,37 @@ static int episode_item(adb *db, adb__agent *a, const adb_episode *e,
   return ADB_OK;
 }
 
+/* Queues the episodes, then adds them to the agent's vector index: after
+ * the commit in sync mode (adb__enqueue waits for it), at enqueue in async
+ * mode. An item that timed out stays queued and will commit, so it is
+ * indexed too; refused ones (queue full, closing) are not. The items
+ * belong to the queue once enqueued, so their ids and times are kept
+ * first. */
+static int enqueue_and_index(adb *db, const char *agent, const adb_episode *eps,
+                             int n, adb__item *head) {
+  struct ep_key {
+    char id[ADB_ID_MAX + 1];
+    int64_t ts;
+  } *keys = db->mem ? malloc((size_t)n * sizeof *keys) : NULL;
+  int i = 0;
+  for (adb__item *p = head; keys && p; p = p->next, i++) {
+    memcpy(keys[i].id, p->u.e.episode_id, sizeof keys[i].id);
+    keys[i].ts = p->u.e.ts_ms;
+  }
+  int rc = adb__enqueue(db, head, db->cfg.durability == ADB_DURABILITY_SYNC,
+                        NULL);
+  for (i = 0; keys && (rc == ADB_OK || rc == ADB_ETIMEDOUT) && i < n; i++) {
+    adb__vec_row row = {.kind = ADB__VEC_EPISODES, .agent = agent,
+                        .id = keys[i].id, .user = eps[i].user_id,
+                        .action = eps[i].action, .reward = eps[i].reward,
+                        .embedding = eps[i].embedding,
+                        .dim = eps[i].embedding_dim, .ts_ms = keys[i].ts};
+    adb__memory_add(db->mem, &row);
+  }
+  free(keys);
+  return rc;
+}
+
 int adb_episodes_record(adb *db, const char *agent_id, const adb_episode *eps,
                         int n) {
   if (n < 0 || (n > 0 && !eps))
@@ -260,6 +270,5 @@ int adb_episodes_record(adb *db, const char *agent_id, const adb_episode *eps,
     }
     return rc;
   }
-  return adb__enqueue(db, head, db->cfg.durability == ADB_DURABILITY_SYNC,
-                      NULL);
+  return enqueue_and_index(db, agent_id, eps, n, head);
 }

@@ -29,11 +29,21 @@
 
 /* ------------------------------------------------------------ SimHash */
 
-/* Bit i of plane_signs[j]: entry j of hyperplane i is -1. */
+/* Bit i of plane_signs[j]: entry j of hyperplane i is -1. sign_tab[b]
+ * holds the eight entries +-1.0 that a byte b of such signs stands for,
+ * as four pairs: x * (+-1.0) is exactly +-x. */
+typedef double v2d __attribute__((vector_size(16)));
 static uint64_t plane_signs[ADB_MAX_EMBEDDING_DIM];
+static v2d sign_tab[256][4];
 static pthread_once_t planes_once = PTHREAD_ONCE_INIT;
 
 static void planes_init(void) {
+  for (int b = 0; b < 256; b++)
+    for (int k = 0; k < 4; k++) {
+      v2d v = {(b >> (2 * k)) & 1 ? -1.0 : 1.0,
+               (b >> (2 * k + 1)) & 1 ? -1.0 : 1.0};
+      sign_tab[b][k] = v;
+    }
   for (int i = 0; i < 64; i++) {
     adb__rng r;
     adb__rng_seed(&r, SIMHASH_SEED + (uint64_t)i);
@@ -50,14 +60,19 @@ static void planes_init(void) {
 static int simhash_core(const float *emb, int dim, int bits, uint64_t *out) {
   uint64_t h = 0;
   pthread_once(&planes_once, planes_init);
-  /* Eight planes at a time, their sums in registers. */
+  /* Eight planes at a time, their sums in registers, each plane's still
+   * added in index order. */
   for (int i0 = 0; i0 < bits; i0 += 8) {
-    double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    v2d s0 = {0, 0}, s1 = s0, s2 = s0, s3 = s0;
     for (int j = 0; j < dim; j++) {
-      const double pm[2] = {(double)emb[j], -(double)emb[j]};
-      uint64_t g = plane_signs[j] >> i0;
-      for (int k = 0; k < 8; k++) s[k] += pm[(g >> k) & 1];
+      v2d x = {(double)emb[j], (double)emb[j]};
+      const v2d *t = sign_tab[(plane_signs[j] >> i0) & 0xFF];
+      s0 += x * t[0];
+      s1 += x * t[1];
+      s2 += x * t[2];
+      s3 += x * t[3];
     }
+    double s[8] = {s0[0], s0[1], s1[0], s1[1], s2[0], s2[1], s3[0], s3[1]};
     if (!isfinite(s[0])) return ADB_EINVAL;
     for (int k = 0; k < 8 && i0 + k < bits; k++)
       if (s[k] >= 0.0) h |= (uint64_t)1 << (i0 + k);
@@ -161,7 +176,8 @@ static void enc_u32(enc *e, uint32_t v) {
 
 static void enc_u64(enc *e, uint64_t v) {
   unsigned char b[8];
-  for (int i = 0; i < 8; i++) b[i] = (unsigned char)(v >> (56 - 8 * i));
+  for (int i = 0; i < 8; i++)
+    b[i] = (unsigned char)(v >> (56 - 8 * i));
   enc_put(e, b, 8);
 }
 
@@ -248,7 +264,8 @@ int adb__state_key(const char (*keys)[ADB_ID_MAX + 1], int n_keys,
       return ADB_EINVAL;
   }
   const char *sorted[ADB_MAX_CONTEXT_KEYS];
-  for (int i = 0; i < n_keys; i++) sorted[i] = keys[i];
+  for (int i = 0; i < n_keys; i++)
+    sorted[i] = keys[i];
   sort_keys(sorted, n_keys);
   for (int i = 0; i < n_ctx; i++) /* a value must fit its u32 length */
     if (strlen(ctx[i].value) >= 0xFFFFFFFFu) return ADB_EINVAL;

@@ -129,6 +129,23 @@ typedef struct adb__user_state_rec {
   int64_t updated_at_ms;
 } adb__user_state_rec;
 
+/* Kinds of rows that carry an embedding, for vectors_scan. */
+enum { ADB__VEC_EPISODES = 0, ADB__VEC_USERS = 1, ADB__VEC_PATTERNS = 2 };
+
+/* One row with an embedding, as vectors_scan hands it to its callback;
+ * every pointer is valid during the callback only. */
+typedef struct adb__vec_row {
+  int kind;              /* ADB__VEC_* */
+  const char *agent;     /* "" for user states */
+  const char *id;        /* episode, user or pattern id */
+  const char *user;      /* episodes: the user; "" otherwise */
+  const char *action;    /* episodes: the action; patterns: the key */
+  double reward;         /* episodes: the reward; patterns: confidence */
+  const float *embedding;
+  int dim;
+  int64_t ts_ms;         /* episodes: created; users, patterns: updated */
+} adb__vec_row;
+
 typedef struct adb__store_methods {
   int version; /* 1 */
   const char *scheme; /* "sqlite", "postgresql" */
@@ -166,6 +183,14 @@ typedef struct adb__store_methods {
                      adb_pattern *out);
   int (*metrics_get)(adb__store *st, const char *agent, int64_t from_ms,
                      int64_t to_ms, adb_metrics_row **rows, int *n);
+  /* Calls fn for each row of the kind that has an embedding and whose time
+   * (ts_ms above) is >= since_ms, in (time, agent, id) order. Rows are read
+   * in pages with no connection held while fn runs, so fn may call the
+   * store. A nonzero return of fn stops the scan and is returned. May be
+   * NULL in a backend that lacks it (the indexes then start empty). */
+  int (*vectors_scan)(adb__store *st, int kind, int64_t since_ms,
+                      int (*fn)(void *arg, const adb__vec_row *row),
+                      void *arg);
 } adb__store_methods;
 
 /* Generic handle header: every backend's handle starts with this. */

@@ -2358,6 +2358,88 @@ static int pg_open(const char *url, const adb_config *cfg, adb__store **out,
   return ADB_OK;
 }
 
+/* ------------------------------------------------------- vector scans */
+
+/* Pages of rows with an embedding after the key ($1 time, $2 agent, $3
+ * id), in key order; each page is read on a pooled connection, which is
+ * released before the rows are handed out. Unprepared: run about once a
+ * second per kind. */
+#define VEC_PAGE 2048
+static const char *const vec_scan_sql[3] = {
+    "SELECT agent_id, episode_id, user_id, action_id, reward, embedding,"
+    " created_at_ms FROM agent_episodes WHERE embedding IS NOT NULL"
+    " AND (created_at_ms, agent_id, episode_id) > ($1, $2, $3)"
+    " ORDER BY created_at_ms, agent_id, episode_id LIMIT $4",
+    "SELECT ''::text, user_id, ''::text, ''::text, 0::float8, embedding,"
+    " updated_at_ms FROM user_states WHERE embedding IS NOT NULL"
+    " AND (updated_at_ms, ''::text, user_id) > ($1, $2, $3)"
+    " ORDER BY updated_at_ms, user_id LIMIT $4",
+    "SELECT agent_id, pattern_id, ''::text, key, confidence, embedding,"
+    " updated_at_ms FROM learned_patterns WHERE embedding IS NOT NULL"
+    " AND (updated_at_ms, agent_id, pattern_id) > ($1, $2, $3)"
+    " ORDER BY updated_at_ms, agent_id, pattern_id LIMIT $4"};
+
+typedef struct vec_scan_arg {
+  int kind;
+  int64_t ts;
+  const char *agent, *id;
+  PGresult *res;
+} vec_scan_arg;
+
+static int vec_page_fn(pg_store *s, pgconn *c, void *arg) {
+  vec_scan_arg *x = arg;
+  params p = {0};
+  p_i64(&p, x->ts);
+  p_text(&p, x->agent);
+  p_text(&p, x->id);
+  p_i64(&p, VEC_PAGE);
+  if (!PQsendQueryParams(c->pg, vec_scan_sql[x->kind], p.n, NULL, p.v, p.len,
+                         p.fmt, 1))
+    return fail(s, c, NULL, "scan vectors");
+  return finish(s, c, s->io_timeout_ms, "scan vectors", &x->res);
+}
+
+/* Hands row i of a page to fn; keeps its key in key[0..1] and *ts. */
+static int vec_row_give(pg_store *s, const PGresult *r, int i, int kind,
+                        int (*fn)(void *, const adb__vec_row *), void *arg,
+                        char key[2][ADB_ID_MAX + 1], int64_t *ts) {
+  char t[4][ADB_ID_MAX + 1];
+  for (int c = 0; c < 4; c++)
+    if (r_copy(t[c], sizeof t[c], r, i, c))
+      return col_fail(s, ADB_ECORRUPT, "scan vectors");
+  float *v;
+  int dim, rc = r_emb(&v, &dim, r, i, 5);
+  if (rc) return col_fail(s, rc, "scan vectors");
+  adb__vec_row row = {.kind = kind, .agent = t[0], .id = t[1], .user = t[2],
+                      .action = t[3], .reward = r_f64(r, i, 4),
+                      .embedding = v, .dim = dim, .ts_ms = r_i64(r, i, 6)};
+  rc = dim ? fn(arg, &row) : ADB_OK;
+  free(v);
+  memcpy(key[0], t[0], sizeof key[0]);
+  memcpy(key[1], t[1], sizeof key[1]);
+  *ts = row.ts_ms;
+  return rc;
+}
+
+static int pg_vectors_scan(adb__store *st, int kind, int64_t since_ms,
+                           int (*fn)(void *arg, const adb__vec_row *row),
+                           void *arg) {
+  pg_store *s = (pg_store *)st;
+  if (kind < ADB__VEC_EPISODES || kind > ADB__VEC_PATTERNS || !fn)
+    return bad(s, "vector scan", 0);
+  char key[2][ADB_ID_MAX + 1] = {"", ""};
+  int64_t ts = since_ms;
+  for (;;) {
+    vec_scan_arg x = {.kind = kind, .ts = ts, .agent = key[0], .id = key[1]};
+    int rc = with_conn(s, vec_page_fn, &x, 1);
+    int n = rc ? 0 : PQntuples(x.res);
+    for (int i = 0; !rc && i < n; i++)
+      rc = vec_row_give(s, x.res, i, kind, fn, arg, key, &ts);
+    PQclear(x.res);
+    if (rc || n < VEC_PAGE) return rc;
+  }
+}
+
 const adb__store_methods adb__store_pg = {
     .version = 1,
     .scheme = "postgresql",
@@ -2378,4 +2460,5 @@ const adb__store_methods adb__store_pg = {
     .pattern_put = pg_pattern_put,
     .pattern_get = pg_pattern_get,
     .metrics_get = pg_metrics_get,
+    .vectors_scan = pg_vectors_scan,
 };

@@ -64,9 +64,10 @@ extern const adb__store_methods adb__store_sqlite;
 /* The writer's page cache, in KiB (as a negative PRAGMA cache_size). Its
  * upserts land at random places in rl_policies, so a cache that holds the
  * hot part of the table pays: 32 MiB made 1,000-reward batches 1.6x faster
- * than SQLite's 2 MiB default (10k users x 7 states x 50 actions). Readers
- * keep the default. */
-#define WRITER_CACHE_KIB "-32768"
+ * than SQLite's 2 MiB default (10k users x 7 states x 50 actions); 16 MiB
+ * keeps most of that within the embedded memory budget (100 MB for 10k
+ * users x 50 arms, bench_core). Readers keep the default. */
+#define WRITER_CACHE_KIB "-16384"
 
 /* ------------------------------------------------------------ statements */
 
@@ -93,6 +94,9 @@ enum stmt_id {
   S_USER_GET,
   S_PATTERN_PUT,
   S_PATTERN_GET,
+  S_VEC_EPISODES,
+  S_VEC_USERS,
+  S_VEC_PATTERNS,
   S_PING,
   N_STMT
 };
@@ -213,6 +217,22 @@ static const char *const stmt_sql[N_STMT] = {
     [S_PATTERN_GET] = "SELECT type, key, value, confidence, support, embedding,"
                       " updated_at_ms FROM learned_patterns"
                       " WHERE agent_id = ?1 AND pattern_id = ?2",
+    /* vectors_scan pages: keyset on (time, agent, id) after ?1..?3. */
+    [S_VEC_EPISODES] =
+        "SELECT agent_id, episode_id, user_id, action_id, reward, embedding,"
+        " created_at_ms FROM agent_episodes WHERE embedding IS NOT NULL"
+        " AND (created_at_ms, agent_id, episode_id) > (?1, ?2, ?3)"
+        " ORDER BY created_at_ms, agent_id, episode_id LIMIT ?4",
+    [S_VEC_USERS] =
+        "SELECT '', user_id, '', '', 0.0, embedding, updated_at_ms"
+        " FROM user_states WHERE embedding IS NOT NULL"
+        " AND (updated_at_ms, '', user_id) > (?1, ?2, ?3)"
+        " ORDER BY updated_at_ms, user_id LIMIT ?4",
+    [S_VEC_PATTERNS] =
+        "SELECT agent_id, pattern_id, '', key, confidence, embedding,"
+        " updated_at_ms FROM learned_patterns WHERE embedding IS NOT NULL"
+        " AND (updated_at_ms, agent_id, pattern_id) > (?1, ?2, ?3)"
+        " ORDER BY updated_at_ms, agent_id, pattern_id LIMIT ?4",
     [S_PING] = "SELECT count(*) FROM schema_migrations",
 };
 
@@ -1303,6 +1323,121 @@ static int sq_metrics_get(adb__store *st_, const char *agent, int64_t from_ms,
   return rc;
 }
 
+/* ----------------------------------------------------------- vectors */
+
+#define VEC_PAGE 2048
+
+/* One page of vectors_scan rows, owned (strings and embeddings). */
+typedef struct vec_page {
+  int n;
+  adb__vec_row rows[VEC_PAGE];
+  char *text[VEC_PAGE]; /* agent\0id\0user\0action\0 of each row */
+  float *emb[VEC_PAGE];
+} vec_page;
+
+static void vec_page_clear(vec_page *pg) {
+  for (int i = 0; i < pg->n; i++) {
+    free(pg->text[i]);
+    free(pg->emb[i]);
+  }
+  pg->n = 0;
+}
+
+/* Appends the current row of st (columns as in S_VEC_*) to the page. */
+static int vec_page_add(vec_page *pg, int kind, sqlite3_stmt *st) {
+  const char *col[4];
+  size_t len[4], total = 0;
+  for (int c = 0; c < 4; c++) {
+    col[c] = (const char *)sqlite3_column_text(st, c);
+    len[c] = (size_t)sqlite3_column_bytes(st, c);
+    if (!col[c]) col[c] = "", len[c] = 0;
+    if (len[c] > ADB_ID_MAX) return ADB_ECORRUPT;
+    total += len[c] + 1;
+  }
+  float *v;
+  int dim, rc = col_embedding(&v, &dim, st, 5);
+  if (rc) return rc;
+  char *t = malloc(total);
+  if (!t) {
+    free(v);
+    return ADB_ENOMEM;
+  }
+  adb__vec_row *r = &pg->rows[pg->n];
+  const char **dst[4] = {&r->agent, &r->id, &r->user, &r->action};
+  char *p = t;
+  for (int c = 0; c < 4; c++) {
+    memcpy(p, col[c], len[c]);
+    p[len[c]] = 0;
+    *dst[c] = p;
+    p += len[c] + 1;
+  }
+  r->kind = kind;
+  r->reward = sqlite3_column_double(st, 4);
+  r->embedding = v;
+  r->dim = dim;
+  r->ts_ms = sqlite3_column_int64(st, 6);
+  pg->text[pg->n] = t;
+  pg->emb[pg->n++] = v;
+  return ADB_OK;
+}
+
+/* Reads the page after the key (ts, agent, id). */
+static int vec_page_read(sq_store *s, int kind, int64_t ts, const char *agent,
+                         const char *id, vec_page *pg) {
+  static const int sid[3] = {S_VEC_EPISODES, S_VEC_USERS, S_VEC_PATTERNS};
+  conn *c = reader_take(s);
+  sqlite3_stmt *st;
+  int rc = stmt_get(s, c, sid[kind], &st);
+  if (!rc) {
+    rc = SQLITE_OK;
+    bind_int(st, 1, ts, &rc);
+    bind_text(st, 2, agent, &rc);
+    bind_text(st, 3, id, &rc);
+    bind_int(st, 4, VEC_PAGE, &rc);
+    int add = ADB_OK;
+    while (!add && (rc == SQLITE_OK || rc == SQLITE_ROW)) {
+      rc = sqlite3_step(st);
+      if (rc == SQLITE_ROW) add = vec_page_add(pg, kind, st);
+    }
+    if (add)
+      rc = col_fail(s, add, "scan vectors");
+    else
+      rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "scan vectors");
+    stmt_done(st);
+  }
+  conn_give(c);
+  return rc;
+}
+
+static int sq_vectors_scan(adb__store *st_, int kind, int64_t since_ms,
+                           int (*fn)(void *arg, const adb__vec_row *row),
+                           void *arg) {
+  sq_store *s = (sq_store *)st_;
+  if (kind < ADB__VEC_EPISODES || kind > ADB__VEC_PATTERNS || !fn)
+    return bad(s, "vector scan", 0);
+  vec_page *pg = calloc(1, sizeof *pg);
+  if (!pg) return ADB_ENOMEM;
+  int64_t ts = since_ms;
+  char agent[ADB_ID_MAX + 1] = "", id[ADB_ID_MAX + 1] = "";
+  int rc;
+  for (;;) {
+    rc = vec_page_read(s, kind, ts, agent, id, pg);
+    for (int i = 0; !rc && i < pg->n; i++)
+      rc = fn(arg, &pg->rows[i]);
+    int full = pg->n == VEC_PAGE;
+    if (!rc && full) {
+      const adb__vec_row *last = &pg->rows[pg->n - 1];
+      ts = last->ts_ms;
+      snprintf(agent, sizeof agent, "%s", last->agent);
+      snprintf(id, sizeof id, "%s", last->id);
+    }
+    vec_page_clear(pg);
+    if (rc || !full) break;
+  }
+  free(pg);
+  return rc;
+}
+
 static int sq_ping(adb__store *st) {
   sq_store *s = (sq_store *)st;
   conn *c = reader_take(s);
@@ -1574,4 +1709,5 @@ const adb__store_methods adb__store_sqlite = {
     .pattern_put = sq_pattern_put,
     .pattern_get = sq_pattern_get,
     .metrics_get = sq_metrics_get,
+    .vectors_scan = sq_vectors_scan,
 };

@@ -44,7 +44,8 @@ typedef struct moments {
 
 static moments sample_moments(const double *x, int n) {
   moments m = {0, 0, 0};
-  for (int i = 0; i < n; i++) m.mean += x[i];
+  for (int i = 0; i < n; i++)
+    m.mean += x[i];
   m.mean /= n;
   for (int i = 0; i < n; i++) {
     double d = x[i] - m.mean, d2 = d * d;
@@ -163,7 +164,8 @@ static void normal_has_standard_moments(void **state) {
   double *x = malloc(n * sizeof *x);
   adb__rng r;
   adb__rng_seed(&r, 2);
-  for (int i = 0; i < n; i++) x[i] = adb__rng_normal(&r);
+  for (int i = 0; i < n; i++)
+    x[i] = adb__rng_normal(&r);
   assert_moments(x, n, 0.0, 1.0, 3.0);
   free(x);
 }
@@ -176,7 +178,8 @@ static void normal_tail_beyond_ziggurat_base_has_right_mass(void **state) {
   const double r0 = 3.442619855899, p = erfc(r0 / sqrt(2.0));
   adb__rng r;
   adb__rng_seed(&r, 3);
-  for (int i = 0; i < n; i++) k += fabs(adb__rng_normal(&r)) > r0;
+  for (int i = 0; i < n; i++)
+    k += fabs(adb__rng_normal(&r)) > r0;
   double se = sqrt(p * (1 - p) / n);
   assert_true(fabs((double)k / n - p) <= 4 * se);
 }
@@ -190,7 +193,8 @@ static void gamma_has_mean_and_variance_k(void **state) {
     double k = shapes[s];
     adb__rng r;
     adb__rng_seed(&r, 10 + s);
-    for (int i = 0; i < n; i++) x[i] = adb__rng_gamma(&r, k);
+    for (int i = 0; i < n; i++)
+      x[i] = adb__rng_gamma(&r, k);
     /* Gamma(k): variance k, fourth central moment 3k^2 + 6k */
     assert_moments(x, n, k, k, 3 * k * k + 6 * k);
   }
@@ -276,7 +280,8 @@ static void beta_posterior_borrows_at_most_fallback_strength(void **state) {
   assert_true(p.alpha == 3 && p.beta == 4);
 }
 
-static void beta_posterior_borrows_nothing_when_disabled_or_empty(void **state) {
+static void
+beta_posterior_borrows_nothing_when_disabled_or_empty(void **state) {
   (void)state;
   adb_agent_config cfg;
   config_defaults(&cfg, ADB_ALGO_BETA);
@@ -332,7 +337,8 @@ static void gaussian_posterior_sample_has_student_t_moments(void **state) {
   double *x = malloc(n * sizeof *x);
   adb__rng r;
   adb__rng_seed(&r, 5);
-  for (int i = 0; i < n; i++) x[i] = adb__posterior_sample(&r, &p);
+  for (int i = 0; i < n; i++)
+    x[i] = adb__posterior_sample(&r, &p);
   /* scale^2 = b / (a kappa) = 0.4, sigma^2 = 0.4 nu / (nu - 2) = 0.6,
    * excess kurtosis 6 / (nu - 4) = 3: mu4 = 6 sigma^4 */
   assert_moments(x, n, 2.0, 0.6, 6 * 0.36);
@@ -356,7 +362,8 @@ static void thompson_finds_best_of_five_bernoulli_arms(void **state) {
   adb__rng_seed(&r, 6);
   int best_late = 0;
   for (int round = 0; round < 10000; round++) {
-    for (int i = 0; i < 5; i++) adb__posterior_make(&cfg, &st[i], NULL, &post[i]);
+    for (int i = 0; i < 5; i++)
+      adb__posterior_make(&cfg, &st[i], NULL, &post[i]);
     int c = adb__thompson_select(&r, post, 5, NULL, NULL);
     assert_in_range(c, 0, 4);
     if (round >= 9000) best_late += c == 4;
@@ -369,8 +376,8 @@ static void thompson_finds_best_of_five_bernoulli_arms(void **state) {
 
 static void thompson_skips_ineligible_arms(void **state) {
   (void)state;
-  adb__posterior arms[4] = {beta_arm(1000, 1), beta_arm(1, 1),
-                            beta_arm(900, 1), beta_arm(1, 1000)};
+  adb__posterior arms[4] = {beta_arm(1000, 1), beta_arm(1, 1), beta_arm(900, 1),
+                            beta_arm(1, 1000)};
   uint8_t el[4] = {0, 1, 0, 1};
   double scores[4];
   adb__rng r;
@@ -428,11 +435,14 @@ static void rank_topk_agrees_with_full_sort(void **state) {
   static const int ks[] = {1, 5, 20, 1000};
   for (size_t t = 0; t < sizeof ks / sizeof *ks; t++) {
     assert_int_equal(adb__rank_topk(s, N, ks[t], idx), ks[t]);
-    for (int i = 0; i < ks[t]; i++) assert_int_equal(idx[i], all[i]);
+    for (int i = 0; i < ks[t]; i++)
+      assert_int_equal(idx[i], all[i]);
   }
 }
 
 /* ---------------------------------------------------------- propensity */
+
+static double propensity_sum(const adb__posterior *arms, int n);
 
 /* Every eligible arm within 0.02 of adb__propensity_mc; ineligible ones 0. */
 static void check_against_mc(const adb__posterior *arms, int n,
@@ -447,8 +457,8 @@ static void check_against_mc(const adb__posterior *arms, int n,
     }
     double mc = adb__propensity_mc(&r, arms, n, el, c, mc_draws());
     if (fabs(p - mc) > 0.02)
-      print_error("arm %d of %d: propensity %.4f, Monte Carlo %.4f\n", c, n,
-                  p, mc);
+      print_error("arm %d of %d: propensity %.4f, Monte Carlo %.4f\n", c, n, p,
+                  mc);
     assert_true(fabs(p - mc) <= 0.02);
   }
 }
@@ -456,10 +466,20 @@ static void check_against_mc(const adb__posterior *arms, int n,
 static void propensity_matches_mc_uniform_priors_20_arms(void **state) {
   (void)state;
   adb__posterior arms[20];
-  for (int i = 0; i < 20; i++) arms[i] = beta_arm(1, 1);
+  for (int i = 0; i < 20; i++)
+    arms[i] = beta_arm(1, 1);
   check_against_mc(arms, 20, NULL, 100);
   for (int i = 0; i < 20; i++) /* exactly 1/20 each, by symmetry */
     assert_true(fabs(adb__propensity(arms, 20, NULL, i) - 0.05) <= 0.005);
+}
+
+/* Flat but distinct arms (no symmetry shortcut): the quadrature itself. */
+static void propensity_matches_mc_nearly_uniform_20_arms(void **state) {
+  (void)state;
+  adb__posterior arms[20];
+  for (int i = 0; i < 20; i++)
+    arms[i] = beta_arm(1 + 0.05 * i, 1 + 0.02 * i);
+  check_against_mc(arms, 20, NULL, 111);
 }
 
 /* alpha + beta in the thousands, means 0.30..0.33: heavy overlap. */
@@ -480,7 +500,8 @@ static void propensity_matches_mc_flat_and_peaked_mix(void **state) {
   adb__posterior arms[16];
   for (int i = 0; i < 16; i++) {
     if (i % 3 == 0) {
-      arms[i] = beta_arm(1 + adb__rng_uniform(&r), 1 + 2 * adb__rng_uniform(&r));
+      arms[i] =
+          beta_arm(1 + adb__rng_uniform(&r), 1 + 2 * adb__rng_uniform(&r));
     } else {
       double m = 0.2 + 0.4 * adb__rng_uniform(&r);
       double s = 50 + 3000 * adb__rng_uniform(&r);
@@ -524,7 +545,8 @@ static void propensity_matches_mc_two_arms(void **state) {
 
 static void propensity_is_one_for_a_single_eligible_arm(void **state) {
   (void)state;
-  adb__posterior arms[3] = {beta_arm(1, 9), beta_arm(2, 2), nig_arm(0, 1, 1, 1)};
+  adb__posterior arms[3] = {beta_arm(1, 9), beta_arm(2, 2),
+                            nig_arm(0, 1, 1, 1)};
   assert_true(adb__propensity(arms, 1, NULL, 0) == 1.0);
   uint8_t el[3] = {0, 1, 0};
   assert_true(adb__propensity(arms, 3, el, 1) == 1.0);
@@ -533,11 +555,12 @@ static void propensity_is_one_for_a_single_eligible_arm(void **state) {
 static void propensity_excludes_ineligible_arms(void **state) {
   (void)state;
   adb__posterior arms[8];
-  for (int i = 0; i < 8; i++) arms[i] = beta_arm(20 + 10 * i, 100);
+  for (int i = 0; i < 8; i++)
+    arms[i] = beta_arm(20 + 10 * i, 100);
   uint8_t el[8] = {1, 1, 1, 0, 1, 0, 1, 0}; /* the best arm is ineligible */
   check_against_mc(arms, 8, el, 107);
   assert_true(adb__propensity(arms, 8, el, 7) == 0.0);
-  assert_true(adb__propensity(arms, 8, el, 8) == 0.0);  /* out of range */
+  assert_true(adb__propensity(arms, 8, el, 8) == 0.0); /* out of range */
   assert_true(adb__propensity(arms, 8, el, -1) == 0.0);
 }
 
@@ -566,10 +589,11 @@ static void propensity_matches_mc_singular_jeffreys_arms(void **state) {
   check_against_mc(arms, 5, NULL, 109);
 }
 
-/* More overlapping arms than propensity keeps models for (they stream). */
+/* More overlapping arms than propensity keeps bounds (64) and models (32)
+ * for: they are rescanned and streamed. */
 static void propensity_matches_mc_many_overlapping_arms(void **state) {
   (void)state;
-  enum { N = 60 };
+  enum { N = 100 };
   adb__posterior arms[N];
   adb__rng r;
   adb__rng_seed(&r, 12);
@@ -578,16 +602,20 @@ static void propensity_matches_mc_many_overlapping_arms(void **state) {
   adb__rng m;
   adb__rng_seed(&m, 110);
   int draws = mc_draws() / 2;
-  for (int c = 0; c < N; c += 7) {
+  for (int c = 0; c < N; c += 17) {
     double p = adb__propensity(arms, N, NULL, c);
     double mc = adb__propensity_mc(&m, arms, N, NULL, c, draws);
+    if (fabs(p - mc) > 0.02)
+      print_error("arm %d: propensity %.4f, Monte Carlo %.4f\n", c, p, mc);
     assert_true(fabs(p - mc) <= 0.02);
   }
+  assert_true(fabs(propensity_sum(arms, N) - 1) <= 0.01);
 }
 
 static double propensity_sum(const adb__posterior *arms, int n) {
   double s = 0;
-  for (int i = 0; i < n; i++) s += adb__propensity(arms, n, NULL, i);
+  for (int i = 0; i < n; i++)
+    s += adb__propensity(arms, n, NULL, i);
   return s;
 }
 
@@ -712,6 +740,7 @@ int main(void) {
       cmocka_unit_test(rank_topk_orders_best_first_ties_by_index),
       cmocka_unit_test(rank_topk_agrees_with_full_sort),
       cmocka_unit_test(propensity_matches_mc_uniform_priors_20_arms),
+      cmocka_unit_test(propensity_matches_mc_nearly_uniform_20_arms),
       cmocka_unit_test(propensity_matches_mc_peaked_posteriors),
       cmocka_unit_test(propensity_matches_mc_flat_and_peaked_mix),
       cmocka_unit_test(propensity_matches_mc_cold_start_with_fallback),

@@ -251,7 +251,7 @@ static size_t build(char *out, size_t cap, const char *method, const char *path,
                    "%s %s HTTP/1.1\r\nHost: t\r\n%sContent-Length: %zu\r\n\r\n",
                    method, path, hdrs ? hdrs : "", bl);
   assert_true(n > 0 && (size_t)n + bl < cap);
-  memcpy(out + n, body, bl);
+  if (bl) memcpy(out + n, body, bl);
   return (size_t)n + bl;
 }
 
@@ -965,6 +965,114 @@ static void test_expect_100_continue_is_honoured(void **state) {
   close(fd);
 }
 
+/* ------------------------------------------------------ vector search */
+
+static json_t *hit(const resp *r, size_t i) {
+  return json_array_get(json_object_get(r->json, "hits"), i);
+}
+
+static const char *hit_str(const resp *r, size_t i, const char *k) {
+  return json_string_value(json_object_get(hit(r, i), k));
+}
+
+static void test_episode_search_finds_the_nearest_and_filters_by_user(
+    void **state) {
+  (void)state;
+  expect_status(&S, "PUT", "/v1/agents/vec", "{\"embedding_dim\":4}", 200);
+  expect_status(&S, "POST", "/v1/agents/vec/episodes",
+                "{\"episodes\":["
+                "{\"episode_id\":\"e1\",\"user_id\":\"ann\",\"embedding\":"
+                "[1,0,0,0],\"action\":\"a1\",\"reward\":1},"
+                "{\"episode_id\":\"e2\",\"user_id\":\"bob\",\"embedding\":"
+                "[0.9,0.1,0,0],\"action\":\"a2\",\"reward\":0.5},"
+                "{\"episode_id\":\"e3\",\"user_id\":\"ann\",\"embedding\":"
+                "[0,1,0,0],\"action\":\"a3\",\"reward\":0}]}",
+                200);
+  resp r = call(&S, "POST", "/v1/agents/vec/episodes/search",
+                "{\"embedding\":[1,0,0,0],\"k\":2}");
+  assert_int_equal(r.status, 200);
+  assert_int_equal(json_array_size(json_object_get(r.json, "hits")), 2);
+  assert_string_equal(hit_str(&r, 0, "episode_id"), "e1");
+  assert_string_equal(hit_str(&r, 0, "user_id"), "ann");
+  assert_string_equal(hit_str(&r, 0, "action"), "a1");
+  assert_true(json_number_value(json_object_get(hit(&r, 0), "score")) > 0.999);
+  assert_true(json_number_value(json_object_get(hit(&r, 0), "reward")) == 1);
+  assert_string_equal(hit_str(&r, 1, "episode_id"), "e2");
+  resp_free(&r);
+  r = call(&S, "POST", "/v1/agents/vec/episodes/search",
+           "{\"embedding\":[1,0,0,0],\"k\":5,\"user_id\":\"ann\"}");
+  assert_int_equal(r.status, 200);
+  assert_int_equal(json_array_size(json_object_get(r.json, "hits")), 2);
+  assert_string_equal(hit_str(&r, 0, "episode_id"), "e1");
+  assert_string_equal(hit_str(&r, 1, "episode_id"), "e3");
+  resp_free(&r);
+  expect_error(&S, "POST", "/v1/agents/vec/episodes/search",
+               "{\"embedding\":[1,0],\"k\":2}", 400, "invalid_field",
+               "embedding");
+  r = call(&S, "POST", "/v1/agents/vec/episodes/search",
+           "{\"embedding\":[1,0],\"k\":2}");
+  assert_non_null(strstr(r.body, "expected 4 dimensions, not 2"));
+  resp_free(&r);
+  expect_error(&S, "POST", "/v1/agents/vec/episodes/search",
+               "{\"embedding\":[1,0,0,0],\"k\":0}", 400, "invalid_field", "k");
+  expect_error(&S, "POST", "/v1/agents/vec/episodes/search",
+               "{\"embedding\":[1,0,0,0],\"k\":1001}", 400, "invalid_field",
+               "k");
+  expect_error(&S, "POST", "/v1/agents/vec/episodes/search",
+               "{\"embedding\":[0,0,0,0]}", 400, "invalid_field", "embedding");
+  expect_error(&S, "POST", "/v1/agents/vec/episodes/search", "{\"k\":3}", 400,
+               "missing_field", "embedding");
+  expect_error(&S, "POST", "/v1/agents/vec/episodes/search",
+               "{\"embedding\":[1,0,0,0],\"user_id\":\"a/b\"}", 400,
+               "invalid_field", "user_id");
+  expect_error(&S, "POST", "/v1/agents/nope/episodes/search",
+               "{\"embedding\":[1,0,0,0]}", 404, "not_found", NULL);
+}
+
+static void test_user_and_pattern_search_find_the_nearest(void **state) {
+  (void)state;
+  expect_status(&S, "PUT", "/v1/users/vu1/state",
+                "{\"embedding\":[0,0,1,0,0]}", 200);
+  expect_status(&S, "PUT", "/v1/users/vu2/state",
+                "{\"embedding\":[0,1,0,0,0]}", 200);
+  resp r = call(&S, "POST", "/v1/users/search",
+                "{\"embedding\":[0,0.1,1,0,0],\"k\":2}");
+  assert_int_equal(r.status, 200);
+  assert_int_equal(json_array_size(json_object_get(r.json, "hits")), 2);
+  assert_string_equal(hit_str(&r, 0, "user_id"), "vu1");
+  assert_string_equal(hit_str(&r, 1, "user_id"), "vu2");
+  resp_free(&r);
+  expect_error(&S, "POST", "/v1/users/search", "{\"embedding\":[1,2,\"x\"]}",
+               400, "invalid_field", "embedding");
+  expect_error(&S, "POST", "/v1/users/search",
+               "{\"embedding\":[1,0],\"bogus\":1}", 400, "invalid_field",
+               "bogus");
+  expect_status(&S, "PUT", "/v1/agents/vpat", "{\"embedding_dim\":3}", 200);
+  expect_status(&S, "PUT", "/v1/agents/vpat/patterns/p1",
+                "{\"type\":\"t\",\"key\":\"evening drama\",\"value\":{},"
+                "\"confidence\":0.75,\"embedding\":[1,0,0]}",
+                200);
+  expect_status(&S, "PUT", "/v1/agents/vpat/patterns/p2",
+                "{\"type\":\"t\",\"key\":\"morning news\",\"value\":{},"
+                "\"embedding\":[0,0,1]}",
+                200);
+  r = call(&S, "POST", "/v1/agents/vpat/patterns/search",
+           "{\"embedding\":[0.2,0,1],\"k\":1}");
+  assert_int_equal(r.status, 200);
+  assert_int_equal(json_array_size(json_object_get(r.json, "hits")), 1);
+  assert_string_equal(hit_str(&r, 0, "pattern_id"), "p2");
+  assert_string_equal(hit_str(&r, 0, "key"), "morning news");
+  resp_free(&r);
+  r = call(&S, "POST", "/v1/agents/vpat/patterns/search",
+           "{\"embedding\":[1,0,0]}");
+  assert_int_equal(r.status, 200);
+  assert_int_equal(json_array_size(json_object_get(r.json, "hits")), 2);
+  assert_string_equal(hit_str(&r, 0, "pattern_id"), "p1");
+  assert_true(json_number_value(json_object_get(hit(&r, 0), "confidence")) ==
+              0.75);
+  resp_free(&r);
+}
+
 static void test_sessions_round_trip(void **state) {
   (void)state;
   resp r = call(&S, "PUT", "/v1/sessions/sess-7?ttl_s=60",
@@ -1224,6 +1332,8 @@ int main(void) {
       cmocka_unit_test(test_fast_and_full_decide_parsers_agree),
       cmocka_unit_test(test_pipelined_requests_are_answered_in_order),
       cmocka_unit_test(test_expect_100_continue_is_honoured),
+      cmocka_unit_test(test_episode_search_finds_the_nearest_and_filters_by_user),
+      cmocka_unit_test(test_user_and_pattern_search_find_the_nearest),
       cmocka_unit_test(test_sessions_round_trip),
       cmocka_unit_test(test_probes_and_metrics),
       cmocka_unit_test(test_without_keys_v1_is_open),

@@ -11,6 +11,7 @@
 #include <cmocka.h>
 #include <math.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,11 +25,12 @@ typedef char ckey[ADB_ID_MAX + 1];
 
 static void set_keys(ckey *k, const char *const *names, int n) {
   memset(k, 0, sizeof(ckey) * ADB_MAX_CONTEXT_KEYS);
-  for (int i = 0; i < n; i++) snprintf(k[i], sizeof k[i], "%s", names[i]);
+  for (int i = 0; i < n; i++)
+    snprintf(k[i], sizeof k[i], "%s", names[i]);
 }
 
-static void key_of(const char *const *names, int nk, const adb_kv *ctx,
-                   int nc, char out[65]) {
+static void key_of(const char *const *names, int nk, const adb_kv *ctx, int nc,
+                   char out[65]) {
   ckey k[ADB_MAX_CONTEXT_KEYS];
   set_keys(k, names, nk);
   assert_int_equal(adb__state_key(k, nk, ctx, nc, NULL, 0, 0, out), ADB_OK);
@@ -107,7 +109,8 @@ static void repeated_context_key_takes_first_value(void **state) {
 /* ------------------------------------------------------- known answers */
 
 static void put_u32(unsigned char **p, uint32_t v) {
-  for (int i = 3; i >= 0; i--) *(*p)++ = (unsigned char)(v >> (8 * i));
+  for (int i = 3; i >= 0; i--)
+    *(*p)++ = (unsigned char)(v >> (8 * i));
 }
 
 static void put_str(unsigned char **p, const char *s) {
@@ -121,7 +124,8 @@ static void sha256_hex_ref(const unsigned char *buf, size_t len, char *hex) {
   unsigned int n = 0;
   assert_int_equal(EVP_Digest(buf, len, md, &n, EVP_sha256(), NULL), 1);
   assert_int_equal(n, 32);
-  for (int i = 0; i < 32; i++) sprintf(hex + 2 * i, "%02x", md[i]);
+  for (int i = 0; i < 32; i++)
+    sprintf(hex + 2 * i, "%02x", md[i]);
 }
 
 static void sha256_hex_of_abc_is_the_fips_vector(void **state) {
@@ -170,7 +174,8 @@ static uint64_t simhash_ref(const float *v, int dim, int bits) {
 }
 
 static void fill_gauss(adb__rng *r, float *v, int dim) {
-  for (int j = 0; j < dim; j++) v[j] = (float)adb__rng_normal(r);
+  for (int j = 0; j < dim; j++)
+    v[j] = (float)adb__rng_normal(r);
 }
 
 static void simhash_matches_reference_planes(void **state) {
@@ -203,7 +208,8 @@ static void state_key_with_simhash_matches_hand_built_encoding(void **state) {
   memcpy(p, "simhash", 7);
   p += 7;
   *p++ = 12;
-  for (int i = 7; i >= 0; i--) *p++ = (unsigned char)(bucket >> (8 * i));
+  for (int i = 7; i >= 0; i--)
+    *p++ = (unsigned char)(bucket >> (8 * i));
   char want[65], got[65];
   sha256_hex_ref(buf, (size_t)(p - buf), want);
   ckey k[ADB_MAX_CONTEXT_KEYS];
@@ -221,7 +227,8 @@ static void simhash_is_stable_and_scale_invariant(void **state) {
   adb__rng r;
   adb__rng_seed(&r, 3);
   fill_gauss(&r, v, 128);
-  for (int j = 0; j < 128; j++) w[j] = 4.0f * v[j]; /* exact in float */
+  for (int j = 0; j < 128; j++)
+    w[j] = 4.0f * v[j]; /* exact in float */
   uint64_t h = adb__simhash(v, 128, 64);
   assert_int_equal(adb__simhash(v, 128, 64), h);
   assert_int_equal(adb__simhash(w, 128, 64), h);
@@ -242,7 +249,8 @@ static void simhash_nearby_vectors_share_more_bits(void **state) {
   for (int p = 0; p < PAIRS; p++) {
     fill_gauss(&r, x, DIM);
     fill_gauss(&r, z, DIM);
-    for (int j = 0; j < DIM; j++) y[j] = x[j] + 0.1f * (float)adb__rng_normal(&r);
+    for (int j = 0; j < DIM; j++)
+      y[j] = x[j] + 0.1f * (float)adb__rng_normal(&r);
     uint64_t hx = adb__simhash(x, DIM, 64);
     near += __builtin_popcountll(hx ^ adb__simhash(y, DIM, 64));
     far += __builtin_popcountll(hx ^ adb__simhash(z, DIM, 64));
@@ -256,7 +264,8 @@ static void simhash_nearby_vectors_share_more_bits(void **state) {
 static void different_bucket_gives_different_key(void **state) {
   (void)state;
   float v[8] = {1, 2, 3, 4, 5, 6, 7, 8}, w[8];
-  for (int j = 0; j < 8; j++) w[j] = -v[j]; /* every bit flips */
+  for (int j = 0; j < 8; j++)
+    w[j] = -v[j]; /* every bit flips */
   char kv[65], kw[65];
   assert_int_equal(adb__state_key(NULL, 0, NULL, 0, v, 8, 8, kv), ADB_OK);
   assert_int_equal(adb__state_key(NULL, 0, NULL, 0, w, 8, 8, kw), ADB_OK);
@@ -269,7 +278,8 @@ static void bad_arguments_are_einval(void **state) {
   (void)state;
   ckey k[ADB_MAX_CONTEXT_KEYS];
   set_keys(k, k3, 3);
-  float v[4] = {1, 2, 3, 4}, bad[4] = {1, NAN, 3, 4}, inf[4] = {1, 2, INFINITY, 0};
+  float v[4] = {1, 2, 3, 4}, bad[4] = {1, NAN, 3, 4},
+        inf[4] = {1, 2, INFINITY, 0};
   adb_kv ctx[] = {{"genre", "drama"}}, nullv[] = {{"genre", NULL}};
   char out[65];
   assert_int_equal(adb__state_key(k, 3, ctx, 1, v, 4, 65, out), ADB_EINVAL);
@@ -287,6 +297,47 @@ static void bad_arguments_are_einval(void **state) {
   assert_int_equal(adb__simhash(NULL, 4, 8), 0);
 }
 
+/* Each thread keeps its own digest context (freed when it exits, which
+ * the leak checker sees): concurrent keys equal the single-threaded ones. */
+enum { KT_THREADS = 4, KT_KEYS = 200 };
+static char kt_want[KT_KEYS][65];
+
+static void kt_key(int i, char out[65]) {
+  ckey k[ADB_MAX_CONTEXT_KEYS];
+  set_keys(k, k3, 2);
+  char v[32];
+  snprintf(v, sizeof v, "v%d", i);
+  adb_kv ctx[] = {{"genre", v}, {"device", "tv"}};
+  float e[8] = {(float)i, 1, -2, 3, (float)-i, 5, 6, 7};
+  if (adb__state_key(k, 2, ctx, 2, e, 8, 8, out) != ADB_OK) out[0] = '\0';
+}
+
+static void *kt_thread(void *arg) {
+  long bad = 0;
+  for (int rep = 0; rep < 5; rep++)
+    for (int i = 0; i < KT_KEYS; i++) {
+      char out[65];
+      kt_key(i, out);
+      bad += strcmp(out, kt_want[i]) != 0;
+    }
+  return (void *)bad;
+  (void)arg;
+}
+
+static void state_key_is_thread_safe(void **state) {
+  (void)state;
+  for (int i = 0; i < KT_KEYS; i++)
+    kt_key(i, kt_want[i]);
+  pthread_t t[KT_THREADS];
+  for (int i = 0; i < KT_THREADS; i++)
+    assert_int_equal(pthread_create(&t[i], NULL, kt_thread, NULL), 0);
+  for (int i = 0; i < KT_THREADS; i++) {
+    void *bad;
+    assert_int_equal(pthread_join(t[i], &bad), 0);
+    assert_true(bad == NULL);
+  }
+}
+
 /* Not an assertion on time: a line for the log. */
 static void report_state_key_cost(void **state) {
   (void)state;
@@ -301,9 +352,11 @@ static void report_state_key_cost(void **state) {
   int n = getenv("ADB_TEST_QUICK") ? 2000 : 100000;
   struct timespec t0, t1, t2;
   clock_gettime(CLOCK_MONOTONIC, &t0);
-  for (int i = 0; i < n; i++) adb__state_key(k, 3, ctx, 3, NULL, 0, 0, out);
+  for (int i = 0; i < n; i++)
+    adb__state_key(k, 3, ctx, 3, NULL, 0, 0, out);
   clock_gettime(CLOCK_MONOTONIC, &t1);
-  for (int i = 0; i < n; i++) adb__state_key(k, 3, ctx, 3, v, 128, 16, out);
+  for (int i = 0; i < n; i++)
+    adb__state_key(k, 3, ctx, 3, v, 128, 16, out);
   clock_gettime(CLOCK_MONOTONIC, &t2);
   double a = ((t1.tv_sec - t0.tv_sec) * 1e9 + (t1.tv_nsec - t0.tv_nsec)) / n;
   double b = ((t2.tv_sec - t1.tv_sec) * 1e9 + (t2.tv_nsec - t1.tv_nsec)) / n;
@@ -329,6 +382,7 @@ int main(void) {
       cmocka_unit_test(simhash_nearby_vectors_share_more_bits),
       cmocka_unit_test(different_bucket_gives_different_key),
       cmocka_unit_test(bad_arguments_are_einval),
+      cmocka_unit_test(state_key_is_thread_safe),
       cmocka_unit_test(report_state_key_cost),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

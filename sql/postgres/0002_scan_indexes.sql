@@ -1,0 +1,7 @@
+-- Indexes for the vector memory's catch-up scans (store.h vectors_scan):
+-- rows of each kind in time order, read every second by every replica.
+-- On the partitioned agent_episodes the index is created on every
+-- partition, present and future.
+CREATE INDEX IF NOT EXISTS agent_episodes_by_time ON agent_episodes (created_at_ms);
+CREATE INDEX IF NOT EXISTS user_states_by_time ON user_states (updated_at_ms);
+CREATE INDEX IF NOT EXISTS learned_patterns_by_time ON learned_patterns (updated_at_ms);
