@@ -25,8 +25,7 @@
  *    approximation (below), which overstates the tail. The bounds were
  *    checked against the exact incomplete beta for a, b in [0.1, 1e5]. The
  *    integral then runs over [A, B]: B = hi_c; A = max(lo_c, max_j lo_j),
- *    raised to the third-largest 1% quantile of the other arms, below which
- *    three CDFs are <= 0.01 and G <= 1e-6. An arm with lo_j >= B means
+ *    below which some F_j is ~0. An arm with lo_j >= B means
  *    P ~ 0; an arm with hi_j <= A has F_j ~ 1 on [A, B] and is dropped; an
  *    arm is skipped at nodes above its hi_j. If every eligible arm has the
  *    chosen arm's posterior, P = 1/k exactly (a cold agent). Error: 1e-6
@@ -40,21 +39,25 @@
  *    I_x(a,b) = I_x(a,b+1) - x^a (1-x)^b / (b B(a,b)), at most 2 steps each
  *    and one exp() per evaluation: error <= 8e-4 for every a, b > 0. Once
  *    min(a, b) >= 50 a second-order Cornish-Fisher expansion is cheaper
- *    and within 3e-4 (monotone over +-8 sd). All measured against a
- *    continued-fraction incomplete beta. Student-t (the NIG mean marginal:
- *    nu = 2a, scale sqrt(b / (a kappa))): Wallace's (1959) z = (8nu+1) /
- *    (8nu+3) sqrt(nu ln(1 + t^2/nu)), error <= 1.8e-3 for nu >= 2 and 1e-4
- *    for nu >= 10; below nu = 2 the identity F = 1 - I_y(nu/2, 1/2) / 2,
- *    y = nu / (nu + t^2), through the lifted Peizer-Pratt. Phi and
- *    Peizer-Pratt's g come from cubic Hermite tables (error 3e-8); the logs
- *    of x and 1 - x are computed once per node for all arms. A CDF error
- *    delta moves P by about delta, not (#arms) delta: for m similar arms
- *    the error term is integral f_c m delta F^(m-2) dx ~ delta.
+ *    and within 3e-4 (monotone over +-8 sd) but poor relative to tiny
+ *    tail masses, so the chosen arm, whose upper tail decides small
+ *    propensities, always uses Peizer-Pratt and its exact density. All
+ *    measured against a continued-fraction incomplete beta. Student-t (the NIG
+ * mean marginal: nu = 2a, scale sqrt(b / (a kappa))): Wallace's (1959) z =
+ * (8nu+1) / (8nu+3) sqrt(nu ln(1 + t^2/nu)), error <= 1.8e-3 for nu >= 2 and
+ * 1e-4 for nu >= 10; below nu = 2 the identity F = 1 - I_y(nu/2, 1/2) / 2, y =
+ * nu / (nu + t^2), through the lifted Peizer-Pratt. Phi and Peizer-Pratt's g
+ * come from cubic Hermite tables (error 3e-8); the logs of x and 1 - x are
+ * computed once per node for all arms. A CDF error delta moves P by about
+ * delta, not (#arms) delta: for m similar arms the error term is integral f_c m
+ * delta F^(m-2) dx ~ delta.
  *
  * 3. Quadrature. From the chosen arm's 1e-3 quantile (or A) up to B, panels
  *    of 8-point Gauss-Legendre whose widths follow a resolution function:
- *    7 times the smallest local scale over the panel among the chosen
- *    density and the arms in transition there (sd for Beta, shrinking
+ *    7 / sqrt(1 + ln(m) / 2) times the smallest local scale over the panel
+ *    among the chosen density and the m arms in transition there (the
+ *    maximum of m similar arms is sharper than any one: its spread shrinks
+ *    like 1 / sqrt(2 ln m)). Local scales are the sd for Beta, shrinking
  *    towards a singular end when a or b < 1, which grades panels
  *    geometrically; s sqrt(1 + t^2 / (nu+1)^2) for Student-t, fine at the
  *    centre and geometric in heavy tails). Broad arms need one or two
@@ -770,25 +773,14 @@ static double model_cdf(const arm_model *m, const qpoint *q) {
   }
 }
 
-/* The chosen arm's density. For Cornish-Fisher arms the derivative of the
- * approximate CDF, phi(z) dz/dw / sd, so that density and tails agree. */
+/* The chosen arm's density (Beta arms are never Cornish-Fisher here). */
 static double model_pdf(const arm_model *m, const qpoint *q) {
-  switch (m->d.kind) {
-  case ARM_BETA_CF: {
-    const double *c = m->cf;
-    double w = (q->x - m->d.mean) * m->isd;
-    if (fabs(w) > 8.0) return 0.0;
-    double z = cf_z(m, w), dz = c[1] + w * (2.0 * c[2] + 3.0 * w * c[3]);
-    return dz > 0.0 ? exp(-0.5 * z * z) * dz * m->isd / sqrt(2.0 * M_PI) : 0.0;
-  }
-  case ARM_BETA_PP:
+  if (m->d.kind <= ARM_BETA_CF) {
     if (!(q->x > 0.0 && q->x < 1.0)) return 0.0;
     return exp((m->d.a - 1.0) * q->lx + (m->d.b - 1.0) * q->l1x + m->lnorm);
-  default: {
-    double t = (q->x - m->d.mean) * m->isd;
-    return exp(m->lnorm - 0.5 * (m->d.a + 1.0) * log(1.0 + t * t * m->inv_nu));
   }
-  }
+  double t = (q->x - m->d.mean) * m->isd;
+  return exp(m->lnorm - 0.5 * (m->d.a + 1.0) * log(1.0 + t * t * m->inv_nu));
 }
 
 /* Local scale on which the arm's CDF (or density) changes around x. */
@@ -833,12 +825,8 @@ static int model_need(const arm_model *m) {
 #define MAX_ACTIVE 32 /* arm models kept; more are streamed */
 #define MAX_PANELS 40 /* Gauss-Legendre panels over the central part */
 #define MAX_NODES (MAX_PANELS * 8 + 4)
-#ifndef PANEL_RES
-#define PANEL_RES 7.0 /* panel width, in local scales */
-#endif
-#ifndef SHARPEN
-#define SHARPEN 0.5
-#endif
+#define PANEL_RES 7.0  /* panel width, in local scales ... */
+#define SHARPEN 0.5    /* ... divided by sqrt(1 + SHARPEN ln(#active)) */
 #define NODE_TINY 1e-9 /* w * G below this is dropped: error <= 3.3e-7 */
 
 static const double gl8[4][2] = {
@@ -854,7 +842,6 @@ typedef struct prop_ctx {
   int n, chosen;
   arm_model c;               /* the chosen arm */
   double A, B;               /* integration range */
-  int others;                /* eligible arms besides the chosen one */
   double panel_res;          /* panel width in local scales (see below) */
   int need;                  /* what the qpoints carry */
   arm_bounds cand[MAX_CAND]; /* pass 1: arms with hi above A so far */
@@ -880,11 +867,22 @@ static int same_posterior(const adb__posterior *x, const adb__posterior *y) {
   return x->alpha == y->alpha && x->beta == y->beta;
 }
 
+/* The number k of eligible arms when all have the chosen arm's posterior
+ * (then P = 1/k by symmetry), else 0. Stops at the first difference. */
+static int all_same(const prop_ctx *cx) {
+  int k = 0;
+  for (int j = 0; j < cx->n; j++) {
+    if (cx->eligible && !cx->eligible[j]) continue;
+    if (!same_posterior(&cx->arms[j], &cx->arms[cx->chosen])) return 0;
+    k++;
+  }
+  return k;
+}
+
 /* Pass 1: the range [A, B]; 0 when some arm lies wholly above the chosen
- * one (P ~ 0), 1 when there is no other arm, 2 when every arm has the
- * chosen one's posterior (P = 1/k by symmetry), else -1 to go on. */
+ * one (P ~ 0), 1 when there is no other arm, else -1 to go on. */
 static int find_range(prop_ctx *cx) {
-  int others = 0, same = 0;
+  int others = 0;
   cx->A = cx->c.d.lo;
   cx->B = cx->c.d.hi;
   cx->ncand = cx->cand_overflow = 0;
@@ -893,7 +891,6 @@ static int find_range(prop_ctx *cx) {
     arm_bounds b;
     model_bounds(&b, &cx->arms[j]);
     others++;
-    same += same_posterior(&cx->arms[j], &cx->arms[cx->chosen]);
     if (b.lo >= cx->B) return 0;
     if (b.lo > cx->A) cx->A = b.lo;
     if (b.hi <= cx->A) continue;
@@ -902,8 +899,6 @@ static int find_range(prop_ctx *cx) {
     else
       cx->cand_overflow = 1;
   }
-  cx->others = others;
-  if (others && same == others) return 2;
   return others ? -1 : 1;
 }
 
@@ -1059,8 +1054,12 @@ double adb__propensity(const adb__posterior *arms, int n,
   cx.n = n;
   cx.chosen = chosen;
   model_bounds(&cx.c.d, &arms[chosen]);
+  /* The chosen arm's tail decides small propensities: exact density and
+   * Peizer-Pratt, which stay accurate in relative terms out there. */
+  if (cx.c.d.kind == ARM_BETA_CF) cx.c.d.kind = ARM_BETA_PP;
+  int k = all_same(&cx);
+  if (k > 0) return 1.0 / k;
   int early = find_range(&cx);
-  if (early == 2) return 1.0 / (cx.others + 1);
   if (early >= 0) return (double)early;
   cx.need = 0;
   collect_active(&cx);

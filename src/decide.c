@@ -130,23 +130,26 @@ int adb__check_embedding(adb *db, adb__agent *a, const float *v, int dim) {
   return ADB_OK;
 }
 
-/* Generated event ids come from the OS, never from the seeded stream, so
- * runs with the same seed on one store cannot collide. */
+/* Generated event ids: "ev-" + 12 hex digits of the millisecond clock + 20
+ * hex digits of randomness from the OS (never the seeded stream, so runs
+ * with the same seed on one store cannot collide). Time first keeps the
+ * decisions index growing at its right edge instead of at random pages. */
 static void new_event_id(char out[ADB_ID_MAX + 1]) {
   static _Thread_local adb__rng idrng;
   static _Thread_local int seeded;
+  static const char hex[] = "0123456789abcdef";
   if (!seeded) {
     uint64_t s;
     if (getrandom(&s, sizeof s, 0) != sizeof s) s = (uint64_t)adb__mono_ns();
     adb__rng_seed(&idrng, s ^ (uint64_t)(uintptr_t)&seeded);
     seeded = 1;
   }
-  static const char hex[] = "0123456789abcdef";
+  uint64_t t = (uint64_t)adb__now_ms(), r1 = adb__rng_next(&idrng),
+           r2 = adb__rng_next(&idrng);
   memcpy(out, "ev-", 3);
-  for (int w = 0; w < 2; w++) {
-    uint64_t x = adb__rng_next(&idrng);
-    for (int i = 0; i < 16; i++) out[3 + 16 * w + i] = hex[(x >> (60 - 4 * i)) & 15];
-  }
+  for (int i = 0; i < 12; i++) out[3 + i] = hex[(t >> (44 - 4 * i)) & 15];
+  for (int i = 0; i < 16; i++) out[15 + i] = hex[(r1 >> (60 - 4 * i)) & 15];
+  for (int i = 0; i < 4; i++) out[31 + i] = hex[(r2 >> (60 - 4 * i)) & 15];
   out[35] = 0;
 }
 

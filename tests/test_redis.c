@@ -31,6 +31,7 @@
 
 #include "cache.h"
 #include "redis_cluster.h"
+#include "util_redis.h"
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -124,82 +125,23 @@ static redisReply *raw(redisContext *r, const char *fmt, ...) {
 
 /* -------------------------------------------- a redis-server of our own */
 
-static pid_t own_pid = -1;
-static int own_port;
-static char own_dir[256];
+static util_redis own = {.pid = -1};
+#define own_pid (own.pid)
+#define own_port (own.port)
+#define free_port util_free_port
+#define pings util_redis_pings
 
-static int free_port(void) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET};
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-  assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
-static int pings(int port) {
-  struct timeval tv = {0, 200000};
-  redisContext *r = redisConnectWithTimeout("127.0.0.1", port, tv);
-  int ok = 0;
-  if (r && !r->err) {
-    redisSetTimeout(r, tv);
-    redisReply *rep = redisCommand(r, "PING");
-    ok = rep && rep->type == REDIS_REPLY_STATUS;
-    if (rep) freeReplyObject(rep);
-  }
-  if (r) redisFree(r);
-  return ok;
-}
-
-/* Starts redis-server on own_port (chosen on the first start). */
 static void own_start(void) {
-  if (!own_port) {
-    own_port = free_port();
-    const char *t = getenv("TMPDIR");
-    snprintf(own_dir, sizeof own_dir, "%s/adb-redis-XXXXXX", t ? t : "/tmp");
-    assert_non_null(mkdtemp(own_dir));
-  }
-  char port[16];
-  snprintf(port, sizeof port, "%d", own_port);
-  own_pid = fork();
-  assert_true(own_pid >= 0);
-  if (own_pid == 0) {
-    int devnull = open("/dev/null", O_WRONLY);
-    if (devnull >= 0) {
-      dup2(devnull, 1);
-      dup2(devnull, 2);
-    }
-    execlp("redis-server", "redis-server", "--port", port, "--bind",
-           "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", own_dir,
-           (char *)NULL);
-    _exit(127);
-  }
-  for (int i = 0; i < 100 && !pings(own_port); i++)
-    sleep_ms(50);
-  assert_true(pings(own_port));
+  assert_int_equal(util_redis_start(&own), 0);
 }
 
 static void own_kill(void) {
-  if (own_pid > 0) {
-    kill(own_pid, SIGCONT);
-    kill(own_pid, SIGKILL);
-    waitpid(own_pid, NULL, 0);
-  }
-  own_pid = -1;
+  util_redis_kill(&own);
 }
 
 static int own_teardown(void **state) {
-  own_kill();
-  if (own_dir[0]) {
-    char p[300];
-    snprintf(p, sizeof p, "%s/dump.rdb", own_dir);
-    unlink(p);
-    rmdir(own_dir);
-  }
-  own_port = 0;
-  own_dir[0] = '\0';
+  (void)state;
+  util_redis_cleanup(&own);
   return 0;
 }
 
@@ -212,9 +154,7 @@ static adb__cache *open_own(void) {
   return open_cache(url);
 }
 
-static int have_redis_server(void) {
-  return system("command -v redis-server >/dev/null 2>&1") == 0;
-}
+#define have_redis_server util_have_redis_server
 
 /* --------------------------------------------------- slots (no server) */
 
