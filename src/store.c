@@ -4,6 +4,7 @@
  */
 #include "store.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -142,5 +143,89 @@ int adb__batch_merge(const adb__batch *b, adb__policy_change **out, int *n) {
   }
   *out = c;
   *n = w;
+  return ADB_OK;
+}
+
+/* ------------------------------------------------------ record checks */
+
+int adb__field_ok(const char *f, size_t size, int id) {
+  return memchr(f, 0, size) != NULL && (!id || f[0]);
+}
+
+int adb__dim_ok(const float *v, int dim) {
+  return dim >= 0 && dim <= ADB_MAX_EMBEDDING_DIM && (dim == 0 || v);
+}
+
+int adb__agent_rec_ok(const adb_agent_config *c) {
+  const double d[] = {c->prior_alpha,         c->prior_beta,
+                      c->prior_mu,            c->prior_kappa,
+                      c->prior_a,             c->prior_b,
+                      c->reward_weights.watch, c->reward_weights.click,
+                      c->reward_weights.rating, c->fallback_strength,
+                      c->decay_half_life_s,   c->reward_window_s,
+                      c->default_reward};
+  for (size_t i = 0; i < sizeof d / sizeof *d; i++)
+    if (!isfinite(d[i])) return 0;
+  return ADB__ID_OK(c->id) &&
+         (c->algorithm == ADB_ALGO_BETA || c->algorithm == ADB_ALGO_GAUSSIAN) &&
+         c->n_context_keys >= 0 && c->n_context_keys <= ADB_MAX_CONTEXT_KEYS &&
+         c->embedding_dim >= 0 && c->embedding_dim <= ADB_MAX_EMBEDDING_DIM &&
+         c->simhash_bits >= 0 && c->simhash_bits <= 64;
+}
+
+int adb__pattern_rec_ok(const adb_pattern *p) {
+  return ADB__ID_OK(p->id) && ADB__STR_OK(p->type) && ADB__STR_OK(p->key) &&
+         isfinite(p->confidence) && adb__dim_ok(p->embedding, p->embedding_dim);
+}
+
+static int decision_ok(const adb__decision_rec *d) {
+  return ADB__ID_OK(d->agent) && ADB__ID_OK(d->event_id) &&
+         ADB__ID_OK(d->user) && ADB__ID_OK(d->action) &&
+         ADB__STR_OK(d->state_key) && ADB__STR_OK(d->model) &&
+         isfinite(d->propensity);
+}
+
+static int reward_ok(const adb__reward_rec *r) {
+  return ADB__ID_OK(r->agent) && ADB__ID_OK(r->reward_id) &&
+         ADB__STR_OK(r->event_id) && ADB__ID_OK(r->user) &&
+         ADB__ID_OK(r->action) && ADB__STR_OK(r->state_key) &&
+         ADB__STR_OK(r->body_hash) && isfinite(r->reward);
+}
+
+static int episode_ok(const adb__episode_rec *e) {
+  return ADB__ID_OK(e->agent) && ADB__ID_OK(e->episode_id) &&
+         ADB__ID_OK(e->user) && ADB__STR_OK(e->session) &&
+         ADB__ID_OK(e->action) && adb__dim_ok(e->embedding, e->dim) &&
+         isfinite(e->reward);
+}
+
+static int metrics_ok(const adb__metrics_delta *m) {
+  return ADB__ID_OK(m->agent) && m->decisions >= 0 && m->rewards >= 0 &&
+         m->cache_hits >= 0 && m->cache_misses >= 0 &&
+         isfinite(m->reward_sum) && isfinite(m->latency_p50_us) &&
+         isfinite(m->latency_p99_us);
+}
+
+static int invalid(char *what, size_t cap, const char *kind, int i) {
+  snprintf(what, cap, "%s #%d", kind, i);
+  return ADB_EINVAL;
+}
+
+int adb__batch_validate(const adb__batch *b, char *what, size_t cap) {
+  if (b->n_decisions < 0 || b->n_rewards < 0 || b->n_episodes < 0 ||
+      b->n_metrics < 0 || (b->n_decisions && !b->decisions) ||
+      (b->n_rewards && !b->rewards) || (b->n_episodes && !b->episodes) ||
+      (b->n_metrics && !b->metrics))
+    return invalid(what, cap, "batch array", 0);
+  for (int i = 0; i < b->n_decisions; i++)
+    if (!decision_ok(&b->decisions[i]))
+      return invalid(what, cap, "decision", i);
+  for (int i = 0; i < b->n_rewards; i++)
+    if (!reward_ok(&b->rewards[i])) return invalid(what, cap, "reward", i);
+  for (int i = 0; i < b->n_episodes; i++)
+    if (!episode_ok(&b->episodes[i])) return invalid(what, cap, "episode", i);
+  for (int i = 0; i < b->n_metrics; i++)
+    if (!metrics_ok(&b->metrics[i]))
+      return invalid(what, cap, "metrics delta", i);
   return ADB_OK;
 }

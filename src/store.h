@@ -208,6 +208,19 @@ void adb__decision_rec_free(adb__decision_rec *d);
 void adb__user_state_rec_free(adb__user_state_rec *u);
 void adb__pattern_free(adb_pattern *p);
 
+/* Shared checks of records handed to a backend, run before touching the
+ * database (defence in depth: the coordinator validates first). A
+ * fixed-size string field must be NUL-terminated and, for an id, not
+ * empty; an embedding has 0..ADB_MAX_EMBEDDING_DIM values. */
+int adb__field_ok(const char *f, size_t size, int id);
+#define ADB__ID_OK(f) adb__field_ok((f), sizeof(f), 1)
+#define ADB__STR_OK(f) adb__field_ok((f), sizeof(f), 0)
+int adb__dim_ok(const float *v, int dim);
+int adb__agent_rec_ok(const adb_agent_config *c);
+int adb__pattern_rec_ok(const adb_pattern *p);
+/* ADB_OK, or ADB_EINVAL with the offender ("reward #3") written to what. */
+int adb__batch_validate(const adb__batch *b, char *what, size_t cap);
+
 /* Shared by backends: merges the increments of newly applied rewards
  * (applied == 1) into per-row changes, for the row of the user and the row
  * of '*', sorted by (agent, user, state_key, action). *out malloc'd. */

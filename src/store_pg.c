@@ -951,61 +951,22 @@ static void txn_abort(pg_store *s, pgconn *c) {
 
 /* ------------------------------------------------------------ validation */
 
-static int field_ok(const char *f, size_t size, int id) {
-  return memchr(f, 0, size) != NULL && (!id || f[0]);
-}
-#define ID_OK(f) field_ok((f), sizeof(f), 1)
-#define STR_OK(f) field_ok((f), sizeof(f), 0)
-
-static int dim_ok(const float *v, int dim) {
-  return dim >= 0 && dim <= ADB_MAX_EMBEDDING_DIM && (dim == 0 || v);
-}
+#define ID_OK(f) ADB__ID_OK(f)
+#define STR_OK(f) ADB__STR_OK(f)
+#define dim_ok adb__dim_ok
 
 static int bad(pg_store *s, const char *what, int i) {
   set_err(s, "postgresql: invalid %s #%d", what, i);
   return ADB_EINVAL;
 }
 
-static int decision_ok(const adb__decision_rec *d) {
-  return ID_OK(d->agent) && ID_OK(d->event_id) && ID_OK(d->user) &&
-         ID_OK(d->action) && STR_OK(d->state_key) && STR_OK(d->model) &&
-         isfinite(d->propensity);
-}
 
-static int reward_ok(const adb__reward_rec *r) {
-  return ID_OK(r->agent) && ID_OK(r->reward_id) && STR_OK(r->event_id) &&
-         ID_OK(r->user) && ID_OK(r->action) && STR_OK(r->state_key) &&
-         STR_OK(r->body_hash) && isfinite(r->reward);
-}
-
-static int episode_ok(const adb__episode_rec *e) {
-  return ID_OK(e->agent) && ID_OK(e->episode_id) && ID_OK(e->user) &&
-         STR_OK(e->session) && ID_OK(e->action) &&
-         dim_ok(e->embedding, e->dim) && isfinite(e->reward);
-}
-
-static int metrics_ok(const adb__metrics_delta *m) {
-  return ID_OK(m->agent) && m->decisions >= 0 && m->rewards >= 0 &&
-         m->cache_hits >= 0 && m->cache_misses >= 0 &&
-         isfinite(m->reward_sum) && isfinite(m->latency_p50_us) &&
-         isfinite(m->latency_p99_us);
-}
-
+/* Checks a whole batch before touching the database. */
 static int batch_validate(pg_store *s, const adb__batch *b) {
-  if (b->n_decisions < 0 || b->n_rewards < 0 || b->n_episodes < 0 ||
-      b->n_metrics < 0 || (b->n_decisions && !b->decisions) ||
-      (b->n_rewards && !b->rewards) || (b->n_episodes && !b->episodes) ||
-      (b->n_metrics && !b->metrics))
-    return bad(s, "batch array", 0);
-  for (int i = 0; i < b->n_decisions; i++)
-    if (!decision_ok(&b->decisions[i])) return bad(s, "decision", i);
-  for (int i = 0; i < b->n_rewards; i++)
-    if (!reward_ok(&b->rewards[i])) return bad(s, "reward", i);
-  for (int i = 0; i < b->n_episodes; i++)
-    if (!episode_ok(&b->episodes[i])) return bad(s, "episode", i);
-  for (int i = 0; i < b->n_metrics; i++)
-    if (!metrics_ok(&b->metrics[i])) return bad(s, "metrics delta", i);
-  return ADB_OK;
+  char what[64];
+  int rc = adb__batch_validate(b, what, sizeof what);
+  if (rc) set_err(s, "postgresql: invalid %s in batch", what);
+  return rc;
 }
 
 /* ------------------------------------------------- batch: array columns */
@@ -1624,28 +1585,6 @@ static int keys_from_json(adb_agent_config *cfg, const char *text) {
   return ok ? ADB_OK : ADB_ECORRUPT;
 }
 
-static int agent_cfg_ok(const adb_agent_config *c) {
-  const double d[] = {c->prior_alpha,
-                      c->prior_beta,
-                      c->prior_mu,
-                      c->prior_kappa,
-                      c->prior_a,
-                      c->prior_b,
-                      c->reward_weights.watch,
-                      c->reward_weights.click,
-                      c->reward_weights.rating,
-                      c->fallback_strength,
-                      c->decay_half_life_s,
-                      c->reward_window_s,
-                      c->default_reward};
-  for (size_t i = 0; i < sizeof d / sizeof *d; i++)
-    if (!isfinite(d[i])) return 0;
-  return ID_OK(c->id) &&
-         (c->algorithm == ADB_ALGO_BETA || c->algorithm == ADB_ALGO_GAUSSIAN) &&
-         c->n_context_keys >= 0 && c->n_context_keys <= ADB_MAX_CONTEXT_KEYS &&
-         c->embedding_dim >= 0 && c->embedding_dim <= ADB_MAX_EMBEDDING_DIM &&
-         c->simhash_bits >= 0 && c->simhash_bits <= 64;
-}
 
 typedef struct agent_put_arg {
   adb_agent_config *cfg;
@@ -1688,7 +1627,7 @@ static int agent_put_fn(pg_store *s, pgconn *c, void *arg) {
 
 static int pg_agent_put(adb__store *st, adb_agent_config *cfg) {
   pg_store *s = (pg_store *)st;
-  if (!agent_cfg_ok(cfg)) {
+  if (!adb__agent_rec_ok(cfg)) {
     set_err(s, "postgresql: invalid agent config");
     return ADB_EINVAL;
   }
@@ -2042,10 +1981,6 @@ static int pg_user_state_get(adb__store *st, const char *user,
 
 /* -------------------------------------------------------------- patterns */
 
-static int pattern_ok(const adb_pattern *p) {
-  return ID_OK(p->id) && STR_OK(p->type) && STR_OK(p->key) &&
-         isfinite(p->confidence) && dim_ok(p->embedding, p->embedding_dim);
-}
 
 typedef struct pattern_arg {
   const char *agent;
@@ -2075,7 +2010,7 @@ static int pattern_put_fn(pg_store *s, pgconn *c, void *arg) {
 static int pg_pattern_put(adb__store *st, const char *agent,
                           const adb_pattern *p) {
   pg_store *s = (pg_store *)st;
-  if (!agent || !agent[0] || !pattern_ok(p)) return bad(s, "pattern", 0);
+  if (!agent || !agent[0] || !adb__pattern_rec_ok(p)) return bad(s, "pattern", 0);
   pattern_arg x = {agent, p};
   return with_conn(s, pattern_put_fn, &x, 0);
 }

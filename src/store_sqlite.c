@@ -495,63 +495,22 @@ static int col_fail(sq_store *s, int rc, const char *what) {
 
 /* ------------------------------------------------------------ validation */
 
-/* A fixed-size string field is NUL-terminated (and, if id, not empty). */
-static int field_ok(const char *f, size_t size, int id) {
-  return memchr(f, 0, size) != NULL && (!id || f[0]);
-}
-#define ID_OK(f) field_ok((f), sizeof(f), 1)
-#define STR_OK(f) field_ok((f), sizeof(f), 0)
-
-static int dim_ok(const float *v, int dim) {
-  return dim >= 0 && dim <= ADB_MAX_EMBEDDING_DIM && (dim == 0 || v);
-}
+#define ID_OK(f) ADB__ID_OK(f)
+#define STR_OK(f) ADB__STR_OK(f)
+#define dim_ok adb__dim_ok
 
 static int bad(sq_store *s, const char *what, int i) {
   set_err(s, "sqlite: invalid %s #%d in batch", what, i);
   return ADB_EINVAL;
 }
 
-static int decision_ok(const adb__decision_rec *d) {
-  return ID_OK(d->agent) && ID_OK(d->event_id) && ID_OK(d->user) &&
-         ID_OK(d->action) && STR_OK(d->state_key) && STR_OK(d->model) &&
-         isfinite(d->propensity);
-}
-
-static int reward_ok(const adb__reward_rec *r) {
-  return ID_OK(r->agent) && ID_OK(r->reward_id) && STR_OK(r->event_id) &&
-         ID_OK(r->user) && ID_OK(r->action) && STR_OK(r->state_key) &&
-         STR_OK(r->body_hash) && isfinite(r->reward);
-}
-
-static int episode_ok(const adb__episode_rec *e) {
-  return ID_OK(e->agent) && ID_OK(e->episode_id) && ID_OK(e->user) &&
-         STR_OK(e->session) && ID_OK(e->action) &&
-         dim_ok(e->embedding, e->dim) && isfinite(e->reward);
-}
-
-static int metrics_ok(const adb__metrics_delta *m) {
-  return ID_OK(m->agent) && m->decisions >= 0 && m->rewards >= 0 &&
-         m->cache_hits >= 0 && m->cache_misses >= 0 &&
-         isfinite(m->reward_sum) && isfinite(m->latency_p50_us) &&
-         isfinite(m->latency_p99_us);
-}
 
 /* Checks a whole batch before touching the database. */
 static int batch_validate(sq_store *s, const adb__batch *b) {
-  if (b->n_decisions < 0 || b->n_rewards < 0 || b->n_episodes < 0 ||
-      b->n_metrics < 0 || (b->n_decisions && !b->decisions) ||
-      (b->n_rewards && !b->rewards) || (b->n_episodes && !b->episodes) ||
-      (b->n_metrics && !b->metrics))
-    return bad(s, "array", 0);
-  for (int i = 0; i < b->n_decisions; i++)
-    if (!decision_ok(&b->decisions[i])) return bad(s, "decision", i);
-  for (int i = 0; i < b->n_rewards; i++)
-    if (!reward_ok(&b->rewards[i])) return bad(s, "reward", i);
-  for (int i = 0; i < b->n_episodes; i++)
-    if (!episode_ok(&b->episodes[i])) return bad(s, "episode", i);
-  for (int i = 0; i < b->n_metrics; i++)
-    if (!metrics_ok(&b->metrics[i])) return bad(s, "metrics delta", i);
-  return ADB_OK;
+  char what[64];
+  int rc = adb__batch_validate(b, what, sizeof what);
+  if (rc) set_err(s, "sqlite: invalid %s in batch", what);
+  return rc;
 }
 
 /* ---------------------------------------------------------- write batch */
@@ -794,28 +753,6 @@ static int keys_from_json(adb_agent_config *cfg, const char *text) {
   return ok ? ADB_OK : ADB_ECORRUPT;
 }
 
-static int agent_cfg_ok(const adb_agent_config *c) {
-  const double d[] = {c->prior_alpha,
-                      c->prior_beta,
-                      c->prior_mu,
-                      c->prior_kappa,
-                      c->prior_a,
-                      c->prior_b,
-                      c->reward_weights.watch,
-                      c->reward_weights.click,
-                      c->reward_weights.rating,
-                      c->fallback_strength,
-                      c->decay_half_life_s,
-                      c->reward_window_s,
-                      c->default_reward};
-  for (size_t i = 0; i < sizeof d / sizeof *d; i++)
-    if (!isfinite(d[i])) return 0;
-  return ID_OK(c->id) &&
-         (c->algorithm == ADB_ALGO_BETA || c->algorithm == ADB_ALGO_GAUSSIAN) &&
-         c->n_context_keys >= 0 && c->n_context_keys <= ADB_MAX_CONTEXT_KEYS &&
-         c->embedding_dim >= 0 && c->embedding_dim <= ADB_MAX_EMBEDDING_DIM &&
-         c->simhash_bits >= 0 && c->simhash_bits <= 64;
-}
 
 static void agent_bind(sqlite3_stmt *st, const adb_agent_config *a,
                        const char *keys, int64_t now, int *rc) {
@@ -842,7 +779,7 @@ static void agent_bind(sqlite3_stmt *st, const adb_agent_config *a,
 
 static int sq_agent_put(adb__store *st_, adb_agent_config *cfg) {
   sq_store *s = (sq_store *)st_;
-  if (!agent_cfg_ok(cfg)) {
+  if (!adb__agent_rec_ok(cfg)) {
     set_err(s, "sqlite: invalid agent config");
     return ADB_EINVAL;
   }
@@ -1194,15 +1131,11 @@ static int sq_user_state_get(adb__store *st_, const char *user,
 
 /* -------------------------------------------------------------- patterns */
 
-static int pattern_ok(const adb_pattern *p) {
-  return ID_OK(p->id) && STR_OK(p->type) && STR_OK(p->key) &&
-         isfinite(p->confidence) && dim_ok(p->embedding, p->embedding_dim);
-}
 
 static int sq_pattern_put(adb__store *st_, const char *agent,
                           const adb_pattern *p) {
   sq_store *s = (sq_store *)st_;
-  if (!agent || !agent[0] || !pattern_ok(p)) return bad(s, "pattern", 0);
+  if (!agent || !agent[0] || !adb__pattern_rec_ok(p)) return bad(s, "pattern", 0);
   conn *c = writer_take(s);
   sqlite3_stmt *st;
   int rc = stmt_get(s, c, S_PATTERN_PUT, &st);
