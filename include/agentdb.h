@@ -147,7 +147,8 @@ typedef struct adb_agent_config {
   int simhash_bits;         /* 0 = off, else 1..64 bits of the embedding */
   adb_reward_weights reward_weights;
   /* Pseudo-observations a new user borrows from the agent-wide posterior
-   * (user '*'); default 10, negative = none. */
+   * (user '*'); default 10 (from adb_agent_config_init), 0 or negative =
+   * none. */
   double fallback_strength;
   double decay_half_life_s; /* 0 = no decay (reserved) */
   double reward_window_s;   /* default 86400 */

@@ -290,6 +290,7 @@ int adb__enqueue(adb *db, adb__item *chain, int wait, adb__reward_rec *out) {
     pthread_cond_init(&it->cv, NULL);
     it->has_cv = 1;
   }
+  db->q_sync += wait;
   if (db->qtail)
     db->qtail->next = chain;
   else
@@ -518,21 +519,25 @@ static adb__item *take_batch(adb *db, int *n_out) {
     if (pthread_cond_timedwait(&db->qwake, &db->qmu, &dl) == ETIMEDOUT) break;
   }
   if (!db->qhead) return NULL;
-  /* Group commit: give a small batch up to flush_interval_ms to grow. */
-  if (!db->closing && db->qlen < db->cfg.batch_size) {
+  /* Group commit. A sync writer waits for this commit, so commit now: the
+   * writes arriving meanwhile form the next batch. Async writes only give
+   * a small batch up to flush_interval_ms to grow. */
+  if (!db->closing && db->qlen < db->cfg.batch_size && !db->q_sync) {
     struct timespec dl;
     clock_gettime(CLOCK_REALTIME, &dl);
     int64_t ns = dl.tv_nsec + (int64_t)db->cfg.flush_interval_ms * 1000000;
     dl.tv_sec += ns / 1000000000;
     dl.tv_nsec = ns % 1000000000;
-    while (!db->closing && db->qlen < db->cfg.batch_size &&
+    while (!db->closing && db->qlen < db->cfg.batch_size && !db->q_sync &&
            pthread_cond_timedwait(&db->qwake, &db->qmu, &dl) != ETIMEDOUT) {
     }
   }
   adb__item *head = db->qhead, *last = head;
   int n = 1;
+  db->q_sync -= head->has_cv;
   while (last->next && n < db->cfg.batch_size) {
     last = last->next;
+    db->q_sync -= last->has_cv;
     n++;
   }
   db->qhead = last->next;

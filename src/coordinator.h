@@ -86,6 +86,7 @@ struct adb {
   pthread_cond_t qdone; /* writers: a batch finished */
   adb__item *qhead, *qtail;
   int64_t qlen;       /* queued + in the batch being written */
+  int64_t q_sync;     /* queued items a sync writer waits on */
   uint64_t next_seq;  /* seq of the next enqueued item */
   uint64_t done_seq;  /* every item with seq < done_seq is finished */
   int closing;

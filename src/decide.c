@@ -281,7 +281,10 @@ static void choose(adb *db, adb__agent *a, const adb_decide_req *req,
   adb__rng *rng = adb__rng_for(db);
   int best = adb__thompson_select(rng, post, n, eligible, scores);
   snprintf(out->action, sizeof out->action, "%s", req->candidates[best]);
-  out->propensity = adb__propensity(post, n, eligible, best);
+  /* The chosen action was possible: never log a zero propensity (the
+   * integration may round one below 1e-6 to 0), since off-policy
+   * estimators divide by it. */
+  out->propensity = fmax(adb__propensity(post, n, eligible, best), 1e-6);
   out->n_ranking = 0;
   int k = req->k ? req->k : 1;
   if (k > n_eligible) k = n_eligible;
