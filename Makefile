@@ -33,7 +33,7 @@ bench: build
 	@bash scripts/bench.sh $(BUILD)
 
 format:
-	clang-format -i include/*.h src/*.[ch] cli/*.c tests/*.[ch] bench/*.c
+	clang-format -i include/*.h src/*.[ch] cli/*.[ch] tests/*.[ch] bench/*.c bench/*.cpp
 
 clean:
 	rm -rf build build-asan build-tsan data

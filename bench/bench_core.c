@@ -14,9 +14,9 @@
  *
  *   bench_core [--quick] [--dir DIR] [--only memory|decide|rewards|rewards-pg]
  */
+#include <libpq-fe.h>
 #include <malloc.h>
 #include <pthread.h>
-#include <libpq-fe.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -57,8 +57,8 @@ static void die(adb *db, const char *what, int rc) {
 }
 
 static adb *open_store(const char *url, adb_durability dur, int queue) {
-  adb_config cfg = {.store_url = url, .durability = dur, .seed = 1,
-                    .queue_capacity = queue};
+  adb_config cfg = {
+      .store_url = url, .durability = dur, .seed = 1, .queue_capacity = queue};
   adb *db;
   char err[512];
   if (adb_open(&cfg, &db, err, sizeof err)) {
@@ -98,19 +98,24 @@ static void bench_decide(const char *dir, int quick) {
   /* Ids are prepared up front so that the loop times adb_decide only. */
   static char uids[1000][16], items[50][16];
   static const char *lists[30][20];
-  for (int u = 0; u < users; u++) snprintf(uids[u], sizeof uids[u], "u%d", u);
-  for (int i = 0; i < 50; i++) snprintf(items[i], sizeof items[i], "item-%d", i);
+  for (int u = 0; u < users; u++)
+    snprintf(uids[u], sizeof uids[u], "u%d", u);
+  for (int i = 0; i < 50; i++)
+    snprintf(items[i], sizeof items[i], "item-%d", i);
   for (int b = 0; b < 30; b++)
-    for (int c = 0; c < 20; c++) lists[b][c] = items[b + c];
+    for (int c = 0; c < 20; c++)
+      lists[b][c] = items[b + c];
   adb_kv ctx = {"daypart", "evening"};
   for (int pass = 0; pass < 2; pass++) {
     int count = pass ? n : users;
     double t0 = now_s(), c0 = thread_cpu_s();
     for (int i = 0; i < count; i++) {
       int u = pass ? (int)(adb__rng_next(&r) % users) : i;
-      adb_decide_req req = {.agent_id = "bench", .user_id = uids[u],
+      adb_decide_req req = {.agent_id = "bench",
+                            .user_id = uids[u],
                             .candidates = lists[adb__rng_next(&r) % 30],
-                            .n_candidates = 20, .context = &ctx,
+                            .n_candidates = 20,
+                            .context = &ctx,
                             .n_context = 1};
       adb_decision d;
       d.ranking = NULL;
@@ -153,9 +158,13 @@ static void *reward_writer(void *p) {
     snprintf(id, sizeof id, "w%d-%ld", a->t, i);
     snprintf(user, sizeof user, "u%ld", (a->t * 7919 + i) % 1000);
     snprintf(act, sizeof act, "item-%ld", i % 50);
-    adb_reward_req rr = {.agent_id = "bench", .reward_id = id,
-                         .user_id = user, .action = act, .state_key = sk,
-                         .has_reward = 1, .reward = (i % 10) / 10.0};
+    adb_reward_req rr = {.agent_id = "bench",
+                         .reward_id = id,
+                         .user_id = user,
+                         .action = act,
+                         .state_key = sk,
+                         .has_reward = 1,
+                         .reward = (i % 10) / 10.0};
     if (adb_reward(a->db, &rr, NULL) == ADB_OK) a->done++;
   }
   return NULL;
@@ -168,13 +177,16 @@ static double raw_sqlite_rate(const char *dir, long rows) {
   snprintf(path, sizeof path, "%s/raw.db", dir);
   sqlite3 *s;
   sqlite3_open(path, &s);
-  sqlite3_exec(s, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-                  "CREATE TABLE r(agent TEXT, id TEXT, usr TEXT, act TEXT,"
-                  " reward REAL, PRIMARY KEY(agent, id))",
+  sqlite3_exec(s,
+               "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+               "CREATE TABLE r(agent TEXT, id TEXT, usr TEXT, act TEXT,"
+               " reward REAL, PRIMARY KEY(agent, id))",
                0, 0, 0);
   sqlite3_stmt *st;
-  sqlite3_prepare_v2(s, "INSERT INTO r VALUES('bench',?,?,?,?) ON CONFLICT "
-                        "DO NOTHING", -1, &st, 0);
+  sqlite3_prepare_v2(s,
+                     "INSERT INTO r VALUES('bench',?,?,?,?) ON CONFLICT "
+                     "DO NOTHING",
+                     -1, &st, 0);
   double t0 = now_s();
   for (long i = 0; i < rows; i++) {
     if (i % 4096 == 0) sqlite3_exec(s, "BEGIN", 0, 0, 0);
@@ -203,8 +215,10 @@ static double raw_commit_latency(const char *dir) {
   snprintf(path, sizeof path, "%s/commit.db", dir);
   sqlite3 *s;
   sqlite3_open(path, &s);
-  sqlite3_exec(s, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-                  "CREATE TABLE t(x INTEGER)", 0, 0, 0);
+  sqlite3_exec(s,
+               "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+               "CREATE TABLE t(x INTEGER)",
+               0, 0, 0);
   int n = 200;
   double t0 = now_s();
   for (int i = 0; i < n; i++)
@@ -298,9 +312,13 @@ static void bench_memory(const char *dir, int quick) {
       snprintf(id, sizeof id, "m%d-%d", u, a);
       snprintf(user, sizeof user, "u%d", u);
       snprintf(act, sizeof act, "item-%d", a);
-      adb_reward_req rr = {.agent_id = "bench", .reward_id = id,
-                           .user_id = user, .action = act, .state_key = sk,
-                           .has_reward = 1, .reward = 0.5};
+      adb_reward_req rr = {.agent_id = "bench",
+                           .reward_id = id,
+                           .user_id = user,
+                           .action = act,
+                           .state_key = sk,
+                           .has_reward = 1,
+                           .reward = 0.5};
       int rc = adb_reward(db, &rr, NULL);
       if (rc) die(db, "reward", rc);
       if ((u * arms + a) % 5000 == 4999) adb_flush(db); /* bound the queue */
@@ -316,8 +334,10 @@ static void bench_memory(const char *dir, int quick) {
   for (int u = 0; u < users; u++) {
     char user[16];
     snprintf(user, sizeof user, "u%d", u);
-    adb_decide_req req = {.agent_id = "bench", .user_id = user,
-                          .candidates = cands, .n_candidates = arms};
+    adb_decide_req req = {.agent_id = "bench",
+                          .user_id = user,
+                          .candidates = cands,
+                          .n_candidates = arms};
     adb_decision d = {0};
     int rc = adb_decide(db, &req, &d);
     if (rc) die(db, "decide", rc);
@@ -328,8 +348,10 @@ static void bench_memory(const char *dir, int quick) {
   long untrimmed = rss_kb();
   malloc_trim(0); /* what the allocator holds but no longer uses */
   long after = rss_kb();
-  fprintf(stderr, "# memory: %.1f MB after the 500k-reward load, %.1f MB "
-          "before malloc_trim\n", loaded / 1024.0, untrimmed / 1024.0);
+  fprintf(stderr,
+          "# memory: %.1f MB after the 500k-reward load, %.1f MB "
+          "before malloc_trim\n",
+          loaded / 1024.0, untrimmed / 1024.0);
   printf("bench memory_embedded: %.1f MB resident with %d users x %d arms "
          "cached (%lld cache entries, %.1f MB accounted by the cache; "
          "%.1f MB before open) (target <= 100 MB)\n",

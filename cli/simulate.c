@@ -49,13 +49,13 @@ typedef struct egreedy {
   double *sum_u, *n_u; /* [user][daypart][item] */
 } egreedy;
 
-static const char *daypart_names[DAYPARTS] = {"morning", "afternoon",
-                                              "evening", "night"};
+static const char *daypart_names[DAYPARTS] = {"morning", "afternoon", "evening",
+                                              "night"};
 
 static double expected_reward(const world *w, int u, int d, int item) {
   int g = w->genre[item];
-  double x = w->taste_day[d][g] + w->taste_user[u * GENRES + g] +
-             w->quality[item];
+  double x =
+      w->taste_day[d][g] + w->taste_user[u * GENRES + g] + w->quality[item];
   return 1.0 / (1.0 + exp(-(1.5 * x - 0.5)));
 }
 
@@ -80,11 +80,13 @@ static int world_make(world *w, int n_items, int n_users, uint64_t seed) {
     w->quality[i] = 0.5 * adb__rng_normal(&r);
   }
   for (int d = 0; d < DAYPARTS; d++)
-    for (int g = 0; g < GENRES; g++) w->taste_day[d][g] = adb__rng_normal(&r);
+    for (int g = 0; g < GENRES; g++)
+      w->taste_day[d][g] = adb__rng_normal(&r);
   for (int i = 0; i < n_users * GENRES; i++)
     w->taste_user[i] = adb__rng_normal(&r);
   double total = 0;
-  for (int u = 0; u < n_users; u++) total += 1.0 / pow(u + 1, 0.8);
+  for (int u = 0; u < n_users; u++)
+    total += 1.0 / pow(u + 1, 0.8);
   double acc = 0;
   for (int u = 0; u < n_users; u++) {
     acc += 1.0 / pow(u + 1, 0.8) / total;
@@ -148,8 +150,7 @@ typedef struct sim_opts {
   const char *store, *csv;
 } sim_opts;
 
-static int setup_agent(adb *db, const world *w, double fallback,
-                       int gaussian) {
+static int setup_agent(adb *db, const world *w, double fallback, int gaussian) {
   adb_agent_config cfg;
   adb_agent_config_init(&cfg);
   if (gaussian) {
@@ -184,74 +185,107 @@ static int agentdb_round(adb *db, const char *user, int d,
                          const world *w, int u, const int *cands,
                          double *reward) {
   adb_kv ctx = {"daypart", daypart_names[d]};
-  adb_decide_req req = {.agent_id = "sim", .user_id = user,
-                        .candidates = cand_ids, .n_candidates = CANDS,
-                        .context = &ctx, .n_context = 1};
+  adb_decide_req req = {.agent_id = "sim",
+                        .user_id = user,
+                        .candidates = cand_ids,
+                        .n_candidates = CANDS,
+                        .context = &ctx,
+                        .n_context = 1};
   adb_decision dec = {0};
   int rc;
   /* A full write queue means "slow down": wait for the store, retry. */
-  while ((rc = adb_decide(db, &req, &dec)) == ADB_EFULL) adb_flush(db);
+  while ((rc = adb_decide(db, &req, &dec)) == ADB_EFULL)
+    adb_flush(db);
   if (rc) return rc;
   int item = atoi(dec.action + 5);
   (void)cands;
   *reward = observe(noise, expected_reward(w, u, d, item));
   char rid[160];
   snprintf(rid, sizeof rid, "r-%s", dec.event_id);
-  adb_reward_req rr = {.agent_id = "sim", .reward_id = rid,
-                       .event_id = dec.event_id, .has_reward = 1,
+  adb_reward_req rr = {.agent_id = "sim",
+                       .reward_id = rid,
+                       .event_id = dec.event_id,
+                       .has_reward = 1,
                        .reward = *reward};
-  while ((rc = adb_reward(db, &rr, NULL)) == ADB_EFULL) adb_flush(db);
+  while ((rc = adb_reward(db, &rr, NULL)) == ADB_EFULL)
+    adb_flush(db);
   return rc;
 }
 
 static void usage(FILE *f) {
-  fprintf(f,
-          "usage: agentdb simulate [options]\n"
-          "  --seed N      workload seed (default 1)\n"
-          "  --rounds N    decisions per policy (default 300000)\n"
-          "  --users N     users (default 200)\n"
-          "  --items N     catalogue size (default 60)\n"
-          "  --store URL   store (default: a temporary SQLite file)\n"
-          "  --csv FILE    write the learning curve (per 1%% of rounds)\n"
-          "  --fallback-strength N  pseudo-observations a user borrows from\n"
-          "                the agent-wide posterior (default 30)\n"
-          "  --algorithm beta|gaussian  the agent's posterior (default beta)\n");
+  fprintf(
+      f, "usage: agentdb simulate [options]\n"
+         "  --seed N      workload seed (default 1)\n"
+         "  --rounds N    decisions per policy (default 300000)\n"
+         "  --users N     users (default 200)\n"
+         "  --items N     catalogue size (default 60)\n"
+         "  --store URL   store (default: a temporary SQLite file)\n"
+         "  --csv FILE    write the learning curve (per 1%% of rounds)\n"
+         "  --fallback-strength N  pseudo-observations a user borrows from\n"
+         "                the agent-wide posterior (default 30)\n"
+         "  --algorithm beta|gaussian  the agent's posterior (default beta)\n");
 }
 
 static int parse(int argc, char **argv, sim_opts *o) {
-  static const struct option lo[] = {
-      {"seed", 1, 0, 's'},  {"rounds", 1, 0, 'r'}, {"users", 1, 0, 'u'},
-      {"items", 1, 0, 'i'}, {"store", 1, 0, 'S'},  {"csv", 1, 0, 'c'},
-      {"fallback-strength", 1, 0, 'f'}, {"algorithm", 1, 0, 'a'},
-      {"help", 0, 0, 'h'},
-      {0, 0, 0, 0}};
+  static const struct option lo[] = {{"seed", 1, 0, 's'},
+                                     {"rounds", 1, 0, 'r'},
+                                     {"users", 1, 0, 'u'},
+                                     {"items", 1, 0, 'i'},
+                                     {"store", 1, 0, 'S'},
+                                     {"csv", 1, 0, 'c'},
+                                     {"fallback-strength", 1, 0, 'f'},
+                                     {"algorithm", 1, 0, 'a'},
+                                     {"help", 0, 0, 'h'},
+                                     {0, 0, 0, 0}};
   int c;
   optind = 1;
   while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
     switch (c) {
-    case 's': o->seed = strtoull(optarg, NULL, 10); break;
-    case 'r': o->rounds = atol(optarg); break;
-    case 'u': o->users = atoi(optarg); break;
-    case 'i': o->items = atoi(optarg); break;
-    case 'S': o->store = optarg; break;
-    case 'c': o->csv = optarg; break;
-    case 'f': o->fallback = atof(optarg); break;
-    case 'a': o->gaussian = !strcmp(optarg, "gaussian"); break;
-    case 'h': usage(stdout); exit(0);
-    default: usage(stderr); return -1;
+    case 's':
+      o->seed = strtoull(optarg, NULL, 10);
+      break;
+    case 'r':
+      o->rounds = atol(optarg);
+      break;
+    case 'u':
+      o->users = atoi(optarg);
+      break;
+    case 'i':
+      o->items = atoi(optarg);
+      break;
+    case 'S':
+      o->store = optarg;
+      break;
+    case 'c':
+      o->csv = optarg;
+      break;
+    case 'f':
+      o->fallback = atof(optarg);
+      break;
+    case 'a':
+      o->gaussian = !strcmp(optarg, "gaussian");
+      break;
+    case 'h':
+      usage(stdout);
+      exit(0);
+    default:
+      usage(stderr);
+      return -1;
     }
   }
   if (o->rounds < 100 || o->users < 1 || o->items < CANDS) {
-    fprintf(stderr, "simulate: need --rounds >= 100, --users >= 1, "
-                    "--items >= %d\n", CANDS);
+    fprintf(stderr,
+            "simulate: need --rounds >= 100, --users >= 1, "
+            "--items >= %d\n",
+            CANDS);
     return -1;
   }
   return 0;
 }
 
 int cli_simulate(int argc, char **argv) {
-  sim_opts o = {.fallback = 30, .seed = 1, .rounds = 300000, .users = 200,
-                .items = 60};
+  sim_opts o = {
+      .fallback = 30, .seed = 1, .rounds = 300000, .users = 200, .items = 60};
   if (parse(argc, argv, &o)) return 2;
   char tmpdb[256] = "", url[512];
   if (!o.store) {
@@ -271,8 +305,8 @@ int cli_simulate(int argc, char **argv) {
             o.csv ? o.csv : "");
     return 1;
   }
-  adb_config cfg = {.store_url = o.store, .durability = ADB_DURABILITY_ASYNC,
-                    .seed = o.seed};
+  adb_config cfg = {
+      .store_url = o.store, .durability = ADB_DURABILITY_ASYNC, .seed = o.seed};
   adb *db = NULL;
   char err[512];
   int rc = adb_open(&cfg, &db, err, sizeof err);
@@ -303,7 +337,8 @@ int cli_simulate(int argc, char **argv) {
       do {
         item = (int)(adb__rng_next(&world_rng) % (uint64_t)o.items);
         dup = 0;
-        for (int j = 0; j < c; j++) dup |= cands[j] == item;
+        for (int j = 0; j < c; j++)
+          dup |= cands[j] == item;
       } while (dup);
       cands[c] = item;
       snprintf(ids[c], sizeof ids[c], "item-%d", item);
@@ -326,11 +361,11 @@ int cli_simulate(int argc, char **argv) {
     egreedy_learn(&e, &w, u, d, eg, r[2]);
     int best = cands[0];
     for (int c = 1; c < CANDS; c++)
-      if (expected_reward(&w, u, d, cands[c]) >
-          expected_reward(&w, u, d, best))
+      if (expected_reward(&w, u, d, cands[c]) > expected_reward(&w, u, d, best))
         best = cands[c];
     r[3] = observe(&n_or, expected_reward(&w, u, d, best));
-    for (int p = 0; p < 4; p++) tot[p] += r[p], win[p] += r[p];
+    for (int p = 0; p < 4; p++)
+      tot[p] += r[p], win[p] += r[p];
     if ((t + 1) % step == 0) {
       if (csv)
         fprintf(csv, "%ld,%.5f,%.5f,%.5f,%.5f\n", t + 1, win[0] / step,
@@ -372,8 +407,9 @@ int cli_simulate(int argc, char **argv) {
            "%.1f%%\n",
            (long long)st.decisions, (long long)st.rewards_applied,
            100.0 * st.cache_hits /
-               (st.cache_hits + st.cache_misses ? st.cache_hits + st.cache_misses
-                                                : 1));
+               (st.cache_hits + st.cache_misses
+                    ? st.cache_hits + st.cache_misses
+                    : 1));
   }
   free(e.sum_g);
   free(e.n_g);

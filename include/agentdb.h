@@ -33,20 +33,20 @@ extern "C" {
 /* ---------------------------------------------------------------- errors */
 
 /* X(name, code, message): the one table of error codes. */
-#define ADB_ERRNO_MAP(X)                                                      \
-  X(OK, 0, "ok")                                                              \
-  X(EINVAL, -1, "invalid argument")                                           \
-  X(ENOMEM, -2, "out of memory")                                              \
-  X(ENOTFOUND, -3, "not found")                                               \
-  X(ECONFLICT, -4, "conflict: same id with a different body")                 \
-  X(EFULL, -5, "write queue full")                                            \
-  X(ESTORE, -6, "store error")                                                \
-  X(EUNAVAIL, -7, "store unavailable")                                        \
-  X(ECACHE, -8, "cache error")                                                \
-  X(ETIMEDOUT, -9, "timed out")                                               \
-  X(ECLOSED, -10, "handle is closing")                                        \
-  X(EURL, -11, "unsupported or malformed URL")                                \
-  X(EIO, -12, "I/O error")                                                    \
+#define ADB_ERRNO_MAP(X)                                                       \
+  X(OK, 0, "ok")                                                               \
+  X(EINVAL, -1, "invalid argument")                                            \
+  X(ENOMEM, -2, "out of memory")                                               \
+  X(ENOTFOUND, -3, "not found")                                                \
+  X(ECONFLICT, -4, "conflict: same id with a different body")                  \
+  X(EFULL, -5, "write queue full")                                             \
+  X(ESTORE, -6, "store error")                                                 \
+  X(EUNAVAIL, -7, "store unavailable")                                         \
+  X(ECACHE, -8, "cache error")                                                 \
+  X(ETIMEDOUT, -9, "timed out")                                                \
+  X(ECLOSED, -10, "handle is closing")                                         \
+  X(EURL, -11, "unsupported or malformed URL")                                 \
+  X(EIO, -12, "I/O error")                                                     \
   X(ECORRUPT, -13, "stored data is corrupt")
 
 typedef enum adb_errno {
@@ -62,10 +62,10 @@ const char *adb_err_name(int code);
 
 /* ---------------------------------------------------------------- limits */
 
-#define ADB_ID_MAX 128           /* longest id, in bytes */
-#define ADB_STATE_KEY_LEN 64     /* hex SHA-256 */
-#define ADB_MAX_CONTEXT_KEYS 16  /* context keys that form a state */
-#define ADB_MAX_CANDIDATES 1000  /* candidates in one decision */
+#define ADB_ID_MAX 128          /* longest id, in bytes */
+#define ADB_STATE_KEY_LEN 64    /* hex SHA-256 */
+#define ADB_MAX_CONTEXT_KEYS 16 /* context keys that form a state */
+#define ADB_MAX_CANDIDATES 1000 /* candidates in one decision */
 #define ADB_MAX_EMBEDDING_DIM 4096
 
 /* True when s is a valid id: 1..128 chars of [A-Za-z0-9._:@-]. */
@@ -76,23 +76,23 @@ int adb_id_valid(const char *s);
 typedef struct adb adb;
 
 typedef enum adb_durability {
-  ADB_DURABILITY_SYNC = 0,  /* answer a write after its batch committed */
-  ADB_DURABILITY_ASYNC = 1  /* answer at enqueue; a flush interval may be lost */
+  ADB_DURABILITY_SYNC = 0, /* answer a write after its batch committed */
+  ADB_DURABILITY_ASYNC = 1 /* answer at enqueue; a flush interval may be lost */
 } adb_durability;
 
 typedef struct adb_config {
-  const char *store_url;    /* default "sqlite://./data/agentdb.db";
-                               "sqlite://:memory:" for a private in-memory db */
-  const char *cache_url;    /* default "mem://" */
+  const char *store_url; /* default "sqlite://./data/agentdb.db";
+                            "sqlite://:memory:" for a private in-memory db */
+  const char *cache_url; /* default "mem://" */
   adb_durability durability;
-  int flush_interval_ms;    /* flush at least this often; default 2 */
-  int batch_size;           /* flush when this many writes wait; default 4096 */
-  int queue_capacity;       /* writes waiting before ADB_EFULL; default 100000 */
-  int write_timeout_ms;     /* sync writer gives up after; default 30000 */
-  int cache_ttl_s;          /* cache entry TTL; default 3600 */
-  size_t cache_max_bytes;   /* in-process cache bound; default 256 MiB */
-  int pool_size;            /* store connections; default 4 */
-  uint64_t seed;            /* RNG seed; 0 = from the OS */
+  int flush_interval_ms;  /* flush at least this often; default 2 */
+  int batch_size;         /* flush when this many writes wait; default 4096 */
+  int queue_capacity;     /* writes waiting before ADB_EFULL; default 100000 */
+  int write_timeout_ms;   /* sync writer gives up after; default 30000 */
+  int cache_ttl_s;        /* cache entry TTL; default 3600 */
+  size_t cache_max_bytes; /* in-process cache bound; default 256 MiB */
+  int pool_size;          /* store connections; default 4 */
+  uint64_t seed;          /* RNG seed; 0 = from the OS */
   /* Cold start: a user with no policy but an embedding borrows the
    * posteriors of its cold_start_k nearest users; default 10, -1 = off. */
   int cold_start_k;
@@ -120,8 +120,8 @@ int adb_flush(adb *db);
 /* ---------------------------------------------------------------- agents */
 
 typedef enum adb_algorithm {
-  ADB_ALGO_BETA = 0,     /* Beta-Bernoulli, rewards in [0,1] */
-  ADB_ALGO_GAUSSIAN = 1  /* Normal-Inverse-Gamma, unbounded rewards */
+  ADB_ALGO_BETA = 0,    /* Beta-Bernoulli, rewards in [0,1] */
+  ADB_ALGO_GAUSSIAN = 1 /* Normal-Inverse-Gamma, unbounded rewards */
 } adb_algorithm;
 
 /* Engagement reward: the weighted mean, over the signals present, of
@@ -143,8 +143,8 @@ typedef struct adb_agent_config {
   double prior_mu, prior_kappa, prior_a, prior_b;
   int n_context_keys;
   char context_keys[ADB_MAX_CONTEXT_KEYS][ADB_ID_MAX + 1];
-  int embedding_dim;        /* 0 = fixed by the first embedding received */
-  int simhash_bits;         /* 0 = off, else 1..64 bits of the embedding */
+  int embedding_dim; /* 0 = fixed by the first embedding received */
+  int simhash_bits;  /* 0 = off, else 1..64 bits of the embedding */
   adb_reward_weights reward_weights;
   /* Pseudo-observations a new user borrows from the agent-wide posterior
    * (user '*'); default 10 (from adb_agent_config_init), 0 or negative =
@@ -175,10 +175,10 @@ int adb_agent_counters_get(adb *db, const char *agent_id,
 
 typedef struct adb_action {
   const char *id;
-  const float *embedding;  /* may be NULL */
+  const float *embedding; /* may be NULL */
   int embedding_dim;
   const char *metadata_json; /* a JSON object or NULL */
-  int disabled;            /* disabled actions are never chosen */
+  int disabled;              /* disabled actions are never chosen */
 } adb_action;
 
 /* Creates or replaces actions of an agent's catalogue in one transaction.
@@ -197,28 +197,28 @@ typedef struct adb_decide_req {
   const char *agent_id;
   const char *user_id;
   const char *const *candidates;
-  int n_candidates;           /* 1..ADB_MAX_CANDIDATES */
+  int n_candidates; /* 1..ADB_MAX_CANDIDATES */
   const adb_kv *context;
   int n_context;
-  const float *embedding;     /* optional */
+  const float *embedding; /* optional */
   int embedding_dim;
-  int k;                      /* ranking length; 0 = 1 */
-  const char *event_id;       /* optional; generated when NULL */
+  int k;                /* ranking length; 0 = 1 */
+  const char *event_id; /* optional; generated when NULL */
 } adb_decide_req;
 
 typedef struct adb_ranked {
   char action[ADB_ID_MAX + 1];
-  double score;               /* the Thompson sample */
+  double score; /* the Thompson sample */
 } adb_ranked;
 
 typedef struct adb_decision {
   char event_id[ADB_ID_MAX + 1];
   char action[ADB_ID_MAX + 1];
-  double propensity;          /* P(Thompson sampling picks action) */
+  double propensity; /* P(Thompson sampling picks action) */
   char state_key[ADB_STATE_KEY_LEN + 1];
-  adb_ranked *ranking;        /* caller's buffer, may be NULL */
-  int ranking_cap;            /* its capacity */
-  int n_ranking;              /* entries written */
+  adb_ranked *ranking; /* caller's buffer, may be NULL */
+  int ranking_cap;     /* its capacity */
+  int n_ranking;       /* entries written */
 } adb_decision;
 
 /* Chooses an action and logs the decision (asynchronously). A user with no
@@ -231,17 +231,17 @@ typedef struct adb_signals {
   int has_watch, has_click, has_rating;
   double watch_time_s, duration_s; /* watched fraction = watch/duration */
   int clicked;
-  double rating;                   /* 1..5 */
+  double rating; /* 1..5 */
 } adb_signals;
 
 typedef struct adb_reward_req {
   const char *agent_id;
-  const char *reward_id;      /* unique per agent; retries reuse it */
+  const char *reward_id; /* unique per agent; retries reuse it */
   /* Either the decision it rewards ... */
   const char *event_id;
   /* ... or, without a decision, the policy cell directly. */
   const char *user_id, *action;
-  const char *state_key;      /* or computed from context */
+  const char *state_key; /* or computed from context */
   const adb_kv *context;
   int n_context;
   /* The reward, or signals to compute it from. */
@@ -251,9 +251,9 @@ typedef struct adb_reward_req {
 } adb_reward_req;
 
 typedef struct adb_reward_result {
-  double reward;              /* the reward applied (or first applied) */
-  int applied;                /* 0 for a duplicate of an earlier reward */
-  int pending;                /* async mode: queued, not yet committed */
+  double reward; /* the reward applied (or first applied) */
+  int applied;   /* 0 for a duplicate of an earlier reward */
+  int pending;   /* async mode: queued, not yet committed */
 } adb_reward_result;
 
 /* Records a reward and applies it to the posterior exactly once per
@@ -271,14 +271,14 @@ double adb_reward_from_signals(const adb_reward_weights *w,
 /* -------------------------------------------------------------- episodes */
 
 typedef struct adb_episode {
-  const char *episode_id;     /* optional; generated when NULL */
+  const char *episode_id; /* optional; generated when NULL */
   const char *user_id;
-  const char *session_id;     /* optional */
+  const char *session_id; /* optional */
   const float *embedding;
   int embedding_dim;
   const char *action;
   double reward;
-  const char *context_json;   /* a JSON object or NULL */
+  const char *context_json; /* a JSON object or NULL */
 } adb_episode;
 
 /* Queues episodes for the store (durably, as rewards). */
@@ -316,9 +316,9 @@ int adb_pattern_search(adb *db, const char *agent_id, const float *embedding,
 
 typedef struct adb_user_state {
   char user_id[ADB_ID_MAX + 1];
-  float *embedding;           /* get: malloc'd, free with adb_free */
+  float *embedding; /* get: malloc'd, free with adb_free */
   int embedding_dim;
-  char *context_json;         /* get: malloc'd, free with adb_free */
+  char *context_json; /* get: malloc'd, free with adb_free */
   int64_t updated_at_ms;
 } adb_user_state;
 
@@ -333,10 +333,10 @@ typedef struct adb_pattern {
   char id[ADB_ID_MAX + 1];
   char type[ADB_ID_MAX + 1];
   char key[ADB_ID_MAX + 1];
-  char *value_json;           /* JSON; get: malloc'd, free with adb_free */
+  char *value_json; /* JSON; get: malloc'd, free with adb_free */
   double confidence;
   int64_t support;
-  float *embedding;           /* optional; get: malloc'd */
+  float *embedding; /* optional; get: malloc'd */
   int embedding_dim;
   int64_t updated_at_ms;
 } adb_pattern;
@@ -358,11 +358,11 @@ int adb_session_delete(adb *db, const char *session_id);
 
 typedef struct adb_arm_posterior {
   char action[ADB_ID_MAX + 1];
-  int64_t n;                  /* rewards observed (user's own) */
-  double sum;                 /* their sum */
-  double alpha, beta;         /* Beta posterior (algorithm beta) */
-  double mu, kappa, a, b;     /* NIG posterior (algorithm gaussian) */
-  double mean;                /* posterior mean reward */
+  int64_t n;              /* rewards observed (user's own) */
+  double sum;             /* their sum */
+  double alpha, beta;     /* Beta posterior (algorithm beta) */
+  double mu, kappa, a, b; /* NIG posterior (algorithm gaussian) */
+  double mean;            /* posterior mean reward */
 } adb_arm_posterior;
 
 /* Fills up to cap arms of (agent, user, state_key) — the user's own
@@ -380,7 +380,7 @@ int adb_state_key(adb *db, const char *agent_id, const adb_kv *context,
 /* --------------------------------------------------------------- metrics */
 
 typedef struct adb_metrics_row {
-  int64_t hour_ms;            /* start of the hour, UTC */
+  int64_t hour_ms; /* start of the hour, UTC */
   int64_t decisions, rewards;
   double reward_sum;
   int64_t cache_hits, cache_misses;

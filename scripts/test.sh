@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the test suite: starts a throwaway PostgreSQL and Redis (when their
 # scripts exist) in a temporary folder on loopback, runs ctest on the normal
-# build and then on an ASan+UBSan build, and stops the servers.
+# build, then on an ASan+UBSan build, then the concurrency suites on a TSan
+# build, and stops the servers.
 #   scripts/test.sh all    normal + sanitizer pass (make test)
 #   scripts/test.sh asan   sanitizer pass only
 set -euo pipefail
@@ -23,6 +24,15 @@ run_suite() { # build-dir cmake-flags...
   cmake --build "$dir" -j"$jobs" >/dev/null
   ctest --test-dir "$dir" --output-on-failure -j"$jobs" --timeout 900
 }
+
+# The concurrency suites under ThreadSanitizer (built alone: TSan is slow).
+tsan_tests="test_coordinator test_replicas test_cache test_hnsw test_statekey"
+run_tsan() {
+  cmake -S . -B build-tsan -DADB_WERROR="$werror" -DADB_TSAN=ON >/dev/null
+  cmake --build build-tsan -j"$jobs" --target $tsan_tests >/dev/null
+  ctest --test-dir build-tsan --output-on-failure -j"$jobs" --timeout 900 \
+    -R "^($(echo $tsan_tests | tr ' ' '|'))\$"
+}
 status=0
 if [ "$mode" = all ]; then
   echo "== tests (RelWithDebInfo)"
@@ -31,4 +41,6 @@ fi
 echo "== tests under ASan+UBSan"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1
 ADB_TEST_QUICK=1 run_suite build-asan -DADB_SANITIZE=ON || status=1
+echo "== concurrency tests under TSan"
+ADB_TEST_QUICK=1 TSAN_OPTIONS=halt_on_error=1 run_tsan || status=1
 exit $status

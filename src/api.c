@@ -570,7 +570,6 @@ static int h_metrics(rctx *x) {
   return 0;
 }
 
-
 /* ----------------------------------------------------------- agents */
 
 static int agent_prior(rctx *x, json_t *doc, adb_agent_config *c) {
@@ -1856,11 +1855,11 @@ static const route routes[] = {
     {POST, "/v1/agents/{agent}/decide", h_decide, BLK_NEVER, 0},
     {POST, "/v1/agents/{agent}/rewards", h_reward, BLK_SYNC, 0},
     {POST, "/v1/agents/{agent}/episodes", h_episodes, BLK_SYNC, 0},
-    {POST, "/v1/agents/{agent}/episodes/search", h_episodes_search,
-     BLK_NEVER, 0},
+    {POST, "/v1/agents/{agent}/episodes/search", h_episodes_search, BLK_NEVER,
+     0},
     {GET, "/v1/agents/{agent}/policies/{user}", h_policy, BLK_NEVER, 0},
-    {POST, "/v1/agents/{agent}/patterns/search", h_patterns_search,
-     BLK_NEVER, 0},
+    {POST, "/v1/agents/{agent}/patterns/search", h_patterns_search, BLK_NEVER,
+     0},
     {PUT, "/v1/agents/{agent}/patterns/{pattern}", h_pattern_put, BLK_ALWAYS,
      0},
     {GET, "/v1/agents/{agent}/patterns/{pattern}", h_pattern_get, BLK_NEVER, 0},

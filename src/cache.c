@@ -3,6 +3,8 @@
  */
 #include "cache.h"
 
+#include "util.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -20,19 +22,12 @@ static const adb__cache_methods *const backends[] = {
 int adb__cache_open(const char *url, const adb_config *cfg, adb__cache **out,
                     char *err, size_t errlen) {
   *out = NULL;
-  const char *colon = url ? strstr(url, "://") : NULL;
-  if (!colon) {
-    snprintf(err, errlen, "cache URL '%s' has no scheme (mem://, redis://)",
-             url ? url : "(null)");
-    return ADB_EURL;
-  }
-  size_t slen = (size_t)(colon - url);
-  for (size_t i = 0; i < sizeof backends / sizeof *backends; i++) {
-    const char *s = backends[i]->scheme;
-    if (strlen(s) == slen && memcmp(s, url, slen) == 0)
+  for (size_t i = 0; i < sizeof backends / sizeof *backends; i++)
+    if (adb__url_has_scheme(url, backends[i]->scheme))
       return backends[i]->open(url, cfg, out, err, errlen);
-  }
-  snprintf(err, errlen, "unsupported cache URL scheme '%.*s'", (int)slen, url);
+  snprintf(err, errlen,
+           "unsupported cache URL '%s' (expected mem://, redis://)",
+           url ? url : "(null)");
   return ADB_EURL;
 }
 
@@ -40,7 +35,7 @@ void adb__cache_close(adb__cache *c) {
   if (c) c->m->close(c);
 }
 
-void adb__policy_key(char *out, size_t cap, const char *agent,
-                     const char *user, const char *state_key) {
+void adb__policy_key(char *out, size_t cap, const char *agent, const char *user,
+                     const char *state_key) {
   snprintf(out, cap, "p:{%s/%s}:%s", agent, user, state_key);
 }

@@ -35,7 +35,7 @@ typedef struct adb__cache_stats {
 } adb__cache_stats;
 
 typedef struct adb__cache_methods {
-  int version; /* 1 */
+  int version;        /* 1 */
   const char *scheme; /* "mem", "redis", "redis-cluster" */
   int (*open)(const char *url, const adb_config *cfg, adb__cache **out,
               char *err, size_t errlen);
@@ -77,8 +77,7 @@ typedef struct adb__cache_methods {
    * the store while v+1 committed (and its apply found no entry) cannot
    * cache v afterwards — on any replica sharing the cache. */
   int (*policy_apply)(adb__cache *c, const char *key, int n,
-                      const char *const *actions,
-                      const adb__arm_stats *deltas);
+                      const char *const *actions, const adb__arm_stats *deltas);
   void (*stats)(adb__cache *c, adb__cache_stats *out);
 } adb__cache_methods;
 
@@ -92,7 +91,7 @@ void adb__cache_close(adb__cache *c);
 
 /* Key of a policy entry: "p:{<agent>/<user>}:<state_key>". The braces are a
  * Redis Cluster hash tag: all states of one agent+user share a slot. */
-void adb__policy_key(char *out, size_t cap, const char *agent,
-                     const char *user, const char *state_key);
+void adb__policy_key(char *out, size_t cap, const char *agent, const char *user,
+                     const char *state_key);
 
 #endif

@@ -49,8 +49,9 @@
 
 const char *adb_strerror(int code) {
   switch (code) {
-#define ADB__ERR_STR(name, c, msg)                                            \
-  case c: return msg;
+#define ADB__ERR_STR(name, c, msg)                                             \
+  case c:                                                                      \
+    return msg;
     ADB_ERRNO_MAP(ADB__ERR_STR)
 #undef ADB__ERR_STR
   }
@@ -59,8 +60,9 @@ const char *adb_strerror(int code) {
 
 const char *adb_err_name(int code) {
   switch (code) {
-#define ADB__ERR_NAME(name, c, msg)                                           \
-  case c: return "ADB_" #name;
+#define ADB__ERR_NAME(name, c, msg)                                            \
+  case c:                                                                      \
+    return "ADB_" #name;
     ADB_ERRNO_MAP(ADB__ERR_NAME)
 #undef ADB__ERR_NAME
   }
@@ -157,7 +159,8 @@ static void agent_release_void(void *a) {
 
 static void catalogue_add(void *arg, const adb__action_rec *r) {
   adb__agent *a = arg;
-  if (adb__strmap_put(&a->catalogue, r->id, (void *)(uintptr_t)(r->disabled ? 2 : 1)))
+  if (adb__strmap_put(&a->catalogue, r->id,
+                      (void *)(uintptr_t)(r->disabled ? 2 : 1)))
     a->has_catalogue = -1; /* OOM marker, checked by the loader */
   else if (a->has_catalogue >= 0)
     a->has_catalogue = 1;
@@ -267,10 +270,12 @@ void adb__item_free(adb__item *it) {
 int adb__enqueue(adb *db, adb__item *chain, int wait, adb__reward_rec *out) {
   int n = 0;
   adb__item *it = chain;
-  for (adb__item *p = chain; p; p = p->next, n++) it = p;
+  for (adb__item *p = chain; p; p = p->next, n++)
+    it = p;
   pthread_mutex_lock(&db->qmu);
-  int rc = db->closing ? ADB_ECLOSED
-           : db->qlen + n > db->cfg.queue_capacity ? ADB_EFULL : ADB_OK;
+  int rc = db->closing                             ? ADB_ECLOSED
+           : db->qlen + n > db->cfg.queue_capacity ? ADB_EFULL
+                                                   : ADB_OK;
   if (rc != ADB_OK) {
     pthread_mutex_unlock(&db->qmu);
     for (adb__item *p = chain, *next; p; p = next) {
@@ -278,7 +283,8 @@ int adb__enqueue(adb *db, adb__item *chain, int wait, adb__reward_rec *out) {
       adb__item_free(p);
     }
     if (rc == ADB_ECLOSED) return adb__fail(db, rc, "the handle is closing");
-    return adb__fail(db, rc, "write queue full (%d writes waiting); retry later",
+    return adb__fail(db, rc,
+                     "write queue full (%d writes waiting); retry later",
                      db->cfg.queue_capacity);
   }
   for (adb__item *p = chain; p; p = p->next) {
@@ -319,8 +325,7 @@ int adb__enqueue(adb *db, adb__item *chain, int wait, adb__reward_rec *out) {
       return adb__fail(db, ADB_ETIMEDOUT,
                        "write not committed within %d ms (store: %s); it "
                        "stays queued, retry with the same id is safe",
-                       db->cfg.write_timeout_ms,
-                       adb__store_errmsg(db->store));
+                       db->cfg.write_timeout_ms, adb__store_errmsg(db->store));
     }
   }
   pthread_mutex_unlock(&db->qmu);
@@ -341,7 +346,8 @@ int adb_flush(adb *db) {
   pthread_mutex_lock(&db->qmu);
   uint64_t target = db->next_seq;
   pthread_cond_signal(&db->qwake);
-  while (db->done_seq < target) pthread_cond_wait(&db->qdone, &db->qmu);
+  while (db->done_seq < target)
+    pthread_cond_wait(&db->qdone, &db->qmu);
   pthread_mutex_unlock(&db->qmu);
   return ADB_OK;
 }
@@ -350,7 +356,8 @@ int adb_flush(adb *db) {
 
 static int lat_percentile(const int64_t *h, double q) {
   int64_t total = 0;
-  for (int i = 0; i < ADB_LAT_BUCKETS; i++) total += h[i];
+  for (int i = 0; i < ADB_LAT_BUCKETS; i++)
+    total += h[i];
   if (!total) return -1;
   int64_t rank = (int64_t)ceil(q * (double)total), seen = 0;
   for (int i = 0; i < ADB_LAT_BUCKETS; i++)

@@ -55,17 +55,17 @@ typedef struct adb__item {
   struct adb__item *next;
   adb__item_kind kind;
   uint64_t seq;
-  int waited;    /* a thread waits on it: it frees the item, not the worker */
-  int has_cv;    /* cv is initialised */
-  int done;      /* committed (or abandoned at close) */
-  int result;    /* ADB_OK or the reason it failed */
-  float *emb;    /* episode embedding, owned */
+  int waited; /* a thread waits on it: it frees the item, not the worker */
+  int has_cv; /* cv is initialised */
+  int done;   /* committed (or abandoned at close) */
+  int result; /* ADB_OK or the reason it failed */
+  float *emb; /* episode embedding, owned */
   /* Decisions: context and candidates, raw (see decide.c), encoded as JSON
    * by the flush worker. */
   char *raw;
   int raw_ctx, raw_cands;
   pthread_cond_t cv; /* the sync writer waits here */
-  union {        /* last: callers may zero only what precedes it */
+  union {            /* last: callers may zero only what precedes it */
     adb__decision_rec d;
     adb__reward_rec r;
     adb__episode_rec e;
@@ -78,17 +78,17 @@ struct adb {
   adb__store *store;
   adb__cache *cache;
   adb__memory *mem; /* vector indexes (memory.c) */
-  uint64_t id; /* distinguishes handles for thread-local state */
+  uint64_t id;      /* distinguishes handles for thread-local state */
 
   /* Write queue (FIFO) and flush worker. */
   pthread_mutex_t qmu;
   pthread_cond_t qwake; /* worker: work arrived or closing */
   pthread_cond_t qdone; /* writers: a batch finished */
   adb__item *qhead, *qtail;
-  int64_t qlen;       /* queued + in the batch being written */
-  int64_t q_sync;     /* queued items a sync writer waits on */
-  uint64_t next_seq;  /* seq of the next enqueued item */
-  uint64_t done_seq;  /* every item with seq < done_seq is finished */
+  int64_t qlen;      /* queued + in the batch being written */
+  int64_t q_sync;    /* queued items a sync writer waits on */
+  uint64_t next_seq; /* seq of the next enqueued item */
+  uint64_t done_seq; /* every item with seq < done_seq is finished */
   int closing;
   pthread_t worker;
   int64_t last_rollup_ms;

@@ -22,8 +22,7 @@
 /* Fills stats for actions from a policy read from the store (sorted by
  * action, but don't rely on it: small n, linear is fine on a miss). */
 static void stats_from_policy(const adb__policy *p, int n,
-                              const char *const *actions,
-                              adb__arm_stats *out) {
+                              const char *const *actions, adb__arm_stats *out) {
   memset(out, 0, (size_t)n * sizeof *out);
   for (int i = 0; i < p->n; i++)
     for (int a = 0; a < n; a++)
@@ -48,8 +47,9 @@ static int load_policy(adb *db, const char *key, const char *agent,
       pthread_cond_wait(&db->sfcond, &db->sfmu);
     pthread_mutex_unlock(&db->sfmu);
     int found = 0;
-    if (use_cache && db->cache->m->policy_mget(db->cache, 1, &key, n, actions,
-                                               out, &found) == ADB_OK &&
+    if (use_cache &&
+        db->cache->m->policy_mget(db->cache, 1, &key, n, actions, out,
+                                  &found) == ADB_OK &&
         found)
       return ADB_OK;
   }
@@ -82,8 +82,8 @@ int adb__policy_read(adb *db, const char *agent, const char *user,
   adb__policy_key(kglob, sizeof kglob, agent, "*", state_key);
   const char *keys[2] = {kuser, kglob};
   int found[2] = {0, 0}, nkeys = strcmp(user, "*") ? 2 : 1;
-  int use_cache = db->cache->m->policy_mget(db->cache, nkeys, keys, n,
-                                            actions, stats, found) == ADB_OK;
+  int use_cache = db->cache->m->policy_mget(db->cache, nkeys, keys, n, actions,
+                                            stats, found) == ADB_OK;
   if (!use_cache) {
     atomic_fetch_add(&db->st_cache_errors, 1);
     found[0] = found[1] = 0;
@@ -147,9 +147,12 @@ static void new_event_id(char out[ADB_ID_MAX + 1]) {
   uint64_t t = (uint64_t)adb__now_ms(), r1 = adb__rng_next(&idrng),
            r2 = adb__rng_next(&idrng);
   memcpy(out, "ev-", 3);
-  for (int i = 0; i < 12; i++) out[3 + i] = hex[(t >> (44 - 4 * i)) & 15];
-  for (int i = 0; i < 16; i++) out[15 + i] = hex[(r1 >> (60 - 4 * i)) & 15];
-  for (int i = 0; i < 4; i++) out[31 + i] = hex[(r2 >> (60 - 4 * i)) & 15];
+  for (int i = 0; i < 12; i++)
+    out[3 + i] = hex[(t >> (44 - 4 * i)) & 15];
+  for (int i = 0; i < 16; i++)
+    out[15 + i] = hex[(r1 >> (60 - 4 * i)) & 15];
+  for (int i = 0; i < 4; i++)
+    out[31 + i] = hex[(r2 >> (60 - 4 * i)) & 15];
   out[35] = 0;
 }
 
@@ -353,9 +356,9 @@ int adb_decide(adb *db, const adb_decide_req *req, adb_decision *out) {
   uint8_t eligible[n];
   rc = check_candidates(db, a, req, eligible, &n_eligible);
   if (rc == ADB_OK && n_eligible == 0)
-    rc = adb__fail(db, ADB_EINVAL,
-                   "no candidate is an enabled action of agent '%s'",
-                   a->cfg.id);
+    rc =
+        adb__fail(db, ADB_EINVAL,
+                  "no candidate is an enabled action of agent '%s'", a->cfg.id);
   if (rc == ADB_OK && req->embedding)
     rc = adb__check_embedding(db, a, req->embedding, req->embedding_dim);
   if (rc == ADB_OK && a->cfg.simhash_bits && !req->embedding)

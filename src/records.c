@@ -64,8 +64,10 @@ static int check_agent(adb *db, const adb_agent_config *c) {
                    ADB_MAX_EMBEDDING_DIM);
   if (!rc && (c->simhash_bits < 0 || c->simhash_bits > 64))
     rc = adb__fail(db, ADB_EINVAL, "simhash_bits must be 0..64");
-  if (!rc) rc = non_negative(db, "reward_weights.watch", c->reward_weights.watch);
-  if (!rc) rc = non_negative(db, "reward_weights.click", c->reward_weights.click);
+  if (!rc)
+    rc = non_negative(db, "reward_weights.watch", c->reward_weights.watch);
+  if (!rc)
+    rc = non_negative(db, "reward_weights.click", c->reward_weights.click);
   if (!rc)
     rc = non_negative(db, "reward_weights.rating", c->reward_weights.rating);
   if (!rc && !isfinite(c->fallback_strength))
@@ -120,8 +122,8 @@ int adb_actions_put(adb *db, const char *agent_id, const adb_action *acts,
   for (int i = 0; !rc && i < n; i++) {
     rc = adb__check_id(db, "action id", acts[i].id);
     if (!rc && acts[i].embedding)
-      rc = adb__check_embedding(db, a, acts[i].embedding,
-                                acts[i].embedding_dim);
+      rc =
+          adb__check_embedding(db, a, acts[i].embedding, acts[i].embedding_dim);
     if (rc) break;
     snprintf(recs[i].id, sizeof recs[i].id, "%s", acts[i].id);
     recs[i].disabled = acts[i].disabled != 0;
@@ -145,8 +147,8 @@ static void user_key(char *out, size_t cap, const char *user) {
   snprintf(out, cap, "u:{%s}", user);
 }
 
-int adb_user_state_put(adb *db, const char *user_id, const float *emb,
-                       int dim, const char *context_json) {
+int adb_user_state_put(adb *db, const char *user_id, const float *emb, int dim,
+                       const char *context_json) {
   int rc = adb__check_id(db, "user_id", user_id);
   if (rc) return rc;
   if (emb && (dim < 1 || dim > ADB_MAX_EMBEDDING_DIM))
@@ -163,9 +165,14 @@ int adb_user_state_put(adb *db, const char *user_id, const float *emb,
   u.updated_at_ms = adb__now_ms();
   rc = db->store->m->user_state_put(db->store, &u);
   if (rc) return store_err(db, rc, "storing user state");
-  adb__vec_row row = {.kind = ADB__VEC_USERS, .agent = "", .id = user_id,
-                      .user = "", .action = "", .embedding = emb,
-                      .dim = u.dim, .ts_ms = u.updated_at_ms};
+  adb__vec_row row = {.kind = ADB__VEC_USERS,
+                      .agent = "",
+                      .id = user_id,
+                      .user = "",
+                      .action = "",
+                      .embedding = emb,
+                      .dim = u.dim,
+                      .ts_ms = u.updated_at_ms};
   adb__memory_add(db->mem, &row); /* searchable now; the poller would too */
   char key[200];
   user_key(key, sizeof key, user_id);
@@ -212,10 +219,15 @@ int adb_pattern_put(adb *db, const char *agent_id, const adb_pattern *p) {
     if (rc) rc = store_err(db, rc, "storing pattern");
   }
   if (!rc && q.embedding) {
-    adb__vec_row row = {.kind = ADB__VEC_PATTERNS, .agent = agent_id,
-                        .id = q.id, .user = "", .action = q.key,
-                        .reward = q.confidence, .embedding = q.embedding,
-                        .dim = q.embedding_dim, .ts_ms = q.updated_at_ms};
+    adb__vec_row row = {.kind = ADB__VEC_PATTERNS,
+                        .agent = agent_id,
+                        .id = q.id,
+                        .user = "",
+                        .action = q.key,
+                        .reward = q.confidence,
+                        .embedding = q.embedding,
+                        .dim = q.embedding_dim,
+                        .ts_ms = q.updated_at_ms};
     adb__memory_add(db->mem, &row);
   }
   return rc;

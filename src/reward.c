@@ -58,7 +58,8 @@ static char *signals_json(const adb_signals *s) {
     sep = ",";
   }
   if (s->has_click) {
-    adb__sbuf_printf(&b, "%s\"clicked\":%s", sep, s->clicked ? "true" : "false");
+    adb__sbuf_printf(&b, "%s\"clicked\":%s", sep,
+                     s->clicked ? "true" : "false");
     sep = ",";
   }
   if (s->has_rating) adb__sbuf_printf(&b, "%s\"rating\":%.17g", sep, s->rating);
@@ -170,8 +171,8 @@ int adb_reward(adb *db, const adb_reward_req *q, adb_reward_result *out) {
 
 /* ---------------------------------------------------------------- episodes */
 
-static int episode_item(adb *db, adb__agent *a, const adb_episode *e,
-                        int i, adb__item **out) {
+static int episode_item(adb *db, adb__agent *a, const adb_episode *e, int i,
+                        adb__item **out) {
   int rc = adb__check_id(db, "user_id", e->user_id);
   if (!rc && e->episode_id) rc = adb__check_id(db, "episode_id", e->episode_id);
   if (!rc && e->session_id) rc = adb__check_id(db, "session_id", e->session_id);
@@ -230,14 +231,18 @@ static int enqueue_and_index(adb *db, const char *agent, const adb_episode *eps,
     memcpy(keys[i].id, p->u.e.episode_id, sizeof keys[i].id);
     keys[i].ts = p->u.e.ts_ms;
   }
-  int rc = adb__enqueue(db, head, db->cfg.durability == ADB_DURABILITY_SYNC,
-                        NULL);
+  int rc =
+      adb__enqueue(db, head, db->cfg.durability == ADB_DURABILITY_SYNC, NULL);
   for (i = 0; keys && (rc == ADB_OK || rc == ADB_ETIMEDOUT) && i < n; i++) {
-    adb__vec_row row = {.kind = ADB__VEC_EPISODES, .agent = agent,
-                        .id = keys[i].id, .user = eps[i].user_id,
-                        .action = eps[i].action, .reward = eps[i].reward,
+    adb__vec_row row = {.kind = ADB__VEC_EPISODES,
+                        .agent = agent,
+                        .id = keys[i].id,
+                        .user = eps[i].user_id,
+                        .action = eps[i].action,
+                        .reward = eps[i].reward,
                         .embedding = eps[i].embedding,
-                        .dim = eps[i].embedding_dim, .ts_ms = keys[i].ts};
+                        .dim = eps[i].embedding_dim,
+                        .ts_ms = keys[i].ts};
     adb__memory_add(db->mem, &row);
   }
   free(keys);

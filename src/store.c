@@ -4,6 +4,8 @@
  */
 #include "store.h"
 
+#include "util.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,25 +23,17 @@ static const adb__store_methods *const backends[] = {
 int adb__store_open(const char *url, const adb_config *cfg, adb__store **out,
                     char *err, size_t errlen) {
   *out = NULL;
-  const char *colon = url ? strstr(url, "://") : NULL;
-  if (!colon) {
-    snprintf(err, errlen, "store URL '%s' has no scheme (sqlite://...)",
-             url ? url : "(null)");
-    return ADB_EURL;
-  }
-  size_t slen = (size_t)(colon - url);
-  for (size_t i = 0; i < sizeof backends / sizeof *backends; i++) {
-    const char *s = backends[i]->scheme;
-    if (strlen(s) == slen && memcmp(s, url, slen) == 0)
+  for (size_t i = 0; i < sizeof backends / sizeof *backends; i++)
+    if (adb__url_has_scheme(url, backends[i]->scheme))
       return backends[i]->open(url, cfg, out, err, errlen);
-  }
-  if (slen == 8 && memcmp(url, "postgres", 8) == 0) {
-    /* alias */
+  if (adb__url_has_scheme(url, "postgres")) { /* libpq's alias */
     char buf[2048];
-    snprintf(buf, sizeof buf, "postgresql%s", colon);
+    snprintf(buf, sizeof buf, "postgresql%s", url + strlen("postgres"));
     return adb__store_open(buf, cfg, out, err, errlen);
   }
-  snprintf(err, errlen, "unsupported store URL scheme '%.*s'", (int)slen, url);
+  snprintf(err, errlen,
+           "unsupported store URL '%s' (expected sqlite://, postgresql://)",
+           url ? url : "(null)");
   return ADB_EURL;
 }
 
@@ -119,7 +113,8 @@ int adb__batch_merge(const adb__batch *b, adb__policy_change **out, int *n) {
   *out = NULL;
   *n = 0;
   int m = 0;
-  for (int i = 0; i < b->n_rewards; i++) m += b->rewards[i].applied ? 2 : 0;
+  for (int i = 0; i < b->n_rewards; i++)
+    m += b->rewards[i].applied ? 2 : 0;
   if (!m) return ADB_OK;
   adb__policy_change *c = malloc((size_t)m * sizeof *c);
   if (!c) return ADB_ENOMEM;
@@ -157,12 +152,18 @@ int adb__dim_ok(const float *v, int dim) {
 }
 
 int adb__agent_rec_ok(const adb_agent_config *c) {
-  const double d[] = {c->prior_alpha,         c->prior_beta,
-                      c->prior_mu,            c->prior_kappa,
-                      c->prior_a,             c->prior_b,
-                      c->reward_weights.watch, c->reward_weights.click,
-                      c->reward_weights.rating, c->fallback_strength,
-                      c->decay_half_life_s,   c->reward_window_s,
+  const double d[] = {c->prior_alpha,
+                      c->prior_beta,
+                      c->prior_mu,
+                      c->prior_kappa,
+                      c->prior_a,
+                      c->prior_b,
+                      c->reward_weights.watch,
+                      c->reward_weights.click,
+                      c->reward_weights.rating,
+                      c->fallback_strength,
+                      c->decay_half_life_s,
+                      c->reward_window_s,
                       c->default_reward};
   for (size_t i = 0; i < sizeof d / sizeof *d; i++)
     if (!isfinite(d[i])) return 0;

@@ -60,9 +60,9 @@ typedef struct adb__reward_rec {
   char *signals_json;   /* JSON object or NULL */
   int64_t ts_ms;
   /* Filled by write_batch: */
-  int result;           /* ADB_OK or ADB_ECONFLICT (id reused, other body) */
-  int applied;          /* 1 if newly inserted and applied, 0 if duplicate */
-  double first_reward;  /* the reward stored under this id */
+  int result;          /* ADB_OK or ADB_ECONFLICT (id reused, other body) */
+  int applied;         /* 1 if newly inserted and applied, 0 if duplicate */
+  double first_reward; /* the reward stored under this id */
 } adb__reward_rec;
 
 typedef struct adb__episode_rec {
@@ -90,7 +90,7 @@ typedef struct adb__metrics_delta {
 typedef struct adb__policy_change {
   char agent[ADB_ID_MAX + 1], user[ADB_ID_MAX + 1];
   char state_key[ADB_STATE_KEY_LEN + 1], action[ADB_ID_MAX + 1];
-  adb__arm_stats delta;  /* delta.version is the row's new version */
+  adb__arm_stats delta; /* delta.version is the row's new version */
 } adb__policy_change;
 
 /* Everything one flush commits, in one transaction: decisions and episodes
@@ -135,19 +135,19 @@ enum { ADB__VEC_EPISODES = 0, ADB__VEC_USERS = 1, ADB__VEC_PATTERNS = 2 };
 /* One row with an embedding, as vectors_scan hands it to its callback;
  * every pointer is valid during the callback only. */
 typedef struct adb__vec_row {
-  int kind;              /* ADB__VEC_* */
-  const char *agent;     /* "" for user states */
-  const char *id;        /* episode, user or pattern id */
-  const char *user;      /* episodes: the user; "" otherwise */
-  const char *action;    /* episodes: the action; patterns: the key */
-  double reward;         /* episodes: the reward; patterns: confidence */
+  int kind;           /* ADB__VEC_* */
+  const char *agent;  /* "" for user states */
+  const char *id;     /* episode, user or pattern id */
+  const char *user;   /* episodes: the user; "" otherwise */
+  const char *action; /* episodes: the action; patterns: the key */
+  double reward;      /* episodes: the reward; patterns: confidence */
   const float *embedding;
   int dim;
-  int64_t ts_ms;         /* episodes: created; users, patterns: updated */
+  int64_t ts_ms; /* episodes: created; users, patterns: updated */
 } adb__vec_row;
 
 typedef struct adb__store_methods {
-  int version; /* 1 */
+  int version;        /* 1 */
   const char *scheme; /* "sqlite", "postgresql" */
   int (*open)(const char *url, const adb_config *cfg, adb__store **out,
               char *err, size_t errlen);
@@ -189,8 +189,7 @@ typedef struct adb__store_methods {
    * store. A nonzero return of fn stops the scan and is returned. May be
    * NULL in a backend that lacks it (the indexes then start empty). */
   int (*vectors_scan)(adb__store *st, int kind, int64_t since_ms,
-                      int (*fn)(void *arg, const adb__vec_row *row),
-                      void *arg);
+                      int (*fn)(void *arg, const adb__vec_row *row), void *arg);
 } adb__store_methods;
 
 /* Generic handle header: every backend's handle starts with this. */

@@ -960,7 +960,6 @@ static int bad(pg_store *s, const char *what, int i) {
   return ADB_EINVAL;
 }
 
-
 /* Checks a whole batch before touching the database. */
 static int batch_validate(pg_store *s, const adb__batch *b) {
   char what[64];
@@ -1585,7 +1584,6 @@ static int keys_from_json(adb_agent_config *cfg, const char *text) {
   return ok ? ADB_OK : ADB_ECORRUPT;
 }
 
-
 typedef struct agent_put_arg {
   adb_agent_config *cfg;
   const char *keys;
@@ -1981,7 +1979,6 @@ static int pg_user_state_get(adb__store *st, const char *user,
 
 /* -------------------------------------------------------------- patterns */
 
-
 typedef struct pattern_arg {
   const char *agent;
   const adb_pattern *p;
@@ -2010,7 +2007,8 @@ static int pattern_put_fn(pg_store *s, pgconn *c, void *arg) {
 static int pg_pattern_put(adb__store *st, const char *agent,
                           const adb_pattern *p) {
   pg_store *s = (pg_store *)st;
-  if (!agent || !agent[0] || !adb__pattern_rec_ok(p)) return bad(s, "pattern", 0);
+  if (!agent || !agent[0] || !adb__pattern_rec_ok(p))
+    return bad(s, "pattern", 0);
   pattern_arg x = {agent, p};
   return with_conn(s, pattern_put_fn, &x, 0);
 }
@@ -2345,9 +2343,15 @@ static int vec_row_give(pg_store *s, const PGresult *r, int i, int kind,
   float *v;
   int dim, rc = r_emb(&v, &dim, r, i, 5);
   if (rc) return col_fail(s, rc, "scan vectors");
-  adb__vec_row row = {.kind = kind, .agent = t[0], .id = t[1], .user = t[2],
-                      .action = t[3], .reward = r_f64(r, i, 4),
-                      .embedding = v, .dim = dim, .ts_ms = r_i64(r, i, 6)};
+  adb__vec_row row = {.kind = kind,
+                      .agent = t[0],
+                      .id = t[1],
+                      .user = t[2],
+                      .action = t[3],
+                      .reward = r_f64(r, i, 4),
+                      .embedding = v,
+                      .dim = dim,
+                      .ts_ms = r_i64(r, i, 6)};
   rc = dim ? fn(arg, &row) : ADB_OK;
   free(v);
   memcpy(key[0], t[0], sizeof key[0]);

@@ -223,11 +223,10 @@ static const char *const stmt_sql[N_STMT] = {
         " created_at_ms FROM agent_episodes WHERE embedding IS NOT NULL"
         " AND (created_at_ms, agent_id, episode_id) > (?1, ?2, ?3)"
         " ORDER BY created_at_ms, agent_id, episode_id LIMIT ?4",
-    [S_VEC_USERS] =
-        "SELECT '', user_id, '', '', 0.0, embedding, updated_at_ms"
-        " FROM user_states WHERE embedding IS NOT NULL"
-        " AND (updated_at_ms, '', user_id) > (?1, ?2, ?3)"
-        " ORDER BY updated_at_ms, user_id LIMIT ?4",
+    [S_VEC_USERS] = "SELECT '', user_id, '', '', 0.0, embedding, updated_at_ms"
+                    " FROM user_states WHERE embedding IS NOT NULL"
+                    " AND (updated_at_ms, '', user_id) > (?1, ?2, ?3)"
+                    " ORDER BY updated_at_ms, user_id LIMIT ?4",
     [S_VEC_PATTERNS] =
         "SELECT agent_id, pattern_id, '', key, confidence, embedding,"
         " updated_at_ms FROM learned_patterns WHERE embedding IS NOT NULL"
@@ -504,7 +503,6 @@ static int bad(sq_store *s, const char *what, int i) {
   return ADB_EINVAL;
 }
 
-
 /* Checks a whole batch before touching the database. */
 static int batch_validate(sq_store *s, const adb__batch *b) {
   char what[64];
@@ -752,7 +750,6 @@ static int keys_from_json(adb_agent_config *cfg, const char *text) {
   json_decref(a);
   return ok ? ADB_OK : ADB_ECORRUPT;
 }
-
 
 static void agent_bind(sqlite3_stmt *st, const adb_agent_config *a,
                        const char *keys, int64_t now, int *rc) {
@@ -1131,11 +1128,11 @@ static int sq_user_state_get(adb__store *st_, const char *user,
 
 /* -------------------------------------------------------------- patterns */
 
-
 static int sq_pattern_put(adb__store *st_, const char *agent,
                           const adb_pattern *p) {
   sq_store *s = (sq_store *)st_;
-  if (!agent || !agent[0] || !adb__pattern_rec_ok(p)) return bad(s, "pattern", 0);
+  if (!agent || !agent[0] || !adb__pattern_rec_ok(p))
+    return bad(s, "pattern", 0);
   conn *c = writer_take(s);
   sqlite3_stmt *st;
   int rc = stmt_get(s, c, S_PATTERN_PUT, &st);

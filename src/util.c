@@ -35,11 +35,17 @@ uint64_t adb__hash64(const char *s, size_t len) {
   return h;
 }
 
+int adb__url_has_scheme(const char *url, const char *scheme) {
+  size_t n = strlen(scheme);
+  return url && strncmp(url, scheme, n) == 0 && strncmp(url + n, "://", 3) == 0;
+}
+
 static int sbuf_grow(adb__sbuf *b, size_t extra) {
   if (b->oom) return -1;
   if (b->len + extra + 1 <= b->cap) return 0;
   size_t cap = b->cap ? b->cap : 64;
-  while (cap < b->len + extra + 1) cap *= 2;
+  while (cap < b->len + extra + 1)
+    cap *= 2;
   char *p = realloc(b->p, cap);
   if (!p) {
     b->oom = 1;
@@ -78,11 +84,21 @@ void adb__sbuf_json_str(adb__sbuf *b, const char *s) {
   for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
     char esc[8];
     switch (*p) {
-    case '"': adb__sbuf_add(b, "\\\"", 2); break;
-    case '\\': adb__sbuf_add(b, "\\\\", 2); break;
-    case '\n': adb__sbuf_add(b, "\\n", 2); break;
-    case '\r': adb__sbuf_add(b, "\\r", 2); break;
-    case '\t': adb__sbuf_add(b, "\\t", 2); break;
+    case '"':
+      adb__sbuf_add(b, "\\\"", 2);
+      break;
+    case '\\':
+      adb__sbuf_add(b, "\\\\", 2);
+      break;
+    case '\n':
+      adb__sbuf_add(b, "\\n", 2);
+      break;
+    case '\r':
+      adb__sbuf_add(b, "\\r", 2);
+      break;
+    case '\t':
+      adb__sbuf_add(b, "\\t", 2);
+      break;
     default:
       if (*p < 0x20) {
         snprintf(esc, sizeof esc, "\\u%04x", *p);
@@ -105,8 +121,8 @@ char *adb__sbuf_take(adb__sbuf *b) {
   return p;
 }
 
-static struct adb__strmap_slot *find_slot(const adb__strmap *m,
-                                          const char *key, uint64_t h) {
+static struct adb__strmap_slot *find_slot(const adb__strmap *m, const char *key,
+                                          uint64_t h) {
   size_t mask = m->cap - 1;
   for (size_t i = h & mask;; i = (i + 1) & mask) {
     struct adb__strmap_slot *s = &m->slots[i];

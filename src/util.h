@@ -8,9 +8,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-int64_t adb__now_ms(void);        /* wall clock, ms since the epoch */
-int64_t adb__mono_ns(void);       /* monotonic clock, ns */
+int64_t adb__now_ms(void);  /* wall clock, ms since the epoch */
+int64_t adb__mono_ns(void); /* monotonic clock, ns */
 uint64_t adb__hash64(const char *s, size_t len); /* FNV-1a, then mixed */
+
+/* 1 when url is "scheme://...". */
+int adb__url_has_scheme(const char *url, const char *scheme);
 
 /* Growable NUL-terminated buffer. On OOM `oom` is set and appends stop. */
 typedef struct adb__sbuf {
@@ -34,7 +37,7 @@ typedef struct adb__strmap {
     uint64_t h;
     char *key;
     void *val;
-  } *slots;
+  } * slots;
 } adb__strmap;
 
 void *adb__strmap_get(const adb__strmap *m, const char *key);

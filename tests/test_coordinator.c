@@ -30,8 +30,10 @@ static const char *kind_of(void **state) {
 }
 
 static adb *open_db(const char *url, adb_durability dur, int queue_cap) {
-  adb_config cfg = {.store_url = url, .durability = dur,
-                    .queue_capacity = queue_cap, .seed = 42,
+  adb_config cfg = {.store_url = url,
+                    .durability = dur,
+                    .queue_capacity = queue_cap,
+                    .seed = 42,
                     .write_timeout_ms = 2000};
   adb *db = NULL;
   char err[512];
@@ -94,15 +96,20 @@ static int teardown(void **state) {
   return 0;
 }
 
-static void decide_then_reward_updates_user_and_agent_wide_policy(void **state) {
+static void
+decide_then_reward_updates_user_and_agent_wide_policy(void **state) {
   fixture *f = *state;
   make_agent(f->db, "ag", 5);
   const char *cands[] = {"a0", "a1", "a2", "a3", "a4"};
   adb_kv ctx = {"daypart", "evening"};
   adb_ranked ranking[5];
   adb_decision d = {.ranking = ranking, .ranking_cap = 5};
-  adb_decide_req req = {.agent_id = "ag", .user_id = "u1", .candidates = cands,
-                        .n_candidates = 5, .context = &ctx, .n_context = 1,
+  adb_decide_req req = {.agent_id = "ag",
+                        .user_id = "u1",
+                        .candidates = cands,
+                        .n_candidates = 5,
+                        .context = &ctx,
+                        .n_context = 1,
                         .k = 3};
   assert_int_equal(adb_decide(f->db, &req, &d), ADB_OK);
   assert_true(d.propensity > 0 && d.propensity <= 1);
@@ -111,8 +118,11 @@ static void decide_then_reward_updates_user_and_agent_wide_policy(void **state) 
   assert_true(d.ranking[0].score >= d.ranking[1].score);
   assert_int_equal(strlen(d.state_key), 64);
 
-  adb_reward_req rr = {.agent_id = "ag", .reward_id = "r1",
-                       .event_id = d.event_id, .has_reward = 1, .reward = 0.75};
+  adb_reward_req rr = {.agent_id = "ag",
+                       .reward_id = "r1",
+                       .event_id = d.event_id,
+                       .has_reward = 1,
+                       .reward = 0.75};
   adb_reward_result res;
   assert_int_equal(adb_reward(f->db, &rr, &res), ADB_OK);
   assert_int_equal(res.applied, 1);
@@ -123,14 +133,18 @@ static void decide_then_reward_updates_user_and_agent_wide_policy(void **state) 
   assert_int_equal(arm_n(f->db, "ag", "*", d.state_key, d.action, NULL), 1);
 }
 
-static void same_reward_id_is_applied_once_and_answers_the_first_reward(
-    void **state) {
+static void
+same_reward_id_is_applied_once_and_answers_the_first_reward(void **state) {
   fixture *f = *state;
   make_agent(f->db, "ag", 2);
   char sk[65];
   empty_state(f->db, "ag", sk);
-  adb_reward_req rr = {.agent_id = "ag", .reward_id = "dup", .user_id = "u",
-                       .action = "a1", .state_key = sk, .has_reward = 1,
+  adb_reward_req rr = {.agent_id = "ag",
+                       .reward_id = "dup",
+                       .user_id = "u",
+                       .action = "a1",
+                       .state_key = sk,
+                       .has_reward = 1,
                        .reward = 0.5};
   adb_reward_result res;
   for (int i = 0; i < 5; i++) {
@@ -146,8 +160,12 @@ static void same_reward_id_with_a_different_body_is_a_conflict(void **state) {
   make_agent(f->db, "ag", 2);
   char sk[65];
   empty_state(f->db, "ag", sk);
-  adb_reward_req rr = {.agent_id = "ag", .reward_id = "x", .user_id = "u",
-                       .action = "a1", .state_key = sk, .has_reward = 1,
+  adb_reward_req rr = {.agent_id = "ag",
+                       .reward_id = "x",
+                       .user_id = "u",
+                       .action = "a1",
+                       .state_key = sk,
+                       .has_reward = 1,
                        .reward = 0.5};
   assert_int_equal(adb_reward(f->db, &rr, NULL), ADB_OK);
   rr.reward = 0.6;
@@ -171,8 +189,12 @@ static void *hammer(void *p) {
   for (int i = 0; i < h->count; i++) {
     char id[64];
     snprintf(id, sizeof id, "t%d-%d", h->thread, i);
-    adb_reward_req rr = {.agent_id = "ag", .reward_id = id, .user_id = "u",
-                         .action = "a0", .state_key = h->sk, .has_reward = 1,
+    adb_reward_req rr = {.agent_id = "ag",
+                         .reward_id = id,
+                         .user_id = "u",
+                         .action = "a0",
+                         .state_key = h->sk,
+                         .has_reward = 1,
                          .reward = (i % 1000) / 1000.0};
     adb_reward_result res;
     if (adb_reward(h->db, &rr, &res) != ADB_OK || res.applied != 1)
@@ -209,8 +231,11 @@ static void sixteen_threads_rewarding_one_arm_lose_no_update(void **state) {
 static void unknown_event_agent_and_bad_ids_are_refused(void **state) {
   fixture *f = *state;
   make_agent(f->db, "ag", 2);
-  adb_reward_req rr = {.agent_id = "ag", .reward_id = "r", .event_id = "nope",
-                       .has_reward = 1, .reward = 1};
+  adb_reward_req rr = {.agent_id = "ag",
+                       .reward_id = "r",
+                       .event_id = "nope",
+                       .has_reward = 1,
+                       .reward = 1};
   assert_int_equal(adb_reward(f->db, &rr, NULL), ADB_ENOTFOUND);
   rr.agent_id = "ghost";
   assert_int_equal(adb_reward(f->db, &rr, NULL), ADB_ENOTFOUND);
@@ -219,8 +244,8 @@ static void unknown_event_agent_and_bad_ids_are_refused(void **state) {
   assert_int_equal(adb_reward(f->db, &rr, NULL), ADB_EINVAL);
   const char *cands[] = {"a0", "a0"};
   adb_decision d = {0};
-  adb_decide_req req = {.agent_id = "ag", .user_id = "u", .candidates = cands,
-                        .n_candidates = 2};
+  adb_decide_req req = {
+      .agent_id = "ag", .user_id = "u", .candidates = cands, .n_candidates = 2};
   assert_int_equal(adb_decide(f->db, &req, &d), ADB_EINVAL); /* duplicate */
   req.n_candidates = 0;
   assert_int_equal(adb_decide(f->db, &req, &d), ADB_EINVAL);
@@ -248,16 +273,18 @@ static void disabled_and_unknown_actions_are_never_chosen(void **state) {
   const char *cands[] = {"a0", "a1", "zz"};
   for (int i = 0; i < 200; i++) {
     adb_decision d = {0};
-    adb_decide_req req = {.agent_id = "ag", .user_id = "u",
-                          .candidates = cands, .n_candidates = 3};
+    adb_decide_req req = {.agent_id = "ag",
+                          .user_id = "u",
+                          .candidates = cands,
+                          .n_candidates = 3};
     assert_int_equal(adb_decide(f->db, &req, &d), ADB_OK);
     assert_string_equal(d.action, "a0");
     assert_true(fabs(d.propensity - 1.0) < 1e-9);
   }
   const char *none[] = {"a1", "zz"};
   adb_decision d = {0};
-  adb_decide_req req = {.agent_id = "ag", .user_id = "u", .candidates = none,
-                        .n_candidates = 2};
+  adb_decide_req req = {
+      .agent_id = "ag", .user_id = "u", .candidates = none, .n_candidates = 2};
   assert_int_equal(adb_decide(f->db, &req, &d), ADB_EINVAL);
 }
 
@@ -274,8 +301,12 @@ static void a_new_user_starts_from_the_agent_wide_posterior(void **state) {
     snprintf(user, sizeof user, "old%d", i % 20);
     char act[8];
     snprintf(act, sizeof act, "a%d", i % 5);
-    adb_reward_req rr = {.agent_id = "ag", .reward_id = id, .user_id = user,
-                         .action = act, .state_key = sk, .has_reward = 1,
+    adb_reward_req rr = {.agent_id = "ag",
+                         .reward_id = id,
+                         .user_id = user,
+                         .action = act,
+                         .state_key = sk,
+                         .has_reward = 1,
                          .reward = i % 5 == 2 ? 1.0 : 0.0};
     assert_int_equal(adb_reward(f->db, &rr, NULL), ADB_OK);
   }
@@ -283,8 +314,10 @@ static void a_new_user_starts_from_the_agent_wide_posterior(void **state) {
   int hits = 0;
   for (int i = 0; i < 200; i++) {
     adb_decision d = {0};
-    adb_decide_req req = {.agent_id = "ag", .user_id = "newcomer",
-                          .candidates = cands, .n_candidates = 5};
+    adb_decide_req req = {.agent_id = "ag",
+                          .user_id = "newcomer",
+                          .candidates = cands,
+                          .n_candidates = 5};
     assert_int_equal(adb_decide(f->db, &req, &d), ADB_OK);
     hits += !strcmp(d.action, "a2");
   }
@@ -298,8 +331,12 @@ static void the_first_embedding_fixes_the_dimension(void **state) {
   const char *cands[] = {"a0", "a1"};
   float v8[8] = {1, 2, 3, 4, 5, 6, 7, 8};
   adb_decision d = {0};
-  adb_decide_req req = {.agent_id = "ag", .user_id = "u", .candidates = cands,
-                        .n_candidates = 2, .embedding = v8, .embedding_dim = 8};
+  adb_decide_req req = {.agent_id = "ag",
+                        .user_id = "u",
+                        .candidates = cands,
+                        .n_candidates = 2,
+                        .embedding = v8,
+                        .embedding_dim = 8};
   assert_int_equal(adb_decide(f->db, &req, &d), ADB_OK);
   req.embedding_dim = 4;
   assert_int_equal(adb_decide(f->db, &req, &d), ADB_EINVAL);
@@ -338,8 +375,12 @@ static void a_full_queue_refuses_writes_and_loses_nothing(void **state) {
   for (int i = 0; i < 200; i++) {
     char id[32];
     snprintf(id, sizeof id, "q%d", i);
-    adb_reward_req rr = {.agent_id = "ag", .reward_id = id, .user_id = "u",
-                         .action = "a0", .state_key = sk, .has_reward = 1,
+    adb_reward_req rr = {.agent_id = "ag",
+                         .reward_id = id,
+                         .user_id = "u",
+                         .action = "a0",
+                         .state_key = sk,
+                         .has_reward = 1,
                          .reward = 1};
     adb_reward_result res;
     int rc = adb_reward(f->db, &rr, &res);
@@ -362,8 +403,9 @@ static void a_full_queue_refuses_writes_and_loses_nothing(void **state) {
   assert_true(st.flush_errors > 0);
   /* The store recovers: drop the trigger; the queue drains. */
   assert_int_equal(
-      util_store_exec(f->url, sqlite ? "DROP TRIGGER adb_coord_fail"
-                                     : "DROP FUNCTION adb_coord_fail() CASCADE"),
+      util_store_exec(f->url, sqlite
+                                  ? "DROP TRIGGER adb_coord_fail"
+                                  : "DROP FUNCTION adb_coord_fail() CASCADE"),
       0);
   assert_int_equal(adb_flush(f->db), ADB_OK);
   assert_int_equal(arm_n(f->db, "ag", "u", sk, "a0", NULL), accepted);
@@ -379,8 +421,12 @@ static void close_drains_async_writes(void **state) {
   for (int i = 0; i < 1000; i++) {
     char id[32];
     snprintf(id, sizeof id, "c%d", i);
-    adb_reward_req rr = {.agent_id = "ag", .reward_id = id, .user_id = "u",
-                         .action = "a0", .state_key = sk, .has_reward = 1,
+    adb_reward_req rr = {.agent_id = "ag",
+                         .reward_id = id,
+                         .user_id = "u",
+                         .action = "a0",
+                         .state_key = sk,
+                         .has_reward = 1,
                          .reward = 1};
     assert_int_equal(adb_reward(f->db, &rr, NULL), ADB_OK);
   }
@@ -395,8 +441,12 @@ static void signals_become_an_engagement_reward(void **state) {
   char sk[65];
   empty_state(f->db, "ag", sk);
   adb_signals s = {.has_watch = 1, .watch_time_s = 30, .duration_s = 60};
-  adb_reward_req rr = {.agent_id = "ag", .reward_id = "s1", .user_id = "u",
-                       .action = "a0", .state_key = sk, .signals = &s};
+  adb_reward_req rr = {.agent_id = "ag",
+                       .reward_id = "s1",
+                       .user_id = "u",
+                       .action = "a0",
+                       .state_key = sk,
+                       .signals = &s};
   adb_reward_result res;
   assert_int_equal(adb_reward(f->db, &rr, &res), ADB_OK);
   assert_true(fabs(res.reward - 0.5) < 1e-12);
@@ -435,8 +485,8 @@ static void user_states_and_patterns_round_trip(void **state) {
   adb_free(us.context_json);
   assert_int_equal(adb_user_state_get(f->db, "nobody", &us), ADB_ENOTFOUND);
 
-  adb_pattern p = {.value_json = "{\"genre\":\"drama\"}", .confidence = 0.8,
-                   .support = 12};
+  adb_pattern p = {
+      .value_json = "{\"genre\":\"drama\"}", .confidence = 0.8, .support = 12};
   snprintf(p.id, sizeof p.id, "p1");
   snprintf(p.type, sizeof p.type, "preference");
   snprintf(p.key, sizeof p.key, "evening");
@@ -457,13 +507,17 @@ static void hourly_metrics_count_decisions_and_rewards(void **state) {
   const char *cands[] = {"a0", "a1"};
   for (int i = 0; i < 10; i++) {
     adb_decision d = {0};
-    adb_decide_req req = {.agent_id = "ag", .user_id = "u",
-                          .candidates = cands, .n_candidates = 2};
+    adb_decide_req req = {.agent_id = "ag",
+                          .user_id = "u",
+                          .candidates = cands,
+                          .n_candidates = 2};
     assert_int_equal(adb_decide(f->db, &req, &d), ADB_OK);
     char id[32];
     snprintf(id, sizeof id, "m%d", i);
-    adb_reward_req rr = {.agent_id = "ag", .reward_id = id,
-                         .event_id = d.event_id, .has_reward = 1,
+    adb_reward_req rr = {.agent_id = "ag",
+                         .reward_id = id,
+                         .event_id = d.event_id,
+                         .has_reward = 1,
                          .reward = 0.5};
     assert_int_equal(adb_reward(f->db, &rr, NULL), ADB_OK);
   }
@@ -472,9 +526,9 @@ static void hourly_metrics_count_decisions_and_rewards(void **state) {
   adb_metrics_row *rows = NULL;
   int n = 0;
   int64_t now = (int64_t)time(NULL) * 1000;
-  assert_int_equal(adb_metrics_get(f->db, "ag", now - 7200000, now + 3600000,
-                                   &rows, &n),
-                   ADB_OK);
+  assert_int_equal(
+      adb_metrics_get(f->db, "ag", now - 7200000, now + 3600000, &rows, &n),
+      ADB_OK);
   int64_t dec = 0, rew = 0;
   double sum = 0;
   for (int i = 0; i < n; i++) {
@@ -522,8 +576,8 @@ int main(void) {
     }
     char name[64];
     snprintf(name, sizeof name, "coordinator/%s", kinds[k]);
-    failed += _cmocka_run_group_tests(name, t, sizeof t / sizeof *t, NULL,
-                                      NULL);
+    failed +=
+        _cmocka_run_group_tests(name, t, sizeof t / sizeof *t, NULL, NULL);
   }
   return failed;
 }

@@ -19,9 +19,9 @@
 #include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
-#include <stdatomic.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -55,9 +55,13 @@ static void reward_id(char *buf, size_t cap, int cycle, int t, int i) {
 static const char *g_sk;
 
 static adb_reward_req make_req(const char *id, double r) {
-  return (adb_reward_req){.agent_id = "crash", .reward_id = id,
-                          .user_id = "u", .action = "a0", .state_key = g_sk,
-                          .has_reward = 1, .reward = r};
+  return (adb_reward_req){.agent_id = "crash",
+                          .reward_id = id,
+                          .user_id = "u",
+                          .action = "a0",
+                          .state_key = g_sk,
+                          .has_reward = 1,
+                          .reward = r};
 }
 
 typedef struct writer {
@@ -84,7 +88,8 @@ static void *write_loop(void *p) {
 }
 
 static void child(const char *url, adb_durability dur, int cycle, int fd) {
-  adb_config cfg = {.store_url = url, .durability = dur,
+  adb_config cfg = {.store_url = url,
+                    .durability = dur,
                     .flush_interval_ms = dur == ADB_DURABILITY_ASYNC ? 200 : 0,
                     .batch_size = dur == ADB_DURABILITY_ASYNC ? 1000000 : 0,
                     .queue_capacity = 1000000};
@@ -97,7 +102,8 @@ static void child(const char *url, adb_durability dur, int cycle, int fd) {
     w[t] = (writer){db, cycle, t, fd, dur == ADB_DURABILITY_ASYNC ? 200 : 0};
     pthread_create(&th[t], NULL, write_loop, &w[t]);
   }
-  for (;;) pause();
+  for (;;)
+    pause();
 }
 
 /* Reads "t i" lines until the deadline; records the highest i per t. */
@@ -216,8 +222,10 @@ static int check_ledger(const char *url, const ledger *lg) {
   assert_int_equal(adb_open(&cfg, &rs.db, NULL, 0), ADB_OK);
   rs.lg = lg;
   pthread_t th[32];
-  for (int k = 0; k < 32; k++) pthread_create(&th[k], NULL, resend_loop, &rs);
-  for (int k = 0; k < 32; k++) pthread_join(th[k], NULL);
+  for (int k = 0; k < 32; k++)
+    pthread_create(&th[k], NULL, resend_loop, &rs);
+  for (int k = 0; k < 32; k++)
+    pthread_join(th[k], NULL);
   adb_arm_posterior arms[4];
   int n = 0;
   assert_int_equal(adb_policy_get(rs.db, "crash", "u", g_sk, arms, 4, &n),
@@ -255,7 +263,8 @@ static void sigkill_in_sync_mode_loses_no_acknowledged_reward(void **state) {
   run_cycles(url, ADB_DURABILITY_SYNC, cycles, &lg, 1);
   int acked = 0;
   for (int c = 0; c < cycles; c++)
-    for (int t = 0; t < THREADS; t++) acked += lg.acked[c][t];
+    for (int t = 0; t < THREADS; t++)
+      acked += lg.acked[c][t];
   printf("# %d kills, %d acknowledged rewards\n", cycles, acked);
   assert_true(acked > 0);
   assert_int_equal(check_ledger(url, &lg), 0);

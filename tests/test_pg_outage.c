@@ -30,8 +30,7 @@ static char base[256], dir[300], url[512], script[512];
 
 static int pg(const char *verb) {
   char cmd[1400];
-  snprintf(cmd, sizeof cmd, "bash '%s' %s '%s' 2>/dev/null", script, verb,
-           dir);
+  snprintf(cmd, sizeof cmd, "bash '%s' %s '%s' 2>/dev/null", script, verb, dir);
   if (strcmp(verb, "start")) return system(cmd) == 0 ? 0 : -1;
   FILE *f = popen(cmd, "r");
   char line[600];
@@ -56,8 +55,12 @@ typedef struct writer {
 static const char *g_sk;
 
 static adb_reward_req req(const char *id) {
-  return (adb_reward_req){.agent_id = "out", .reward_id = id, .user_id = "u",
-                          .action = "a", .state_key = g_sk, .has_reward = 1,
+  return (adb_reward_req){.agent_id = "out",
+                          .reward_id = id,
+                          .user_id = "u",
+                          .action = "a",
+                          .state_key = g_sk,
+                          .has_reward = 1,
                           .reward = 1};
 }
 
@@ -79,7 +82,8 @@ static void *write_loop(void *p) {
 
 static int acked_total(writer *w) {
   int n = 0;
-  for (int t = 0; t < WRITERS; t++) n += atomic_load(&w[t].acked);
+  for (int t = 0; t < WRITERS; t++)
+    n += atomic_load(&w[t].acked);
   return n;
 }
 
@@ -111,15 +115,16 @@ static void postgres_stopped_10s_under_load_loses_nothing(void **state) {
   assert_int_equal(pg("start"), 0);
   int restarted = acked_total(w);
   sleep(3);
-  for (int t = 0; t < WRITERS; t++) atomic_store(&w[t].stop, 1);
-  for (int t = 0; t < WRITERS; t++) pthread_join(th[t], NULL);
+  for (int t = 0; t < WRITERS; t++)
+    atomic_store(&w[t].stop, 1);
+  for (int t = 0; t < WRITERS; t++)
+    pthread_join(th[t], NULL);
   int after = acked_total(w);
   adb_stats st;
   adb_stats_get(db, &st);
   printf("# %d acknowledged before the stop, %d during %d s down, %d after "
          "the restart; %lld failed flushes retried\n",
-         before, during, outage, after - restarted,
-         (long long)st.flush_errors);
+         before, during, outage, after - restarted, (long long)st.flush_errors);
   assert_true(before > 0);
   assert_true(during <= WRITERS); /* at most the batch in commit at the stop */
   assert_true(after - restarted > 0); /* resumed without a restart */

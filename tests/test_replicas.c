@@ -38,8 +38,8 @@ typedef struct fixture {
 } fixture;
 
 static adb *open_handle(const char *store, const char *cache) {
-  adb_config cfg = {.store_url = store, .cache_url = cache,
-                    .write_timeout_ms = 10000};
+  adb_config cfg = {
+      .store_url = store, .cache_url = cache, .write_timeout_ms = 10000};
   adb *db = NULL;
   char err[512];
   int rc = adb_open(&cfg, &db, err, sizeof err);
@@ -79,8 +79,12 @@ static int teardown(void **state) {
 
 static void reward(adb *db, const char *sk, const char *id, const char *act,
                    double r) {
-  adb_reward_req rr = {.agent_id = "rep", .reward_id = id, .user_id = "u",
-                       .action = act, .state_key = sk, .has_reward = 1,
+  adb_reward_req rr = {.agent_id = "rep",
+                       .reward_id = id,
+                       .user_id = "u",
+                       .action = act,
+                       .state_key = sk,
+                       .has_reward = 1,
                        .reward = r};
   assert_int_equal(adb_reward(db, &rr, NULL), ADB_OK);
 }
@@ -90,7 +94,9 @@ static void reward(adb *db, const char *sk, const char *id, const char *act,
 static int picks_after_remote_rewards(fixture *f, const char *b_cache) {
   adb *a = open_handle(f->store, f->cache), *b = open_handle(f->store, b_cache);
   const char *cands[] = {"x", "y"};
-  adb_decide_req q = {.agent_id = "rep", .user_id = "u", .candidates = cands,
+  adb_decide_req q = {.agent_id = "rep",
+                      .user_id = "u",
+                      .candidates = cands,
                       .n_candidates = 2};
   adb_decision d = {0};
   assert_int_equal(adb_decide(b, &q, &d), ADB_OK); /* cached, empty */
@@ -141,8 +147,12 @@ static void *write_loop(void *p) {
   for (int64_t i = 0; !atomic_load(&l->stop); i++) {
     char id[32];
     snprintf(id, sizeof id, "w%lld", (long long)i);
-    adb_reward_req rr = {.agent_id = "rep", .reward_id = id, .user_id = "u",
-                         .action = "x", .state_key = l->sk, .has_reward = 1,
+    adb_reward_req rr = {.agent_id = "rep",
+                         .reward_id = id,
+                         .user_id = "u",
+                         .action = "x",
+                         .state_key = l->sk,
+                         .has_reward = 1,
                          .reward = 1};
     if (adb_reward(l->writer, &rr, NULL) == ADB_OK)
       atomic_store(&l->acked, i + 1);
@@ -169,8 +179,10 @@ static void *read_loop(void *p) {
     atomic_fetch_add(&l->reads, 1);
     atomic_fetch_add(&l->hits, hits);
     if (st[0].n < before) atomic_fetch_add(&l->stale, 1);
-    adb_decide_req q = {.agent_id = "rep", .user_id = "u",
-                        .candidates = cands, .n_candidates = 2};
+    adb_decide_req q = {.agent_id = "rep",
+                        .user_id = "u",
+                        .candidates = cands,
+                        .n_candidates = 2};
     adb_decision d = {0};
     if (adb_decide(l->reader, &q, &d) != ADB_OK)
       atomic_fetch_add(&l->decide_errors, 1);
@@ -183,8 +195,8 @@ static void sleep_ms(int ms) {
   nanosleep(&ts, NULL);
 }
 
-static void redis_killed_and_restarted_under_load_serves_nothing_stale(
-    void **state) {
+static void
+redis_killed_and_restarted_under_load_serves_nothing_stale(void **state) {
   fixture *f = *state;
   static load l;
   memset(&l, 0, sizeof l);
@@ -227,8 +239,8 @@ int main(void) {
   for (int k = 0; k < nk; k++) {
     struct CMUnitTest t[] = {
         cmocka_unit_test_prestate_setup_teardown(
-            a_reward_through_one_replica_is_seen_by_the_other, setup,
-            teardown, (void *)kinds[k]),
+            a_reward_through_one_replica_is_seen_by_the_other, setup, teardown,
+            (void *)kinds[k]),
         cmocka_unit_test_prestate_setup_teardown(
             canary_per_process_caches_serve_stale_policies, setup, teardown,
             (void *)kinds[k]),

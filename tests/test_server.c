@@ -975,8 +975,8 @@ static const char *hit_str(const resp *r, size_t i, const char *k) {
   return json_string_value(json_object_get(hit(r, i), k));
 }
 
-static void test_episode_search_finds_the_nearest_and_filters_by_user(
-    void **state) {
+static void
+test_episode_search_finds_the_nearest_and_filters_by_user(void **state) {
   (void)state;
   expect_status(&S, "PUT", "/v1/agents/vec", "{\"embedding_dim\":4}", 200);
   expect_status(&S, "POST", "/v1/agents/vec/episodes",
@@ -1031,10 +1031,10 @@ static void test_episode_search_finds_the_nearest_and_filters_by_user(
 
 static void test_user_and_pattern_search_find_the_nearest(void **state) {
   (void)state;
-  expect_status(&S, "PUT", "/v1/users/vu1/state",
-                "{\"embedding\":[0,0,1,0,0]}", 200);
-  expect_status(&S, "PUT", "/v1/users/vu2/state",
-                "{\"embedding\":[0,1,0,0,0]}", 200);
+  expect_status(&S, "PUT", "/v1/users/vu1/state", "{\"embedding\":[0,0,1,0,0]}",
+                200);
+  expect_status(&S, "PUT", "/v1/users/vu2/state", "{\"embedding\":[0,1,0,0,0]}",
+                200);
   resp r = call(&S, "POST", "/v1/users/search",
                 "{\"embedding\":[0,0.1,1,0,0],\"k\":2}");
   assert_int_equal(r.status, 200);
@@ -1332,7 +1332,8 @@ int main(void) {
       cmocka_unit_test(test_fast_and_full_decide_parsers_agree),
       cmocka_unit_test(test_pipelined_requests_are_answered_in_order),
       cmocka_unit_test(test_expect_100_continue_is_honoured),
-      cmocka_unit_test(test_episode_search_finds_the_nearest_and_filters_by_user),
+      cmocka_unit_test(
+          test_episode_search_finds_the_nearest_and_filters_by_user),
       cmocka_unit_test(test_user_and_pattern_search_find_the_nearest),
       cmocka_unit_test(test_sessions_round_trip),
       cmocka_unit_test(test_probes_and_metrics),

@@ -9,8 +9,8 @@
 #include <sys/types.h>
 
 typedef struct util_redis {
-  pid_t pid;     /* -1 when not running */
-  int port;      /* chosen on the first start, kept across restarts */
+  pid_t pid; /* -1 when not running */
+  int port;  /* chosen on the first start, kept across restarts */
   char dir[256];
 } util_redis;
 
