@@ -75,7 +75,12 @@ typedef struct adb__cache_methods {
    * the tombstone's version of that arm; a policy at least as new replaces
    * it. This closes the stale-load race: a loader that read version v from
    * the store while v+1 committed (and its apply found no entry) cannot
-   * cache v afterwards — on any replica sharing the cache. */
+   * cache v afterwards — on any replica sharing the cache.
+   *
+   * When apply fails (ADB_ECACHE), the backend must hide every policy it
+   * holds before it serves a policy again (the Redis backends change the
+   * epoch), since the caller acknowledges the writes anyway and skips the
+   * rest of the batch. */
   int (*policy_apply)(adb__cache *c, const char *key, int n,
                       const char *const *actions, const adb__arm_stats *deltas);
   void (*stats)(adb__cache *c, adb__cache_stats *out);

@@ -79,7 +79,6 @@
 #define TOMB_FIELD "~t"
 #define TOMB_OPT "tombstone_ms="
 #define TOMB_MS_MAX 86400000 /* a day */
-#define EPOCH_FRESH_MS 1000  /* policy_put re-reads an epoch older than this */
 
 /* --------------------------------------------------------------- scripts */
 
@@ -202,8 +201,6 @@ typedef struct rcache {
 
   atomic_int dirty;          /* failed applies not yet covered by a bump */
   pthread_mutex_t settle_mu; /* one bump at a time */
-  _Atomic uint64_t epoch;    /* last epoch read (for policy_put) */
-  _Atomic int64_t epoch_at;  /* when (monotonic ms); 0 = never */
 
   pthread_mutex_t pend_mu; /* blob keys to DEL before serving blobs */
   char **pending;
@@ -217,7 +214,10 @@ typedef struct rcache {
   int prober_started, stopping; /* stopping under prober_mu */
   pthread_mutex_t prober_mu;
   pthread_cond_t prober_cv;
+  uint64_t id; /* distinct per handle, for thread-local state */
 } rcache;
+
+static _Atomic uint64_t next_handle_id = 1;
 
 /* One command of a batch. argv/lens are borrowed; reply is owned. */
 typedef struct rcmd {
@@ -349,15 +349,21 @@ static void node_drain(node *n) {
     redisFree(drop[i]);
 }
 
+/* Set while policy_apply runs: a committed change that reaches no entry
+ * and leaves no tombstone can let another replica cache a stale load, so
+ * an apply probes a node believed down instead of failing fast. */
+static _Thread_local int tl_probe_always;
+
 /* Takes a connection to n: an idle one, a new one while fewer than pool
  * are open, or waits (up to the command timeout) for one to come back.
- * *fresh is 1 for a new connection. Fails at once while n is down. */
+ * *fresh is 1 for a new connection. Fails at once while n is down (but
+ * for policy_apply, see tl_probe_always). */
 static int node_acquire(rcache *rc, node *n, redisContext **out, int *fresh) {
   int64_t deadline = mono_ms() + rc->url.timeout_ms;
   pthread_mutex_lock(&n->mu);
   for (;;) {
     int64_t now = mono_ms();
-    if (n->down_until > now) break;
+    if (n->down_until > now && !tl_probe_always) break;
     if (n->n_idle > 0) {
       *out = n->idle[--n->n_idle];
       *fresh = 0;
@@ -724,14 +730,43 @@ static int settle_epoch(rcache *rc) {
     r = exec_one(rc, EPOCH_KEY, 3, argv, NULL, &rep);
     if (r == ADB_OK) {
       freeReplyObject(rep);
-      atomic_store(&rc->epoch, e);
-      atomic_store(&rc->epoch_at, mono_ms());
       atomic_compare_exchange_strong(&rc->dirty, &seen, 0);
       atomic_fetch_add(&rc->bumps, 1);
     }
   }
   pthread_mutex_unlock(&rc->settle_mu);
   return r;
+}
+
+/* The epoch a put writes under is the one THIS thread's last policy read
+ * saw: the coordinator reads (a miss), loads from the store, then puts, on
+ * one thread. An entry put under an epoch that has changed since is
+ * invisible, so a load that straddles an epoch change or a Redis restart
+ * cannot be served. A read that failed (Redis down) allows no put until
+ * the next successful read; a Redis without an epoch (new, or restarted)
+ * gets a random one first, and the read that found none allows no put. */
+static _Thread_local uint64_t tl_seen_id;    /* the handle's id */
+static _Thread_local uint64_t tl_seen_epoch; /* 0: put nothing */
+
+static void seen_epoch(const rcache *rc, uint64_t epoch) {
+  tl_seen_id = rc->id;
+  tl_seen_epoch = epoch;
+}
+
+/* SET adb:epoch <random> NX GET: a Redis without an epoch gets one.
+ * Returns the epoch now in place (ours or a concurrent writer's), 0 on
+ * failure. */
+static uint64_t init_epoch(rcache *rc) {
+  uint64_t mine = new_epoch(), now = 0;
+  char buf[24];
+  snprintf(buf, sizeof buf, "%" PRIu64, mine);
+  const char *argv[] = {"SET", EPOCH_KEY, buf, "NX", "GET"};
+  redisReply *r;
+  if (exec_one(rc, EPOCH_KEY, 5, argv, NULL, &r) != ADB_OK) return 0;
+  if (r->type == REDIS_REPLY_NIL) now = mine;
+  if (r->type == REDIS_REPLY_STRING) now = parse_u64(r->str);
+  freeReplyObject(r);
+  return now;
 }
 
 /* ------------------------------------------------------------ policies */
@@ -800,11 +835,14 @@ static int policy_mget(adb__cache *c, int n_keys, const char *const *keys,
     r = ADB_ECACHE;
   for (int k = 1; r == ADB_OK && k <= n_keys; k++)
     if (cmds[k].reply->type != REDIS_REPLY_ARRAY) r = ADB_ECACHE;
+  seen_epoch(rc, 0);
   if (r == ADB_OK) {
     const redisReply *e = cmds[0].reply;
     const char *epoch = e->type == REDIS_REPLY_STRING ? e->str : "0";
-    atomic_store(&rc->epoch, parse_u64(epoch));
-    atomic_store(&rc->epoch_at, mono_ms());
+    /* A Redis without an epoch is new or restarted: this read came after
+     * that, so the load that follows may be cached under a new epoch. */
+    seen_epoch(rc, e->type == REDIS_REPLY_NIL ? init_epoch(rc)
+                                              : parse_u64(epoch));
     for (int k = 0; k < n_keys; k++)
       take_policy(rc, cmds[k + 1].reply, epoch, n_actions,
                   stats + (size_t)k * (size_t)n_actions, &found[k]);
@@ -858,28 +896,29 @@ static int run_script(rcache *rc, const char *sha, const char *lua,
   return ADB_OK;
 }
 
-/* The epoch a put writes under: the one the last policy read saw (the
- * coordinator reads before it loads and puts), re-read when older than
- * EPOCH_FRESH_MS. An outdated epoch only makes the entry invisible. */
+/* For a put on a thread that has read no policy through rc (direct use of
+ * the cache): the current epoch, made if missing. */
 static int put_epoch(rcache *rc, char out[24]) {
-  if (mono_ms() - atomic_load(&rc->epoch_at) > EPOCH_FRESH_MS) {
+  uint64_t e = tl_seen_epoch;
+  if (tl_seen_id != rc->id) {
     const char *argv[] = {"GET", EPOCH_KEY};
     redisReply *r;
     if (exec_one(rc, EPOCH_KEY, 2, argv, NULL, &r) != ADB_OK) return ADB_ECACHE;
-    atomic_store(&rc->epoch,
-                 parse_u64(r->type == REDIS_REPLY_STRING ? r->str : NULL));
-    atomic_store(&rc->epoch_at, mono_ms());
+    e = parse_u64(r->type == REDIS_REPLY_STRING ? r->str : NULL);
     freeReplyObject(r);
+    if (!e && !(e = init_epoch(rc))) return ADB_ECACHE;
   }
-  snprintf(out, 24, "%" PRIu64, atomic_load(&rc->epoch));
-  return ADB_OK;
+  snprintf(out, 24, "%" PRIu64, e);
+  return e ? ADB_OK : ADB_ENOTFOUND;
 }
 
 static int policy_put(adb__cache *c, const char *key, const adb__policy *p,
                       int64_t ttl_ms) {
   rcache *rc = (rcache *)c;
   char epoch[24];
-  if (put_epoch(rc, epoch) != ADB_OK) return fail(rc);
+  int pe = put_epoch(rc, epoch);
+  if (pe == ADB_ENOTFOUND) return ADB_OK; /* no safe epoch: cache nothing */
+  if (pe != ADB_OK) return fail(rc);
   int nargs = 2 + 2 * p->n;
   const char **args = malloc((size_t)nargs * sizeof *args);
   char *bufs = malloc((size_t)p->n * 96 + 24);
@@ -935,7 +974,9 @@ static int policy_apply(adb__cache *c, const char *key, int n,
       args[3 + 5 * i + f] = b + 32 * f;
   }
   redisReply *r = NULL;
+  tl_probe_always = 1;
   int rv = run_script(rc, rc->apply_sha, APPLY_LUA, key, nargs, args, NULL, &r);
+  tl_probe_always = 0;
   if (r) freeReplyObject(r);
   free(args);
   free(bufs);
@@ -1160,6 +1201,7 @@ static int redis_open(const char *url, const adb_config *cfg, adb__cache **out,
                       char *err, size_t errlen) {
   *out = NULL;
   rcache *rc = calloc(1, sizeof *rc);
+  if (rc) rc->id = atomic_fetch_add(&next_handle_id, 1);
   if (!rc) return ADB_ENOMEM;
   rc->url.connect_timeout_ms = 200;
   rc->url.timeout_ms = 500;

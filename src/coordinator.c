@@ -432,8 +432,12 @@ static void apply_changes(adb *db, adb__batch *b) {
     }
     adb__policy_key(key, sizeof key, c->agent, c->user, c->state_key);
     if (db->cache->m->policy_apply(db->cache, key, n, actions, deltas) !=
-        ADB_OK)
+        ADB_OK) {
+      /* The cache is failing: the backend now hides what it cached (see
+       * cache.h); the rest of the batch would only wait for timeouts. */
       atomic_fetch_add(&db->st_cache_errors, 1);
+      return;
+    }
   }
 }
 
