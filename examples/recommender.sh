@@ -15,7 +15,8 @@
 # to 80-100 % and often clicked, any other to 0-30 %.
 set -euo pipefail
 ADB_URL=${ADB_URL:-http://127.0.0.1:8080}
-ROUNDS=${ROUNDS:-300}
+ROUNDS=${ROUNDS:-600}
+VIEWERS=${VIEWERS:-3} # viewer v likes genre v % 3
 AGENT=${AGENT:-movies}
 GENRES=(drama comedy documentary)
 auth=()
@@ -40,7 +41,7 @@ api() { # method path [json]
        ${3:+--data-binary "$3"} "$ADB_URL$2"
 }
 field() { # json key -> value of the first "key":"value" or "key":number
-  sed -n "s/.*\"$2\":\"\{0,1\}\([^\",}]*\).*/\1/p" <<<"$1" | head -1
+  grep -o "\"$2\":\"\{0,1\}[^\",}]*" <<<"$1" | head -1 | sed 's/^"[^"]*":"\{0,1\}//'
 }
 
 # 1. The agent: the state is the viewer's device; engagement weights.
@@ -71,7 +72,7 @@ record_interaction() { # reward_id event_id watch_s duration_s clicked
 # 3. Visits.
 liked=0
 for r in $(seq 1 "$ROUNDS"); do
-  viewer=$((RANDOM % 30)); device=$([ $((RANDOM % 2)) = 0 ] && echo tv || echo phone)
+  viewer=$((RANDOM % VIEWERS)); device=$([ $((RANDOM % 2)) = 0 ] && echo tv || echo phone)
   read -r event action < <(recommend_with_policy "viewer-$viewer" "$device")
   n=${action#title-}
   if [ $((n % 3)) = $((viewer % 3)) ]; then
@@ -80,8 +81,9 @@ for r in $(seq 1 "$ROUNDS"); do
     watch=$((RANDOM % 31)); clicked=false
   fi
   record_interaction "visit-$r-$event" "$event" "$watch" 100 "$clicked" >/dev/null
-  if [ $((r % 50)) = 0 ]; then
-    echo "after $r visits: $((100 * liked / r))% of recommendations matched the viewer's taste (random: 33%)"
+  if [ $((r % 100)) = 0 ]; then
+    echo "visits $((r - 99))-$r: $liked% of recommendations matched the viewer's taste (random: 33%)"
+    liked=0
   fi
 done
 
