@@ -841,8 +841,8 @@ static int policy_mget(adb__cache *c, int n_keys, const char *const *keys,
     const char *epoch = e->type == REDIS_REPLY_STRING ? e->str : "0";
     /* A Redis without an epoch is new or restarted: this read came after
      * that, so the load that follows may be cached under a new epoch. */
-    seen_epoch(rc, e->type == REDIS_REPLY_NIL ? init_epoch(rc)
-                                              : parse_u64(epoch));
+    seen_epoch(rc,
+               e->type == REDIS_REPLY_NIL ? init_epoch(rc) : parse_u64(epoch));
     for (int k = 0; k < n_keys; k++)
       take_policy(rc, cmds[k + 1].reply, epoch, n_actions,
                   stats + (size_t)k * (size_t)n_actions, &found[k]);

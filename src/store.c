@@ -6,6 +6,7 @@
 
 #include "util.h"
 
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -229,4 +230,39 @@ int adb__batch_validate(const adb__batch *b, char *what, size_t cap) {
     if (!metrics_ok(&b->metrics[i]))
       return invalid(what, cap, "metrics delta", i);
   return ADB_OK;
+}
+
+/* ------------------------------------------------- agent config columns */
+
+const char *adb__algo_name(adb_algorithm a) {
+  return a == ADB_ALGO_GAUSSIAN ? "gaussian" : "beta";
+}
+
+char *adb__context_keys_json(const adb_agent_config *cfg) {
+  json_t *a = json_array();
+  for (int i = 0; a && i < cfg->n_context_keys; i++) {
+    const char *k = cfg->context_keys[i];
+    if (!memchr(k, 0, sizeof cfg->context_keys[i]) ||
+        json_array_append_new(a, json_string(k)) != 0) {
+      json_decref(a);
+      return NULL;
+    }
+  }
+  char *text = a ? json_dumps(a, JSON_COMPACT) : NULL;
+  json_decref(a);
+  return text;
+}
+
+int adb__context_keys_parse(adb_agent_config *cfg, const char *text) {
+  json_t *a = text ? json_loads(text, 0, NULL) : NULL;
+  size_t n = json_is_array(a) ? json_array_size(a) : SIZE_MAX;
+  int ok = n <= ADB_MAX_CONTEXT_KEYS;
+  for (size_t i = 0; ok && i < n; i++) {
+    const char *k = json_string_value(json_array_get(a, i));
+    ok = k && strlen(k) <= ADB_ID_MAX;
+    if (ok) memcpy(cfg->context_keys[i], k, strlen(k) + 1);
+  }
+  cfg->n_context_keys = ok ? (int)n : 0;
+  json_decref(a);
+  return ok ? ADB_OK : ADB_ECORRUPT;
 }

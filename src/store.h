@@ -217,6 +217,13 @@ int adb__field_ok(const char *f, size_t size, int id);
 int adb__dim_ok(const float *v, int dim);
 int adb__agent_rec_ok(const adb_agent_config *c);
 int adb__pattern_rec_ok(const adb_pattern *p);
+/* Agent config columns both backends store the same way: the algorithm's
+ * name, and the context keys as a JSON array (malloc'd; NULL if invalid),
+ * parsed back into cfg (ADB_ECORRUPT if the text is not such an array). */
+const char *adb__algo_name(adb_algorithm a);
+char *adb__context_keys_json(const adb_agent_config *cfg);
+int adb__context_keys_parse(adb_agent_config *cfg, const char *text);
+
 /* ADB_OK, or ADB_EINVAL with the offender ("reward #3") written to what. */
 int adb__batch_validate(const adb__batch *b, char *what, size_t cap);
 

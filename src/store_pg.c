@@ -1551,39 +1551,6 @@ static int pg_write_batch(adb__store *st, adb__batch *b) {
 
 /* ---------------------------------------------------------------- agents */
 
-static const char *algo_name(adb_algorithm a) {
-  return a == ADB_ALGO_GAUSSIAN ? "gaussian" : "beta";
-}
-
-static char *keys_to_json(const adb_agent_config *cfg) {
-  json_t *a = json_array();
-  for (int i = 0; a && i < cfg->n_context_keys; i++) {
-    const char *k = cfg->context_keys[i];
-    if (!memchr(k, 0, sizeof cfg->context_keys[i]) ||
-        json_array_append_new(a, json_string(k)) != 0) {
-      json_decref(a);
-      return NULL;
-    }
-  }
-  char *text = a ? json_dumps(a, JSON_COMPACT) : NULL;
-  json_decref(a);
-  return text;
-}
-
-static int keys_from_json(adb_agent_config *cfg, const char *text) {
-  json_t *a = text ? json_loads(text, 0, NULL) : NULL;
-  size_t n = json_is_array(a) ? json_array_size(a) : SIZE_MAX;
-  int ok = n <= ADB_MAX_CONTEXT_KEYS;
-  for (size_t i = 0; ok && i < n; i++) {
-    const char *k = json_string_value(json_array_get(a, i));
-    ok = k && strlen(k) <= ADB_ID_MAX;
-    if (ok) memcpy(cfg->context_keys[i], k, strlen(k) + 1);
-  }
-  cfg->n_context_keys = ok ? (int)n : 0;
-  json_decref(a);
-  return ok ? ADB_OK : ADB_ECORRUPT;
-}
-
 typedef struct agent_put_arg {
   adb_agent_config *cfg;
   const char *keys;
@@ -1594,7 +1561,7 @@ static int agent_put_fn(pg_store *s, pgconn *c, void *arg) {
   const adb_agent_config *a = x->cfg;
   params p = {0};
   p_text(&p, a->id);
-  p_text(&p, algo_name(a->algorithm));
+  p_text(&p, adb__algo_name(a->algorithm));
   p_f64(&p, a->prior_alpha);
   p_f64(&p, a->prior_beta);
   p_f64(&p, a->prior_mu);
@@ -1629,7 +1596,7 @@ static int pg_agent_put(adb__store *st, adb_agent_config *cfg) {
     set_err(s, "postgresql: invalid agent config");
     return ADB_EINVAL;
   }
-  char *keys = keys_to_json(cfg);
+  char *keys = adb__context_keys_json(cfg);
   if (!keys) {
     set_err(s, "postgresql: agent context keys are not valid UTF-8 strings");
     return ADB_EINVAL;
@@ -1654,7 +1621,7 @@ static int agent_read(const PGresult *r, adb_agent_config *o) {
   o->prior_kappa = r_f64(r, 0, 4);
   o->prior_a = r_f64(r, 0, 5);
   o->prior_b = r_f64(r, 0, 6);
-  int rc = keys_from_json(o, PQgetvalue(r, 0, 7));
+  int rc = adb__context_keys_parse(o, PQgetvalue(r, 0, 7));
   o->embedding_dim = (int)r_i64(r, 0, 8);
   o->simhash_bits = (int)r_i64(r, 0, 9);
   o->reward_weights.watch = r_f64(r, 0, 10);

@@ -717,44 +717,10 @@ static int sq_write_batch(adb__store *st, adb__batch *b) {
 
 /* ---------------------------------------------------------------- agents */
 
-static const char *algo_name(adb_algorithm a) {
-  return a == ADB_ALGO_GAUSSIAN ? "gaussian" : "beta";
-}
-
-/* The context keys as a JSON array (malloc'd), or NULL if invalid. */
-static char *keys_to_json(const adb_agent_config *cfg) {
-  json_t *a = json_array();
-  for (int i = 0; a && i < cfg->n_context_keys; i++) {
-    const char *k = cfg->context_keys[i];
-    if (!memchr(k, 0, sizeof cfg->context_keys[i]) ||
-        json_array_append_new(a, json_string(k)) != 0) {
-      json_decref(a);
-      return NULL;
-    }
-  }
-  char *text = a ? json_dumps(a, JSON_COMPACT) : NULL;
-  json_decref(a);
-  return text;
-}
-
-static int keys_from_json(adb_agent_config *cfg, const char *text) {
-  json_t *a = text ? json_loads(text, 0, NULL) : NULL;
-  size_t n = json_is_array(a) ? json_array_size(a) : SIZE_MAX;
-  int ok = n <= ADB_MAX_CONTEXT_KEYS;
-  for (size_t i = 0; ok && i < n; i++) {
-    const char *k = json_string_value(json_array_get(a, i));
-    ok = k && strlen(k) <= ADB_ID_MAX;
-    if (ok) memcpy(cfg->context_keys[i], k, strlen(k) + 1);
-  }
-  cfg->n_context_keys = ok ? (int)n : 0;
-  json_decref(a);
-  return ok ? ADB_OK : ADB_ECORRUPT;
-}
-
 static void agent_bind(sqlite3_stmt *st, const adb_agent_config *a,
                        const char *keys, int64_t now, int *rc) {
   bind_text(st, 1, a->id, rc);
-  bind_text(st, 2, algo_name(a->algorithm), rc);
+  bind_text(st, 2, adb__algo_name(a->algorithm), rc);
   bind_real(st, 3, a->prior_alpha, rc);
   bind_real(st, 4, a->prior_beta, rc);
   bind_real(st, 5, a->prior_mu, rc);
@@ -780,7 +746,7 @@ static int sq_agent_put(adb__store *st_, adb_agent_config *cfg) {
     set_err(s, "sqlite: invalid agent config");
     return ADB_EINVAL;
   }
-  char *keys = keys_to_json(cfg);
+  char *keys = adb__context_keys_json(cfg);
   if (!keys) {
     set_err(s, "sqlite: agent context keys are not valid UTF-8 strings");
     return ADB_EINVAL;
@@ -820,7 +786,7 @@ static int agent_read(sqlite3_stmt *st, adb_agent_config *o) {
   o->prior_kappa = sqlite3_column_double(st, 4);
   o->prior_a = sqlite3_column_double(st, 5);
   o->prior_b = sqlite3_column_double(st, 6);
-  int rc = keys_from_json(o, (const char *)sqlite3_column_text(st, 7));
+  int rc = adb__context_keys_parse(o, (const char *)sqlite3_column_text(st, 7));
   o->embedding_dim = sqlite3_column_int(st, 8);
   o->simhash_bits = sqlite3_column_int(st, 9);
   o->reward_weights.watch = sqlite3_column_double(st, 10);
