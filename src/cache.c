@@ -35,7 +35,23 @@ void adb__cache_close(adb__cache *c) {
   if (c) c->m->close(c);
 }
 
+/* On every decision, twice: plain copies, no printf. */
 void adb__policy_key(char *out, size_t cap, const char *agent, const char *user,
                      const char *state_key) {
-  snprintf(out, cap, "p:{%s/%s}:%s", agent, user, state_key);
+  size_t la = strlen(agent), lu = strlen(user), ls = strlen(state_key);
+  if (la + lu + ls + 6 > cap) {
+    snprintf(out, cap, "p:{%s/%s}:%s", agent, user, state_key);
+    return;
+  }
+  char *p = out;
+  memcpy(p, "p:{", 3);
+  p += 3;
+  memcpy(p, agent, la);
+  p += la;
+  *p++ = '/';
+  memcpy(p, user, lu);
+  p += lu;
+  memcpy(p, "}:", 2);
+  p += 2;
+  memcpy(p, state_key, ls + 1);
 }

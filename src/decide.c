@@ -169,7 +169,7 @@ static int check_candidates(adb *db, adb__agent *a, const adb_decide_req *req,
     h[i] = adb__hash64(c, strlen(c));
     eligible[i] = 1;
     if (a->has_catalogue)
-      eligible[i] = adb__strmap_get(&a->catalogue, c) == (void *)1;
+      eligible[i] = adb__strmap_get_h(&a->catalogue, c, h[i]) == (void *)1;
     *n_eligible += eligible[i];
   }
   /* Duplicates: insertion sort of hashes, confirm equal hashes by value. */

@@ -130,10 +130,14 @@ static struct adb__strmap_slot *find_slot(const adb__strmap *m, const char *key,
   }
 }
 
-void *adb__strmap_get(const adb__strmap *m, const char *key) {
+void *adb__strmap_get_h(const adb__strmap *m, const char *key, uint64_t h) {
   if (!m->cap) return NULL;
-  struct adb__strmap_slot *s = find_slot(m, key, adb__hash64(key, strlen(key)));
+  struct adb__strmap_slot *s = find_slot(m, key, h);
   return s->key ? s->val : NULL;
+}
+
+void *adb__strmap_get(const adb__strmap *m, const char *key) {
+  return adb__strmap_get_h(m, key, adb__hash64(key, strlen(key)));
 }
 
 static int strmap_resize(adb__strmap *m, size_t cap) {

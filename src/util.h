@@ -41,6 +41,8 @@ typedef struct adb__strmap {
 } adb__strmap;
 
 void *adb__strmap_get(const adb__strmap *m, const char *key);
+/* The same, with h = adb__hash64(key, strlen(key)) already computed. */
+void *adb__strmap_get_h(const adb__strmap *m, const char *key, uint64_t h);
 /* Returns ADB_OK or ADB_ENOMEM; replaces an existing value. */
 int adb__strmap_put(adb__strmap *m, const char *key, void *val);
 /* Removes and returns the value, or NULL. */
