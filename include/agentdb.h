@@ -258,7 +258,9 @@ typedef struct adb_reward_result {
 
 /* Records a reward and applies it to the posterior exactly once per
  * reward id. Sync mode returns after commit; ADB_ECONFLICT when the id was
- * used with a different body; ADB_ENOTFOUND for an unknown event;
+ * used with a different body; ADB_ENOTFOUND for an unknown event (a
+ * decision made through another handle is known once that handle has
+ * flushed it: flush_interval_ms plus a commit);
  * ADB_EFULL when the write queue is full. */
 int adb_reward(adb *db, const adb_reward_req *req, adb_reward_result *out);
 
@@ -289,8 +291,8 @@ int adb_episodes_record(adb *db, const char *agent_id, const adb_episode *eps,
 
 /* One nearest neighbour. For episodes: id is the episode id, with its user,
  * action and reward; for users: id is the user id; for patterns: id is the
- * pattern id (action = the pattern's key). score is the cosine similarity
- * (higher is closer). */
+ * pattern id, action its key and reward its confidence. score is the
+ * cosine similarity (higher is closer). */
 typedef struct adb_hit {
   char id[ADB_ID_MAX + 1];
   char user_id[ADB_ID_MAX + 1];
