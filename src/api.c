@@ -1343,72 +1343,55 @@ static int search_fail(rctx *x, int rc) {
   return fail_adb(x, rc, NULL);
 }
 
-static int h_episodes_search(rctx *x) {
+enum { SEARCH_EPISODES, SEARCH_USERS, SEARCH_PATTERNS };
+
+/* The three searches: same input, one library call each, and the fields of
+ * their hits (adb_hit in agentdb.h says what each holds per kind). */
+static int search(rctx *x, int kind) {
   float *emb;
   int dim, k, n = 0;
   const char *user;
-  if (search_in(x, 1, &emb, &dim, &k, &user)) return -1;
+  if (search_in(x, kind == SEARCH_EPISODES, &emb, &dim, &k, &user)) return -1;
   adb_hit *hits = alloc(x, (size_t)k * sizeof *hits);
   if (!hits) return fail(x, 500, "internal", NULL, "out of memory");
-  int rc = adb_episode_similar(x->db, x->param[0], emb, dim, k, user, hits, &n);
+  int rc =
+      kind == SEARCH_EPISODES
+          ? adb_episode_similar(x->db, x->param[0], emb, dim, k, user, hits, &n)
+      : kind == SEARCH_USERS
+          ? adb_user_similar(x->db, emb, dim, k, hits, &n)
+          : adb_pattern_search(x->db, x->param[0], emb, dim, k, hits, &n);
   if (rc != ADB_OK) return search_fail(x, rc);
+  static const char *const id_field[] = {"episode_id", "user_id", "pattern_id"};
   adb__buf *b = x->out;
   adb__buf_puts(b, "{\"hits\":[");
   for (int i = 0; i < n; i++) {
     adb__buf_puts(b, i ? ",{" : "{");
-    put_str(b, "episode_id", hits[i].id, 1);
+    put_str(b, id_field[kind], hits[i].id, 1);
     put_num(b, "score", hits[i].score);
-    put_str(b, "user_id", hits[i].user_id, 0);
-    put_str(b, "action", hits[i].action, 0);
-    put_num(b, "reward", hits[i].reward);
+    if (kind == SEARCH_EPISODES) {
+      put_str(b, "user_id", hits[i].user_id, 0);
+      put_str(b, "action", hits[i].action, 0);
+      put_num(b, "reward", hits[i].reward);
+    } else if (kind == SEARCH_PATTERNS) {
+      put_str(b, "key", hits[i].action, 0);
+      put_num(b, "confidence", hits[i].reward);
+    }
     adb__buf_putc(b, '}');
   }
   adb__buf_puts(b, "]}");
   return 0;
+}
+
+static int h_episodes_search(rctx *x) {
+  return search(x, SEARCH_EPISODES);
 }
 
 static int h_users_search(rctx *x) {
-  float *emb;
-  int dim, k, n = 0;
-  const char *user;
-  if (search_in(x, 0, &emb, &dim, &k, &user)) return -1;
-  adb_hit *hits = alloc(x, (size_t)k * sizeof *hits);
-  if (!hits) return fail(x, 500, "internal", NULL, "out of memory");
-  int rc = adb_user_similar(x->db, emb, dim, k, hits, &n);
-  if (rc != ADB_OK) return search_fail(x, rc);
-  adb__buf *b = x->out;
-  adb__buf_puts(b, "{\"hits\":[");
-  for (int i = 0; i < n; i++) {
-    adb__buf_puts(b, i ? ",{" : "{");
-    put_str(b, "user_id", hits[i].id, 1);
-    put_num(b, "score", hits[i].score);
-    adb__buf_putc(b, '}');
-  }
-  adb__buf_puts(b, "]}");
-  return 0;
+  return search(x, SEARCH_USERS);
 }
 
 static int h_patterns_search(rctx *x) {
-  float *emb;
-  int dim, k, n = 0;
-  const char *user;
-  if (search_in(x, 0, &emb, &dim, &k, &user)) return -1;
-  adb_hit *hits = alloc(x, (size_t)k * sizeof *hits);
-  if (!hits) return fail(x, 500, "internal", NULL, "out of memory");
-  int rc = adb_pattern_search(x->db, x->param[0], emb, dim, k, hits, &n);
-  if (rc != ADB_OK) return search_fail(x, rc);
-  adb__buf *b = x->out;
-  adb__buf_puts(b, "{\"hits\":[");
-  for (int i = 0; i < n; i++) {
-    adb__buf_puts(b, i ? ",{" : "{");
-    put_str(b, "pattern_id", hits[i].id, 1);
-    put_num(b, "score", hits[i].score);
-    put_str(b, "key", hits[i].action, 0);
-    put_num(b, "confidence", hits[i].reward);
-    adb__buf_putc(b, '}');
-  }
-  adb__buf_puts(b, "]}");
-  return 0;
+  return search(x, SEARCH_PATTERNS);
 }
 
 /* ------------------------------------------------------------ query */
