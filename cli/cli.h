@@ -6,6 +6,8 @@
 #define ADB_CLI_H
 
 int cli_simulate(int argc, char **argv);
+/* `simulate --workload embed` (cli/simulate_embed.c). */
+int cli_simulate_embed(int argc, char **argv);
 /* Defined by cli/serve.c and cli/migrate.c when those are built. */
 int cli_serve(int argc, char **argv) __attribute__((weak));
 int cli_migrate(int argc, char **argv) __attribute__((weak));

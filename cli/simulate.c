@@ -284,6 +284,9 @@ static int parse(int argc, char **argv, sim_opts *o) {
 }
 
 int cli_simulate(int argc, char **argv) {
+  for (int i = 1; i + 1 < argc; i++)
+    if (!strcmp(argv[i], "--workload") && !strcmp(argv[i + 1], "embed"))
+      return cli_simulate_embed(argc, argv);
   sim_opts o = {
       .fallback = 30, .seed = 1, .rounds = 300000, .users = 200, .items = 60};
   if (parse(argc, argv, &o)) return 2;

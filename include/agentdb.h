@@ -120,8 +120,9 @@ int adb_flush(adb *db);
 /* ---------------------------------------------------------------- agents */
 
 typedef enum adb_algorithm {
-  ADB_ALGO_BETA = 0,    /* Beta-Bernoulli, rewards in [0,1] */
-  ADB_ALGO_GAUSSIAN = 1 /* Normal-Inverse-Gamma, unbounded rewards */
+  ADB_ALGO_BETA = 0,     /* Beta-Bernoulli, rewards in [0,1] */
+  ADB_ALGO_GAUSSIAN = 1, /* Normal-Inverse-Gamma, unbounded rewards */
+  ADB_ALGO_LINEAR = 2    /* linear Thompson sampling over features */
 } adb_algorithm;
 
 /* Engagement reward: the weighted mean, over the signals present, of
@@ -153,8 +154,22 @@ typedef struct adb_agent_config {
   double decay_half_life_s; /* 0 = no decay (reserved) */
   double reward_window_s;   /* default 86400 */
   double default_reward;    /* reward given when the window passes; default 0 */
+  /* Linear model (algorithm linear; see README "Linear agents"). crosses:
+   * a set of ADB_CROSS_* bits, default all; lambda: ridge prior precision,
+   * default 1; v: exploration scale (posterior sd multiplier), default
+   * 0.25. */
+  int linear_crosses;
+  double linear_lambda, linear_v;
   int64_t created_at_ms, updated_at_ms; /* set by the store */
 } adb_agent_config;
+
+/* The linear model's crosses (VW's -q): user x action embedding, context x
+ * action embedding, the action embedding alone, a bias per action. */
+#define ADB_CROSS_USER_ACTION 1
+#define ADB_CROSS_CONTEXT_ACTION 2
+#define ADB_CROSS_ACTION 4
+#define ADB_CROSS_BIAS 8
+#define ADB_CROSS_ALL 15
 
 /* Fills every field with its default (id left empty). */
 void adb_agent_config_init(adb_agent_config *cfg);

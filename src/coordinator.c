@@ -43,6 +43,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "policy.h"
 #include "statekey.h"
 
 /* ---------------------------------------------------------------- errors */
@@ -144,6 +145,9 @@ void adb_agent_config_init(adb_agent_config *c) {
   c->fallback_strength = 10;
   c->reward_window_s = 86400;
   c->default_reward = 0;
+  c->linear_crosses = ADB_CROSS_ALL;
+  c->linear_lambda = 1;
+  c->linear_v = 0.25;
 }
 
 void adb__agent_release(adb__agent *a) {
@@ -651,6 +655,7 @@ static void config_defaults(adb_config *c) {
 }
 
 static void handle_free(adb *db) {
+  adb__linear_close(atomic_load(&db->lin)); /* uses the store */
   adb__memory_close(db->mem); /* saves its snapshot; before the store */
   adb__cache_close(db->cache);
   adb__store_close(db->store);

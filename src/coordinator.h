@@ -105,6 +105,9 @@ struct adb {
   pthread_cond_t sfcond;
   adb__strmap inflight; /* policy key -> (void*)1 while loading */
 
+  /* Linear models (policy_linear.c), created on first use. */
+  _Atomic(struct adb__linear *) lin;
+
   /* Statistics. */
   _Atomic int64_t st_decisions, st_applied, st_duplicate, st_batches;
   _Atomic int64_t st_flush_errors, st_store_errors, st_cache_errors;

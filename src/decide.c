@@ -17,6 +17,7 @@
 #include <sys/random.h>
 
 #include "coordinator.h"
+#include "policy.h"
 #include "statekey.h"
 
 /* Fills stats for actions from a policy read from the store (sorted by
@@ -234,7 +235,8 @@ static char *raw_copy(const adb_decide_req *req, size_t *len_out) {
 }
 
 static int log_decision(adb *db, adb__agent *a, const adb_decide_req *req,
-                        const adb_decision *d) {
+                        const adb_decision *d, const adb__policy_model *pm,
+                        const uint8_t *features, int n_features) {
   adb__item *it = malloc(sizeof *it);
   size_t len = 0;
   char *raw = it ? raw_copy(req, &len) : NULL;
@@ -255,10 +257,10 @@ static int log_decision(adb *db, adb__agent *a, const adb_decide_req *req,
   memcpy(r->action, d->action, strlen(d->action) + 1);
   r->propensity = d->propensity;
   r->context_json = r->candidates_json = NULL;
-  memcpy(r->model,
-         a->cfg.algorithm == ADB_ALGO_GAUSSIAN ? "gaussian-ts/1" : "beta-ts/1",
-         a->cfg.algorithm == ADB_ALGO_GAUSSIAN ? 14 : 10);
+  snprintf(r->model, sizeof r->model, "%s", pm->model_tag);
   r->ts_ms = adb__now_ms();
+  r->n_features = n_features;
+  if (n_features > 0) memcpy(r->features, features, (size_t)n_features);
   return adb__enqueue(db, it, 0, NULL);
 }
 
@@ -346,6 +348,35 @@ static int cold_start(adb *db, adb__agent *a, const adb_decide_req *req,
   return ADB_OK;
 }
 
+/* The tabular models: the posteriors of the candidates for the user (and
+ * the agent-wide or neighbours' fallback), Thompson sampling over them. */
+static int tabular_decide(adb *db, adb__agent *a, const adb_decide_req *req,
+                          const uint8_t *eligible, int n_eligible,
+                          adb_decision *out, uint8_t features[],
+                          int *n_features, int *hits) {
+  int n = req->n_candidates;
+  adb__arm_stats stats[2 * n];
+  (void)features;
+  *n_features = 0;
+  int rc = adb__policy_read(db, a->cfg.id, req->user_id, out->state_key, n,
+                            req->candidates, stats, hits);
+  if (rc == ADB_OK && cold_user(stats, n))
+    rc = cold_start(db, a, req, out, stats);
+  if (rc == ADB_OK) choose(db, a, req, stats, eligible, n_eligible, out);
+  return rc;
+}
+
+static const adb__policy_model policy_beta = {
+    .name = "beta-ts", .model_tag = "beta-ts/1", .decide = tabular_decide};
+static const adb__policy_model policy_gaussian = {.name = "gaussian-ts",
+                                                  .model_tag = "gaussian-ts/1",
+                                                  .decide = tabular_decide};
+
+const adb__policy_model *adb__policy_model_of(adb_algorithm algo) {
+  if (algo == ADB_ALGO_LINEAR) return &adb__policy_linear;
+  return algo == ADB_ALGO_GAUSSIAN ? &policy_gaussian : &policy_beta;
+}
+
 int adb_decide(adb *db, const adb_decide_req *req, adb_decision *out) {
   int64_t t0 = adb__mono_ns();
   int rc = check_request(db, req);
@@ -370,19 +401,18 @@ int adb_decide(adb *db, const adb_decide_req *req, adb_decision *out) {
                      req->n_context, req->embedding, req->embedding_dim,
                      a->cfg.simhash_bits, out->state_key) != ADB_OK)
     rc = adb__fail(db, ADB_EINVAL, "cannot compute the state key");
-  adb__arm_stats stats[2 * n];
+  const adb__policy_model *pm = adb__policy_model_of(a->cfg.algorithm);
+  uint8_t features[ADB__FEATURES_MAX];
+  int n_features = 0;
   if (rc == ADB_OK)
-    rc = adb__policy_read(db, a->cfg.id, req->user_id, out->state_key, n,
-                          req->candidates, stats, &hits);
-  if (rc == ADB_OK && cold_user(stats, n))
-    rc = cold_start(db, a, req, out, stats);
+    rc = pm->decide(db, a, req, eligible, n_eligible, out, features,
+                    &n_features, &hits);
   if (rc == ADB_OK) {
-    choose(db, a, req, stats, eligible, n_eligible, out);
     if (req->event_id)
       snprintf(out->event_id, sizeof out->event_id, "%s", req->event_id);
     else
       new_event_id(out->event_id);
-    rc = log_decision(db, a, req, out);
+    rc = log_decision(db, a, req, out, pm, features, n_features);
   }
   if (rc == ADB_OK) {
     atomic_fetch_add(&db->st_decisions, 1);

@@ -49,8 +49,17 @@ static int check_context_keys(adb *db, const adb_agent_config *c) {
 
 static int check_agent(adb *db, const adb_agent_config *c) {
   int rc = adb__check_id(db, "agent id", c->id);
-  if (!rc && c->algorithm != ADB_ALGO_BETA && c->algorithm != ADB_ALGO_GAUSSIAN)
-    rc = adb__fail(db, ADB_EINVAL, "algorithm must be beta or gaussian");
+  if (!rc && c->algorithm != ADB_ALGO_BETA &&
+      c->algorithm != ADB_ALGO_GAUSSIAN && c->algorithm != ADB_ALGO_LINEAR)
+    rc =
+        adb__fail(db, ADB_EINVAL, "algorithm must be beta, gaussian or linear");
+  if (!rc && (c->linear_crosses < 0 || c->linear_crosses > ADB_CROSS_ALL))
+    rc = adb__fail(db, ADB_EINVAL, "crosses: unknown cross");
+  if (!rc && (!isfinite(c->linear_lambda) || c->linear_lambda < 0 ||
+              c->linear_lambda > 1e6))
+    rc = adb__fail(db, ADB_EINVAL, "lambda must be in (0, 1e6] (0 = default)");
+  if (!rc && (!isfinite(c->linear_v) || c->linear_v < 0 || c->linear_v > 1e3))
+    rc = adb__fail(db, ADB_EINVAL, "v must be in (0, 1000] (0 = default)");
   if (!rc) rc = positive(db, "prior.alpha", c->prior_alpha);
   if (!rc) rc = positive(db, "prior.beta", c->prior_beta);
   if (!rc && !isfinite(c->prior_mu))

@@ -165,11 +165,15 @@ int adb__agent_rec_ok(const adb_agent_config *c) {
                       c->fallback_strength,
                       c->decay_half_life_s,
                       c->reward_window_s,
-                      c->default_reward};
+                      c->default_reward,
+                      c->linear_lambda,
+                      c->linear_v};
   for (size_t i = 0; i < sizeof d / sizeof *d; i++)
     if (!isfinite(d[i])) return 0;
   return ADB__ID_OK(c->id) &&
-         (c->algorithm == ADB_ALGO_BETA || c->algorithm == ADB_ALGO_GAUSSIAN) &&
+         (c->algorithm == ADB_ALGO_BETA || c->algorithm == ADB_ALGO_GAUSSIAN ||
+          c->algorithm == ADB_ALGO_LINEAR) &&
+         c->linear_crosses >= 0 && c->linear_crosses <= ADB_CROSS_ALL &&
          c->n_context_keys >= 0 && c->n_context_keys <= ADB_MAX_CONTEXT_KEYS &&
          c->embedding_dim >= 0 && c->embedding_dim <= ADB_MAX_EMBEDDING_DIM &&
          c->simhash_bits >= 0 && c->simhash_bits <= 64;
@@ -235,7 +239,9 @@ int adb__batch_validate(const adb__batch *b, char *what, size_t cap) {
 /* ------------------------------------------------- agent config columns */
 
 const char *adb__algo_name(adb_algorithm a) {
-  return a == ADB_ALGO_GAUSSIAN ? "gaussian" : "beta";
+  return a == ADB_ALGO_GAUSSIAN ? "gaussian"
+         : a == ADB_ALGO_LINEAR ? "linear"
+                                : "beta";
 }
 
 char *adb__context_keys_json(const adb_agent_config *cfg) {

@@ -38,6 +38,7 @@ int adb__policy_push(adb__policy *p, const char *action,
                      const adb__arm_stats *s);
 void adb__policy_free(adb__policy *p);
 
+#define ADB__FEATURES_MAX 192
 typedef struct adb__decision_rec {
   char agent[ADB_ID_MAX + 1], event_id[ADB_ID_MAX + 1];
   char user[ADB_ID_MAX + 1], state_key[ADB_STATE_KEY_LEN + 1];
@@ -47,6 +48,10 @@ typedef struct adb__decision_rec {
   char *candidates_json; /* JSON array of ids */
   char model[32];        /* e.g. "beta-ts/1" */
   int64_t ts_ms;
+  /* The features a linear decision used (linear.h), stored with it in
+   * decision_features; n_features 0 for none. Not filled by decision_get. */
+  int n_features;
+  uint8_t features[ADB__FEATURES_MAX];
 } adb__decision_rec;
 
 typedef struct adb__reward_rec {
@@ -146,6 +151,30 @@ typedef struct adb__vec_row {
   int64_t ts_ms; /* episodes: created; users, patterns: updated */
 } adb__vec_row;
 
+/* One increment of a linear model (a reward of a decision with features),
+ * as lin_scan hands it over; pointers valid during the callback only. */
+typedef struct adb__lin_row {
+  int64_t seq;  /* insertion order */
+  uint64_t xid; /* PostgreSQL: the writing transaction; SQLite: 0 */
+  const char *reward_id, *action;
+  double reward;
+  int64_t ts_ms;
+  const void *features;
+  size_t n_features;
+} adb__lin_row;
+
+/* A linear model's checkpoint: its sums (state, linear.c adb__lin_save)
+ * and the watermark they include (see policy_linear.c). */
+typedef struct adb__lin_ckpt {
+  char config[128];
+  int64_t n, after_seq;
+  uint64_t min_xid;
+  void *seen; /* int64 seqs; get: malloc'd */
+  size_t n_seen_bytes;
+  void *state; /* get: malloc'd */
+  size_t n_state;
+} adb__lin_ckpt;
+
 typedef struct adb__store_methods {
   int version;        /* 1 */
   const char *scheme; /* "sqlite", "postgresql" */
@@ -190,6 +219,27 @@ typedef struct adb__store_methods {
    * NULL in a backend that lacks it (the indexes then start empty). */
   int (*vectors_scan)(adb__store *st, int kind, int64_t since_ms,
                       int (*fn)(void *arg, const adb__vec_row *row), void *arg);
+
+  /* Linear models (policy_linear.c). lin_scan calls fn, in seq order, for
+   * the agent's linear_rewards rows not yet seen: SQLite those with seq >
+   * after_seq; PostgreSQL those whose xid >= min_xid (the caller skips
+   * the seqs it has applied). *snap_xmin gets the xmin of the snapshot of
+   * the first page (every row with a lower xid is settled: PostgreSQL),
+   * or UINT64_MAX (SQLite). Pages of rows, no connection held during fn;
+   * a nonzero return of fn stops the scan and is returned. */
+  int (*lin_scan)(adb__store *st, const char *agent, int64_t after_seq,
+                  uint64_t min_xid, uint64_t *snap_xmin,
+                  int (*fn)(void *arg, const adb__lin_row *row), void *arg);
+  int (*lin_checkpoint_put)(adb__store *st, const char *agent,
+                            const adb__lin_ckpt *c);
+  /* ADB_ENOTFOUND when there is none; free c->seen and c->state. */
+  int (*lin_checkpoint_get)(adb__store *st, const char *agent,
+                            adb__lin_ckpt *c);
+  /* Calls fn for each action of the agent that has an embedding. */
+  int (*action_vectors)(adb__store *st, const char *agent,
+                        void (*fn)(void *arg, const char *action,
+                                   const float *v, int dim),
+                        void *arg);
 } adb__store_methods;
 
 /* Generic handle header: every backend's handle starts with this. */

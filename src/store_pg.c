@@ -154,11 +154,13 @@ static const char *const stmts[N_STMT] = {
         " prior_beta, prior_mu, prior_kappa, prior_a, prior_b, context_keys,"
         " embedding_dim, simhash_bits, weight_watch, weight_click,"
         " weight_rating, fallback_strength, decay_half_life_s,"
-        " reward_window_s, default_reward, created_at_ms, updated_at_ms)"
+        " reward_window_s, default_reward, created_at_ms, updated_at_ms,"
+        " linear_crosses, linear_lambda, linear_v)"
         " VALUES ($1, $2, $3::float8, $4::float8, $5::float8, $6::float8,"
         " $7::float8, $8::float8, $9, $10::int8, $11::int8, $12::float8,"
         " $13::float8, $14::float8, $15::float8, $16::float8, $17::float8,"
-        " $18::float8, $19::int8, $19::int8)"
+        " $18::float8, $19::int8, $19::int8, $20::int8, $21::float8,"
+        " $22::float8)"
         " ON CONFLICT (agent_id) DO UPDATE SET algorithm = excluded.algorithm,"
         " prior_alpha = excluded.prior_alpha,"
         " prior_beta = excluded.prior_beta, prior_mu = excluded.prior_mu,"
@@ -173,14 +175,18 @@ static const char *const stmts[N_STMT] = {
         " decay_half_life_s = excluded.decay_half_life_s,"
         " reward_window_s = excluded.reward_window_s,"
         " default_reward = excluded.default_reward,"
-        " updated_at_ms = excluded.updated_at_ms"
+        " updated_at_ms = excluded.updated_at_ms,"
+        " linear_crosses = excluded.linear_crosses,"
+        " linear_lambda = excluded.linear_lambda,"
+        " linear_v = excluded.linear_v"
         " RETURNING created_at_ms, updated_at_ms",
     [S_AGENT_GET] =
         "SELECT algorithm, prior_alpha, prior_beta, prior_mu, prior_kappa,"
         " prior_a, prior_b, context_keys, embedding_dim, simhash_bits,"
         " weight_watch, weight_click, weight_rating, fallback_strength,"
         " decay_half_life_s, reward_window_s, default_reward, created_at_ms,"
-        " updated_at_ms FROM agent_metadata WHERE agent_id = $1",
+        " updated_at_ms, linear_crosses, linear_lambda, linear_v"
+        " FROM agent_metadata WHERE agent_id = $1",
     [S_COUNTERS] = "SELECT COALESCE(SUM(decisions), 0)::int8,"
                    " COALESCE(SUM(rewards), 0)::int8,"
                    " COALESCE(SUM(reward_sum), 0)::float8,"
@@ -1520,6 +1526,8 @@ static void batch_unset(adb__batch *b) {
   }
 }
 
+static int lin_features_put(pg_store *s, pgconn *c, const adb__batch *b);
+
 static int batch_txn(pg_store *s, pgconn *c, void *arg) {
   adb__batch *b = arg;
   if (maintain(s, c, 0) == ADB_EUNAVAIL && c->broken) return ADB_EUNAVAIL;
@@ -1527,6 +1535,7 @@ static int batch_txn(pg_store *s, pgconn *c, void *arg) {
   if (rc) return rc;
   rc = run_sql(s, c, "BEGIN", s->io_timeout_ms, "begin batch");
   if (!rc) rc = decisions_put(s, c, b);
+  if (!rc) rc = lin_features_put(s, c, b);
   if (!rc) rc = rewards_put(s, c, b);
   if (!rc) rc = episodes_put(s, c, b);
   /* The hot rows last, so their locks are held the shortest time. */
@@ -1579,6 +1588,9 @@ static int agent_put_fn(pg_store *s, pgconn *c, void *arg) {
   p_f64(&p, a->reward_window_s);
   p_f64(&p, a->default_reward);
   p_i64(&p, adb__now_ms());
+  p_i64(&p, a->linear_crosses);
+  p_f64(&p, a->linear_lambda);
+  p_f64(&p, a->linear_v);
   PGresult *r;
   int rc = run(s, c, S_AGENT_PUT, &p, "put agent", &r);
   if (rc) return rc;
@@ -1613,6 +1625,8 @@ static int agent_read(const PGresult *r, adb_agent_config *o) {
     o->algorithm = ADB_ALGO_BETA;
   else if (strcmp(algo, "gaussian") == 0)
     o->algorithm = ADB_ALGO_GAUSSIAN;
+  else if (strcmp(algo, "linear") == 0)
+    o->algorithm = ADB_ALGO_LINEAR;
   else
     return ADB_ECORRUPT;
   o->prior_alpha = r_f64(r, 0, 1);
@@ -1633,6 +1647,9 @@ static int agent_read(const PGresult *r, adb_agent_config *o) {
   o->default_reward = r_f64(r, 0, 16);
   o->created_at_ms = r_i64(r, 0, 17);
   o->updated_at_ms = r_i64(r, 0, 18);
+  o->linear_crosses = (int)r_i64(r, 0, 19);
+  o->linear_lambda = r_f64(r, 0, 20);
+  o->linear_v = r_f64(r, 0, 21);
   return rc;
 }
 
@@ -2346,6 +2363,248 @@ static int pg_vectors_scan(adb__store *st, int kind, int64_t since_ms,
   }
 }
 
+/* ---------------------------------------------------------- linear models
+ *
+ * The linear model's rows (sql/postgres/0003_linear_model.sql): features
+ * logged with decisions, increments scanned by transaction id, and
+ * checkpoints. Unprepared: a few statements a second per linear agent. */
+
+/* Runs sql with params, binary results, on c. */
+static int lin_query(pg_store *s, pgconn *c, const char *sql, const params *p,
+                     const char *what, PGresult **res) {
+  if (!PQsendQueryParams(c->pg, sql, p->n, NULL, p->v, p->len, p->fmt, 1))
+    return fail(s, c, NULL, what);
+  return finish(s, c, s->io_timeout_ms, what, res);
+}
+
+static int lin_features_put(pg_store *s, pgconn *c, const adb__batch *b) {
+  int n = 0;
+  for (int i = 0; i < b->n_decisions; i++)
+    n += b->decisions[i].n_features > 0;
+  if (!n) return ADB_OK;
+  static const uint32_t t[] = {OID_TEXT, OID_TEXT, OID_BYTEA, OID_INT8};
+  cols a;
+  cols_begin(&a, t, 4, n);
+  for (int i = 0; i < b->n_decisions; i++) {
+    const adb__decision_rec *d = &b->decisions[i];
+    if (d->n_features <= 0) continue;
+    fld_text(&a.b[0], d->agent);
+    fld_text(&a.b[1], d->event_id);
+    fld_bytes(&a.b[2], (const char *)d->features, (size_t)d->n_features);
+    fld_i64(&a.b[3], d->ts_ms);
+  }
+  int rc;
+  if (cols_oom(&a)) {
+    rc = oom(s, "insert decision features");
+  } else {
+    params p = {0};
+    cols_params(&a, &p);
+    rc = lin_query(
+        s, c,
+        "INSERT INTO decision_features (agent_id, event_id,"
+        " features, created_at_ms) SELECT * FROM unnest($1::text[],"
+        " $2::text[], $3::bytea[], $4::int8[]) ON CONFLICT DO NOTHING",
+        &p, "insert decision features", NULL);
+  }
+  cols_free(&a);
+  return rc;
+}
+
+static int snap_fn(pg_store *s, pgconn *c, void *arg) {
+  PGresult *r = NULL;
+  params p = {0};
+  int rc = lin_query(
+      s, c, "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::int8", &p,
+      "snapshot", &r);
+  if (!rc) *(uint64_t *)arg = (uint64_t)r_i64(r, 0, 0);
+  PQclear(r);
+  return rc;
+}
+
+static int lin_snap_xmin(pg_store *s, uint64_t *out) {
+  return with_conn(s, snap_fn, out, 1);
+}
+
+#define LIN_PAGE 10000
+
+typedef struct lin_page_arg {
+  const char *agent;
+  int64_t after_seq;
+  uint64_t min_xid;
+  PGresult *res;
+} lin_page_arg;
+
+static int lin_page_fn(pg_store *s, pgconn *c, void *arg) {
+  lin_page_arg *x = arg;
+  params p = {0};
+  p_text(&p, x->agent);
+  p_i64(&p, (int64_t)x->min_xid);
+  p_i64(&p, x->after_seq);
+  p_i64(&p, LIN_PAGE);
+  return lin_query(s, c,
+                   "SELECT seq, xid::text::int8, reward_id, action_id, reward,"
+                   " created_at_ms, features,"
+                   " pg_snapshot_xmin(pg_current_snapshot())::text::int8"
+                   " FROM linear_rewards WHERE agent_id = $1"
+                   " AND xid >= $2::int8::text::xid8 AND seq > $3::int8"
+                   " ORDER BY seq LIMIT $4::int8",
+                   &p, "scan linear rewards", &x->res);
+}
+
+static int pg_lin_scan(adb__store *st, const char *agent, int64_t after_seq,
+                       uint64_t min_xid, uint64_t *snap_xmin,
+                       int (*fn)(void *arg, const adb__lin_row *row),
+                       void *arg) {
+  pg_store *s = (pg_store *)st;
+  int64_t cursor = 0; /* pages by seq within the xid condition */
+  (void)after_seq;
+  *snap_xmin = 0;
+  for (int page = 0;; page++) {
+    lin_page_arg x = {.agent = agent, .after_seq = cursor, .min_xid = min_xid};
+    int rc = with_conn(s, lin_page_fn, &x, 1);
+    int n = rc ? 0 : PQntuples(x.res);
+    for (int i = 0; !rc && i < n; i++) {
+      char rid[ADB_ID_MAX + 1], act[ADB_ID_MAX + 1];
+      if (r_copy(rid, sizeof rid, x.res, i, 2) ||
+          r_copy(act, sizeof act, x.res, i, 3)) {
+        rc = col_fail(s, ADB_ECORRUPT, "scan linear rewards");
+        break;
+      }
+      adb__lin_row row = {.seq = r_i64(x.res, i, 0),
+                          .xid = (uint64_t)r_i64(x.res, i, 1),
+                          .reward_id = rid,
+                          .action = act,
+                          .reward = r_f64(x.res, i, 4),
+                          .ts_ms = r_i64(x.res, i, 5),
+                          .features = PQgetvalue(x.res, i, 6),
+                          .n_features = (size_t)PQgetlength(x.res, i, 6)};
+      cursor = row.seq;
+      rc = fn(arg, &row);
+    }
+    if (!rc && page == 0) {
+      /* An empty page still tells the snapshot: ask for it alone. */
+      if (n > 0) {
+        *snap_xmin = (uint64_t)r_i64(x.res, 0, 7);
+      } else {
+        PQclear(x.res);
+        x.res = NULL;
+        rc = lin_snap_xmin(s, snap_xmin);
+      }
+    }
+    PQclear(x.res);
+    if (rc || n < LIN_PAGE) return rc;
+  }
+}
+
+static int ckpt_put_fn(pg_store *s, pgconn *c, void *arg) {
+  const void **a = arg;
+  const char *agent = a[0];
+  const adb__lin_ckpt *k = a[1];
+  params p = {0};
+  p_text(&p, agent);
+  p_text(&p, k->config);
+  p_i64(&p, k->n);
+  p_i64(&p, k->after_seq);
+  p_i64(&p, (int64_t)k->min_xid);
+  p_bin(&p, k->seen ? k->seen : "", k->n_seen_bytes);
+  p_bin(&p, k->state, k->n_state);
+  p_i64(&p, adb__now_ms());
+  return lin_query(
+      s, c,
+      "INSERT INTO linear_checkpoints (agent_id, config, n, after_seq,"
+      " min_xid, seen, state, updated_at_ms) VALUES ($1, $2, $3::int8,"
+      " $4::int8, $5::int8, $6::bytea, $7::bytea, $8::int8)"
+      " ON CONFLICT (agent_id) DO UPDATE SET config = excluded.config,"
+      " n = excluded.n, after_seq = excluded.after_seq,"
+      " min_xid = excluded.min_xid, seen = excluded.seen,"
+      " state = excluded.state, updated_at_ms = excluded.updated_at_ms",
+      &p, "put linear checkpoint", NULL);
+}
+
+static int pg_lin_checkpoint_put(adb__store *st, const char *agent,
+                                 const adb__lin_ckpt *k) {
+  const void *a[2] = {agent, k};
+  return with_conn((pg_store *)st, ckpt_put_fn, a, 1);
+}
+
+static int blob_dup(void **out, size_t *n, const PGresult *r, int col) {
+  *n = (size_t)PQgetlength(r, 0, col);
+  *out = malloc(*n ? *n : 1);
+  if (!*out) return ADB_ENOMEM;
+  memcpy(*out, PQgetvalue(r, 0, col), *n);
+  return ADB_OK;
+}
+
+static int ckpt_get_fn(pg_store *s, pgconn *c, void *arg) {
+  void **a = arg;
+  adb__lin_ckpt *k = a[1];
+  params p = {0};
+  p_text(&p, a[0]);
+  PGresult *r = NULL;
+  int rc = lin_query(s, c,
+                     "SELECT config, n, after_seq, min_xid, seen, state"
+                     " FROM linear_checkpoints WHERE agent_id = $1",
+                     &p, "get linear checkpoint", &r);
+  if (!rc && PQntuples(r) != 1) rc = ADB_ENOTFOUND;
+  if (!rc && r_copy(k->config, sizeof k->config, r, 0, 0))
+    rc = col_fail(s, ADB_ECORRUPT, "get linear checkpoint");
+  if (!rc) {
+    k->n = r_i64(r, 0, 1);
+    k->after_seq = r_i64(r, 0, 2);
+    k->min_xid = (uint64_t)r_i64(r, 0, 3);
+    rc = blob_dup(&k->seen, &k->n_seen_bytes, r, 4);
+    if (!rc) rc = blob_dup(&k->state, &k->n_state, r, 5);
+  }
+  PQclear(r);
+  return rc;
+}
+
+static int pg_lin_checkpoint_get(adb__store *st, const char *agent,
+                                 adb__lin_ckpt *k) {
+  memset(k, 0, sizeof *k);
+  void *a[2] = {(void *)agent, k};
+  int rc = with_conn((pg_store *)st, ckpt_get_fn, a, 1);
+  if (rc) {
+    free(k->seen);
+    free(k->state);
+    k->seen = k->state = NULL;
+  }
+  return rc;
+}
+
+static int actvec_fn(pg_store *s, pgconn *c, void *arg) {
+  void **a = arg;
+  params p = {0};
+  p_text(&p, a[0]);
+  return lin_query(s, c,
+                   "SELECT action_id, embedding FROM actions WHERE agent_id ="
+                   " $1 AND embedding IS NOT NULL",
+                   &p, "list action embeddings", (PGresult **)&a[1]);
+}
+
+static int pg_action_vectors(adb__store *st, const char *agent,
+                             void (*fn)(void *arg, const char *action,
+                                        const float *v, int dim),
+                             void *arg) {
+  pg_store *s = (pg_store *)st;
+  void *a[2] = {(void *)agent, NULL};
+  int rc = with_conn(s, actvec_fn, a, 1);
+  PGresult *r = a[1];
+  for (int i = 0; !rc && i < PQntuples(r); i++) {
+    char id[ADB_ID_MAX + 1];
+    float *v;
+    int dim;
+    if (r_copy(id, sizeof id, r, i, 0) || r_emb(&v, &dim, r, i, 1)) {
+      rc = col_fail(s, ADB_ECORRUPT, "list action embeddings");
+      break;
+    }
+    if (dim) fn(arg, id, v, dim);
+    free(v);
+  }
+  PQclear(r);
+  return rc;
+}
+
 const adb__store_methods adb__store_pg = {
     .version = 1,
     .scheme = "postgresql",
@@ -2367,4 +2626,8 @@ const adb__store_methods adb__store_pg = {
     .pattern_get = pg_pattern_get,
     .metrics_get = pg_metrics_get,
     .vectors_scan = pg_vectors_scan,
+    .lin_scan = pg_lin_scan,
+    .lin_checkpoint_put = pg_lin_checkpoint_put,
+    .lin_checkpoint_get = pg_lin_checkpoint_get,
+    .action_vectors = pg_action_vectors,
 };

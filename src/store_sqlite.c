@@ -98,6 +98,11 @@ enum stmt_id {
   S_VEC_USERS,
   S_VEC_PATTERNS,
   S_PING,
+  S_LIN_FEATURES_PUT,
+  S_LIN_SCAN,
+  S_LIN_CKPT_PUT,
+  S_LIN_CKPT_GET,
+  S_ACTION_VECTORS,
   N_STMT
 };
 
@@ -110,9 +115,10 @@ static const char *const stmt_sql[N_STMT] = {
         " prior_beta, prior_mu, prior_kappa, prior_a, prior_b, context_keys,"
         " embedding_dim, simhash_bits, weight_watch, weight_click,"
         " weight_rating, fallback_strength, decay_half_life_s,"
-        " reward_window_s, default_reward, created_at_ms, updated_at_ms)"
+        " reward_window_s, default_reward, created_at_ms, updated_at_ms,"
+        " linear_crosses, linear_lambda, linear_v)"
         " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,"
-        " ?14, ?15, ?16, ?17, ?18, ?19, ?19)"
+        " ?14, ?15, ?16, ?17, ?18, ?19, ?19, ?20, ?21, ?22)"
         " ON CONFLICT (agent_id) DO UPDATE SET algorithm = excluded.algorithm,"
         " prior_alpha = excluded.prior_alpha,"
         " prior_beta = excluded.prior_beta, prior_mu = excluded.prior_mu,"
@@ -127,14 +133,18 @@ static const char *const stmt_sql[N_STMT] = {
         " decay_half_life_s = excluded.decay_half_life_s,"
         " reward_window_s = excluded.reward_window_s,"
         " default_reward = excluded.default_reward,"
-        " updated_at_ms = excluded.updated_at_ms"
+        " updated_at_ms = excluded.updated_at_ms,"
+        " linear_crosses = excluded.linear_crosses,"
+        " linear_lambda = excluded.linear_lambda,"
+        " linear_v = excluded.linear_v"
         " RETURNING created_at_ms, updated_at_ms",
     [S_AGENT_GET] =
         "SELECT algorithm, prior_alpha, prior_beta, prior_mu, prior_kappa,"
         " prior_a, prior_b, context_keys, embedding_dim, simhash_bits,"
         " weight_watch, weight_click, weight_rating, fallback_strength,"
         " decay_half_life_s, reward_window_s, default_reward, created_at_ms,"
-        " updated_at_ms FROM agent_metadata WHERE agent_id = ?1",
+        " updated_at_ms, linear_crosses, linear_lambda, linear_v"
+        " FROM agent_metadata WHERE agent_id = ?1",
     [S_COUNT_METRICS] =
         "SELECT COALESCE(SUM(decisions), 0), COALESCE(SUM(rewards), 0),"
         " COALESCE(SUM(reward_sum), 0.0) FROM performance_metrics"
@@ -233,6 +243,24 @@ static const char *const stmt_sql[N_STMT] = {
         " AND (updated_at_ms, agent_id, pattern_id) > (?1, ?2, ?3)"
         " ORDER BY updated_at_ms, agent_id, pattern_id LIMIT ?4",
     [S_PING] = "SELECT count(*) FROM schema_migrations",
+    [S_LIN_FEATURES_PUT] =
+        "INSERT INTO decision_features (agent_id, event_id, features,"
+        " created_at_ms) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+    [S_LIN_SCAN] = "SELECT seq, reward_id, action_id, reward, created_at_ms,"
+                   " features FROM linear_rewards WHERE agent_id = ?1"
+                   " AND seq > ?2 ORDER BY seq LIMIT ?3",
+    [S_LIN_CKPT_PUT] =
+        "INSERT INTO linear_checkpoints (agent_id, config, n, after_seq,"
+        " min_xid, seen, state, updated_at_ms) VALUES (?1, ?2, ?3, ?4, ?5,"
+        " ?6, ?7, ?8) ON CONFLICT (agent_id) DO UPDATE SET"
+        " config = excluded.config, n = excluded.n,"
+        " after_seq = excluded.after_seq, min_xid = excluded.min_xid,"
+        " seen = excluded.seen, state = excluded.state,"
+        " updated_at_ms = excluded.updated_at_ms",
+    [S_LIN_CKPT_GET] = "SELECT config, n, after_seq, min_xid, seen, state"
+                       " FROM linear_checkpoints WHERE agent_id = ?1",
+    [S_ACTION_VECTORS] = "SELECT action_id, embedding FROM actions"
+                         " WHERE agent_id = ?1 AND embedding IS NOT NULL",
 };
 
 /* ---------------------------------------------------------------- handle */
@@ -670,11 +698,31 @@ static int batch_policies(sq_store *s, conn *c, adb__batch *b) {
   return rc;
 }
 
+/* The features a linear decision used (0003_linear_model.sql). */
+static int features_put(sq_store *s, conn *c, const adb__decision_rec *d) {
+  if (d->n_features <= 0) return ADB_OK;
+  sqlite3_stmt *st;
+  int rc = stmt_get(s, c, S_LIN_FEATURES_PUT, &st);
+  if (rc) return rc;
+  rc = SQLITE_OK;
+  bind_text(st, 1, d->agent, &rc);
+  bind_text(st, 2, d->event_id, &rc);
+  if (rc == SQLITE_OK)
+    rc = sqlite3_bind_blob(st, 3, d->features, d->n_features, SQLITE_STATIC);
+  bind_int(st, 4, d->ts_ms, &rc);
+  if (rc == SQLITE_OK) rc = sqlite3_step(st);
+  rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "insert features");
+  stmt_done(st);
+  return rc;
+}
+
 /* Every statement of a batch, inside the open transaction. */
 static int batch_apply(sq_store *s, conn *c, adb__batch *b) {
   int rc = ADB_OK;
   for (int i = 0; i < b->n_decisions && !rc; i++)
     rc = decision_put(s, c, &b->decisions[i]);
+  for (int i = 0; i < b->n_decisions && !rc; i++)
+    rc = features_put(s, c, &b->decisions[i]);
   for (int i = 0; i < b->n_episodes && !rc; i++)
     rc = episode_put(s, c, &b->episodes[i]);
   for (int i = 0; i < b->n_rewards && !rc; i++)
@@ -738,6 +786,9 @@ static void agent_bind(sqlite3_stmt *st, const adb_agent_config *a,
   bind_real(st, 17, a->reward_window_s, rc);
   bind_real(st, 18, a->default_reward, rc);
   bind_int(st, 19, now, rc);
+  bind_int(st, 20, a->linear_crosses, rc);
+  bind_real(st, 21, a->linear_lambda, rc);
+  bind_real(st, 22, a->linear_v, rc);
 }
 
 static int sq_agent_put(adb__store *st_, adb_agent_config *cfg) {
@@ -778,6 +829,8 @@ static int agent_read(sqlite3_stmt *st, adb_agent_config *o) {
     o->algorithm = ADB_ALGO_BETA;
   else if (strcmp(algo, "gaussian") == 0)
     o->algorithm = ADB_ALGO_GAUSSIAN;
+  else if (strcmp(algo, "linear") == 0)
+    o->algorithm = ADB_ALGO_LINEAR;
   else
     return ADB_ECORRUPT;
   o->prior_alpha = sqlite3_column_double(st, 1);
@@ -798,6 +851,9 @@ static int agent_read(sqlite3_stmt *st, adb_agent_config *o) {
   o->default_reward = sqlite3_column_double(st, 16);
   o->created_at_ms = sqlite3_column_int64(st, 17);
   o->updated_at_ms = sqlite3_column_int64(st, 18);
+  o->linear_crosses = sqlite3_column_int(st, 19);
+  o->linear_lambda = sqlite3_column_double(st, 20);
+  o->linear_v = sqlite3_column_double(st, 21);
   return rc;
 }
 
@@ -1585,6 +1641,196 @@ static int sq_open(const char *url, const adb_config *cfg, adb__store **out,
   return ADB_OK;
 }
 
+/* ---------------------------------------------------------- linear models */
+
+#define LIN_PAGE 4096
+
+typedef struct lin_page {
+  int n;
+  struct lin_page_row {
+    int64_t seq, ts;
+    double reward;
+    char rid[ADB_ID_MAX + 1], act[ADB_ID_MAX + 1];
+    size_t nf;
+    uint8_t f[ADB__FEATURES_MAX];
+  } rows[LIN_PAGE];
+} lin_page;
+
+static int lin_page_read(sq_store *s, const char *agent, int64_t after,
+                         lin_page *pg) {
+  pg->n = 0;
+  conn *c = reader_take(s);
+  sqlite3_stmt *st;
+  int rc = stmt_get(s, c, S_LIN_SCAN, &st);
+  if (!rc) {
+    rc = SQLITE_OK;
+    bind_text(st, 1, agent, &rc);
+    bind_int(st, 2, after, &rc);
+    bind_int(st, 3, LIN_PAGE, &rc);
+    int bad_row = 0;
+    while (rc == SQLITE_OK || rc == SQLITE_ROW) {
+      rc = sqlite3_step(st);
+      if (rc != SQLITE_ROW) break;
+      struct lin_page_row *r = &pg->rows[pg->n];
+      r->seq = sqlite3_column_int64(st, 0);
+      r->reward = sqlite3_column_double(st, 3);
+      r->ts = sqlite3_column_int64(st, 4);
+      r->nf = (size_t)sqlite3_column_bytes(st, 5);
+      const void *f = sqlite3_column_blob(st, 5);
+      if (col_copy(r->rid, sizeof r->rid, st, 1) ||
+          col_copy(r->act, sizeof r->act, st, 2) || r->nf > sizeof r->f) {
+        bad_row = 1;
+        break;
+      }
+      if (r->nf) memcpy(r->f, f, r->nf);
+      pg->n++;
+    }
+    if (bad_row)
+      rc = col_fail(s, ADB_ECORRUPT, "scan linear rewards");
+    else
+      rc =
+          rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "scan linear rewards");
+    stmt_done(st);
+  }
+  conn_give(c);
+  return rc;
+}
+
+static int sq_lin_scan(adb__store *st_, const char *agent, int64_t after_seq,
+                       uint64_t min_xid, uint64_t *snap_xmin,
+                       int (*fn)(void *arg, const adb__lin_row *row),
+                       void *arg) {
+  sq_store *s = (sq_store *)st_;
+  (void)min_xid;
+  *snap_xmin = UINT64_MAX; /* one writer: seq order is commit order */
+  lin_page *pg = malloc(sizeof *pg);
+  if (!pg) return ADB_ENOMEM;
+  int rc;
+  for (;;) {
+    rc = lin_page_read(s, agent, after_seq, pg);
+    for (int i = 0; !rc && i < pg->n; i++) {
+      const struct lin_page_row *r = &pg->rows[i];
+      adb__lin_row row = {.seq = r->seq,
+                          .reward_id = r->rid,
+                          .action = r->act,
+                          .reward = r->reward,
+                          .ts_ms = r->ts,
+                          .features = r->f,
+                          .n_features = r->nf};
+      after_seq = r->seq;
+      rc = fn(arg, &row);
+    }
+    if (rc || pg->n < LIN_PAGE) break;
+  }
+  free(pg);
+  return rc;
+}
+
+static int sq_lin_checkpoint_put(adb__store *st_, const char *agent,
+                                 const adb__lin_ckpt *k) {
+  sq_store *s = (sq_store *)st_;
+  conn *c = writer_take(s);
+  sqlite3_stmt *st;
+  int rc = stmt_get(s, c, S_LIN_CKPT_PUT, &st);
+  if (!rc) {
+    rc = SQLITE_OK;
+    bind_text(st, 1, agent, &rc);
+    bind_text(st, 2, k->config, &rc);
+    bind_int(st, 3, k->n, &rc);
+    bind_int(st, 4, k->after_seq, &rc);
+    bind_int(st, 5, (int64_t)k->min_xid, &rc);
+    if (rc == SQLITE_OK)
+      rc = sqlite3_bind_blob(st, 6, k->seen ? k->seen : "",
+                             (int)k->n_seen_bytes, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+      rc = sqlite3_bind_blob64(st, 7, k->state, k->n_state, SQLITE_STATIC);
+    bind_int(st, 8, now_ms(), &rc);
+    if (rc == SQLITE_OK) rc = sqlite3_step(st);
+    rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "put checkpoint");
+    stmt_done(st);
+  }
+  conn_give(c);
+  return rc;
+}
+
+static int col_blob(void **out, size_t *n, sqlite3_stmt *st, int col) {
+  *n = (size_t)sqlite3_column_bytes(st, col);
+  const void *b = sqlite3_column_blob(st, col);
+  *out = malloc(*n ? *n : 1);
+  if (!*out) return ADB_ENOMEM;
+  if (*n) memcpy(*out, b, *n);
+  return ADB_OK;
+}
+
+static int sq_lin_checkpoint_get(adb__store *st_, const char *agent,
+                                 adb__lin_ckpt *k) {
+  sq_store *s = (sq_store *)st_;
+  memset(k, 0, sizeof *k);
+  conn *c = reader_take(s);
+  sqlite3_stmt *st;
+  int rc = stmt_get(s, c, S_LIN_CKPT_GET, &st);
+  if (!rc) {
+    rc = SQLITE_OK;
+    bind_text(st, 1, agent, &rc);
+    if (rc == SQLITE_OK) rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+      k->n = sqlite3_column_int64(st, 1);
+      k->after_seq = sqlite3_column_int64(st, 2);
+      k->min_xid = (uint64_t)sqlite3_column_int64(st, 3);
+      rc = col_copy(k->config, sizeof k->config, st, 0);
+      if (!rc) rc = col_blob(&k->seen, &k->n_seen_bytes, st, 4);
+      if (!rc) rc = col_blob(&k->state, &k->n_state, st, 5);
+      if (rc) col_fail(s, rc, "get checkpoint");
+    } else if (rc == SQLITE_DONE) {
+      rc = ADB_ENOTFOUND;
+    } else {
+      rc = sq_fail(s, c, rc, "get checkpoint");
+    }
+    stmt_done(st);
+  }
+  conn_give(c);
+  if (rc) {
+    free(k->seen);
+    free(k->state);
+    k->seen = k->state = NULL;
+  }
+  return rc;
+}
+
+static int sq_action_vectors(adb__store *st_, const char *agent,
+                             void (*fn)(void *arg, const char *action,
+                                        const float *v, int dim),
+                             void *arg) {
+  sq_store *s = (sq_store *)st_;
+  conn *c = reader_take(s);
+  sqlite3_stmt *st;
+  int rc = stmt_get(s, c, S_ACTION_VECTORS, &st);
+  if (!rc) {
+    rc = SQLITE_OK;
+    bind_text(st, 1, agent, &rc);
+    while (rc == SQLITE_OK || rc == SQLITE_ROW) {
+      rc = sqlite3_step(st);
+      if (rc != SQLITE_ROW) break;
+      char id[ADB_ID_MAX + 1];
+      float *v;
+      int dim;
+      if (col_copy(id, sizeof id, st, 0) || col_embedding(&v, &dim, st, 1)) {
+        rc = col_fail(s, ADB_ECORRUPT, "list action embeddings");
+        break;
+      }
+      if (dim) fn(arg, id, v, dim);
+      free(v);
+    }
+    if (rc == SQLITE_DONE)
+      rc = ADB_OK;
+    else if (rc > 0)
+      rc = sq_fail(s, c, rc, "list action embeddings");
+    stmt_done(st);
+  }
+  conn_give(c);
+  return rc;
+}
+
 const adb__store_methods adb__store_sqlite = {
     .version = 1,
     .scheme = "sqlite",
@@ -1606,4 +1852,8 @@ const adb__store_methods adb__store_sqlite = {
     .pattern_get = sq_pattern_get,
     .metrics_get = sq_metrics_get,
     .vectors_scan = sq_vectors_scan,
+    .lin_scan = sq_lin_scan,
+    .lin_checkpoint_put = sq_lin_checkpoint_put,
+    .lin_checkpoint_get = sq_lin_checkpoint_get,
+    .action_vectors = sq_action_vectors,
 };

@@ -1,0 +1,433 @@
+/*
+ * simulate_embed.c — `agentdb simulate --workload embed`: a catalogue
+ * where users and items carry embeddings, the shape on which one model
+ * over user, context and item features beats a table of posteriors.
+ *
+ * The world: 1,000 users and 50 items with 16-d embeddings; each item has
+ * a genre (6), and its embedding is its genre's prototype plus noise; each
+ * item a popularity, each (daypart, genre) a taste. The expected watched
+ * fraction of item i by user u at daypart d is
+ *     logistic(1.5 (2 cos(u, e_i) + pop_i + taste[d][genre_i]) - 0.5)
+ * and the observed one a U-shaped Beta draw with that mean (as in the
+ * default workload). Each round a user (Zipf activity) arrives at a
+ * daypart with 20 of the 50 items as candidates. Variants:
+ *   - base;
+ *   - drift: popularity, daypart tastes and user embeddings move linearly
+ *     from one random draw to another over the run (the request carries
+ *     the user's current embedding);
+ *   - newusers: only users 0..499 arrive in the first half; in the second
+ *     half, half of the rounds belong to users 500..999, never seen before.
+ * Policies, on the same rounds and reward noise:
+ *   - tabular TS: adb_decide/adb_reward (beta, states by daypart,
+ *     fallback 30, as the default workload);
+ *   - linear TS: adb_decide/adb_reward on an agent {"algorithm":"linear"}
+ *     with its defaults, the user embedding in the request;
+ *   - epsilon-greedy ridge (eps 0.05, VW's default exploration) over the
+ *     same crossed features: the ridge mean, refreshed on the same
+ *     schedule as the linear agent's pool (linear.c, in process);
+ *   - uniform random, and the oracle (highest expected reward).
+ */
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "agentdb.h"
+#include "bandit.h"
+#include "cli.h"
+#include "linear.h"
+
+#define E_USERS 1000
+#define E_ITEMS 50
+#define E_GENRES 6
+#define E_DIM 16
+#define E_DAYPARTS 4
+#define E_CANDS 20
+
+enum { V_BASE, V_DRIFT, V_NEWUSERS };
+
+typedef struct eworld {
+  int variant;
+  long rounds;
+  float user0[E_USERS][E_DIM], user1[E_USERS][E_DIM];
+  float item[E_ITEMS][E_DIM];
+  int genre[E_ITEMS];
+  double pop0[E_ITEMS], pop1[E_ITEMS];
+  double taste0[E_DAYPARTS][E_GENRES], taste1[E_DAYPARTS][E_GENRES];
+  double zipf[E_USERS / 2]; /* cdf over a half (or, base, all as two) */
+  double zipf_all[E_USERS];
+} eworld;
+
+static const char *dayparts[E_DAYPARTS] = {"morning", "afternoon", "evening",
+                                           "night"};
+
+static void zipf_cdf(double *cdf, int n) {
+  double total = 0, acc = 0;
+  for (int u = 0; u < n; u++)
+    total += 1.0 / pow(u + 1, 0.8);
+  for (int u = 0; u < n; u++)
+    cdf[u] = (acc += 1.0 / pow(u + 1, 0.8) / total);
+}
+
+static void eworld_make(eworld *w, int variant, long rounds, uint64_t seed) {
+  adb__rng r;
+  adb__rng_seed(&r, seed * 104729 + 17);
+  w->variant = variant;
+  w->rounds = rounds;
+  float proto[E_GENRES][E_DIM];
+  for (int g = 0; g < E_GENRES; g++)
+    for (int j = 0; j < E_DIM; j++)
+      proto[g][j] = (float)adb__rng_normal(&r);
+  for (int i = 0; i < E_ITEMS; i++) {
+    w->genre[i] = i % E_GENRES;
+    for (int j = 0; j < E_DIM; j++)
+      w->item[i][j] = proto[w->genre[i]][j] + 0.6f * (float)adb__rng_normal(&r);
+    w->pop0[i] = 0.5 * adb__rng_normal(&r);
+    w->pop1[i] = 0.5 * adb__rng_normal(&r);
+  }
+  for (int d = 0; d < E_DAYPARTS; d++)
+    for (int g = 0; g < E_GENRES; g++) {
+      w->taste0[d][g] = 0.7 * adb__rng_normal(&r);
+      w->taste1[d][g] = 0.7 * adb__rng_normal(&r);
+    }
+  for (int u = 0; u < E_USERS; u++)
+    for (int j = 0; j < E_DIM; j++) {
+      w->user0[u][j] = (float)adb__rng_normal(&r);
+      w->user1[u][j] = (float)adb__rng_normal(&r);
+    }
+  zipf_cdf(w->zipf, E_USERS / 2);
+  zipf_cdf(w->zipf_all, E_USERS);
+}
+
+/* How far through the drift round t is (0 unless the variant drifts). */
+static double drift_at(const eworld *w, long t) {
+  return w->variant == V_DRIFT ? (double)t / (double)w->rounds : 0;
+}
+
+static void user_emb(const eworld *w, int u, long t, float out[E_DIM]) {
+  double f = drift_at(w, t);
+  for (int j = 0; j < E_DIM; j++)
+    out[j] = (float)((1 - f) * w->user0[u][j] + f * w->user1[u][j]);
+}
+
+static double expected(const eworld *w, int u, int d, int i, long t) {
+  float ue[E_DIM];
+  user_emb(w, u, t, ue);
+  double dot = 0, nu = 0, ni = 0, f = drift_at(w, t);
+  for (int j = 0; j < E_DIM; j++) {
+    dot += (double)ue[j] * w->item[i][j];
+    nu += (double)ue[j] * ue[j];
+    ni += (double)w->item[i][j] * w->item[i][j];
+  }
+  double cosv = nu > 0 && ni > 0 ? dot / sqrt(nu * ni) : 0;
+  int g = w->genre[i];
+  double x = 2 * cosv + (1 - f) * w->pop0[i] + f * w->pop1[i] +
+             (1 - f) * w->taste0[d][g] + f * w->taste1[d][g];
+  return 1.0 / (1.0 + exp(-(1.5 * x - 0.5)));
+}
+
+static double observe(adb__rng *r, double mean) {
+  const double conc = 0.5;
+  double v = adb__rng_beta(r, mean * conc + 1e-3, (1 - mean) * conc + 1e-3);
+  return v < 0 ? 0 : v > 1 ? 1 : v;
+}
+
+static int pick(const double *cdf, int n, adb__rng *r) {
+  double x = adb__rng_uniform(r);
+  int lo = 0, hi = n - 1;
+  while (lo < hi) {
+    int mid = (lo + hi) / 2;
+    if (cdf[mid] < x)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
+static int pick_user(const eworld *w, long t, adb__rng *r) {
+  if (w->variant != V_NEWUSERS) return pick(w->zipf_all, E_USERS, r);
+  int half = t >= w->rounds / 2 && (adb__rng_next(r) & 1);
+  return pick(w->zipf, E_USERS / 2, r) + (half ? E_USERS / 2 : 0);
+}
+
+/* ------------------------------------------------------- agentdb agents */
+
+static int agent_setup(adb *db, const char *id, const eworld *w, int linear) {
+  adb_agent_config cfg;
+  adb_agent_config_init(&cfg);
+  snprintf(cfg.id, sizeof cfg.id, "%s", id);
+  cfg.n_context_keys = 1;
+  snprintf(cfg.context_keys[0], sizeof cfg.context_keys[0], "daypart");
+  if (linear)
+    cfg.algorithm = ADB_ALGO_LINEAR;
+  else
+    cfg.fallback_strength = 30;
+  int rc = adb_agent_put(db, &cfg);
+  adb_action acts[E_ITEMS];
+  char ids[E_ITEMS][16];
+  for (int i = 0; i < E_ITEMS; i++) {
+    snprintf(ids[i], sizeof ids[i], "item-%d", i);
+    acts[i] = (adb_action){.id = ids[i],
+                           .embedding = linear ? w->item[i] : NULL,
+                           .embedding_dim = linear ? E_DIM : 0};
+  }
+  if (rc == ADB_OK) rc = adb_actions_put(db, id, acts, E_ITEMS);
+  return rc;
+}
+
+static int agent_reward(adb *db, const char *agent, const char *event_id,
+                        double reward) {
+  char rid[160];
+  snprintf(rid, sizeof rid, "r-%s", event_id);
+  adb_reward_req rr = {.agent_id = agent,
+                       .reward_id = rid,
+                       .event_id = event_id,
+                       .has_reward = 1,
+                       .reward = reward};
+  int rc;
+  while ((rc = adb_reward(db, &rr, NULL)) == ADB_EFULL)
+    adb_flush(db);
+  return rc;
+}
+
+/* ------------------------------------------------- epsilon-greedy ridge */
+
+typedef struct ridge {
+  adb__lin_model m;
+  adb__lin_pool *pool;
+  int64_t n_at_pool;
+  double eps, v; /* v < 0: the model's own (Thompson), 0: the mean */
+} ridge;
+
+static void ridge_x(const eworld *w, const float *ue, int d, int item,
+                    adb__lin_x *x) {
+  const char *k = "daypart", *v = dayparts[d];
+  adb__lin_project(ue, E_DIM, x->u);
+  adb__lin_project(w->item[item], E_DIM, x->e);
+  adb__lin_context(&k, &v, 1, x->c);
+}
+
+static int ridge_pick(ridge *rg, adb__rng *r, const eworld *w, const float *ue,
+                      int d, const int *cands, const char *const *ids, long t) {
+  /* Same refresh schedule as the linear agent (policy_linear.c). */
+  if (!rg->pool || rg->m.n - rg->n_at_pool >= adb__lin_refresh_every(rg->m.n)) {
+    adb__lin_pool *p = adb__lin_pool_make(&rg->m, (double)t, r, rg->v);
+    if (p) {
+      adb__lin_pool_unref(rg->pool);
+      rg->pool = p;
+      rg->n_at_pool = rg->m.n;
+    }
+  }
+  if ((rg->eps > 0 && adb__rng_uniform(r) < rg->eps) || !rg->pool)
+    return cands[adb__rng_next(r) % E_CANDS];
+  adb__lin_x x;
+  float e[E_CANDS][ADB_LIN_P];
+  ridge_x(w, ue, d, cands[0], &x);
+  for (int c = 0; c < E_CANDS; c++)
+    adb__lin_project(w->item[cands[c]], E_DIM, e[c]);
+  double prop;
+  int c = adb__lin_choose(rg->pool, r, &x, (const float(*)[ADB_LIN_P])e, ids,
+                          NULL, E_CANDS, NULL, &prop);
+  return cands[c < 0 ? 0 : c];
+}
+
+/* --------------------------------------------------------------- driver */
+
+#define N_POL 5
+static const char *pol_names[N_POL] = {
+    "linear TS", "tabular TS", "eps-greedy ridge", "uniform random", "oracle"};
+
+typedef struct eopts {
+  uint64_t seed;
+  long rounds;
+  int variant;
+  int in_process;   /* linear TS by linear.c directly, without the store */
+  double half_life; /* rounds (one round = one second of model time) */
+} eopts;
+
+static int parse(int argc, char **argv, eopts *o) {
+  static const struct option lo[] = {{"seed", 1, 0, 's'},
+                                     {"rounds", 1, 0, 'r'},
+                                     {"variant", 1, 0, 'v'},
+                                     {"workload", 1, 0, 'w'},
+                                     {"in-process", 0, 0, 'i'},
+                                     {"half-life", 1, 0, 'H'},
+                                     {0, 0, 0, 0}};
+  int c;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+    if (c == 's') o->seed = strtoull(optarg, NULL, 10);
+    if (c == 'r') o->rounds = atol(optarg);
+    if (c == 'v')
+      o->variant = !strcmp(optarg, "drift")      ? V_DRIFT
+                   : !strcmp(optarg, "newusers") ? V_NEWUSERS
+                   : !strcmp(optarg, "base")     ? V_BASE
+                                                 : -1;
+    if (c == 'i') o->in_process = 1;
+    if (c == 'H') o->half_life = atof(optarg);
+    if (c == '?') return -1;
+  }
+  if (o->rounds < 100 || o->variant < 0) {
+    fprintf(stderr, "simulate: --workload embed takes --seed N, --rounds N "
+                    "(>= 100), --variant base|drift|newusers\n");
+    return -1;
+  }
+  return 0;
+}
+
+static void report(const eopts *o, const double *tot, const double *last,
+                   long n_last) {
+  static const char *vn[] = {"base", "drift", "newusers"};
+  printf("workload embed/%s, seed %llu, %ld rounds\n", vn[o->variant],
+         (unsigned long long)o->seed, o->rounds);
+  printf("%-18s %12s %12s %16s\n", "policy", "mean reward", "% of oracle",
+         "last 10% / oracle");
+  for (int p = 0; p < N_POL; p++)
+    printf("%-18s %12.4f %11.1f%% %15.1f%%\n", pol_names[p], tot[p] / o->rounds,
+           100.0 * tot[p] / tot[N_POL - 1], 100.0 * last[p] / last[N_POL - 1]);
+  (void)n_last;
+}
+
+/* The round's candidates: 20 distinct items. */
+static void draw_cands(adb__rng *r, int *cands, char (*ids)[16],
+                       const char **cand_ids) {
+  for (int c = 0; c < E_CANDS; c++) {
+    int item, dup;
+    do {
+      item = (int)(adb__rng_next(r) % E_ITEMS);
+      dup = 0;
+      for (int j = 0; j < c; j++)
+        dup |= cands[j] == item;
+    } while (dup);
+    cands[c] = item;
+    snprintf(ids[c], sizeof ids[c], "item-%d", item);
+    cand_ids[c] = ids[c];
+  }
+}
+
+static int run(adb *db, const eworld *w, const eopts *o, double *tot,
+               double *last) {
+  adb__rng wr, pr, noise[N_POL];
+  adb__rng_seed(&wr, o->seed * 7919 + 11);
+  adb__rng_seed(&pr, o->seed * 7919 + 12);
+  ridge rg = {.eps = 0.05, .v = 0}, lt = {.v = -1};
+  adb__lin_cfg lc = {.half_life_s = o->half_life};
+  int rc = adb__lin_init(&rg.m, &lc);
+  if (rc == ADB_OK) rc = adb__lin_init(&lt.m, &lc);
+  int cands[E_CANDS];
+  char ids[E_CANDS][16];
+  const char *cand_ids[E_CANDS];
+  long from_last = o->rounds - o->rounds / 10;
+  for (long t = 0; t < o->rounds && rc == ADB_OK; t++) {
+    int u = pick_user(w, t, &wr), d = (int)(adb__rng_next(&wr) % E_DAYPARTS);
+    draw_cands(&wr, cands, ids, cand_ids);
+    uint64_t ns = adb__rng_next(&wr);
+    for (int p = 0; p < N_POL; p++)
+      adb__rng_seed(&noise[p], ns);
+    float ue[E_DIM];
+    user_emb(w, u, t, ue);
+    char user[32];
+    snprintf(user, sizeof user, "user-%d", u);
+    int chosen[N_POL];
+    adb_decision dl = {0}, dt = {0};
+    adb_kv ctx = {"daypart", dayparts[d]};
+    adb_decide_req req = {.user_id = user,
+                          .candidates = cand_ids,
+                          .n_candidates = E_CANDS,
+                          .context = &ctx,
+                          .n_context = 1};
+    req.agent_id = "lin";
+    req.embedding = ue;
+    req.embedding_dim = E_DIM;
+    if (o->in_process)
+      chosen[0] = ridge_pick(&lt, &pr, w, ue, d, cands, cand_ids, t);
+    else
+      while ((rc = adb_decide(db, &req, &dl)) == ADB_EFULL)
+        adb_flush(db);
+    if (rc) break;
+    req.agent_id = "tab";
+    req.embedding = NULL;
+    req.embedding_dim = 0;
+    while ((rc = adb_decide(db, &req, &dt)) == ADB_EFULL)
+      adb_flush(db);
+    if (rc) break;
+    if (!o->in_process) chosen[0] = atoi(dl.action + 5);
+    chosen[1] = atoi(dt.action + 5);
+    chosen[2] = ridge_pick(&rg, &pr, w, ue, d, cands, cand_ids, t);
+    chosen[3] = cands[adb__rng_next(&pr) % E_CANDS];
+    chosen[4] = cands[0];
+    for (int c = 1; c < E_CANDS; c++)
+      if (expected(w, u, d, cands[c], t) > expected(w, u, d, chosen[4], t))
+        chosen[4] = cands[c];
+    double r[N_POL];
+    for (int p = 0; p < N_POL; p++) {
+      r[p] = observe(&noise[p], expected(w, u, d, chosen[p], t));
+      tot[p] += r[p];
+      if (t >= from_last) last[p] += r[p];
+    }
+    if (!o->in_process) rc = agent_reward(db, "lin", dl.event_id, r[0]);
+    if (rc == ADB_OK) rc = agent_reward(db, "tab", dt.event_id, r[1]);
+    ridge *learners[2] = {&lt, &rg};
+    for (int l = o->in_process ? 0 : 1; l < 2 && rc == ADB_OK; l++) {
+      int item = chosen[l ? 2 : 0];
+      adb__lin_x x;
+      ridge_x(w, ue, d, item, &x);
+      char iid[16];
+      snprintf(iid, sizeof iid, "item-%d", item);
+      rc = adb__lin_update(&learners[l]->m, iid, &x, r[l ? 2 : 0], (double)t);
+    }
+    if ((t + 1) % (o->rounds / 10) == 0)
+      fprintf(stderr,
+              "simulate: %3ld%%  linear %.3f  tabular %.3f  ridge %.3f  "
+              "random %.3f  oracle %.3f\n",
+              (t + 1) * 100 / o->rounds, tot[0] / (t + 1), tot[1] / (t + 1),
+              tot[2] / (t + 1), tot[3] / (t + 1), tot[4] / (t + 1));
+  }
+  adb__lin_pool_unref(rg.pool);
+  adb__lin_free(&rg.m);
+  adb__lin_pool_unref(lt.pool);
+  adb__lin_free(&lt.m);
+  return rc;
+}
+
+int cli_simulate_embed(int argc, char **argv) {
+  eopts o = {.seed = 1, .rounds = 20000, .variant = V_BASE};
+  if (parse(argc, argv, &o)) return 2;
+  eworld *w = calloc(1, sizeof *w);
+  if (!w) return 1;
+  eworld_make(w, o.variant, o.rounds, o.seed);
+  char tmpdb[256], url[512];
+  const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+  snprintf(tmpdb, sizeof tmpdb, "%s/agentdb-sim-embed-%d.db", tmp,
+           (int)getpid());
+  snprintf(url, sizeof url, "sqlite://%s?synchronous=normal", tmpdb);
+  /* Sync durability: each reward is in the model before the next round,
+   * as in a deployment where the reward arrives before the user's next
+   * visit. */
+  adb_config cfg = {.store_url = url,
+                    .durability = ADB_DURABILITY_SYNC,
+                    .seed = o.seed,
+                    .cold_start_k = -1,
+                    .flush_interval_ms = 1};
+  adb *db = NULL;
+  char err[512];
+  int rc = adb_open(&cfg, &db, err, sizeof err);
+  if (rc == ADB_OK && !o.in_process) rc = agent_setup(db, "lin", w, 1);
+  if (rc == ADB_OK) rc = agent_setup(db, "tab", w, 0);
+  double tot[N_POL] = {0}, last[N_POL] = {0};
+  if (rc == ADB_OK) rc = run(db, w, &o, tot, last);
+  if (rc) fprintf(stderr, "simulate: %s\n", db ? adb_errmsg(db) : err);
+  adb_close(db);
+  const char *sfx[] = {"", "-wal", "-shm"};
+  for (int i = 0; i < 3; i++) {
+    char p[300];
+    snprintf(p, sizeof p, "%s%s", tmpdb, sfx[i]);
+    unlink(p);
+  }
+  if (rc == ADB_OK) report(&o, tot, last, o.rounds / 10);
+  free(w);
+  return rc ? 1 : 0;
+}
