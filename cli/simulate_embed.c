@@ -155,14 +155,18 @@ static int pick_user(const eworld *w, long t, adb__rng *r) {
 
 /* ------------------------------------------------------- agentdb agents */
 
-static int agent_setup(adb *db, const char *id, const eworld *w, int linear) {
+static int agent_setup(adb *db, const char *id, const eworld *w, int linear,
+                       const double *v_lambda) {
   adb_agent_config cfg;
   adb_agent_config_init(&cfg);
   snprintf(cfg.id, sizeof cfg.id, "%s", id);
   cfg.n_context_keys = 1;
   snprintf(cfg.context_keys[0], sizeof cfg.context_keys[0], "daypart");
-  if (linear)
+  if (linear) {
     cfg.algorithm = ADB_ALGO_LINEAR;
+    if (v_lambda[0] > 0) cfg.linear_v = v_lambda[0];
+    if (v_lambda[1] > 0) cfg.linear_lambda = v_lambda[1];
+  }
   else
     cfg.fallback_strength = 30;
   int rc = adb_agent_put(db, &cfg);
@@ -246,6 +250,7 @@ typedef struct eopts {
   int variant;
   int in_process;   /* linear TS by linear.c directly, without the store */
   double half_life; /* rounds (one round = one second of model time) */
+  double v, lambda; /* the linear model's settings; 0 = defaults */
 } eopts;
 
 static int parse(int argc, char **argv, eopts *o) {
@@ -255,6 +260,8 @@ static int parse(int argc, char **argv, eopts *o) {
                                      {"workload", 1, 0, 'w'},
                                      {"in-process", 0, 0, 'i'},
                                      {"half-life", 1, 0, 'H'},
+                                     {"v", 1, 0, 'V'},
+                                     {"lambda", 1, 0, 'L'},
                                      {0, 0, 0, 0}};
   int c;
   optind = 1;
@@ -268,6 +275,8 @@ static int parse(int argc, char **argv, eopts *o) {
                                                  : -1;
     if (c == 'i') o->in_process = 1;
     if (c == 'H') o->half_life = atof(optarg);
+    if (c == 'V') o->v = atof(optarg);
+    if (c == 'L') o->lambda = atof(optarg);
     if (c == '?') return -1;
   }
   if (o->rounds < 100 || o->variant < 0) {
@@ -310,11 +319,13 @@ static void draw_cands(adb__rng *r, int *cands, char (*ids)[16],
 
 static int run(adb *db, const eworld *w, const eopts *o, double *tot,
                double *last) {
-  adb__rng wr, pr, noise[N_POL];
+  adb__rng wr, pr, lr, noise[N_POL];
   adb__rng_seed(&wr, o->seed * 7919 + 11);
   adb__rng_seed(&pr, o->seed * 7919 + 12);
+  adb__rng_seed(&lr, o->seed * 7919 + 13); /* linear TS in process */
   ridge rg = {.eps = 0.05, .v = 0}, lt = {.v = -1};
-  adb__lin_cfg lc = {.half_life_s = o->half_life};
+  adb__lin_cfg lc = {.half_life_s = o->half_life, .v = o->v,
+                     .lambda = o->lambda};
   int rc = adb__lin_init(&rg.m, &lc);
   if (rc == ADB_OK) rc = adb__lin_init(&lt.m, &lc);
   int cands[E_CANDS];
@@ -343,7 +354,7 @@ static int run(adb *db, const eworld *w, const eopts *o, double *tot,
     req.embedding = ue;
     req.embedding_dim = E_DIM;
     if (o->in_process)
-      chosen[0] = ridge_pick(&lt, &pr, w, ue, d, cands, cand_ids, t);
+      chosen[0] = ridge_pick(&lt, &lr, w, ue, d, cands, cand_ids, t);
     else
       while ((rc = adb_decide(db, &req, &dl)) == ADB_EFULL)
         adb_flush(db);
@@ -415,8 +426,8 @@ int cli_simulate_embed(int argc, char **argv) {
   adb *db = NULL;
   char err[512];
   int rc = adb_open(&cfg, &db, err, sizeof err);
-  if (rc == ADB_OK && !o.in_process) rc = agent_setup(db, "lin", w, 1);
-  if (rc == ADB_OK) rc = agent_setup(db, "tab", w, 0);
+  if (rc == ADB_OK && !o.in_process) rc = agent_setup(db, "lin", w, 1, (double[]){o.v, o.lambda});
+  if (rc == ADB_OK) rc = agent_setup(db, "tab", w, 0, (double[]){0, 0});
   double tot[N_POL] = {0}, last[N_POL] = {0};
   if (rc == ADB_OK) rc = run(db, w, &o, tot, last);
   if (rc) fprintf(stderr, "simulate: %s\n", db ? adb_errmsg(db) : err);

@@ -2410,21 +2410,6 @@ static int lin_features_put(pg_store *s, pgconn *c, const adb__batch *b) {
   return rc;
 }
 
-static int snap_fn(pg_store *s, pgconn *c, void *arg) {
-  PGresult *r = NULL;
-  params p = {0};
-  int rc = lin_query(
-      s, c, "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::int8", &p,
-      "snapshot", &r);
-  if (!rc) *(uint64_t *)arg = (uint64_t)r_i64(r, 0, 0);
-  PQclear(r);
-  return rc;
-}
-
-static int lin_snap_xmin(pg_store *s, uint64_t *out) {
-  return with_conn(s, snap_fn, out, 1);
-}
-
 #define LIN_PAGE 10000
 
 typedef struct lin_page_arg {
@@ -2441,14 +2426,16 @@ static int lin_page_fn(pg_store *s, pgconn *c, void *arg) {
   p_i64(&p, (int64_t)x->min_xid);
   p_i64(&p, x->after_seq);
   p_i64(&p, LIN_PAGE);
-  return lin_query(s, c,
-                   "SELECT seq, xid::text::int8, reward_id, action_id, reward,"
-                   " created_at_ms, features,"
-                   " pg_snapshot_xmin(pg_current_snapshot())::text::int8"
-                   " FROM linear_rewards WHERE agent_id = $1"
-                   " AND xid >= $2::int8::text::xid8 AND seq > $3::int8"
-                   " ORDER BY seq LIMIT $4::int8",
-                   &p, "scan linear rewards", &x->res);
+  return lin_query(
+      s, c,
+      "SELECT r.seq, r.xid::text::int8, r.reward_id, r.action_id, r.reward,"
+      " r.created_at_ms, r.features, s.xmin"
+      " FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::int8"
+      " AS xmin) s LEFT JOIN LATERAL (SELECT * FROM linear_rewards"
+      " WHERE agent_id = $1 AND xid >= $2::int8::text::xid8"
+      " AND seq > $3::int8 ORDER BY seq LIMIT $4::int8) r ON true"
+      " ORDER BY r.seq",
+      &p, "scan linear rewards", &x->res);
 }
 
 static int pg_lin_scan(adb__store *st, const char *agent, int64_t after_seq,
@@ -2463,6 +2450,10 @@ static int pg_lin_scan(adb__store *st, const char *agent, int64_t after_seq,
     lin_page_arg x = {.agent = agent, .after_seq = cursor, .min_xid = min_xid};
     int rc = with_conn(s, lin_page_fn, &x, 1);
     int n = rc ? 0 : PQntuples(x.res);
+    /* The snapshot's xmin comes with the rows, from the same snapshot;
+     * with no rows, one row of NULLs carries it. */
+    if (!rc && page == 0 && n > 0) *snap_xmin = (uint64_t)r_i64(x.res, 0, 7);
+    if (n == 1 && PQgetisnull(x.res, 0, 0)) n = 0;
     for (int i = 0; !rc && i < n; i++) {
       char rid[ADB_ID_MAX + 1], act[ADB_ID_MAX + 1];
       if (r_copy(rid, sizeof rid, x.res, i, 2) ||
@@ -2480,16 +2471,6 @@ static int pg_lin_scan(adb__store *st, const char *agent, int64_t after_seq,
                           .n_features = (size_t)PQgetlength(x.res, i, 6)};
       cursor = row.seq;
       rc = fn(arg, &row);
-    }
-    if (!rc && page == 0) {
-      /* An empty page still tells the snapshot: ask for it alone. */
-      if (n > 0) {
-        *snap_xmin = (uint64_t)r_i64(x.res, 0, 7);
-      } else {
-        PQclear(x.res);
-        x.res = NULL;
-        rc = lin_snap_xmin(s, snap_xmin);
-      }
     }
     PQclear(x.res);
     if (rc || n < LIN_PAGE) return rc;
