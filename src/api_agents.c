@@ -10,6 +10,10 @@
 #include <string.h>
 #include <time.h>
 
+/* The linear model's crosses by bit (ADB_CROSS_*), as the API names them. */
+static const char *const cross_names[4] = {"user_action", "context_action",
+                                           "action", "bias"};
+
 static void put_agent(adb__buf *b, const adb_agent_config *c,
                       const adb_agent_counters *n) {
   adb__buf_putc(b, '{');
@@ -47,6 +51,17 @@ static void put_agent(adb__buf *b, const adb_agent_config *c,
   adb__api_put_num(b, "decay_half_life_s", c->decay_half_life_s);
   adb__api_put_num(b, "reward_window_s", c->reward_window_s);
   adb__api_put_num(b, "default_reward", c->default_reward);
+  adb__api_put_key(b, "crosses", 0);
+  adb__buf_putc(b, '[');
+  for (int i = 0, first = 1; i < 4; i++)
+    if (c->linear_crosses & (1 << i)) {
+      if (!first) adb__buf_putc(b, ',');
+      adb__json_str(b, cross_names[i]);
+      first = 0;
+    }
+  adb__buf_putc(b, ']');
+  adb__api_put_num(b, "lambda", c->linear_lambda);
+  adb__api_put_num(b, "v", c->linear_v);
   adb__api_put_int(b, "created_at_ms", c->created_at_ms);
   adb__api_put_int(b, "updated_at_ms", c->updated_at_ms);
   if (n) {
@@ -129,6 +144,34 @@ static int agent_weights(rctx *x, json_t *doc, adb_agent_config *c) {
   return 0;
 }
 
+static int agent_crosses(rctx *x, json_t *doc, adb_agent_config *c) {
+  json_t *a = adb__api_member(doc, "crosses");
+  if (!a) return 0;
+  if (!json_is_array(a))
+    return adb__api_fail(x, 400, "invalid_field", "crosses",
+                         "'crosses' must be an array of \"user_action\", "
+                         "\"context_action\", \"action\", \"bias\"");
+  int bits = 0;
+  for (size_t i = 0; i < json_array_size(a); i++) {
+    json_t *v = json_array_get(a, i);
+    int k = 0;
+    while (k < 4 && !(json_is_string(v) &&
+                      strcmp(json_string_value(v), cross_names[k]) == 0))
+      k++;
+    if (k == 4)
+      return adb__api_fail(x, 400, "invalid_field",
+                           adb__api_fidx(x, "crosses", i),
+                           "a cross is \"user_action\", \"context_action\", "
+                           "\"action\" or \"bias\"");
+    bits |= 1 << k;
+  }
+  if (!bits)
+    return adb__api_fail(x, 400, "invalid_field", "crosses",
+                         "'crosses' must name at least one cross");
+  c->linear_crosses = bits;
+  return 0;
+}
+
 static int agent_from_json(rctx *x, json_t *doc, adb_agent_config *c) {
   static const char *const keys[] = {"id",
                                      "algorithm",
@@ -141,6 +184,9 @@ static int agent_from_json(rctx *x, json_t *doc, adb_agent_config *c) {
                                      "decay_half_life_s",
                                      "reward_window_s",
                                      "default_reward",
+                                     "crosses",
+                                     "lambda",
+                                     "v",
                                      "created_at_ms",
                                      "updated_at_ms",
                                      "counters",
@@ -157,9 +203,12 @@ static int agent_from_json(rctx *x, json_t *doc, adb_agent_config *c) {
       c->algorithm = ADB_ALGO_BETA;
     else if (strcmp(s, "gaussian") == 0)
       c->algorithm = ADB_ALGO_GAUSSIAN;
+    else if (strcmp(s, "linear") == 0)
+      c->algorithm = ADB_ALGO_LINEAR;
     else
-      return adb__api_fail(x, 400, "invalid_field", "algorithm",
-                           "'algorithm' must be \"beta\" or \"gaussian\"");
+      return adb__api_fail(
+          x, 400, "invalid_field", "algorithm",
+          "'algorithm' must be \"beta\", \"gaussian\" or \"linear\"");
   }
   int64_t dim = c->embedding_dim, bits = c->simhash_bits;
   const double big = 1e300;
@@ -175,7 +224,11 @@ static int agent_from_json(rctx *x, json_t *doc, adb_agent_config *c) {
       adb__api_get_num(x, doc, "reward_window_s", NULL, 0, big,
                        &c->reward_window_s, NULL) ||
       adb__api_get_num(x, doc, "default_reward", NULL, -big, big,
-                       &c->default_reward, NULL))
+                       &c->default_reward, NULL) ||
+      agent_crosses(x, doc, c) ||
+      adb__api_get_num(x, doc, "lambda", NULL, 1e-6, 1e6, &c->linear_lambda,
+                       NULL) ||
+      adb__api_get_num(x, doc, "v", NULL, 1e-6, 1e3, &c->linear_v, NULL))
     return -1;
   c->embedding_dim = (int)dim;
   c->simhash_bits = (int)bits;

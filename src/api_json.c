@@ -309,7 +309,9 @@ void adb__api_put_raw(adb__buf *b, const char *k, const char *json,
 }
 
 const char *adb__api_algo_name(adb_algorithm a) {
-  return a == ADB_ALGO_GAUSSIAN ? "gaussian" : "beta";
+  return a == ADB_ALGO_GAUSSIAN ? "gaussian"
+         : a == ADB_ALGO_LINEAR ? "linear"
+                                : "beta";
 }
 
 int adb__api_strset_init(rctx *x, adb__api_strset *s, size_t n) {

@@ -464,6 +464,90 @@ static void test_decide_reward_policy_loop(void **state) {
   resp_free(&d);
 }
 
+/* ------------------------------------------------------- linear agents */
+
+/* An agent {"algorithm":"linear"} learns through the same routes: item
+ * embeddings through the catalogue, user embeddings through the user
+ * state (the decide requests carry none), rewards by event id. User k
+ * likes item k (their embeddings point the same way). */
+static void test_linear_agent_learns_over_http(void **state) {
+  (void)state;
+  resp a = call(&S, "PUT", "/v1/agents/hlin",
+                "{\"algorithm\":\"linear\",\"context_keys\":[\"daypart\"],"
+                "\"lambda\":2,\"crosses\":[\"user_action\",\"bias\"]}");
+  assert_int_equal(a.status, 200);
+  assert_string_equal(json_string_value(json_object_get(a.json, "algorithm")),
+                      "linear");
+  assert_true(json_number_value(json_object_get(a.json, "lambda")) == 2);
+  assert_true(json_number_value(json_object_get(a.json, "v")) > 0);
+  assert_int_equal(json_array_size(json_object_get(a.json, "crosses")), 2);
+  resp_free(&a);
+  expect_error(&S, "PUT", "/v1/agents/hlin2",
+               "{\"algorithm\":\"linear\",\"crosses\":[\"nope\"]}", 400,
+               "invalid_field", "crosses[0]");
+  expect_error(&S, "PUT", "/v1/agents/hlin2",
+               "{\"algorithm\":\"linear\",\"lambda\":0}", 400, "invalid_field",
+               "lambda");
+  a = call(&S, "PUT", "/v1/agents/hlin",
+           "{\"algorithm\":\"linear\",\"context_keys\":[\"daypart\"]}");
+  assert_int_equal(json_array_size(json_object_get(a.json, "crosses")), 4);
+  resp_free(&a);
+  char body[1024];
+  enum { K = 4 }; /* 4-d: the dimension the other tests' users have */
+  size_t n = (size_t)snprintf(body, sizeof body, "{\"actions\":[");
+  for (int i = 0; i < K; i++)
+    n += (size_t)snprintf(body + n, sizeof body - n,
+                          "%s{\"id\":\"h%d\",\"embedding\":[%d,%d,%d,%d]}",
+                          i ? "," : "", i, i == 0, i == 1, i == 2, i == 3);
+  snprintf(body + n, sizeof body - n, "]}");
+  expect_status(&S, "POST", "/v1/agents/hlin/actions", body, 200);
+  for (int u = 0; u < K; u++) {
+    char path[64];
+    snprintf(path, sizeof path, "/v1/users/hu%d/state", u);
+    snprintf(body, sizeof body, "{\"embedding\":[%d,%d,%d,%d]}", u == 0, u == 1,
+             u == 2, u == 3);
+    expect_status(&S, "PUT", path, body, 200);
+  }
+  enum { ROUNDS = 360, WIN = 60 };
+  int hits_first = 0, hits_last = 0;
+  for (int t = 0; t < ROUNDS; t++) {
+    int u = t % K;
+    snprintf(body, sizeof body,
+             "{\"user_id\":\"hu%d\",\"candidates\":[\"h0\",\"h1\",\"h2\","
+             "\"h3\"],\"context\":{\"daypart\":\"%s\"}}",
+             u, t % 2 ? "night" : "day");
+    resp d = call(&S, "POST", "/v1/agents/hlin/decide", body);
+    assert_int_equal(d.status, 200);
+    const char *act = json_string_value(json_object_get(d.json, "action"));
+    double prop = json_number_value(json_object_get(d.json, "propensity"));
+    assert_true(prop > 0 && prop <= 1);
+    int good = act && atoi(act + 1) == u;
+    hits_first += t < WIN && good;
+    hits_last += t >= ROUNDS - WIN && good;
+    snprintf(body, sizeof body,
+             "{\"reward_id\":\"hr%d\",\"event_id\":\"%s\",\"reward\":%d}", t,
+             json_string_value(json_object_get(d.json, "event_id")), good);
+    resp r = call(&S, "POST", "/v1/agents/hlin/rewards", body);
+    assert_int_equal(r.status, 200);
+    assert_true(json_is_true(json_object_get(r.json, "applied")));
+    resp_free(&r);
+    resp_free(&d);
+    if (t % 30 == 29) usleep(150000); /* the model draws a new pool */
+  }
+  printf("    linear over HTTP: liked item chosen %d/%d at first, %d/%d at "
+         "the end\n",
+         hits_first, WIN, hits_last, WIN);
+  assert_true(hits_last >= WIN / 2);
+  assert_true(hits_last > hits_first);
+  /* The request's embedding overrides the stored one. */
+  resp d = call(&S, "POST", "/v1/agents/hlin/decide",
+                "{\"user_id\":\"hu0\",\"candidates\":[\"h0\",\"h3\"],"
+                "\"embedding\":[0,0,0,1]}");
+  if (d.status != 200) fprintf(stderr, "%s\n", d.body ? d.body : "");
+  assert_int_equal(d.status, 200);
+  resp_free(&d);
+}
+
 /* ------------------------------------------------- documented routes */
 
 typedef struct op {
@@ -1324,6 +1408,7 @@ static void test_sigterm_loses_no_acknowledged_reward(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_decide_reward_policy_loop),
+      cmocka_unit_test(test_linear_agent_learns_over_http),
       cmocka_unit_test(test_every_documented_route_answers_as_documented),
       cmocka_unit_test(test_bad_bodies_get_4xx_json_errors),
       cmocka_unit_test(test_generated_bad_bodies_get_4xx_json_errors),
