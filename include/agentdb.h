@@ -157,7 +157,7 @@ typedef struct adb_agent_config {
   /* Linear model (algorithm linear; see README "Linear agents"). crosses:
    * a set of ADB_CROSS_* bits, default all; lambda: ridge prior precision,
    * default 1; v: exploration scale (posterior sd multiplier), default
-   * 0.25. */
+   * 0.1. */
   int linear_crosses;
   double linear_lambda, linear_v;
   int64_t created_at_ms, updated_at_ms; /* set by the store */

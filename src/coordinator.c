@@ -147,7 +147,7 @@ void adb_agent_config_init(adb_agent_config *c) {
   c->default_reward = 0;
   c->linear_crosses = ADB_CROSS_ALL;
   c->linear_lambda = 1;
-  c->linear_v = 0.25;
+  c->linear_v = 0.1;
 }
 
 void adb__agent_release(adb__agent *a) {

@@ -37,7 +37,7 @@ typedef struct adb__lin_cfg {
 
 /* The defaults documented in README and openapi.yaml. */
 #define ADB_LIN_DEFAULT_LAMBDA 1.0
-#define ADB_LIN_DEFAULT_V 0.25
+#define ADB_LIN_DEFAULT_V 0.1
 #define ADB_LIN_DEFAULT_POOL 32
 
 /* The features of one (user, context, action): projected, normalised. */

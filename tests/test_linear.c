@@ -386,7 +386,7 @@ static void make_agent(adb *db) {
   assert_int_equal(adb_agent_get(db, "lin", &back), ADB_OK);
   assert_int_equal(back.algorithm, ADB_ALGO_LINEAR);
   assert_int_equal(back.linear_crosses, ADB_CROSS_ALL);
-  assert_true(back.linear_v == 0.25 && back.linear_lambda == 1);
+  assert_true(back.linear_v == 0.1 && back.linear_lambda == 1);
   float emb[ITEMS][8];
   adb_action acts[ITEMS];
   for (int i = 0; i < ITEMS; i++) {

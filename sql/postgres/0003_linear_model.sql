@@ -5,7 +5,7 @@ ALTER TABLE agent_metadata ADD CONSTRAINT agent_metadata_algorithm_check
   CHECK (algorithm IN ('beta', 'gaussian', 'linear'));
 ALTER TABLE agent_metadata ADD COLUMN linear_crosses INTEGER NOT NULL DEFAULT 15;
 ALTER TABLE agent_metadata ADD COLUMN linear_lambda DOUBLE PRECISION NOT NULL DEFAULT 1;
-ALTER TABLE agent_metadata ADD COLUMN linear_v DOUBLE PRECISION NOT NULL DEFAULT 0.25;
+ALTER TABLE agent_metadata ADD COLUMN linear_v DOUBLE PRECISION NOT NULL DEFAULT 0.1;
 
 CREATE TABLE decision_features (
   agent_id      TEXT COLLATE "C" NOT NULL,

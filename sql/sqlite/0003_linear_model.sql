@@ -27,7 +27,7 @@ CREATE TABLE agent_metadata_0003 (
   updated_at_ms     INTEGER NOT NULL,
   linear_crosses    INTEGER NOT NULL DEFAULT 15,  -- bit set, linear.h
   linear_lambda     REAL    NOT NULL DEFAULT 1,
-  linear_v          REAL    NOT NULL DEFAULT 0.25
+  linear_v          REAL    NOT NULL DEFAULT 0.1
 );
 INSERT INTO agent_metadata_0003 (agent_id, algorithm, prior_alpha, prior_beta,
   prior_mu, prior_kappa, prior_a, prior_b, context_keys, embedding_dim,
