@@ -553,29 +553,28 @@ static void bias_of(const adb__lin_pool *p, const char *id, double *out) {
     out[j] = p->v_prior > 0 ? p->v_prior * hash_normal(h + (uint64_t)j) : 0;
 }
 
-/* w = G_j^T [1; u; c]. */
-static void draw_w(const adb__lin_pool *p, int j, const adb__lin_x *x,
+/* w = G_j^T [1; u; c]; f = [u; c] in double. */
+static void draw_w(const adb__lin_pool *p, int j, const double *f,
                    double w[ADB_LIN_P]) {
   const double *G = p->G + (size_t)j * ADB_LIN_G_ROWS * ADB_LIN_P;
   for (int c = 0; c < ADB_LIN_P; c++)
     w[c] = G[c];
-  for (int r = 0; r < ADB_LIN_P; r++) {
-    double f = x->u[r];
-    if (f == 0) continue;
+  for (int r = 0; r < ADB_LIN_P + ADB_LIN_M; r++) {
+    double fr = f[r];
     const double *row = G + (1 + r) * ADB_LIN_P;
     for (int c = 0; c < ADB_LIN_P; c++)
-      w[c] += f * row[c];
-  }
-  for (int r = 0; r < ADB_LIN_M; r++) {
-    double f = x->c[r];
-    if (f == 0) continue;
-    const double *row = G + (1 + ADB_LIN_P + r) * ADB_LIN_P;
-    for (int c = 0; c < ADB_LIN_P; c++)
-      w[c] += f * row[c];
+      w[c] += fr * row[c];
   }
 }
 
-static double dot16(const double *w, const float *e) {
+static void x_to_f(const adb__lin_x *x, double *f) {
+  for (int i = 0; i < ADB_LIN_P; i++)
+    f[i] = x->u[i];
+  for (int i = 0; i < ADB_LIN_M; i++)
+    f[ADB_LIN_P + i] = x->c[i];
+}
+
+static double dot16(const double *w, const double *e) {
   double s = 0;
   for (int c = 0; c < ADB_LIN_P; c++)
     s += w[c] * e[c];
@@ -585,11 +584,14 @@ static double dot16(const double *w, const float *e) {
 void adb__lin_scores(const adb__lin_pool *p, int j, const adb__lin_x *x,
                      const float (*e)[ADB_LIN_P], const char *const *ids, int n,
                      double *scores) {
-  double w[ADB_LIN_P], bias[p->B];
-  draw_w(p, j, x, w);
+  double w[ADB_LIN_P], f[ADB_LIN_P + ADB_LIN_M], bias[p->B], ed[ADB_LIN_P];
+  x_to_f(x, f);
+  draw_w(p, j, f, w);
   for (int a = 0; a < n; a++) {
     bias_of(p, ids[a], bias);
-    scores[a] = dot16(w, e[a]) + bias[j];
+    for (int c = 0; c < ADB_LIN_P; c++)
+      ed[c] = e[a][c];
+    scores[a] = dot16(w, ed) + bias[j];
   }
 }
 
@@ -600,30 +602,33 @@ int adb__lin_choose(const adb__lin_pool *p, adb__rng *r, const adb__lin_x *x,
   int B = p->B;
   if (B <= 0 || n <= 0) return -1;
   int j0 = (int)(adb__rng_next(r) % (uint64_t)B);
-  double *bias = malloc((size_t)n * B * sizeof *bias);
-  int chosen = -1, best[B];
-  for (int j = 0; j < B; j++)
-    best[j] = -1;
+  /* Candidates' biases by draw (n x B) and embeddings in double. */
+  double *bias = malloc((size_t)n * (B + ADB_LIN_P) * sizeof *bias);
   if (!bias) return -1;
-  for (int a = 0; a < n; a++)
+  double *ed = bias + (size_t)n * B, f[ADB_LIN_P + ADB_LIN_M];
+  int best[B];
+  x_to_f(x, f);
+  for (int a = 0; a < n; a++) {
     bias_of(p, ids[a], bias + (size_t)a * B);
+    for (int c = 0; c < ADB_LIN_P; c++)
+      ed[(size_t)a * ADB_LIN_P + c] = e[a][c];
+  }
   for (int j = 0; j < B; j++) {
     double w[ADB_LIN_P], top = -INFINITY;
-    draw_w(p, j, x, w);
+    draw_w(p, j, f, w);
     best[j] = -1;
     for (int a = 0; a < n; a++) {
       if (eligible && !eligible[a]) {
         if (j == j0 && scores) scores[a] = -INFINITY;
         continue;
       }
-      double s = dot16(w, e[a]) + bias[(size_t)a * B + j];
+      double s = dot16(w, ed + (size_t)a * ADB_LIN_P) + bias[(size_t)a * B + j];
       if (j == j0 && scores) scores[a] = s;
       if (s > top || best[j] < 0) top = s, best[j] = a;
     }
   }
   free(bias);
-  chosen = best[j0 < B ? j0 : 0];
-  int same = 0;
+  int chosen = best[j0 < B ? j0 : 0], same = 0;
   for (int j = 0; j < B; j++)
     same += best[j] == chosen;
   if (propensity) *propensity = (double)same / B;
