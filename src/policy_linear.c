@@ -176,7 +176,7 @@ static void seen_prune(lin_agent *la, uint64_t xmin) {
   for (int i = 0; i < la->n_seen; i++)
     if (la->seen[i].xid >= xmin) la->seen[k++] = la->seen[i];
   la->n_seen = k;
-  qsort(la->seen, (size_t)k, sizeof *la->seen, seen_cmp);
+  if (k > 1) qsort(la->seen, (size_t)k, sizeof *la->seen, seen_cmp);
 }
 
 /* ------------------------------------------------------------ catch-up */
@@ -237,7 +237,8 @@ static int ckpt_load(adb *db, lin_agent *la) {
     la->after_seq = k.after_seq;
     la->min_xid = k.min_xid;
     la->ckpt_n = la->m.n;
-    qsort(la->seen, (size_t)la->n_seen, sizeof *la->seen, seen_cmp);
+    if (la->n_seen > 1)
+      qsort(la->seen, (size_t)la->n_seen, sizeof *la->seen, seen_cmp);
   }
   free(k.seen);
   free(k.state);
