@@ -32,11 +32,22 @@ runtime_packages() {
     grep -vxE 'apt-get|install|rm|&&' | sort -u
 }
 
-pkg_of() { # file -> Debian package
-  local f p
+# "PATH PACKAGE" for every library ldd loads, from one dpkg -S call (the
+# dpkg database names /lib/... or /usr/lib/...: both forms are asked).
+LIBMAP=$tmp/libmap
+lib_map() {
+  local f files=()
+  for f in $(ldd "$bin" | awk '/=>/ {print $3}'); do
+    f=$(readlink -f "$f")
+    files+=("$f" "${f#/usr}")
+  done
+  { dpkg -S "${files[@]}" 2>/dev/null || true; } | awk -F': ' '{sub(/:.*/, "", $1); p = $2; sub(/^\/usr/, "", p); print p, $1}' | sort -u >"$LIBMAP"
+}
+pkg_of() { # library path -> Debian package
+  local f
   f=$(readlink -f "$1")
-  p=$(dpkg -S "$f" 2>/dev/null || dpkg -S "${f#/usr}" 2>/dev/null || true)
-  echo "${p%%:*}"
+  f=${f#/usr}
+  awk -v f="$f" '$1 == f {print $2; exit}' "$LIBMAP"
 }
 
 # Packages of the libraries the binary itself needs (NEEDED entries).
@@ -61,10 +72,11 @@ check_packages() { # dockerfile -> 0 if the list matches
   fi
 }
 
+lib_map
 echo "== stages"
 [ "$(grep -c '^FROM debian:12' "$df")" = 2 ] || fail "not two debian:12 stages"
-awk '/^FROM /{n++} n == 1' "$df" | grep -q 'scripts/deps.sh' || fail "build stage does not run scripts/deps.sh"
-awk '/^FROM /{n++} n == 1' "$df" | grep -q 'make build' || fail "build stage does not run make build"
+grep -q 'scripts/deps.sh' <<<"$(awk '/^FROM /{n++} n == 1' "$df")" || fail "build stage does not run scripts/deps.sh"
+grep -q 'make build' <<<"$(awk '/^FROM /{n++} n == 1' "$df")" || fail "build stage does not run make build"
 
 echo "== runtime packages against ldd"
 check_packages "$df" || fail "runtime package list differs from what the binary links"
@@ -75,7 +87,7 @@ if closure=$(apt-cache depends --recurse --no-recommends --no-suggests --no-conf
   for f in $(ldd "$bin" | awk '/=>/ {print $3}'); do
     p=$(pkg_of "$f")
     case "$p" in libc6|libasan*|libubsan*|libtsan*|libstdc++6|libgcc-s1) continue ;; esac
-    echo "$closure" | grep -qx "$p" || fail "ldd loads $f ($p), which the runtime packages do not pull in"
+    grep -qx "$p" <<<"$closure" || fail "ldd loads $f ($p), which the runtime packages do not pull in"
   done
   echo "every library ldd loads is in their dependency closure ($(echo "$closure" | wc -l) packages)"
 else
@@ -94,7 +106,7 @@ grep -q "image.version=\"$version\"" "$df" || fail "image version label is not $
 grep -q "newTag: \"$version\"" "$src/deploy/kubernetes/base/kustomization.yaml" || fail "kustomize tag is not $version"
 grep -qx 'STOPSIGNAL SIGTERM' "$df" || fail "no STOPSIGNAL SIGTERM"
 for v in $(runtime_stage "$df" | grep -oE 'AGENTDB_[A-Z_]+' | sort -u); do
-  "$bin" serve --help | grep -q "$v" || fail "ENV $v is not in 'agentdb serve --help'"
+  grep -q "$v" <<<"$("$bin" serve --help)" || fail "ENV $v is not in 'agentdb serve --help'"
 done
 grep -q '^ENTRYPOINT \["/usr/local/bin/agentdb"\]' "$df" || fail "ENTRYPOINT is not the binary"
 echo "USER $uid, EXPOSE $port, version $version, STOPSIGNAL SIGTERM: agree with the manifests and the binary"
@@ -104,7 +116,7 @@ hc=$(sed -n '/^HEALTHCHECK/,/^[^ ]/p' "$df" | grep -o 'CMD \[.*\]' | sed 's/^CMD
 script=$(node -e 'const a=JSON.parse(process.argv[1]); if (a[0]!=="bash"||a[1]!=="-c") process.exit(1); console.log(a[2])' "$hc" 2>/dev/null ||
   python3 -c 'import json,sys; a=json.loads(sys.argv[1]); assert a[:2]==["bash","-c"]; print(a[2])' "$hc") ||
   fail "HEALTHCHECK is not CMD [\"bash\", \"-c\", ...]"
-echo "$script" | grep -q '/healthz' || fail "HEALTHCHECK does not ask /healthz"
+grep -q '/healthz' <<<"$script" || fail "HEALTHCHECK does not ask /healthz"
 AGENTDB_STORE="sqlite://$tmp/hc.db" "$bin" serve --listen 127.0.0.1:0 >"$tmp/out" 2>"$tmp/err" &
 pid=$!
 for _ in $(seq 200); do grep -q listening "$tmp/out" && break; sleep 0.05; done

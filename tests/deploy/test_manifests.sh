@@ -79,7 +79,7 @@ for i in "${!names[@]}"; do
   n=${names[$i]} want=${wants[$i]}
   if line=$(grep -m1 -F -- "PROBLEM $n/" "$tmp/out" | grep -F -- "$want"); then
     echo "rejected '$n': ${line#PROBLEM }"
-  elif grep -F -- "PROBLEM $n/" "$tmp/out" | grep -qF -- "$want"; then
+  elif grep -qF -- "$want" <<<"$(grep -F -- "PROBLEM $n/" "$tmp/out")"; then
     echo "rejected '$n': $(grep -F -- "PROBLEM $n/" "$tmp/out" | grep -m1 -F -- "$want")"
   else
     grep -F -- "PROBLEM $n/" "$tmp/out" || true

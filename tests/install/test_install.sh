@@ -38,7 +38,7 @@ internal=$(nm -D --defined-only "$libdir/libagentdb.so.$version" | awk '$3 ~ /^a
 grep -q '^\.TH AGENTDB 1' "$root/share/man/man1/agentdb.1" || fail "man page"
 grep -q -- '--store URL' "$root/share/man/man1/agentdb.1" ||
   fail "man page lacks the serve options"
-"$root/bin/agentdb" version | grep -qx "agentdb $version" || fail "agentdb version"
+grep -qx "agentdb $version" <<<"$("$root/bin/agentdb" version)" || fail "agentdb version"
 
 export PKG_CONFIG_SYSROOT_DIR=$stage PKG_CONFIG_PATH=$pcdir
 [ "$(pkg-config --modversion agentdb)" = "$version" ] || fail "pkg-config --modversion"
@@ -50,7 +50,7 @@ extra=${ADB_TEST_CFLAGS:-}
 $cc -std=c11 -Wall -Wextra -Werror $extra $cflags "$src/tests/install/prog.c" \
   -o "$stage/prog-shared" $(pkg-config --libs agentdb) || fail "shared build"
 needed=$(objdump -p "$stage/prog-shared" | awk '$1 == "NEEDED" {print $2}')
-echo "$needed" | grep -qx "libagentdb.so.$major" || fail "prog does not need libagentdb.so.$major"
+grep -qx "libagentdb.so.$major" <<<"$needed" || fail "prog does not need libagentdb.so.$major"
 resolved=$(LD_LIBRARY_PATH=$libdir ldd "$stage/prog-shared" | awk '/libagentdb/ {print $3}')
 [ "$resolved" = "$libdir/libagentdb.so.$major" ] || fail "libagentdb resolved to '$resolved'"
 LD_LIBRARY_PATH=$libdir "$stage/prog-shared" "$stage/shared.db" || fail "shared program"
@@ -66,6 +66,6 @@ static_libs="$(pkg-config --libs $requires) $private -lm"
 # shellcheck disable=SC2086
 $cc -std=c11 -Wall -Wextra -Werror $extra $cflags "$src/tests/install/prog.c" \
   -o "$stage/prog-static" "$libdir/libagentdb.a" $static_libs || fail "static build"
-objdump -p "$stage/prog-static" | grep -q 'NEEDED.*libagentdb' && fail "static prog needs the .so"
+grep -q 'NEEDED.*libagentdb' <<<"$(objdump -p "$stage/prog-static")" && fail "static prog needs the .so"
 "$stage/prog-static" "$stage/static.db" || fail "static program"
 echo "test_install: ok (installed under DESTDIR, built and ran against the shared and the static library)"
