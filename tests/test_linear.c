@@ -677,7 +677,11 @@ static void sigkill_loses_no_acknowledged_linear_reward(void **state) {
       crash_child(url, c, fds[1]);
     }
     close(fds[1]);
-    usleep((useconds_t)(600000 + adb__rng_next(&r) % 1400000));
+    /* Kill at a random moment once rewards flow (the first ack shows the
+     * child is past its start, however slow the build or machine). */
+    struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
+    poll(&pfd, 1, 120000);
+    usleep((useconds_t)(100000 + adb__rng_next(&r) % 700000));
     kill(pid, SIGKILL);
     int st;
     waitpid(pid, &st, 0);
