@@ -108,13 +108,18 @@ int adb_open(const adb_config *cfg, adb **out, char *errbuf, size_t errlen);
 
 /* Drains the write queue (every queued write is committed or, if the store
  * stays down past write_timeout_ms, reported lost on stderr), stops the
- * worker and frees everything. NULL is a no-op. Returns the drain result. */
+ * worker and frees everything. NULL is a no-op. Returns ADB_OK when every
+ * queued write was committed (or refused by the store, which its writer
+ * was told), else ADB_EUNAVAIL with how many were lost in adb_errmsg(NULL)
+ * (the handle is freed either way). */
 int adb_close(adb *db);
 
 /* Message of the last failure on this handle in this thread; never NULL. */
 const char *adb_errmsg(adb *db);
 
-/* Blocks until every write queued before the call is committed. */
+/* Blocks until every write queued before the call is committed (or
+ * refused by the store), at most write_timeout_ms: then ADB_ETIMEDOUT, and
+ * the writes stay queued. */
 int adb_flush(adb *db);
 
 /* ---------------------------------------------------------------- agents */

@@ -177,6 +177,7 @@ static int episode_item(adb *db, adb__agent *a, const adb_episode *e, int i,
   if (!rc && e->episode_id) rc = adb__check_id(db, "episode_id", e->episode_id);
   if (!rc && e->session_id) rc = adb__check_id(db, "session_id", e->session_id);
   if (!rc) rc = adb__check_id(db, "action", e->action);
+  if (!rc) rc = adb__check_utf8(db, "episode context", e->context_json);
   if (!rc && !isfinite(e->reward))
     rc = adb__fail(db, ADB_EINVAL, "episodes[%d].reward must be finite", i);
   if (!rc) rc = adb__check_embedding(db, a, e->embedding, e->embedding_dim);

@@ -70,7 +70,8 @@ void adb__policy_free(adb__policy *p) {
 void adb__decision_rec_free(adb__decision_rec *d) {
   free(d->context_json);
   free(d->candidates_json);
-  d->context_json = d->candidates_json = NULL;
+  free(d->ranking_json);
+  d->context_json = d->candidates_json = d->ranking_json = NULL;
 }
 
 void adb__user_state_rec_free(adb__user_state_rec *u) {

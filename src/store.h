@@ -4,8 +4,11 @@
  * A backend is a static const adb__store_methods table, chosen by URL
  * scheme in store.c. Every method is thread-safe and returns ADB_OK or a
  * negative ADB_E* code; the text of the last failure is adb__store_errmsg().
- * ADB_EUNAVAIL means the store could not be reached (retry later);
- * ADB_ESTORE any other store failure.
+ * ADB_EUNAVAIL means the store could not be reached or refused for a while
+ * (connection lost, busy, serialization failure, deadlock, disk full):
+ * retry later. ADB_ESTORE is any other failure, taken by write_batch's
+ * caller as permanent for the data it was given (a constraint, an encoding,
+ * a value out of range): retrying the same rows cannot succeed.
  *
  * Strings in records are NUL-terminated; pointers in records passed to a
  * method are borrowed for the call. Records a method fills with malloc'd
@@ -47,6 +50,15 @@ typedef struct adb__decision_rec {
   char *candidates_json; /* JSON array of ids */
   char model[32];        /* e.g. "beta-ts/1" */
   int64_t ts_ms;
+  /* The ranking answered, as JSON [["action", score], ...] with exact
+   * scores, or NULL; kept for decisions with a client event id so that a
+   * retried decide can answer it again. */
+  char *ranking_json;
+  int client_id; /* the event id came from the client: it may repeat */
+  /* Filled by write_batch: 1 if this row was stored, 0 if the event id
+   * was already taken (by an earlier decision, or an earlier copy in the
+   * batch), which then stays the decision of that event. */
+  int inserted;
 } adb__decision_rec;
 
 typedef struct adb__reward_rec {
@@ -100,6 +112,12 @@ typedef struct adb__policy_change {
  * merged per row and applied in key order (no deadlocks between batches).
  * All or nothing: on failure nothing is committed and outputs are unset. */
 typedef struct adb__batch {
+  /* Set by the caller, the same on every retry of the same batch and
+   * unique otherwise: a backend whose commit can be ambiguous (PostgreSQL:
+   * the connection may die after COMMIT reached the server) writes it in
+   * the transaction, and a retry that finds it knows that the earlier
+   * attempt committed (see recovered). */
+  char batch_id[48];
   adb__decision_rec *decisions;
   int n_decisions;
   adb__reward_rec *rewards;
@@ -111,6 +129,14 @@ typedef struct adb__batch {
   /* Output, malloc'd by write_batch (free with free()): */
   adb__policy_change *changes;
   int n_changes;
+  /* Output: 1 when an earlier attempt of this batch had committed (its
+   * answer was lost). The outputs then describe that commit: the rewards
+   * it inserted are applied = 1, nothing was incremented twice, and each
+   * change has a zero delta with the row's version after a zero
+   * increment, so that a cache entry older than the lost commit shows a
+   * gap and is dropped (cache.h policy_apply). Metrics were committed by
+   * the earlier attempt. */
+  int recovered;
 } adb__batch;
 
 typedef struct adb__action_rec {

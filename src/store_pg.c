@@ -144,6 +144,10 @@ enum stmt_id {
   S_PATTERN_GET,
   S_PING,
   S_MAINTAIN,
+  S_DID_INSERT,
+  S_DID_MINE,
+  S_BATCH_MARK,
+  S_BATCH_TRIM,
   N_STMT
 };
 
@@ -203,25 +207,25 @@ static const char *const stmts[N_STMT] = {
         " ORDER BY action_id",
     [S_DECISIONS_PUT] =
         "INSERT INTO decisions (agent_id, event_id, user_id, state_key,"
-        " context, candidates, action_id, propensity, model, created_at_ms)"
-        " SELECT * FROM unnest($1::text[], $2::text[], $3::text[],"
+        " context, candidates, action_id, propensity, model, created_at_ms,"
+        " ranking) SELECT * FROM unnest($1::text[], $2::text[], $3::text[],"
         " $4::text[], $5::text[], $6::text[], $7::text[], $8::float8[],"
-        " $9::text[], $10::int8[]) ON CONFLICT DO NOTHING",
+        " $9::text[], $10::int8[], $11::text[]) ON CONFLICT DO NOTHING",
     [S_DECISION_GET] =
         "SELECT user_id, state_key, context, candidates, action_id,"
-        " propensity, model, created_at_ms FROM decisions"
+        " propensity, model, created_at_ms, ranking FROM decisions"
         " WHERE agent_id = $1 AND event_id = $2"
         " ORDER BY created_at_ms LIMIT 1",
     [S_RID_INSERT] =
         "INSERT INTO reward_ids (agent_id, reward_id, body_hash, reward,"
-        " created_at_ms) SELECT * FROM unnest($1::text[], $2::text[],"
-        " $3::text[], $4::float8[], $5::int8[])"
+        " created_at_ms, batch_id) SELECT t.*, $6 FROM unnest($1::text[],"
+        " $2::text[], $3::text[], $4::float8[], $5::int8[]) AS t"
         " ON CONFLICT DO NOTHING RETURNING agent_id, reward_id",
-    [S_RID_LOOKUP] =
-        "SELECT r.agent_id, r.reward_id, r.body_hash, r.reward"
-        " FROM reward_ids r JOIN unnest($1::text[], $2::text[]) AS k(a, i)"
-        " ON r.agent_id = k.a COLLATE \"C\""
-        " AND r.reward_id = k.i COLLATE \"C\"",
+    [S_RID_LOOKUP] = "SELECT r.agent_id, r.reward_id, r.body_hash, r.reward,"
+                     " COALESCE(r.batch_id, '') FROM reward_ids r JOIN "
+                     "unnest($1::text[], $2::text[]) AS k(a, i)"
+                     " ON r.agent_id = k.a COLLATE \"C\""
+                     " AND r.reward_id = k.i COLLATE \"C\"",
     [S_REWARDS_PUT] =
         "INSERT INTO reward_signals (agent_id, reward_id, event_id, user_id,"
         " state_key, action_id, reward, reward_micro, signals, body_hash,"
@@ -287,6 +291,19 @@ static const char *const stmts[N_STMT] = {
                       " WHERE agent_id = $1 AND pattern_id = $2",
     [S_PING] = "SELECT 1",
     [S_MAINTAIN] = "SELECT adb_maintain_partitions($1::int4, $2::int4)",
+    [S_DID_INSERT] = "INSERT INTO decision_ids (agent_id, event_id, batch_id,"
+                     " created_at_ms) SELECT t.a, t.e, $3, $4::int8 FROM"
+                     " unnest($1::text[], $2::text[]) AS t(a, e)"
+                     " ON CONFLICT DO NOTHING RETURNING agent_id, event_id",
+    [S_DID_MINE] =
+        "SELECT d.agent_id, d.event_id FROM decision_ids d"
+        " JOIN unnest($1::text[], $2::text[]) AS k(a, e)"
+        " ON d.agent_id = k.a COLLATE \"C\" AND d.event_id = k.e COLLATE \"C\""
+        " WHERE d.batch_id = $3",
+    [S_BATCH_MARK] =
+        "INSERT INTO write_batches (batch_id, created_at_ms)"
+        " VALUES ($1, $2::int8) ON CONFLICT DO NOTHING RETURNING 1",
+    [S_BATCH_TRIM] = "DELETE FROM write_batches WHERE created_at_ms < $1::int8",
 };
 
 _Static_assert(N_STMT <= 32, "pgconn.prepared is a 32-bit mask");
@@ -1000,15 +1017,99 @@ static void cols_params(const cols *c, params *p) {
     p_buf(p, &c->b[i]);
 }
 
-static int decisions_put(pg_store *s, pgconn *c, const adb__batch *b) {
+/* Orders decision indices by (agent, event_id), then by position. */
+static int did_cmp(const void *a, const void *b, void *base) {
+  const adb__decision_rec *d = base;
+  int i = *(const int *)a, j = *(const int *)b;
+  int c = strcmp(d[i].agent, d[j].agent);
+  if (!c) c = strcmp(d[i].event_id, d[j].event_id);
+  return c ? c : (i > j) - (i < j);
+}
+
+/* Marks inserted the lead (in ord[0..n), sorted by did_cmp) of each key
+ * returned in res, by binary search. */
+static void did_mark(adb__decision_rec *d, const int *ord, int n,
+                     const PGresult *res) {
+  for (int row = 0; row < PQntuples(res); row++) {
+    const char *a = PQgetvalue(res, row, 0), *e = PQgetvalue(res, row, 1);
+    int lo = 0, hi = n;
+    while (lo < hi) {
+      int mid = (lo + hi) / 2, c = strcmp(d[ord[mid]].agent, a);
+      if (!c) c = strcmp(d[ord[mid]].event_id, e);
+      if (c < 0)
+        lo = mid + 1;
+      else
+        hi = mid;
+    }
+    if (lo < n && !strcmp(d[ord[lo]].agent, a) &&
+        !strcmp(d[ord[lo]].event_id, e))
+      d[ord[lo]].inserted = 1;
+  }
+}
+
+/* Client event ids go through the decision_ids gate (migration 0005): the
+ * first decision of each key in the batch is its lead, the leads are
+ * inserted ON CONFLICT DO NOTHING RETURNING, and a returned key was new.
+ * After a lost commit (b->recovered), a key whose row carries this
+ * batch's id was inserted by that commit. */
+static int decision_ids_put(pg_store *s, pgconn *c, adb__batch *b) {
+  static const uint32_t t[] = {OID_TEXT, OID_TEXT};
+  adb__decision_rec *d = b->decisions;
+  int n = 0, leads = 0, rc = ADB_OK;
+  int *ord = malloc((size_t)b->n_decisions * sizeof *ord);
+  if (!ord) return oom(s, "insert decision ids");
+  for (int i = 0; i < b->n_decisions; i++)
+    if (d[i].client_id) ord[n++] = i;
+  qsort_r(ord, (size_t)n, sizeof *ord, did_cmp, d);
+  cols a;
+  cols_begin(&a, t, 2, 0);
+  for (int k = 0; k < n; k++) {
+    adb__decision_rec *x = &d[ord[k]];
+    x->inserted = 0;
+    if (k && !strcmp(x->agent, d[ord[k - 1]].agent) &&
+        !strcmp(x->event_id, d[ord[k - 1]].event_id))
+      continue;
+    ord[leads++] = ord[k];
+    fld_text(&a.b[0], x->agent);
+    fld_text(&a.b[1], x->event_id);
+  }
+  for (int i = 0; i < 2; i++) /* the element count, now known */
+    if (a.b[i].p && !a.b[i].oom)
+      be32((unsigned char *)a.b[i].p + 12, (uint32_t)leads);
+  for (int q = 0; leads && !rc && q < 1 + b->recovered; q++) {
+    params p = {0};
+    cols_params(&a, &p);
+    p_text(&p, b->batch_id);
+    if (q == 0) p_i64(&p, adb__now_ms());
+    PGresult *res = NULL;
+    rc = cols_oom(&a) ? oom(s, "insert decision ids")
+                      : run(s, c, q ? S_DID_MINE : S_DID_INSERT, &p,
+                            "insert decision ids", &res);
+    if (!rc) did_mark(d, ord, leads, res);
+    PQclear(res);
+  }
+  cols_free(&a);
+  free(ord);
+  return rc;
+}
+
+static int decisions_put(pg_store *s, pgconn *c, adb__batch *b) {
   if (!b->n_decisions) return ADB_OK;
+  for (int i = 0; i < b->n_decisions; i++)
+    b->decisions[i].inserted = 1; /* generated ids are unique */
+  int rc = decision_ids_put(s, c, b), n = 0;
+  if (rc) return rc;
+  for (int i = 0; i < b->n_decisions; i++)
+    n += b->decisions[i].inserted;
+  if (!n) return ADB_OK;
   static const uint32_t t[] = {OID_TEXT, OID_TEXT, OID_TEXT, OID_TEXT,
                                OID_TEXT, OID_TEXT, OID_TEXT, OID_FLOAT8,
-                               OID_TEXT, OID_INT8};
+                               OID_TEXT, OID_INT8, OID_TEXT};
   cols a;
-  cols_begin(&a, t, 10, b->n_decisions);
+  cols_begin(&a, t, 11, n);
   for (int i = 0; i < b->n_decisions; i++) {
     const adb__decision_rec *d = &b->decisions[i];
+    if (!d->inserted) continue;
     fld_text(&a.b[0], d->agent);
     fld_text(&a.b[1], d->event_id);
     fld_text(&a.b[2], d->user);
@@ -1019,8 +1120,8 @@ static int decisions_put(pg_store *s, pgconn *c, const adb__batch *b) {
     fld_f64(&a.b[7], d->propensity);
     fld_text(&a.b[8], d->model);
     fld_i64(&a.b[9], d->ts_ms);
+    fld_text(&a.b[10], d->ranking_json);
   }
-  int rc;
   if (cols_oom(&a)) {
     rc = oom(s, "insert decisions");
   } else {
@@ -1121,6 +1222,7 @@ static int rid_insert(pg_store *s, pgconn *c, adb__batch *b,
   } else {
     params p = {0};
     cols_params(&a, &p);
+    p_text(&p, b->batch_id);
     rc = run(s, c, S_RID_INSERT, &p, "insert reward ids", &res);
   }
   cols_free(&a);
@@ -1175,14 +1277,23 @@ static int rid_compare(pg_store *s, pgconn *c, adb__batch *b,
     const char *agent = PQgetvalue(res, i, 0), *id = PQgetvalue(res, i, 1);
     const char *hash = PQgetvalue(res, i, 2);
     double first = r_f64(res, i, 3);
+    /* Inserted by this batch's earlier attempt, whose commit went through
+     * although its answer was lost: the lead is applied (once: the row's
+     * increments were committed with it). */
+    int mine = b->recovered && b->batch_id[0] &&
+               strcmp(PQgetvalue(res, i, 4), b->batch_id) == 0;
     int k = rw_find(w, b->rewards, agent, id);
     for (int j = k; k >= 0 && j < w->n; j++) {
       adb__reward_rec *r = &b->rewards[w->ord[j]];
       if (j > k && rw_is_lead(w, b->rewards, j)) break;
       if (r->applied) continue;
       r->first_reward = first;
-      r->result = strcmp(hash, r->body_hash) == 0 ? ADB_OK : ADB_ECONFLICT;
       found++;
+      if (j == k && mine) {
+        r->applied = 1;
+        continue;
+      }
+      r->result = strcmp(hash, r->body_hash) == 0 ? ADB_OK : ADB_ECONFLICT;
     }
   }
   PQclear(res);
@@ -1288,6 +1399,13 @@ static int policies_add(pg_store *s, pgconn *c, adb__batch *b) {
   if (adb__batch_merge(b, &b->changes, &b->n_changes))
     return oom(s, "merge policy increments");
   if (!b->n_changes) return ADB_OK;
+  /* After a lost commit the increments are in already: add zero, which
+   * still bumps each row's version (see adb__batch.recovered). */
+  for (int i = 0; b->recovered && i < b->n_changes; i++) {
+    int64_t v = b->changes[i].delta.version;
+    memset(&b->changes[i].delta, 0, sizeof b->changes[i].delta);
+    b->changes[i].delta.version = v;
+  }
   static const uint32_t t[] = {OID_TEXT, OID_TEXT, OID_TEXT,  OID_TEXT,
                                OID_INT8, OID_INT8, OID_FLOAT8};
   cols a;
@@ -1502,6 +1620,9 @@ static int maintain(pg_store *s, pgconn *c, int force) {
     rc = run_sql(s, c, "SET LOCAL lock_timeout = '2s'", s->io_timeout_ms,
                  "maintain partitions");
   if (!rc) rc = run(s, c, S_MAINTAIN, &p, "maintain partitions", NULL);
+  params t = {0}; /* batch ids older than a day (migration 0005) */
+  p_i64(&t, now - 86400000);
+  if (!rc) rc = run(s, c, S_BATCH_TRIM, &t, "maintain partitions", NULL);
   if (!rc)
     rc = run_sql(s, c, "COMMIT", s->io_timeout_ms, "maintain partitions");
   if (rc) txn_abort(s, c);
@@ -1513,11 +1634,48 @@ static void batch_unset(adb__batch *b) {
   free(b->changes);
   b->changes = NULL;
   b->n_changes = 0;
+  b->recovered = 0;
+  for (int i = 0; i < b->n_decisions; i++)
+    b->decisions[i].inserted = 0;
   for (int i = 0; i < b->n_rewards; i++) {
     b->rewards[i].result = ADB_OK;
     b->rewards[i].applied = 0;
     b->rewards[i].first_reward = 0;
   }
+}
+
+/* Writes the batch's id into write_batches (migration 0005); finding it
+ * there already means an earlier attempt of this batch committed. */
+static int batch_mark(pg_store *s, pgconn *c, adb__batch *b) {
+  b->recovered = 0;
+  if (!b->batch_id[0]) return ADB_OK;
+  params p = {0};
+  p_text(&p, b->batch_id);
+  p_i64(&p, adb__now_ms());
+  PGresult *res = NULL;
+  int rc = run(s, c, S_BATCH_MARK, &p, "mark batch", &res);
+  if (!rc) b->recovered = PQntuples(res) == 0;
+  PQclear(res);
+  return rc;
+}
+
+static atomic_int fault_lose_commits;
+
+int adb__pg_fault_lose_commit_answers(int n) {
+  return atomic_exchange(&fault_lose_commits, n);
+}
+
+/* COMMIT, or with the test hook armed, COMMIT whose answer is lost. */
+static int batch_commit(pg_store *s, pgconn *c) {
+  int rc = run_sql(s, c, "COMMIT", s->io_timeout_ms, "commit batch");
+  int armed = atomic_load(&fault_lose_commits);
+  while (!rc && armed > 0 &&
+         !atomic_compare_exchange_weak(&fault_lose_commits, &armed, armed - 1))
+    ;
+  if (rc || armed <= 0) return rc;
+  c->broken = 1;
+  set_err(s, "postgresql: commit batch: connection lost (injected)");
+  return ADB_EUNAVAIL;
 }
 
 static int batch_txn(pg_store *s, pgconn *c, void *arg) {
@@ -1526,13 +1684,14 @@ static int batch_txn(pg_store *s, pgconn *c, void *arg) {
   int rc = b->n_episodes ? staging_make(s, c) : ADB_OK;
   if (rc) return rc;
   rc = run_sql(s, c, "BEGIN", s->io_timeout_ms, "begin batch");
+  if (!rc) rc = batch_mark(s, c, b);
   if (!rc) rc = decisions_put(s, c, b);
   if (!rc) rc = rewards_put(s, c, b);
   if (!rc) rc = episodes_put(s, c, b);
   /* The hot rows last, so their locks are held the shortest time. */
-  if (!rc) rc = metrics_add(s, c, b);
+  if (!rc && !b->recovered) rc = metrics_add(s, c, b);
   if (!rc) rc = policies_add(s, c, b);
-  if (!rc) rc = run_sql(s, c, "COMMIT", s->io_timeout_ms, "commit batch");
+  if (!rc) rc = batch_commit(s, c);
   if (rc) {
     txn_abort(s, c);
     batch_unset(b);
@@ -1842,6 +2001,7 @@ static int decision_read(const PGresult *r, adb__decision_rec *d) {
   d->propensity = r_f64(r, 0, 5);
   if (!rc) rc = r_copy(d->model, sizeof d->model, r, 0, 6);
   d->ts_ms = r_i64(r, 0, 7);
+  if (!rc) rc = r_dup(&d->ranking_json, r, 0, 8);
   return rc;
 }
 

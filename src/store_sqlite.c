@@ -163,12 +163,12 @@ static const char *const stmt_sql[N_STMT] = {
         " updated_at_ms = excluded.updated_at_ms RETURNING version",
     [S_DECISION_PUT] =
         "INSERT INTO decisions (agent_id, event_id, user_id, state_key,"
-        " context, candidates, action_id, propensity, model, created_at_ms)"
-        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+        " context, candidates, action_id, propensity, model, created_at_ms,"
+        " ranking) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
         " ON CONFLICT DO NOTHING",
     [S_DECISION_GET] =
         "SELECT user_id, state_key, context, candidates, action_id,"
-        " propensity, model, created_at_ms FROM decisions"
+        " propensity, model, created_at_ms, ranking FROM decisions"
         " WHERE agent_id = ?1 AND event_id = ?2",
     [S_EPISODE_PUT] =
         "INSERT INTO agent_episodes (agent_id, episode_id, user_id,"
@@ -290,7 +290,10 @@ static const char *sq_errmsg(adb__store *st) {
   return tls_err.msg;
 }
 
-/* Our code for an SQLite result code: busy means "try again later". */
+/* Our code for an SQLite result code. Busy, locked, a full disk and I/O
+ * errors mean "try again later" (ADB_EUNAVAIL: the flush worker retries);
+ * anything else (a constraint, a value too big, a type mismatch) is about
+ * the data and permanent (ADB_ESTORE: the worker isolates the item). */
 static int map_rc(int rc) {
   switch (rc & 0xff) {
   case SQLITE_NOMEM:
@@ -298,6 +301,8 @@ static int map_rc(int rc) {
   case SQLITE_BUSY:
   case SQLITE_LOCKED:
   case SQLITE_CANTOPEN:
+  case SQLITE_FULL:
+  case SQLITE_IOERR:
     return ADB_EUNAVAIL;
   default:
     return ADB_ESTORE;
@@ -513,7 +518,9 @@ static int batch_validate(sq_store *s, const adb__batch *b) {
 
 /* ---------------------------------------------------------- write batch */
 
-static int decision_put(sq_store *s, conn *c, const adb__decision_rec *d) {
+/* Inserts the decision; d->inserted says whether it was new (the event id
+ * is unique per agent: a retried decide keeps the first decision). */
+static int decision_put(sq_store *s, conn *c, adb__decision_rec *d) {
   sqlite3_stmt *st;
   int rc = stmt_get(s, c, S_DECISION_PUT, &st);
   if (rc) return rc;
@@ -528,7 +535,9 @@ static int decision_put(sq_store *s, conn *c, const adb__decision_rec *d) {
   bind_real(st, 8, d->propensity, &rc);
   bind_text(st, 9, d->model, &rc);
   bind_int(st, 10, d->ts_ms, &rc);
+  bind_text(st, 11, d->ranking_json, &rc);
   if (rc == SQLITE_OK) rc = sqlite3_step(st);
+  d->inserted = rc == SQLITE_DONE && sqlite3_changes(c->db) == 1;
   rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "insert decision");
   stmt_done(st);
   return rc;
@@ -1003,6 +1012,7 @@ static int decision_read(sqlite3_stmt *st, adb__decision_rec *d) {
   d->propensity = sqlite3_column_double(st, 5);
   if (!rc) rc = col_copy(d->model, sizeof d->model, st, 6);
   d->ts_ms = sqlite3_column_int64(st, 7);
+  if (!rc) rc = col_dup(&d->ranking_json, st, 8);
   return rc;
 }
 

@@ -1,0 +1,33 @@
+-- 0005_write_path.sql — exactly-once for every write of a batch, also when
+-- a commit is ambiguous.
+--
+--  * decisions is partitioned, so its key includes created_at_ms and a
+--    decide retried with the same client event_id (a later time) was stored
+--    again. decision_ids is the exactly-once gate of client event ids, as
+--    reward_ids is for reward ids: the write path inserts there first, ON
+--    CONFLICT DO NOTHING RETURNING, and logs only the decisions it returns.
+--    (Generated event ids are unique by construction and skip it.)
+--  * The connection may die after COMMIT reached the server: the write path
+--    then cannot tell whether the batch committed, and retries it. Every
+--    batch writes its id into write_batches (and reward_ids/decision_ids
+--    rows carry it), so a retry that finds its own id knows the earlier
+--    attempt committed and which rows it inserted, and applies their cache
+--    increments and metrics exactly once. Rows older than a day are deleted
+--    by the hourly maintenance.
+--  * decisions.ranking: the ranking answered, for the retried decide.
+ALTER TABLE decisions ADD COLUMN ranking TEXT;  -- JSON [["action", score], ...]
+ALTER TABLE reward_ids ADD COLUMN batch_id TEXT COLLATE "C";
+
+CREATE TABLE decision_ids (
+  agent_id      TEXT COLLATE "C" NOT NULL,
+  event_id      TEXT COLLATE "C" NOT NULL,
+  batch_id      TEXT COLLATE "C" NOT NULL,
+  created_at_ms BIGINT NOT NULL,
+  PRIMARY KEY (agent_id, event_id)
+);
+
+CREATE TABLE write_batches (
+  batch_id      TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+  created_at_ms BIGINT NOT NULL
+);
+CREATE INDEX write_batches_by_time ON write_batches (created_at_ms);
