@@ -258,7 +258,12 @@ typedef struct adb_reward_req {
 typedef struct adb_reward_result {
   double reward; /* the reward applied (or first applied) */
   int applied;   /* 0 for a duplicate of an earlier reward */
-  int pending;   /* async mode: queued, not yet committed */
+  int pending;   /* async mode: queued, not yet committed; or awaiting */
+  /* The reward's event_id is not a visible decision yet (it may still be
+   * in another replica's write queue): the reward is stored durably and is
+   * applied exactly once when the decision appears, or dropped (counted in
+   * rewards_expired) if none appears within the agent's reward_window_s. */
+  int awaiting_decision;
 } adb_reward_result;
 
 /* Records a reward and applies it to the posterior exactly once per
@@ -405,6 +410,10 @@ typedef struct adb_stats {
   int64_t flush_batches, flush_errors, store_errors;
   int64_t cache_hits, cache_misses, cache_errors, cache_evictions;
   int64_t cache_entries, cache_bytes;
+  /* Rewards that arrived before their decision: accepted to wait, joined
+   * to it later (by this handle's sweep), dropped when their window
+   * closed with no decision. */
+  int64_t rewards_awaiting, rewards_joined, rewards_expired;
 } adb_stats;
 
 void adb_stats_get(adb *db, adb_stats *out);

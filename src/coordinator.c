@@ -436,7 +436,8 @@ static void count_rewards(adb *db, const adb__batch *b) {
   pthread_rwlock_wrlock(&db->agents_lock);
   for (int i = 0; i < b->n_rewards; i++) {
     const adb__reward_rec *r = &b->rewards[i];
-    adb__agent_stats *s = r->applied ? agent_stats(db, r->agent) : NULL;
+    adb__agent_stats *s =
+        r->applied && !r->awaiting ? agent_stats(db, r->agent) : NULL;
     if (!s) continue;
     s->rewards++;
     s->reward_sum += r->reward;
@@ -671,7 +672,9 @@ static void finish_items(adb *db, adb__item **items, int n) {
   for (int i = 0; i < n; i++) {
     adb__item *it = items[i];
     if (it->kind == ITEM_REWARD)
-      atomic_fetch_add(it->u.r.applied ? &db->st_applied : &db->st_duplicate,
+      atomic_fetch_add(!it->u.r.applied   ? &db->st_duplicate
+                       : it->u.r.awaiting ? &db->st_awaiting
+                                          : &db->st_applied,
                        it->result == ADB_OK);
     if (it->result != ADB_OK && !permanent(it->result) &&
         it->result != ADB_ECONFLICT)
@@ -718,6 +721,38 @@ static void flush_round(adb *db, adb__item *chain, int n, int rollup) {
   if (items != one) free(items);
 }
 
+/* Joins the rewards that waited for their decision and drops those whose
+ * window closed (store.h pending_sweep), at most once a second; their
+ * increments go to the cache and their counts to the metrics. A failure
+ * is retried at the next sweep. */
+static void sweep(adb *db) {
+  adb__batch b = {0};
+  int64_t expired = 0, now = adb__now_ms();
+  if (!db->store->m->pending_sweep || now - db->last_sweep_ms < 1000) return;
+  db->last_sweep_ms = now;
+  if (db->store->m->pending_sweep(db->store, now, &b, &expired) != ADB_OK) {
+    atomic_fetch_add(&db->st_store_errors, 1);
+    return;
+  }
+  apply_changes(db, &b);
+  count_rewards(db, &b);
+  int joined = 0;
+  for (int i = 0; i < b.n_rewards; i++) {
+    joined += b.rewards[i].applied;
+    free(b.rewards[i].signals_json);
+  }
+  atomic_fetch_add(&db->st_joined, joined);
+  atomic_fetch_add(&db->st_applied, joined);
+  atomic_fetch_add(&db->st_expired, expired);
+  if (expired)
+    fprintf(stderr,
+            "agentdb: %lld rewards dropped: no decision with their event_id "
+            "appeared within the agent's reward_window_s\n",
+            (long long)expired);
+  free(b.rewards);
+  free(b.changes);
+}
+
 static void *flush_worker(void *arg) {
   adb *db = arg;
   int64_t last_trim = 0;
@@ -730,6 +765,7 @@ static void *flush_worker(void *arg) {
     pthread_mutex_unlock(&db->qmu);
     flush_round(db, items, n, adb__now_ms() - db->last_rollup_ms >= 1000);
     if (done) break;
+    sweep(db);
     pthread_mutex_lock(&db->qmu);
     /* After a burst, give the freed queue memory back to the system (at
      * most once a second: trimming walks the heap). */
@@ -859,4 +895,7 @@ void adb_stats_get(adb *db, adb_stats *o) {
   o->cache_evictions = cs.evictions;
   o->cache_entries = cs.entries;
   o->cache_bytes = cs.bytes;
+  o->rewards_awaiting = atomic_load(&db->st_awaiting);
+  o->rewards_joined = atomic_load(&db->st_joined);
+  o->rewards_expired = atomic_load(&db->st_expired);
 }

@@ -112,6 +112,8 @@ struct adb {
   _Atomic int64_t st_decisions, st_applied, st_duplicate, st_batches;
   _Atomic int64_t st_flush_errors, st_store_errors, st_cache_errors;
   _Atomic int64_t st_hits, st_misses;
+  _Atomic int64_t st_awaiting, st_joined, st_expired;
+  int64_t last_sweep_ms; /* worker only */
 };
 
 /* Thread-local error message of the last failure (per thread, any handle). */

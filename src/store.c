@@ -116,14 +116,14 @@ int adb__batch_merge(const adb__batch *b, adb__policy_change **out, int *n) {
   *n = 0;
   int m = 0;
   for (int i = 0; i < b->n_rewards; i++)
-    m += b->rewards[i].applied ? 2 : 0;
+    m += b->rewards[i].applied && !b->rewards[i].awaiting ? 2 : 0;
   if (!m) return ADB_OK;
   adb__policy_change *c = malloc((size_t)m * sizeof *c);
   if (!c) return ADB_ENOMEM;
   int k = 0;
   for (int i = 0; i < b->n_rewards; i++) {
     const adb__reward_rec *r = &b->rewards[i];
-    if (!r->applied) continue;
+    if (!r->applied || r->awaiting) continue;
     change_init(&c[k++], r, r->user);
     change_init(&c[k++], r, "*");
   }
@@ -190,9 +190,12 @@ static int decision_ok(const adb__decision_rec *d) {
 
 static int reward_ok(const adb__reward_rec *r) {
   return ADB__ID_OK(r->agent) && ADB__ID_OK(r->reward_id) &&
-         ADB__STR_OK(r->event_id) && ADB__ID_OK(r->user) &&
-         ADB__ID_OK(r->action) && ADB__STR_OK(r->state_key) &&
-         ADB__STR_OK(r->body_hash) && isfinite(r->reward);
+         ADB__STR_OK(r->event_id) && ADB__STR_OK(r->user) &&
+         ADB__STR_OK(r->action) &&
+         (r->awaiting ? r->event_id[0] != 0
+                      : r->user[0] != 0 && r->action[0] != 0) &&
+         ADB__STR_OK(r->state_key) && ADB__STR_OK(r->body_hash) &&
+         isfinite(r->reward);
 }
 
 static int episode_ok(const adb__episode_rec *e) {

@@ -71,6 +71,14 @@ typedef struct adb__reward_rec {
   char body_hash[65];   /* hex SHA-256 of the request's canonical body */
   char *signals_json;   /* JSON object or NULL */
   int64_t ts_ms;
+  /* The decision of event_id is not visible yet: user, state_key and action
+   * are unknown (""), and the reward waits in pending_rewards until
+   * pending_sweep joins it to its decision or expires it at expires_at_ms.
+   * The reward id is taken all the same (duplicates and conflicts are
+   * answered as for any reward); applied = 1 then means "accepted to
+   * wait", and nothing is incremented. */
+  int awaiting;
+  int64_t expires_at_ms;
   /* Filled by write_batch: */
   int result;          /* ADB_OK or ADB_ECONFLICT (id reused, other body) */
   int applied;         /* 1 if newly inserted and applied, 0 if duplicate */
@@ -197,6 +205,14 @@ typedef struct adb__store_methods {
   int (*policy_get)(adb__store *st, const char *agent, const char *user,
                     const char *state_key, adb__policy *p);
   int (*write_batch)(adb__store *st, adb__batch *b);
+  /* In one transaction: joins every awaiting reward whose decision is now
+   * stored (each exactly once, also with several processes sweeping),
+   * logging it and adding its increments, and deletes those whose
+   * expires_at_ms <= now_ms. out->rewards (malloc'd, each signals_json
+   * malloc'd) and out->changes (malloc'd) describe the joined ones;
+   * *expired counts the deleted ones. May be NULL. */
+  int (*pending_sweep)(adb__store *st, int64_t now_ms, adb__batch *out,
+                       int64_t *expired);
   /* out's json pointers are malloc'd: adb__decision_rec_free. */
   int (*decision_get)(adb__store *st, const char *agent, const char *event_id,
                       adb__decision_rec *out);

@@ -148,6 +148,9 @@ enum stmt_id {
   S_DID_MINE,
   S_BATCH_MARK,
   S_BATCH_TRIM,
+  S_PENDING_PUT,
+  S_PENDING_JOIN,
+  S_PENDING_EXPIRE,
   N_STMT
 };
 
@@ -304,6 +307,21 @@ static const char *const stmts[N_STMT] = {
         "INSERT INTO write_batches (batch_id, created_at_ms)"
         " VALUES ($1, $2::int8) ON CONFLICT DO NOTHING RETURNING 1",
     [S_BATCH_TRIM] = "DELETE FROM write_batches WHERE created_at_ms < $1::int8",
+    [S_PENDING_PUT] =
+        "INSERT INTO pending_rewards (agent_id, reward_id, event_id, reward,"
+        " reward_micro, signals, body_hash, created_at_ms, expires_at_ms)"
+        " SELECT * FROM unnest($1::text[], $2::text[], $3::text[],"
+        " $4::float8[], $5::int8[], $6::text[], $7::text[], $8::int8[],"
+        " $9::int8[]) ON CONFLICT DO NOTHING",
+    [S_PENDING_JOIN] =
+        "DELETE FROM pending_rewards p USING decisions d"
+        " WHERE d.agent_id = p.agent_id AND d.event_id = p.event_id"
+        " RETURNING p.agent_id, p.reward_id, p.event_id, d.user_id,"
+        " d.state_key, d.action_id, p.reward, p.reward_micro, p.signals,"
+        " p.body_hash, p.created_at_ms",
+    [S_PENDING_EXPIRE] =
+        "DELETE FROM pending_rewards WHERE expires_at_ms <= $1::int8"
+        " RETURNING 1",
 };
 
 _Static_assert(N_STMT <= 32, "pgconn.prepared is a 32-bit mask");
@@ -1312,13 +1330,13 @@ static int rewards_log(pg_store *s, pgconn *c, const adb__batch *b) {
                                OID_TEXT, OID_TEXT, OID_INT8};
   int n = 0;
   for (int i = 0; i < b->n_rewards; i++)
-    n += b->rewards[i].applied;
+    n += b->rewards[i].applied && !b->rewards[i].awaiting;
   if (!n) return ADB_OK;
   cols a;
   cols_begin(&a, t, 11, n);
   for (int i = 0; i < b->n_rewards; i++) {
     const adb__reward_rec *r = &b->rewards[i];
-    if (!r->applied) continue;
+    if (!r->applied || r->awaiting) continue;
     fld_text(&a.b[0], r->agent);
     fld_text(&a.b[1], r->reward_id);
     fld_text(&a.b[2], r->event_id);
@@ -1343,6 +1361,42 @@ static int rewards_log(pg_store *s, pgconn *c, const adb__batch *b) {
   return rc;
 }
 
+/* Step 3b: the new rewards awaiting their decision into pending_rewards. */
+static int rewards_await(pg_store *s, pgconn *c, const adb__batch *b) {
+  static const uint32_t t[] = {OID_TEXT,   OID_TEXT, OID_TEXT,
+                               OID_FLOAT8, OID_INT8, OID_TEXT,
+                               OID_TEXT,   OID_INT8, OID_INT8};
+  int n = 0;
+  for (int i = 0; i < b->n_rewards; i++)
+    n += b->rewards[i].applied && b->rewards[i].awaiting;
+  if (!n) return ADB_OK;
+  cols a;
+  cols_begin(&a, t, 9, n);
+  for (int i = 0; i < b->n_rewards; i++) {
+    const adb__reward_rec *r = &b->rewards[i];
+    if (!r->applied || !r->awaiting) continue;
+    fld_text(&a.b[0], r->agent);
+    fld_text(&a.b[1], r->reward_id);
+    fld_text(&a.b[2], r->event_id);
+    fld_f64(&a.b[3], r->reward);
+    fld_i64(&a.b[4], r->reward_micro);
+    fld_text(&a.b[5], r->signals_json);
+    fld_text(&a.b[6], r->body_hash);
+    fld_i64(&a.b[7], r->ts_ms);
+    fld_i64(&a.b[8], r->expires_at_ms);
+  }
+  int rc;
+  if (cols_oom(&a)) {
+    rc = oom(s, "insert pending rewards");
+  } else {
+    params p = {0};
+    cols_params(&a, &p);
+    rc = run(s, c, S_PENDING_PUT, &p, "insert pending rewards", NULL);
+  }
+  cols_free(&a);
+  return rc;
+}
+
 static int rewards_put(pg_store *s, pgconn *c, adb__batch *b) {
   if (!b->n_rewards) return ADB_OK;
   for (int i = 0; i < b->n_rewards; i++) {
@@ -1357,6 +1411,9 @@ static int rewards_put(pg_store *s, pgconn *c, adb__batch *b) {
   if (!rc) rc = rid_insert(s, c, b, &w);
   if (!rc) rc = rid_compare(s, c, b, &w);
   if (!rc) rc = rewards_log(s, c, b);
+  /* After a lost commit they were inserted by it, and may have been
+   * joined (deleted) since: inserting them again would apply them twice. */
+  if (!rc && !b->recovered) rc = rewards_await(s, c, b);
   rw_free(&w);
   return rc;
 }
@@ -1697,6 +1754,74 @@ static int batch_txn(pg_store *s, pgconn *c, void *arg) {
     batch_unset(b);
   }
   return rc;
+}
+
+/* The joined rows of S_PENDING_JOIN as applied reward records. */
+static int sweep_rows(pg_store *s, const PGresult *r, adb__batch *b) {
+  int n = PQntuples(r);
+  b->rewards = calloc((size_t)n + 1, sizeof *b->rewards);
+  if (!b->rewards) return oom(s, "join pending rewards");
+  for (int i = 0; i < n; i++) {
+    adb__reward_rec *w = &b->rewards[b->n_rewards++];
+    int rc = r_copy(w->agent, sizeof w->agent, r, i, 0);
+    if (!rc) rc = r_copy(w->reward_id, sizeof w->reward_id, r, i, 1);
+    if (!rc) rc = r_copy(w->event_id, sizeof w->event_id, r, i, 2);
+    if (!rc) rc = r_copy(w->user, sizeof w->user, r, i, 3);
+    if (!rc) rc = r_copy(w->state_key, sizeof w->state_key, r, i, 4);
+    if (!rc) rc = r_copy(w->action, sizeof w->action, r, i, 5);
+    w->reward = r_f64(r, i, 6);
+    w->reward_micro = r_i64(r, i, 7);
+    if (!rc) rc = r_dup(&w->signals_json, r, i, 8);
+    if (!rc) rc = r_copy(w->body_hash, sizeof w->body_hash, r, i, 9);
+    w->ts_ms = r_i64(r, i, 10);
+    w->applied = 1;
+    w->first_reward = w->reward;
+    if (rc) return col_fail(s, rc, "join pending rewards");
+  }
+  return ADB_OK;
+}
+
+typedef struct sweep_arg {
+  int64_t now_ms, expired;
+  adb__batch *b;
+} sweep_arg;
+
+static int sweep_txn(pg_store *s, pgconn *c, void *arg) {
+  sweep_arg *x = arg;
+  PGresult *res = NULL;
+  params p = {0};
+  p_i64(&p, x->now_ms);
+  int rc = run_sql(s, c, "BEGIN", s->io_timeout_ms, "sweep pending rewards");
+  if (!rc) rc = run(s, c, S_PENDING_JOIN, NULL, "join pending rewards", &res);
+  if (!rc) rc = sweep_rows(s, res, x->b);
+  PQclear(res);
+  res = NULL;
+  if (!rc) rc = rewards_log(s, c, x->b);
+  if (!rc) rc = policies_add(s, c, x->b);
+  if (!rc) rc = run(s, c, S_PENDING_EXPIRE, &p, "expire pending rewards", &res);
+  if (!rc) x->expired = PQntuples(res);
+  PQclear(res);
+  if (!rc) rc = run_sql(s, c, "COMMIT", s->io_timeout_ms, "sweep commit");
+  if (rc) txn_abort(s, c);
+  return rc;
+}
+
+static int pg_pending_sweep(adb__store *st, int64_t now_ms, adb__batch *out,
+                            int64_t *expired) {
+  memset(out, 0, sizeof *out);
+  *expired = 0;
+  sweep_arg x = {.now_ms = now_ms, .b = out};
+  int rc = with_conn((pg_store *)st, sweep_txn, &x, 0);
+  if (rc) {
+    for (int i = 0; i < out->n_rewards; i++)
+      free(out->rewards[i].signals_json);
+    free(out->rewards);
+    free(out->changes);
+    memset(out, 0, sizeof *out);
+    return rc;
+  }
+  *expired = x.expired;
+  return ADB_OK;
 }
 
 static int pg_write_batch(adb__store *st, adb__batch *b) {
@@ -2527,4 +2652,5 @@ const adb__store_methods adb__store_pg = {
     .pattern_get = pg_pattern_get,
     .metrics_get = pg_metrics_get,
     .vectors_scan = pg_vectors_scan,
+    .pending_sweep = pg_pending_sweep,
 };

@@ -98,6 +98,11 @@ enum stmt_id {
   S_VEC_USERS,
   S_VEC_PATTERNS,
   S_PING,
+  S_PENDING_PUT,
+  S_PENDING_GET,
+  S_PENDING_DEL,
+  S_PENDING_JOIN,
+  S_PENDING_EXPIRE,
   N_STMT
 };
 
@@ -233,6 +238,21 @@ static const char *const stmt_sql[N_STMT] = {
         " AND (updated_at_ms, agent_id, pattern_id) > (?1, ?2, ?3)"
         " ORDER BY updated_at_ms, agent_id, pattern_id LIMIT ?4",
     [S_PING] = "SELECT count(*) FROM schema_migrations",
+    [S_PENDING_PUT] =
+        "INSERT INTO pending_rewards (agent_id, reward_id, event_id, reward,"
+        " reward_micro, signals, body_hash, created_at_ms, expires_at_ms)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
+    [S_PENDING_GET] = "SELECT body_hash, reward FROM pending_rewards"
+                      " WHERE agent_id = ?1 AND reward_id = ?2",
+    [S_PENDING_DEL] =
+        "DELETE FROM pending_rewards WHERE agent_id = ?1 AND reward_id = ?2",
+    [S_PENDING_JOIN] =
+        "SELECT p.agent_id, p.reward_id, p.event_id, d.user_id, d.state_key,"
+        " d.action_id, p.reward, p.reward_micro, p.signals, p.body_hash,"
+        " p.created_at_ms FROM pending_rewards p JOIN decisions d"
+        " ON d.agent_id = p.agent_id AND d.event_id = p.event_id",
+    [S_PENDING_EXPIRE] =
+        "DELETE FROM pending_rewards WHERE expires_at_ms <= ?1",
 };
 
 /* ---------------------------------------------------------------- handle */
@@ -588,39 +608,91 @@ static int reward_insert(sq_store *s, conn *c, const adb__reward_rec *r,
   return rc;
 }
 
-/* An earlier reward under r's id: same body is a duplicate, else conflict. */
-static int reward_compare(sq_store *s, conn *c, adb__reward_rec *r) {
+/* The reward stored under r's id by statement id (reward_signals or
+ * pending_rewards), if any: *found, and same body is a duplicate, another
+ * a conflict. */
+static int reward_compare(sq_store *s, conn *c, adb__reward_rec *r, int id,
+                          int *found) {
   sqlite3_stmt *st;
-  int rc = stmt_get(s, c, S_REWARD_GET, &st);
+  int rc = stmt_get(s, c, id, &st);
   if (rc) return rc;
   rc = SQLITE_OK;
   bind_text(st, 1, r->agent, &rc);
   bind_text(st, 2, r->reward_id, &rc);
   if (rc == SQLITE_OK) rc = sqlite3_step(st);
+  *found = rc == SQLITE_ROW;
   if (rc == SQLITE_ROW) {
     const char *h = (const char *)sqlite3_column_text(st, 0);
     r->first_reward = sqlite3_column_double(st, 1);
     r->result = h && strcmp(h, r->body_hash) == 0 ? ADB_OK : ADB_ECONFLICT;
-    rc = ADB_OK;
-  } else {
-    /* DONE here means the row vanished inside our own transaction. */
-    rc = sq_fail(s, c, rc == SQLITE_DONE ? SQLITE_INTERNAL : rc, "read reward");
   }
+  rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? ADB_OK
+                                             : sq_fail(s, c, rc, "read reward");
   stmt_done(st);
   return rc;
 }
 
+/* Deletes the awaiting copy of a reward, if any (*deleted may be NULL). */
+static int pending_del(sq_store *s, conn *c, const char *agent,
+                       const char *reward_id, int *deleted) {
+  sqlite3_stmt *st;
+  int rc = stmt_get(s, c, S_PENDING_DEL, &st);
+  if (rc) return rc;
+  rc = SQLITE_OK;
+  bind_text(st, 1, agent, &rc);
+  bind_text(st, 2, reward_id, &rc);
+  if (rc == SQLITE_OK) rc = sqlite3_step(st);
+  if (deleted) *deleted = rc == SQLITE_DONE && sqlite3_changes(c->db) == 1;
+  rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "delete pending reward");
+  stmt_done(st);
+  return rc;
+}
+
+/* A reward whose decision is not visible: refused as any reward if its id
+ * is taken (applied, or already waiting), else stored to wait. */
+static int reward_await(sq_store *s, conn *c, adb__reward_rec *r) {
+  int found = 0;
+  int rc = reward_compare(s, c, r, S_REWARD_GET, &found);
+  if (rc || found) return rc;
+  sqlite3_stmt *st;
+  if ((rc = stmt_get(s, c, S_PENDING_PUT, &st))) return rc;
+  rc = SQLITE_OK;
+  bind_text(st, 1, r->agent, &rc);
+  bind_text(st, 2, r->reward_id, &rc);
+  bind_text(st, 3, r->event_id, &rc);
+  bind_real(st, 4, r->reward, &rc);
+  bind_int(st, 5, r->reward_micro, &rc);
+  bind_text(st, 6, r->signals_json, &rc);
+  bind_text(st, 7, r->body_hash, &rc);
+  bind_int(st, 8, r->ts_ms, &rc);
+  bind_int(st, 9, r->expires_at_ms, &rc);
+  if (rc == SQLITE_OK) rc = sqlite3_step(st);
+  r->applied = rc == SQLITE_DONE && sqlite3_changes(c->db) == 1;
+  rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "insert pending reward");
+  stmt_done(st);
+  if (rc || r->applied) return rc;
+  rc = reward_compare(s, c, r, S_PENDING_GET, &found);
+  if (!rc && !found) rc = sq_fail(s, c, SQLITE_INTERNAL, "read reward");
+  return rc;
+}
+
 static int reward_put(sq_store *s, conn *c, adb__reward_rec *r) {
-  int inserted = 0;
+  int inserted = 0, found = 0;
   r->result = ADB_OK;
   r->applied = 0;
   r->first_reward = r->reward;
+  if (r->awaiting) return reward_await(s, c, r);
   int rc = reward_insert(s, c, r, &inserted);
+  /* A copy that waited for the decision is applied now, here, once. */
+  if (!rc && inserted) rc = pending_del(s, c, r->agent, r->reward_id, NULL);
   if (rc || inserted) {
     r->applied = inserted;
     return rc;
   }
-  return reward_compare(s, c, r);
+  rc = reward_compare(s, c, r, S_REWARD_GET, &found);
+  /* Not found means the row vanished inside our own transaction. */
+  if (!rc && !found) rc = sq_fail(s, c, SQLITE_INTERNAL, "read reward");
+  return rc;
 }
 
 static int policy_add(sq_store *s, conn *c, adb__policy_change *ch,
@@ -721,6 +793,103 @@ static int sq_write_batch(adb__store *st, adb__batch *b) {
     batch_unset(b);
   }
   conn_give(c);
+  return rc;
+}
+
+/* ------------------------------------------------------ pending rewards */
+
+/* Appends the current row of S_PENDING_JOIN to b->rewards. */
+static int join_row(adb__batch *b, int *cap, sqlite3_stmt *st) {
+  if (b->n_rewards == *cap) {
+    int n = *cap ? *cap * 2 : 16;
+    adb__reward_rec *r = realloc(b->rewards, (size_t)n * sizeof *r);
+    if (!r) return ADB_ENOMEM;
+    b->rewards = r;
+    *cap = n;
+  }
+  adb__reward_rec *w = &b->rewards[b->n_rewards];
+  memset(w, 0, sizeof *w);
+  int rc = col_copy(w->agent, sizeof w->agent, st, 0);
+  if (!rc) rc = col_copy(w->reward_id, sizeof w->reward_id, st, 1);
+  if (!rc) rc = col_copy(w->event_id, sizeof w->event_id, st, 2);
+  if (!rc) rc = col_copy(w->user, sizeof w->user, st, 3);
+  if (!rc) rc = col_copy(w->state_key, sizeof w->state_key, st, 4);
+  if (!rc) rc = col_copy(w->action, sizeof w->action, st, 5);
+  w->reward = sqlite3_column_double(st, 6);
+  w->reward_micro = sqlite3_column_int64(st, 7);
+  if (!rc) rc = col_dup(&w->signals_json, st, 8);
+  if (!rc) rc = col_copy(w->body_hash, sizeof w->body_hash, st, 9);
+  w->ts_ms = sqlite3_column_int64(st, 10);
+  w->first_reward = w->reward;
+  if (!rc)
+    b->n_rewards++;
+  else
+    free(w->signals_json);
+  return rc;
+}
+
+static int join_read(sq_store *s, conn *c, adb__batch *b) {
+  sqlite3_stmt *st;
+  int rc = stmt_get(s, c, S_PENDING_JOIN, &st), cap = 0;
+  if (rc) return rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+    if (join_row(b, &cap, st)) {
+      stmt_done(st);
+      return col_fail(s, ADB_ENOMEM, "join pending rewards");
+    }
+  rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "join pending rewards");
+  stmt_done(st);
+  return rc;
+}
+
+/* Moves each joined reward to reward_signals (once: the row leaves
+ * pending_rewards in the same transaction) and applies it. */
+static int join_apply(sq_store *s, conn *c, adb__batch *b) {
+  int rc = ADB_OK;
+  for (int i = 0; i < b->n_rewards && !rc; i++) {
+    adb__reward_rec *r = &b->rewards[i];
+    int inserted = 0;
+    rc = pending_del(s, c, r->agent, r->reward_id, NULL);
+    if (!rc) rc = reward_insert(s, c, r, &inserted);
+    r->applied = inserted;
+  }
+  return rc ? rc : batch_policies(s, c, b);
+}
+
+static int expire(sq_store *s, conn *c, int64_t now, int64_t *expired) {
+  sqlite3_stmt *st;
+  int rc = stmt_get(s, c, S_PENDING_EXPIRE, &st);
+  if (rc) return rc;
+  rc = SQLITE_OK;
+  bind_int(st, 1, now, &rc);
+  if (rc == SQLITE_OK) rc = sqlite3_step(st);
+  *expired = rc == SQLITE_DONE ? sqlite3_changes(c->db) : 0;
+  rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "expire rewards");
+  stmt_done(st);
+  return rc;
+}
+
+static int sq_pending_sweep(adb__store *st, int64_t now_ms, adb__batch *out,
+                            int64_t *expired) {
+  sq_store *s = (sq_store *)st;
+  memset(out, 0, sizeof *out);
+  *expired = 0;
+  conn *c = writer_take(s);
+  int rc = stmt_run(s, c, S_BEGIN, "begin sweep");
+  if (!rc) rc = join_read(s, c, out);
+  if (!rc) rc = join_apply(s, c, out);
+  if (!rc) rc = expire(s, c, now_ms, expired);
+  if (!rc) rc = stmt_run(s, c, S_COMMIT, "commit sweep");
+  if (rc) txn_abort(s, c);
+  conn_give(c);
+  if (rc) {
+    for (int i = 0; i < out->n_rewards; i++)
+      free(out->rewards[i].signals_json);
+    free(out->rewards);
+    free(out->changes);
+    memset(out, 0, sizeof *out);
+    *expired = 0;
+  }
   return rc;
 }
 
@@ -1616,4 +1785,5 @@ const adb__store_methods adb__store_sqlite = {
     .pattern_get = sq_pattern_get,
     .metrics_get = sq_metrics_get,
     .vectors_scan = sq_vectors_scan,
+    .pending_sweep = sq_pending_sweep,
 };

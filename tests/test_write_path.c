@@ -11,7 +11,10 @@
  *    is recognised by the retried batch: the reward is answered
  *    applied:true, applied to the cache and counted in the metrics once;
  *  - a decide with an event_id that already exists answers the stored
- *    decision, never a new draw, and the store keeps one row.
+ *    decision, never a new draw, and the store keeps one row;
+ *  - a reward that arrives before its decision is visible (defect 4) is
+ *    accepted durably and applied once when the decision appears, on
+ *    whichever handle; one whose decision never appears expires, counted.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -436,6 +439,87 @@ static void concurrent_decides_with_one_event_id_agree(void **state) {
                    1);
 }
 
+/* ------------------------------------------- rewards before decisions */
+
+static void wait_joined(adb *a, adb *b, int64_t want) {
+  adb_stats sa, sb;
+  for (int i = 0; i < 200; i++) { /* each handle sweeps once a second */
+    adb_stats_get(a, &sa);
+    adb_stats_get(b, &sb);
+    if (sa.rewards_joined + sb.rewards_joined >= want) return;
+    usleep(50000);
+  }
+  fail_msg("rewards not joined: %lld of %lld",
+           (long long)(sa.rewards_joined + sb.rewards_joined), (long long)want);
+}
+
+/* Defect 4: a reward reaches replica B before the decision of its event
+ * is visible (here: the decision is made on replica A afterwards). B
+ * accepts it durably (awaiting its decision); once A stores the decision
+ * the reward is applied exactly once to the action A chose, whichever
+ * replica sweeps; a retry of the reward is a duplicate. */
+static void a_reward_before_its_decision_is_joined_once(void **state) {
+  fixture *f = *state;
+  adb *b = open_db(f->url, ADB_DURABILITY_SYNC, 3000);
+  adb_reward_req rr = {.agent_id = "ag",
+                       .reward_id = "early",
+                       .event_id = "ev-later",
+                       .has_reward = 1,
+                       .reward = 1};
+  adb_reward_result res = {0};
+  assert_int_equal(adb_reward(b, &rr, &res), ADB_OK);
+  assert_int_equal(res.awaiting_decision, 1);
+  assert_int_equal(res.applied, 0);
+  /* The same reward again while it waits: a duplicate, still waiting. */
+  assert_int_equal(adb_reward(b, &rr, &res), ADB_OK);
+  assert_int_equal(res.applied, 0);
+  rr.reward = 0.5; /* the id with another body */
+  assert_int_equal(adb_reward(b, &rr, NULL), ADB_ECONFLICT);
+  rr.reward = 1;
+
+  adb_ranked r0[5];
+  adb_decision d;
+  decide_with_id(f->db, "ev-later", &d, r0);
+  wait_joined(f->db, b, 1);
+  assert_int_equal(arm_n(f->db, "u", d.state_key, d.action), 1);
+  assert_int_equal(arm_n(f->db, "*", d.state_key, d.action), 1);
+  /* Retried after the join: a duplicate, applied nowhere again. */
+  assert_int_equal(adb_reward(b, &rr, &res), ADB_OK);
+  assert_int_equal(res.applied, 0);
+  assert_int_equal(res.awaiting_decision, 0);
+  usleep(1200000); /* one more sweep on each handle */
+  assert_int_equal(arm_n(f->db, "u", d.state_key, d.action), 1);
+  adb_close(b);
+}
+
+/* Defect 4: a reward whose event never appears is dropped when the
+ * agent's reward window closes, and counted. */
+static void a_reward_whose_decision_never_comes_expires_counted(void **state) {
+  fixture *f = *state;
+  adb_agent_config cfg;
+  assert_int_equal(adb_agent_get(f->db, "ag", &cfg), ADB_OK);
+  cfg.reward_window_s = 1;
+  assert_int_equal(adb_agent_put(f->db, &cfg), ADB_OK);
+  adb_reward_req rr = {.agent_id = "ag",
+                       .reward_id = "orphan",
+                       .event_id = "ev-never",
+                       .has_reward = 1,
+                       .reward = 1};
+  adb_reward_result res = {0};
+  assert_int_equal(adb_reward(f->db, &rr, &res), ADB_OK);
+  assert_int_equal(res.awaiting_decision, 1);
+  adb_stats st;
+  for (int i = 0; i < 100; i++) {
+    adb_stats_get(f->db, &st);
+    if (st.rewards_expired) break;
+    usleep(50000);
+  }
+  assert_int_equal(st.rewards_expired, 1);
+  assert_int_equal(st.rewards_joined, 0);
+  assert_int_equal(
+      util_store_query_int(f->url, "SELECT count(*) FROM pending_rewards"), 0);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void) {
@@ -446,6 +530,8 @@ int main(void) {
       T(an_ambiguous_commit_is_applied_exactly_once),
       T(a_retried_decide_answers_the_stored_decision),
       T(concurrent_decides_with_one_event_id_agree),
+      T(a_reward_before_its_decision_is_joined_once),
+      T(a_reward_whose_decision_never_comes_expires_counted),
   };
   const char *kinds[4];
   int nk = util_store_kinds(kinds, 4), failed = 0;

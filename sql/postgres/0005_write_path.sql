@@ -31,3 +31,24 @@ CREATE TABLE write_batches (
   created_at_ms BIGINT NOT NULL
 );
 CREATE INDEX write_batches_by_time ON write_batches (created_at_ms);
+
+-- Rewards whose decision was not visible when they arrived (it may still be
+-- in another replica's write queue). Their reward id is taken in reward_ids
+-- like any other; the flush worker's sweep (any replica, each row once:
+-- DELETE ... RETURNING) moves a row to reward_signals and applies it once
+-- its decision is stored, or deletes it at expires_at_ms (created + the
+-- agent's reward_window_s), counting it.
+CREATE TABLE pending_rewards (
+  agent_id      TEXT COLLATE "C" NOT NULL,
+  reward_id     TEXT COLLATE "C" NOT NULL,
+  event_id      TEXT COLLATE "C" NOT NULL,
+  reward        DOUBLE PRECISION NOT NULL,
+  reward_micro  BIGINT NOT NULL,
+  signals       TEXT,
+  body_hash     TEXT   NOT NULL,
+  created_at_ms BIGINT NOT NULL,
+  expires_at_ms BIGINT NOT NULL,
+  PRIMARY KEY (agent_id, reward_id)
+);
+CREATE INDEX pending_rewards_event ON pending_rewards (agent_id, event_id);
+CREATE INDEX pending_rewards_expiry ON pending_rewards (expires_at_ms);

@@ -3,3 +3,24 @@
 -- (action, propensity and ranking) instead of drawing anew. NULL for
 -- decisions with a generated event id, which cannot be retried.
 ALTER TABLE decisions ADD COLUMN ranking TEXT;  -- JSON [["action", score], ...]
+
+-- Rewards whose decision was not visible when they arrived (it may still
+-- be in another process's write queue). The write path refuses a reward id
+-- found here or in reward_signals as for any reward, and the flush worker's
+-- sweep moves a row to reward_signals (applying it) once its decision is
+-- stored, or deletes it at expires_at_ms (created + the agent's
+-- reward_window_s), counting it.
+CREATE TABLE pending_rewards (
+  agent_id      TEXT    NOT NULL,
+  reward_id     TEXT    NOT NULL,
+  event_id      TEXT    NOT NULL,
+  reward        REAL    NOT NULL,
+  reward_micro  INTEGER NOT NULL,
+  signals       TEXT,
+  body_hash     TEXT    NOT NULL,
+  created_at_ms INTEGER NOT NULL,
+  expires_at_ms INTEGER NOT NULL,
+  PRIMARY KEY (agent_id, reward_id)
+);
+CREATE INDEX pending_rewards_event ON pending_rewards (agent_id, event_id);
+CREATE INDEX pending_rewards_expiry ON pending_rewards (expires_at_ms);
