@@ -227,7 +227,11 @@ typedef struct adb_decision {
 } adb_decision;
 
 /* Chooses an action and logs the decision (asynchronously). A user with no
- * history starts from the agent-wide posterior. */
+ * history starts from the agent-wide posterior. With req->event_id, the
+ * call returns once the decision is stored, and an event id that already
+ * has a decision (a retry, through any handle) answers that decision
+ * (action, propensity, ranking) rather than a new draw; ADB_ECONFLICT if
+ * it is another user's. */
 int adb_decide(adb *db, const adb_decide_req *req, adb_decision *out);
 
 /* --------------------------------------------------------------- rewards */
@@ -268,10 +272,11 @@ typedef struct adb_reward_result {
 
 /* Records a reward and applies it to the posterior exactly once per
  * reward id. Sync mode returns after commit; ADB_ECONFLICT when the id was
- * used with a different body; ADB_ENOTFOUND for an unknown event (a
- * decision made through another handle is known once that handle has
- * flushed it: flush_interval_ms plus a commit);
- * ADB_EFULL when the write queue is full. */
+ * used with a different body; ADB_EFULL when the write queue is full. A
+ * reward whose event is not a visible decision yet (one made through
+ * another handle is visible once that handle has flushed it) is stored to
+ * await it (out->awaiting_decision) and applied once the decision is
+ * stored, or dropped at the end of the agent's reward_window_s. */
 int adb_reward(adb *db, const adb_reward_req *req, adb_reward_result *out);
 
 /* Pure: the engagement reward of signals under weights (NULL = defaults);

@@ -14,17 +14,60 @@
  * so a decision made after a reward is acknowledged sees it.
  *
  * Sync writers (durability=sync) sleep until their item is done; async
- * writers return at enqueue and the worker frees their items. A failed
- * write_batch is never dropped: the worker retries the same batch with
- * exponential backoff (10 ms .. 1 s) while new writes queue up behind it;
- * when queued + in-flight items reach queue_capacity, new writes are
- * refused with ADB_EFULL. A sync writer waiting longer than
- * write_timeout_ms gets ADB_ETIMEDOUT, but its item stays queued and will
- * commit later (a retry under the same reward id is safe: exactly once).
+ * writers return at enqueue and the worker frees their items.
  *
- * adb_close stops intake, lets the worker drain everything, and gives up
- * only if the store stays down for write_timeout_ms during the drain, in
- * which case the lost items are reported on stderr.
+ * Store errors come in two classes (store.h). A temporary one (connection
+ * lost, busy, serialization failure, deadlock, disk full) is retried: the
+ * worker retries the same batch with exponential backoff (10 ms .. 1 s)
+ * while new writes queue up behind it; when queued + in-flight items reach
+ * queue_capacity, new writes are refused with ADB_EFULL. A sync writer
+ * waiting longer than write_timeout_ms gets ADB_ETIMEDOUT, but its item
+ * stays queued and will commit later (a retry under the same reward id is
+ * safe: exactly once). A permanent one (a constraint, an encoding, a
+ * range: the store will never take these rows) must not wedge the queue:
+ * the batch is split in halves, each committed (and split) the same way,
+ * so the one record at fault fails alone, its writer gets ADB_ESTORE with
+ * the store's message, and every other record commits, after about
+ * 2 log2(batch) extra attempts. Strings are checked for UTF-8 at the API so
+ * that such records rarely get this far.
+ *
+ * Ambiguous commits. A PostgreSQL connection can die after COMMIT reached
+ * the server: the worker sees a temporary error and retries a batch that
+ * may have committed. Each batch carries an id, the same on every retry of
+ * it (batch_prefix, random per handle, and a sequence number); the store
+ * writes it in the transaction (write_batches, and on each reward_ids and
+ * decision_ids row), so a retry that finds it knows the earlier attempt
+ * committed: the rewards it inserted are reported applied (their writers
+ * get applied:true, the metrics count them once), the posterior rows get a
+ * zero increment that bumps their versions so that any cache entry older
+ * than the lost commit shows a gap and is dropped (cache.h), and metrics
+ * deltas are not added twice.
+ *
+ * Decisions with a client event id may repeat (a client retrying a
+ * decide, on any replica). Such a decide first looks the event up and
+ * answers the stored decision (action, propensity, ranking) if there is
+ * one; otherwise it draws and waits for the commit of its decision, in
+ * either durability mode. The store keeps the first decision of an event
+ * id (SQLite: UNIQUE; PostgreSQL: the decision_ids gate), and a decide
+ * whose decision lost that race (ADB_ECONFLICT from the worker) answers
+ * the stored one instead of its own draw. Decisions with generated ids are
+ * unique and stay asynchronous.
+ *
+ * Rewards before their decision. With several replicas, a reward can
+ * reach a replica before the decision it names is visible there (it may
+ * still be in the deciding replica's queue). After flushing its own queue,
+ * reward.c queues such a reward marked awaiting: the store takes its
+ * reward id (so retries and conflicts behave as for any reward) and keeps
+ * it in pending_rewards until the end of the agent's reward window. Once a
+ * second each worker sweeps (store.h pending_sweep): in one transaction,
+ * every awaiting reward whose decision is now stored is moved to the
+ * reward log and applied, exactly once whichever replica sweeps, and
+ * expired ones are dropped and counted (adb_stats, /metrics).
+ *
+ * adb_flush waits at most write_timeout_ms. adb_close stops intake, lets
+ * the worker drain everything, and gives up only if the store stays down
+ * for write_timeout_ms during the drain; then the lost items are reported
+ * on stderr and adb_close returns ADB_EUNAVAIL saying how many.
  *
  * The worker also turns each agent's in-memory counters into hourly
  * performance_metrics rows, at most once a second, inside the same
