@@ -268,6 +268,10 @@ typedef struct adb_reward_result {
    * applied exactly once when the decision appears, or dropped (counted in
    * rewards_expired) if none appears within the agent's reward_window_s. */
   int awaiting_decision;
+  /* The decision's reward window had closed and its default_reward was
+   * applied instead: this reward is kept out (never applied, applied = 0);
+   * its reward_id stays taken. */
+  int late;
 } adb_reward_result;
 
 /* Records a reward and applies it to the posterior exactly once per
@@ -419,6 +423,9 @@ typedef struct adb_stats {
    * to it later (by this handle's sweep), dropped when their window
    * closed with no decision. */
   int64_t rewards_awaiting, rewards_joined, rewards_expired;
+  /* Default rewards applied by this handle's sweep (a decision's window
+   * closed with no reward), and rewards refused as late for that. */
+  int64_t rewards_defaulted, rewards_late;
 } adb_stats;
 
 void adb_stats_get(adb *db, adb_stats *out);

@@ -616,6 +616,7 @@ static void items_answer(adb__item **items, int n, const adb__batch *b) {
       const adb__reward_rec *r = &b->rewards[ri++];
       it->u.r.result = r->result;
       it->u.r.applied = r->applied;
+      it->u.r.late = r->late;
       it->u.r.first_reward = r->first_reward;
       it->result = r->result;
     }
@@ -715,7 +716,8 @@ static void finish_items(adb *db, adb__item **items, int n) {
   for (int i = 0; i < n; i++) {
     adb__item *it = items[i];
     if (it->kind == ITEM_REWARD)
-      atomic_fetch_add(!it->u.r.applied   ? &db->st_duplicate
+      atomic_fetch_add(it->u.r.late       ? &db->st_late
+                       : !it->u.r.applied ? &db->st_duplicate
                        : it->u.r.awaiting ? &db->st_awaiting
                                           : &db->st_applied,
                        it->result == ADB_OK);
@@ -779,13 +781,16 @@ static void sweep(adb *db) {
   }
   apply_changes(db, &b);
   count_rewards(db, &b);
-  int joined = 0;
+  int joined = 0, defaulted = 0;
   for (int i = 0; i < b.n_rewards; i++) {
-    joined += b.rewards[i].applied;
+    int dflt = b.rewards[i].reward_id[0] == '~';
+    joined += b.rewards[i].applied && !dflt;
+    defaulted += b.rewards[i].applied && dflt;
     free(b.rewards[i].signals_json);
   }
   atomic_fetch_add(&db->st_joined, joined);
   atomic_fetch_add(&db->st_applied, joined);
+  atomic_fetch_add(&db->st_defaulted, defaulted);
   atomic_fetch_add(&db->st_expired, expired);
   if (expired)
     fprintf(stderr,
@@ -941,4 +946,6 @@ void adb_stats_get(adb *db, adb_stats *o) {
   o->rewards_awaiting = atomic_load(&db->st_awaiting);
   o->rewards_joined = atomic_load(&db->st_joined);
   o->rewards_expired = atomic_load(&db->st_expired);
+  o->rewards_defaulted = atomic_load(&db->st_defaulted);
+  o->rewards_late = atomic_load(&db->st_late);
 }

@@ -113,6 +113,7 @@ struct adb {
   _Atomic int64_t st_flush_errors, st_store_errors, st_cache_errors;
   _Atomic int64_t st_hits, st_misses;
   _Atomic int64_t st_awaiting, st_joined, st_expired;
+  _Atomic int64_t st_defaulted, st_late;
   int64_t last_sweep_ms; /* worker only */
 };
 

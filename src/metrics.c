@@ -190,6 +190,14 @@ static void render_stats(adb *db, adb__buf *b) {
   metric(b, "agentdb_rewards_expired_total", "counter",
          "Awaiting rewards dropped: no decision within the reward window.",
          (double)st.rewards_expired);
+  metric(b, "agentdb_rewards_defaulted_total", "counter",
+         "Default rewards applied: a decision's reward window closed with no "
+         "reward (by this process).",
+         (double)st.rewards_defaulted);
+  metric(b, "agentdb_rewards_late_total", "counter",
+         "Rewards refused because their decision's default reward was "
+         "applied first.",
+         (double)st.rewards_late);
   metric(b, "agentdb_write_queue_depth", "gauge", "Writes waiting.",
          (double)st.queue_depth);
   metric(b, "agentdb_write_queue_capacity", "gauge",

@@ -173,8 +173,9 @@ int adb_reward(adb *db, const adb_reward_req *q, adb_reward_result *out) {
   if (out) {
     out->reward = sync ? done.first_reward : value;
     out->applied = sync ? done.applied && !done.awaiting : 0;
-    out->awaiting_decision = r_awaiting;
-    out->pending = !sync || r_awaiting;
+    out->awaiting_decision = r_awaiting && !(sync && done.late);
+    out->pending = !sync || out->awaiting_decision;
+    out->late = sync && done.late;
   }
   return ADB_OK;
 }

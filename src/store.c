@@ -4,6 +4,7 @@
  */
 #include "store.h"
 
+#include "statekey.h"
 #include "util.h"
 
 #include <jansson.h>
@@ -141,6 +142,13 @@ int adb__batch_merge(const adb__batch *b, adb__policy_change **out, int *n) {
   *out = c;
   *n = w;
   return ADB_OK;
+}
+
+void adb__default_reward_id(const char *event_id, char out[ADB_ID_MAX + 1]) {
+  char hex[65];
+  adb__sha256_hex(event_id, strlen(event_id), hex);
+  out[0] = '~';
+  memcpy(out + 1, hex, 65);
 }
 
 /* ------------------------------------------------------ record checks */

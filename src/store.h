@@ -80,8 +80,10 @@ typedef struct adb__reward_rec {
   int awaiting;
   int64_t expires_at_ms;
   /* Filled by write_batch: */
-  int result;          /* ADB_OK or ADB_ECONFLICT (id reused, other body) */
-  int applied;         /* 1 if newly inserted and applied, 0 if duplicate */
+  int result;  /* ADB_OK or ADB_ECONFLICT (id reused, other body) */
+  int applied; /* 1 if newly inserted and applied, 0 if duplicate */
+  int late;    /* its decision's window closed first: the default reward was
+                * applied instead, this one never is (applied = 0) */
   double first_reward; /* the reward stored under this id */
 } adb__reward_rec;
 
@@ -207,10 +209,14 @@ typedef struct adb__store_methods {
   int (*write_batch)(adb__store *st, adb__batch *b);
   /* In one transaction: joins every awaiting reward whose decision is now
    * stored (each exactly once, also with several processes sweeping),
-   * logging it and adding its increments, and deletes those whose
-   * expires_at_ms <= now_ms. out->rewards (malloc'd, each signals_json
-   * malloc'd) and out->changes (malloc'd) describe the joined ones;
-   * *expired counts the deleted ones. May be NULL. */
+   * logging it and adding its increments; applies the agent's
+   * default_reward to each decision whose reward window ended (plus
+   * ADB__DEFAULT_LAG_MS) with no reward (once: event_outcomes); and
+   * deletes the awaiting rewards whose expires_at_ms <= now_ms.
+   * out->rewards (malloc'd, each signals_json malloc'd) and out->changes
+   * (malloc'd) describe the joined and default rewards (a default's
+   * reward_id starts with '~'); *expired counts the deleted ones. May be
+   * NULL. */
   int (*pending_sweep)(adb__store *st, int64_t now_ms, adb__batch *out,
                        int64_t *expired);
   /* out's json pointers are malloc'd: adb__decision_rec_free. */
@@ -265,6 +271,15 @@ int adb__pattern_rec_ok(const adb_pattern *p);
 const char *adb__algo_name(adb_algorithm a);
 char *adb__context_keys_json(const adb_agent_config *cfg);
 int adb__context_keys_parse(adb_agent_config *cfg, const char *text);
+
+/* How long after the end of its reward window a decision gets its default
+ * reward: room for decisions still in a write queue (their time is that of
+ * the decide, their commit later), which the sweep's watermark would pass. */
+#define ADB__DEFAULT_LAG_MS 5000
+
+/* The reward id of the default reward of event_id: '~' (never in a client
+ * id) and the first 64 hex digits of its SHA-256. */
+void adb__default_reward_id(const char *event_id, char out[ADB_ID_MAX + 1]);
 
 /* ADB_OK, or ADB_EINVAL with the offender ("reward #3") written to what. */
 int adb__batch_validate(const adb__batch *b, char *what, size_t cap);

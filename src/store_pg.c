@@ -151,6 +151,11 @@ enum stmt_id {
   S_PENDING_PUT,
   S_PENDING_JOIN,
   S_PENDING_EXPIRE,
+  S_OUTCOME_CLAIM,
+  S_DEFAULT_CLAIM,
+  S_WATERMARK_INIT,
+  S_DEFAULT_CANDIDATES,
+  S_WATERMARK_ADVANCE,
   N_STMT
 };
 
@@ -322,9 +327,42 @@ static const char *const stmts[N_STMT] = {
     [S_PENDING_EXPIRE] =
         "DELETE FROM pending_rewards WHERE expires_at_ms <= $1::int8"
         " RETURNING 1",
+    /* DO UPDATE (a no-op) rather than DO NOTHING: it waits for a
+     * concurrent claim and returns the outcome that won, committed. */
+    [S_OUTCOME_CLAIM] =
+        "INSERT INTO event_outcomes AS o (agent_id, event_id, outcome,"
+        " created_at_ms) SELECT DISTINCT t.a, t.e, 'reward', $3::int8"
+        " FROM unnest($1::text[], $2::text[]) AS t(a, e) ORDER BY 1, 2"
+        " ON CONFLICT (agent_id, event_id) DO UPDATE SET outcome = o.outcome"
+        " RETURNING agent_id, event_id, outcome",
+    [S_DEFAULT_CLAIM] =
+        "INSERT INTO event_outcomes (agent_id, event_id, outcome,"
+        " created_at_ms) SELECT t.a, t.e, 'default', $3::int8"
+        " FROM unnest($1::text[], $2::text[]) AS t(a, e) ORDER BY 1, 2"
+        " ON CONFLICT DO NOTHING RETURNING agent_id, event_id",
+    [S_WATERMARK_INIT] =
+        "INSERT INTO default_watermarks (agent_id, upto_ms)"
+        " SELECT agent_id, $1::int8 - (reward_window_s * 1000)::int8"
+        " - $2::int8 FROM agent_metadata WHERE reward_window_s > 0"
+        " ON CONFLICT DO NOTHING",
+    [S_DEFAULT_CANDIDATES] =
+        "SELECT DISTINCT ON (d.agent_id, d.event_id) d.agent_id, d.event_id,"
+        " d.user_id, d.state_key, d.action_id, a.default_reward"
+        " FROM default_watermarks w"
+        " JOIN agent_metadata a ON a.agent_id = w.agent_id"
+        " JOIN decisions d ON d.agent_id = w.agent_id"
+        " AND d.created_at_ms >= w.upto_ms AND d.created_at_ms < $1::int8"
+        " - (a.reward_window_s * 1000)::int8 - $2::int8"
+        " WHERE a.reward_window_s > 0 ORDER BY d.agent_id, d.event_id,"
+        " d.created_at_ms",
+    [S_WATERMARK_ADVANCE] =
+        "UPDATE default_watermarks AS w SET upto_ms = greatest(w.upto_ms,"
+        " $1::int8 - (a.reward_window_s * 1000)::int8 - $2::int8)"
+        " FROM agent_metadata a WHERE a.agent_id = w.agent_id"
+        " AND a.reward_window_s > 0",
 };
 
-_Static_assert(N_STMT <= 32, "pgconn.prepared is a 32-bit mask");
+_Static_assert(N_STMT <= 64, "pgconn.prepared is a 64-bit mask");
 
 /* The staging table of episode COPY; one per connection, emptied at each
  * commit. Its columns are those of the COPY below, in order. */
@@ -346,7 +384,7 @@ static const char sql_copy_direct[] =
 
 typedef struct pgconn {
   PGconn *pg;
-  uint32_t prepared; /* bit i: stmts[i] is prepared on this connection */
+  uint64_t prepared; /* bit i: stmts[i] is prepared on this connection */
   int staging;       /* adb_episodes_in exists on this connection */
   int broken;        /* close at release */
   char sqlstate[6];  /* of the last failure on it ("" if none) */
@@ -776,12 +814,12 @@ static int run(pg_store *s, pgconn *c, int id, const params *p,
                const char *what, PGresult **res) {
   char name[16];
   snprintf(name, sizeof name, "adb_%d", id);
-  if (!(c->prepared & (1u << id))) {
+  if (!(c->prepared & (1ull << id))) {
     if (!PQsendPrepare(c->pg, name, stmts[id], 0, NULL))
       return fail(s, c, NULL, what);
     int rc = finish(s, c, s->io_timeout_ms, what, NULL);
     if (rc) return rc;
-    c->prepared |= 1u << id;
+    c->prepared |= 1ull << id;
   }
   static const params none;
   if (!p) p = &none;
@@ -1397,12 +1435,55 @@ static int rewards_await(pg_store *s, pgconn *c, const adb__batch *b) {
   return rc;
 }
 
+/* Step 2b: every reward of a decision claims its first outcome
+ * (event_outcomes); where the default reward won, the decision's window
+ * closed first: such rewards are late, never applied (their ids stay
+ * taken, so a retry is answered the same). */
+static int outcomes_claim(pg_store *s, pgconn *c, adb__batch *b) {
+  static const uint32_t t[] = {OID_TEXT, OID_TEXT};
+  int n = 0;
+  for (int i = 0; i < b->n_rewards; i++)
+    n += b->rewards[i].event_id[0] != 0;
+  if (!n) return ADB_OK;
+  cols a;
+  cols_begin(&a, t, 2, n);
+  for (int i = 0; i < b->n_rewards; i++) {
+    if (!b->rewards[i].event_id[0]) continue;
+    fld_text(&a.b[0], b->rewards[i].agent);
+    fld_text(&a.b[1], b->rewards[i].event_id);
+  }
+  PGresult *res = NULL;
+  int rc;
+  if (cols_oom(&a)) {
+    rc = oom(s, "claim outcomes");
+  } else {
+    params p = {0};
+    cols_params(&a, &p);
+    p_i64(&p, adb__now_ms());
+    rc = run(s, c, S_OUTCOME_CLAIM, &p, "claim outcomes", &res);
+  }
+  cols_free(&a);
+  for (int row = 0; !rc && row < PQntuples(res); row++) {
+    if (strcmp(PQgetvalue(res, row, 2), "default")) continue;
+    const char *ag = PQgetvalue(res, row, 0), *ev = PQgetvalue(res, row, 1);
+    for (int i = 0; i < b->n_rewards; i++) {
+      adb__reward_rec *r = &b->rewards[i];
+      if (strcmp(r->event_id, ev) || strcmp(r->agent, ag)) continue;
+      r->late = 1;
+      r->applied = 0;
+    }
+  }
+  PQclear(res);
+  return rc;
+}
+
 static int rewards_put(pg_store *s, pgconn *c, adb__batch *b) {
   if (!b->n_rewards) return ADB_OK;
   for (int i = 0; i < b->n_rewards; i++) {
     adb__reward_rec *r = &b->rewards[i];
     r->result = ADB_OK;
     r->applied = 0;
+    r->late = 0;
     r->first_reward = r->reward;
   }
   rw_state w = {0};
@@ -1410,6 +1491,7 @@ static int rewards_put(pg_store *s, pgconn *c, adb__batch *b) {
   if (rc) rc = oom(s, "sort rewards");
   if (!rc) rc = rid_insert(s, c, b, &w);
   if (!rc) rc = rid_compare(s, c, b, &w);
+  if (!rc) rc = outcomes_claim(s, c, b);
   if (!rc) rc = rewards_log(s, c, b);
   /* After a lost commit they were inserted by it, and may have been
    * joined (deleted) since: inserting them again would apply them twice. */
@@ -1781,6 +1863,76 @@ static int sweep_rows(pg_store *s, const PGresult *r, adb__batch *b) {
   return ADB_OK;
 }
 
+/* The candidates of S_DEFAULT_CANDIDATES that won their default claim, as
+ * applied rewards appended to b. */
+static int defaults_add(pg_store *s, pgconn *c, const PGresult *cand,
+                        adb__batch *b, int64_t now) {
+  static const uint32_t t[] = {OID_TEXT, OID_TEXT};
+  int n = PQntuples(cand);
+  if (!n) return ADB_OK;
+  cols a;
+  cols_begin(&a, t, 2, n);
+  for (int i = 0; i < n; i++) {
+    fld_text(&a.b[0], PQgetvalue(cand, i, 0));
+    fld_text(&a.b[1], PQgetvalue(cand, i, 1));
+  }
+  PGresult *res = NULL;
+  params p = {0};
+  cols_params(&a, &p);
+  p_i64(&p, now);
+  int rc = cols_oom(&a)
+               ? oom(s, "claim defaults")
+               : run(s, c, S_DEFAULT_CLAIM, &p, "claim defaults", &res);
+  cols_free(&a);
+  adb__reward_rec *grown =
+      rc ? NULL
+         : realloc(b->rewards, (size_t)(b->n_rewards + n + 1) * sizeof *grown);
+  if (!rc && !grown) rc = oom(s, "default rewards");
+  if (grown) b->rewards = grown;
+  for (int row = 0; !rc && row < PQntuples(res); row++) {
+    const char *ag = PQgetvalue(res, row, 0), *ev = PQgetvalue(res, row, 1);
+    for (int i = 0; i < n; i++) { /* both sorted by key: could merge */
+      if (strcmp(PQgetvalue(cand, i, 1), ev) ||
+          strcmp(PQgetvalue(cand, i, 0), ag))
+        continue;
+      adb__reward_rec *w = &b->rewards[b->n_rewards];
+      memset(w, 0, sizeof *w);
+      rc = r_copy(w->agent, sizeof w->agent, cand, i, 0);
+      if (!rc) rc = r_copy(w->event_id, sizeof w->event_id, cand, i, 1);
+      if (!rc) rc = r_copy(w->user, sizeof w->user, cand, i, 2);
+      if (!rc) rc = r_copy(w->state_key, sizeof w->state_key, cand, i, 3);
+      if (!rc) rc = r_copy(w->action, sizeof w->action, cand, i, 4);
+      if (rc) return col_fail(s, rc, "default rewards");
+      adb__default_reward_id(w->event_id, w->reward_id);
+      w->reward = w->first_reward = r_f64(cand, i, 5);
+      w->reward_micro = adb__reward_to_micro(w->reward);
+      snprintf(w->body_hash, sizeof w->body_hash, "default");
+      w->ts_ms = now;
+      w->applied = 1;
+      b->n_rewards++;
+      break;
+    }
+  }
+  PQclear(res);
+  return rc;
+}
+
+/* Decisions whose window has ended (ADB__DEFAULT_LAG_MS after) since their
+ * agent's watermark and no reward claimed: their default rewards into b,
+ * then the watermarks move on. */
+static int defaults_sweep(pg_store *s, pgconn *c, adb__batch *b, int64_t now) {
+  params p = {0};
+  p_i64(&p, now);
+  p_i64(&p, ADB__DEFAULT_LAG_MS);
+  PGresult *cand = NULL;
+  int rc = run(s, c, S_WATERMARK_INIT, &p, "init watermarks", NULL);
+  if (!rc) rc = run(s, c, S_DEFAULT_CANDIDATES, &p, "default rewards", &cand);
+  if (!rc) rc = defaults_add(s, c, cand, b, now);
+  PQclear(cand);
+  if (!rc) rc = run(s, c, S_WATERMARK_ADVANCE, &p, "advance watermarks", NULL);
+  return rc;
+}
+
 typedef struct sweep_arg {
   int64_t now_ms, expired;
   adb__batch *b;
@@ -1796,6 +1948,7 @@ static int sweep_txn(pg_store *s, pgconn *c, void *arg) {
   if (!rc) rc = sweep_rows(s, res, x->b);
   PQclear(res);
   res = NULL;
+  if (!rc) rc = defaults_sweep(s, c, x->b, x->now_ms);
   if (!rc) rc = rewards_log(s, c, x->b);
   if (!rc) rc = policies_add(s, c, x->b);
   if (!rc) rc = run(s, c, S_PENDING_EXPIRE, &p, "expire pending rewards", &res);

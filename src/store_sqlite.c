@@ -103,6 +103,11 @@ enum stmt_id {
   S_PENDING_DEL,
   S_PENDING_JOIN,
   S_PENDING_EXPIRE,
+  S_OUTCOME_CLAIM,
+  S_DEFAULT_CLAIM,
+  S_WATERMARK_INIT,
+  S_DEFAULT_CANDIDATES,
+  S_WATERMARK_ADVANCE,
   N_STMT
 };
 
@@ -253,6 +258,33 @@ static const char *const stmt_sql[N_STMT] = {
         " ON d.agent_id = p.agent_id AND d.event_id = p.event_id",
     [S_PENDING_EXPIRE] =
         "DELETE FROM pending_rewards WHERE expires_at_ms <= ?1",
+    [S_OUTCOME_CLAIM] =
+        "INSERT INTO event_outcomes (agent_id, event_id, outcome,"
+        " created_at_ms) VALUES (?1, ?2, 'reward', ?3) ON CONFLICT"
+        " (agent_id, event_id) DO UPDATE SET outcome = outcome"
+        " RETURNING outcome",
+    [S_DEFAULT_CLAIM] =
+        "INSERT INTO event_outcomes (agent_id, event_id, outcome,"
+        " created_at_ms) VALUES (?1, ?2, 'default', ?3)"
+        " ON CONFLICT DO NOTHING",
+    [S_WATERMARK_INIT] =
+        "INSERT INTO default_watermarks (agent_id, upto_ms)"
+        " SELECT agent_id, ?1 - CAST(reward_window_s * 1000 AS INTEGER) - ?2"
+        " FROM agent_metadata WHERE reward_window_s > 0"
+        " ON CONFLICT DO NOTHING",
+    [S_DEFAULT_CANDIDATES] =
+        "SELECT d.agent_id, d.event_id, d.user_id, d.state_key, d.action_id,"
+        " a.default_reward FROM default_watermarks w"
+        " JOIN agent_metadata a ON a.agent_id = w.agent_id"
+        " JOIN decisions d ON d.agent_id = w.agent_id"
+        " AND d.created_at_ms >= w.upto_ms AND d.created_at_ms < ?1"
+        " - CAST(a.reward_window_s * 1000 AS INTEGER) - ?2"
+        " WHERE a.reward_window_s > 0",
+    [S_WATERMARK_ADVANCE] =
+        "UPDATE default_watermarks AS w SET upto_ms = max(w.upto_ms, ?1"
+        " - CAST(a.reward_window_s * 1000 AS INTEGER) - ?2)"
+        " FROM agent_metadata a WHERE a.agent_id = w.agent_id"
+        " AND a.reward_window_s > 0",
 };
 
 /* ---------------------------------------------------------------- handle */
@@ -676,13 +708,38 @@ static int reward_await(sq_store *s, conn *c, adb__reward_rec *r) {
   return rc;
 }
 
+/* Claims the first outcome of r's decision for a reward (event_outcomes);
+ * *late when its default reward was applied first. */
+static int outcome_claim(sq_store *s, conn *c, const adb__reward_rec *r,
+                         int *late) {
+  sqlite3_stmt *st;
+  int rc = stmt_get(s, c, S_OUTCOME_CLAIM, &st);
+  if (rc) return rc;
+  rc = SQLITE_OK;
+  bind_text(st, 1, r->agent, &rc);
+  bind_text(st, 2, r->event_id, &rc);
+  bind_int(st, 3, r->ts_ms, &rc);
+  if (rc == SQLITE_OK) rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) {
+    const char *o = (const char *)sqlite3_column_text(st, 0);
+    *late = o && !strcmp(o, "default");
+    rc = sqlite3_step(st);
+  }
+  rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "claim outcome");
+  stmt_done(st);
+  return rc;
+}
+
 static int reward_put(sq_store *s, conn *c, adb__reward_rec *r) {
   int inserted = 0, found = 0;
   r->result = ADB_OK;
   r->applied = 0;
+  r->late = 0;
   r->first_reward = r->reward;
+  int rc = r->event_id[0] ? outcome_claim(s, c, r, &r->late) : ADB_OK;
+  if (rc || r->late) return rc;
   if (r->awaiting) return reward_await(s, c, r);
-  int rc = reward_insert(s, c, r, &inserted);
+  rc = reward_insert(s, c, r, &inserted);
   /* A copy that waited for the decision is applied now, here, once. */
   if (!rc && inserted) rc = pending_del(s, c, r->agent, r->reward_id, NULL);
   if (rc || inserted) {
@@ -828,7 +885,7 @@ static int join_row(adb__batch *b, int *cap, sqlite3_stmt *st) {
   return rc;
 }
 
-static int join_read(sq_store *s, conn *c, adb__batch *b) {
+static int join_read(sq_store *s, conn *c, adb__batch *b, int *cap_out) {
   sqlite3_stmt *st;
   int rc = stmt_get(s, c, S_PENDING_JOIN, &st), cap = 0;
   if (rc) return rc;
@@ -839,11 +896,97 @@ static int join_read(sq_store *s, conn *c, adb__batch *b) {
     }
   rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "join pending rewards");
   stmt_done(st);
+  *cap_out = cap;
   return rc;
 }
 
 /* Moves each joined reward to reward_signals (once: the row leaves
  * pending_rewards in the same transaction) and applies it. */
+/* Claims the default outcome of the current candidate row; *won if no
+ * reward claimed it first. */
+static int default_claim(sq_store *s, conn *c, sqlite3_stmt *cand, int64_t now,
+                         int *won) {
+  sqlite3_stmt *st;
+  int rc = stmt_get(s, c, S_DEFAULT_CLAIM, &st);
+  if (rc) return rc;
+  rc = SQLITE_OK;
+  bind_text(st, 1, (const char *)sqlite3_column_text(cand, 0), &rc);
+  bind_text(st, 2, (const char *)sqlite3_column_text(cand, 1), &rc);
+  bind_int(st, 3, now, &rc);
+  if (rc == SQLITE_OK) rc = sqlite3_step(st);
+  *won = rc == SQLITE_DONE && sqlite3_changes(c->db) == 1;
+  rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "claim default");
+  stmt_done(st);
+  return rc;
+}
+
+/* Appends the default reward of the current candidate row to b. */
+static int default_row(adb__batch *b, int *cap, sqlite3_stmt *st, int64_t now) {
+  if (b->n_rewards == *cap) {
+    int n = *cap ? *cap * 2 : 16;
+    adb__reward_rec *r = realloc(b->rewards, (size_t)n * sizeof *r);
+    if (!r) return ADB_ENOMEM;
+    b->rewards = r;
+    *cap = n;
+  }
+  adb__reward_rec *w = &b->rewards[b->n_rewards];
+  memset(w, 0, sizeof *w);
+  int rc = col_copy(w->agent, sizeof w->agent, st, 0);
+  if (!rc) rc = col_copy(w->event_id, sizeof w->event_id, st, 1);
+  if (!rc) rc = col_copy(w->user, sizeof w->user, st, 2);
+  if (!rc) rc = col_copy(w->state_key, sizeof w->state_key, st, 3);
+  if (!rc) rc = col_copy(w->action, sizeof w->action, st, 4);
+  if (rc) return rc;
+  adb__default_reward_id(w->event_id, w->reward_id);
+  w->reward = w->first_reward = sqlite3_column_double(st, 5);
+  w->reward_micro = adb__reward_to_micro(w->reward);
+  snprintf(w->body_hash, sizeof w->body_hash, "default");
+  w->ts_ms = now;
+  b->n_rewards++;
+  return ADB_OK;
+}
+
+/* Decisions whose window has ended (ADB__DEFAULT_LAG_MS after) since the
+ * agent's watermark, with no reward: their default rewards, into b. The
+ * rows are read first (the claims write to the tables read). */
+static int defaults_read(sq_store *s, conn *c, adb__batch *b, int *cap,
+                         int64_t now) {
+  sqlite3_stmt *st;
+  int rc = stmt_get(s, c, S_WATERMARK_INIT, &st);
+  if (rc) return rc;
+  rc = SQLITE_OK;
+  bind_int(st, 1, now, &rc);
+  bind_int(st, 2, ADB__DEFAULT_LAG_MS, &rc);
+  if (rc == SQLITE_OK) rc = sqlite3_step(st);
+  rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "init watermarks");
+  stmt_done(st);
+  if (rc || (rc = stmt_get(s, c, S_DEFAULT_CANDIDATES, &st))) return rc;
+  rc = SQLITE_OK;
+  bind_int(st, 1, now, &rc);
+  bind_int(st, 2, ADB__DEFAULT_LAG_MS, &rc);
+  int won = 0;
+  while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    rc = default_claim(s, c, st, now, &won);
+    if (!rc && won && default_row(b, cap, st, now))
+      rc = col_fail(s, ADB_ENOMEM, "default rewards");
+    if (rc) break;
+    rc = SQLITE_OK;
+  }
+  if (rc == SQLITE_DONE)
+    rc = ADB_OK;
+  else if (rc > 0)
+    rc = sq_fail(s, c, rc, "default rewards");
+  stmt_done(st);
+  if (rc || (rc = stmt_get(s, c, S_WATERMARK_ADVANCE, &st))) return rc;
+  rc = SQLITE_OK;
+  bind_int(st, 1, now, &rc);
+  bind_int(st, 2, ADB__DEFAULT_LAG_MS, &rc);
+  if (rc == SQLITE_OK) rc = sqlite3_step(st);
+  rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "advance watermarks");
+  stmt_done(st);
+  return rc;
+}
+
 static int join_apply(sq_store *s, conn *c, adb__batch *b) {
   int rc = ADB_OK;
   for (int i = 0; i < b->n_rewards && !rc; i++) {
@@ -875,8 +1018,10 @@ static int sq_pending_sweep(adb__store *st, int64_t now_ms, adb__batch *out,
   memset(out, 0, sizeof *out);
   *expired = 0;
   conn *c = writer_take(s);
+  int cap = 0;
   int rc = stmt_run(s, c, S_BEGIN, "begin sweep");
-  if (!rc) rc = join_read(s, c, out);
+  if (!rc) rc = join_read(s, c, out, &cap);
+  if (!rc) rc = defaults_read(s, c, out, &cap, now_ms);
   if (!rc) rc = join_apply(s, c, out);
   if (!rc) rc = expire(s, c, now_ms, expired);
   if (!rc) rc = stmt_run(s, c, S_COMMIT, "commit sweep");

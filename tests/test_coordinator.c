@@ -375,6 +375,7 @@ static void a_full_queue_refuses_writes_and_loses_nothing(void **state) {
     char path[1024];
     assert_int_equal(util_store_sqlite_path(f->url, path, sizeof path), 0);
     assert_int_equal(sqlite3_open(path, &lock), SQLITE_OK);
+    sqlite3_busy_timeout(lock, 10000); /* the worker writes too */
     assert_int_equal(sqlite3_exec(lock, "BEGIN IMMEDIATE", 0, 0, 0), 0);
   } else {
     assert_int_equal(

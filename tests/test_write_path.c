@@ -14,7 +14,9 @@
  *    decision, never a new draw, and the store keeps one row;
  *  - a reward that arrives before its decision is visible (defect 4) is
  *    accepted durably and applied once when the decision appears, on
- *    whichever handle; one whose decision never appears expires, counted.
+ *    whichever handle; one whose decision never appears expires, counted;
+ *  - a decision with no reward in its window learns the default reward
+ *    once (two handles, a restart), and a reward after it is late.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -232,6 +234,7 @@ static void outage_start(fixture *f, outage *o) {
   char path[1024];
   assert_int_equal(util_store_sqlite_path(f->url, path, sizeof path), 0);
   assert_int_equal(sqlite3_open(path, &o->lock), SQLITE_OK);
+  sqlite3_busy_timeout(o->lock, 10000); /* the worker writes too */
   assert_int_equal(sqlite3_exec(o->lock, "BEGIN IMMEDIATE", 0, 0, 0), 0);
 }
 
@@ -520,6 +523,93 @@ static void a_reward_whose_decision_never_comes_expires_counted(void **state) {
       util_store_query_int(f->url, "SELECT count(*) FROM pending_rewards"), 0);
 }
 
+/* ------------------------------------------ reward window, default reward */
+
+static int64_t defaulted(adb *a, adb *b) {
+  adb_stats sa, sb = {0};
+  adb_stats_get(a, &sa);
+  if (b) adb_stats_get(b, &sb);
+  return sa.rewards_defaulted + sb.rewards_defaulted;
+}
+
+static void decide_user(adb *db, const char *user, const char *event_id,
+                        adb_decision *d) {
+  const char *cands[] = {"a0", "a1", "a2", "a3", "a4"};
+  *d = (adb_decision){0};
+  adb_decide_req req = {.agent_id = "ag",
+                        .user_id = user,
+                        .candidates = cands,
+                        .n_candidates = 5,
+                        .event_id = event_id};
+  assert_int_equal(adb_decide(db, &req, d), ADB_OK);
+}
+
+/* Issue 9 item 6 with issue 13: a decision with no reward by the end of
+ * its window (1 s here, plus ADB__DEFAULT_LAG_MS) is learned from as the
+ * agent's default_reward exactly once, although two handles (replicas)
+ * sweep, and not again after a restart; a rewarded decision gets no
+ * default; a reward arriving after the default is answered late and not
+ * applied. */
+static void a_decision_without_reward_learns_the_default_once(void **state) {
+  fixture *f = *state;
+  adb_agent_config cfg;
+  assert_int_equal(adb_agent_get(f->db, "ag", &cfg), ADB_OK);
+  cfg.reward_window_s = 1;
+  cfg.default_reward = 0.25;
+  assert_int_equal(adb_agent_put(f->db, &cfg), ADB_OK);
+  adb *b = open_db(f->url, ADB_DURABILITY_SYNC, 3000);
+  adb_decision quiet, rewarded;
+  decide_user(f->db, "u1", NULL, &quiet);
+  decide_user(b, "u2", "ev-rewarded", &rewarded);
+  adb_reward_req rr = {.agent_id = "ag",
+                       .reward_id = "r-in-time",
+                       .event_id = "ev-rewarded",
+                       .has_reward = 1,
+                       .reward = 1};
+  adb_reward_result res = {0};
+  assert_int_equal(adb_reward(f->db, &rr, &res), ADB_OK);
+  assert_int_equal(res.applied, 1);
+  /* window 1 s + lag 5 s + a sweep a second: wait up to 30 s */
+  for (int i = 0; i < 300 && defaulted(f->db, b) < 1; i++)
+    usleep(100000);
+  assert_int_equal(defaulted(f->db, b), 1);
+  usleep(2500000); /* more sweeps on both handles change nothing */
+  assert_int_equal(defaulted(f->db, b), 1);
+  adb_arm_posterior arms[16];
+  int n = 0;
+  assert_int_equal(
+      adb_policy_get(f->db, "ag", "u1", quiet.state_key, arms, 16, &n), 0);
+  assert_int_equal(n, 1);
+  assert_string_equal(arms[0].action, quiet.action);
+  assert_int_equal(arms[0].n, 1);
+  assert_true(fabs(arms[0].sum - 0.25) < 1e-9);
+  assert_int_equal(arm_n(f->db, "u2", rewarded.state_key, rewarded.action), 1);
+
+  /* The reward after the default: late, not applied, also when retried. */
+  rr = (adb_reward_req){.agent_id = "ag",
+                        .reward_id = "r-late",
+                        .event_id = quiet.event_id,
+                        .has_reward = 1,
+                        .reward = 1};
+  for (int i = 0; i < 2; i++) {
+    res = (adb_reward_result){0};
+    assert_int_equal(adb_reward(b, &rr, &res), ADB_OK);
+    assert_int_equal(res.late, 1);
+    assert_int_equal(res.applied, 0);
+  }
+  assert_int_equal(arm_n(f->db, "u1", quiet.state_key, quiet.action), 1);
+
+  /* A restart sweeps again and applies nothing twice. */
+  adb_close(b);
+  adb_close(f->db);
+  f->db = open_db(f->url, ADB_DURABILITY_SYNC, 3000);
+  usleep(2500000);
+  assert_int_equal(defaulted(f->db, NULL), 0);
+  assert_int_equal(arm_n(f->db, "u1", quiet.state_key, quiet.action), 1);
+  assert_int_equal(arm_n(f->db, "*", quiet.state_key, quiet.action),
+                   1 + (strcmp(quiet.action, rewarded.action) == 0));
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void) {
@@ -532,6 +622,7 @@ int main(void) {
       T(concurrent_decides_with_one_event_id_agree),
       T(a_reward_before_its_decision_is_joined_once),
       T(a_reward_whose_decision_never_comes_expires_counted),
+      T(a_decision_without_reward_learns_the_default_once),
   };
   const char *kinds[4];
   int nk = util_store_kinds(kinds, 4), failed = 0;
