@@ -710,8 +710,13 @@ test_replicas_die_and_roll_behind_haproxy_without_losing_rewards(void **st) {
   /* As Kubernetes does it: the endpoint goes, preStop waits, SIGTERM. */
   assert_int_equal(server_state(2, "drain"), 0);
   sleep_s(1);
+  double t_term = now_s() - down[nd].t0;
   assert_int_equal(cluster_cmd("stop", 2), 0);
+  double t_stopped = now_s() - down[nd].t0;
   assert_int_equal(cluster_cmd("start", 2), 0);
+  print_message("  roll: SIGTERM at %.3f s, exited by %.3f s, restarted by "
+                "%.3f s\n",
+                t_term, t_stopped, now_s() - down[nd].t0);
   assert_int_equal(server_state(2, "ready"), 0);
   assert_int_equal(wait_server_up(2, 30), 0);
   down[nd++].t1 = now_s();
@@ -739,8 +744,14 @@ test_replicas_die_and_roll_behind_haproxy_without_losing_rewards(void **st) {
     wrong += w[t].wrong;
     unsettled += w[t].n_pending;
     rewards += w[t].n_rw;
-    for (int i = 0; i < w[t].n_fails; i++)
-      in_window[overlaps(&w[t].fails[i], down, nd)]++;
+    for (int i = 0; i < w[t].n_fails; i++) {
+      fail *f = &w[t].fails[i];
+      int k = overlaps(f, down, nd);
+      in_window[k]++;
+      if (k) /* when, within its window: for telling causes apart */
+        print_message("  failure in window %d: %.3f..%.3f s after its start\n",
+                      k, f->t0 - down[k - 1].t0, f->t1 - down[k - 1].t0);
+    }
     if (w[t].wrong) print_message("wrong answer: %s\n", w[t].first_wrong);
   }
 
