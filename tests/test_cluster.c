@@ -136,7 +136,7 @@ static int haproxy_cmd(const char *cmd, char *buf, size_t cap) {
   int plen = snprintf(path, sizeof path, "%s/haproxy.sock", C.dir);
   if (plen < 0 || (size_t)plen >= sizeof a.sun_path) return -1;
   memcpy(a.sun_path, path, (size_t)plen + 1);
-  int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return -1;
   size_t clen = strlen(cmd);
   if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0 ||
@@ -195,7 +195,7 @@ typedef struct answer {
 } answer;
 
 static int dial(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   struct timeval tv = {10, 0};
