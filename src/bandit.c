@@ -276,11 +276,23 @@ void adb__posterior_make(const adb_agent_config *cfg,
   double n_u = user ? (double)user->n : 0.0;
   double s_u = user ? (double)user->sum_micro / ADB_MICRO : 0.0;
   double q_u = user ? user->sum_sq : 0.0;
-  int64_t ng = global ? global->n : 0;
-  double n_g = (double)ng;
-  double s_g = global ? (double)global->sum_micro / ADB_MICRO : 0.0;
-  double q_g = global ? global->sum_sq : 0.0;
   if (n_u < 0.0) n_u = s_u = q_u = 0.0;
+  /* The agent-wide row holds the user's own rewards too: borrow only the
+   * others' (a stale cache may show fewer global than own: borrow none). */
+  int64_t ng = 0;
+  double n_g = 0.0, s_g = 0.0, q_g = 0.0;
+  if (global && user && user->n > 0) {
+    ng = global->n - user->n;
+    s_g = (double)(global->sum_micro - user->sum_micro) / ADB_MICRO;
+    q_g = global->sum_sq - user->sum_sq;
+  } else if (global) {
+    ng = global->n;
+    s_g = (double)global->sum_micro / ADB_MICRO;
+    q_g = global->sum_sq;
+  }
+  if (ng <= 0) ng = 0, s_g = q_g = 0.0;
+  if (q_g < 0.0) q_g = 0.0;
+  n_g = (double)ng;
   double w = borrow_weight(cfg, ng);
   if (cfg->algorithm == ADB_ALGO_GAUSSIAN)
     make_nig(cfg, n_u + w * n_g, s_u + w * s_g, q_u + w * q_g, out);

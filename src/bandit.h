@@ -49,12 +49,15 @@ typedef struct adb__posterior {
 
 /* Posterior of an arm from the agent's prior, the user's own statistics and
  * the agent-wide statistics (user '*'), of which at most `fallback_strength`
- * pseudo-observations are borrowed (scaled down when there are more):
- * w = 0 when fallback_strength <= 0 or global n == 0, else
- * min(1, fallback_strength / n_g); user and global stats enter as n + w n_g,
- * s + w s_g (and sum_sq + w sum_sq_g). user or global may be NULL (no
- * data). A prior field that is not a positive finite number counts as its
- * documented default; for Beta, sums are clamped to [0, n]. */
+ * pseudo-observations are borrowed (scaled down when there are more).
+ * global includes the user's own statistics (the '*' row adds every
+ * user's rewards), so only the others' are borrowed: n_g = global n - user
+ * n (likewise the sums; none when that is <= 0). w = 0 when
+ * fallback_strength <= 0 or n_g == 0, else min(1, fallback_strength / n_g);
+ * user and borrowed stats enter as n + w n_g, s + w s_g (and sum_sq + w
+ * sum_sq_g). user or global may be NULL (no data). A prior field that is not a
+ * positive finite number counts as its documented default; for Beta, sums are
+ * clamped to [0, n]. */
 void adb__posterior_make(const adb_agent_config *cfg,
                          const adb__arm_stats *user,
                          const adb__arm_stats *global, adb__posterior *out);

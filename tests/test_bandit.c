@@ -267,14 +267,15 @@ static void beta_posterior_borrows_at_most_fallback_strength(void **state) {
   config_defaults(&cfg, ADB_ALGO_BETA); /* fallback_strength 10 */
   adb__arm_stats u = stats_of(4, 1, 0), g = stats_of(1000, 300, 0);
   adb__posterior p;
-  /* w = 10 / 1000: 3 successes and 7 failures borrowed */
+  /* the others' 996 rewards (299 successes) at w = 10 / 996 */
   adb__posterior_make(&cfg, &u, &g, &p);
-  assert_true(fabs(p.alpha - (1 + 1 + 3)) < 1e-12);
-  assert_true(fabs(p.beta - (1 + 3 + 7)) < 1e-12);
-  /* fewer global observations than the strength: all borrowed (w = 1) */
+  assert_true(fabs(p.alpha - (1 + 1 + 299 * 10.0 / 996)) < 1e-12);
+  assert_true(fabs(p.beta - (1 + 3 + 697 * 10.0 / 996)) < 1e-12);
+  /* fewer others' observations than the strength: all borrowed (w = 1) */
+  g = stats_of(7, 3, 0);
+  adb__posterior_make(&cfg, &u, &g, &p);
+  assert_true(p.alpha == 1 + 1 + 2 && p.beta == 1 + 3 + 1);
   g = stats_of(5, 2, 0);
-  adb__posterior_make(&cfg, &u, &g, &p);
-  assert_true(p.alpha == 1 + 1 + 2 && p.beta == 1 + 3 + 3);
   /* a new user sees the prior plus the borrowed global evidence */
   adb__posterior_make(&cfg, NULL, &g, &p);
   assert_true(p.alpha == 3 && p.beta == 4);
@@ -294,6 +295,38 @@ beta_posterior_borrows_nothing_when_disabled_or_empty(void **state) {
   g = stats_of(0, 0, 0);
   adb__posterior_make(&cfg, &u, &g, &p);
   assert_true(p.alpha == 2 && p.beta == 4);
+}
+
+/* The agent-wide row already holds the user's own rewards: a user who is
+ * the agent's only source of evidence borrows nothing (issue 9), and one
+ * whose rewards are half of '*' borrows only the other half. */
+static void posterior_does_not_borrow_the_users_own_rewards(void **state) {
+  (void)state;
+  adb_agent_config cfg;
+  config_defaults(&cfg, ADB_ALGO_BETA);
+  adb__arm_stats u = stats_of(6, 4, 0), g = stats_of(6, 4, 0);
+  adb__posterior p, q;
+  adb__posterior_make(&cfg, &u, &g, &p);
+  adb__posterior_make(&cfg, &u, NULL, &q);
+  assert_true(p.alpha == q.alpha && p.beta == q.beta);
+  assert_true(p.alpha == 5 && p.beta == 3);
+  g = stats_of(12, 5, 0); /* others: 6 rewards summing to 1 */
+  adb__posterior_make(&cfg, &u, &g, &p);
+  assert_true(p.alpha == 1 + 4 + 1 && p.beta == 1 + 2 + 5);
+  g = stats_of(3, 1, 0); /* a stale '*' behind the user's row */
+  adb__posterior_make(&cfg, &u, &g, &p);
+  assert_true(p.alpha == 5 && p.beta == 3);
+  config_defaults(&cfg, ADB_ALGO_GAUSSIAN);
+  u = stats_of(4, 10, 30);
+  g = stats_of(4, 10, 30);
+  adb__posterior_make(&cfg, &u, &g, &p);
+  adb__posterior_make(&cfg, &u, NULL, &q);
+  assert_true(p.kappa == q.kappa && p.mu == q.mu && p.a == q.a && p.b == q.b);
+  g = stats_of(24, 90, 350); /* others: 20 rewards of 4.0 */
+  adb__posterior_make(&cfg, &u, &g, &p);
+  /* w = 1/2: n = 4 + 10, S = 10 + 40, kappa 15, a = 1 + 7 */
+  assert_true(fabs(p.kappa - 15) < 1e-12 && fabs(p.mu - 50.0 / 15) < 1e-12);
+  assert_true(fabs(p.a - 8) < 1e-12);
 }
 
 /* Rewards 1, 2, 3, 4 under NIG(0, 1, 1, 1): kappa 5, mu 2, a 3 and
@@ -731,6 +764,7 @@ int main(void) {
       cmocka_unit_test(reward_to_micro_rounds_exactly),
       cmocka_unit_test(beta_posterior_adds_successes_and_failures),
       cmocka_unit_test(beta_posterior_borrows_at_most_fallback_strength),
+      cmocka_unit_test(posterior_does_not_borrow_the_users_own_rewards),
       cmocka_unit_test(beta_posterior_borrows_nothing_when_disabled_or_empty),
       cmocka_unit_test(gaussian_posterior_is_normal_inverse_gamma_update),
       cmocka_unit_test(gaussian_posterior_borrows_scaled_global_stats),
