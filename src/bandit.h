@@ -65,12 +65,17 @@ double adb__posterior_mean(const adb__posterior *p);
 /* One Thompson draw of the arm's mean reward. */
 double adb__posterior_sample(adb__rng *r, const adb__posterior *p);
 
-/* Draws each eligible arm once (scores[i], ineligible get -inf) and returns
- * the index of the best (the lowest index on a tie), or -1 when none is
- * eligible. eligible and scores may be NULL. A draw that is NaN (improper
- * posterior) counts as -inf. */
+/* Draws each eligible arm once and returns the index of the best (the
+ * lowest index on a tie), or -1 when none is eligible. scores[i] gets the
+ * draw's comparison key (ineligible arms -inf): the odds X / (1 - X) for a
+ * Beta arm (X itself would round to 1 and tie for small shapes), the mean
+ * for NIG, the mean for both when the kinds are mixed; adb__score_of turns
+ * a key back into the drawn mean. eligible and scores may be NULL. A draw
+ * that is NaN (improper posterior) counts as -inf. */
 int adb__thompson_select(adb__rng *r, const adb__posterior *arms, int n,
                          const uint8_t *eligible, double *scores);
+/* The drawn mean of arm p from its comparison key (above). */
+double adb__score_of(const adb__posterior *p, double key);
 
 /* Indices of the k highest scores, best first, into idx (k <= n). Ties
  * broken by lower index; NaN ranks last. Returns the number written,
