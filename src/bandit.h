@@ -31,12 +31,40 @@ double adb__rng_beta(adb__rng *r, double a, double b);
 /* llround(r * 1e6); 0 for NaN or infinity, saturated beyond +-9.2e12. */
 int64_t adb__reward_to_micro(double r);
 
+/* A posterior sum of rewards in micro-units, with headroom: the '*' row
+ * adds every user's rewards, past INT64_MAX. 128-bit in memory; stored as
+ * hi * 2^32 + lo with 0 <= lo < 2^32 (the columns sum_hi and sum_micro;
+ * the Redis cache adds the same two parts in Lua, whose numbers are
+ * doubles, exact to 2^53). Every store and cache refuses a sum whose hi
+ * leaves [ADB_SUM_HI_MIN, ADB_SUM_HI_MAX], i.e. outside [-2^84, 2^84):
+ * the stores by a CHECK constraint (the batch fails, nothing changes), the
+ * caches by dropping the entry (the store is the authority). 2^84 micro-
+ * units are 1.9e19 reward units: 1.9e13 rewards of 1e6. Aligned to 8, not
+ * 16, so that arm stats keep their packing in the caches' arrays. */
+__extension__ typedef __int128 adb__sum __attribute__((aligned(8)));
+#define ADB_SUM_HI_MAX ((INT64_C(1) << 52) - 1)
+#define ADB_SUM_HI_MIN (-(INT64_C(1) << 52))
+#define ADB_SUM_LO_BASE (INT64_C(1) << 32)
+static inline int64_t adb__sum_hi(adb__sum v) {
+  return (int64_t)(v >> 32); /* arithmetic shift: floor(v / 2^32) */
+}
+static inline int64_t adb__sum_lo(adb__sum v) {
+  return (int64_t)(v & (ADB_SUM_LO_BASE - 1));
+}
+static inline adb__sum adb__sum_of(int64_t hi, int64_t lo) {
+  return (adb__sum)hi * ADB_SUM_LO_BASE + lo;
+}
+static inline int adb__sum_ok(adb__sum v) {
+  return v >= adb__sum_of(ADB_SUM_HI_MIN, 0) &&
+         v < adb__sum_of(ADB_SUM_HI_MAX + 1, 0);
+}
+
 /* Sufficient statistics of one arm. version counts committed updates of the
  * row (see the cache consistency scheme in coordinator.c). */
 typedef struct adb__arm_stats {
-  int64_t n;         /* rewards observed */
-  int64_t sum_micro; /* their sum, in micro-units */
-  double sum_sq;     /* sum of squares (gaussian only) */
+  int64_t n;          /* rewards observed */
+  adb__sum sum_micro; /* their sum, in micro-units */
+  double sum_sq;      /* sum of squares (gaussian only) */
   int64_t version;
 } adb__arm_stats;
 
