@@ -1124,8 +1124,8 @@ static void apply_streamed(prop_ctx *cx) {
  * PANEL_RES (sharpened likewise) times the smallest local scale among the
  * chosen density and the arms in transition: 1 / max(|s(t)|, sqrt((a+b) x
  * (1-x))) -- the curvature scale near the mode, the decay length 1/a or 1/b
- * in the tails -- but no less than sd' / 2 (mature arms: the x-space
- * path's resolution of one sd). Over a panel the smallest lies at an end or
+ * in the tails -- but no less than sd' (mature arms: the x-space path's
+ * resolution of one sd). Over a panel the smallest lies at an end or
  * at t = 0 (|s| is V-shaped, the curvature term peaks at t = 0). CDFs are
  * the lifted Peizer-Pratt (error <= 8e-4) for every arm.
  */
@@ -1206,7 +1206,7 @@ static void lg_bounds(lg_arm *m, const adb__posterior *p) {
 
 static double lg_scale(const lg_arm *m, double x, double x1) {
   double s = fabs(m->a * x1 - m->b * x), c = sqrt((m->a + m->b) * x * x1);
-  return dmax(1.0 / dmax(s, c), 0.5 * m->sdm);
+  return dmax(1.0 / dmax(s, c), m->sdm);
 }
 
 /* Smallest local scale of the arm over [t0, t1], given x and 1 - x at
@@ -1267,7 +1267,7 @@ static void lg_add_active(lg_ctx *cx, const lg_arm *b) {
   }
   if (cx->nact == MAX_ACTIVE) {
     cx->nstream++;
-    cx->stream_res = dmin(cx->stream_res, 0.5 * b->sdm);
+    cx->stream_res = dmin(cx->stream_res, b->sdm);
     return;
   }
   cx->act[cx->nact] = *b;
@@ -1352,11 +1352,15 @@ static void lg_apply_streamed(lg_ctx *cx) {
   }
 }
 
-/* Whether to take the logit path: only Beta arms race, and one has a
- * shape below LOGIT_BELOW (the chosen one, whose mass x-space panels
- * cannot follow, or another, whose geometric grading would spend them). */
+/* Whether to take the logit path: only Beta arms race, one has a shape
+ * below LOGIT_BELOW (the chosen one, whose mass x-space panels cannot
+ * follow, or another, whose geometric grading would spend them), and the
+ * chosen arm is not peaked (then the x-space range stays off the ends). */
 static int wants_logit(const adb__posterior *arms, int n,
-                       const uint8_t *eligible) {
+                       const uint8_t *eligible, int chosen) {
+  const adb__posterior *c = &arms[chosen];
+  if (c->algo == ADB_ALGO_GAUSSIAN || dmin(c->alpha, c->beta) >= CF_MIN_AB)
+    return 0; /* a peaked chosen arm keeps the integral off the ends */
   int small = 0;
   for (int j = 0; j < n; j++) {
     if (eligible && !eligible[j]) continue;
@@ -1418,7 +1422,7 @@ double adb__propensity(const adb__posterior *arms, int n,
   if (cx.c.d.kind == ARM_BETA_CF) cx.c.d.kind = ARM_BETA_PP;
   int k = all_same(&cx);
   if (k > 0) return 1.0 / k;
-  if (wants_logit(arms, n, eligible))
+  if (wants_logit(arms, n, eligible, chosen))
     return propensity_logit(arms, n, eligible, chosen);
   int early = find_range(&cx);
   if (early >= 0) return (double)early;
