@@ -190,6 +190,8 @@ static int h_metrics(rctx *x) {
   adb__http_server *srv = server_of(x->api);
   int draining = srv && adb__http_draining(srv);
   adb__metrics_render(x->api->metrics, x->db, draining, x->out);
+  adb__metrics_render_process(x->out);
+  adb__dash_render_metrics(x->api->dash, x->out);
   x->resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
   return 0;
 }
@@ -230,6 +232,15 @@ static const route routes[] = {
     {PUT, "/v1/sessions/{session}", adb__api_session_put, BLK_NEVER, 0},
     {GET, "/v1/sessions/{session}", adb__api_session_get, BLK_NEVER, 0},
     {DEL, "/v1/sessions/{session}", adb__api_session_delete, BLK_NEVER, 0},
+    {GET, "/", adb__api_dash_index, BLK_NEVER, 1},
+    {GET, "/dashboard/", adb__api_dash_index, BLK_NEVER, 1},
+    {GET, "/dashboard/{asset}", adb__api_dash_asset, BLK_NEVER, 1},
+    {GET, "/v1/dashboard/overview", adb__api_dash_overview, BLK_NEVER, 0},
+    {GET, "/v1/dashboard/recent", adb__api_dash_recent, BLK_NEVER, 0},
+    {GET, "/v1/dashboard/agents/{agent}/series", adb__api_dash_series,
+     BLK_NEVER, 0},
+    {GET, "/v1/dashboard/agents/{agent}/inspect/{user}", adb__api_dash_inspect,
+     BLK_NEVER, 0},
 };
 #define N_ROUTES (int)(sizeof routes / sizeof routes[0])
 
@@ -289,7 +300,9 @@ static int take_params(rctx *x, const char **seg, const size_t *len, int n) {
   for (int i = 0; i < n; i++) {
     x->param[i] = seg[i] ? adb__api_pct_decode(x, seg[i], len[i]) : NULL;
     /* The agent-wide posterior is user "*" (policies only). */
-    int star = x->rt->fn == adb__api_policy && i == 1 && x->param[i] &&
+    int star = (x->rt->fn == adb__api_policy ||
+                x->rt->fn == adb__api_dash_inspect) &&
+               i == 1 && x->param[i] &&
                strcmp(x->param[i], "*") == 0;
     if (!x->param[i] || (!star && !adb_id_valid(x->param[i]))) {
       const char *f = param_name(x->rt->pattern, i);
@@ -359,7 +372,9 @@ static void hide_routes(rctx *x) {
 }
 
 static int scope_ok(rctx *x) {
-  if (x->key < 0 || strncmp(x->rt->pattern, "/v1/agents/", 11) != 0) return 0;
+  if (x->key < 0 || (strncmp(x->rt->pattern, "/v1/agents/", 11) != 0 &&
+                     strncmp(x->rt->pattern, "/v1/dashboard/agents/", 21)))
+    return 0;
   if (adb__auth_allows(x->api->cfg.auth, x->key, x->param[0])) return 0;
   return adb__api_fail(x, 404, "not_found", NULL, "unknown agent '%s'",
                        x->param[0]);
@@ -484,7 +499,8 @@ int adb__api_new(const adb__api_config *cfg, adb__api **out) {
   }
   api->metrics = adb__metrics_new(cfg->threads > 0 ? cfg->threads : 1, N_ROUTES,
                                   api->names, api->methods);
-  if (!api->metrics) goto adb__api_fail;
+  api->dash = adb__dash_new(cfg->dash_max_agents);
+  if (!api->metrics || !api->dash) goto adb__api_fail;
   *out = api;
   return ADB_OK;
 adb__api_fail:
@@ -495,6 +511,7 @@ adb__api_fail:
 void adb__api_free(adb__api *api) {
   if (!api) return;
   adb__metrics_free(api->metrics);
+  adb__dash_free(api->dash);
   free(api->names);
   free(api->methods);
   free(api);

@@ -23,6 +23,7 @@ typedef struct adb__api_config {
   int threads;               /* worker threads (metrics shards) */
   FILE *access_log;          /* NULL: none */
   FILE *error_log;           /* one JSON line per error answer; NULL: none */
+  int dash_max_agents;       /* agents with per-agent series; 0: 100 */
 } adb__api_config;
 
 int adb__api_new(const adb__api_config *cfg, adb__api **out);
