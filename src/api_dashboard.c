@@ -78,8 +78,7 @@ static void put_summary(adb__buf *b, const adb__dash_summary *s) {
   put_ratio(b, "mean_reward", s->reward_sum, (double)s->rewards);
   adb__api_put_int(b, "decisions_hour", s->decisions_hour);
   adb__api_put_int(b, "rewards_hour", s->rewards_hour);
-  put_ratio(b, "mean_reward_hour", s->reward_sum_hour,
-            (double)s->rewards_hour);
+  put_ratio(b, "mean_reward_hour", s->reward_sum_hour, (double)s->rewards_hour);
   adb__api_put_num(b, "decisions_per_s", s->decisions_per_s);
   adb__api_put_num(b, "rewards_per_s", s->rewards_per_s);
   put_ms(b, "p50_ms", s->p50_ms);
@@ -158,8 +157,7 @@ int adb__api_dash_series(rctx *x) {
   adb__buf_printf(b, ",\"now_ms\":%lld,\"summary\":", (long long)now);
   put_summary(b, &s);
   adb__buf_puts(b, ",\"series\":");
-  if (!adb__dash_series_json(x->api->dash, x->param[0], now, minutes, hours,
-                             b))
+  if (!adb__dash_series_json(x->api->dash, x->param[0], now, minutes, hours, b))
     adb__buf_puts(b, "null");
   /* The learning curve's baseline: none is known to the server yet. */
   adb__buf_puts(b, ",\"baseline\":null}");

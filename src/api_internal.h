@@ -40,6 +40,7 @@ struct adb__api {
   adb__metrics *metrics;
   adb__dash *dash; /* per-agent series for the dashboard and /metrics */
   adb__http_server *srv;
+  const adb__health *health;
   const char **names, **methods;
 };
 

@@ -405,8 +405,8 @@ static double c_p99(const bucket *b) {
  * them oldest first (stale ones zeroed by the caller). */
 static void put_columns(adb__buf *out, const bucket *bs, int n, int64_t last,
                         int step_s) {
-  static const char *const names[] = {"decisions", "rewards", "reward_sum",
-                                      "mean_reward", "p50_ms", "p99_ms"};
+  static const char *const names[] = {"decisions",   "rewards", "reward_sum",
+                                      "mean_reward", "p50_ms",  "p99_ms"};
   static const col_fn fns[] = {c_dec, c_rew, c_rsum, c_mean, c_p50, c_p99};
   adb__buf_printf(out, "{\"step_s\":%d,\"t\":[", step_s);
   for (int i = 0; i < n; i++)
@@ -481,8 +481,8 @@ static int take_tail(adb__dash_agent *a, int limit, rec *r) {
   int n = a->tail_n < limit ? a->tail_n : limit;
   for (int k = 0; k < n; k++) {
     r[k].agent = a->name;
-    r[k].e = a->tail[(a->tail_next - 1 - k + 2 * ADB__DASH_TAIL) %
-                     ADB__DASH_TAIL];
+    r[k].e =
+        a->tail[(a->tail_next - 1 - k + 2 * ADB__DASH_TAIL) % ADB__DASH_TAIL];
   }
   pthread_mutex_unlock(&a->mu);
   return n;

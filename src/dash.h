@@ -60,8 +60,7 @@ typedef struct adb__dash_summary {
 /* Calls fn for every tracked agent (and "_other" once it has events), in
  * order of first sight. */
 void adb__dash_each(adb__dash *d, int64_t now_ms,
-                    void (*fn)(void *ud, const adb__dash_summary *s),
-                    void *ud);
+                    void (*fn)(void *ud, const adb__dash_summary *s), void *ud);
 /* The summary of one agent; 0 when it was never seen (nothing written). */
 int adb__dash_summary_of(adb__dash *d, const char *agent, int64_t now_ms,
                          adb__dash_summary *out);

@@ -303,6 +303,6 @@ void adb__metrics_render_process(adb__buf *out) {
     metric(out, "process_open_fds", "gauge", "Open file descriptors.", fds);
   struct rlimit rl;
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
-    metric(out, "process_max_fds", "gauge",
-           "Limit on open file descriptors.", (double)rl.rlim_cur);
+    metric(out, "process_max_fds", "gauge", "Limit on open file descriptors.",
+           (double)rl.rlim_cur);
 }

@@ -9,7 +9,7 @@
 #include <stddef.h>
 
 typedef struct adb__web_asset {
-  const char *name;         /* "index.html", "app.js", "app.css" */
+  const char *name; /* "index.html", "app.js", "app.css" */
   const char *content_type;
   const unsigned char *data;
   size_t len;
