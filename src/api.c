@@ -416,8 +416,10 @@ static void request_id(const adb__http_req *req, adb__http_resp *resp) {
     uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    snprintf(resp->request_id, sizeof resp->request_id, "%016llx",
-             (unsigned long long)(z ^ (z >> 31)));
+    z ^= z >> 31;
+    for (int i = 15; i >= 0; i--, z >>= 4)
+      resp->request_id[i] = "0123456789abcdef"[z & 15];
+    resp->request_id[16] = '\0';
   }
   adb__http_resp_header(resp, "X-Request-Id", resp->request_id);
 }

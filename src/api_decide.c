@@ -452,7 +452,9 @@ int adb__api_reward(rctx *x) {
   adb_reward_result res = {0};
   int rc = adb_reward(x->db, &r, &res);
   if (rc != ADB_OK) return adb__api_fail_adb(x, rc, NULL);
-  if (res.applied)
+  /* Async mode answers before the flush knows whether the id is a
+   * duplicate: a pending reward is counted when accepted. */
+  if (res.applied || res.pending)
     adb__dash_reward(adb__dash_agent_of(x->api->dash, x->param[0]),
                      adb__api_wall_ms(), r.event_id, r.user_id, r.action,
                      res.reward);
