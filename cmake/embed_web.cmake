@@ -21,7 +21,8 @@ cmake_policy(SET CMP0057 NEW)
 function(adb_web_bytes file var)
   file(READ "${file}" hex HEX)
   string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," bytes "${hex}")
-  string(REGEX REPLACE "((0x..,){16})" "\\1\n  " bytes "${bytes}")
+  string(REGEX REPLACE "(0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,)"
+         "\\1\n  " bytes "${bytes}")
   set(${var} "${bytes}" PARENT_SCOPE)
 endfunction()
 

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Does serving the dashboard change decide latency? Cached decide over HTTP
-# (bench_http load: 20 candidates, k=5, keep-alive) with no page open (the
-# anchor) and with five pages open, each polling every second what the
-# page fetches (HTML, JS, CSS, overview, series, recent), in alternating
-# rounds against the same server; prints each round and the ratio of the
-# medians. Also the page weight (HTML + JS + CSS, raw and gzip -9).
+# (bench_http load: 20 candidates, k=5, keep-alive) with five dashboard
+# pages open, each fetching every second what the page fetches (HTML, JS,
+# CSS, overview, series, recent), against the anchor: five pollers of
+# /healthz in the same way; alternating rounds against the same server;
+# prints each round and the ratio of the medians. Also the page weight (HTML + JS + CSS, raw and gzip -9).
 #   scripts/bench-dashboard.sh [BUILD]     ($ADB_BIN overrides the binary)
 set -euo pipefail
 build=${1:-build}
@@ -33,14 +33,31 @@ for p in / /dashboard/app.js /dashboard/app.css; do
 done
 echo "dashboard page weight: $raw bytes, $gz bytes gzip -9 (limit 153600)"
 
-poll() { # one open page, refreshing every second
-  while :; do
-    for p in / /dashboard/app.js /dashboard/app.css /v1/dashboard/overview \
-             /v1/dashboard/agents/bench/series /v1/dashboard/recent?limit=50; do
-      curl -s -o /dev/null "$base$p" || true
-    done
-    sleep 1
-  done
+# Server CPU per page refresh (process_cpu_seconds_total around 300
+# refreshes over one keep-alive connection), against 300 x 6 /healthz.
+cpu() { curl -s "$base/metrics" | sed -n 's/^process_cpu_seconds_total //p'; }
+cpu_of() { # urls... -> server CPU ms per round of them, 300 rounds
+  local args=() c0 c1
+  for _ in $(seq 300); do for u in "$@"; do args+=(-o /dev/null "$base$u"); done; done
+  c0=$(cpu); curl -s "${args[@]}"; c1=$(cpu)
+  awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.3f", (b - a) * 1000 / 300 }'
+}
+# shellcheck disable=SC2086
+for _ in 1 2; do
+  ch=$(cpu_of /healthz /healthz /healthz /healthz /healthz /healthz)
+  cp=$(cpu_of / /dashboard/app.js /dashboard/app.css /v1/dashboard/overview \
+       /v1/dashboard/agents/bench/series "/v1/dashboard/recent?limit=50")
+  awk -v h="$ch" -v p="$cp" 'BEGIN { printf "server CPU per dashboard refresh: %.3f ms (6 x /healthz: %.3f ms): ratio %.1f; at one refresh per 5 s, %.3f%% of a core per open page\n", p, h, (h > 0 ? p / h : 0), p / 50 }'
+done
+
+# One open page: every second one curl (one keep-alive connection)
+# fetches what the page does. The control polls /healthz the same way, so
+# that the pollers' own cost (a process a second each) is in both.
+page_urls="/ /dashboard/app.js /dashboard/app.css /v1/dashboard/overview /v1/dashboard/agents/bench/series /v1/dashboard/recent?limit=50"
+poll() { # urls...
+  local args=()
+  for u in "$@"; do args+=(-o /dev/null "$base$u"); done
+  while :; do curl -s "${args[@]}" || true; sleep 1; done
 }
 measure() { # conns requests -> "p50 p99 rps"
   "$load" load --port "$port" --decide /v1/agents/bench/decide -c "$1" -n "$2" \
@@ -48,16 +65,18 @@ measure() { # conns requests -> "p50 p99 rps"
 }
 declare -A res
 for r in $(seq "$rounds"); do
-  for mode in none pages; do
+  for mode in control pages; do
     ppids=()
-    if [ "$mode" = pages ]; then
-      for _ in 1 2 3 4 5; do poll & ppids+=($!); pids+=($!); done
-      sleep 1
-    fi
+    # shellcheck disable=SC2086
+    for _ in 1 2 3 4 5; do
+      if [ "$mode" = pages ]; then poll $page_urls & else poll /healthz /healthz /healthz /healthz /healthz /healthz & fi
+      ppids+=($!); pids+=($!)
+    done
+    sleep 1
     for c in 1 32; do
       n=$([ "$c" = 1 ] && echo "$n1" || echo "$n32")
       out=$(measure "$c" "$n")
-      echo "round $r, $mode open, decide c=$c: p50/p99/rps $out"
+      echo "round $r, $mode, decide c=$c: p50/p99/rps $out"
       res[$mode.$c]+="$(echo "$out" | cut -d' ' -f1) "
       res[$mode.$c.rps]+="$(echo "$out" | cut -d' ' -f3) "
     done
@@ -66,8 +85,8 @@ for r in $(seq "$rounds"); do
 done
 median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 for c in 1 32; do
-  a=$(echo "${res[none.$c]}" | median) b=$(echo "${res[pages.$c]}" | median)
-  ar=$(echo "${res[none.$c.rps]}" | median) br=$(echo "${res[pages.$c.rps]}" | median)
+  a=$(echo "${res[control.$c]}" | median) b=$(echo "${res[pages.$c]}" | median)
+  ar=$(echo "${res[control.$c.rps]}" | median) br=$(echo "${res[pages.$c.rps]}" | median)
   awk -v a="$a" -v b="$b" -v ar="$ar" -v br="$br" -v c="$c" 'BEGIN {
-    printf "decide c=%s: median p50 %.1f us with no page, %.1f us with 5 pages open: ratio %.2f; req/s %d vs %d: ratio %.2f\n", c, a, b, b / a, ar, br, br / ar }'
+    printf "decide c=%s: median p50 %.1f us with 5 /healthz pollers (anchor), %.1f us with 5 dashboard pages open: ratio %.2f; req/s %d vs %d: ratio %.2f\n", c, a, b, b / a, ar, br, br / ar }'
 done
