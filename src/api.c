@@ -471,7 +471,8 @@ int adb__api_handle(void *ud, adb__http_req *req, adb__http_resp *resp) {
 static void log_error(const adb__log *l, const adb__http_req *req,
                       const adb__http_resp *resp, int64_t latency_ns) {
   char method[16], path[260];
-  snprintf(method, sizeof method, "%.*s", (int)(req->method_len & 15),
+  snprintf(method, sizeof method, "%.*s",
+           (int)(req->method_len > 15 ? 15 : req->method_len),
            req->method_str ? req->method_str : "");
   snprintf(path, sizeof path, "%.*s",
            req->path ? (int)(req->path_len > 256 ? 256 : req->path_len) : 0,
@@ -497,7 +498,8 @@ static void log_slow(const adb__log *l, const adb__http_req *req,
                      const adb__http_resp *resp, int64_t latency_ns,
                      int64_t slow_ms) {
   char method[16], path[260];
-  snprintf(method, sizeof method, "%.*s", (int)(req->method_len & 15),
+  snprintf(method, sizeof method, "%.*s",
+           (int)(req->method_len > 15 ? 15 : req->method_len),
            req->method_str ? req->method_str : "");
   snprintf(path, sizeof path, "%.*s",
            req->path ? (int)(req->path_len > 256 ? 256 : req->path_len) : 0,

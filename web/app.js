@@ -171,6 +171,7 @@
       scales: { x: { time: false } },
       axes: [
         { label: spec.xlabel, values: function (u, vs) { return vs.map(fmt); },
+          space: spec.step >= 3600 ? 90 : 60,
           incrs: [60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800] },
         { label: spec.ylabel, size: 60 }
       ],
