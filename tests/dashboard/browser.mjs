@@ -38,7 +38,7 @@ const srv = spawn(BIN, ['serve', '--listen', '127.0.0.1:0', '--store',
   '--api-keys-file', path.join(tmp, 'keys')], { stdio: ['ignore', 'pipe', 'inherit'] });
 const base = await new Promise((resolve, reject) => {
   let out = '';
-  const t = setTimeout(() => reject(new Error('server did not start: ' + out)), 20000);
+  const t = setTimeout(() => reject(new Error("server did not start: " + out)), 60000);
   srv.stdout.on('data', (d) => {
     out += d;
     const m = out.match(/listening on (http:\/\/[0-9.:]+)/);
@@ -140,7 +140,7 @@ async function open(key, hash, query = '') {
 }
 
 async function loaded(page, name) {
-  await page.waitForFunction((n) => document.documentElement.dataset.loaded === n, name, { timeout: 15000 });
+  await page.waitForFunction((n) => document.documentElement.dataset.loaded === n, name, { timeout: 30000 });
 }
 
 /* Every chart figure: non-empty canvas, axis labels, points. */
@@ -189,7 +189,7 @@ for (const renderer of ['uplot', 'canvas']) {
   const live = await page.waitForFunction((n) => {
     const c = document.querySelector('tr[data-agent="news"] .c-dec');
     return c && c.textContent === String(n);
-  }, newsDec, { timeout: 15000 }).then(() => true, () => false);
+  }, newsDec, { timeout: 30000 }).then(() => true, () => false);
   check(live, `overview refreshed to ${newsDec} news decisions without a reload`);
   await page.screenshot({ path: path.join(ART, `overview${tag}.png`), fullPage: true });
   check(errors.length === 0, 'overview: no console errors ' + JSON.stringify(errors));
@@ -224,7 +224,7 @@ for (const renderer of ['uplot', 'canvas']) {
   await page.waitForFunction((id) => {
     const tr = document.querySelector('#recent tbody tr');
     return tr && tr.dataset.event === id;
-  }, fresh[0].event_id, { timeout: 15000 });
+  }, fresh[0].event_id, { timeout: 30000 });
   const rec = await page.$$eval('#recent tbody tr', (trs) => trs.map((tr) => ({
     ev: tr.dataset.event, prop: tr.querySelector('.c-prop').textContent,
     reward: tr.querySelector('.c-reward').textContent })));
@@ -252,7 +252,7 @@ for (const renderer of ['uplot', 'canvas']) {
 // A wrong key, and no key: the login prompt and no data.
 for (const [key, name] of [['wrong-key', 'wrong key'], [null, 'no key']]) {
   const { page, errors, ctxt } = await open(key, '#/');
-  await page.waitForSelector('#login:not([hidden])', { timeout: 15000 });
+  await page.waitForSelector('#login:not([hidden])', { timeout: 30000 });
   const st = await page.evaluate(() => ({
     rows: document.querySelectorAll('#agents tbody tr').length,
     charts: document.querySelectorAll('figure.chart').length,
@@ -267,7 +267,7 @@ for (const [key, name] of [['wrong-key', 'wrong key'], [null, 'no key']]) {
   // Signing in with the right key shows the data.
   await page.fill('#login-key', KEY);
   await page.click('#login-form button');
-  await page.waitForSelector('tr[data-agent="movies"]', { timeout: 15000 });
+  await page.waitForSelector('tr[data-agent="movies"]', { timeout: 30000 });
   check(true, `${name}: signing in with the right key shows the agents`);
   const url = page.url();
   check(!url.includes(KEY), `${name}: the key is not in the URL`);
