@@ -16,9 +16,9 @@
  *
  * Errors are {"error":{"code","message","field"}} with stable codes:
  * invalid_json, missing_field, invalid_field, not_found, method_not_allowed,
- * unauthorized, conflict, body_too_large, queue_full, store_unavailable,
- * timeout, shutting_down, not_implemented, internal (and the HTTP layer's
- * bad_request, request_timeout, headers_too_large).
+ * unauthorized, forbidden, conflict, body_too_large, queue_full,
+ * store_unavailable, timeout, shutting_down, not_implemented, internal (and the
+ * HTTP layer's bad_request, request_timeout, headers_too_large).
  */
 #define _GNU_SOURCE
 #include "api_internal.h"
@@ -206,8 +206,14 @@ static const route routes[] = {
     {GET, "/healthz", h_healthz, BLK_NEVER, 1},
     {GET, "/readyz", h_readyz, BLK_NEVER, 1},
     {GET, "/metrics", h_metrics, BLK_NEVER, 1},
+    {GET, "/v1/agents", adb__api_agents_list, BLK_ALWAYS, 0},
     {PUT, "/v1/agents/{agent}", adb__api_agent_put, BLK_ALWAYS, 0},
     {GET, "/v1/agents/{agent}", adb__api_agent_get, BLK_NEVER, 0},
+    {DEL, "/v1/agents/{agent}", adb__api_agent_delete, BLK_ALWAYS, 0},
+    {POST, "/v1/agents/{agent}/reset", adb__api_agent_reset, BLK_ALWAYS, 0},
+    {GET, "/v1/agents/{agent}/actions", adb__api_actions_list, BLK_ALWAYS, 0},
+    {DEL, "/v1/agents/{agent}/actions/{action}", adb__api_action_delete,
+     BLK_ALWAYS, 0},
     {PUT, "/v1/agents/{agent}/actions/{action}", adb__api_action_put,
      BLK_ALWAYS, 0},
     {POST, "/v1/agents/{agent}/actions", adb__api_actions_post, BLK_ALWAYS, 0},
@@ -227,6 +233,8 @@ static const route routes[] = {
     {POST, "/v1/users/search", adb__api_users_search, BLK_NEVER, 0},
     {PUT, "/v1/users/{user}/state", adb__api_user_put, BLK_ALWAYS, 0},
     {GET, "/v1/users/{user}/state", adb__api_user_get, BLK_NEVER, 0},
+    {GET, "/v1/users/{user}", adb__api_user_summary, BLK_ALWAYS, 0},
+    {DEL, "/v1/users/{user}", adb__api_user_erase, BLK_ALWAYS, 0},
     {PUT, "/v1/sessions/{session}", adb__api_session_put, BLK_NEVER, 0},
     {GET, "/v1/sessions/{session}", adb__api_session_get, BLK_NEVER, 0},
     {DEL, "/v1/sessions/{session}", adb__api_session_delete, BLK_NEVER, 0},

@@ -4,8 +4,9 @@
  * (api_json.c), errors (api.c) and the handlers, one file per resource:
  * api_agents.c (agents, actions, policies, agent metrics), api_decide.c
  * (decide, rewards), api_memory.c (episodes, users, patterns, vector
- * search), api_sessions.c. The table that maps paths to handlers is in
- * api.c.
+ * search), api_sessions.c, api_admin.c (agent list, delete and reset,
+ * action list and delete, user inspection and erasure). The table that maps
+ * paths to handlers is in api.c.
  *
  * Handlers and readers write their error answer themselves and return -1;
  * every allocation comes from the request's arena (freed after the answer).
@@ -127,7 +128,9 @@ const char *adb__api_query_get(rctx *x, const char *name, int *bad);
 int64_t adb__api_wall_ms(void);
 int adb__api_time_param(rctx *x, const char *name, int64_t *ms);
 int adb__api_session_delete(rctx *x);
-;
+/* An agent's config (and counters, when n is not NULL) as JSON. */
+void adb__api_put_agent(adb__buf *b, const adb_agent_config *c,
+                        const adb_agent_counters *n);
 
 /* ------------------------------------------------------------- handlers */
 
@@ -149,5 +152,12 @@ int adb__api_pattern_put(rctx *x);
 int adb__api_pattern_get(rctx *x);
 int adb__api_session_put(rctx *x);
 int adb__api_session_get(rctx *x);
+int adb__api_agents_list(rctx *x);
+int adb__api_agent_delete(rctx *x);
+int adb__api_agent_reset(rctx *x);
+int adb__api_actions_list(rctx *x);
+int adb__api_action_delete(rctx *x);
+int adb__api_user_summary(rctx *x);
+int adb__api_user_erase(rctx *x);
 
 #endif /* ADB_API_INTERNAL_H */

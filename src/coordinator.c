@@ -365,6 +365,25 @@ static int lat_percentile(const int64_t *h, double q) {
   return ADB_LAT_BUCKETS - 1;
 }
 
+/* Forgets the counters of a deleted or reset agent (worker only). */
+static void drop_counters(adb__agent_stats *s) {
+  atomic_store(&s->decisions, 0);
+  atomic_store(&s->cache_hits, 0);
+  atomic_store(&s->cache_misses, 0);
+  for (int b = 0; b < ADB_LAT_BUCKETS; b++)
+    atomic_store(&s->lat[b], 0);
+  s->rewards = 0;
+  s->reward_sum = 0;
+  memset(s->hour_lat, 0, sizeof s->hour_lat);
+}
+
+void adb__agent_stats_drop(adb *db, const char *id) {
+  pthread_rwlock_rdlock(&db->agents_lock);
+  adb__agent_stats *s = adb__strmap_get(&db->agent_stats, id);
+  if (s) atomic_store(&s->dropped, 1);
+  pthread_rwlock_unlock(&db->agents_lock);
+}
+
 /* Swaps each agent's counters out into metrics deltas (worker only). */
 static int collect_metrics(adb *db, adb__metrics_delta **out) {
   int64_t now = adb__now_ms(), hour = now - now % 3600000;
@@ -374,6 +393,10 @@ static int collect_metrics(adb *db, adb__metrics_delta **out) {
   for (size_t i = 0; m && i < db->agent_stats.cap; i++) {
     if (!db->agent_stats.slots[i].key) continue;
     adb__agent_stats *s = db->agent_stats.slots[i].val;
+    if (atomic_exchange(&s->dropped, 0)) {
+      drop_counters(s);
+      continue;
+    }
     adb__metrics_delta *d = &m[n];
     snprintf(d->agent, sizeof d->agent, "%s", db->agent_stats.slots[i].key);
     d->hour_ms = hour;
@@ -415,19 +438,18 @@ static void count_rewards(adb *db, const adb__batch *b) {
 }
 
 /* Applies committed posterior changes to the cache, one call per key. */
-static void apply_changes(adb *db, adb__batch *b) {
+void adb__apply_changes(adb *db, const adb__policy_change *ch, int nch) {
   const char *actions[256];
   adb__arm_stats deltas[256];
   char key[600];
-  for (int i = 0; i < b->n_changes;) {
-    adb__policy_change *c = &b->changes[i];
+  for (int i = 0; i < nch;) {
+    const adb__policy_change *c = &ch[i];
     int n = 0;
-    while (i < b->n_changes && n < 256 &&
-           !strcmp(b->changes[i].agent, c->agent) &&
-           !strcmp(b->changes[i].user, c->user) &&
-           !strcmp(b->changes[i].state_key, c->state_key)) {
-      actions[n] = b->changes[i].action;
-      deltas[n++] = b->changes[i].delta;
+    while (i < nch && n < 256 && !strcmp(ch[i].agent, c->agent) &&
+           !strcmp(ch[i].user, c->user) &&
+           !strcmp(ch[i].state_key, c->state_key)) {
+      actions[n] = ch[i].action;
+      deltas[n++] = ch[i].delta;
       i++;
     }
     adb__policy_key(key, sizeof key, c->agent, c->user, c->state_key);
@@ -439,6 +461,10 @@ static void apply_changes(adb *db, adb__batch *b) {
       return;
     }
   }
+}
+
+static void apply_changes(adb *db, adb__batch *b) {
+  adb__apply_changes(db, b->changes, b->n_changes);
 }
 
 /* JSON of a decision's raw context and candidates (see decide.c). */

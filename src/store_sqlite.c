@@ -1585,6 +1585,257 @@ static int sq_open(const char *url, const adb_config *cfg, adb__store **out,
   return ADB_OK;
 }
 
+/* ----------------------------------------------------------------- admin */
+
+/* The admin calls are rare: their statements (adb__sql_*, store.c) are
+ * prepared on each call rather than cached on the connection. */
+static int adhoc(sq_store *s, conn *c, const char *sql, const char *a,
+                 const char *b, sqlite3_stmt **st) {
+  int rc = sqlite3_prepare_v2(c->db, sql, -1, st, NULL);
+  if (rc != SQLITE_OK) return sq_fail(s, c, rc, "prepare");
+  rc = SQLITE_OK;
+  if (a) bind_text(*st, 1, a, &rc);
+  if (b) bind_text(*st, 2, b, &rc);
+  if (rc != SQLITE_OK) {
+    rc = sq_fail(s, c, rc, "bind");
+    sqlite3_finalize(*st);
+    *st = NULL;
+  }
+  return rc;
+}
+
+/* Runs sql($1 = a, $2 = b) to the end; *changes (may be NULL) gets the
+ * rows it changed. */
+static int adhoc_run(sq_store *s, conn *c, const char *sql, const char *a,
+                     const char *b, int64_t *changes) {
+  sqlite3_stmt *st;
+  int rc = adhoc(s, c, sql, a, b, &st);
+  if (rc) return rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+    ;
+  rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "admin statement");
+  if (!rc && changes) *changes = sqlite3_changes64(c->db);
+  sqlite3_finalize(st);
+  return rc;
+}
+
+static int run_list(sq_store *s, conn *c, const char *const *sql,
+                    const char *a) {
+  int rc = ADB_OK;
+  for (int i = 0; sql[i] && !rc; i++)
+    rc = adhoc_run(s, c, sql[i], a, NULL, NULL);
+  return rc;
+}
+
+/* Calls fn(arg, st) for each row of sql($1 = a). */
+static int adhoc_rows(sq_store *s, conn *c, const char *sql, const char *a,
+                      int (*fn)(void *arg, sqlite3_stmt *st), void *arg) {
+  sqlite3_stmt *st;
+  int rc = adhoc(s, c, sql, a, NULL, &st);
+  if (rc) return rc;
+  int f = ADB_OK;
+  while (!f && (rc = sqlite3_step(st)) == SQLITE_ROW)
+    f = fn(arg, st);
+  if (f)
+    rc = col_fail(s, f, "admin read");
+  else
+    rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "admin read");
+  sqlite3_finalize(st);
+  return rc;
+}
+
+static const char *ctext(sqlite3_stmt *st, int i) {
+  const char *t = (const char *)sqlite3_column_text(st, i);
+  return t ? t : "";
+}
+
+static int sq_agents_list(adb__store *st_, const char *after, int limit,
+                          char (*ids)[ADB_ID_MAX + 1], int *n) {
+  sq_store *s = (sq_store *)st_;
+  *n = 0;
+  conn *c = reader_take(s);
+  sqlite3_stmt *st;
+  int rc = adhoc(s, c, adb__sql_agents_list, after ? after : "", NULL, &st);
+  if (!rc) {
+    int b = SQLITE_OK;
+    bind_int(st, 2, limit, &b);
+    while ((b == SQLITE_OK || b == SQLITE_ROW) && *n < limit &&
+           (b = sqlite3_step(st)) == SQLITE_ROW)
+      snprintf(ids[(*n)++], ADB_ID_MAX + 1, "%s", ctext(st, 0));
+    rc = b == SQLITE_DONE || b == SQLITE_ROW ? ADB_OK
+                                             : sq_fail(s, c, b, "list agents");
+    sqlite3_finalize(st);
+  }
+  conn_give(c);
+  return rc;
+}
+
+typedef struct cells_arg {
+  const char *agent;
+  adb__cell **cells;
+  int *n;
+} cells_arg;
+
+static int agent_cell_row(void *arg, sqlite3_stmt *st) {
+  cells_arg *x = arg;
+  return adb__cells_push(x->cells, x->n, x->agent, ctext(st, 0), ctext(st, 1));
+}
+
+/* Erasure leaves no copy in the file: secure_delete overwrites the freed
+ * content with zeros while the erasing transaction runs, and a truncating
+ * checkpoint afterwards drops the WAL frames that still hold the old pages
+ * (best effort: a reader in the middle of a transaction may keep part of
+ * the WAL until the next checkpoint). */
+static void secure_delete(conn *c, int on) {
+  sqlite3_exec(c->db,
+               on ? "PRAGMA secure_delete = ON" : "PRAGMA secure_delete = OFF",
+               NULL, NULL, NULL);
+  if (!on)
+    sqlite3_exec(c->db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
+}
+
+static int count_row(void *arg, sqlite3_stmt *st) {
+  (void)st;
+  ++*(int *)arg;
+  return ADB_OK;
+}
+
+static int sq_agent_delete(adb__store *st_, const char *agent, int keep_config,
+                           adb__cell **cells, int *n_cells) {
+  sq_store *s = (sq_store *)st_;
+  *cells = NULL;
+  *n_cells = 0;
+  cells_arg x = {agent, cells, n_cells};
+  conn *c = writer_take(s);
+  int found = 0;
+  secure_delete(c, 1);
+  int rc = stmt_run(s, c, S_BEGIN, "begin agent delete");
+  if (!rc)
+    rc = adhoc_rows(s, c, adb__sql_agent_exists, agent, count_row, &found);
+  if (!rc && !found) {
+    set_err(s, "agent '%s' not found", agent);
+    rc = ADB_ENOTFOUND;
+  }
+  if (!rc)
+    rc = adhoc_rows(s, c, adb__sql_agent_cells, agent, agent_cell_row, &x);
+  if (!rc) rc = run_list(s, c, adb__sql_agent_learning, agent);
+  if (!rc && !keep_config) rc = run_list(s, c, adb__sql_agent_config, agent);
+  if (!rc) rc = stmt_run(s, c, S_COMMIT, "commit agent delete");
+  if (rc) txn_abort(s, c);
+  secure_delete(c, 0);
+  conn_give(c);
+  if (rc) {
+    free(*cells);
+    *cells = NULL;
+    *n_cells = 0;
+  }
+  return rc;
+}
+
+static int sq_action_delete(adb__store *st_, const char *agent,
+                            const char *action) {
+  sq_store *s = (sq_store *)st_;
+  conn *c = writer_take(s);
+  int64_t n = 0;
+  int rc = adhoc_run(s, c, adb__sql_action_delete, agent, action, &n);
+  conn_give(c);
+  if (!rc && n == 0) {
+    set_err(s, "action '%s' of agent '%s' not found", action, agent);
+    rc = ADB_ENOTFOUND;
+  }
+  return rc;
+}
+
+static int user_count_row(void *arg, sqlite3_stmt *st) {
+  adb_user_summary *u = arg;
+  u->decisions = sqlite3_column_int64(st, 0);
+  u->rewards = sqlite3_column_int64(st, 1);
+  u->episodes = sqlite3_column_int64(st, 2);
+  u->policy_rows = sqlite3_column_int64(st, 3);
+  u->has_state = sqlite3_column_int64(st, 4) > 0;
+  u->sessions = sqlite3_column_int64(st, 5);
+  return ADB_OK;
+}
+
+static int user_cell_row(void *arg, sqlite3_stmt *st) {
+  adb__user_data *u = arg;
+  return adb__cells_push(&u->cells, &u->n_cells, ctext(st, 0), "",
+                         ctext(st, 1));
+}
+
+static int user_agent_row(void *arg, sqlite3_stmt *st) {
+  return adb__agents_push(arg, ctext(st, 0));
+}
+
+static int user_session_row(void *arg, sqlite3_stmt *st) {
+  return adb__sessions_push(arg, ctext(st, 0));
+}
+
+static int user_policy_row(void *arg, sqlite3_stmt *st) {
+  adb__arm_stats d = {.n = -sqlite3_column_int64(st, 3),
+                      .sum_micro = -sqlite3_column_int64(st, 4),
+                      .sum_sq = -sqlite3_column_double(st, 5)};
+  return adb__change_push(arg, ctext(st, 0), ctext(st, 1), ctext(st, 2), &d);
+}
+
+/* Subtracts each of the user's rows (u->changes, negated) from its '*'
+ * row and records the '*' row's new version. */
+static int star_subtract(sq_store *s, conn *c, adb__user_data *u, int64_t now) {
+  for (int i = 0; i < u->n_changes; i++) {
+    adb__policy_change *ch = &u->changes[i];
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(c->db, adb__sql_star_subtract, -1, &st, NULL);
+    if (rc != SQLITE_OK) return sq_fail(s, c, rc, "prepare");
+    bind_int(st, 1, -ch->delta.n, &rc);
+    bind_int(st, 2, -ch->delta.sum_micro, &rc);
+    bind_real(st, 3, -ch->delta.sum_sq, &rc);
+    bind_int(st, 4, now, &rc);
+    bind_text(st, 5, ch->agent, &rc);
+    bind_text(st, 6, ch->state_key, &rc);
+    bind_text(st, 7, ch->action, &rc);
+    if (rc == SQLITE_OK) rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+      ch->delta.version = sqlite3_column_int64(st, 0);
+      rc = sqlite3_step(st);
+    }
+    rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "subtract from '*'");
+    sqlite3_finalize(st);
+    if (rc) return rc;
+  }
+  return ADB_OK;
+}
+
+static int user_read(sq_store *s, conn *c, const char *user, int erase,
+                     adb__user_data *u) {
+  int rc =
+      adhoc_rows(s, c, adb__sql_user_counts, user, user_count_row, &u->sum);
+  if (!rc) rc = adhoc_rows(s, c, adb__sql_user_cells, user, user_cell_row, u);
+  if (!rc) rc = adhoc_rows(s, c, adb__sql_user_agents, user, user_agent_row, u);
+  if (!rc)
+    rc = adhoc_rows(s, c, adb__sql_user_sessions, user, user_session_row, u);
+  if (!rc && erase)
+    rc = adhoc_rows(s, c, adb__sql_user_rows, user, user_policy_row, u);
+  return rc;
+}
+
+static int sq_user_data(adb__store *st_, const char *user, int erase,
+                        adb__user_data *u) {
+  sq_store *s = (sq_store *)st_;
+  memset(u, 0, sizeof *u);
+  conn *c = erase ? writer_take(s) : reader_take(s);
+  if (erase) secure_delete(c, 1);
+  int rc = erase ? stmt_run(s, c, S_BEGIN, "begin user erase") : ADB_OK;
+  if (!rc) rc = user_read(s, c, user, erase, u);
+  if (!rc && erase) rc = star_subtract(s, c, u, now_ms());
+  if (!rc && erase) rc = run_list(s, c, adb__sql_user_delete, user);
+  if (!rc && erase) rc = stmt_run(s, c, S_COMMIT, "commit user erase");
+  if (rc && erase) txn_abort(s, c);
+  if (erase) secure_delete(c, 0);
+  conn_give(c);
+  if (rc) adb__user_data_free(u);
+  return rc;
+}
+
 const adb__store_methods adb__store_sqlite = {
     .version = 1,
     .scheme = "sqlite",
@@ -1606,4 +1857,8 @@ const adb__store_methods adb__store_sqlite = {
     .pattern_get = sq_pattern_get,
     .metrics_get = sq_metrics_get,
     .vectors_scan = sq_vectors_scan,
+    .agents_list = sq_agents_list,
+    .agent_delete = sq_agent_delete,
+    .action_delete = sq_action_delete,
+    .user_data = sq_user_data,
 };
