@@ -6,6 +6,8 @@
 #define ADB_CLI_H
 
 int cli_simulate(int argc, char **argv);
+int cli_agents(int argc, char **argv); /* cli/admin.c */
+int cli_users(int argc, char **argv);
 /* Defined by cli/serve.c and cli/migrate.c when those are built. */
 int cli_serve(int argc, char **argv) __attribute__((weak));
 int cli_migrate(int argc, char **argv) __attribute__((weak));

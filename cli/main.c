@@ -15,6 +15,8 @@ static const struct {
     {"migrate", "apply the store's schema migrations", NULL},
     {"simulate", "run the seeded media workload and compare policies",
      cli_simulate},
+    {"agents", "list, show, delete or reset agents", cli_agents},
+    {"users", "show or erase a user's data", cli_users},
 };
 
 static int (*command_fn(int i))(int, char **) {

@@ -10,6 +10,7 @@
  * Several runs at once are safe: PostgreSQL serialises them with an
  * advisory lock, SQLite with its write lock.
  */
+#include <libpq-fe.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,13 +26,18 @@
 #define DEFAULT_STORE "sqlite://./data/agentdb.db"
 
 static void usage(FILE *f) {
-  fprintf(f, "usage: agentdb migrate [--store URL]\n"
+  fprintf(f, "usage: agentdb migrate [--store URL] [--status]\n"
              "\n"
              "Applies the schema migrations of the store (env AGENTDB_STORE,\n"
              "default " DEFAULT_STORE ") and prints each one with\n"
              "'applied' or 'already applied'. On PostgreSQL it also creates\n"
              "the monthly partitions ahead and applies retention\n"
-             "(?retention_months=N or env AGENTDB_RETENTION_MONTHS).\n");
+             "(?retention_months=N or env AGENTDB_RETENTION_MONTHS).\n"
+             "\n"
+             "--status changes nothing: it prints each migration with\n"
+             "'applied' or 'pending' and exits 0 when none is pending,\n"
+             "3 when some are (a store that does not exist yet has every\n"
+             "migration pending).\n");
 }
 
 /* The URL with its password replaced by "***", for printing. */
@@ -140,8 +146,91 @@ static int migrate_other(const char *url) {
   return 0;
 }
 
+/* ------------------------------------------------------------- --status */
+
+/* The PostgreSQL URL without the query options that are ours (store_pg.c),
+ * which libpq would refuse. */
+static char *libpq_url(const char *url) {
+  static const char *const ours[] = {"pool_size=", "statement_timeout_ms=",
+                                     "retention_months=", "partitions_ahead=",
+                                     NULL};
+  size_t n = strlen(url);
+  char *out = malloc(n + 16);
+  if (!out) return NULL;
+  const char *q = strchr(url, '?');
+  size_t base = q ? (size_t)(q - url) : n;
+  memcpy(out, url, base);
+  out[base] = 0;
+  char sep = '?';
+  for (const char *p = q ? q + 1 : NULL; p && *p;) {
+    size_t len = strcspn(p, "&");
+    int mine = 0;
+    for (int i = 0; ours[i]; i++)
+      mine |= !strncmp(p, ours[i], strlen(ours[i]));
+    if (!mine && len) {
+      size_t o = strlen(out);
+      out[o] = sep;
+      memcpy(out + o + 1, p, len);
+      out[o + 1 + len] = 0;
+      sep = '&';
+    }
+    p += len + (p[len] == '&');
+  }
+  return out;
+}
+
+static int pg_versions(const char *url, char *done, int n) {
+  memset(done, 0, (size_t)n);
+  char *u = libpq_url(url);
+  if (!u) return -1;
+  PGconn *c = PQconnectdb(u);
+  free(u);
+  int rc = 0;
+  if (PQstatus(c) != CONNECTION_OK) {
+    fprintf(stderr, "agentdb migrate: %s", PQerrorMessage(c));
+    rc = -1;
+  } else {
+    PGresult *r = PQexec(c, "SELECT version FROM schema_migrations");
+    for (int i = 0; PQresultStatus(r) == PGRES_TUPLES_OK && i < PQntuples(r);
+         i++) {
+      int v = atoi(PQgetvalue(r, i, 0));
+      for (int k = 0; k < n; k++)
+        if (adb__migrations_postgres[k].version == v) done[k] = 1;
+    }
+    PQclear(r); /* no table yet: every migration is pending */
+  }
+  PQfinish(c);
+  return rc;
+}
+
+static int status(const char *url) {
+  int pg = is_pg(url), sqlite = !strncmp(url, "sqlite://", 9);
+  if (!pg && !sqlite) {
+    fprintf(stderr, "agentdb migrate: --status knows sqlite:// and "
+                    "postgresql:// stores\n");
+    return 2;
+  }
+  const adb__migration *m = pg ? adb__migrations_postgres : adb__migrations_sqlite;
+  int n = pg ? adb__n_migrations_postgres : adb__n_migrations_sqlite;
+  char *done = calloc((size_t)n + 1, 1);
+  if (!done) return 1;
+  int rc = pg ? pg_versions(url, done, n) : sqlite_versions(url, done, n);
+  int pending = 0;
+  for (int k = 0; !rc && k < n; k++) {
+    printf("  %04d_%-30s %s\n", m[k].version, m[k].name,
+           done[k] ? "applied" : "pending");
+    pending += !done[k];
+  }
+  free(done);
+  if (rc) return 1;
+  printf("%s: %d applied, %d pending\n", pg ? "postgresql" : "sqlite",
+         n - pending, pending);
+  return pending ? 3 : 0;
+}
+
 int cli_migrate(int argc, char **argv) {
   const char *url = getenv("AGENTDB_STORE");
+  int only_status = 0;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
       usage(stdout);
@@ -150,6 +239,8 @@ int cli_migrate(int argc, char **argv) {
       url = argv[++i];
     } else if (!strncmp(argv[i], "--store=", 8)) {
       url = argv[i] + 8;
+    } else if (!strcmp(argv[i], "--status")) {
+      only_status = 1;
     } else {
       fprintf(stderr, "agentdb migrate: unknown argument '%s'\n", argv[i]);
       usage(stderr);
@@ -159,7 +250,8 @@ int cli_migrate(int argc, char **argv) {
   if (!url || !*url) url = DEFAULT_STORE;
   char shown[1024];
   redact(url, shown, sizeof shown);
-  printf("migrating %s\n", shown);
+  printf("%s %s\n", only_status ? "status of" : "migrating", shown);
   fflush(stdout);
+  if (only_status) return status(url);
   return is_pg(url) ? migrate_pg(url) : migrate_other(url);
 }
