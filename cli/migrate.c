@@ -151,9 +151,9 @@ static int migrate_other(const char *url) {
 /* The PostgreSQL URL without the query options that are ours (store_pg.c),
  * which libpq would refuse. */
 static char *libpq_url(const char *url) {
-  static const char *const ours[] = {"pool_size=", "statement_timeout_ms=",
-                                     "retention_months=", "partitions_ahead=",
-                                     NULL};
+  static const char *const ours[] = {
+      "pool_size=", "statement_timeout_ms=", "retention_months=",
+      "partitions_ahead=", NULL};
   size_t n = strlen(url);
   char *out = malloc(n + 16);
   if (!out) return NULL;
@@ -210,7 +210,8 @@ static int status(const char *url) {
                     "postgresql:// stores\n");
     return 2;
   }
-  const adb__migration *m = pg ? adb__migrations_postgres : adb__migrations_sqlite;
+  const adb__migration *m =
+      pg ? adb__migrations_postgres : adb__migrations_sqlite;
   int n = pg ? adb__n_migrations_postgres : adb__n_migrations_sqlite;
   char *done = calloc((size_t)n + 1, 1);
   if (!done) return 1;
