@@ -16,6 +16,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -53,6 +54,7 @@ enum {
   O_API_KEYS,
   O_ACCESS_LOG,
   O_SEED,
+  O_DATA_DIR,
   N_OPT
 };
 
@@ -113,6 +115,11 @@ static const opt_def opts[N_OPT] = {
                       "one line per request ('-' = stdout)"},
     [O_SEED] = {"seed", "AGENTDB_SEED", "0", "N",
                 "sampling RNG seed (0: from the OS)"},
+    [O_DATA_DIR] = {"data-dir", "AGENTDB_DATA_DIR", "", "DIR",
+                    "where every file goes: the SQLite store DIR/agentdb.db "
+                    "(unless --store names one) and the vector index "
+                    "snapshots DIR/index (default: next to a SQLite store, "
+                    "none for PostgreSQL)"},
 };
 
 static void usage(FILE *f) {
@@ -163,6 +170,7 @@ typedef struct settings {
   adb_config cfg;
   adb__http_config http;
   int threads;
+  char data_dir[PATH_MAX], index_dir[PATH_MAX + 8], store_url[PATH_MAX + 32];
 } settings;
 
 static int number(const settings *s, int o, int suffix, long long lo,
@@ -203,6 +211,34 @@ static int read_args(settings *s, int argc, char **argv) {
   if (optind < argc) {
     fprintf(stderr, "agentdb serve: unexpected argument '%s'\n", argv[optind]);
     return -1;
+  }
+  return 0;
+}
+
+/* --data-dir: the default store and the index snapshots go there, as
+ * absolute paths (the working directory then holds nothing of ours). */
+static int data_dir(settings *s) {
+  const char *d = s->val[O_DATA_DIR];
+  if (!d[0]) return 0;
+  char tmp[PATH_MAX];
+  snprintf(tmp, sizeof tmp, "%s", d);
+  for (char *p = tmp + 1;; p++) { /* mkdir -p */
+    if (*p && *p != '/') continue;
+    char c = *p;
+    *p = 0;
+    mkdir(tmp, 0755);
+    if (!(*p = c)) break;
+  }
+  if (!realpath(d, s->data_dir)) {
+    fprintf(stderr, "agentdb serve: --data-dir %s: %s\n", d, strerror(errno));
+    return -1;
+  }
+  snprintf(s->index_dir, sizeof s->index_dir, "%s/index", s->data_dir);
+  s->cfg.index_dir = s->index_dir;
+  if (s->val[O_STORE] == opts[O_STORE].def) {
+    snprintf(s->store_url, sizeof s->store_url, "sqlite://%s/agentdb.db",
+             s->data_dir);
+    s->cfg.store_url = s->store_url;
   }
   return 0;
 }
@@ -251,6 +287,7 @@ static int convert(settings *s) {
                         .cache_max_bytes = (size_t)v[O_CACHE_MAX_BYTES],
                         .pool_size = (int)v[O_POOL_SIZE],
                         .seed = (uint64_t)v[O_SEED]};
+  if (data_dir(s) < 0) return -1;
   s->threads = (int)v[O_THREADS];
   s->http =
       (adb__http_config){.listen = s->val[O_LISTEN],
@@ -289,9 +326,13 @@ static void *second_signal(void *arg) {
   return NULL;
 }
 
+#define MAX_RELOADS 64
+
 typedef struct running {
   adb *db;
   adb__auth *auth;
+  adb__auth *retired[MAX_RELOADS]; /* replaced by SIGHUP, freed at exit */
+  int n_retired;
   FILE *access;
   adb__api *api;
   adb__http_server *srv;
@@ -302,8 +343,7 @@ static int open_all(settings *s, running *r) {
   make_store_dir(s->cfg.store_url);
   int rc = adb_open(&s->cfg, &r->db, err, sizeof err);
   if (rc != ADB_OK) {
-    fprintf(stderr, "agentdb serve: cannot open the store: %s\n",
-            err[0] ? err : adb_strerror(rc));
+    fprintf(stderr, "agentdb serve: %s\n", err[0] ? err : adb_strerror(rc));
     return -1;
   }
   const char *keys = s->val[O_API_KEYS];
@@ -340,6 +380,34 @@ static int open_all(settings *s, running *r) {
 
 /* Stops in order: HTTP (in-flight requests finish), then the library
  * (the write queue drains). Returns the drain result. */
+/* SIGHUP: the keys file again. A file that does not load leaves the keys
+ * in force unchanged. */
+static void reload_keys(const settings *s, running *r) {
+  const char *path = s->val[O_API_KEYS];
+  if (!path[0] || !r->auth) {
+    fprintf(stderr, "agentdb: SIGHUP: no --api-keys-file, nothing to reload\n");
+    return;
+  }
+  if (r->n_retired == MAX_RELOADS) {
+    fprintf(stderr,
+            "agentdb: SIGHUP: %d reloads already; restart to reload "
+            "again\n",
+            MAX_RELOADS);
+    return;
+  }
+  char err[512] = "";
+  adb__auth *a = NULL;
+  if (adb__auth_load(path, &a, err, sizeof err) != ADB_OK) {
+    fprintf(stderr, "agentdb: SIGHUP: %s; the keys in force stay\n", err);
+    return;
+  }
+  adb__api_set_auth(r->api, a);
+  r->retired[r->n_retired++] = r->auth;
+  r->auth = a;
+  fprintf(stderr, "agentdb: SIGHUP: %d API keys loaded from %s\n",
+          adb__auth_count(a), path);
+}
+
 static int close_all(running *r) {
   if (r->srv) {
     adb__http_shutdown(r->srv);
@@ -349,6 +417,8 @@ static int close_all(running *r) {
   int rc = adb_close(r->db);
   adb__api_free(r->api);
   adb__auth_free(r->auth);
+  for (int i = 0; i < r->n_retired; i++)
+    adb__auth_free(r->retired[i]);
   if (r->access && r->access != stdout) fclose(r->access);
   return rc;
 }
@@ -365,7 +435,10 @@ int cli_serve(int argc, char **argv) {
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, NULL);
+  static sigset_t with_hup;
+  with_hup = set;
+  sigaddset(&with_hup, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &with_hup, NULL);
   signal(SIGPIPE, SIG_IGN);
   running r;
   memset(&r, 0, sizeof r);
@@ -379,7 +452,8 @@ int cli_serve(int argc, char **argv) {
          s.val[O_DURABILITY], s.threads);
   fflush(stdout);
   int sig = 0;
-  sigwait(&set, &sig);
+  while (sigwait(&with_hup, &sig) == 0 && sig == SIGHUP)
+    reload_keys(&s, &r);
   fprintf(stderr,
           "agentdb: %s: finishing in-flight requests, then draining "
           "the write queue\n",

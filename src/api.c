@@ -336,7 +336,7 @@ static const route *find_route(rctx *x, const char **seg, size_t *len, int *n) {
 
 /* API key and agent scope. */
 static int authorise(rctx *x) {
-  const adb__auth *auth = x->api->cfg.auth;
+  const adb__auth *auth = x->auth;
   x->key = -1;
   if (!auth || x->rt->open) return 0;
   x->key =
@@ -355,9 +355,8 @@ static int authorise(rctx *x) {
  * other: the route table is not shown to anonymous clients. */
 static void hide_routes(rctx *x) {
   const adb__http_req *r = x->req;
-  if (!x->api->cfg.auth || r->path_len < 3 || memcmp(r->path, "/v1", 3) ||
-      adb__auth_check(x->api->cfg.auth, r->authorization,
-                      r->authorization_len) >= 0)
+  if (!x->auth || r->path_len < 3 || memcmp(r->path, "/v1", 3) ||
+      adb__auth_check(x->auth, r->authorization, r->authorization_len) >= 0)
     return;
   x->resp->headers_len = 0;
   adb__api_fail(x, 401, "unauthorized", NULL,
@@ -368,7 +367,7 @@ static void hide_routes(rctx *x) {
 
 static int scope_ok(rctx *x) {
   if (x->key < 0 || strncmp(x->rt->pattern, "/v1/agents/", 11) != 0) return 0;
-  if (adb__auth_allows(x->api->cfg.auth, x->key, x->param[0])) return 0;
+  if (adb__auth_allows(x->auth, x->key, x->param[0])) return 0;
   return adb__api_fail(x, 404, "not_found", NULL, "unknown agent '%s'",
                        x->param[0]);
 }
@@ -387,6 +386,7 @@ int adb__api_handle(void *ud, adb__http_req *req, adb__http_resp *resp) {
             .resp = resp,
             .out = resp->body,
             .ar = thread_arena(),
+            .auth = __atomic_load_n(&api->cfg.auth, __ATOMIC_ACQUIRE),
             .key = -1};
   if (!x.ar) {
     resp->status = 500;
@@ -506,6 +506,10 @@ void adb__api_free(adb__api *api) {
   free(api->names);
   free(api->methods);
   free(api);
+}
+
+void adb__api_set_auth(adb__api *api, const adb__auth *auth) {
+  __atomic_store_n(&api->cfg.auth, auth, __ATOMIC_RELEASE);
 }
 
 void adb__api_set_server(adb__api *api, adb__http_server *srv) {

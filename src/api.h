@@ -27,6 +27,10 @@ typedef struct adb__api_config {
 
 int adb__api_new(const adb__api_config *cfg, adb__api **out);
 void adb__api_free(adb__api *api);
+/* Replaces the API keys (SIGHUP): requests that started keep the keys
+ * they started with, so the caller frees the old table only once no
+ * request can hold it (agentdb serve keeps it until exit). */
+void adb__api_set_auth(adb__api *api, const adb__auth *auth);
 /* Lets /readyz and /metrics see a shutdown starting. */
 void adb__api_set_server(adb__api *api, adb__http_server *srv);
 

@@ -18,7 +18,7 @@
 #define MAX_LIMIT 1000
 
 static int all_agents(rctx *x) {
-  return x->key < 0 || adb__auth_allows(x->api->cfg.auth, x->key, "*");
+  return x->key < 0 || adb__auth_allows(x->auth, x->key, "*");
 }
 
 static int query_limit(rctx *x, int *limit) {
@@ -51,8 +51,7 @@ int adb__api_agents_list(rctx *x) {
   adb__buf_puts(b, "{\"agents\":[");
   int first = 1;
   for (int i = 0; i < n; i++) {
-    if (x->key >= 0 && !adb__auth_allows(x->api->cfg.auth, x->key, ids[i]))
-      continue;
+    if (x->key >= 0 && !adb__auth_allows(x->auth, x->key, ids[i])) continue;
     adb_agent_config c;
     adb_agent_counters k;
     rc = adb_agent_get(x->db, ids[i], &c);

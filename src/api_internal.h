@@ -52,7 +52,8 @@ struct rctx {
   const route *rt;
   char *param[MAX_PARAMS]; /* decoded path parameters, in order */
   json_t *doc;
-  int key; /* API key index, -1 without auth */
+  const adb__auth *auth; /* the keys in force when the request came */
+  int key;               /* API key index in auth, -1 without auth */
 };
 
 /* Open-addressing set of strings in the arena, for uniqueness checks. */

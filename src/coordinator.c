@@ -692,6 +692,15 @@ static void handle_free(adb *db) {
   free(db);
 }
 
+/* Prefixes an open failure's reason with the component that failed, so
+ * that a bad cache URL is not reported as a store problem. */
+static void name_component(char *err, size_t errlen, const char *what) {
+  if (!err || !errlen) return;
+  char tmp[1024];
+  snprintf(tmp, sizeof tmp, "%s", err);
+  snprintf(err, errlen, "%s: %s", what, tmp);
+}
+
 int adb_open(const adb_config *cfg, adb **out, char *err, size_t errlen) {
   char dummy[8];
   if (!err) {
@@ -720,8 +729,11 @@ int adb_open(const adb_config *cfg, adb **out, char *err, size_t errlen) {
   pthread_cond_init(&db->sfcond, NULL);
   db->last_rollup_ms = adb__now_ms();
   int rc = adb__store_open(db->store_url, &db->cfg, &db->store, err, errlen);
-  if (rc == ADB_OK)
+  if (rc != ADB_OK) name_component(err, errlen, "store");
+  if (rc == ADB_OK) {
     rc = adb__cache_open(db->cache_url, &db->cfg, &db->cache, err, errlen);
+    if (rc != ADB_OK) name_component(err, errlen, "cache");
+  }
   if (rc == ADB_OK) rc = adb__memory_open(db, &db->mem, err, errlen);
   if (rc == ADB_OK && pthread_create(&db->worker, NULL, flush_worker, db)) {
     snprintf(err, errlen, "cannot start the flush worker");

@@ -39,6 +39,7 @@
 #define _GNU_SOURCE
 #include "http.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -1140,8 +1141,8 @@ static int split_listen(const char *spec, char *host, size_t hl, char *port,
   return port[0] ? 0 : -1;
 }
 
-static int bind_one(const struct addrinfo *ai, int reuseport, char *err,
-                    size_t errlen) {
+static int bind_one(const struct addrinfo *ai, int reuseport, const char *addr,
+                    char *err, size_t errlen) {
   int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
                   ai->ai_protocol);
   if (fd < 0) goto fail;
@@ -1154,7 +1155,7 @@ static int bind_one(const struct addrinfo *ai, int reuseport, char *err,
   if (listen(fd, 1024) < 0) goto fail;
   return fd;
 fail:
-  snprintf(err, errlen, "cannot listen: %s", strerror(errno));
+  snprintf(err, errlen, "cannot listen on %s: %s", addr, strerror(errno));
   if (fd >= 0) close(fd);
   return -1;
 }
@@ -1186,6 +1187,15 @@ static int bind_all(adb__http_server *s, char *err, size_t errlen) {
              s->cfg.listen);
     return -1;
   }
+  char *end = NULL;
+  long pn = strtol(port, &end, 10);
+  if (!isdigit((unsigned char)port[0]) || *end || pn < 0 || pn > 65535) {
+    snprintf(err, errlen,
+             "listen address '%s': the port must be a number 0..65535 "
+             "(0: any free port)",
+             s->cfg.listen);
+    return -1;
+  }
   struct addrinfo hints = {.ai_family = AF_UNSPEC,
                            .ai_socktype = SOCK_STREAM,
                            .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
@@ -1196,7 +1206,7 @@ static int bind_all(adb__http_server *s, char *err, size_t errlen) {
              gai_strerror(rc));
     return -1;
   }
-  int probe = bind_one(ai, 0, err, errlen);
+  int probe = bind_one(ai, 0, s->cfg.listen, err, errlen);
   int p = probe >= 0 ? bound_port(probe) : -1;
   if (probe >= 0) close(probe);
   rc = -1;
@@ -1204,9 +1214,10 @@ static int bind_all(adb__http_server *s, char *err, size_t errlen) {
   set_port(ai->ai_addr, p);
   for (int i = 0; i < s->n_workers; i++) {
     worker *w = &s->workers[i];
-    w->lfd = bind_one(ai, 1, err, errlen);
+    w->lfd = bind_one(ai, 1, s->cfg.listen, err, errlen);
     if (w->lfd < 0 && i > 0) w->lfd = dup(s->workers[0].lfd);
-    if (w->lfd < 0 && i == 0) w->lfd = bind_one(ai, 0, err, errlen);
+    if (w->lfd < 0 && i == 0)
+      w->lfd = bind_one(ai, 0, s->cfg.listen, err, errlen);
     if (w->lfd < 0) goto out;
   }
   char hbuf[64];

@@ -33,7 +33,9 @@ int adb__store_open(const char *url, const adb_config *cfg, adb__store **out,
     return adb__store_open(buf, cfg, out, err, errlen);
   }
   snprintf(err, errlen,
-           "unsupported store URL '%s' (expected sqlite://, postgresql://)",
+           "unsupported store URL '%s': the schemes are sqlite://PATH "
+           "(sqlite://:memory: for a private one) and "
+           "postgresql://USER@HOST:PORT/DB (or postgres://)",
            url ? url : "(null)");
   return ADB_EURL;
 }

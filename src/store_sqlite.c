@@ -42,6 +42,7 @@
 #include "store.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
 #include <math.h>
@@ -54,6 +55,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 extern const adb__store_methods adb__store_sqlite;
 
@@ -252,6 +254,7 @@ typedef struct sq_store {
   atomic_uint next_reader;
   pthread_mutex_t err_mu;
   char last_err[ERR_MAX];
+  struct file_lock *lock; /* NULL for :memory: */
 } sq_store;
 
 typedef struct sq_opts {
@@ -1466,6 +1469,90 @@ static int parse_url(const char *url, sq_opts *o, char *err, size_t errlen) {
   return ADB_OK;
 }
 
+/* ------------------------------------------------------------ the lock */
+
+/* One process per database file. Two processes writing one SQLite file is
+ * safe for SQLite, but not for what AgentDB keeps beside it (the vector
+ * index snapshot, written at close from memory) nor for its in-process
+ * caches, which would serve stale posteriors. So a store takes an
+ * exclusive POSIX record lock on PATH.lock before it opens the database: a
+ * second process fails at open, naming the holder's pid, and the first is
+ * never touched. Record locks belong to the process, so handles of one
+ * process share the file (a registry counts them: closing any descriptor
+ * of a locked file would drop the lock, so the descriptor is closed only
+ * with the last handle). Several processes on one store: PostgreSQL. */
+typedef struct file_lock {
+  struct file_lock *next;
+  dev_t dev;
+  ino_t ino;
+  int fd, refs;
+} file_lock;
+
+static pthread_mutex_t locks_mu = PTHREAD_MUTEX_INITIALIZER;
+static file_lock *locks;
+
+static int lock_take(const char *db_path, file_lock **out, char *err,
+                     size_t errlen) {
+  char path[PATH_MAX + 8];
+  snprintf(path, sizeof path, "%s.lock", db_path);
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) != 0) {
+    snprintf(err, errlen, "sqlite: cannot open the lock file '%s': %s", path,
+             strerror(errno));
+    if (fd >= 0) close(fd);
+    return ADB_EIO;
+  }
+  pthread_mutex_lock(&locks_mu);
+  file_lock *l = locks;
+  while (l && (l->dev != st.st_dev || l->ino != st.st_ino))
+    l = l->next;
+  int rc = ADB_OK;
+  if (l) {
+    l->refs++;
+    close(fd); /* the registry's descriptor keeps the lock */
+  } else {
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+    if (fcntl(fd, F_SETLK, &fl) != 0) {
+      struct flock who = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+      int pid = fcntl(fd, F_GETLK, &who) == 0 && who.l_type != F_UNLCK
+                    ? (int)who.l_pid
+                    : 0;
+      snprintf(err, errlen,
+               "sqlite: the store '%s' is in use by another process "
+               "(pid %d): one agentdb process per SQLite file (use "
+               "PostgreSQL for several replicas)",
+               db_path, pid);
+      close(fd);
+      rc = ADB_EUNAVAIL;
+    } else if (!(l = calloc(1, sizeof *l))) {
+      close(fd);
+      snprintf(err, errlen, "sqlite: out of memory");
+      rc = ADB_ENOMEM;
+    } else {
+      *l = (file_lock){locks, st.st_dev, st.st_ino, fd, 1};
+      locks = l;
+    }
+  }
+  pthread_mutex_unlock(&locks_mu);
+  *out = rc ? NULL : l;
+  return rc;
+}
+
+static void lock_give(file_lock *l) {
+  if (!l) return;
+  pthread_mutex_lock(&locks_mu);
+  if (--l->refs == 0) {
+    file_lock **p = &locks;
+    while (*p != l)
+      p = &(*p)->next;
+    *p = l->next;
+    close(l->fd); /* releases the lock */
+    free(l);
+  }
+  pthread_mutex_unlock(&locks_mu);
+}
+
 /* Creates the missing parent directories of path (mkdir -p of dirname). */
 static int make_parents(const char *path, char *err, size_t errlen) {
   char buf[PATH_MAX];
@@ -1515,6 +1602,7 @@ static void sq_close(adb__store *st) {
     conn_close(&s->readers[i]);
   free(s->readers);
   conn_close(&s->writer); /* last: it checkpoints the WAL */
+  lock_give(s->lock);     /* after every connection is closed */
   pthread_mutex_destroy(&s->err_mu);
   free(s);
 }
@@ -1575,6 +1663,10 @@ static int sq_open(const char *url, const adb_config *cfg, adb__store **out,
   pthread_mutex_init(&s->writer.mu, NULL);
   int pool = cfg && cfg->pool_size > 0 ? cfg->pool_size : DEFAULT_POOL;
   if (pool > MAX_POOL) pool = MAX_POOL;
+  if (!o.memory && (rc = lock_take(o.path, &s->lock, err, errlen))) {
+    sq_close(&s->base);
+    return rc;
+  }
   rc = writer_open(s, &o, err, errlen);
   if (!rc && !o.memory) rc = readers_open(s, &o, pool, err, errlen);
   if (rc) {
