@@ -55,6 +55,9 @@ enum {
   O_ACCESS_LOG,
   O_SEED,
   O_DATA_DIR,
+  O_CORS,
+  O_RATE,
+  O_BURST,
   N_OPT
 };
 
@@ -120,6 +123,15 @@ static const opt_def opts[N_OPT] = {
                     "(unless --store names one) and the vector index "
                     "snapshots DIR/index (default: next to a SQLite store, "
                     "none for PostgreSQL)"},
+    [O_CORS] = {"cors-origins", "AGENTDB_CORS_ORIGINS", "", "LIST",
+                "browser origins allowed (comma-separated, '*' = any; "
+                "default: CORS off)"},
+    [O_RATE] = {"rate-limit", "AGENTDB_RATE_LIMIT", "0", "N",
+                "requests a second per API key, on average (0: no limit; "
+                "429 with Retry-After above)"},
+    [O_BURST] = {"rate-burst", "AGENTDB_RATE_BURST", "", "N",
+                 "requests a key may burst above --rate-limit (default: "
+                 "the rate, at least 1)"},
 };
 
 static void usage(FILE *f) {
@@ -170,6 +182,7 @@ typedef struct settings {
   adb_config cfg;
   adb__http_config http;
   int threads;
+  double rate, burst;
   char data_dir[PATH_MAX], index_dir[PATH_MAX + 8], store_url[PATH_MAX + 32];
 } settings;
 
@@ -265,8 +278,14 @@ static int convert(settings *s) {
       number(s, O_REQUEST_TIMEOUT, 0, 1, big, &v[O_REQUEST_TIMEOUT]) ||
       number(s, O_IDLE_TIMEOUT, 0, 1, big, &v[O_IDLE_TIMEOUT]) ||
       number(s, O_SHUTDOWN_TIMEOUT, 0, 1, big, &v[O_SHUTDOWN_TIMEOUT]) ||
-      number(s, O_SEED, 0, 0, 0x7fffffffffffffffLL, &v[O_SEED]))
+      number(s, O_SEED, 0, 0, 0x7fffffffffffffffLL, &v[O_SEED]) ||
+      number(s, O_RATE, 0, 0, 1000000000, &v[O_RATE]))
     return -1;
+  v[O_BURST] = v[O_RATE] > 0 ? v[O_RATE] : 1;
+  if (s->val[O_BURST][0] && number(s, O_BURST, 0, 1, 1000000000, &v[O_BURST]))
+    return -1;
+  s->rate = (double)v[O_RATE];
+  s->burst = (double)v[O_BURST];
   const char *d = s->val[O_DURABILITY];
   if (strcmp(d, "sync") && strcmp(d, "async")) {
     fprintf(stderr,
@@ -362,7 +381,13 @@ static int open_all(settings *s, running *r) {
                         .auth = r->auth,
                         .threads = s->threads,
                         .access_log = r->access,
-                        .error_log = stderr};
+                        .error_log = stderr,
+                        .cors_origins = s->val[O_CORS],
+                        .rate_per_s = r->auth ? s->rate : 0,
+                        .rate_burst = s->burst};
+  if (s->rate > 0 && !r->auth)
+    fprintf(stderr, "agentdb serve: --rate-limit is per API key: without "
+                    "--api-keys-file it does nothing\n");
   if (adb__api_new(&ac, &r->api) != ADB_OK) {
     fprintf(stderr, "agentdb serve: out of memory\n");
     return -1;

@@ -16,7 +16,7 @@
  *
  * Errors are {"error":{"code","message","field"}} with stable codes:
  * invalid_json, missing_field, invalid_field, not_found, method_not_allowed,
- * unauthorized, forbidden, conflict, body_too_large, queue_full,
+ * unauthorized, forbidden, rate_limited, conflict, body_too_large, queue_full,
  * store_unavailable, timeout, shutting_down, not_implemented, internal (and the
  * HTTP layer's bad_request, request_timeout, headers_too_large).
  */
@@ -372,6 +372,92 @@ static int scope_ok(rctx *x) {
                        x->param[0]);
 }
 
+/* ------------------------------------------------- CORS and rate limits */
+
+/* The request's Origin when the allow-list holds it, else NULL. */
+static const char *cors_origin(rctx *x) {
+  const char *list = x->api->cfg.cors_origins;
+  const adb__http_req *r = x->req;
+  if (!list || !list[0] || !r->origin || !r->origin_len || r->origin_len > 256)
+    return NULL;
+  for (const char *p = list; *p;) {
+    size_t n = strcspn(p, ",");
+    while (n && p[n - 1] == ' ')
+      n--;
+    if ((n == 1 && *p == '*') ||
+        (n == r->origin_len && memcmp(p, r->origin, n) == 0))
+      return adb__api_strndup(x, r->origin, r->origin_len);
+    p += strcspn(p, ",");
+    while (*p == ',' || *p == ' ')
+      p++;
+  }
+  return NULL;
+}
+
+/* Adds the CORS headers of an allowed origin to the answer; answers a
+ * preflight (OPTIONS) and returns 1 then. Called once per request, when
+ * its answer is final (never before a deferral). */
+static int cors(rctx *x) {
+  const char *o = cors_origin(x);
+  if (!o) return 0;
+  adb__http_resp_header(x->resp, "Access-Control-Allow-Origin", o);
+  adb__http_resp_header(x->resp, "Vary", "Origin");
+  if (x->req->method != ADB__HTTP_OPTIONS) return 0;
+  adb__http_resp_header(x->resp, "Access-Control-Allow-Methods",
+                        "GET, PUT, POST, DELETE");
+  adb__http_resp_header(x->resp, "Access-Control-Allow-Headers",
+                        "Authorization, Content-Type");
+  adb__http_resp_header(x->resp, "Access-Control-Max-Age", "600");
+  x->resp->status = 204;
+  return 1;
+}
+
+static int64_t mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Takes a token from the key's bucket, or answers 429 with the seconds
+ * until one is there. */
+static int rate_ok(rctx *x) {
+  adb__api *api = x->api;
+  if (!api->buckets || x->key < 0) return 0;
+  int k = x->key < ADB_API_MAX_BUCKETS ? x->key : ADB_API_MAX_BUCKETS - 1;
+  adb__api_bucket *b = &api->buckets[k];
+  double rate = api->cfg.rate_per_s, burst = api->cfg.rate_burst, wait = 0;
+  int64_t now = mono_ns();
+  pthread_mutex_lock(&b->mu);
+  b->tokens += (double)(now - b->at_ns) * 1e-9 * rate;
+  if (b->tokens > burst) b->tokens = burst;
+  b->at_ns = now;
+  if (b->tokens >= 1)
+    b->tokens -= 1;
+  else
+    wait = (1 - b->tokens) / rate;
+  pthread_mutex_unlock(&b->mu);
+  if (wait <= 0) return 0;
+  char v[24];
+  snprintf(v, sizeof v, "%.0f", ceil(wait));
+  adb__api_fail(x, 429, "rate_limited", NULL,
+                "this API key is limited to %g requests a second (bursts of "
+                "%g); retry after %s s",
+                rate, burst, v);
+  adb__http_resp_header(x->resp, "Retry-After", v);
+  return -1;
+}
+
+static void buckets_reset(adb__api *api) {
+  if (!api->buckets) return;
+  int64_t now = mono_ns();
+  for (int i = 0; i < ADB_API_MAX_BUCKETS; i++) {
+    pthread_mutex_lock(&api->buckets[i].mu);
+    api->buckets[i].tokens = api->cfg.rate_burst;
+    api->buckets[i].at_ns = now;
+    pthread_mutex_unlock(&api->buckets[i].mu);
+  }
+}
+
 static int blocks(const adb__api *api, const route *rt) {
   return rt->blocking == BLK_ALWAYS ||
          (rt->blocking == BLK_SYNC &&
@@ -394,20 +480,25 @@ int adb__api_handle(void *ud, adb__http_req *req, adb__http_resp *resp) {
                               "\"message\":\"out of memory\"}}");
     return ADB__HTTP_DONE;
   }
+  if (req->method == ADB__HTTP_OPTIONS && cors(&x)) { /* a preflight */
+    adb__arena_reset(x.ar);
+    return ADB__HTTP_DONE;
+  }
   const char *seg[MAX_PARAMS];
   size_t len[MAX_PARAMS];
   int n = 0;
   x.rt = find_route(&x, seg, len, &n);
   resp->route = x.rt ? (int)(x.rt - routes) : 0;
   if (!x.rt) hide_routes(&x);
-  if (x.rt && !authorise(&x) && !take_params(&x, seg, len, n) &&
-      !scope_ok(&x)) {
+  if (x.rt && !authorise(&x) && (req->in_pool || !rate_ok(&x)) &&
+      !take_params(&x, seg, len, n) && !scope_ok(&x)) {
     if (blocks(api, x.rt) && !req->in_pool) {
       adb__arena_reset(x.ar);
       return ADB__HTTP_DEFER;
     }
     x.rt->fn(&x);
   }
+  cors(&x);
   json_decref(x.doc);
   adb__arena_reset(x.ar);
   return ADB__HTTP_DONE;
@@ -493,6 +584,14 @@ int adb__api_new(const adb__api_config *cfg, adb__api **out) {
   api->metrics = adb__metrics_new(cfg->threads > 0 ? cfg->threads : 1, N_ROUTES,
                                   api->names, api->methods);
   if (!api->metrics) goto adb__api_fail;
+  if (cfg->rate_per_s > 0) {
+    if (api->cfg.rate_burst < 1) api->cfg.rate_burst = 1;
+    api->buckets = calloc(ADB_API_MAX_BUCKETS, sizeof *api->buckets);
+    if (!api->buckets) goto adb__api_fail;
+    for (int i = 0; i < ADB_API_MAX_BUCKETS; i++)
+      pthread_mutex_init(&api->buckets[i].mu, NULL);
+    buckets_reset(api);
+  }
   *out = api;
   return ADB_OK;
 adb__api_fail:
@@ -502,6 +601,9 @@ adb__api_fail:
 
 void adb__api_free(adb__api *api) {
   if (!api) return;
+  for (int i = 0; api->buckets && i < ADB_API_MAX_BUCKETS; i++)
+    pthread_mutex_destroy(&api->buckets[i].mu);
+  free(api->buckets);
   adb__metrics_free(api->metrics);
   free(api->names);
   free(api->methods);
@@ -510,6 +612,7 @@ void adb__api_free(adb__api *api) {
 
 void adb__api_set_auth(adb__api *api, const adb__auth *auth) {
   __atomic_store_n(&api->cfg.auth, auth, __ATOMIC_RELEASE);
+  buckets_reset(api); /* key indexes now name other keys */
 }
 
 void adb__api_set_server(adb__api *api, adb__http_server *srv) {

@@ -23,6 +23,13 @@ typedef struct adb__api_config {
   int threads;               /* worker threads (metrics shards) */
   FILE *access_log;          /* NULL: none */
   FILE *error_log;           /* one JSON line per error answer; NULL: none */
+  /* CORS: origins allowed to call from a browser, comma-separated
+   * ("https://a.example,https://b.example"; "*" = any); NULL or "" = CORS
+   * off (no Access-Control-* header, OPTIONS is 405). */
+  const char *cors_origins;
+  /* Per API key token bucket: rate_per_s requests a second on average,
+   * bursts of rate_burst; 0 = no limit. Only with API keys. */
+  double rate_per_s, rate_burst;
 } adb__api_config;
 
 int adb__api_new(const adb__api_config *cfg, adb__api **out);

@@ -14,6 +14,8 @@
 #ifndef ADB_API_INTERNAL_H
 #define ADB_API_INTERNAL_H
 
+#include <pthread.h>
+
 #include "api.h"
 #include "json.h"
 #include "util.h"
@@ -35,8 +37,18 @@ typedef struct route {
   int open;     /* no API key needed */
 } route;
 
+/* One API key's token bucket (api.c). */
+typedef struct adb__api_bucket {
+  pthread_mutex_t mu;
+  double tokens;
+  int64_t at_ns;
+} adb__api_bucket;
+
+#define ADB_API_MAX_BUCKETS 4096 /* keys beyond share the last bucket */
+
 struct adb__api {
   adb__api_config cfg;
+  adb__api_bucket *buckets; /* rate limits: one per key index, or NULL */
   adb__metrics *metrics;
   adb__http_server *srv;
   const char **names, **methods;

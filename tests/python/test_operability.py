@@ -59,17 +59,19 @@ def fails(args, cwd, timeout=30):
     return p.returncode, p.stderr.decode()
 
 
-def http(url, method="GET", body=None, key=None):
+def http(url, method="GET", body=None, key=None, headers=None, full=False):
     h = {"Content-Type": "application/json"}
+    h.update(headers or {})
     if key:
         h["Authorization"] = "Bearer " + key
     req = urllib.request.Request(url, method=method, headers=h,
                                  data=json.dumps(body).encode() if body is not None else None)
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, json.loads(r.read() or b"null")
+            out = r.status, json.loads(r.read() or b"null"), r.headers
     except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"null")
+        out = e.code, json.loads(e.read() or b"null"), e.headers
+    return out if full else out[:2]
 
 
 class Operability(unittest.TestCase):
@@ -188,6 +190,74 @@ class Operability(unittest.TestCase):
                 f.write("")
             self.assertIn("keys in force stay", sighup_line(a))
             self.assertEqual(http(url + "/v1/agents/ag", key="new-key")[0], 200)
+        finally:
+            stop(a)
+
+    def test_cors_is_off_by_default_and_follows_the_allow_list(self):
+        a, url = serve(["--listen", "127.0.0.1:0", "--store", self.store()], self.cwd)
+        try:
+            st, _, h = http(url + "/healthz", headers={"Origin": "https://a.example"},
+                            full=True)
+            self.assertEqual(st, 200)
+            self.assertIsNone(h.get("Access-Control-Allow-Origin"))
+            st, _, h = http(url + "/v1/agents/x", "OPTIONS",
+                            headers={"Origin": "https://a.example"}, full=True)
+            self.assertEqual(st, 405)
+        finally:
+            stop(a)
+        a, url = serve(["--listen", "127.0.0.1:0", "--store", self.store(),
+                        "--cors-origins", "https://a.example, https://b.example"],
+                       self.cwd)
+        try:
+            st, _, h = http(url + "/v1/agents/x", "PUT", {},
+                            headers={"Origin": "https://b.example"}, full=True)
+            self.assertEqual(st, 200)  # a deferred write keeps its headers
+            self.assertEqual(h.get("Access-Control-Allow-Origin"), "https://b.example")
+            self.assertIn("Origin", h.get("Vary", ""))
+            st, _, h = http(url + "/v1/agents/x", "OPTIONS",
+                            headers={"Origin": "https://a.example",
+                                     "Access-Control-Request-Method": "DELETE"},
+                            full=True)
+            self.assertEqual(st, 204)
+            self.assertIn("DELETE", h.get("Access-Control-Allow-Methods"))
+            self.assertIn("Authorization", h.get("Access-Control-Allow-Headers"))
+            st, _, h = http(url + "/v1/agents/x", headers={"Origin": "https://evil.example"},
+                            full=True)
+            self.assertEqual(st, 200)
+            self.assertIsNone(h.get("Access-Control-Allow-Origin"))
+        finally:
+            stop(a)
+
+    def test_each_key_has_its_own_rate_limit(self):
+        keys = os.path.join(self.dir, "keys")
+        with open(keys, "w") as f:
+            f.write("key-a\nkey-b\n")
+        a, url = serve(["--listen", "127.0.0.1:0", "--store", self.store(),
+                        "--api-keys-file", keys, "--rate-limit", "1",
+                        "--rate-burst", "3"], self.cwd)
+        try:
+            self.assertEqual(http(url + "/v1/agents/ag", "PUT", {}, "key-b")[0], 200)
+            t0 = time.monotonic()
+            answers = []
+            while len(answers) < 60 and not any(a[0] == 429 for a in answers):
+                answers.append(http(url + "/v1/agents/ag", key="key-a", full=True))
+            elapsed = time.monotonic() - t0
+            ok = sum(1 for st, _, _ in answers if st == 200)
+            limited = [(b, h) for st, b, h in answers if st == 429]
+            # A bucket of 3 refilled at 1/s lets through at most 3 plus
+            # one per second elapsed (plus one for the fractions); so
+            # within 60 requests a 429 comes unless they took a minute.
+            self.assertLessEqual(ok, 3 + int(elapsed) + 1)
+            self.assertEqual(ok + len(limited), len(answers))
+            self.assertTrue(limited or elapsed >= 55, (ok, elapsed))
+            body, h = limited[0]
+            self.assertEqual(body["error"]["code"], "rate_limited")
+            self.assertGreaterEqual(int(h["Retry-After"]), 1)
+            # Another key is not held back by key-a's bucket.
+            self.assertEqual(http(url + "/v1/agents/ag", key="key-b")[0], 200)
+            # Probes are open and not limited.
+            for _ in range(5):
+                self.assertEqual(http(url + "/healthz")[0], 200)
         finally:
             stop(a)
 
