@@ -77,10 +77,13 @@ static int agent_drop(adb *db, const char *agent, int keep_config) {
   int rc = adb__check_id(db, "agent id", agent);
   if (rc) return rc;
   adb_flush(db);
-  adb__agent_stats_drop(db, agent);
   adb__cell *cells = NULL;
   int n = 0;
+  /* No rollup of the agent's counters may commit after the delete. */
+  pthread_mutex_lock(&db->rollup_mu);
+  adb__agent_stats_drop(db, agent);
   rc = db->store->m->agent_delete(db->store, agent, keep_config, &cells, &n);
+  pthread_mutex_unlock(&db->rollup_mu);
   if (rc)
     return store_fail(db, rc,
                       keep_config ? "resetting agent" : "deleting agent");

@@ -409,8 +409,17 @@ static int collect_metrics(adb *db, adb__metrics_delta **out) {
     s->reward_sum = 0;
     if (s->hour_ms != hour) memset(s->hour_lat, 0, sizeof s->hour_lat);
     s->hour_ms = hour;
-    for (int b = 0; b < ADB_LAT_BUCKETS; b++)
-      s->hour_lat[b] += atomic_exchange(&s->lat[b], 0);
+    int64_t sampled = 0;
+    for (int b = 0; b < ADB_LAT_BUCKETS; b++) {
+      int64_t k = atomic_exchange(&s->lat[b], 0);
+      s->hour_lat[b] += k;
+      sampled += k;
+    }
+    /* Nothing happened: no row to write (a deleted agent's stats stay in
+     * the map, and must not bring its rollup row back). */
+    if (!d->decisions && !d->cache_hits && !d->cache_misses && !d->rewards &&
+        !sampled)
+      continue;
     int p50 = lat_percentile(s->hour_lat, 0.5);
     int p99 = lat_percentile(s->hour_lat, 0.99);
     /* A bucket's geometric middle: [2^i, 2^(i+1)) us. */
@@ -620,6 +629,7 @@ static void finish_items(adb *db, adb__item *items, int n, adb__batch *b,
 static void flush_round(adb *db, adb__item *items, int n, int rollup) {
   adb__batch b = {0};
   int rc = items ? batch_build(&b, items, n) : ADB_OK;
+  if (rollup) pthread_mutex_lock(&db->rollup_mu); /* see adb__agent_stats */
   if (rc == ADB_OK && rollup) {
     b.n_metrics = collect_metrics(db, &b.metrics);
     db->last_rollup_ms = adb__now_ms();
@@ -632,6 +642,7 @@ static void flush_round(adb *db, adb__item *items, int n, int rollup) {
       if (items) atomic_fetch_add(&db->st_batches, 1);
     }
   }
+  if (rollup) pthread_mutex_unlock(&db->rollup_mu);
   if (items) finish_items(db, items, n, &b, rc);
   batch_free(&b);
 }
@@ -688,6 +699,7 @@ static void handle_free(adb *db) {
   pthread_cond_destroy(&db->qdone);
   pthread_rwlock_destroy(&db->agents_lock);
   pthread_mutex_destroy(&db->sfmu);
+  pthread_mutex_destroy(&db->rollup_mu);
   pthread_cond_destroy(&db->sfcond);
   free(db);
 }
@@ -726,6 +738,7 @@ int adb_open(const adb_config *cfg, adb **out, char *err, size_t errlen) {
   pthread_cond_init(&db->qdone, NULL);
   pthread_rwlock_init(&db->agents_lock, NULL);
   pthread_mutex_init(&db->sfmu, NULL);
+  pthread_mutex_init(&db->rollup_mu, NULL);
   pthread_cond_init(&db->sfcond, NULL);
   db->last_rollup_ms = adb__now_ms();
   int rc = adb__store_open(db->store_url, &db->cfg, &db->store, err, errlen);

@@ -32,7 +32,9 @@ typedef struct adb__agent_stats {
   int64_t hour_ms;                   /* worker only */
   int64_t hour_lat[ADB_LAT_BUCKETS]; /* whole hour so far, worker only */
   /* Set when the agent was deleted or reset (admin.c): the worker's next
-   * rollup drops the counters instead of writing them, and clears it. */
+   * rollup drops the counters instead of writing them, and clears it.
+   * Set under adb.rollup_mu, which a rollup holds from collecting the
+   * counters to committing them, so none is written after the delete. */
   _Atomic int dropped;
 } adb__agent_stats;
 
@@ -95,6 +97,7 @@ struct adb {
   int closing;
   pthread_t worker;
   int64_t last_rollup_ms;
+  pthread_mutex_t rollup_mu; /* a rollup, collected to committed */
 
   /* Agents. */
   pthread_rwlock_t agents_lock;

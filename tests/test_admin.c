@@ -212,9 +212,20 @@ static void deleting_an_agent_removes_all_its_rows_and_no_other(void **state) {
       "reward_signals",   "agent_episodes",
       "learned_patterns", "performance_metrics"};
   for (int i = 0; i < 8; i++) {
-    assert_int_equal(
-        count(f, "SELECT count(*) FROM %s WHERE agent_id = 'gone'", tables[i]),
-        0);
+    int64_t left =
+        count(f, "SELECT count(*) FROM %s WHERE agent_id = 'gone'", tables[i]);
+    if (left)
+      fprintf(stderr, "%s: %lld rows left (decisions %lld, hits %lld)\n",
+              tables[i], (long long)left,
+              (long long)count(f,
+                               "SELECT max(decisions) FROM %s WHERE "
+                               "agent_id = 'gone'",
+                               tables[i]),
+              (long long)count(f,
+                               "SELECT max(cache_hits + cache_misses) "
+                               "FROM %s WHERE agent_id = 'gone'",
+                               tables[i]));
+    assert_int_equal(left, 0);
     if (i != 7 && i != 6) /* kept has no pattern; rollups come later */
       assert_true(count(f, "SELECT count(*) FROM %s WHERE agent_id = 'kept'",
                         tables[i]) > 0);
