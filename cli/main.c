@@ -17,6 +17,9 @@ static const struct {
      cli_simulate},
     {"agents", "list, show, delete or reset agents", cli_agents},
     {"users", "show or erase a user's data", cli_users},
+    {"backup", "copy a live SQLite store (online backup API)", cli_backup},
+    {"restore", "copy a backup into the SQLite store (server stopped)",
+     cli_restore},
 };
 
 static int (*command_fn(int i))(int, char **) {

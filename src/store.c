@@ -4,6 +4,7 @@
  */
 #include "store.h"
 
+#include "statekey.h"
 #include "util.h"
 
 #include <jansson.h>
@@ -130,7 +131,8 @@ void adb__policy_free(adb__policy *p) {
 void adb__decision_rec_free(adb__decision_rec *d) {
   free(d->context_json);
   free(d->candidates_json);
-  d->context_json = d->candidates_json = NULL;
+  free(d->ranking_json);
+  d->context_json = d->candidates_json = d->ranking_json = NULL;
 }
 
 void adb__user_state_rec_free(adb__user_state_rec *u) {
@@ -175,14 +177,14 @@ int adb__batch_merge(const adb__batch *b, adb__policy_change **out, int *n) {
   *n = 0;
   int m = 0;
   for (int i = 0; i < b->n_rewards; i++)
-    m += b->rewards[i].applied ? 2 : 0;
+    m += b->rewards[i].applied && !b->rewards[i].awaiting ? 2 : 0;
   if (!m) return ADB_OK;
   adb__policy_change *c = malloc((size_t)m * sizeof *c);
   if (!c) return ADB_ENOMEM;
   int k = 0;
   for (int i = 0; i < b->n_rewards; i++) {
     const adb__reward_rec *r = &b->rewards[i];
-    if (!r->applied) continue;
+    if (!r->applied || r->awaiting) continue;
     change_init(&c[k++], r, r->user);
     change_init(&c[k++], r, "*");
   }
@@ -200,6 +202,13 @@ int adb__batch_merge(const adb__batch *b, adb__policy_change **out, int *n) {
   *out = c;
   *n = w;
   return ADB_OK;
+}
+
+void adb__default_reward_id(const char *event_id, char out[ADB_ID_MAX + 1]) {
+  char hex[65];
+  adb__sha256_hex(event_id, strlen(event_id), hex);
+  out[0] = '~';
+  memcpy(out + 1, hex, 65);
 }
 
 /* ------------------------------------------------------ record checks */
@@ -249,9 +258,12 @@ static int decision_ok(const adb__decision_rec *d) {
 
 static int reward_ok(const adb__reward_rec *r) {
   return ADB__ID_OK(r->agent) && ADB__ID_OK(r->reward_id) &&
-         ADB__STR_OK(r->event_id) && ADB__ID_OK(r->user) &&
-         ADB__ID_OK(r->action) && ADB__STR_OK(r->state_key) &&
-         ADB__STR_OK(r->body_hash) && isfinite(r->reward);
+         ADB__STR_OK(r->event_id) && ADB__STR_OK(r->user) &&
+         ADB__STR_OK(r->action) &&
+         (r->awaiting ? r->event_id[0] != 0
+                      : r->user[0] != 0 && r->action[0] != 0) &&
+         ADB__STR_OK(r->state_key) && ADB__STR_OK(r->body_hash) &&
+         isfinite(r->reward);
 }
 
 static int episode_ok(const adb__episode_rec *e) {
@@ -350,6 +362,9 @@ const char *const adb__sql_agent_learning[] = {
     "DELETE FROM agent_episodes WHERE agent_id = $1",
     "DELETE FROM learned_patterns WHERE agent_id = $1",
     "DELETE FROM performance_metrics WHERE agent_id = $1",
+    "DELETE FROM pending_rewards WHERE agent_id = $1",
+    "DELETE FROM event_outcomes WHERE agent_id = $1",
+    "DELETE FROM default_watermarks WHERE agent_id = $1",
     NULL};
 const char *const adb__sql_agent_config[] = {
     "DELETE FROM actions WHERE agent_id = $1",
@@ -378,16 +393,25 @@ const char adb__sql_user_sessions[] =
     "SELECT DISTINCT session_id FROM agent_episodes "
     "WHERE user_id = $1 AND session_id <> '' ORDER BY 1";
 const char adb__sql_user_rows[] =
-    "SELECT agent_id, state_key, action_id, n, sum_micro, sum_sq "
+    "SELECT agent_id, state_key, action_id, n, sum_micro, sum_sq, sum_hi "
     "FROM rl_policies WHERE user_id = $1 "
     "ORDER BY agent_id, state_key, action_id";
+/* The sum is hi * 2^32 + lo (0004_sum_headroom): the negated user sum is
+ * added with the carry of the write path's upsert. */
 const char adb__sql_star_subtract[] =
-    "UPDATE rl_policies SET n = n - $1, sum_micro = sum_micro - $2, "
-    "sum_sq = CASE WHEN sum_sq > $3 THEN sum_sq - $3 ELSE 0 END, "
-    "version = version + 1, updated_at_ms = $4 "
-    "WHERE agent_id = $5 AND user_id = '*' AND state_key = $6 "
-    "AND action_id = $7 RETURNING version";
+    "UPDATE rl_policies SET n = n - $1, "
+    "sum_hi = sum_hi + $2 + ((sum_micro + $3) >> 32), "
+    "sum_micro = (sum_micro + $3) & 4294967295, "
+    "sum_sq = CASE WHEN sum_sq > $4 THEN sum_sq - $4 ELSE 0 END, "
+    "version = version + 1, updated_at_ms = $5 "
+    "WHERE agent_id = $6 AND user_id = '*' AND state_key = $7 "
+    "AND action_id = $8 RETURNING version";
 const char *const adb__sql_user_delete[] = {
+    /* Rows keyed by the user's decisions go first (0005_write_path). */
+    "DELETE FROM pending_rewards WHERE (agent_id, event_id) IN "
+    "(SELECT agent_id, event_id FROM decisions WHERE user_id = $1)",
+    "DELETE FROM event_outcomes WHERE (agent_id, event_id) IN "
+    "(SELECT agent_id, event_id FROM decisions WHERE user_id = $1)",
     "DELETE FROM decisions WHERE user_id = $1",
     "DELETE FROM reward_signals WHERE user_id = $1",
     "DELETE FROM agent_episodes WHERE user_id = $1",
