@@ -8,6 +8,8 @@
 int cli_simulate(int argc, char **argv);
 /* `simulate --workload embed` (cli/simulate_embed.c). */
 int cli_simulate_embed(int argc, char **argv);
+int cli_agents(int argc, char **argv); /* cli/admin.c */
+int cli_users(int argc, char **argv);
 /* cli/backup.c: online backup and restore of the SQLite store. */
 int cli_backup(int argc, char **argv);
 int cli_restore(int argc, char **argv);

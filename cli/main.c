@@ -15,6 +15,8 @@ static const struct {
     {"migrate", "apply the store's schema migrations", NULL},
     {"simulate", "run the seeded media workload and compare policies",
      cli_simulate},
+    {"agents", "list, show, delete or reset agents", cli_agents},
+    {"users", "show or erase a user's data", cli_users},
     {"backup", "copy a live SQLite store (online backup API)", cli_backup},
     {"restore", "copy a backup into the SQLite store (server stopped)",
      cli_restore},

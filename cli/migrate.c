@@ -33,7 +33,8 @@
 #define DEFAULT_STORE "sqlite://./data/agentdb.db"
 
 static void usage(FILE *f) {
-  fprintf(f, "usage: agentdb migrate [--store URL] [--check | --wait SECONDS]\n"
+  fprintf(f, "usage: agentdb migrate [--store URL] [--check | --wait SECONDS | "
+             "--status]\n"
              "\n"
              "Applies the schema migrations of the store (env AGENTDB_STORE,\n"
              "default " DEFAULT_STORE ") and prints each one with\n"
@@ -44,7 +45,10 @@ static void usage(FILE *f) {
              "  --check          apply nothing; exit 0 if the schema is\n"
              "                   current, 3 if not (or unreachable)\n"
              "  --wait SECONDS   repeat --check every second until it\n"
-             "                   passes; exit 3 when the time is up\n");
+             "                   passes; exit 3 when the time is up\n"
+             "  --status         apply nothing; print each migration with\n"
+             "                   'applied' or 'pending'; exit 3 if any is\n"
+             "                   pending\n");
 }
 
 /* The URL with its password replaced by "***", for printing. */
@@ -153,28 +157,87 @@ static int migrate_other(const char *url) {
   return 0;
 }
 
-/* Versions recorded in PostgreSQL's schema_migrations; -1 if unreachable. */
+/* ------------------------------------------------------------- --status */
+
+/* The PostgreSQL URL without the query options that are ours (store_pg.c),
+ * which libpq would refuse. */
+static char *libpq_url(const char *url) {
+  static const char *const ours[] = {
+      "pool_size=", "statement_timeout_ms=", "retention_months=",
+      "partitions_ahead=", NULL};
+  size_t n = strlen(url);
+  char *out = malloc(n + 16);
+  if (!out) return NULL;
+  const char *q = strchr(url, '?');
+  size_t base = q ? (size_t)(q - url) : n;
+  memcpy(out, url, base);
+  out[base] = 0;
+  char sep = '?';
+  for (const char *p = q ? q + 1 : NULL; p && *p;) {
+    size_t len = strcspn(p, "&");
+    int mine = 0;
+    for (int i = 0; ours[i]; i++)
+      mine |= !strncmp(p, ours[i], strlen(ours[i]));
+    if (!mine && len) {
+      size_t o = strlen(out);
+      out[o] = sep;
+      memcpy(out + o + 1, p, len);
+      out[o + 1 + len] = 0;
+      sep = '&';
+    }
+    p += len + (p[len] == '&');
+  }
+  return out;
+}
+
 static int pg_versions(const char *url, char *done, int n) {
   memset(done, 0, (size_t)n);
-  char conn[4096];
-  /* libpq takes postgresql:// and postgres:// URLs as they are. */
-  snprintf(conn, sizeof conn, "%s", url);
-  PGconn *c = PQconnectdb(conn);
+  char *u = libpq_url(url);
+  if (!u) return -1;
+  PGconn *c = PQconnectdb(u);
+  free(u);
+  int rc = 0;
   if (PQstatus(c) != CONNECTION_OK) {
     fprintf(stderr, "agentdb migrate: %s", PQerrorMessage(c));
-    PQfinish(c);
-    return -1;
+    rc = -1;
+  } else {
+    PGresult *r = PQexec(c, "SELECT version FROM schema_migrations");
+    for (int i = 0; PQresultStatus(r) == PGRES_TUPLES_OK && i < PQntuples(r);
+         i++) {
+      int v = atoi(PQgetvalue(r, i, 0));
+      for (int k = 0; k < n; k++)
+        if (adb__migrations_postgres[k].version == v) done[k] = 1;
+    }
+    PQclear(r); /* no table yet: every migration is pending */
   }
-  PGresult *r = PQexec(c, "SELECT version FROM schema_migrations");
-  for (int i = 0; PQresultStatus(r) == PGRES_TUPLES_OK && i < PQntuples(r);
-       i++) {
-    int v = atoi(PQgetvalue(r, i, 0));
-    for (int k = 0; k < n; k++)
-      if (adb__migrations_postgres[k].version == v) done[k] = 1;
-  }
-  PQclear(r);
   PQfinish(c);
-  return 0;
+  return rc;
+}
+
+static int status(const char *url) {
+  int pg = is_pg(url), sqlite = !strncmp(url, "sqlite://", 9);
+  if (!pg && !sqlite) {
+    fprintf(stderr, "agentdb migrate: --status knows sqlite:// and "
+                    "postgresql:// stores\n");
+    return 2;
+  }
+  const adb__migration *m =
+      pg ? adb__migrations_postgres : adb__migrations_sqlite;
+  int n = pg ? adb__n_migrations_postgres : adb__n_migrations_sqlite;
+  char *done = calloc((size_t)n + 1, 1);
+  if (!done) return 1;
+  int rc = pg ? pg_versions(url, done, n) : sqlite_versions(url, done, n);
+  int pending = 0;
+  for (int k = 0; !rc && k < n; k++) {
+    printf("  %04d_%-30s %s\n", m[k].version, m[k].name,
+           done[k] ? "applied" : "pending");
+    pending += !done[k];
+  }
+  free(done);
+  if (rc) return 1;
+  printf("%s: %d applied, %d pending\n", pg ? "postgresql" : "sqlite",
+         n - pending, pending);
+  return pending ? 3 : 0;
 }
 
 /* 0 when every compiled-in migration is recorded, 3 otherwise. */
@@ -212,6 +275,7 @@ static int wait_current(const char *url, long seconds) {
 
 int cli_migrate(int argc, char **argv) {
   const char *url = getenv("AGENTDB_STORE");
+  int only_status = 0;
   long wait = -1;
   int only_check = 0;
   for (int i = 1; i < argc; i++) {
@@ -231,6 +295,8 @@ int cli_migrate(int argc, char **argv) {
       url = argv[++i];
     } else if (!strncmp(argv[i], "--store=", 8)) {
       url = argv[i] + 8;
+    } else if (!strcmp(argv[i], "--status")) {
+      only_status = 1;
     } else {
       fprintf(stderr, "agentdb migrate: unknown argument '%s'\n", argv[i]);
       usage(stderr);
@@ -242,7 +308,8 @@ int cli_migrate(int argc, char **argv) {
   if (wait >= 0) return wait_current(url, wait);
   char shown[1024];
   redact(url, shown, sizeof shown);
-  printf("migrating %s\n", shown);
+  printf("%s %s\n", only_status ? "status of" : "migrating", shown);
   fflush(stdout);
+  if (only_status) return status(url);
   return is_pg(url) ? migrate_pg(url) : migrate_other(url);
 }

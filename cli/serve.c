@@ -21,6 +21,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -63,6 +64,10 @@ enum {
   O_LOG_FORMAT,
   O_SLOW_MS,
   O_DASH_AGENTS,
+  O_DATA_DIR,
+  O_CORS,
+  O_RATE,
+  O_BURST,
   N_OPT
 };
 
@@ -132,6 +137,20 @@ static const opt_def opts[N_OPT] = {
                        "100", "N",
                        "agents with their own dashboard and /metrics "
                        "series; more count as agent _other"},
+    [O_DATA_DIR] = {"data-dir", "AGENTDB_DATA_DIR", "", "DIR",
+                    "where every file goes: the SQLite store DIR/agentdb.db "
+                    "(unless --store names one) and the vector index "
+                    "snapshots DIR/index (default: next to a SQLite store, "
+                    "none for PostgreSQL)"},
+    [O_CORS] = {"cors-origins", "AGENTDB_CORS_ORIGINS", "", "LIST",
+                "browser origins allowed (comma-separated, '*' = any; "
+                "default: CORS off)"},
+    [O_RATE] = {"rate-limit", "AGENTDB_RATE_LIMIT", "0", "N",
+                "requests a second per API key, on average (0: no limit; "
+                "429 with Retry-After above)"},
+    [O_BURST] = {"rate-burst", "AGENTDB_RATE_BURST", "", "N",
+                 "requests a key may burst above --rate-limit (default: "
+                 "the rate, at least 1)"},
 };
 
 static void usage(FILE *f) {
@@ -184,6 +203,8 @@ typedef struct settings {
   adb_config cfg;
   adb__http_config http;
   int threads;
+  double rate, burst;
+  char data_dir[PATH_MAX], index_dir[PATH_MAX + 8], store_url[PATH_MAX + 32];
 } settings;
 
 static int number(const settings *s, int o, int suffix, long long lo,
@@ -228,6 +249,34 @@ static int read_args(settings *s, int argc, char **argv) {
   return 0;
 }
 
+/* --data-dir: the default store and the index snapshots go there, as
+ * absolute paths (the working directory then holds nothing of ours). */
+static int data_dir(settings *s) {
+  const char *d = s->val[O_DATA_DIR];
+  if (!d[0]) return 0;
+  char tmp[PATH_MAX];
+  snprintf(tmp, sizeof tmp, "%s", d);
+  for (char *p = tmp + 1;; p++) { /* mkdir -p */
+    if (*p && *p != '/') continue;
+    char c = *p;
+    *p = 0;
+    mkdir(tmp, 0755);
+    if (!(*p = c)) break;
+  }
+  if (!realpath(d, s->data_dir)) {
+    fprintf(stderr, "agentdb serve: --data-dir %s: %s\n", d, strerror(errno));
+    return -1;
+  }
+  snprintf(s->index_dir, sizeof s->index_dir, "%s/index", s->data_dir);
+  s->cfg.index_dir = s->index_dir;
+  if (s->val[O_STORE] == opts[O_STORE].def) {
+    snprintf(s->store_url, sizeof s->store_url, "sqlite://%s/agentdb.db",
+             s->data_dir);
+    s->cfg.store_url = s->store_url;
+  }
+  return 0;
+}
+
 static int convert(settings *s) {
   long long v[N_OPT] = {0};
   const int big = 1 << 30;
@@ -252,7 +301,8 @@ static int convert(settings *s) {
       number(s, O_SHUTDOWN_TIMEOUT, 0, 1, big, &v[O_SHUTDOWN_TIMEOUT]) ||
       number(s, O_SEED, 0, 0, 0x7fffffffffffffffLL, &v[O_SEED]) ||
       number(s, O_SLOW_MS, 0, 0, big, &s->slow_ms) ||
-      number(s, O_DASH_AGENTS, 0, 1, 100000, &s->dash_agents))
+      number(s, O_DASH_AGENTS, 0, 1, 100000, &s->dash_agents) ||
+      number(s, O_RATE, 0, 0, 1000000000, &v[O_RATE]))
     return -1;
   const char *lf = s->val[O_LOG_FORMAT];
   if (strcmp(lf, "text") && strcmp(lf, "json")) {
@@ -263,6 +313,11 @@ static int convert(settings *s) {
     return -1;
   }
   s->log = (adb__log){.f = stderr, .json = strcmp(lf, "json") == 0};
+  v[O_BURST] = v[O_RATE] > 0 ? v[O_RATE] : 1;
+  if (s->val[O_BURST][0] && number(s, O_BURST, 0, 1, 1000000000, &v[O_BURST]))
+    return -1;
+  s->rate = (double)v[O_RATE];
+  s->burst = (double)v[O_BURST];
   const char *d = s->val[O_DURABILITY];
   if (strcmp(d, "sync") && strcmp(d, "async")) {
     fprintf(stderr,
@@ -283,6 +338,7 @@ static int convert(settings *s) {
                         .cache_max_bytes = (size_t)v[O_CACHE_MAX_BYTES],
                         .pool_size = (int)v[O_POOL_SIZE],
                         .seed = (uint64_t)v[O_SEED]};
+  if (data_dir(s) < 0) return -1;
   s->threads = (int)v[O_THREADS];
   s->http =
       (adb__http_config){.listen = s->val[O_LISTEN],
@@ -321,10 +377,14 @@ static void *second_signal(void *arg) {
   return NULL;
 }
 
+#define MAX_RELOADS 64
+
 typedef struct running {
   adb *db;
   adb__health *health;
   adb__auth *auth;
+  adb__auth *retired[MAX_RELOADS]; /* replaced by SIGHUP, freed at exit */
+  int n_retired;
   FILE *access;
   adb__api *api;
   adb__http_server *srv;
@@ -335,8 +395,7 @@ static int open_all(settings *s, running *r) {
   make_store_dir(s->cfg.store_url);
   int rc = adb_open(&s->cfg, &r->db, err, sizeof err);
   if (rc != ADB_OK) {
-    fprintf(stderr, "agentdb serve: cannot open the store: %s\n",
-            err[0] ? err : adb_strerror(rc));
+    fprintf(stderr, "agentdb serve: %s\n", err[0] ? err : adb_strerror(rc));
     return -1;
   }
   const char *keys = s->val[O_API_KEYS];
@@ -357,7 +416,13 @@ static int open_all(settings *s, running *r) {
                         .access_log = r->access,
                         .log = &s->log,
                         .slow_ms = s->slow_ms,
-                        .dash_max_agents = (int)s->dash_agents};
+                        .dash_max_agents = (int)s->dash_agents,
+                        .cors_origins = s->val[O_CORS],
+                        .rate_per_s = r->auth ? s->rate : 0,
+                        .rate_burst = s->burst};
+  if (s->rate > 0 && !r->auth)
+    fprintf(stderr, "agentdb serve: --rate-limit is per API key: without "
+                    "--api-keys-file it does nothing\n");
   if (adb__api_new(&ac, &r->api) != ADB_OK) {
     fprintf(stderr, "agentdb serve: out of memory\n");
     return -1;
@@ -377,6 +442,34 @@ static int open_all(settings *s, running *r) {
 
 /* Stops in order: HTTP (in-flight requests finish), then the library
  * (the write queue drains). Returns the drain result. */
+/* SIGHUP: the keys file again. A file that does not load leaves the keys
+ * in force unchanged. */
+static void reload_keys(const settings *s, running *r) {
+  const char *path = s->val[O_API_KEYS];
+  if (!path[0] || !r->auth) {
+    fprintf(stderr, "agentdb: SIGHUP: no --api-keys-file, nothing to reload\n");
+    return;
+  }
+  if (r->n_retired == MAX_RELOADS) {
+    fprintf(stderr,
+            "agentdb: SIGHUP: %d reloads already; restart to reload "
+            "again\n",
+            MAX_RELOADS);
+    return;
+  }
+  char err[512] = "";
+  adb__auth *a = NULL;
+  if (adb__auth_load(path, &a, err, sizeof err) != ADB_OK) {
+    fprintf(stderr, "agentdb: SIGHUP: %s; the keys in force stay\n", err);
+    return;
+  }
+  adb__api_set_auth(r->api, a);
+  r->retired[r->n_retired++] = r->auth;
+  r->auth = a;
+  fprintf(stderr, "agentdb: SIGHUP: %d API keys loaded from %s\n",
+          adb__auth_count(a), path);
+}
+
 static int close_all(running *r) {
   if (r->api) adb__api_set_health(r->api, NULL);
   adb__health_stop(r->health);
@@ -388,6 +481,8 @@ static int close_all(running *r) {
   int rc = adb_close(r->db);
   adb__api_free(r->api);
   adb__auth_free(r->auth);
+  for (int i = 0; i < r->n_retired; i++)
+    adb__auth_free(r->retired[i]);
   if (r->access && r->access != stdout) fclose(r->access);
   return rc;
 }
@@ -434,7 +529,10 @@ int cli_serve(int argc, char **argv) {
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, NULL);
+  static sigset_t with_hup;
+  with_hup = set;
+  sigaddset(&with_hup, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &with_hup, NULL);
   signal(SIGPIPE, SIG_IGN);
   running r;
   memset(&r, 0, sizeof r);
@@ -449,7 +547,8 @@ int cli_serve(int argc, char **argv) {
   fflush(stdout);
   log_start(&s, &r);
   int sig = 0;
-  sigwait(&set, &sig);
+  while (sigwait(&with_hup, &sig) == 0 && sig == SIGHUP)
+    reload_keys(&s, &r);
   adb__logf f[] = {ADB_LOGS("signal", sig == SIGINT ? "SIGINT" : "SIGTERM")};
   adb__log_event(&s.log, "info", "shutdown",
                  "finishing in-flight requests, then draining the write "

@@ -445,6 +445,66 @@ typedef struct adb_stats {
 
 void adb_stats_get(adb *db, adb_stats *out);
 
+/* ----------------------------------------------------------------- admin */
+
+/* Up to limit (1..1000) agent ids greater than after (NULL or "" = from
+ * the first), in id order, into ids; *n_out is the number written. Page by
+ * passing the last id of a page as the next after. */
+int adb_agents_list(adb *db, const char *after, int limit,
+                    char (*ids)[ADB_ID_MAX + 1], int *n_out);
+
+/* Deletes an agent and everything it holds: config, catalogue, policies,
+ * decisions, rewards, episodes, patterns and rollups, their cache entries
+ * and their vectors. Writes queued before the call are committed first.
+ * ADB_ENOTFOUND for an unknown agent. Other replicas drop the agent's
+ * cached config within ADB_AGENT_REFRESH_MS (5 s); their vector indexes
+ * keep its vectors until they restart (see docs/admin.md). */
+int adb_agent_delete(adb *db, const char *agent_id);
+
+/* Resets an agent's learning: deletes its policies (every user's and the
+ * agent-wide ones), decisions, rewards, episodes, patterns and rollups,
+ * keeping its config and catalogue. */
+int adb_agent_reset(adb *db, const char *agent_id);
+
+/* One action of a catalogue as listed. */
+typedef struct adb_action_info {
+  char id[ADB_ID_MAX + 1];
+  int disabled;
+  int embedding_dim;   /* 0 = none */
+  char *metadata_json; /* NULL or a JSON object; freed with the list */
+} adb_action_info;
+
+/* The catalogue of an agent, in id order; *out malloc'd, free it with
+ * adb_actions_free(*out, *n_out). */
+int adb_actions_list(adb *db, const char *agent_id, adb_action_info **out,
+                     int *n_out);
+void adb_actions_free(adb_action_info *v, int n);
+/* Deletes one action; ADB_ENOTFOUND when the catalogue lacks it. */
+int adb_action_delete(adb *db, const char *agent_id, const char *action_id);
+
+/* What the store holds about one user, row counts per table. */
+typedef struct adb_user_summary {
+  int64_t decisions, rewards, episodes, policy_rows;
+  int has_state;                  /* a user_states row */
+  int64_t sessions;               /* distinct sessions of the user's episodes */
+  int n_agents;                   /* agents the user has rows with */
+  char (*agents)[ADB_ID_MAX + 1]; /* malloc'd, free with adb_free */
+} adb_user_summary;
+
+/* Inspects a user across tables (a user with no row at all is ADB_OK with
+ * zero counts). */
+int adb_user_summary_get(adb *db, const char *user_id, adb_user_summary *out);
+
+/* Erases every trace of a user: every row whose user is user_id in every
+ * table, the cache entries of its policies, state and sessions, and its
+ * vectors (user state and episodes) in this handle's indexes and their
+ * on-disk snapshot. The agent-wide ('*') posteriors are decremented by the
+ * user's own contributions (the user's policy rows), so they become what
+ * they would be had the user never rewarded anything. Writes queued before
+ * the call are committed first. *erased (may be NULL) gets the counts of
+ * what was removed. */
+int adb_user_erase(adb *db, const char *user_id, adb_user_summary *erased);
+
 /* Frees memory that the library handed to the caller. */
 void adb_free(void *p);
 

@@ -16,9 +16,9 @@
  *
  * Errors are {"error":{"code","message","field"}} with stable codes:
  * invalid_json, missing_field, invalid_field, not_found, method_not_allowed,
- * unauthorized, conflict, body_too_large, queue_full, store_unavailable,
- * timeout, shutting_down, not_implemented, internal (and the HTTP layer's
- * bad_request, request_timeout, headers_too_large).
+ * unauthorized, forbidden, rate_limited, conflict, body_too_large, queue_full,
+ * store_unavailable, timeout, shutting_down, not_implemented, internal (and the
+ * HTTP layer's bad_request, request_timeout, headers_too_large).
  */
 #define _GNU_SOURCE
 #include "api_internal.h"
@@ -217,8 +217,14 @@ static const route routes[] = {
     {GET, "/healthz", h_healthz, BLK_NEVER, 1},
     {GET, "/readyz", h_readyz, BLK_NEVER, 1},
     {GET, "/metrics", h_metrics, BLK_NEVER, 1},
+    {GET, "/v1/agents", adb__api_agents_list, BLK_ALWAYS, 0},
     {PUT, "/v1/agents/{agent}", adb__api_agent_put, BLK_ALWAYS, 0},
     {GET, "/v1/agents/{agent}", adb__api_agent_get, BLK_NEVER, 0},
+    {DEL, "/v1/agents/{agent}", adb__api_agent_delete, BLK_ALWAYS, 0},
+    {POST, "/v1/agents/{agent}/reset", adb__api_agent_reset, BLK_ALWAYS, 0},
+    {GET, "/v1/agents/{agent}/actions", adb__api_actions_list, BLK_ALWAYS, 0},
+    {DEL, "/v1/agents/{agent}/actions/{action}", adb__api_action_delete,
+     BLK_ALWAYS, 0},
     {PUT, "/v1/agents/{agent}/actions/{action}", adb__api_action_put,
      BLK_ALWAYS, 0},
     {POST, "/v1/agents/{agent}/actions", adb__api_actions_post, BLK_ALWAYS, 0},
@@ -238,6 +244,8 @@ static const route routes[] = {
     {POST, "/v1/users/search", adb__api_users_search, BLK_NEVER, 0},
     {PUT, "/v1/users/{user}/state", adb__api_user_put, BLK_ALWAYS, 0},
     {GET, "/v1/users/{user}/state", adb__api_user_get, BLK_NEVER, 0},
+    {GET, "/v1/users/{user}", adb__api_user_summary, BLK_ALWAYS, 0},
+    {DEL, "/v1/users/{user}", adb__api_user_erase, BLK_ALWAYS, 0},
     {PUT, "/v1/sessions/{session}", adb__api_session_put, BLK_NEVER, 0},
     {GET, "/v1/sessions/{session}", adb__api_session_get, BLK_NEVER, 0},
     {DEL, "/v1/sessions/{session}", adb__api_session_delete, BLK_NEVER, 0},
@@ -349,7 +357,7 @@ static const route *find_route(rctx *x, const char **seg, size_t *len, int *n) {
 
 /* API key and agent scope. */
 static int authorise(rctx *x) {
-  const adb__auth *auth = x->api->cfg.auth;
+  const adb__auth *auth = x->auth;
   x->key = -1;
   if (!auth || x->rt->open) return 0;
   x->key =
@@ -368,9 +376,8 @@ static int authorise(rctx *x) {
  * other: the route table is not shown to anonymous clients. */
 static void hide_routes(rctx *x) {
   const adb__http_req *r = x->req;
-  if (!x->api->cfg.auth || r->path_len < 3 || memcmp(r->path, "/v1", 3) ||
-      adb__auth_check(x->api->cfg.auth, r->authorization,
-                      r->authorization_len) >= 0)
+  if (!x->auth || r->path_len < 3 || memcmp(r->path, "/v1", 3) ||
+      adb__auth_check(x->auth, r->authorization, r->authorization_len) >= 0)
     return;
   x->resp->headers_len = 0;
   adb__api_fail(x, 401, "unauthorized", NULL,
@@ -383,7 +390,7 @@ static int scope_ok(rctx *x) {
   if (x->key < 0 || (strncmp(x->rt->pattern, "/v1/agents/", 11) != 0 &&
                      strncmp(x->rt->pattern, "/v1/dashboard/agents/", 21)))
     return 0;
-  if (adb__auth_allows(x->api->cfg.auth, x->key, x->param[0])) return 0;
+  if (adb__auth_allows(x->auth, x->key, x->param[0])) return 0;
   return adb__api_fail(x, 404, "not_found", NULL, "unknown agent '%s'",
                        x->param[0]);
 }
@@ -424,6 +431,92 @@ static void request_id(const adb__http_req *req, adb__http_resp *resp) {
   adb__http_resp_header(resp, "X-Request-Id", resp->request_id);
 }
 
+/* ------------------------------------------------- CORS and rate limits */
+
+/* The request's Origin when the allow-list holds it, else NULL. */
+static const char *cors_origin(rctx *x) {
+  const char *list = x->api->cfg.cors_origins;
+  const adb__http_req *r = x->req;
+  if (!list || !list[0] || !r->origin || !r->origin_len || r->origin_len > 256)
+    return NULL;
+  for (const char *p = list; *p;) {
+    size_t n = strcspn(p, ",");
+    while (n && p[n - 1] == ' ')
+      n--;
+    if ((n == 1 && *p == '*') ||
+        (n == r->origin_len && memcmp(p, r->origin, n) == 0))
+      return adb__api_strndup(x, r->origin, r->origin_len);
+    p += strcspn(p, ",");
+    while (*p == ',' || *p == ' ')
+      p++;
+  }
+  return NULL;
+}
+
+/* Adds the CORS headers of an allowed origin to the answer; answers a
+ * preflight (OPTIONS) and returns 1 then. Called once per request, when
+ * its answer is final (never before a deferral). */
+static int cors(rctx *x) {
+  const char *o = cors_origin(x);
+  if (!o) return 0;
+  adb__http_resp_header(x->resp, "Access-Control-Allow-Origin", o);
+  adb__http_resp_header(x->resp, "Vary", "Origin");
+  if (x->req->method != ADB__HTTP_OPTIONS) return 0;
+  adb__http_resp_header(x->resp, "Access-Control-Allow-Methods",
+                        "GET, PUT, POST, DELETE");
+  adb__http_resp_header(x->resp, "Access-Control-Allow-Headers",
+                        "Authorization, Content-Type");
+  adb__http_resp_header(x->resp, "Access-Control-Max-Age", "600");
+  x->resp->status = 204;
+  return 1;
+}
+
+static int64_t mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Takes a token from the key's bucket, or answers 429 with the seconds
+ * until one is there. */
+static int rate_ok(rctx *x) {
+  adb__api *api = x->api;
+  if (!api->buckets || x->key < 0) return 0;
+  int k = x->key < ADB_API_MAX_BUCKETS ? x->key : ADB_API_MAX_BUCKETS - 1;
+  adb__api_bucket *b = &api->buckets[k];
+  double rate = api->cfg.rate_per_s, burst = api->cfg.rate_burst, wait = 0;
+  int64_t now = mono_ns();
+  pthread_mutex_lock(&b->mu);
+  b->tokens += (double)(now - b->at_ns) * 1e-9 * rate;
+  if (b->tokens > burst) b->tokens = burst;
+  b->at_ns = now;
+  if (b->tokens >= 1)
+    b->tokens -= 1;
+  else
+    wait = (1 - b->tokens) / rate;
+  pthread_mutex_unlock(&b->mu);
+  if (wait <= 0) return 0;
+  char v[24];
+  snprintf(v, sizeof v, "%.0f", ceil(wait));
+  adb__api_fail(x, 429, "rate_limited", NULL,
+                "this API key is limited to %g requests a second (bursts of "
+                "%g); retry after %s s",
+                rate, burst, v);
+  adb__http_resp_header(x->resp, "Retry-After", v);
+  return -1;
+}
+
+static void buckets_reset(adb__api *api) {
+  if (!api->buckets) return;
+  int64_t now = mono_ns();
+  for (int i = 0; i < ADB_API_MAX_BUCKETS; i++) {
+    pthread_mutex_lock(&api->buckets[i].mu);
+    api->buckets[i].tokens = api->cfg.rate_burst;
+    api->buckets[i].at_ns = now;
+    pthread_mutex_unlock(&api->buckets[i].mu);
+  }
+}
+
 static int blocks(const adb__api *api, const route *rt) {
   return rt->blocking == BLK_ALWAYS ||
          (rt->blocking == BLK_SYNC &&
@@ -438,11 +531,16 @@ int adb__api_handle(void *ud, adb__http_req *req, adb__http_resp *resp) {
             .resp = resp,
             .out = resp->body,
             .ar = thread_arena(),
+            .auth = __atomic_load_n(&api->cfg.auth, __ATOMIC_ACQUIRE),
             .key = -1};
   if (!x.ar) {
     resp->status = 500;
     adb__buf_puts(resp->body, "{\"error\":{\"code\":\"internal\","
                               "\"message\":\"out of memory\"}}");
+    return ADB__HTTP_DONE;
+  }
+  if (req->method == ADB__HTTP_OPTIONS && cors(&x)) { /* a preflight */
+    adb__arena_reset(x.ar);
     return ADB__HTTP_DONE;
   }
   const char *seg[MAX_PARAMS];
@@ -451,8 +549,8 @@ int adb__api_handle(void *ud, adb__http_req *req, adb__http_resp *resp) {
   x.rt = find_route(&x, seg, len, &n);
   resp->route = x.rt ? (int)(x.rt - routes) : 0;
   if (!x.rt) hide_routes(&x);
-  if (x.rt && !authorise(&x) && !take_params(&x, seg, len, n) &&
-      !scope_ok(&x)) {
+  if (x.rt && !authorise(&x) && (req->in_pool || !rate_ok(&x)) &&
+      !take_params(&x, seg, len, n) && !scope_ok(&x)) {
     if (blocks(api, x.rt) && !req->in_pool) {
       adb__arena_reset(x.ar);
       return ADB__HTTP_DEFER;
@@ -460,6 +558,7 @@ int adb__api_handle(void *ud, adb__http_req *req, adb__http_resp *resp) {
     x.rt->fn(&x);
   }
   request_id(req, resp);
+  cors(&x);
   json_decref(x.doc);
   adb__arena_reset(x.ar);
   return ADB__HTTP_DONE;
@@ -553,7 +652,7 @@ int adb__api_new(const adb__api_config *cfg, adb__api **out) {
   api->cfg = *cfg;
   api->names = calloc(N_ROUTES, sizeof *api->names);
   api->methods = calloc(N_ROUTES, sizeof *api->methods);
-  if (!api->names || !api->methods) goto adb__api_fail;
+  if (!api->names || !api->methods) goto fail;
   for (int i = 0; i < N_ROUTES; i++) {
     api->names[i] = routes[i].pattern;
     api->methods[i] = method_name(routes[i].method);
@@ -561,21 +660,37 @@ int adb__api_new(const adb__api_config *cfg, adb__api **out) {
   api->metrics = adb__metrics_new(cfg->threads > 0 ? cfg->threads : 1, N_ROUTES,
                                   api->names, api->methods);
   api->dash = adb__dash_new(cfg->dash_max_agents);
-  if (!api->metrics || !api->dash) goto adb__api_fail;
+  if (!api->metrics || !api->dash) goto fail;
+  if (cfg->rate_per_s > 0) {
+    if (api->cfg.rate_burst < 1) api->cfg.rate_burst = 1;
+    api->buckets = calloc(ADB_API_MAX_BUCKETS, sizeof *api->buckets);
+    if (!api->buckets) goto fail;
+    for (int i = 0; i < ADB_API_MAX_BUCKETS; i++)
+      pthread_mutex_init(&api->buckets[i].mu, NULL);
+    buckets_reset(api);
+  }
   *out = api;
   return ADB_OK;
-adb__api_fail:
+fail:
   adb__api_free(api);
   return ADB_ENOMEM;
 }
 
 void adb__api_free(adb__api *api) {
   if (!api) return;
+  for (int i = 0; api->buckets && i < ADB_API_MAX_BUCKETS; i++)
+    pthread_mutex_destroy(&api->buckets[i].mu);
+  free(api->buckets);
   adb__metrics_free(api->metrics);
   adb__dash_free(api->dash);
   free(api->names);
   free(api->methods);
   free(api);
+}
+
+void adb__api_set_auth(adb__api *api, const adb__auth *auth) {
+  __atomic_store_n(&api->cfg.auth, auth, __ATOMIC_RELEASE);
+  buckets_reset(api); /* key indexes now name other keys */
 }
 
 void adb__api_set_server(adb__api *api, adb__http_server *srv) {

@@ -28,10 +28,21 @@ typedef struct adb__api_config {
   const adb__log *log;       /* structured events (slow requests); or NULL */
   int64_t slow_ms;           /* a request slower than this is an event; 0:
                                 none */
+  /* CORS: origins allowed to call from a browser, comma-separated
+   * ("https://a.example,https://b.example"; "*" = any); NULL or "" = CORS
+   * off (no Access-Control-* header, OPTIONS is 405). */
+  const char *cors_origins;
+  /* Per API key token bucket: rate_per_s requests a second on average,
+   * bursts of rate_burst; 0 = no limit. Only with API keys. */
+  double rate_per_s, rate_burst;
 } adb__api_config;
 
 int adb__api_new(const adb__api_config *cfg, adb__api **out);
 void adb__api_free(adb__api *api);
+/* Replaces the API keys (SIGHUP): requests that started keep the keys
+ * they started with, so the caller frees the old table only once no
+ * request can hold it (agentdb serve keeps it until exit). */
+void adb__api_set_auth(adb__api *api, const adb__auth *auth);
 /* Lets /readyz and /metrics see a shutdown starting. */
 void adb__api_set_server(adb__api *api, adb__http_server *srv);
 

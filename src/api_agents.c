@@ -14,8 +14,8 @@
 static const char *const cross_names[4] = {"user_action", "context_action",
                                            "action", "bias"};
 
-static void put_agent(adb__buf *b, const adb_agent_config *c,
-                      const adb_agent_counters *n) {
+void adb__api_put_agent(adb__buf *b, const adb_agent_config *c,
+                        const adb_agent_counters *n) {
   adb__buf_putc(b, '{');
   adb__api_put_str(b, "id", c->id, 1);
   adb__api_put_str(b, "algorithm", adb__api_algo_name(c->algorithm), 0);
@@ -243,7 +243,7 @@ int adb__api_agent_put(rctx *x) {
   if (!doc || agent_from_json(x, doc, &c)) return -1;
   int rc = adb_agent_put(x->db, &c);
   if (rc != ADB_OK) return adb__api_fail_adb(x, rc, NULL);
-  put_agent(x->out, &c, NULL);
+  adb__api_put_agent(x->out, &c, NULL);
   return 0;
 }
 
@@ -253,7 +253,7 @@ int adb__api_agent_get(rctx *x) {
   int rc = adb_agent_get(x->db, x->param[0], &c);
   if (rc == ADB_OK) rc = adb_agent_counters_get(x->db, x->param[0], &n);
   if (rc != ADB_OK) return adb__api_fail_adb(x, rc, NULL);
-  put_agent(x->out, &c, &n);
+  adb__api_put_agent(x->out, &c, &n);
   return 0;
 }
 

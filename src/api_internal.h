@@ -4,14 +4,17 @@
  * (api_json.c), errors (api.c) and the handlers, one file per resource:
  * api_agents.c (agents, actions, policies, agent metrics), api_decide.c
  * (decide, rewards), api_memory.c (episodes, users, patterns, vector
- * search), api_sessions.c. The table that maps paths to handlers is in
- * api.c.
+ * search), api_sessions.c, api_admin.c (agent list, delete and reset,
+ * action list and delete, user inspection and erasure). The table that maps
+ * paths to handlers is in api.c.
  *
  * Handlers and readers write their error answer themselves and return -1;
  * every allocation comes from the request's arena (freed after the answer).
  */
 #ifndef ADB_API_INTERNAL_H
 #define ADB_API_INTERNAL_H
+
+#include <pthread.h>
 
 #include "api.h"
 #include "dash.h"
@@ -35,8 +38,18 @@ typedef struct route {
   int open;     /* no API key needed */
 } route;
 
+/* One API key's token bucket (api.c). */
+typedef struct adb__api_bucket {
+  pthread_mutex_t mu;
+  double tokens;
+  int64_t at_ns;
+} adb__api_bucket;
+
+#define ADB_API_MAX_BUCKETS 4096 /* keys beyond share the last bucket */
+
 struct adb__api {
   adb__api_config cfg;
+  adb__api_bucket *buckets; /* rate limits: one per key index, or NULL */
   adb__metrics *metrics;
   adb__dash *dash; /* per-agent series for the dashboard and /metrics */
   adb__http_server *srv;
@@ -54,7 +67,8 @@ struct rctx {
   const route *rt;
   char *param[MAX_PARAMS]; /* decoded path parameters, in order */
   json_t *doc;
-  int key; /* API key index, -1 without auth */
+  const adb__auth *auth; /* the keys in force when the request came */
+  int key;               /* API key index in auth, -1 without auth */
 };
 
 /* Open-addressing set of strings in the arena, for uniqueness checks. */
@@ -130,7 +144,9 @@ const char *adb__api_query_get(rctx *x, const char *name, int *bad);
 int64_t adb__api_wall_ms(void);
 int adb__api_time_param(rctx *x, const char *name, int64_t *ms);
 int adb__api_session_delete(rctx *x);
-;
+/* An agent's config (and counters, when n is not NULL) as JSON. */
+void adb__api_put_agent(adb__buf *b, const adb_agent_config *c,
+                        const adb_agent_counters *n);
 
 /* ------------------------------------------------------------- handlers */
 
@@ -158,5 +174,12 @@ int adb__api_dash_overview(rctx *x);
 int adb__api_dash_series(rctx *x);
 int adb__api_dash_recent(rctx *x);
 int adb__api_dash_inspect(rctx *x);
+int adb__api_agents_list(rctx *x);
+int adb__api_agent_delete(rctx *x);
+int adb__api_agent_reset(rctx *x);
+int adb__api_actions_list(rctx *x);
+int adb__api_action_delete(rctx *x);
+int adb__api_user_summary(rctx *x);
+int adb__api_user_erase(rctx *x);
 
 #endif /* ADB_API_INTERNAL_H */

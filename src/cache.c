@@ -26,7 +26,8 @@ int adb__cache_open(const char *url, const adb_config *cfg, adb__cache **out,
     if (adb__url_has_scheme(url, backends[i]->scheme))
       return backends[i]->open(url, cfg, out, err, errlen);
   snprintf(err, errlen,
-           "unsupported cache URL '%s' (expected mem://, redis://)",
+           "unsupported cache URL '%s': the schemes are mem://, "
+           "redis://HOST:PORT/DB and redis-cluster://HOST:PORT,HOST:PORT,...",
            url ? url : "(null)");
   return ADB_EURL;
 }

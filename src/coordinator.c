@@ -442,6 +442,25 @@ static int lat_percentile(const int64_t *h, double q) {
   return ADB_LAT_BUCKETS - 1;
 }
 
+/* Forgets the counters of a deleted or reset agent (worker only). */
+static void drop_counters(adb__agent_stats *s) {
+  atomic_store(&s->decisions, 0);
+  atomic_store(&s->cache_hits, 0);
+  atomic_store(&s->cache_misses, 0);
+  for (int b = 0; b < ADB_LAT_BUCKETS; b++)
+    atomic_store(&s->lat[b], 0);
+  s->rewards = 0;
+  s->reward_sum = 0;
+  memset(s->hour_lat, 0, sizeof s->hour_lat);
+}
+
+void adb__agent_stats_drop(adb *db, const char *id) {
+  pthread_rwlock_rdlock(&db->agents_lock);
+  adb__agent_stats *s = adb__strmap_get(&db->agent_stats, id);
+  if (s) atomic_store(&s->dropped, 1);
+  pthread_rwlock_unlock(&db->agents_lock);
+}
+
 /* Swaps each agent's counters out into metrics deltas (worker only). */
 static int collect_metrics(adb *db, adb__metrics_delta **out) {
   int64_t now = adb__now_ms(), hour = now - now % 3600000;
@@ -451,6 +470,10 @@ static int collect_metrics(adb *db, adb__metrics_delta **out) {
   for (size_t i = 0; m && i < db->agent_stats.cap; i++) {
     if (!db->agent_stats.slots[i].key) continue;
     adb__agent_stats *s = db->agent_stats.slots[i].val;
+    if (atomic_exchange(&s->dropped, 0)) {
+      drop_counters(s);
+      continue;
+    }
     adb__metrics_delta *d = &m[n];
     snprintf(d->agent, sizeof d->agent, "%s", db->agent_stats.slots[i].key);
     d->hour_ms = hour;
@@ -463,8 +486,17 @@ static int collect_metrics(adb *db, adb__metrics_delta **out) {
     s->reward_sum = 0;
     if (s->hour_ms != hour) memset(s->hour_lat, 0, sizeof s->hour_lat);
     s->hour_ms = hour;
-    for (int b = 0; b < ADB_LAT_BUCKETS; b++)
-      s->hour_lat[b] += atomic_exchange(&s->lat[b], 0);
+    int64_t sampled = 0;
+    for (int b = 0; b < ADB_LAT_BUCKETS; b++) {
+      int64_t k = atomic_exchange(&s->lat[b], 0);
+      s->hour_lat[b] += k;
+      sampled += k;
+    }
+    /* Nothing happened: no row to write (a deleted agent's stats stay in
+     * the map, and must not bring its rollup row back). */
+    if (!d->decisions && !d->cache_hits && !d->cache_misses && !d->rewards &&
+        !sampled)
+      continue;
     int p50 = lat_percentile(s->hour_lat, 0.5);
     int p99 = lat_percentile(s->hour_lat, 0.99);
     /* A bucket's geometric middle: [2^i, 2^(i+1)) us. */
@@ -493,19 +525,18 @@ static void count_rewards(adb *db, const adb__batch *b) {
 }
 
 /* Applies committed posterior changes to the cache, one call per key. */
-static void apply_changes(adb *db, adb__batch *b) {
+void adb__apply_changes(adb *db, const adb__policy_change *ch, int nch) {
   const char *actions[256];
   adb__arm_stats deltas[256];
   char key[600];
-  for (int i = 0; i < b->n_changes;) {
-    adb__policy_change *c = &b->changes[i];
+  for (int i = 0; i < nch;) {
+    const adb__policy_change *c = &ch[i];
     int n = 0;
-    while (i < b->n_changes && n < 256 &&
-           !strcmp(b->changes[i].agent, c->agent) &&
-           !strcmp(b->changes[i].user, c->user) &&
-           !strcmp(b->changes[i].state_key, c->state_key)) {
-      actions[n] = b->changes[i].action;
-      deltas[n++] = b->changes[i].delta;
+    while (i < nch && n < 256 && !strcmp(ch[i].agent, c->agent) &&
+           !strcmp(ch[i].user, c->user) &&
+           !strcmp(ch[i].state_key, c->state_key)) {
+      actions[n] = ch[i].action;
+      deltas[n++] = ch[i].delta;
       i++;
     }
     adb__policy_key(key, sizeof key, c->agent, c->user, c->state_key);
@@ -517,6 +548,10 @@ static void apply_changes(adb *db, adb__batch *b) {
       return;
     }
   }
+}
+
+static void apply_changes(adb *db, adb__batch *b) {
+  adb__apply_changes(db, b->changes, b->n_changes);
 }
 
 /* JSON of a decision's raw context and candidates (see decide.c). */
@@ -761,10 +796,12 @@ static void flush_round(adb *db, adb__item *chain, int n, int rollup) {
     items[i++] = it;
   }
   if (rollup) {
+    pthread_mutex_lock(&db->rollup_mu); /* see adb__agent_stats */
     nm = collect_metrics(db, &m);
     db->last_rollup_ms = adb__now_ms();
   }
   commit_part(db, items, n, m, nm);
+  if (rollup) pthread_mutex_unlock(&db->rollup_mu);
   if (n) finish_items(db, items, n);
   free(m);
   if (items != one) free(items);
@@ -859,8 +896,18 @@ static void handle_free(adb *db) {
   pthread_cond_destroy(&db->qdone);
   pthread_rwlock_destroy(&db->agents_lock);
   pthread_mutex_destroy(&db->sfmu);
+  pthread_mutex_destroy(&db->rollup_mu);
   pthread_cond_destroy(&db->sfcond);
   free(db);
+}
+
+/* Prefixes an open failure's reason with the component that failed, so
+ * that a bad cache URL is not reported as a store problem. */
+static void name_component(char *err, size_t errlen, const char *what) {
+  if (!err || !errlen) return;
+  char tmp[1024];
+  snprintf(tmp, sizeof tmp, "%s", err);
+  snprintf(err, errlen, "%s: %s", what, tmp);
 }
 
 int adb_open(const adb_config *cfg, adb **out, char *err, size_t errlen) {
@@ -891,11 +938,15 @@ int adb_open(const adb_config *cfg, adb **out, char *err, size_t errlen) {
   pthread_cond_init(&db->qdone, NULL);
   pthread_rwlock_init(&db->agents_lock, NULL);
   pthread_mutex_init(&db->sfmu, NULL);
+  pthread_mutex_init(&db->rollup_mu, NULL);
   pthread_cond_init(&db->sfcond, NULL);
   db->last_rollup_ms = adb__now_ms();
   int rc = adb__store_open(db->store_url, &db->cfg, &db->store, err, errlen);
-  if (rc == ADB_OK)
+  if (rc != ADB_OK) name_component(err, errlen, "store");
+  if (rc == ADB_OK) {
     rc = adb__cache_open(db->cache_url, &db->cfg, &db->cache, err, errlen);
+    if (rc != ADB_OK) name_component(err, errlen, "cache");
+  }
   if (rc == ADB_OK) rc = adb__memory_open(db, &db->mem, err, errlen);
   if (rc == ADB_OK && pthread_create(&db->worker, NULL, flush_worker, db)) {
     snprintf(err, errlen, "cannot start the flush worker");

@@ -31,6 +31,11 @@ typedef struct adb__agent_stats {
   double reward_sum;                 /* worker only */
   int64_t hour_ms;                   /* worker only */
   int64_t hour_lat[ADB_LAT_BUCKETS]; /* whole hour so far, worker only */
+  /* Set when the agent was deleted or reset (admin.c): the worker's next
+   * rollup drops the counters instead of writing them, and clears it.
+   * Set under adb.rollup_mu, which a rollup holds from collecting the
+   * counters to committing them, so none is written after the delete. */
+  _Atomic int dropped;
 } adb__agent_stats;
 
 /* An agent as the coordinator keeps it: config and catalogue, immutable
@@ -95,6 +100,7 @@ struct adb {
   uint64_t batch_prefix, batch_seq; /* batch ids (worker only) */
   pthread_t worker;
   int64_t last_rollup_ms;
+  pthread_mutex_t rollup_mu; /* a rollup, collected to committed */
 
   /* Agents. */
   pthread_rwlock_t agents_lock;
@@ -130,6 +136,10 @@ adb__rng *adb__rng_for(adb *db);
 int adb__agent_acquire(adb *db, const char *agent_id, adb__agent **out);
 void adb__agent_release(adb__agent *a);
 void adb__agent_invalidate(adb *db, const char *agent_id);
+/* Marks the agent's counters dropped (see adb__agent_stats). */
+void adb__agent_stats_drop(adb *db, const char *agent_id);
+/* Applies committed posterior changes (sorted by key) to the cache. */
+void adb__apply_changes(adb *db, const adb__policy_change *ch, int n);
 
 /* Queues a chain of items (linked by ->next; takes ownership), all or none
  * (ADB_EFULL). With wait, blocks until the last one is committed, returns

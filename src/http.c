@@ -39,6 +39,7 @@
 #define _GNU_SOURCE
 #include "http.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -247,6 +248,9 @@ static int parse_header(const char *s, size_t n, adb__http_req *req,
   } else if (name_is(name, nl, "x-request-id")) {
     req->request_id = v;
     req->request_id_len = vl;
+  } else if (name_is(name, nl, "origin")) {
+    req->origin = v;
+    req->origin_len = vl;
   } else if (name_is(name, nl, "content-type")) {
     req->content_type = v;
     req->content_type_len = vl;
@@ -1143,8 +1147,8 @@ static int split_listen(const char *spec, char *host, size_t hl, char *port,
   return port[0] ? 0 : -1;
 }
 
-static int bind_one(const struct addrinfo *ai, int reuseport, char *err,
-                    size_t errlen) {
+static int bind_one(const struct addrinfo *ai, int reuseport, const char *addr,
+                    char *err, size_t errlen) {
   int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
                   ai->ai_protocol);
   if (fd < 0) goto fail;
@@ -1157,7 +1161,7 @@ static int bind_one(const struct addrinfo *ai, int reuseport, char *err,
   if (listen(fd, 1024) < 0) goto fail;
   return fd;
 fail:
-  snprintf(err, errlen, "cannot listen: %s", strerror(errno));
+  snprintf(err, errlen, "cannot listen on %s: %s", addr, strerror(errno));
   if (fd >= 0) close(fd);
   return -1;
 }
@@ -1189,6 +1193,15 @@ static int bind_all(adb__http_server *s, char *err, size_t errlen) {
              s->cfg.listen);
     return -1;
   }
+  char *end = NULL;
+  long pn = strtol(port, &end, 10);
+  if (!isdigit((unsigned char)port[0]) || *end || pn < 0 || pn > 65535) {
+    snprintf(err, errlen,
+             "listen address '%s': the port must be a number 0..65535 "
+             "(0: any free port)",
+             s->cfg.listen);
+    return -1;
+  }
   struct addrinfo hints = {.ai_family = AF_UNSPEC,
                            .ai_socktype = SOCK_STREAM,
                            .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
@@ -1199,7 +1212,7 @@ static int bind_all(adb__http_server *s, char *err, size_t errlen) {
              gai_strerror(rc));
     return -1;
   }
-  int probe = bind_one(ai, 0, err, errlen);
+  int probe = bind_one(ai, 0, s->cfg.listen, err, errlen);
   int p = probe >= 0 ? bound_port(probe) : -1;
   if (probe >= 0) close(probe);
   rc = -1;
@@ -1207,9 +1220,10 @@ static int bind_all(adb__http_server *s, char *err, size_t errlen) {
   set_port(ai->ai_addr, p);
   for (int i = 0; i < s->n_workers; i++) {
     worker *w = &s->workers[i];
-    w->lfd = bind_one(ai, 1, err, errlen);
+    w->lfd = bind_one(ai, 1, s->cfg.listen, err, errlen);
     if (w->lfd < 0 && i > 0) w->lfd = dup(s->workers[0].lfd);
-    if (w->lfd < 0 && i == 0) w->lfd = bind_one(ai, 0, err, errlen);
+    if (w->lfd < 0 && i == 0)
+      w->lfd = bind_one(ai, 0, s->cfg.listen, err, errlen);
     if (w->lfd < 0) goto out;
   }
   char hbuf[64];

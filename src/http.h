@@ -41,6 +41,8 @@ typedef struct adb__http_req {
   int minor;                 /* HTTP/1.<minor> */
   const char *authorization; /* header value or NULL */
   size_t authorization_len;
+  const char *origin; /* Origin header value or NULL (CORS) */
+  size_t origin_len;
   const char *content_type;
   size_t content_type_len;
   const char *request_id; /* X-Request-Id header value or NULL */

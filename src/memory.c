@@ -56,6 +56,7 @@
 #define _GNU_SOURCE /* memrchr */
 #include "memory.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -188,6 +189,9 @@ typedef struct vindex {
   int kind, dim;
   char name[ADB_ID_MAX + 1]; /* agent; "" for users */
   adb__hnsw *h;
+  /* h itself: held shared by adds and searches, exclusively while an
+   * erasure rebuilds the graph without the erased vectors. */
+  pthread_rwlock_t hmu;
   pthread_rwlock_t mu; /* map */
   u64map map;
 } vindex;
@@ -202,6 +206,10 @@ struct adb__memory {
   int64_t scanned; /* rows seen by the current scan */
   int progress;    /* report the current scan's progress */
   pthread_t poller;
+  /* Held by every scan of the store, and by an erasure while it removes
+   * vectors: a scan that read rows before the erasure committed cannot
+   * add them back after. */
+  pthread_mutex_t smu;
   int polling, stop;
   pthread_mutex_t pmu;
   pthread_cond_t pcv;
@@ -214,6 +222,7 @@ static void vindex_free(vindex *vi) {
   adb__hnsw_destroy(vi->h);
   map_free(&vi->map);
   pthread_rwlock_destroy(&vi->mu);
+  pthread_rwlock_destroy(&vi->hmu);
   free(vi);
 }
 
@@ -234,6 +243,7 @@ static vindex *vindex_new(int kind, const char *name, int dim, adb__hnsw *h) {
   snprintf(vi->name, sizeof vi->name, "%s", name);
   vi->h = h;
   pthread_rwlock_init(&vi->mu, NULL);
+  pthread_rwlock_init(&vi->hmu, NULL);
   return vi;
 }
 
@@ -289,14 +299,18 @@ static int index_add(vindex *vi, const adb__vec_row *r) {
     return rc;
   }
   free(old);
+  pthread_rwlock_rdlock(&vi->hmu);
   rc = adb__hnsw_add(vi->h, label, tag, r->embedding);
+  pthread_rwlock_unlock(&vi->hmu);
   if (rc == ADB_OK) return ADB_OK;
   /* Not indexable (a zero vector) or out of memory: forget the row. */
   pthread_rwlock_wrlock(&vi->mu);
   map_put(&vi->map, label, NULL, &old);
   pthread_rwlock_unlock(&vi->mu);
   free(old);
+  pthread_rwlock_rdlock(&vi->hmu);
   adb__hnsw_remove(vi->h, label);
+  pthread_rwlock_unlock(&vi->hmu);
   return rc == ADB_ENOMEM ? rc : ADB_OK;
 }
 
@@ -351,7 +365,9 @@ static void *poll_main(void *arg) {
     pthread_cond_timedwait(&m->pcv, &m->pmu, &dl);
     if (m->stop) break;
     pthread_mutex_unlock(&m->pmu);
+    pthread_mutex_lock(&m->smu);
     int rc = catch_up(m, 0);
+    pthread_mutex_unlock(&m->smu);
     if (rc != ADB_OK && !failing)
       fprintf(stderr, "agentdb: vector memory: polling the store: %s (%s)\n",
               adb__store_errmsg(m->db->store), adb_err_name(rc));
@@ -694,6 +710,7 @@ int adb__memory_open(adb *db, adb__memory **out, char *err, size_t errlen) {
   m->db = db;
   pthread_mutex_init(&m->mu, NULL);
   pthread_mutex_init(&m->pmu, NULL);
+  pthread_mutex_init(&m->smu, NULL);
   pthread_cond_init(&m->pcv, NULL);
   snapshot_dir(&db->cfg, m->dir, sizeof m->dir);
   m->url_hash = adb__hash64(db->cfg.store_url, strlen(db->cfg.store_url));
@@ -745,8 +762,134 @@ void adb__memory_close(adb__memory *m) {
   drop_all(m);
   pthread_mutex_destroy(&m->mu);
   pthread_mutex_destroy(&m->pmu);
+  pthread_mutex_destroy(&m->smu);
   pthread_cond_destroy(&m->pcv);
   free(m);
+}
+
+/* ------------------------------------------------------------ erasure */
+
+typedef int (*doomed_fn)(const meta *e, const void *arg);
+
+/* Removes from vi every vector whose meta doomed() selects and, when any
+ * was, rebuilds the graph from the vectors left: a removed HNSW node keeps
+ * its vector for navigation (hnsw.h), and an erased vector must not stay
+ * in memory or reach a snapshot. Adds and searches of vi wait meanwhile.
+ * Returns how many were removed, or a negative ADB_E* code. */
+static int index_purge(vindex *vi, doomed_fn doomed, const void *arg) {
+  pthread_rwlock_wrlock(&vi->hmu);
+  pthread_rwlock_wrlock(&vi->mu);
+  int n = 0;
+  for (size_t i = 0; i < vi->map.cap; i++) {
+    struct u64slot *sl = &vi->map.s[i];
+    if (!sl->used || !sl->v || !doomed(sl->v, arg)) continue;
+    free(sl->v);
+    sl->v = NULL;
+    n++;
+  }
+  int rc = ADB_OK;
+  adb__hnsw *nh = NULL;
+  adb__hnsw_config hc;
+  adb__hnsw_get_config(vi->h, &hc);
+  float *v = n ? malloc((size_t)vi->dim * sizeof *v) : NULL;
+  if (n) rc = v ? adb__hnsw_create(&hc, &nh) : ADB_ENOMEM;
+  for (size_t i = 0; n && !rc && i < vi->map.cap; i++) {
+    struct u64slot *sl = &vi->map.s[i];
+    uint64_t tag = 0;
+    if (!sl->used || !sl->v) continue;
+    if (adb__hnsw_get(vi->h, sl->k, v, &tag) == ADB_OK)
+      rc = adb__hnsw_add(nh, sl->k, tag, v);
+  }
+  if (n && !rc) {
+    adb__hnsw_destroy(vi->h);
+    vi->h = nh;
+    nh = NULL;
+  }
+  adb__hnsw_destroy(nh);
+  free(v);
+  pthread_rwlock_unlock(&vi->mu);
+  pthread_rwlock_unlock(&vi->hmu);
+  return rc ? rc : n;
+}
+
+static int doomed_all(const meta *e, const void *arg) {
+  (void)e, (void)arg;
+  return 1;
+}
+
+static int doomed_user(const meta *e, const void *arg) {
+  return !strcmp(meta_user(e), arg);
+}
+
+static int doomed_id(const meta *e, const void *arg) {
+  return !strcmp(e->s, arg);
+}
+
+/* Removes the snapshot from disk: the manifest first (so a crash midway
+ * leaves an unusable, hence rebuilt, snapshot), then every index file. The
+ * next close writes a new one. */
+static void snapshot_discard(adb__memory *m) {
+  char path[PATH_MAX + 512];
+  if (!m->dir[0]) return;
+  path_of(m, "manifest", "", path, sizeof path);
+  unlink(path);
+  DIR *d = opendir(m->dir);
+  struct dirent *de;
+  while (d && (de = readdir(d))) {
+    size_t l = strlen(de->d_name);
+    if (l < 6 || (strcmp(de->d_name + l - 5, ".hnsw") &&
+                  strcmp(de->d_name + l - 5, ".meta")))
+      continue;
+    snprintf(path, sizeof path, "%s/%s", m->dir, de->d_name);
+    unlink(path);
+  }
+  if (d) closedir(d);
+}
+
+/* Every index of kind (agents) into out (at most cap). */
+static int agent_indexes(adb__memory *m, int kind, vindex **out, int cap) {
+  int n = 0;
+  for (size_t i = 0; i < m->agents[kind].cap && n < cap; i++)
+    if (m->agents[kind].slots[i].key) out[n++] = m->agents[kind].slots[i].val;
+  return n;
+}
+
+int adb__memory_forget(adb__memory *m, const char *agent, const char *user) {
+  if (!m) return 0;
+  pthread_mutex_lock(&m->smu);
+  int total = 0, rc = ADB_OK;
+  pthread_mutex_lock(&m->mu);
+  size_t cap = m->agents[0].len + m->agents[2].len + MAX_USER_DIMS + 1;
+  vindex **v = malloc(cap * sizeof *v);
+  int n = 0;
+  if (v && agent) {
+    vindex *e = adb__strmap_get(&m->agents[ADB__VEC_EPISODES], agent);
+    vindex *p = adb__strmap_get(&m->agents[ADB__VEC_PATTERNS], agent);
+    if (e) v[n++] = e;
+    if (p) v[n++] = p;
+  } else if (v) {
+    n = agent_indexes(m, ADB__VEC_EPISODES, v, (int)cap);
+    for (int i = 0; i < m->n_users; i++)
+      v[n++] = m->users[i];
+  }
+  pthread_mutex_unlock(&m->mu);
+  if (!v) rc = ADB_ENOMEM;
+  for (int i = 0; !rc && i < n; i++) {
+    int r = agent ? index_purge(v[i], doomed_all, NULL)
+            : v[i]->kind == ADB__VEC_USERS
+                ? index_purge(v[i], doomed_id, user)
+                : index_purge(v[i], doomed_user, user);
+    if (r < 0)
+      rc = r;
+    else
+      total += r;
+  }
+  free(v);
+  /* Even with nothing removed here, the snapshot may hold vectors this
+   * handle never loaded: it goes. */
+  snapshot_discard(m);
+  pthread_mutex_unlock(&m->smu);
+  return rc ? rc : total;
 }
 
 /* ------------------------------------------------------------ searches */
@@ -780,7 +923,9 @@ static int search(adb *db, vindex *vi, const float *q, int k,
   adb__vec_hit vh[MAX_K];
   int n = 0;
   adb__hnsw_query hq = {.vec = q, .k = k, .filter = f};
+  pthread_rwlock_rdlock(&vi->hmu);
   int rc = adb__hnsw_search(vi->h, &hq, vh, &n);
+  pthread_rwlock_unlock(&vi->hmu);
   if (rc)
     return adb__fail(db, rc, "vector search failed: %s", adb_strerror(rc));
   int out = 0;
@@ -876,9 +1021,12 @@ static int not_label(void *arg, uint64_t label, uint64_t tag) {
 static vindex *own_vector(adb__memory *m, uint64_t label, float *buf) {
   vindex *found = NULL;
   pthread_mutex_lock(&m->mu);
-  for (int i = 0; i < m->n_users && !found; i++)
-    if (adb__hnsw_get(m->users[i]->h, label, buf, NULL) == ADB_OK)
-      found = m->users[i];
+  for (int i = 0; i < m->n_users && !found; i++) {
+    vindex *vi = m->users[i];
+    pthread_rwlock_rdlock(&vi->hmu);
+    if (adb__hnsw_get(vi->h, label, buf, NULL) == ADB_OK) found = vi;
+    pthread_rwlock_unlock(&vi->hmu);
+  }
   pthread_mutex_unlock(&m->mu);
   return found;
 }
@@ -901,7 +1049,12 @@ int adb__memory_neighbours(adb__memory *m, const char *user, const float *emb,
   adb__vec_hit vh[MAX_K];
   adb__vec_filter f = {.accept = not_label, .arg = &self};
   adb__hnsw_query q = {.vec = emb, .k = k, .filter = &f};
-  int rc = vi ? adb__hnsw_search(vi->h, &q, vh, &n) : ADB_OK;
+  int rc = ADB_OK;
+  if (vi) {
+    pthread_rwlock_rdlock(&vi->hmu);
+    rc = adb__hnsw_search(vi->h, &q, vh, &n);
+    pthread_rwlock_unlock(&vi->hmu);
+  }
   free(own);
   if (rc || !vi) return rc;
   int out_n = 0;

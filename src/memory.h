@@ -35,6 +35,15 @@ void adb__memory_close(adb__memory *m);
  * waits for a restart). m may be NULL. */
 int adb__memory_add(adb__memory *m, const adb__vec_row *row);
 
+/* Erasure: removes from the indexes every vector of agent (its episodes
+ * and patterns) when agent is not NULL, else every vector of user (its
+ * state and its episodes in every agent), rebuilding each index that lost
+ * one so that no copy stays in memory, and deletes the on-disk snapshot.
+ * Call after the rows are gone from the store: scans of the store wait
+ * meanwhile, so none re-adds them. Returns how many vectors were removed
+ * or a negative ADB_E* code. m may be NULL. */
+int adb__memory_forget(adb__memory *m, const char *agent, const char *user);
+
 /* Cold start: the ids of up to k users (k <= 1000) nearest to emb (dim
  * floats) — or, when emb is NULL, to the user's own stored state — with a
  * positive cosine similarity, excluding the user itself, nearest first,

@@ -34,7 +34,9 @@ int adb__store_open(const char *url, const adb_config *cfg, adb__store **out,
     return adb__store_open(buf, cfg, out, err, errlen);
   }
   snprintf(err, errlen,
-           "unsupported store URL '%s' (expected sqlite://, postgresql://)",
+           "unsupported store URL '%s': the schemes are sqlite://PATH "
+           "(sqlite://:memory: for a private one) and "
+           "postgresql://USER@HOST:PORT/DB (or postgres://)",
            url ? url : "(null)");
   return ADB_EURL;
 }
@@ -60,6 +62,64 @@ int adb__policy_push(adb__policy *p, const char *action,
   snprintf(a->action, sizeof a->action, "%s", action);
   a->s = *s;
   return ADB_OK;
+}
+
+/* Makes room for one more element of size sz in *v (n used). */
+static int grow(void **v, int n, size_t sz) {
+  /* Capacity: 8, then doubled each time n reaches a power of two. */
+  if (n != 0 && (n < 8 || (n & (n - 1)))) return ADB_OK;
+  size_t cap = n ? (size_t)n * 2 : 8;
+  void *p = realloc(*v, cap * sz);
+  if (!p) return ADB_ENOMEM;
+  *v = p;
+  return ADB_OK;
+}
+
+int adb__cells_push(adb__cell **v, int *n, const char *agent, const char *user,
+                    const char *state_key) {
+  if (grow((void **)v, *n, sizeof **v)) return ADB_ENOMEM;
+  adb__cell *c = &(*v)[(*n)++];
+  snprintf(c->agent, sizeof c->agent, "%s", agent);
+  snprintf(c->user, sizeof c->user, "%s", user);
+  snprintf(c->state_key, sizeof c->state_key, "%s", state_key);
+  return ADB_OK;
+}
+
+int adb__sessions_push(adb__user_data *u, const char *session) {
+  if (grow((void **)&u->sessions, u->n_sessions, sizeof *u->sessions))
+    return ADB_ENOMEM;
+  snprintf(u->sessions[u->n_sessions++], ADB_ID_MAX + 1, "%s", session);
+  return ADB_OK;
+}
+
+int adb__change_push(adb__user_data *u, const char *agent,
+                     const char *state_key, const char *action,
+                     const adb__arm_stats *delta) {
+  if (grow((void **)&u->changes, u->n_changes, sizeof *u->changes))
+    return ADB_ENOMEM;
+  adb__policy_change *c = &u->changes[u->n_changes++];
+  memset(c, 0, sizeof *c);
+  snprintf(c->agent, sizeof c->agent, "%s", agent);
+  snprintf(c->user, sizeof c->user, "*");
+  snprintf(c->state_key, sizeof c->state_key, "%s", state_key);
+  snprintf(c->action, sizeof c->action, "%s", action);
+  c->delta = *delta;
+  return ADB_OK;
+}
+
+int adb__agents_push(adb__user_data *u, const char *agent) {
+  if (grow((void **)&u->sum.agents, u->sum.n_agents, sizeof *u->sum.agents))
+    return ADB_ENOMEM;
+  snprintf(u->sum.agents[u->sum.n_agents++], ADB_ID_MAX + 1, "%s", agent);
+  return ADB_OK;
+}
+
+void adb__user_data_free(adb__user_data *u) {
+  free(u->sum.agents);
+  free(u->cells);
+  free(u->sessions);
+  free(u->changes);
+  memset(u, 0, sizeof *u);
 }
 
 void adb__policy_free(adb__policy *p) {
@@ -284,3 +344,83 @@ int adb__context_keys_parse(adb_agent_config *cfg, const char *text) {
   json_decref(a);
   return ok ? ADB_OK : ADB_ECORRUPT;
 }
+
+/* ------------------------------------------------------------ admin SQL */
+
+const char adb__sql_agents_list[] =
+    "SELECT agent_id FROM agent_metadata WHERE agent_id > $1 "
+    "ORDER BY agent_id LIMIT $2";
+const char adb__sql_agent_exists[] =
+    "SELECT 1 FROM agent_metadata WHERE agent_id = $1";
+/* '*' with every state of a decision: a decide caches the agent-wide
+ * policy of its state even when it holds no row yet. */
+const char adb__sql_agent_cells[] =
+    "SELECT user_id, state_key FROM rl_policies WHERE agent_id = $1 "
+    "UNION SELECT user_id, state_key FROM decisions WHERE agent_id = $1 "
+    "UNION SELECT '*', state_key FROM decisions WHERE agent_id = $1 "
+    "UNION SELECT user_id, state_key FROM reward_signals WHERE agent_id = $1";
+const char adb__sql_action_delete[] =
+    "DELETE FROM actions WHERE agent_id = $1 AND action_id = $2";
+const char *const adb__sql_agent_learning[] = {
+    "DELETE FROM rl_policies WHERE agent_id = $1",
+    "DELETE FROM decisions WHERE agent_id = $1",
+    "DELETE FROM reward_signals WHERE agent_id = $1",
+    "DELETE FROM agent_episodes WHERE agent_id = $1",
+    "DELETE FROM learned_patterns WHERE agent_id = $1",
+    "DELETE FROM performance_metrics WHERE agent_id = $1",
+    "DELETE FROM pending_rewards WHERE agent_id = $1",
+    "DELETE FROM event_outcomes WHERE agent_id = $1",
+    "DELETE FROM default_watermarks WHERE agent_id = $1",
+    NULL};
+const char *const adb__sql_agent_config[] = {
+    "DELETE FROM actions WHERE agent_id = $1",
+    "DELETE FROM agent_metadata WHERE agent_id = $1", NULL};
+
+const char adb__sql_user_counts[] =
+    "SELECT (SELECT count(*) FROM decisions WHERE user_id = $1), "
+    "(SELECT count(*) FROM reward_signals WHERE user_id = $1), "
+    "(SELECT count(*) FROM agent_episodes WHERE user_id = $1), "
+    "(SELECT count(*) FROM rl_policies WHERE user_id = $1), "
+    "(SELECT count(*) FROM user_states WHERE user_id = $1), "
+    "(SELECT count(DISTINCT session_id) FROM agent_episodes "
+    "WHERE user_id = $1 AND session_id <> '')";
+const char adb__sql_user_cells[] =
+    "SELECT agent_id, state_key FROM rl_policies WHERE user_id = $1 "
+    "UNION SELECT agent_id, state_key FROM decisions WHERE user_id = $1 "
+    "UNION SELECT agent_id, state_key FROM reward_signals WHERE user_id = $1 "
+    "ORDER BY 1, 2";
+const char adb__sql_user_agents[] =
+    "SELECT agent_id FROM rl_policies WHERE user_id = $1 "
+    "UNION SELECT agent_id FROM decisions WHERE user_id = $1 "
+    "UNION SELECT agent_id FROM reward_signals WHERE user_id = $1 "
+    "UNION SELECT agent_id FROM agent_episodes WHERE user_id = $1 "
+    "ORDER BY 1";
+const char adb__sql_user_sessions[] =
+    "SELECT DISTINCT session_id FROM agent_episodes "
+    "WHERE user_id = $1 AND session_id <> '' ORDER BY 1";
+const char adb__sql_user_rows[] =
+    "SELECT agent_id, state_key, action_id, n, sum_micro, sum_sq, sum_hi "
+    "FROM rl_policies WHERE user_id = $1 "
+    "ORDER BY agent_id, state_key, action_id";
+/* The sum is hi * 2^32 + lo (0004_sum_headroom): the negated user sum is
+ * added with the carry of the write path's upsert. */
+const char adb__sql_star_subtract[] =
+    "UPDATE rl_policies SET n = n - $1, "
+    "sum_hi = sum_hi + $2 + ((sum_micro + $3) >> 32), "
+    "sum_micro = (sum_micro + $3) & 4294967295, "
+    "sum_sq = CASE WHEN sum_sq > $4 THEN sum_sq - $4 ELSE 0 END, "
+    "version = version + 1, updated_at_ms = $5 "
+    "WHERE agent_id = $6 AND user_id = '*' AND state_key = $7 "
+    "AND action_id = $8 RETURNING version";
+const char *const adb__sql_user_delete[] = {
+    /* Rows keyed by the user's decisions go first (0005_write_path). */
+    "DELETE FROM pending_rewards WHERE (agent_id, event_id) IN "
+    "(SELECT agent_id, event_id FROM decisions WHERE user_id = $1)",
+    "DELETE FROM event_outcomes WHERE (agent_id, event_id) IN "
+    "(SELECT agent_id, event_id FROM decisions WHERE user_id = $1)",
+    "DELETE FROM decisions WHERE user_id = $1",
+    "DELETE FROM reward_signals WHERE user_id = $1",
+    "DELETE FROM agent_episodes WHERE user_id = $1",
+    "DELETE FROM rl_policies WHERE user_id = $1",
+    "DELETE FROM user_states WHERE user_id = $1",
+    NULL};

@@ -210,6 +210,65 @@ typedef struct adb__lin_ckpt {
   void *state; /* get: malloc'd */
   size_t n_state;
 } adb__lin_ckpt;
+/* Admin operations (rare; each a transaction of its own). */
+
+/* One cache key's parts: a policy entry (agent, user, state_key). */
+typedef struct adb__cell {
+  char agent[ADB_ID_MAX + 1], user[ADB_ID_MAX + 1];
+  char state_key[ADB_STATE_KEY_LEN + 1];
+} adb__cell;
+
+/* What the store holds about one user, and (user_data with erase) what an
+ * erasure removed. Arrays malloc'd: adb__user_data_free. */
+typedef struct adb__user_data {
+  adb_user_summary sum; /* counts per table; sum.agents malloc'd too */
+  /* Distinct (agent, state_key) of the user's policies, decisions and
+   * rewards: the policy cache keys that may exist for the user. */
+  adb__cell *cells;
+  int n_cells;
+  /* Distinct non-empty session ids of the user's episodes. */
+  char (*sessions)[ADB_ID_MAX + 1];
+  int n_sessions;
+  /* Erase: the agent-wide ('*') rows decremented by the user's own rows,
+   * sorted by key, delta negative and version the row's new one. */
+  adb__policy_change *changes;
+  int n_changes;
+} adb__user_data;
+
+/* Frees the arrays, sum.agents included. */
+void adb__user_data_free(adb__user_data *u);
+int adb__agents_push(adb__user_data *u, const char *agent);
+
+/* The SQL of the admin operations, shared by both backends: parameters are
+ * $1, $2, ... numbered in order of first use, which SQLite reads as named
+ * parameters with those indexes and PostgreSQL as its own. Lists end with
+ * NULL. Every table with a user_id column is in adb__sql_user_delete, every
+ * table with an agent_id column in adb__sql_agent_learning (plus the config
+ * and catalogue in adb__sql_agent_config): a new table must join them. */
+extern const char adb__sql_agents_list[];   /* $1 after, $2 limit */
+extern const char adb__sql_agent_exists[];  /* $1 agent */
+extern const char adb__sql_agent_cells[];   /* $1 agent: user, state_key */
+extern const char adb__sql_action_delete[]; /* $1 agent, $2 action */
+extern const char *const adb__sql_agent_learning[]; /* $1 agent */
+extern const char *const adb__sql_agent_config[];   /* $1 agent */
+/* $1 user: decisions, rewards, episodes, policy rows, state, sessions */
+extern const char adb__sql_user_counts[];
+extern const char adb__sql_user_cells[];    /* agent, state_key */
+extern const char adb__sql_user_agents[];   /* agent */
+extern const char adb__sql_user_sessions[]; /* session */
+/* agent, state_key, action, n, sum_micro, sum_sq, sum_hi of the user's
+ * rows */
+extern const char adb__sql_user_rows[];
+/* $1 n, $2 hi and $3 lo of the negated sum, $4 sum_sq, $5 now, $6 agent,
+ * $7 state, $8 action: returns the '*' row's new version */
+extern const char adb__sql_star_subtract[];
+extern const char *const adb__sql_user_delete[]; /* $1 user */
+int adb__cells_push(adb__cell **v, int *n, const char *agent, const char *user,
+                    const char *state_key);
+int adb__sessions_push(adb__user_data *u, const char *session);
+int adb__change_push(adb__user_data *u, const char *agent,
+                     const char *state_key, const char *action,
+                     const adb__arm_stats *delta);
 
 typedef struct adb__store_methods {
   int version;        /* 1 */
@@ -288,6 +347,25 @@ typedef struct adb__store_methods {
                         void (*fn)(void *arg, const char *action,
                                    const float *v, int dim),
                         void *arg);
+  /* Admin. agents_list: up to limit agent ids > after ("" = from the
+   * start), in id order. */
+  int (*agents_list)(adb__store *st, const char *after, int limit,
+                     char (*ids)[ADB_ID_MAX + 1], int *n);
+  /* Deletes every row of the agent in every table — or, with keep_config,
+   * every row but its config and catalogue (a reset of its learning) — in
+   * one transaction; *cells (malloc'd) gets the (user, state_key) of every
+   * policy cache key that may exist for it. ADB_ENOTFOUND for an unknown
+   * agent. */
+  int (*agent_delete)(adb__store *st, const char *agent, int keep_config,
+                      adb__cell **cells, int *n_cells);
+  /* Deletes one action of the catalogue; ADB_ENOTFOUND when absent. */
+  int (*action_delete)(adb__store *st, const char *agent, const char *action);
+  /* Reads what the store holds about user into *out; with erase, deletes
+   * it all in the same transaction: every row whose user_id is user in
+   * every table (and, on PostgreSQL, the reward_ids of its rewards), after
+   * subtracting the user's own policy rows from the agent-wide rows. */
+  int (*user_data)(adb__store *st, const char *user, int erase,
+                   adb__user_data *out);
 } adb__store_methods;
 
 /* Generic handle header: every backend's handle starts with this. */

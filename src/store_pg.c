@@ -2807,19 +2807,20 @@ static int pg_vectors_scan(adb__store *st, int kind, int64_t since_ms,
   }
 }
 
+/* Runs sql with its parameters, unprepared, on c; results in binary. For
+ * rare statements: the linear model's rows and the admin calls. */
+static int run_params(pg_store *s, pgconn *c, const char *sql, const params *p,
+                      const char *what, PGresult **res) {
+  if (!PQsendQueryParams(c->pg, sql, p->n, NULL, p->v, p->len, p->fmt, 1))
+    return fail(s, c, NULL, what);
+  return finish(s, c, s->io_timeout_ms, what, res);
+}
+
 /* ---------------------------------------------------------- linear models
  *
  * The linear model's rows (sql/postgres/0003_linear_model.sql): features
  * logged with decisions, increments scanned by transaction id, and
  * checkpoints. Unprepared: a few statements a second per linear agent. */
-
-/* Runs sql with params, binary results, on c. */
-static int lin_query(pg_store *s, pgconn *c, const char *sql, const params *p,
-                     const char *what, PGresult **res) {
-  if (!PQsendQueryParams(c->pg, sql, p->n, NULL, p->v, p->len, p->fmt, 1))
-    return fail(s, c, NULL, what);
-  return finish(s, c, s->io_timeout_ms, what, res);
-}
 
 static int lin_features_put(pg_store *s, pgconn *c, const adb__batch *b) {
   int n = 0;
@@ -2843,7 +2844,7 @@ static int lin_features_put(pg_store *s, pgconn *c, const adb__batch *b) {
   } else {
     params p = {0};
     cols_params(&a, &p);
-    rc = lin_query(
+    rc = run_params(
         s, c,
         "INSERT INTO decision_features (agent_id, event_id,"
         " features, created_at_ms) SELECT * FROM unnest($1::text[],"
@@ -2870,7 +2871,7 @@ static int lin_page_fn(pg_store *s, pgconn *c, void *arg) {
   p_i64(&p, (int64_t)x->min_xid);
   p_i64(&p, x->after_seq);
   p_i64(&p, LIN_PAGE);
-  return lin_query(
+  return run_params(
       s, c,
       "SELECT r.seq, r.xid::text::int8, r.reward_id, r.action_id, r.reward,"
       " r.created_at_ms, r.features, s.xmin"
@@ -2934,7 +2935,7 @@ static int ckpt_put_fn(pg_store *s, pgconn *c, void *arg) {
   p_bin(&p, k->seen ? k->seen : "", k->n_seen_bytes);
   p_bin(&p, k->state, k->n_state);
   p_i64(&p, adb__now_ms());
-  return lin_query(
+  return run_params(
       s, c,
       "INSERT INTO linear_checkpoints (agent_id, config, n, after_seq,"
       " min_xid, seen, state, updated_at_ms) VALUES ($1, $2, $3::int8,"
@@ -2966,10 +2967,10 @@ static int ckpt_get_fn(pg_store *s, pgconn *c, void *arg) {
   params p = {0};
   p_text(&p, a[0]);
   PGresult *r = NULL;
-  int rc = lin_query(s, c,
-                     "SELECT config, n, after_seq, min_xid, seen, state"
-                     " FROM linear_checkpoints WHERE agent_id = $1",
-                     &p, "get linear checkpoint", &r);
+  int rc = run_params(s, c,
+                      "SELECT config, n, after_seq, min_xid, seen, state"
+                      " FROM linear_checkpoints WHERE agent_id = $1",
+                      &p, "get linear checkpoint", &r);
   if (!rc && PQntuples(r) != 1) rc = ADB_ENOTFOUND;
   if (!rc && r_copy(k->config, sizeof k->config, r, 0, 0))
     rc = col_fail(s, ADB_ECORRUPT, "get linear checkpoint");
@@ -3001,10 +3002,10 @@ static int actvec_fn(pg_store *s, pgconn *c, void *arg) {
   void **a = arg;
   params p = {0};
   p_text(&p, a[0]);
-  return lin_query(s, c,
-                   "SELECT action_id, embedding FROM actions WHERE agent_id ="
-                   " $1 AND embedding IS NOT NULL",
-                   &p, "list action embeddings", (PGresult **)&a[1]);
+  return run_params(s, c,
+                    "SELECT action_id, embedding FROM actions WHERE agent_id ="
+                    " $1 AND embedding IS NOT NULL",
+                    &p, "list action embeddings", (PGresult **)&a[1]);
 }
 
 static int pg_action_vectors(adb__store *st, const char *agent,
@@ -3027,6 +3028,266 @@ static int pg_action_vectors(adb__store *st, const char *agent,
     free(v);
   }
   PQclear(r);
+  return rc;
+}
+
+/* ----------------------------------------------------------------- admin */
+
+static int run_text(pg_store *s, pgconn *c, const char *sql, const char *a,
+                    const char *b, const char *what, PGresult **res) {
+  params p = {0};
+  p_text(&p, a);
+  if (b) p_text(&p, b);
+  return run_params(s, c, sql, &p, what, res);
+}
+
+static int run_list(pg_store *s, pgconn *c, const char *const *sql,
+                    const char *a) {
+  int rc = ADB_OK;
+  for (int i = 0; sql[i] && !rc; i++)
+    rc = run_text(s, c, sql[i], a, NULL, "admin delete", NULL);
+  return rc;
+}
+
+/* A text column as a C string (binary text is the bytes, no NUL). */
+static const char *r_str(const PGresult *r, int row, int col, char *buf,
+                         size_t cap) {
+  if (r_copy(buf, cap, r, row, col)) buf[0] = 0;
+  return buf;
+}
+
+typedef struct list_arg {
+  const char *after;
+  int limit;
+  char (*ids)[ADB_ID_MAX + 1];
+  int *n;
+} list_arg;
+
+static int agents_list_fn(pg_store *s, pgconn *c, void *arg) {
+  list_arg *x = arg;
+  params p = {0};
+  p_text(&p, x->after);
+  p_i64(&p, x->limit);
+  PGresult *r;
+  int rc = run_params(s, c, adb__sql_agents_list, &p, "list agents", &r);
+  if (rc) return rc;
+  *x->n = 0;
+  for (int i = 0; i < PQntuples(r) && *x->n < x->limit; i++)
+    r_str(r, i, 0, x->ids[(*x->n)++], ADB_ID_MAX + 1);
+  PQclear(r);
+  return ADB_OK;
+}
+
+static int pg_agents_list(adb__store *st, const char *after, int limit,
+                          char (*ids)[ADB_ID_MAX + 1], int *n) {
+  *n = 0;
+  list_arg x = {after ? after : "", limit, ids, n};
+  return with_conn((pg_store *)st, agents_list_fn, &x, 1);
+}
+
+typedef struct agent_del_arg {
+  const char *agent;
+  int keep_config;
+  adb__cell *cells;
+  int n_cells;
+} agent_del_arg;
+
+static int agent_del_body(pg_store *s, pgconn *c, agent_del_arg *x) {
+  PGresult *r;
+  int rc =
+      run_text(s, c, adb__sql_agent_exists, x->agent, NULL, "find agent", &r);
+  if (rc) return rc;
+  int found = PQntuples(r) > 0;
+  PQclear(r);
+  if (!found) {
+    set_err(s, "agent '%s' not found", x->agent);
+    return ADB_ENOTFOUND;
+  }
+  rc = run_text(s, c, adb__sql_agent_cells, x->agent, NULL, "agent keys", &r);
+  if (rc) return rc;
+  char u[ADB_ID_MAX + 1], k[ADB_STATE_KEY_LEN + 1];
+  for (int i = 0; !rc && i < PQntuples(r); i++)
+    rc = adb__cells_push(&x->cells, &x->n_cells, x->agent,
+                         r_str(r, i, 0, u, sizeof u),
+                         r_str(r, i, 1, k, sizeof k));
+  PQclear(r);
+  if (rc) return oom(s, "agent keys");
+  rc = run_text(s, c, "DELETE FROM reward_ids WHERE agent_id = $1", x->agent,
+                NULL, "admin delete", NULL);
+  if (!rc)
+    rc = run_text(s, c, "DELETE FROM decision_ids WHERE agent_id = $1",
+                  x->agent, NULL, "admin delete", NULL);
+  if (!rc) rc = run_list(s, c, adb__sql_agent_learning, x->agent);
+  if (!rc && !x->keep_config)
+    rc = run_list(s, c, adb__sql_agent_config, x->agent);
+  return rc;
+}
+
+static int agent_del_fn(pg_store *s, pgconn *c, void *arg) {
+  agent_del_arg *x = arg;
+  free(x->cells);
+  x->cells = NULL;
+  x->n_cells = 0;
+  int rc = run_sql(s, c, "BEGIN", s->io_timeout_ms, "begin agent delete");
+  if (!rc) rc = agent_del_body(s, c, x);
+  if (!rc) rc = run_sql(s, c, "COMMIT", s->io_timeout_ms, "commit");
+  if (rc) txn_abort(s, c);
+  return rc;
+}
+
+static int pg_agent_delete(adb__store *st, const char *agent, int keep_config,
+                           adb__cell **cells, int *n_cells) {
+  agent_del_arg x = {agent, keep_config, NULL, 0};
+  int rc = with_conn((pg_store *)st, agent_del_fn, &x, 0);
+  if (rc) {
+    free(x.cells);
+    x.cells = NULL;
+    x.n_cells = 0;
+  }
+  *cells = x.cells;
+  *n_cells = x.n_cells;
+  return rc;
+}
+
+static int action_del_fn(pg_store *s, pgconn *c, void *arg) {
+  get_arg *x = arg;
+  PGresult *r;
+  int rc =
+      run_text(s, c, adb__sql_action_delete, x->k1, x->k2, "delete action", &r);
+  if (rc) return rc;
+  int n = atoi(PQcmdTuples(r));
+  PQclear(r);
+  if (n == 0) {
+    set_err(s, "action '%s' of agent '%s' not found", x->k2, x->k1);
+    return ADB_ENOTFOUND;
+  }
+  return ADB_OK;
+}
+
+static int pg_action_delete(adb__store *st, const char *agent,
+                            const char *action) {
+  get_arg x = {.k1 = agent, .k2 = action};
+  return with_conn((pg_store *)st, action_del_fn, &x, 0);
+}
+
+typedef struct user_arg {
+  const char *user;
+  int erase;
+  adb__user_data *u;
+} user_arg;
+
+static int user_counts(pg_store *s, pgconn *c, user_arg *x) {
+  PGresult *r;
+  int rc = run_text(s, c, adb__sql_user_counts, x->user, NULL, "user", &r);
+  if (rc) return rc;
+  adb_user_summary *u = &x->u->sum;
+  if (PQntuples(r) == 1) {
+    u->decisions = r_i64(r, 0, 0);
+    u->rewards = r_i64(r, 0, 1);
+    u->episodes = r_i64(r, 0, 2);
+    u->policy_rows = r_i64(r, 0, 3);
+    u->has_state = r_i64(r, 0, 4) > 0;
+    u->sessions = r_i64(r, 0, 5);
+  }
+  PQclear(r);
+  return ADB_OK;
+}
+
+/* The rows of the user's keys, agents, sessions and (erase) policies. */
+static int user_lists(pg_store *s, pgconn *c, user_arg *x) {
+  adb__user_data *u = x->u;
+  char a[ADB_ID_MAX + 1], k[ADB_ID_MAX + 1], t[ADB_ID_MAX + 1];
+  PGresult *r;
+  int rc = run_text(s, c, adb__sql_user_cells, x->user, NULL, "user", &r);
+  for (int i = 0; !rc && i < PQntuples(r); i++)
+    rc = adb__cells_push(&u->cells, &u->n_cells, r_str(r, i, 0, a, sizeof a),
+                         "", r_str(r, i, 1, k, sizeof k));
+  if (r) PQclear(r);
+  r = NULL;
+  if (!rc) rc = run_text(s, c, adb__sql_user_agents, x->user, NULL, "user", &r);
+  for (int i = 0; !rc && i < PQntuples(r); i++)
+    rc = adb__agents_push(u, r_str(r, i, 0, a, sizeof a));
+  if (r) PQclear(r);
+  r = NULL;
+  if (!rc)
+    rc = run_text(s, c, adb__sql_user_sessions, x->user, NULL, "user", &r);
+  for (int i = 0; !rc && i < PQntuples(r); i++)
+    rc = adb__sessions_push(u, r_str(r, i, 0, a, sizeof a));
+  if (r) PQclear(r);
+  r = NULL;
+  if (!rc && x->erase)
+    rc = run_text(s, c, adb__sql_user_rows, x->user, NULL, "user", &r);
+  for (int i = 0; !rc && x->erase && i < PQntuples(r); i++) {
+    adb__arm_stats d = {.n = -r_i64(r, i, 3),
+                        .sum_micro =
+                            -adb__sum_of(r_i64(r, i, 6), r_i64(r, i, 4)),
+                        .sum_sq = -r_f64(r, i, 5)};
+    rc = adb__change_push(u, r_str(r, i, 0, a, sizeof a),
+                          r_str(r, i, 1, k, sizeof k),
+                          r_str(r, i, 2, t, sizeof t), &d);
+  }
+  if (r) PQclear(r);
+  return rc == ADB_ENOMEM ? oom(s, "user") : rc;
+}
+
+/* Subtracts the user's rows from the '*' rows, in key order (the order
+ * of the write path, so neither can deadlock the other). */
+static int star_subtract(pg_store *s, pgconn *c, adb__user_data *u) {
+  int64_t now = adb__now_ms();
+  for (int i = 0; i < u->n_changes; i++) {
+    adb__policy_change *ch = &u->changes[i];
+    params p = {0};
+    p_i64(&p, -ch->delta.n);
+    p_i64(&p, adb__sum_hi(ch->delta.sum_micro));
+    p_i64(&p, adb__sum_lo(ch->delta.sum_micro));
+    p_f64(&p, -ch->delta.sum_sq);
+    p_i64(&p, now);
+    p_text(&p, ch->agent);
+    p_text(&p, ch->state_key);
+    p_text(&p, ch->action);
+    PGresult *r;
+    int rc = run_params(s, c, adb__sql_star_subtract, &p, "subtract", &r);
+    if (rc) return rc;
+    if (PQntuples(r) == 1) ch->delta.version = r_i64(r, 0, 0);
+    PQclear(r);
+  }
+  return ADB_OK;
+}
+
+static int user_fn(pg_store *s, pgconn *c, void *arg) {
+  user_arg *x = arg;
+  adb__user_data_free(x->u);
+  int rc =
+      x->erase ? run_sql(s, c, "BEGIN", s->io_timeout_ms, "begin") : ADB_OK;
+  if (!rc) rc = user_counts(s, c, x);
+  if (!rc) rc = user_lists(s, c, x);
+  if (!rc && x->erase) rc = star_subtract(s, c, x->u);
+  /* reward_ids holds no user: its rows go by the user's reward ids. */
+  if (!rc && x->erase)
+    rc = run_text(s, c,
+                  "DELETE FROM reward_ids i USING reward_signals r "
+                  "WHERE r.user_id = $1 AND i.agent_id = r.agent_id "
+                  "AND i.reward_id = r.reward_id",
+                  x->user, NULL, "erase reward ids", NULL);
+  if (!rc && x->erase)
+    rc = run_text(s, c,
+                  "DELETE FROM decision_ids i USING decisions d "
+                  "WHERE d.user_id = $1 AND i.agent_id = d.agent_id "
+                  "AND i.event_id = d.event_id",
+                  x->user, NULL, "erase decision ids", NULL);
+  if (!rc && x->erase) rc = run_list(s, c, adb__sql_user_delete, x->user);
+  if (!rc && x->erase)
+    rc = run_sql(s, c, "COMMIT", s->io_timeout_ms, "commit user erase");
+  if (rc && x->erase) txn_abort(s, c);
+  return rc;
+}
+
+static int pg_user_data(adb__store *st, const char *user, int erase,
+                        adb__user_data *u) {
+  memset(u, 0, sizeof *u);
+  user_arg x = {user, erase, u};
+  int rc = with_conn((pg_store *)st, user_fn, &x, !erase);
+  if (rc) adb__user_data_free(u);
   return rc;
 }
 
@@ -3056,4 +3317,8 @@ const adb__store_methods adb__store_pg = {
     .lin_checkpoint_get = pg_lin_checkpoint_get,
     .action_vectors = pg_action_vectors,
     .pending_sweep = pg_pending_sweep,
+    .agents_list = pg_agents_list,
+    .agent_delete = pg_agent_delete,
+    .action_delete = pg_action_delete,
+    .user_data = pg_user_data,
 };

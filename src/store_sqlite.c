@@ -42,6 +42,7 @@
 #include "store.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
 #include <math.h>
@@ -54,6 +55,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 extern const adb__store_methods adb__store_sqlite;
 
@@ -336,6 +338,7 @@ typedef struct sq_store {
   atomic_uint next_reader;
   pthread_mutex_t err_mu;
   char last_err[ERR_MAX];
+  struct file_lock *lock; /* NULL for :memory: */
 } sq_store;
 
 typedef struct sq_opts {
@@ -1852,6 +1855,90 @@ static int parse_url(const char *url, sq_opts *o, char *err, size_t errlen) {
   return ADB_OK;
 }
 
+/* ------------------------------------------------------------ the lock */
+
+/* One process per database file. Two processes writing one SQLite file is
+ * safe for SQLite, but not for what AgentDB keeps beside it (the vector
+ * index snapshot, written at close from memory) nor for its in-process
+ * caches, which would serve stale posteriors. So a store takes an
+ * exclusive POSIX record lock on PATH.lock before it opens the database: a
+ * second process fails at open, naming the holder's pid, and the first is
+ * never touched. Record locks belong to the process, so handles of one
+ * process share the file (a registry counts them: closing any descriptor
+ * of a locked file would drop the lock, so the descriptor is closed only
+ * with the last handle). Several processes on one store: PostgreSQL. */
+typedef struct file_lock {
+  struct file_lock *next;
+  dev_t dev;
+  ino_t ino;
+  int fd, refs;
+} file_lock;
+
+static pthread_mutex_t locks_mu = PTHREAD_MUTEX_INITIALIZER;
+static file_lock *locks;
+
+static int lock_take(const char *db_path, file_lock **out, char *err,
+                     size_t errlen) {
+  char path[PATH_MAX + 8];
+  snprintf(path, sizeof path, "%s.lock", db_path);
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) != 0) {
+    snprintf(err, errlen, "sqlite: cannot open the lock file '%s': %s", path,
+             strerror(errno));
+    if (fd >= 0) close(fd);
+    return ADB_EIO;
+  }
+  pthread_mutex_lock(&locks_mu);
+  file_lock *l = locks;
+  while (l && (l->dev != st.st_dev || l->ino != st.st_ino))
+    l = l->next;
+  int rc = ADB_OK;
+  if (l) {
+    l->refs++;
+    close(fd); /* the registry's descriptor keeps the lock */
+  } else {
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+    if (fcntl(fd, F_SETLK, &fl) != 0) {
+      struct flock who = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+      int pid = fcntl(fd, F_GETLK, &who) == 0 && who.l_type != F_UNLCK
+                    ? (int)who.l_pid
+                    : 0;
+      snprintf(err, errlen,
+               "sqlite: the store '%s' is in use by another process "
+               "(pid %d): one agentdb process per SQLite file (use "
+               "PostgreSQL for several replicas)",
+               db_path, pid);
+      close(fd);
+      rc = ADB_EUNAVAIL;
+    } else if (!(l = calloc(1, sizeof *l))) {
+      close(fd);
+      snprintf(err, errlen, "sqlite: out of memory");
+      rc = ADB_ENOMEM;
+    } else {
+      *l = (file_lock){locks, st.st_dev, st.st_ino, fd, 1};
+      locks = l;
+    }
+  }
+  pthread_mutex_unlock(&locks_mu);
+  *out = rc ? NULL : l;
+  return rc;
+}
+
+static void lock_give(file_lock *l) {
+  if (!l) return;
+  pthread_mutex_lock(&locks_mu);
+  if (--l->refs == 0) {
+    file_lock **p = &locks;
+    while (*p != l)
+      p = &(*p)->next;
+    *p = l->next;
+    close(l->fd); /* releases the lock */
+    free(l);
+  }
+  pthread_mutex_unlock(&locks_mu);
+}
+
 /* Creates the missing parent directories of path (mkdir -p of dirname). */
 static int make_parents(const char *path, char *err, size_t errlen) {
   char buf[PATH_MAX];
@@ -1901,6 +1988,7 @@ static void sq_close(adb__store *st) {
     conn_close(&s->readers[i]);
   free(s->readers);
   conn_close(&s->writer); /* last: it checkpoints the WAL */
+  lock_give(s->lock);     /* after every connection is closed */
   pthread_mutex_destroy(&s->err_mu);
   free(s);
 }
@@ -1961,6 +2049,10 @@ static int sq_open(const char *url, const adb_config *cfg, adb__store **out,
   pthread_mutex_init(&s->writer.mu, NULL);
   int pool = cfg && cfg->pool_size > 0 ? cfg->pool_size : DEFAULT_POOL;
   if (pool > MAX_POOL) pool = MAX_POOL;
+  if (!o.memory && (rc = lock_take(o.path, &s->lock, err, errlen))) {
+    sq_close(&s->base);
+    return rc;
+  }
   rc = writer_open(s, &o, err, errlen);
   if (!rc && !o.memory) rc = readers_open(s, &o, pool, err, errlen);
   if (rc) {
@@ -2161,6 +2253,259 @@ static int sq_action_vectors(adb__store *st_, const char *agent,
   return rc;
 }
 
+/* ----------------------------------------------------------------- admin */
+
+/* The admin calls are rare: their statements (adb__sql_*, store.c) are
+ * prepared on each call rather than cached on the connection. */
+static int adhoc(sq_store *s, conn *c, const char *sql, const char *a,
+                 const char *b, sqlite3_stmt **st) {
+  int rc = sqlite3_prepare_v2(c->db, sql, -1, st, NULL);
+  if (rc != SQLITE_OK) return sq_fail(s, c, rc, "prepare");
+  rc = SQLITE_OK;
+  if (a) bind_text(*st, 1, a, &rc);
+  if (b) bind_text(*st, 2, b, &rc);
+  if (rc != SQLITE_OK) {
+    rc = sq_fail(s, c, rc, "bind");
+    sqlite3_finalize(*st);
+    *st = NULL;
+  }
+  return rc;
+}
+
+/* Runs sql($1 = a, $2 = b) to the end; *changes (may be NULL) gets the
+ * rows it changed. */
+static int adhoc_run(sq_store *s, conn *c, const char *sql, const char *a,
+                     const char *b, int64_t *changes) {
+  sqlite3_stmt *st;
+  int rc = adhoc(s, c, sql, a, b, &st);
+  if (rc) return rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+    ;
+  rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "admin statement");
+  if (!rc && changes) *changes = sqlite3_changes64(c->db);
+  sqlite3_finalize(st);
+  return rc;
+}
+
+static int run_list(sq_store *s, conn *c, const char *const *sql,
+                    const char *a) {
+  int rc = ADB_OK;
+  for (int i = 0; sql[i] && !rc; i++)
+    rc = adhoc_run(s, c, sql[i], a, NULL, NULL);
+  return rc;
+}
+
+/* Calls fn(arg, st) for each row of sql($1 = a). */
+static int adhoc_rows(sq_store *s, conn *c, const char *sql, const char *a,
+                      int (*fn)(void *arg, sqlite3_stmt *st), void *arg) {
+  sqlite3_stmt *st;
+  int rc = adhoc(s, c, sql, a, NULL, &st);
+  if (rc) return rc;
+  int f = ADB_OK;
+  while (!f && (rc = sqlite3_step(st)) == SQLITE_ROW)
+    f = fn(arg, st);
+  if (f)
+    rc = col_fail(s, f, "admin read");
+  else
+    rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "admin read");
+  sqlite3_finalize(st);
+  return rc;
+}
+
+static const char *ctext(sqlite3_stmt *st, int i) {
+  const char *t = (const char *)sqlite3_column_text(st, i);
+  return t ? t : "";
+}
+
+static int sq_agents_list(adb__store *st_, const char *after, int limit,
+                          char (*ids)[ADB_ID_MAX + 1], int *n) {
+  sq_store *s = (sq_store *)st_;
+  *n = 0;
+  conn *c = reader_take(s);
+  sqlite3_stmt *st;
+  int rc = adhoc(s, c, adb__sql_agents_list, after ? after : "", NULL, &st);
+  if (!rc) {
+    int b = SQLITE_OK;
+    bind_int(st, 2, limit, &b);
+    while ((b == SQLITE_OK || b == SQLITE_ROW) && *n < limit &&
+           (b = sqlite3_step(st)) == SQLITE_ROW)
+      snprintf(ids[(*n)++], ADB_ID_MAX + 1, "%s", ctext(st, 0));
+    rc = b == SQLITE_DONE || b == SQLITE_ROW ? ADB_OK
+                                             : sq_fail(s, c, b, "list agents");
+    sqlite3_finalize(st);
+  }
+  conn_give(c);
+  return rc;
+}
+
+typedef struct cells_arg {
+  const char *agent;
+  adb__cell **cells;
+  int *n;
+} cells_arg;
+
+static int agent_cell_row(void *arg, sqlite3_stmt *st) {
+  cells_arg *x = arg;
+  return adb__cells_push(x->cells, x->n, x->agent, ctext(st, 0), ctext(st, 1));
+}
+
+/* Erasure leaves no copy in the file: secure_delete overwrites the freed
+ * content with zeros while the erasing transaction runs, and a truncating
+ * checkpoint afterwards drops the WAL frames that still hold the old pages
+ * (best effort: a reader in the middle of a transaction may keep part of
+ * the WAL until the next checkpoint). */
+static void secure_delete(conn *c, int on) {
+  sqlite3_exec(c->db,
+               on ? "PRAGMA secure_delete = ON" : "PRAGMA secure_delete = OFF",
+               NULL, NULL, NULL);
+  if (!on)
+    sqlite3_exec(c->db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
+}
+
+static int count_row(void *arg, sqlite3_stmt *st) {
+  (void)st;
+  ++*(int *)arg;
+  return ADB_OK;
+}
+
+static int sq_agent_delete(adb__store *st_, const char *agent, int keep_config,
+                           adb__cell **cells, int *n_cells) {
+  sq_store *s = (sq_store *)st_;
+  *cells = NULL;
+  *n_cells = 0;
+  cells_arg x = {agent, cells, n_cells};
+  conn *c = writer_take(s);
+  int found = 0;
+  secure_delete(c, 1);
+  int rc = stmt_run(s, c, S_BEGIN, "begin agent delete");
+  if (!rc)
+    rc = adhoc_rows(s, c, adb__sql_agent_exists, agent, count_row, &found);
+  if (!rc && !found) {
+    set_err(s, "agent '%s' not found", agent);
+    rc = ADB_ENOTFOUND;
+  }
+  if (!rc)
+    rc = adhoc_rows(s, c, adb__sql_agent_cells, agent, agent_cell_row, &x);
+  if (!rc) rc = run_list(s, c, adb__sql_agent_learning, agent);
+  if (!rc && !keep_config) rc = run_list(s, c, adb__sql_agent_config, agent);
+  if (!rc) rc = stmt_run(s, c, S_COMMIT, "commit agent delete");
+  if (rc) txn_abort(s, c);
+  secure_delete(c, 0);
+  conn_give(c);
+  if (rc) {
+    free(*cells);
+    *cells = NULL;
+    *n_cells = 0;
+  }
+  return rc;
+}
+
+static int sq_action_delete(adb__store *st_, const char *agent,
+                            const char *action) {
+  sq_store *s = (sq_store *)st_;
+  conn *c = writer_take(s);
+  int64_t n = 0;
+  int rc = adhoc_run(s, c, adb__sql_action_delete, agent, action, &n);
+  conn_give(c);
+  if (!rc && n == 0) {
+    set_err(s, "action '%s' of agent '%s' not found", action, agent);
+    rc = ADB_ENOTFOUND;
+  }
+  return rc;
+}
+
+static int user_count_row(void *arg, sqlite3_stmt *st) {
+  adb_user_summary *u = arg;
+  u->decisions = sqlite3_column_int64(st, 0);
+  u->rewards = sqlite3_column_int64(st, 1);
+  u->episodes = sqlite3_column_int64(st, 2);
+  u->policy_rows = sqlite3_column_int64(st, 3);
+  u->has_state = sqlite3_column_int64(st, 4) > 0;
+  u->sessions = sqlite3_column_int64(st, 5);
+  return ADB_OK;
+}
+
+static int user_cell_row(void *arg, sqlite3_stmt *st) {
+  adb__user_data *u = arg;
+  return adb__cells_push(&u->cells, &u->n_cells, ctext(st, 0), "",
+                         ctext(st, 1));
+}
+
+static int user_agent_row(void *arg, sqlite3_stmt *st) {
+  return adb__agents_push(arg, ctext(st, 0));
+}
+
+static int user_session_row(void *arg, sqlite3_stmt *st) {
+  return adb__sessions_push(arg, ctext(st, 0));
+}
+
+static int user_policy_row(void *arg, sqlite3_stmt *st) {
+  adb__arm_stats d = {.n = -sqlite3_column_int64(st, 3),
+                      .sum_micro = -adb__sum_of(sqlite3_column_int64(st, 6),
+                                                sqlite3_column_int64(st, 4)),
+                      .sum_sq = -sqlite3_column_double(st, 5)};
+  return adb__change_push(arg, ctext(st, 0), ctext(st, 1), ctext(st, 2), &d);
+}
+
+/* Subtracts each of the user's rows (u->changes, negated) from its '*'
+ * row and records the '*' row's new version. */
+static int star_subtract(sq_store *s, conn *c, adb__user_data *u, int64_t now) {
+  for (int i = 0; i < u->n_changes; i++) {
+    adb__policy_change *ch = &u->changes[i];
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(c->db, adb__sql_star_subtract, -1, &st, NULL);
+    if (rc != SQLITE_OK) return sq_fail(s, c, rc, "prepare");
+    bind_int(st, 1, -ch->delta.n, &rc);
+    bind_int(st, 2, adb__sum_hi(ch->delta.sum_micro), &rc);
+    bind_int(st, 3, adb__sum_lo(ch->delta.sum_micro), &rc);
+    bind_real(st, 4, -ch->delta.sum_sq, &rc);
+    bind_int(st, 5, now, &rc);
+    bind_text(st, 6, ch->agent, &rc);
+    bind_text(st, 7, ch->state_key, &rc);
+    bind_text(st, 8, ch->action, &rc);
+    if (rc == SQLITE_OK) rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+      ch->delta.version = sqlite3_column_int64(st, 0);
+      rc = sqlite3_step(st);
+    }
+    rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "subtract from '*'");
+    sqlite3_finalize(st);
+    if (rc) return rc;
+  }
+  return ADB_OK;
+}
+
+static int user_read(sq_store *s, conn *c, const char *user, int erase,
+                     adb__user_data *u) {
+  int rc =
+      adhoc_rows(s, c, adb__sql_user_counts, user, user_count_row, &u->sum);
+  if (!rc) rc = adhoc_rows(s, c, adb__sql_user_cells, user, user_cell_row, u);
+  if (!rc) rc = adhoc_rows(s, c, adb__sql_user_agents, user, user_agent_row, u);
+  if (!rc)
+    rc = adhoc_rows(s, c, adb__sql_user_sessions, user, user_session_row, u);
+  if (!rc && erase)
+    rc = adhoc_rows(s, c, adb__sql_user_rows, user, user_policy_row, u);
+  return rc;
+}
+
+static int sq_user_data(adb__store *st_, const char *user, int erase,
+                        adb__user_data *u) {
+  sq_store *s = (sq_store *)st_;
+  memset(u, 0, sizeof *u);
+  conn *c = erase ? writer_take(s) : reader_take(s);
+  if (erase) secure_delete(c, 1);
+  int rc = erase ? stmt_run(s, c, S_BEGIN, "begin user erase") : ADB_OK;
+  if (!rc) rc = user_read(s, c, user, erase, u);
+  if (!rc && erase) rc = star_subtract(s, c, u, now_ms());
+  if (!rc && erase) rc = run_list(s, c, adb__sql_user_delete, user);
+  if (!rc && erase) rc = stmt_run(s, c, S_COMMIT, "commit user erase");
+  if (rc && erase) txn_abort(s, c);
+  if (erase) secure_delete(c, 0);
+  conn_give(c);
+  if (rc) adb__user_data_free(u);
+  return rc;
+}
+
 const adb__store_methods adb__store_sqlite = {
     .version = 1,
     .scheme = "sqlite",
@@ -2187,4 +2532,8 @@ const adb__store_methods adb__store_sqlite = {
     .lin_checkpoint_get = sq_lin_checkpoint_get,
     .action_vectors = sq_action_vectors,
     .pending_sweep = sq_pending_sweep,
+    .agents_list = sq_agents_list,
+    .agent_delete = sq_agent_delete,
+    .action_delete = sq_action_delete,
+    .user_data = sq_user_data,
 };
