@@ -371,6 +371,9 @@ const char *const adb__sql_agent_learning[] = {
     "DELETE FROM pending_rewards WHERE agent_id = $1",
     "DELETE FROM event_outcomes WHERE agent_id = $1",
     "DELETE FROM default_watermarks WHERE agent_id = $1",
+    "DELETE FROM decision_features WHERE agent_id = $1",
+    "DELETE FROM linear_rewards WHERE agent_id = $1",
+    "DELETE FROM linear_checkpoints WHERE agent_id = $1",
     NULL};
 const char *const adb__sql_agent_config[] = {
     "DELETE FROM actions WHERE agent_id = $1",
@@ -418,6 +421,11 @@ const char *const adb__sql_user_delete[] = {
     "(SELECT agent_id, event_id FROM decisions WHERE user_id = $1)",
     "DELETE FROM event_outcomes WHERE (agent_id, event_id) IN "
     "(SELECT agent_id, event_id FROM decisions WHERE user_id = $1)",
+    /* The linear model's copies of the user's features (0003). */
+    "DELETE FROM decision_features WHERE (agent_id, event_id) IN "
+    "(SELECT agent_id, event_id FROM decisions WHERE user_id = $1)",
+    "DELETE FROM linear_rewards WHERE (agent_id, reward_id) IN "
+    "(SELECT agent_id, reward_id FROM reward_signals WHERE user_id = $1)",
     "DELETE FROM decisions WHERE user_id = $1",
     "DELETE FROM reward_signals WHERE user_id = $1",
     "DELETE FROM agent_episodes WHERE user_id = $1",
