@@ -17,10 +17,11 @@ int adb__api_session_put(rctx *x) {
   int bad;
   int64_t ttl = 0;
   const char *q = adb__api_query_get(x, "ttl_s", &bad);
-  if (q) {
-    char *end;
-    long long v = strtoll(q, &end, 10);
-    if (bad || !*q || *end || v < 1 || v > 31536000)
+  if (q || bad) {
+    /* Only digits: strtoll alone would take " 5", "+5" and "5x" quietly. */
+    size_t nd = q ? strspn(q, "0123456789") : 0;
+    long long v = nd && nd <= 9 && !q[nd] ? strtoll(q, NULL, 10) : 0;
+    if (v < 1 || v > 31536000)
       return adb__api_fail(x, 400, "invalid_field", "ttl_s",
                            "'ttl_s' must be an integer in [1, 31536000]");
     ttl = v;
