@@ -42,7 +42,7 @@ static int read_port(int fd) {
     }
     line[n] = '\0';
     const char *u = strstr(line, "http://");
-    const char *c = u ? strrchr(u + 7, ':') : NULL;
+    const char *c = u ? strchr(u + 7, ':') : NULL;
     if (c) return atoi(c + 1);
     n = 0;
   }
@@ -60,8 +60,8 @@ int tsrv_start(tsrv *s, const char *const *extra) {
   char store[400];
   snprintf(store, sizeof store, "sqlite://%s/agentdb.db", s->dir);
   snprintf(s->log, sizeof s->log, "%s/server.log", s->dir);
-  const char *argv[48] = {bin, "serve", "--store", store, "--threads", "2",
-                          "--write-threads", "8"};
+  const char *argv[48] = {bin,         "serve", "--store",         store,
+                          "--threads", "2",     "--write-threads", "8"};
   int n = 8, listen = 0;
   for (int i = 0; extra && extra[i] && n < 44; i++) {
     if (strcmp(extra[i], "--listen") == 0) listen = 1;
