@@ -137,6 +137,11 @@ int adb__policy_read(adb *db, const char *agent, const char *user,
 
 /* Validation helpers with messages. */
 int adb__check_id(adb *db, const char *what, const char *id);
+/* Checks an embedding's values and, when the agent has one, its dimension;
+ * writes nothing. */
 int adb__check_embedding(adb *db, adb__agent *a, const float *v, int dim);
+/* Fixes an agent's dimension to dim if it has none yet (call once the
+ * request is accepted); EINVAL when another dimension got there first. */
+int adb__fix_embedding_dim(adb *db, adb__agent *a, int dim);
 
 #endif

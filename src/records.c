@@ -119,11 +119,16 @@ int adb_actions_put(adb *db, const char *agent_id, const adb_action *acts,
   if (rc) return rc;
   adb__action_rec *recs = calloc((size_t)n, sizeof *recs);
   if (!recs) rc = adb__fail(db, ADB_ENOMEM, "out of memory");
+  int dim = 0; /* of the first embedding: all must agree */
   for (int i = 0; !rc && i < n; i++) {
     rc = adb__check_id(db, "action id", acts[i].id);
     if (!rc && acts[i].embedding)
       rc =
           adb__check_embedding(db, a, acts[i].embedding, acts[i].embedding_dim);
+    if (!rc && acts[i].embedding && dim && acts[i].embedding_dim != dim)
+      rc = adb__fail(db, ADB_EINVAL, "expected %d dimensions, not %d", dim,
+                     acts[i].embedding_dim);
+    if (!rc && acts[i].embedding) dim = acts[i].embedding_dim;
     if (rc) break;
     snprintf(recs[i].id, sizeof recs[i].id, "%s", acts[i].id);
     recs[i].disabled = acts[i].disabled != 0;
@@ -131,6 +136,7 @@ int adb_actions_put(adb *db, const char *agent_id, const adb_action *acts,
     recs[i].dim = acts[i].embedding ? acts[i].embedding_dim : 0;
     recs[i].metadata_json = acts[i].metadata_json;
   }
+  if (!rc && dim) rc = adb__fix_embedding_dim(db, a, dim);
   if (!rc) {
     rc = db->store->m->actions_put(db->store, agent_id, recs, n);
     if (rc) rc = store_err(db, rc, "storing actions");
@@ -210,6 +216,7 @@ int adb_pattern_put(adb *db, const char *agent_id, const adb_pattern *p) {
     rc = adb__fail(db, ADB_EINVAL, "support must be >= 0");
   if (!rc && p->embedding)
     rc = adb__check_embedding(db, a, p->embedding, p->embedding_dim);
+  if (!rc && p->embedding) rc = adb__fix_embedding_dim(db, a, p->embedding_dim);
   adb__agent_release(a);
   /* The time is fixed here so the index and the store agree on it. */
   adb_pattern q = *p;

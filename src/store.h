@@ -190,6 +190,12 @@ typedef struct adb__store_methods {
    * NULL in a backend that lacks it (the indexes then start empty). */
   int (*vectors_scan)(adb__store *st, int kind, int64_t since_ms,
                       int (*fn)(void *arg, const adb__vec_row *row), void *arg);
+  /* Sets the agent's embedding_dim to dim if it is 0, in one conditional
+   * update of that column alone (no other column is written, so a
+   * concurrent agent_put is never reverted); *stored gets the dimension
+   * the agent has afterwards: dim, or the one a concurrent first embedding
+   * set. ADB_ENOTFOUND for an unknown agent. */
+  int (*agent_fix_dim)(adb__store *st, const char *agent, int dim, int *stored);
 } adb__store_methods;
 
 /* Generic handle header: every backend's handle starts with this. */

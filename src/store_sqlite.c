@@ -98,6 +98,7 @@ enum stmt_id {
   S_VEC_USERS,
   S_VEC_PATTERNS,
   S_PING,
+  S_AGENT_FIX_DIM,
   N_STMT
 };
 
@@ -129,6 +130,10 @@ static const char *const stmt_sql[N_STMT] = {
         " default_reward = excluded.default_reward,"
         " updated_at_ms = excluded.updated_at_ms"
         " RETURNING created_at_ms, updated_at_ms",
+    [S_AGENT_FIX_DIM] =
+        "UPDATE agent_metadata SET embedding_dim = CASE WHEN embedding_dim = 0"
+        " THEN ?2 ELSE embedding_dim END WHERE agent_id = ?1"
+        " RETURNING embedding_dim",
     [S_AGENT_GET] =
         "SELECT algorithm, prior_alpha, prior_beta, prior_mu, prior_kappa,"
         " prior_a, prior_b, context_keys, embedding_dim, simhash_bits,"
@@ -768,6 +773,33 @@ static int sq_agent_put(adb__store *st_, adb_agent_config *cfg) {
   }
   conn_give(c);
   free(keys);
+  return rc;
+}
+
+static int sq_agent_fix_dim(adb__store *st_, const char *agent, int dim,
+                            int *stored) {
+  sq_store *s = (sq_store *)st_;
+  conn *c = writer_take(s);
+  sqlite3_stmt *st;
+  int rc = stmt_get(s, c, S_AGENT_FIX_DIM, &st);
+  if (!rc) {
+    rc = SQLITE_OK;
+    bind_text(st, 1, agent, &rc);
+    bind_int(st, 2, dim, &rc);
+    if (rc == SQLITE_OK) rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+      *stored = sqlite3_column_int(st, 0);
+      rc = sqlite3_step(st);
+      rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "fix agent dim");
+    } else if (rc == SQLITE_DONE) {
+      set_err(s, "sqlite: agent '%.128s' not found", agent);
+      rc = ADB_ENOTFOUND;
+    } else {
+      rc = sq_fail(s, c, rc, "fix agent dim");
+    }
+    stmt_done(st);
+  }
+  conn_give(c);
   return rc;
 }
 
@@ -1606,4 +1638,5 @@ const adb__store_methods adb__store_sqlite = {
     .pattern_get = sq_pattern_get,
     .metrics_get = sq_metrics_get,
     .vectors_scan = sq_vectors_scan,
+    .agent_fix_dim = sq_agent_fix_dim,
 };

@@ -15,6 +15,7 @@
 
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -321,6 +322,147 @@ static void test_a_repeated_episode_id_in_a_batch_is_400(void **state) {
   tresp_free(&r);
 }
 
+/* ------------------------------------------------------- defect 11 */
+
+static int agent_dim(const char *agent) {
+  char path[160];
+  snprintf(path, sizeof path, "/v1/agents/%s", agent);
+  tresp r = tsrv_call(&S, "GET", path, NULL, NULL);
+  assert_int_equal(r.status, 200);
+  int d = (int)json_integer_value(json_object_get(r.json, "embedding_dim"));
+  tresp_free(&r);
+  return d;
+}
+
+static char *episodes_body(int dim, int n) {
+  static __thread char b[4096];
+  size_t o = (size_t)snprintf(b, sizeof b, "{\"episodes\":[");
+  for (int e = 0; e < n; e++) {
+    int d = dim + (e == n - 1 && n > 1 ? 1 : 0); /* the last one differs */
+    o += (size_t)snprintf(b + o, sizeof b - o,
+                          "%s{\"user_id\":\"u\",\"action\":\"a\",\"reward\":1,"
+                          "\"embedding\":[",
+                          e ? "," : "");
+    for (int i = 0; i < d; i++)
+      o += (size_t)snprintf(b + o, sizeof b - o, "%s0.5", i ? "," : "");
+    o += (size_t)snprintf(b + o, sizeof b - o, "]}");
+  }
+  snprintf(b + o, sizeof b - o, "]}");
+  return b;
+}
+
+/* A batch refused for its second embedding's size leaves the agent's
+ * dimension unset (it was fixed by the first one before the refusal). */
+static void
+test_a_refused_first_embedding_leaves_the_dimension_unset(void **state) {
+  (void)state;
+  expect(&S, "PUT", "/v1/agents/dim0", "{}", NULL, 200, NULL);
+  expect(&S, "POST", "/v1/agents/dim0/episodes", episodes_body(2, 2), NULL, 400,
+         "invalid_field");
+  assert_int_equal(agent_dim("dim0"), 0);
+  const char *acts = "{\"actions\":[{\"id\":\"x\",\"embedding\":[1,2]},"
+                     "{\"id\":\"y\",\"embedding\":[1,2,3]}]}";
+  expect(&S, "POST", "/v1/agents/dim0/actions", acts, NULL, 400,
+         "invalid_field");
+  assert_int_equal(agent_dim("dim0"), 0);
+  expect(&S, "POST", "/v1/agents/dim0/episodes", episodes_body(3, 1), NULL, 200,
+         NULL);
+  assert_int_equal(agent_dim("dim0"), 3);
+  expect(&S, "POST", "/v1/agents/dim0/episodes", episodes_body(2, 1), NULL, 400,
+         "invalid_field");
+}
+
+typedef struct race {
+  const char *agent;
+  int dim; /* episodes of this size; 0: PUT the agent instead */
+  int status;
+  char msg[200];
+  pthread_barrier_t *go;
+} race;
+
+static void *race_main(void *arg) {
+  race *r = arg;
+  char path[160];
+  pthread_barrier_wait(r->go);
+  tresp t;
+  if (r->dim) {
+    snprintf(path, sizeof path, "/v1/agents/%s/episodes", r->agent);
+    t = tsrv_call(&S, "POST", path, episodes_body(r->dim, 1), NULL);
+  } else {
+    snprintf(path, sizeof path, "/v1/agents/%s", r->agent);
+    t = tsrv_call(&S, "PUT", path, "{\"default_reward\":0.5}", NULL);
+  }
+  r->status = t.status;
+  snprintf(r->msg, sizeof r->msg, "%s", t.body ? t.body : "");
+  tresp_free(&t);
+  return NULL;
+}
+
+/* Concurrent first embeddings of different sizes: exactly one size is
+ * accepted, and it is the agent's. */
+static void test_concurrent_first_embeddings_one_dimension_wins(void **state) {
+  (void)state;
+  enum { T = 4 };
+  int trials = getenv("ADB_TEST_QUICK") ? 10 : 30;
+  for (int k = 0; k < trials; k++) {
+    char agent[32];
+    snprintf(agent, sizeof agent, "race-%d", k);
+    char path[64];
+    snprintf(path, sizeof path, "/v1/agents/%s", agent);
+    expect(&S, "PUT", path, "{}", NULL, 200, NULL);
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, T);
+    race r[T];
+    pthread_t th[T];
+    for (int i = 0; i < T; i++) {
+      r[i] = (race){.agent = agent, .dim = 2 + i, .go = &go};
+      pthread_create(&th[i], NULL, race_main, &r[i]);
+    }
+    int won = 0, dim = 0;
+    for (int i = 0; i < T; i++) {
+      pthread_join(th[i], NULL);
+      assert_true(r[i].status == 200 || r[i].status == 400);
+      if (r[i].status == 200) won++, dim = r[i].dim;
+    }
+    pthread_barrier_destroy(&go);
+    assert_int_equal(won, 1);
+    assert_int_equal(agent_dim(agent), dim);
+  }
+}
+
+/* The first embedding's write of the dimension never reverts a PUT of the
+ * agent that ran at the same time (it wrote the whole config from the
+ * copy it had read; lost updates were seen in 10 of 30 trials). */
+static void test_first_embedding_never_reverts_a_concurrent_put(void **state) {
+  (void)state;
+  int trials = getenv("ADB_TEST_QUICK") ? 10 : 30;
+  for (int k = 0; k < trials; k++) {
+    char agent[32], path[64];
+    snprintf(agent, sizeof agent, "lost-%d", k);
+    snprintf(path, sizeof path, "/v1/agents/%s", agent);
+    expect(&S, "PUT", path, "{\"default_reward\":0.25}", NULL, 200, NULL);
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, 2);
+    race r[2] = {{.agent = agent, .dim = 2, .go = &go},
+                 {.agent = agent, .dim = 0, .go = &go}};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+      pthread_create(&th[i], NULL, race_main, &r[i]);
+    for (int i = 0; i < 2; i++)
+      pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&go);
+    if (r[0].status != 200 || r[1].status != 200)
+      fprintf(stderr, "episodes: %s\nput: %s\n", r[0].msg, r[1].msg);
+    assert_int_equal(r[0].status, 200);
+    assert_int_equal(r[1].status, 200);
+    tresp t = tsrv_call(&S, "GET", path, NULL, NULL);
+    double dr = json_number_value(json_object_get(t.json, "default_reward"));
+    if (dr != 0.5) fprintf(stderr, "trial %d: %s\n", k, t.body);
+    assert_true(dr == 0.5);
+    tresp_free(&t);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_slow_chunked_body_costs_linear_work),
@@ -331,6 +473,10 @@ int main(void) {
       cmocka_unit_test(test_listening_beyond_loopback_without_keys_warns),
       cmocka_unit_test(test_malformed_query_parameters_are_400),
       cmocka_unit_test(test_a_repeated_episode_id_in_a_batch_is_400),
+      cmocka_unit_test(
+          test_a_refused_first_embedding_leaves_the_dimension_unset),
+      cmocka_unit_test(test_concurrent_first_embeddings_one_dimension_wins),
+      cmocka_unit_test(test_first_embedding_never_reverts_a_concurrent_put),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
