@@ -16,9 +16,9 @@
  *
  * Errors are {"error":{"code","message","field"}} with stable codes:
  * invalid_json, missing_field, invalid_field, not_found, method_not_allowed,
- * unauthorized, conflict, body_too_large, queue_full, store_unavailable,
- * timeout, shutting_down, not_implemented, internal (and the HTTP layer's
- * bad_request, request_timeout, headers_too_large).
+ * unauthorized, forbidden, conflict, body_too_large, queue_full,
+ * store_unavailable, timeout, shutting_down, not_implemented, internal (and the
+ * HTTP layer's bad_request, request_timeout, headers_too_large).
  */
 #define _GNU_SOURCE
 #include "api_internal.h"
@@ -358,8 +358,20 @@ static void hide_routes(rctx *x) {
                         "Bearer realm=\"agentdb\"");
 }
 
+/* What a key scoped to some agents may reach: those agents (another is
+ * not found, whether it exists or not); sessions in those agents'
+ * namespaces (api_sessions.c); no user state and no user search, which
+ * every agent shares (the cold start of any agent reads them), so only a
+ * key for every agent may write or read them. */
 static int scope_ok(rctx *x) {
-  if (x->key < 0 || strncmp(x->rt->pattern, "/v1/agents/", 11) != 0) return 0;
+  if (x->key < 0) return 0;
+  const char *only;
+  if (strncmp(x->rt->pattern, "/v1/users", 9) == 0 &&
+      adb__auth_scope(x->api->cfg.auth, x->key, &only) > 0)
+    return adb__api_fail(x, 403, "forbidden", NULL,
+                         "user states are shared by every agent: only a key "
+                         "not scoped to agents may read or write them");
+  if (strncmp(x->rt->pattern, "/v1/agents/", 11) != 0) return 0;
   if (adb__auth_allows(x->api->cfg.auth, x->key, x->param[0])) return 0;
   return adb__api_fail(x, 404, "not_found", NULL, "unknown agent '%s'",
                        x->param[0]);
@@ -388,7 +400,7 @@ static const struct {
     {"/v1/agents/{agent}/metrics", {"from", "to", NULL}},
     {"/v1/users/search", {NULL}},
     {"/v1/users/{user}/state", {NULL}},
-    {"/v1/sessions/{session}", {"ttl_s", NULL}},
+    {"/v1/sessions/{session}", {"ttl_s", "agent", NULL}},
 };
 
 static int query_param_known(int q, const char *name, size_t n) {

@@ -252,28 +252,41 @@ int adb_pattern_get(adb *db, const char *agent_id, const char *pattern_id,
 
 /* -------------------------------------------------------------- sessions */
 
-static void session_key(char *out, size_t cap, const char *session) {
-  snprintf(out, cap, "s:{%s}", session);
+/* A shared session is "s:{id}"; one in an agent's namespace (sessions of
+ * agent-scoped API keys) is "s:{id}/a:agent". Ids hold neither '}' nor
+ * '/', so the two never meet; the hash tag keeps a session on one Redis
+ * Cluster slot either way. */
+static int session_key(adb *db, char *out, size_t cap, const char *agent,
+                       const char *session) {
+  int rc = adb__check_id(db, "session id", session);
+  if (!rc && agent) rc = adb__check_id(db, "agent id", agent);
+  if (rc) return rc;
+  if (agent)
+    snprintf(out, cap, "s:{%s}/a:%s", session, agent);
+  else
+    snprintf(out, cap, "s:{%s}", session);
+  return ADB_OK;
 }
 
-int adb_session_put(adb *db, const char *session_id, const char *json,
-                    int ttl_s) {
-  int rc = adb__check_id(db, "session id", session_id);
+enum { SESSION_KEY_MAX = 2 * ADB_ID_MAX + 16 };
+
+int adb__session_put(adb *db, const char *agent, const char *session_id,
+                     const char *json, int ttl_s) {
+  char key[SESSION_KEY_MAX];
+  int rc = session_key(db, key, sizeof key, agent, session_id);
   if (rc) return rc;
   if (!json) return adb__fail(db, ADB_EINVAL, "session context required");
   if (ttl_s < 0) return adb__fail(db, ADB_EINVAL, "ttl_s must be >= 0");
-  char key[200];
-  session_key(key, sizeof key, session_id);
   int64_t ttl = ttl_s ? (int64_t)ttl_s * 1000 : 1800000; /* 30 min */
   rc = db->cache->m->set(db->cache, key, json, strlen(json), ttl);
   return rc ? adb__fail(db, ADB_ECACHE, "cache unavailable") : ADB_OK;
 }
 
-int adb_session_get(adb *db, const char *session_id, char **json_out) {
-  int rc = adb__check_id(db, "session id", session_id);
+int adb__session_get(adb *db, const char *agent, const char *session_id,
+                     char **json_out) {
+  char key[SESSION_KEY_MAX];
+  int rc = session_key(db, key, sizeof key, agent, session_id);
   if (rc) return rc;
-  char key[200];
-  session_key(key, sizeof key, session_id);
   void *val;
   size_t len;
   rc = db->cache->m->get(db->cache, key, &val, &len);
@@ -292,15 +305,27 @@ int adb_session_get(adb *db, const char *session_id, char **json_out) {
   return ADB_OK;
 }
 
-int adb_session_delete(adb *db, const char *session_id) {
-  int rc = adb__check_id(db, "session id", session_id);
+int adb__session_delete(adb *db, const char *agent, const char *session_id) {
+  char key[SESSION_KEY_MAX];
+  int rc = session_key(db, key, sizeof key, agent, session_id);
   if (rc) return rc;
-  char key[200];
-  session_key(key, sizeof key, session_id);
   rc = db->cache->m->del(db->cache, key);
   if (rc == ADB_ENOTFOUND)
     return adb__fail(db, rc, "session '%s' not found", session_id);
   return rc ? adb__fail(db, ADB_ECACHE, "cache unavailable") : ADB_OK;
+}
+
+int adb_session_put(adb *db, const char *session_id, const char *json,
+                    int ttl_s) {
+  return adb__session_put(db, NULL, session_id, json, ttl_s);
+}
+
+int adb_session_get(adb *db, const char *session_id, char **json_out) {
+  return adb__session_get(db, NULL, session_id, json_out);
+}
+
+int adb_session_delete(adb *db, const char *session_id) {
+  return adb__session_delete(db, NULL, session_id);
 }
 
 /* -------------------------------------------------------------- policies */

@@ -463,6 +463,59 @@ static void test_first_embedding_never_reverts_a_concurrent_put(void **state) {
   }
 }
 
+/* ------------------------------------------------------- defect 10 */
+
+/* A key scoped to agent A cannot write (or read, or search) the user
+ * states every agent's cold start reads, and reaches only its agents'
+ * sessions: not B's, not the shared ones. */
+static void test_scoped_keys_confine_users_and_sessions(void **state) {
+  (void)state;
+  tsrv s = {0};
+  const char *keys = tsrv_keys(&s, "admin-key-0123456789\n"
+                                   "shop-key-0123456789 shop\n"
+                                   "kids-key-0123456789 kids\n"
+                                   "both-key-0123456789 shop,kids\n");
+  const char *extra[] = {"--api-keys-file", keys, NULL};
+  assert_int_equal(tsrv_start(&s, extra), 0);
+  const char *admin = "Authorization: Bearer admin-key-0123456789\r\n";
+  const char *shop = "Authorization: Bearer shop-key-0123456789\r\n";
+  const char *kids = "Authorization: Bearer kids-key-0123456789\r\n";
+  const char *both = "Authorization: Bearer both-key-0123456789\r\n";
+  const char *st = "{\"embedding\":[1,0,0]}";
+  const char *q = "{\"embedding\":[1,0,0],\"k\":5}";
+  expect(&s, "PUT", "/v1/users/u1/state", st, shop, 403, "forbidden");
+  expect(&s, "PUT", "/v1/users/u1/state", st, admin, 200, NULL);
+  expect(&s, "GET", "/v1/users/u1/state", NULL, kids, 403, "forbidden");
+  expect(&s, "POST", "/v1/users/search", q, shop, 403, "forbidden");
+  expect(&s, "POST", "/v1/users/search", q, admin, 200, NULL);
+  const char *ctx = "{\"context\":{\"page\":\"home\"}}";
+  expect(&s, "PUT", "/v1/sessions/s1", ctx, shop, 200, NULL);
+  expect(&s, "GET", "/v1/sessions/s1", NULL, shop, 200, NULL);
+  expect(&s, "GET", "/v1/sessions/s1", NULL, kids, 404, "not_found");
+  /* A delete reaches the key's own namespace only (where s1 is not): shop's
+   * s1 is still there afterwards. */
+  tresp r = tsrv_call(&s, "DELETE", "/v1/sessions/s1", NULL, kids);
+  assert_true(r.status == 200 || r.status == 404);
+  tresp_free(&r);
+  expect(&s, "GET", "/v1/sessions/s1", NULL, shop, 200, NULL);
+  expect(&s, "GET", "/v1/sessions/s1?agent=shop", NULL, kids, 404, "not_found");
+  expect(&s, "GET", "/v1/sessions/s1", NULL, both, 400, "missing_field");
+  expect(&s, "GET", "/v1/sessions/s1?agent=shop", NULL, both, 200, NULL);
+  /* The shared namespace is the admin's; the admin reaches an agent's
+   * with ?agent=. */
+  expect(&s, "GET", "/v1/sessions/s1", NULL, admin, 404, "not_found");
+  expect(&s, "GET", "/v1/sessions/s1?agent=shop", NULL, admin, 200, NULL);
+  expect(&s, "PUT", "/v1/sessions/s2", ctx, admin, 200, NULL);
+  expect(&s, "GET", "/v1/sessions/s2", NULL, shop, 404, "not_found");
+  r = tsrv_call(&s, "DELETE", "/v1/sessions/s2", NULL, shop);
+  assert_true(r.status == 200 || r.status == 404);
+  tresp_free(&r);
+  expect(&s, "GET", "/v1/sessions/s2", NULL, admin, 200, NULL);
+  expect(&s, "DELETE", "/v1/sessions/s1", NULL, shop, 200, NULL);
+  expect(&s, "GET", "/v1/sessions/s1", NULL, shop, 404, "not_found");
+  tsrv_cleanup(&s);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_slow_chunked_body_costs_linear_work),
@@ -477,6 +530,7 @@ int main(void) {
           test_a_refused_first_embedding_leaves_the_dimension_unset),
       cmocka_unit_test(test_concurrent_first_embeddings_one_dimension_wins),
       cmocka_unit_test(test_first_embedding_never_reverts_a_concurrent_put),
+      cmocka_unit_test(test_scoped_keys_confine_users_and_sessions),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
