@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?= $(if $(CI),-DADB_WERROR=ON)
 
-.PHONY: all deps build run simulate test test-asan bench clean format
+.PHONY: all deps build run simulate test test-asan bench fuzz clean format
 
 all: build
 
@@ -29,6 +29,10 @@ test: deps
 test-asan: deps
 	@bash scripts/test.sh asan
 
+# libFuzzer targets (fuzz/), each FUZZ_SECONDS (default 60) on its corpus.
+fuzz: deps
+	@bash scripts/fuzz.sh run
+
 bench: build
 	@bash scripts/bench.sh $(BUILD)
 
@@ -36,4 +40,4 @@ format:
 	clang-format -i include/*.h src/*.[ch] cli/*.[ch] tests/*.[ch] bench/*.c bench/*.cpp
 
 clean:
-	rm -rf build build-asan build-tsan data
+	rm -rf build build-asan build-tsan build-fuzz data

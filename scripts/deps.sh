@@ -6,7 +6,8 @@ PKGS=(build-essential cmake pkg-config git
       libsqlite3-dev libssl-dev libpq-dev libhiredis-dev libevent-dev
       libjansson-dev libcmocka-dev
       postgresql-15 postgresql-contrib redis-server redis-tools
-      libhnswlib-dev curl)
+      libhnswlib-dev curl
+      clang libclang-rt-14-dev) # clang + libFuzzer: scripts/fuzz.sh
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -259,7 +259,8 @@ json_t *adb__json_parse(const char *s, size_t n, char *err, size_t errlen) {
 
 int adb__jlex_peek(adb__jlex *l) {
   while (l->p < l->end) {
-    char c = *l->p;
+    /* unsigned: a byte 0xff is not the end (-1); found by fuzz_codecs */
+    unsigned char c = (unsigned char)*l->p;
     if (c != ' ' && c != '\n' && c != '\r' && c != '\t') return c;
     l->p++;
   }

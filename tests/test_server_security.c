@@ -516,6 +516,20 @@ static void test_scoped_keys_confine_users_and_sessions(void **state) {
   tsrv_cleanup(&s);
 }
 
+/* ------------------------------------------------- found by fuzzing */
+
+/* A decide body followed by a byte 0xff is not JSON: the fast path took
+ * the byte for the end of the input and answered 200. */
+static void test_a_decide_body_with_a_trailing_high_byte_is_400(void **state) {
+  (void)state;
+  expect(&S, "PUT", "/v1/agents/hb", "{}", NULL, 200, NULL);
+  expect(&S, "PUT", "/v1/agents/hb/actions/x", "{}", NULL, 200, NULL);
+  const char *ok = "{\"user_id\":\"u\",\"candidates\":[\"x\"]}";
+  expect(&S, "POST", "/v1/agents/hb/decide", ok, NULL, 200, NULL);
+  const char *bad = "{\"user_id\":\"u\",\"candidates\":[\"x\"]}\xff";
+  expect(&S, "POST", "/v1/agents/hb/decide", bad, NULL, 400, "invalid_json");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_slow_chunked_body_costs_linear_work),
@@ -531,6 +545,7 @@ int main(void) {
       cmocka_unit_test(test_concurrent_first_embeddings_one_dimension_wins),
       cmocka_unit_test(test_first_embedding_never_reverts_a_concurrent_put),
       cmocka_unit_test(test_scoped_keys_confine_users_and_sessions),
+      cmocka_unit_test(test_a_decide_body_with_a_trailing_high_byte_is_400),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
