@@ -22,6 +22,18 @@
  * freed: a connection closed meanwhile becomes a zombie, freed when the
  * job comes back.
  *
+ * Reading a request. Every byte is looked at once: the search for the end
+ * of the head resumes where the last read left it, the parsed head's
+ * framing is kept in the connection, and a chunked body goes through an
+ * incremental decoder (adb__http_chunk_feed, strict RFC 9112 grammar) that
+ * decodes in place and drops the framing bytes as it goes. The input
+ * buffer grows only as bytes arrive, and never past what the request may
+ * hold (in_limit): max_head before the head is complete; then the head,
+ * its body and one read. A body over preauth_body (or chunked) still to
+ * come is read only once the admit hook (the API key check) has accepted
+ * the head; a refusal is answered and the connection closed. At most
+ * max_connections are open over all workers; one more gets a canned 503.
+ *
  * Time limits are enforced by a sweep every 250 ms instead of a timer per
  * request: a request must arrive completely within request_timeout_ms of
  * its first byte (a client sending one byte a second gets 408), a stalled
