@@ -531,6 +531,19 @@ static void test_a_decide_body_with_a_trailing_high_byte_is_400(void **state) {
   expect(&S, "POST", "/v1/agents/hb/decide", bad, NULL, 400, "invalid_json");
 }
 
+/* A body whose parse error quotes a broken UTF-8 sequence still gets a JSON
+ * error answer (the message echoed the raw byte). */
+static void test_an_error_quoting_broken_utf8_is_json(void **state) {
+  (void)state;
+  const char *bad = "{\"user_id\":\"u1\",\"candidates\":[\"a1\"],"
+                    "\"context\":{\"device\":\"moCil\\\xde\x84,\"k\":1}";
+  tresp r = tsrv_call(&S, "POST", "/v1/agents/hb/decide", bad, NULL);
+  assert_int_equal(r.status, 400);
+  assert_non_null(r.json);
+  assert_string_equal(tresp_code(&r), "invalid_json");
+  tresp_free(&r);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_slow_chunked_body_costs_linear_work),
@@ -547,6 +560,7 @@ int main(void) {
       cmocka_unit_test(test_first_embedding_never_reverts_a_concurrent_put),
       cmocka_unit_test(test_scoped_keys_confine_users_and_sessions),
       cmocka_unit_test(test_a_decide_body_with_a_trailing_high_byte_is_400),
+      cmocka_unit_test(test_an_error_quoting_broken_utf8_is_json),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
