@@ -386,7 +386,7 @@ static void choose(adb *db, adb__agent *a, const adb_decide_req *req,
     for (int i = 0; i < m; i++) {
       snprintf(out->ranking[i].action, sizeof out->ranking[i].action, "%s",
                req->candidates[idx[i]]);
-      out->ranking[i].score = scores[idx[i]];
+      out->ranking[i].score = adb__score_of(&post[idx[i]], scores[idx[i]]);
     }
     out->n_ranking = m;
   }

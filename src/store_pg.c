@@ -214,10 +214,10 @@ static const char *const stmts[N_STMT] = {
     [S_ACTIONS_LIST] =
         "SELECT action_id, disabled, COALESCE(length(embedding), 0)::int8,"
         " metadata FROM actions WHERE agent_id = $1 ORDER BY action_id",
-    [S_POLICY_GET] =
-        "SELECT action_id, n, sum_micro, sum_sq, version FROM rl_policies"
-        " WHERE agent_id = $1 AND user_id = $2 AND state_key = $3"
-        " ORDER BY action_id",
+    [S_POLICY_GET] = "SELECT action_id, n, sum_micro, sum_sq, version, sum_hi"
+                     " FROM rl_policies"
+                     " WHERE agent_id = $1 AND user_id = $2 AND state_key = $3"
+                     " ORDER BY action_id",
     [S_DECISIONS_PUT] =
         "INSERT INTO decisions (agent_id, event_id, user_id, state_key,"
         " context, candidates, action_id, propensity, model, created_at_ms,"
@@ -248,12 +248,17 @@ static const char *const stmts[N_STMT] = {
         " ON CONFLICT DO NOTHING",
     [S_POLICY_ADD] =
         "INSERT INTO rl_policies AS p (agent_id, user_id, state_key,"
-        " action_id, n, sum_micro, sum_sq, version, updated_at_ms)"
-        " SELECT t.a, t.u, t.s, t.x, t.dn, t.dm, t.dq, 1, $8::int8"
+        " action_id, n, sum_micro, sum_hi, sum_sq, version, updated_at_ms)"
+        " SELECT t.a, t.u, t.s, t.x, t.dn, t.dm, t.dh, t.dq, 1, $9::int8"
         " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
-        " $5::int8[], $6::int8[], $7::float8[]) AS t(a, u, s, x, dn, dm, dq)"
+        " $5::int8[], $6::int8[], $7::float8[], $8::int8[])"
+        " AS t(a, u, s, x, dn, dm, dq, dh)"
         " ON CONFLICT (agent_id, user_id, state_key, action_id) DO UPDATE SET"
-        " n = p.n + excluded.n, sum_micro = p.sum_micro + excluded.sum_micro,"
+        " n = p.n + excluded.n,"
+        /* hi * 2^32 + lo, carried in the statement (0004_sum_headroom) */
+        " sum_micro = (p.sum_micro + excluded.sum_micro) & 4294967295,"
+        " sum_hi = p.sum_hi + excluded.sum_hi"
+        " + ((p.sum_micro + excluded.sum_micro) >> 32),"
         " sum_sq = p.sum_sq + excluded.sum_sq, version = p.version + 1,"
         " updated_at_ms = excluded.updated_at_ms"
         " RETURNING agent_id, user_id, state_key, action_id, version",
@@ -1550,10 +1555,10 @@ static int policies_add(pg_store *s, pgconn *c, adb__batch *b) {
     memset(&b->changes[i].delta, 0, sizeof b->changes[i].delta);
     b->changes[i].delta.version = v;
   }
-  static const uint32_t t[] = {OID_TEXT, OID_TEXT, OID_TEXT,  OID_TEXT,
-                               OID_INT8, OID_INT8, OID_FLOAT8};
+  static const uint32_t t[] = {OID_TEXT, OID_TEXT, OID_TEXT,   OID_TEXT,
+                               OID_INT8, OID_INT8, OID_FLOAT8, OID_INT8};
   cols a;
-  cols_begin(&a, t, 7, b->n_changes);
+  cols_begin(&a, t, 8, b->n_changes);
   for (int i = 0; i < b->n_changes; i++) {
     const adb__policy_change *ch = &b->changes[i];
     fld_text(&a.b[0], ch->agent);
@@ -1561,8 +1566,9 @@ static int policies_add(pg_store *s, pgconn *c, adb__batch *b) {
     fld_text(&a.b[2], ch->state_key);
     fld_text(&a.b[3], ch->action);
     fld_i64(&a.b[4], ch->delta.n);
-    fld_i64(&a.b[5], ch->delta.sum_micro);
+    fld_i64(&a.b[5], adb__sum_lo(ch->delta.sum_micro));
     fld_f64(&a.b[6], ch->delta.sum_sq);
+    fld_i64(&a.b[7], adb__sum_hi(ch->delta.sum_micro));
   }
   PGresult *res = NULL;
   int rc;
@@ -2279,7 +2285,8 @@ static int policy_get_fn(pg_store *s, pgconn *c, void *arg) {
   if (rc) return rc;
   for (int i = 0; i < PQntuples(r) && !rc; i++) {
     adb__arm_stats a = {.n = r_i64(r, i, 1),
-                        .sum_micro = r_i64(r, i, 2),
+                        .sum_micro =
+                            adb__sum_of(r_i64(r, i, 5), r_i64(r, i, 2)),
                         .sum_sq = r_f64(r, i, 3),
                         .version = r_i64(r, i, 4)};
     if (PQgetlength(r, i, 0) > ADB_ID_MAX)

@@ -164,16 +164,20 @@ static const char *const stmt_sql[N_STMT] = {
     [S_ACTION_LIST] =
         "SELECT action_id, disabled, length(embedding), metadata FROM actions"
         " WHERE agent_id = ?1 ORDER BY action_id",
-    [S_POLICY_GET] =
-        "SELECT action_id, n, sum_micro, sum_sq, version FROM rl_policies"
-        " WHERE agent_id = ?1 AND user_id = ?2 AND state_key = ?3"
-        " ORDER BY action_id",
+    [S_POLICY_GET] = "SELECT action_id, n, sum_micro, sum_sq, version, sum_hi"
+                     " FROM rl_policies"
+                     " WHERE agent_id = ?1 AND user_id = ?2 AND state_key = ?3"
+                     " ORDER BY action_id",
     [S_POLICY_ADD] =
         "INSERT INTO rl_policies (agent_id, user_id, state_key, action_id, n,"
-        " sum_micro, sum_sq, version, updated_at_ms)"
-        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8)"
+        " sum_micro, sum_hi, sum_sq, version, updated_at_ms)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?9, ?7, 1, ?8)"
         " ON CONFLICT (agent_id, user_id, state_key, action_id) DO UPDATE SET"
-        " n = n + excluded.n, sum_micro = sum_micro + excluded.sum_micro,"
+        " n = n + excluded.n,"
+        /* hi * 2^32 + lo, carried in the statement (0004_sum_headroom) */
+        " sum_micro = (sum_micro + excluded.sum_micro) & 4294967295,"
+        " sum_hi = sum_hi + excluded.sum_hi"
+        " + ((sum_micro + excluded.sum_micro) >> 32),"
         " sum_sq = sum_sq + excluded.sum_sq, version = version + 1,"
         " updated_at_ms = excluded.updated_at_ms RETURNING version",
     [S_DECISION_PUT] =
@@ -768,7 +772,8 @@ static int policy_add(sq_store *s, conn *c, adb__policy_change *ch,
   bind_text(st, 3, ch->state_key, &rc);
   bind_text(st, 4, ch->action, &rc);
   bind_int(st, 5, ch->delta.n, &rc);
-  bind_int(st, 6, ch->delta.sum_micro, &rc);
+  bind_int(st, 6, adb__sum_lo(ch->delta.sum_micro), &rc);
+  bind_int(st, 9, adb__sum_hi(ch->delta.sum_micro), &rc);
   bind_real(st, 7, ch->delta.sum_sq, &rc);
   bind_int(st, 8, now, &rc);
   if (rc == SQLITE_OK) rc = sqlite3_step(st);
@@ -1330,7 +1335,8 @@ static int sq_policy_get(adb__store *st_, const char *agent, const char *user,
       rc = sqlite3_step(st);
       if (rc != SQLITE_ROW) break;
       adb__arm_stats a = {.n = sqlite3_column_int64(st, 1),
-                          .sum_micro = sqlite3_column_int64(st, 2),
+                          .sum_micro = adb__sum_of(sqlite3_column_int64(st, 5),
+                                                   sqlite3_column_int64(st, 2)),
                           .sum_sq = sqlite3_column_double(st, 3),
                           .version = sqlite3_column_int64(st, 4)};
       const char *id = (const char *)sqlite3_column_text(st, 0);
