@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?= $(if $(CI),-DADB_WERROR=ON)
 
-.PHONY: all deps build run simulate test test-asan bench clean format install install-files
+.PHONY: all deps build run simulate test test-asan bench fuzz clean format install install-files
 
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -32,6 +32,10 @@ test: deps
 test-asan: deps
 	@bash scripts/test.sh asan
 
+# libFuzzer targets (fuzz/), each FUZZ_SECONDS (default 60) on its corpus.
+fuzz: deps
+	@bash scripts/fuzz.sh run
+
 # The binary, both libraries, agentdb.h, agentdb.pc, the man page and the
 # docs under $(PREFIX), staged under $(DESTDIR) when given.
 install: build
@@ -48,4 +52,4 @@ format:
 	clang-format -i include/*.h src/*.[ch] cli/*.[ch] tests/*.[ch] bench/*.c bench/*.cpp
 
 clean:
-	rm -rf build build-asan build-tsan data
+	rm -rf build build-asan build-tsan build-fuzz data

@@ -58,6 +58,7 @@ enum {
   O_REQUEST_TIMEOUT,
   O_IDLE_TIMEOUT,
   O_SHUTDOWN_TIMEOUT,
+  O_MAX_CONNECTIONS,
   O_API_KEYS,
   O_ACCESS_LOG,
   O_SEED,
@@ -121,6 +122,10 @@ static const opt_def opts[N_OPT] = {
                             "AGENTDB_SHUTDOWN_TIMEOUT_MS", "30000", "MS",
                             "longest wait for in-flight requests on "
                             "SIGTERM"},
+    [O_MAX_CONNECTIONS] = {"max-connections", "AGENTDB_MAX_CONNECTIONS", "4096",
+                           "N",
+                           "open connections at once; beyond, new ones get "
+                           "503 and are closed"},
     [O_API_KEYS] = {"api-keys-file", "AGENTDB_API_KEYS_FILE", "", "PATH",
                     "require 'Authorization: Bearer KEY' on /v1 (lines: "
                     "KEY [agent,...])"},
@@ -299,6 +304,7 @@ static int convert(settings *s) {
       number(s, O_REQUEST_TIMEOUT, 0, 1, big, &v[O_REQUEST_TIMEOUT]) ||
       number(s, O_IDLE_TIMEOUT, 0, 1, big, &v[O_IDLE_TIMEOUT]) ||
       number(s, O_SHUTDOWN_TIMEOUT, 0, 1, big, &v[O_SHUTDOWN_TIMEOUT]) ||
+      number(s, O_MAX_CONNECTIONS, 0, 1, 1 << 24, &v[O_MAX_CONNECTIONS]) ||
       number(s, O_SEED, 0, 0, 0x7fffffffffffffffLL, &v[O_SEED]) ||
       number(s, O_SLOW_MS, 0, 0, big, &s->slow_ms) ||
       number(s, O_DASH_AGENTS, 0, 1, 100000, &s->dash_agents) ||
@@ -348,7 +354,8 @@ static int convert(settings *s) {
                          .max_head = (size_t)v[O_MAX_HEADER],
                          .request_timeout_ms = (int)v[O_REQUEST_TIMEOUT],
                          .idle_timeout_ms = (int)v[O_IDLE_TIMEOUT],
-                         .shutdown_timeout_ms = (int)v[O_SHUTDOWN_TIMEOUT]};
+                         .shutdown_timeout_ms = (int)v[O_SHUTDOWN_TIMEOUT],
+                         .max_connections = (int)v[O_MAX_CONNECTIONS]};
   return 0;
 }
 
@@ -429,6 +436,7 @@ static int open_all(settings *s, running *r) {
   }
   s->http.handler = adb__api_handle;
   s->http.done = adb__api_done;
+  s->http.admit = adb__api_admit;
   s->http.ud = r->api;
   if (adb__http_start(&s->http, &r->srv, err, sizeof err) != ADB_OK) {
     fprintf(stderr, "agentdb serve: %s\n", err);
@@ -438,6 +446,12 @@ static int open_all(settings *s, running *r) {
   r->health = adb__health_start(r->db, &s->log, 1000);
   adb__api_set_health(r->api, r->health);
   return 0;
+}
+
+/* True when the bound address ("host:port", "[v6]:port") is loopback. */
+static int is_loopback(const char *addr) {
+  return strncmp(addr, "127.", 4) == 0 || strncmp(addr, "[::1]:", 6) == 0 ||
+         strncmp(addr, "[::ffff:127.", 12) == 0;
 }
 
 /* Stops in order: HTTP (in-flight requests finish), then the library
@@ -546,6 +560,12 @@ int cli_serve(int argc, char **argv) {
          s.val[O_DURABILITY], s.threads);
   fflush(stdout);
   log_start(&s, &r);
+  if (!r.auth && !is_loopback(adb__http_address(r.srv)))
+    fprintf(stderr,
+            "agentdb: WARNING: listening on %s beyond loopback with no API "
+            "keys: anyone who can reach this address can read and change "
+            "every agent (set --api-keys-file)\n",
+            adb__http_address(r.srv));
   int sig = 0;
   while (sigwait(&with_hup, &sig) == 0 && sig == SIGHUP)
     reload_keys(&s, &r);

@@ -8,7 +8,8 @@ PKGS=(build-essential cmake pkg-config git
       postgresql-15 postgresql-contrib redis-server redis-tools
       libhnswlib-dev curl
       haproxy      # the load balancer of scripts/cluster.sh
-      chromium prometheus)  # the dashboard browser test; promtool
+      chromium prometheus  # the dashboard browser test; promtool
+      clang libclang-rt-14-dev)  # clang + libFuzzer: scripts/fuzz.sh
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

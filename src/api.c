@@ -386,13 +386,100 @@ static void hide_routes(rctx *x) {
                         "Bearer realm=\"agentdb\"");
 }
 
+/* What a key scoped to some agents may reach: those agents (another is
+ * not found, whether it exists or not); sessions in those agents'
+ * namespaces (api_sessions.c); no user state and no user search, which
+ * every agent shares (the cold start of any agent reads them), so only a
+ * key for every agent may write or read them. */
 static int scope_ok(rctx *x) {
-  if (x->key < 0 || (strncmp(x->rt->pattern, "/v1/agents/", 11) != 0 &&
-                     strncmp(x->rt->pattern, "/v1/dashboard/agents/", 21)))
+  if (x->key < 0) return 0;
+  const char *only;
+  if (strncmp(x->rt->pattern, "/v1/users", 9) == 0 &&
+      adb__auth_scope(x->auth, x->key, &only) > 0)
+    return adb__api_fail(x, 403, "forbidden", NULL,
+                         "user states are shared by every agent: only a key "
+                         "not scoped to agents may read or write them");
+  if (strncmp(x->rt->pattern, "/v1/agents/", 11) != 0 &&
+      strncmp(x->rt->pattern, "/v1/dashboard/agents/", 21))
     return 0;
   if (adb__auth_allows(x->auth, x->key, x->param[0])) return 0;
   return adb__api_fail(x, 404, "not_found", NULL, "unknown agent '%s'",
                        x->param[0]);
+}
+
+/* The query parameters each route takes. A route listed here answers 400
+ * to a parameter it does not take, to one given twice and to a malformed
+ * one, so that no typo is silently taken as the default. */
+static const struct {
+  const char *pattern;
+  const char *params[3];
+} query_params[] = {
+    {"/healthz", {NULL}},
+    {"/readyz", {NULL}},
+    {"/metrics", {NULL}},
+    {"/v1/agents/{agent}", {NULL}},
+    {"/v1/agents/{agent}/actions/{action}", {NULL}},
+    {"/v1/agents/{agent}/actions", {NULL}},
+    {"/v1/agents/{agent}/decide", {NULL}},
+    {"/v1/agents/{agent}/rewards", {NULL}},
+    {"/v1/agents/{agent}/episodes", {NULL}},
+    {"/v1/agents/{agent}/episodes/search", {NULL}},
+    {"/v1/agents/{agent}/policies/{user}", {"state_key", NULL}},
+    {"/v1/agents/{agent}/patterns/search", {NULL}},
+    {"/v1/agents/{agent}/patterns/{pattern}", {NULL}},
+    {"/v1/agents/{agent}/metrics", {"from", "to", NULL}},
+    {"/v1/users/search", {NULL}},
+    {"/v1/users/{user}/state", {NULL}},
+    {"/v1/sessions/{session}", {"ttl_s", "agent", NULL}},
+};
+
+static int query_param_known(int q, const char *name, size_t n) {
+  for (int i = 0; query_params[q].params[i]; i++)
+    if (strlen(query_params[q].params[i]) == n &&
+        memcmp(query_params[q].params[i], name, n) == 0)
+      return 1;
+  return 0;
+}
+
+static int check_query(rctx *x) {
+  const char *qs = x->req->query;
+  size_t n = x->req->query_len;
+  int q = -1;
+  for (int i = 0; i < (int)(sizeof query_params / sizeof query_params[0]); i++)
+    if (strcmp(query_params[i].pattern, x->rt->pattern) == 0) q = i;
+  if (q < 0 || !qs) return 0; /* a route that checks its own */
+  for (size_t i = 0; i < n;) {
+    size_t j = i;
+    while (j < n && qs[j] != '&')
+      j++;
+    const char *eq = memchr(qs + i, '=', j - i);
+    size_t kl = eq ? (size_t)(eq - (qs + i)) : j - i;
+    if (j > i && !query_param_known(q, qs + i, kl))
+      return adb__api_fail(x, 400, "invalid_field", NULL,
+                           "unknown query parameter '%.*s'",
+                           (int)(kl > 64 ? 64 : kl), qs + i);
+    int bad = 0;
+    if (j > i) {
+      char name[16];
+      snprintf(name, sizeof name, "%.*s", (int)kl, qs + i);
+      const char *first = adb__api_query_get(x, name, &bad);
+      if (bad || !first || adb__api_pct_decode(x, qs + i, kl) == NULL)
+        return adb__api_fail(x, 400, "invalid_field", name,
+                             "query parameter '%s' is malformed", name);
+      for (size_t k = j + 1; k < n;) { /* given twice? */
+        size_t e = k;
+        while (e < n && qs[e] != '&')
+          e++;
+        if ((e - k == kl || (e - k > kl && qs[k + kl] == '=')) &&
+            memcmp(qs + k, qs + i, kl) == 0)
+          return adb__api_fail(x, 400, "invalid_field", name,
+                               "query parameter '%s' is given twice", name);
+        k = e + 1;
+      }
+    }
+    i = j + 1;
+  }
+  return 0;
 }
 
 /* ------------------------------------------------------- request id */
@@ -550,7 +637,7 @@ int adb__api_handle(void *ud, adb__http_req *req, adb__http_resp *resp) {
   resp->route = x.rt ? (int)(x.rt - routes) : 0;
   if (!x.rt) hide_routes(&x);
   if (x.rt && !authorise(&x) && (req->in_pool || !rate_ok(&x)) &&
-      !take_params(&x, seg, len, n) && !scope_ok(&x)) {
+      !take_params(&x, seg, len, n) && !scope_ok(&x) && !check_query(&x)) {
     if (blocks(api, x.rt) && !req->in_pool) {
       adb__arena_reset(x.ar);
       return ADB__HTTP_DEFER;
@@ -562,6 +649,26 @@ int adb__api_handle(void *ud, adb__http_req *req, adb__http_resp *resp) {
   json_decref(x.doc);
   adb__arena_reset(x.ar);
   return ADB__HTTP_DONE;
+}
+
+/* Before a large body is read: without a valid key (when keys are set)
+ * the request is refused at its head, so that an anonymous client costs
+ * no more than max_head + the HTTP layer's preauth_body per connection. */
+int adb__api_admit(void *ud, const adb__http_req *req, adb__http_resp *resp) {
+  adb__api *api = ud;
+  const adb__auth *auth = __atomic_load_n(&api->cfg.auth, __ATOMIC_ACQUIRE);
+  if (!auth ||
+      adb__auth_check(auth, req->authorization, req->authorization_len) >= 0)
+    return 0;
+  rctx x = {.api = api,
+            .req = (adb__http_req *)req,
+            .resp = resp,
+            .out = resp->body,
+            .key = -1};
+  adb__api_fail(&x, 401, "unauthorized", NULL,
+                "a valid API key is required: Authorization: Bearer <key>");
+  adb__http_resp_header(resp, "WWW-Authenticate", "Bearer realm=\"agentdb\"");
+  return 1;
 }
 
 /* ------------------------------------------------------------- logs */

@@ -51,6 +51,10 @@ int adb__api_handle(void *ud, adb__http_req *req, adb__http_resp *resp);
 void adb__api_done(void *ud, const adb__http_req *req,
                    const adb__http_resp *resp, int64_t latency_ns);
 
+/* The adb__http_admit of the API: refuses a large body without a valid
+ * key (when keys are required) before it is read. */
+int adb__api_admit(void *ud, const adb__http_req *req, adb__http_resp *resp);
+
 /* The one mapping of library error codes to HTTP: returns the status and
  * sets *code to the stable error code and *retry_after_s to the
  * Retry-After seconds (0 = none). */

@@ -46,7 +46,7 @@ int adb__api_dash_asset(rctx *x) {
 /* ---------------------------------------------------------- overview */
 
 static int allowed(rctx *x, const char *agent) {
-  return x->key < 0 || adb__auth_allows(x->api->cfg.auth, x->key, agent);
+  return x->key < 0 || adb__auth_allows(x->auth, x->key, agent);
 }
 
 static int allow_cb(void *ud, const char *agent) {

@@ -54,12 +54,19 @@ int adb__api_episodes(rctx *x) {
                          "'episodes' must be an array of 1..%d episodes",
                          MAX_BULK);
   adb_episode *es = adb__api_alloc(x, n * sizeof *es);
-  if (!es) return adb__api_fail(x, 500, "internal", NULL, "out of memory");
+  adb__api_strset ids;
+  if (!es || adb__api_strset_init(x, &ids, n))
+    return adb__api_fail(x, 500, "internal", NULL, "out of memory");
   for (size_t i = 0; i < n; i++) {
     memset(&es[i], 0, sizeof es[i]);
-    if (episode_from_json(x, json_array_get(arr, i),
-                          adb__api_fidx(x, "episodes", i), &es[i]))
-      return -1;
+    const char *p = adb__api_fidx(x, "episodes", i);
+    if (episode_from_json(x, json_array_get(arr, i), p, &es[i])) return -1;
+    /* A repeated id would be stored once but counted twice: refused, so
+     * that "inserted" is the number of episodes the batch adds. */
+    if (es[i].episode_id && !adb__api_strset_add(&ids, es[i].episode_id))
+      return adb__api_fail(
+          x, 400, "invalid_field", adb__api_fname(x, p, "episode_id"),
+          "episode_id '%s' appears twice in the batch", es[i].episode_id);
   }
   int rc = adb_episodes_record(x->db, x->param[0], es, (int)n);
   if (rc != ADB_OK) return adb__api_fail_adb(x, rc, NULL);

@@ -202,3 +202,12 @@ int adb__auth_allows(const adb__auth *a, int k, const char *agent) {
     if (strcmp(key->agents[i], agent) == 0) return 1;
   return 0;
 }
+
+int adb__auth_scope(const adb__auth *a, int k, const char **only) {
+  *only = NULL;
+  if (k < 0 || k >= a->n) return -1;
+  const auth_key *key = &a->keys[k];
+  if (!key->agents) return 0;
+  if (key->n_agents == 1) *only = key->agents[0];
+  return key->n_agents;
+}

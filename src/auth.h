@@ -36,4 +36,9 @@ int adb__auth_check(const adb__auth *a, const char *hdr, size_t len);
 /* 1 when key k may touch agent, else 0. */
 int adb__auth_allows(const adb__auth *a, int k, const char *agent);
 
+/* How many agents key k is scoped to: 0 for a key that may touch every
+ * agent, -1 for no such key. *only is the agent when there is exactly one,
+ * else NULL. */
+int adb__auth_scope(const adb__auth *a, int k, const char **only);
+
 #endif /* ADB_AUTH_H */

@@ -156,10 +156,23 @@ int adb__policy_read(adb *db, const char *agent, const char *user,
                      const char *state_key, int n, const char *const *actions,
                      adb__arm_stats *stats, int *hits);
 
+/* Sessions in the shared namespace (agent NULL, the public adb_session_*)
+ * or in an agent's own (agent-scoped API keys). */
+int adb__session_put(adb *db, const char *agent, const char *session_id,
+                     const char *json, int ttl_s);
+int adb__session_get(adb *db, const char *agent, const char *session_id,
+                     char **json_out);
+int adb__session_delete(adb *db, const char *agent, const char *session_id);
+
 /* Validation helpers with messages. */
 int adb__check_id(adb *db, const char *what, const char *id);
 /* ADB_EINVAL "<what> is not valid UTF-8" unless s is (NULL is). */
 int adb__check_utf8(adb *db, const char *what, const char *s);
+/* Checks an embedding's values and, when the agent has one, its dimension;
+ * writes nothing. */
 int adb__check_embedding(adb *db, adb__agent *a, const float *v, int dim);
+/* Fixes an agent's dimension to dim if it has none yet (call once the
+ * request is accepted); EINVAL when another dimension got there first. */
+int adb__fix_embedding_dim(adb *db, adb__agent *a, int dim);
 
 #endif

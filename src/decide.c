@@ -122,14 +122,23 @@ int adb__check_embedding(adb *db, adb__agent *a, const float *v, int dim) {
   if (want && want != dim)
     return adb__fail(db, ADB_EINVAL, "expected %d dimensions, not %d", want,
                      dim);
-  if (!want) {
-    /* The first embedding fixes the agent's dimension. */
-    adb_agent_config c = a->cfg;
-    c.embedding_dim = dim;
-    int rc = db->store->m->agent_put(db->store, &c);
-    if (rc) return adb__fail(db, rc, "%s", adb__store_errmsg(db->store));
-    adb__agent_invalidate(db, a->cfg.id);
-  }
+  return ADB_OK;
+}
+
+/* The first embedding fixes the agent's dimension, once the request that
+ * carries it has been accepted (a refused request changes nothing): one
+ * conditional update of that column in the store, so that of concurrent
+ * first embeddings of different sizes exactly one wins (the others get
+ * EINVAL), and no other column of the agent is written from a stale copy. */
+int adb__fix_embedding_dim(adb *db, adb__agent *a, int dim) {
+  if (a->cfg.embedding_dim) return ADB_OK; /* checked already */
+  int stored = 0;
+  int rc = db->store->m->agent_fix_dim(db->store, a->cfg.id, dim, &stored);
+  if (rc) return adb__fail(db, rc, "%s", adb__store_errmsg(db->store));
+  adb__agent_invalidate(db, a->cfg.id);
+  if (stored != dim)
+    return adb__fail(db, ADB_EINVAL, "expected %d dimensions, not %d", stored,
+                     dim);
   return ADB_OK;
 }
 
@@ -493,6 +502,8 @@ int adb_decide(adb *db, const adb_decide_req *req, adb_decision *out) {
   if (rc == ADB_OK)
     rc = pm->decide(db, a, req, eligible, n_eligible, out, features,
                     &n_features, &hits);
+  if (rc == ADB_OK && req->embedding)
+    rc = adb__fix_embedding_dim(db, a, req->embedding_dim);
   if (rc == ADB_OK) {
     if (req->event_id)
       snprintf(out->event_id, sizeof out->event_id, "%s", req->event_id);

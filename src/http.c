@@ -22,6 +22,18 @@
  * freed: a connection closed meanwhile becomes a zombie, freed when the
  * job comes back.
  *
+ * Reading a request. Every byte is looked at once: the search for the end
+ * of the head resumes where the last read left it, the parsed head's
+ * framing is kept in the connection, and a chunked body goes through an
+ * incremental decoder (adb__http_chunk_feed, strict RFC 9112 grammar) that
+ * decodes in place and drops the framing bytes as it goes. The input
+ * buffer grows only as bytes arrive, and never past what the request may
+ * hold (in_limit): max_head before the head is complete; then the head,
+ * its body and one read. A body over preauth_body (or chunked) still to
+ * come is read only once the admit hook (the API key check) has accepted
+ * the head; a refusal is answered and the connection closed. At most
+ * max_connections are open over all workers; one more gets a canned 503.
+ *
  * Time limits are enforced by a sweep every 250 ms instead of a timer per
  * request: a request must arrive completely within request_timeout_ms of
  * its first byte (a client sending one byte a second gets 408), a stalled
@@ -305,60 +317,174 @@ static int hexval(char c) {
   return -1;
 }
 
-/* The line ending at buf[i]: CRLF or LF. Returns bytes (1 or 2), 0 when
- * more input is needed, -1 when something else is there. */
-static int eol(const char *buf, size_t len, size_t i) {
-  if (i >= len) return 0;
-  if (buf[i] == '\n') return 1;
-  if (buf[i] != '\r') return -1;
-  if (i + 1 >= len) return 0;
-  return buf[i + 1] == '\n' ? 2 : -1;
+/* The chunked decoder's states: where the next byte falls. */
+enum {
+  CK_SIZE0,    /* first hex digit of a chunk size */
+  CK_SIZE,     /* more hex digits, or what follows them */
+  CK_BWS,      /* white space before ';' */
+  CK_NAME0,    /* first character of an extension name */
+  CK_NAME,     /* extension name, or what follows it */
+  CK_NAME_BWS, /* white space after a name: '=' or ';' */
+  CK_VAL0,     /* first character of an extension value */
+  CK_VAL,      /* token value, or what follows it */
+  CK_QS,       /* inside a quoted-string */
+  CK_QS_ESC,   /* after a backslash in a quoted-string */
+  CK_VAL_END,  /* after a quoted-string */
+  CK_SIZE_LF,  /* LF closing the size line */
+  CK_DATA,     /* chunk data */
+  CK_DATA_CR,  /* CR after chunk data */
+  CK_DATA_LF,  /* LF after chunk data */
+  CK_TR0,      /* start of a trailer line (or the closing empty line) */
+  CK_TR_NAME,  /* trailer field name */
+  CK_TR_VAL,   /* trailer field value */
+  CK_TR_LF,    /* LF closing a trailer line */
+  CK_END_LF,   /* LF of the closing empty line */
+  CK_DONE,
+  CK_ERROR
+};
+
+#define CK_MAX_LINE 4096    /* a chunk-size line with its extensions */
+#define CK_MAX_TRAILER 8192 /* the whole trailer section */
+
+static int qdtext(unsigned char c) {
+  return c == '\t' || c == ' ' || c == 0x21 || (c >= 0x23 && c <= 0x5b) ||
+         (c >= 0x5d && c <= 0x7e) || c >= 0x80;
 }
 
-/* Skips trailer lines up to the empty line; returns the end, 0 for more,
- * -400 when malformed. */
-static long skip_trailers(const char *buf, size_t len, size_t i) {
-  for (;;) {
-    int e = eol(buf, len, i);
-    if (e > 0) return (long)(i + (size_t)e);
-    if (e == 0) return 0;
-    const char *nl = memchr(buf + i, '\n', len - i);
-    if (!nl) return len - i > 8192 ? -400 : 0;
-    i = (size_t)(nl + 1 - buf);
+static int ows(unsigned char c) {
+  return c == ' ' || c == '\t';
+}
+
+/* The state after byte c of a size line in state st, or CK_ERROR. */
+static int size_line_step(adb__http_chunker *k, int st, unsigned char c) {
+  int h = hexval((char)c);
+  switch (st) {
+  case CK_SIZE0:
+  case CK_SIZE:
+    if (h >= 0) {
+      if (k->left > (UINT64_MAX >> 4)) return CK_ERROR;
+      k->left = k->left * 16 + (uint64_t)h;
+      return CK_SIZE;
+    }
+    if (st == CK_SIZE0) return CK_ERROR;
+    /* fall through */
+  case CK_VAL:
+    if (st == CK_VAL && is_tchar(c)) return CK_VAL;
+    /* fall through */
+  case CK_BWS:
+  case CK_VAL_END:
+    if (c == ';') return CK_NAME0;
+    if (ows(c)) return CK_BWS;
+    if (c == '\r' && st != CK_BWS) return CK_SIZE_LF;
+    return CK_ERROR;
+  case CK_NAME0:
+    if (ows(c)) return CK_NAME0;
+    return is_tchar(c) ? CK_NAME : CK_ERROR;
+  case CK_NAME:
+    if (is_tchar(c)) return CK_NAME;
+    if (c == '\r') return CK_SIZE_LF;
+    /* fall through */
+  case CK_NAME_BWS:
+    if (c == '=') return CK_VAL0;
+    if (c == ';') return CK_NAME0;
+    return ows(c) ? CK_NAME_BWS : CK_ERROR;
+  case CK_VAL0:
+    if (ows(c)) return CK_VAL0;
+    if (c == '"') return CK_QS;
+    return is_tchar(c) ? CK_VAL : CK_ERROR;
+  case CK_QS:
+    if (c == '"') return CK_VAL_END;
+    if (c == '\\') return CK_QS_ESC;
+    return qdtext(c) ? CK_QS : CK_ERROR;
+  case CK_QS_ESC:
+    return c == '\t' || (c >= 0x20 && c != 0x7f) ? CK_QS : CK_ERROR;
   }
+  return CK_ERROR;
+}
+
+/* The state after byte c of the trailer section in state st. */
+static int trailer_step(int st, unsigned char c) {
+  switch (st) {
+  case CK_TR0:
+    if (c == '\r') return CK_END_LF;
+    return is_tchar(c) ? CK_TR_NAME : CK_ERROR;
+  case CK_TR_NAME:
+    if (c == ':') return CK_TR_VAL;
+    return is_tchar(c) ? CK_TR_NAME : CK_ERROR;
+  case CK_TR_VAL:
+    if (c == '\r') return CK_TR_LF;
+    return (c < 0x20 && c != '\t') || c == 0x7f ? CK_ERROR : CK_TR_VAL;
+  case CK_TR_LF:
+    return c == '\n' ? CK_TR0 : CK_ERROR;
+  case CK_END_LF:
+    return c == '\n' ? CK_DONE : CK_ERROR;
+  }
+  return CK_ERROR;
+}
+
+/* Takes the chunk data available at in[*i..len). */
+static int take_data(adb__http_chunker *k, const char *in, size_t len,
+                     size_t *i, char *out) {
+  size_t n = len - *i;
+  if ((uint64_t)n > k->left) n = (size_t)k->left;
+  if (out) memmove(out + k->decoded, in + *i, n);
+  k->decoded += n;
+  k->left -= n;
+  *i += n;
+  return k->left ? CK_DATA : CK_DATA_CR;
+}
+
+int adb__http_chunk_feed(adb__http_chunker *k, const char *in, size_t len,
+                         char *out, size_t max_body, size_t *used) {
+  size_t i = 0;
+  int st = k->state;
+  while (i < len && st != CK_DONE && st != CK_ERROR) {
+    if (st == CK_DATA) {
+      st = take_data(k, in, len, &i, out);
+      continue;
+    }
+    unsigned char c = (unsigned char)in[i++];
+    if (st <= CK_VAL_END) {
+      if (++k->line > CK_MAX_LINE) {
+        st = CK_ERROR;
+        break;
+      }
+      st = size_line_step(k, st, c);
+      if (st == CK_SIZE && k->left > max_body - k->decoded) {
+        k->state = CK_ERROR;
+        *used = i;
+        return -413;
+      }
+    } else if (st == CK_SIZE_LF) {
+      if (c != '\n') {
+        st = CK_ERROR;
+      } else {
+        k->line = 0;
+        st = k->left ? CK_DATA : CK_TR0;
+      }
+    } else if (st == CK_DATA_CR) {
+      st = c == '\r' ? CK_DATA_LF : CK_ERROR;
+    } else if (st == CK_DATA_LF) {
+      st = c == '\n' ? CK_SIZE0 : CK_ERROR;
+    } else {
+      st = ++k->line > CK_MAX_TRAILER ? CK_ERROR : trailer_step(st, c);
+    }
+  }
+  k->state = st;
+  *used = i;
+  if (st == CK_ERROR) return -400;
+  return st == CK_DONE;
 }
 
 long adb__http_chunked(const char *buf, size_t len, size_t max_body, char *out,
                        size_t *decoded) {
-  size_t i = 0, total = 0;
-  for (;;) {
-    uint64_t sz = 0;
-    size_t nd = 0;
-    int h;
-    while (i < len && (h = hexval(buf[i])) >= 0) {
-      if (++nd > 15) return -413;
-      sz = sz * 16 + (uint64_t)h;
-      i++;
-    }
-    if (i >= len) return 0;
-    if (nd == 0) return -400;
-    /* Chunk extensions are ignored up to the end of the line. */
-    const char *nl = memchr(buf + i, '\n', len - i);
-    if (!nl) return len - i > 1024 ? -400 : 0;
-    i = (size_t)(nl + 1 - buf);
-    if (sz == 0) break;
-    if (sz > max_body || total + sz > max_body) return -413;
-    if (len - i < sz) return 0;
-    if (out) memmove(out + total, buf + i, sz);
-    total += sz;
-    i += sz;
-    int e = eol(buf, len, i);
-    if (e <= 0) return e == 0 ? 0 : -400;
-    i += (size_t)e;
-  }
-  long end = skip_trailers(buf, len, i);
-  if (end > 0) *decoded = total;
-  return end;
+  adb__http_chunker k = {0};
+  size_t used = 0;
+  int rc = adb__http_chunk_feed(&k, buf, len, out, max_body, &used);
+  if (rc < 0) return rc;
+  if (rc == 0) return 0;
+  *decoded = k.decoded;
+  return (long)used;
 }
 
 const char *adb__http_reason(int status) {
@@ -439,6 +565,15 @@ typedef struct conn {
   char saved;           /* input byte overwritten by the body's NUL */
   int64_t req_start_ms; /* first byte of an unfinished request, or 0 */
   int64_t idle_since_ms, write_since_ms, linger_since_ms;
+  /* The request being received, kept between reads so that no byte is
+   * looked at twice: how far the head has been searched, then, once the
+   * head is parsed, its length, the body's framing and the chunked
+   * decoder's place (encoded bytes taken are compacted away, the decoded
+   * body stays at in_off + head_len). */
+  size_t head_scan, head_len, body_len, ck_in;
+  adb__http_chunker ck;
+  unsigned have_head : 1;
+  unsigned chunked : 1;
   unsigned pending : 1;     /* a job is out: read nothing, free nothing */
   unsigned zombie : 1;      /* closed while pending */
   unsigned close_after : 1; /* close once the output is written */
@@ -490,6 +625,8 @@ struct adb__http_server {
   job *q_head, *q_tail;
   int pool_stop;
   int draining;
+  int n_open;     /* connections open over all workers (atomic) */
+  long n_refused; /* connections refused at the cap (atomic) */
 };
 
 static int64_t now_ms(void) {
@@ -541,6 +678,7 @@ static void conn_close(conn *c) {
     w->conns = c->next;
   if (c->next) c->next->prev = c->prev;
   w->n_conns--;
+  __atomic_sub_fetch(&w->srv->n_open, 1, __ATOMIC_RELAXED);
   if (c->pending)
     c->zombie = 1;
   else
@@ -669,6 +807,13 @@ static void notify_done(worker *w, const adb__http_req *req,
   if (cfg->done) cfg->done(cfg->ud, req, resp, now_ns() - t0);
 }
 
+/* Forgets the request being received (answered, or refused). */
+static void reset_request(conn *c) {
+  c->have_head = c->chunked = 0;
+  c->head_scan = c->head_len = c->body_len = c->ck_in = 0;
+  memset(&c->ck, 0, sizeof c->ck);
+}
+
 /* Answers an error of the HTTP layer itself and closes after it. */
 static void conn_error(conn *c, adb__http_req *req, int status,
                        const char *why) {
@@ -679,6 +824,7 @@ static void conn_error(conn *c, adb__http_req *req, int status,
   put_answer(c, req, &resp, 1);
   c->close_after = 1;
   c->in_off = c->in_len; /* the rest of the input is not ours to read */
+  reset_request(c);
   notify_done(w, req, &resp, now_ns());
 }
 
@@ -744,7 +890,7 @@ static void dispatch(conn *c, adb__http_req *req, size_t total) {
   if (w->scratch.cap > (1u << 20)) adb__buf_free(&w->scratch);
 }
 
-/* Makes room for a request of `need` bytes in the input buffer. */
+/* Makes room for `need` bytes in the input buffer. */
 static int in_reserve(conn *c, size_t need) {
   if (need + 1 <= c->in_cap) return 0;
   size_t cap = c->in_cap ? c->in_cap : 4096;
@@ -763,60 +909,152 @@ static void send_continue(conn *c, adb__http_req *req) {
   c->sent_continue = 1;
 }
 
-/* Handles one request at the start of the unread input; 1 when another
- * may follow, 0 to stop. */
-static int process_one(conn *c) {
+/* True when p[from..n) holds the empty line that ends a head. */
+static int head_may_end(const char *p, size_t n, size_t from) {
+  const char *s = p + from, *e = p + n;
+  while (s < e && (s = memchr(s, '\n', (size_t)(e - s))) != NULL) {
+    s++;
+    if (s < e && (*s == '\n' || (*s == '\r' && s + 1 < e && s[1] == '\n')))
+      return 1;
+  }
+  return 0;
+}
+
+/* Asks the admit hook about a request whose large body is still to come;
+ * 0 to go on reading, -1 when refused (answered). */
+static int admit(conn *c, adb__http_req *req) {
+  worker *w = c->w;
+  adb__http_config *cfg = &w->srv->cfg;
+  if (!cfg->admit) return 0;
+  w->scratch.len = 0;
+  adb__http_resp resp = {.status = 200, .body = &w->scratch};
+  int64_t t0 = now_ns();
+  if (!cfg->admit(cfg->ud, req, &resp)) return 0;
+  put_answer(c, req, &resp, 1);
+  c->close_after = 1;
+  c->in_off = c->in_len;
+  reset_request(c);
+  notify_done(w, req, &resp, t0);
+  return -1;
+}
+
+/* Parses the head of the request at the start of the unread input, once.
+ * Returns 1 when parsed (req filled), 0 for more bytes, -1 on an error
+ * (answered). */
+static int take_head(conn *c, adb__http_req *req) {
   adb__http_config *cfg = &c->w->srv->cfg;
   char *p = c->in + c->in_off;
   size_t avail = c->in_len - c->in_off;
-  adb__http_req req;
   const char *why;
-  int h = adb__http_parse_head(p, avail, cfg->max_head, &req, &why);
-  if (h <= 0) {
-    if (h < 0) conn_error(c, &req, -h, why);
+  size_t from = c->head_scan > 3 ? c->head_scan - 3 : 0;
+  if (avail <= cfg->max_head && !head_may_end(p, avail, from)) {
+    c->head_scan = avail;
     return 0;
   }
-  size_t total;
-  if (req.chunked) {
-    size_t dec = 0;
-    long enc =
-        adb__http_chunked(p + h, avail - (size_t)h, cfg->max_body, NULL, &dec);
-    if (enc == 0 && avail > cfg->max_head + 2 * cfg->max_body + 65536)
-      enc = -413;
-    if (enc < 0) {
-      conn_error(c, &req, (int)-enc,
-                 enc == -413 ? "request body too large" : "malformed chunk");
-      return 0;
-    }
-    if (enc == 0) {
-      send_continue(c, &req);
-      return 0;
-    }
-    adb__http_chunked(p + h, (size_t)enc, cfg->max_body, p + h, &dec);
-    req.body = p + h;
-    req.body_len = dec;
-    total = (size_t)h + (size_t)enc;
-  } else {
-    if (req.content_length > (int64_t)cfg->max_body) {
-      conn_error(c, &req, 413, "request body too large");
-      return 0;
-    }
-    size_t cl = req.content_length > 0 ? (size_t)req.content_length : 0;
-    if (avail - (size_t)h < cl) {
-      send_continue(c, &req);
-      if (in_reserve(c, c->in_off + (size_t)h + cl) < 0) {
-        conn_error(c, &req, 413, "out of memory for the body");
-      }
-      return 0;
-    }
-    req.body = p + h;
-    req.body_len = cl;
-    total = (size_t)h + cl;
+  int h = adb__http_parse_head(p, avail, cfg->max_head, req, &why);
+  if (h < 0) {
+    conn_error(c, req, -h, why);
+    return -1;
   }
+  if (h == 0) {
+    c->head_scan = avail;
+    return 0;
+  }
+  if (!req->chunked && req->content_length > (int64_t)cfg->max_body) {
+    conn_error(c, req, 413, "request body too large");
+    return -1;
+  }
+  c->have_head = 1;
+  c->head_len = (size_t)h;
+  c->chunked = (unsigned)req->chunked;
+  c->body_len = req->content_length > 0 ? (size_t)req->content_length : 0;
+  c->ck_in = (size_t)h;
+  memset(&c->ck, 0, sizeof c->ck);
+  size_t have = avail - (size_t)h;
+  if ((req->chunked || c->body_len > have) &&
+      (req->chunked || c->body_len > cfg->preauth_body) && admit(c, req) < 0)
+    return -1;
+  return 1;
+}
+
+/* Decodes the chunked body bytes that arrived since the last call, in
+ * place. Returns the request's length in the buffer when the body is
+ * complete (the pipelined rest moved to follow it), 0 for more, -1 on an
+ * error (answered). */
+static long take_chunks(conn *c, adb__http_req *req) {
+  adb__http_config *cfg = &c->w->srv->cfg;
+  char *p = c->in + c->in_off;
+  size_t avail = c->in_len - c->in_off, used = 0;
+  char *body = p + c->head_len;
+  int rc = adb__http_chunk_feed(&c->ck, p + c->ck_in, avail - c->ck_in, body,
+                                cfg->max_body, &used);
+  if (rc < 0) {
+    conn_error(c, req, -rc,
+               rc == -413 ? "request body too large" : "malformed chunk");
+    return -1;
+  }
+  /* Drop the encoded bytes taken: what is left follows the decoded body. */
+  size_t end = c->head_len + c->ck.decoded;
+  size_t rest = avail - c->ck_in - used;
+  memmove(p + end, p + c->ck_in + used, rest);
+  c->in_len = c->in_off + end + rest;
+  c->ck_in = end;
+  return rc == 1 ? (long)end : 0;
+}
+
+/* Handles one request at the start of the unread input; 1 when another
+ * may follow, 0 to stop. The head is parsed once; when the body arrives
+ * over later reads, the head is parsed again when it is complete, to point
+ * req into the buffer as it is then. */
+static int process_one(conn *c) {
+  adb__http_config *cfg = &c->w->srv->cfg;
+  adb__http_req req;
+  const char *why;
+  int fresh = 0;
+  if (!c->have_head) {
+    int rc = take_head(c, &req);
+    if (rc <= 0) return 0;
+    fresh = 1;
+  }
+  size_t total;
+  if (c->chunked) {
+    long t = take_chunks(c, &req);
+    if (t < 0) return 0;
+    if (t == 0) {
+      if (fresh) send_continue(c, &req);
+      return 0;
+    }
+    total = (size_t)t;
+  } else {
+    size_t avail = c->in_len - c->in_off;
+    if (avail - c->head_len < c->body_len) {
+      if (fresh) send_continue(c, &req);
+      return 0;
+    }
+    total = c->head_len + c->body_len;
+  }
+  char *p = c->in + c->in_off;
+  if (!fresh &&
+      adb__http_parse_head(p, c->head_len, cfg->max_head, &req, &why) <= 0) {
+    conn_error(c, &req, 400, "request head changed"); /* cannot happen */
+    return 0;
+  }
+  req.body = p + c->head_len;
+  req.body_len = c->chunked ? c->ck.decoded : c->body_len;
+  reset_request(c);
   c->saved = p[total];
   req.body[req.body_len] = '\0';
   dispatch(c, &req, total);
   return !c->pending && !c->close_after;
+}
+
+/* The most input a connection may hold in its state: a head up to
+ * max_head; then the head and its body (compacted as it is decoded) and
+ * one read's worth of what follows. */
+static size_t in_limit(const conn *c, const adb__http_config *cfg) {
+  if (!c->have_head) return cfg->max_head + 1;
+  if (c->chunked) return c->head_len + c->ck.decoded + 65536;
+  return c->head_len + c->body_len + cfg->max_head + 1;
 }
 
 static void conn_process(conn *c) {
@@ -890,12 +1128,15 @@ static void on_read(evutil_socket_t fd, short what, void *arg) {
     return;
   }
   const adb__http_config *cfg = &c->w->srv->cfg;
-  size_t max_in = cfg->max_head + 2 * cfg->max_body + 70000;
   for (;;) {
-    if (c->in_len >= max_in) break; /* process_one answers 413 or 431 */
+    /* Read no more than the request may hold: process_one then answers,
+     * or frees room, and the level-triggered event brings us back. */
+    if (c->in_len >= c->in_off + in_limit(c, cfg)) break;
     if (c->in_cap - c->in_len < 2048 && in_reserve(c, c->in_len + 4096) < 0)
       break;
     size_t room = c->in_cap - c->in_len - 1;
+    size_t want = c->in_off + in_limit(c, cfg) - c->in_len;
+    if (room > want) room = want;
     ssize_t n = recv(fd, c->in + c->in_len, room, 0);
     if (n > 0) {
       c->in_len += (size_t)n;
@@ -958,9 +1199,24 @@ static void conn_new(worker *w, int fd) {
   if (w->conns) w->conns->prev = c;
   w->conns = c;
   w->n_conns++;
+  __atomic_add_fetch(&w->srv->n_open, 1, __ATOMIC_RELAXED);
   c->idle_since_ms = now_ms();
   event_add(c->ev_read, NULL);
   c->reading = 1;
+}
+
+/* Over the connection cap: a best-effort 503 and close, so that the
+ * client learns why instead of waiting in the listen backlog. */
+static void refuse(worker *w, int fd) {
+  static const char msg[] =
+      "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+      "Retry-After: 1\r\nConnection: close\r\nContent-Length: 92\r\n\r\n"
+      "{\"error\":{\"code\":\"too_many_connections\",\"message\":\"the "
+      "server's connection cap is reached\"}}";
+  ssize_t n = send(fd, msg, sizeof msg - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+  (void)n;
+  close(fd);
+  __atomic_add_fetch(&w->srv->n_refused, 1, __ATOMIC_RELAXED);
 }
 
 static void on_accept(evutil_socket_t fd, short what, void *arg) {
@@ -976,6 +1232,11 @@ static void on_accept(evutil_socket_t fd, short what, void *arg) {
         event_add(w->ev_resume, &tv);
       }
       return;
+    }
+    if (__atomic_load_n(&w->srv->n_open, __ATOMIC_RELAXED) >=
+        w->srv->cfg.max_connections) {
+      refuse(w, cfd);
+      continue;
     }
     int one = 1;
     setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -1251,6 +1512,8 @@ static void config_defaults(adb__http_config *c) {
   if (c->request_timeout_ms <= 0) c->request_timeout_ms = 10000;
   if (c->idle_timeout_ms <= 0) c->idle_timeout_ms = 60000;
   if (c->shutdown_timeout_ms <= 0) c->shutdown_timeout_ms = 30000;
+  if (c->max_connections <= 0) c->max_connections = 4096;
+  if (!c->preauth_body) c->preauth_body = 16384;
 }
 
 static int worker_init(worker *w, char *err, size_t errlen) {

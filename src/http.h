@@ -63,11 +63,38 @@ typedef struct adb__http_req {
 int adb__http_parse_head(const char *buf, size_t len, size_t max_head,
                          adb__http_req *req, const char **why);
 
-/* Scans a chunked body at buf[0..len). Returns the encoded length
- * (trailers included) when complete, 0 when more bytes are needed, -400
- * when malformed, -413 when the decoded size passes max_body. When out is
- * not NULL the chunk data is also copied to out (which may be buf: the
- * decoded body is never longer). *decoded is the decoded length. */
+/* An incremental decoder of a chunked body (RFC 9112 section 7.1). Bytes
+ * are fed as they arrive; the decoder keeps its place between calls, so
+ * every byte is looked at once whatever the size of the reads. The grammar
+ * is strict, so that a proxy in front cannot frame the stream differently:
+ *
+ *   chunk-size [ *(BWS ";" BWS token [BWS "=" BWS (token|quoted-string)]) ]
+ *   CRLF, the data, CRLF; the last chunk (size 0) is followed by trailer
+ *   field lines and an empty line, every line ending in CRLF.
+ *
+ * `0x10`, `1 zz`, a bare LF, a size line over 4 KiB, a trailer section over
+ * 8 KiB are malformed. Zero it to start. */
+typedef struct adb__http_chunker {
+  int state;
+  uint64_t left;  /* chunk size being read, then data bytes still to come */
+  size_t line;    /* bytes of the current size line or trailer section */
+  size_t decoded; /* data bytes written to out so far */
+} adb__http_chunker;
+
+/* Feeds in[0..len) to k; chunk data is appended at out + k->decoded (out
+ * may point into the same buffer before in: decoded data is never longer
+ * than its encoding). Returns 1 when the body ended (*used = bytes of in
+ * taken, up to and including the final CRLF), 0 when all of in was taken
+ * and more is needed, -400 when malformed, -413 when the decoded size
+ * passes max_body. */
+int adb__http_chunk_feed(adb__http_chunker *k, const char *in, size_t len,
+                         char *out, size_t max_body, size_t *used);
+
+/* One-shot form over a whole buffer: returns the encoded length (trailers
+ * included) when complete, 0 when more bytes are needed, -400 when
+ * malformed, -413 when the decoded size passes max_body. When out is not
+ * NULL the chunk data is also copied to out (which may be buf). *decoded
+ * is the decoded length. */
 long adb__http_chunked(const char *buf, size_t len, size_t max_body, char *out,
                        size_t *decoded);
 
@@ -105,6 +132,14 @@ typedef int (*adb__http_handler)(void *ud, adb__http_req *req,
 typedef void (*adb__http_done)(void *ud, const adb__http_req *req,
                                const adb__http_resp *resp, int64_t latency_ns);
 
+/* Called when a request head has arrived whose body is larger than
+ * preauth_body (or chunked) and not all here, before any more of it is
+ * read: returns 0 to go on, or fills resp (as a handler does) and returns
+ * nonzero to refuse; the refusal is answered and the connection closed.
+ * This is where an API key is checked before a large body is buffered. */
+typedef int (*adb__http_admit)(void *ud, const adb__http_req *req,
+                               adb__http_resp *resp);
+
 typedef struct adb__http_config {
   const char *listen;      /* "host:port", "[v6]:port"; port 0 = any */
   int threads;             /* event loops; default 1 */
@@ -115,8 +150,14 @@ typedef struct adb__http_config {
                               default 10000 */
   int idle_timeout_ms;     /* keep-alive idle; default 60000 */
   int shutdown_timeout_ms; /* to finish in-flight work; default 30000 */
+  int max_connections;     /* open at once over all workers; beyond, a new
+                              connection gets 503 and is closed; default
+                              4096 */
+  size_t preauth_body;     /* bodies up to this are read before admit is
+                              asked; default 16 KiB */
   adb__http_handler handler;
-  adb__http_done done; /* optional */
+  adb__http_admit admit; /* optional */
+  adb__http_done done;   /* optional */
   void *ud;
 } adb__http_config;
 

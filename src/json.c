@@ -81,6 +81,19 @@ void adb__buf_free(adb__buf *b) {
 
 /* ------------------------------------------------------------ writer */
 
+/* Length of the well-formed UTF-8 sequence at s[0..n) (RFC 3629: no
+ * overlongs, surrogates or code points past U+10FFFF), or 0. */
+static size_t utf8_seq(const unsigned char *s, size_t n) {
+  size_t len = s[0] >= 0xf0 ? 4 : s[0] >= 0xe0 ? 3 : 2;
+  if (s[0] < 0xc2 || s[0] > 0xf4 || n < len) return 0;
+  for (size_t k = 1; k < len; k++)
+    if ((s[k] & 0xc0) != 0x80) return 0;
+  if ((s[0] == 0xe0 && s[1] < 0xa0) || (s[0] == 0xed && s[1] > 0x9f) ||
+      (s[0] == 0xf0 && s[1] < 0x90) || (s[0] == 0xf4 && s[1] > 0x8f))
+    return 0;
+  return len;
+}
+
 void adb__json_strn(adb__buf *b, const char *s, size_t n) {
   static const char hex[] = "0123456789abcdef";
   if (adb__buf_reserve(b, n * 6 + 2) != ADB_OK) return;
@@ -88,6 +101,21 @@ void adb__json_strn(adb__buf *b, const char *s, size_t n) {
   *o++ = '"';
   for (size_t i = 0; i < n; i++) {
     unsigned char c = (unsigned char)s[i];
+    if (c >= 0x80) {
+      /* Text echoed from input (a parser's message) may hold broken
+       * UTF-8: each byte of it becomes U+FFFD, so the answer stays JSON
+       * (found by fuzz_api). */
+      size_t k = utf8_seq((const unsigned char *)s + i, n - i);
+      if (k) {
+        memcpy(o, s + i, k);
+        o += k;
+        i += k - 1;
+      } else {
+        memcpy(o, "\\ufffd", 6);
+        o += 6;
+      }
+      continue;
+    }
     if (c >= 0x20 && c != '"' && c != '\\') {
       *o++ = (char)c;
       continue;
@@ -259,7 +287,8 @@ json_t *adb__json_parse(const char *s, size_t n, char *err, size_t errlen) {
 
 int adb__jlex_peek(adb__jlex *l) {
   while (l->p < l->end) {
-    char c = *l->p;
+    /* unsigned: a byte 0xff is not the end (-1); found by fuzz_codecs */
+    unsigned char c = (unsigned char)*l->p;
     if (c != ' ' && c != '\n' && c != '\r' && c != '\t') return c;
     l->p++;
   }

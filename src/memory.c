@@ -38,7 +38,7 @@
  *    store, where no one else can write.
  *
  * Snapshots. With an index directory (adb_config.index_dir, else
- * DIR/index/ next to a sqlite://DIR/FILE store) the indexes are saved at
+ * FILE.index/ beside a sqlite://FILE store) the indexes are saved at
  * close — manifest removed first, then each index as STEM.hnsw
  * (adb__hnsw_save) and STEM.meta (the label map), then a new manifest with
  * a hash of the store URL and the poller's watermarks — and loaded at
@@ -380,11 +380,13 @@ static void *poll_main(void *arg) {
 
 /* --------------------------------------------------------- snapshots */
 
-/* The snapshot directory of cfg, or "" when there is none. */
+/* The snapshot directory of cfg, or "" when there is none: index_dir, or
+ * FILE.index/ beside a sqlite://FILE store (one per store file, never a
+ * bare "index/" in the working directory); none for an in-memory SQLite
+ * database or PostgreSQL without index_dir. */
 static void snapshot_dir(const adb_config *cfg, char *out, size_t cap) {
   out[0] = 0;
   const char *url = cfg->store_url;
-  if (!strncmp(url, "sqlite://:memory:", 17)) return;
   if (cfg->index_dir && cfg->index_dir[0]) {
     snprintf(out, cap, "%s", cfg->index_dir);
     return;
@@ -392,11 +394,19 @@ static void snapshot_dir(const adb_config *cfg, char *out, size_t cap) {
   if (strncmp(url, "sqlite://", 9)) return;
   const char *p = url + 9;
   size_t n = strcspn(p, "?");
-  const char *slash = memrchr(p, '/', n);
-  if (!slash)
-    snprintf(out, cap, "index");
-  else
-    snprintf(out, cap, "%.*s/index", (int)(slash - p), p);
+  if (n == 0 || memmem(p, n, ":memory:", 8) || strstr(p + n, "mode=memory") ||
+      p[n - 1] == '/')
+    return;
+  snprintf(out, cap, "%.*s.index", (int)n, p);
+}
+
+/* Makes a relative directory absolute now, so that a chdir between open
+ * and close cannot move the snapshot into another working directory. */
+static void absolute_dir(char *dir, size_t cap) {
+  char cwd[PATH_MAX], tmp[PATH_MAX];
+  if (!dir[0] || dir[0] == '/' || !getcwd(cwd, sizeof cwd)) return;
+  if ((size_t)snprintf(tmp, sizeof tmp, "%s/%s", cwd, dir) < cap)
+    snprintf(dir, cap, "%s", tmp);
 }
 
 static int mkdirs(const char *dir) {
@@ -713,6 +723,7 @@ int adb__memory_open(adb *db, adb__memory **out, char *err, size_t errlen) {
   pthread_mutex_init(&m->smu, NULL);
   pthread_cond_init(&m->pcv, NULL);
   snapshot_dir(&db->cfg, m->dir, sizeof m->dir);
+  absolute_dir(m->dir, sizeof m->dir);
   m->url_hash = adb__hash64(db->cfg.store_url, strlen(db->cfg.store_url));
   if (!db->store->m->vectors_scan) {
     *out = m; /* a backend without scans: indexes fill from local writes */

@@ -128,12 +128,17 @@ int adb_actions_put(adb *db, const char *agent_id, const adb_action *acts,
   if (rc) return rc;
   adb__action_rec *recs = calloc((size_t)n, sizeof *recs);
   if (!recs) rc = adb__fail(db, ADB_ENOMEM, "out of memory");
+  int dim = 0; /* of the first embedding: all must agree */
   for (int i = 0; !rc && i < n; i++) {
     rc = adb__check_id(db, "action id", acts[i].id);
     if (!rc) rc = adb__check_utf8(db, "action metadata", acts[i].metadata_json);
     if (!rc && acts[i].embedding)
       rc =
           adb__check_embedding(db, a, acts[i].embedding, acts[i].embedding_dim);
+    if (!rc && acts[i].embedding && dim && acts[i].embedding_dim != dim)
+      rc = adb__fail(db, ADB_EINVAL, "expected %d dimensions, not %d", dim,
+                     acts[i].embedding_dim);
+    if (!rc && acts[i].embedding) dim = acts[i].embedding_dim;
     if (rc) break;
     snprintf(recs[i].id, sizeof recs[i].id, "%s", acts[i].id);
     recs[i].disabled = acts[i].disabled != 0;
@@ -141,6 +146,7 @@ int adb_actions_put(adb *db, const char *agent_id, const adb_action *acts,
     recs[i].dim = acts[i].embedding ? acts[i].embedding_dim : 0;
     recs[i].metadata_json = acts[i].metadata_json;
   }
+  if (!rc && dim) rc = adb__fix_embedding_dim(db, a, dim);
   if (!rc) {
     rc = db->store->m->actions_put(db->store, agent_id, recs, n);
     if (rc) rc = store_err(db, rc, "storing actions");
@@ -225,6 +231,7 @@ int adb_pattern_put(adb *db, const char *agent_id, const adb_pattern *p) {
     rc = adb__fail(db, ADB_EINVAL, "support must be >= 0");
   if (!rc && p->embedding)
     rc = adb__check_embedding(db, a, p->embedding, p->embedding_dim);
+  if (!rc && p->embedding) rc = adb__fix_embedding_dim(db, a, p->embedding_dim);
   adb__agent_release(a);
   /* The time is fixed here so the index and the store agree on it. */
   adb_pattern q = *p;
@@ -260,29 +267,42 @@ int adb_pattern_get(adb *db, const char *agent_id, const char *pattern_id,
 
 /* -------------------------------------------------------------- sessions */
 
-static void session_key(char *out, size_t cap, const char *session) {
-  snprintf(out, cap, "s:{%s}", session);
+/* A shared session is "s:{id}"; one in an agent's namespace (sessions of
+ * agent-scoped API keys) is "s:{id}/a:agent". Ids hold neither '}' nor
+ * '/', so the two never meet; the hash tag keeps a session on one Redis
+ * Cluster slot either way. */
+static int session_key(adb *db, char *out, size_t cap, const char *agent,
+                       const char *session) {
+  int rc = adb__check_id(db, "session id", session);
+  if (!rc && agent) rc = adb__check_id(db, "agent id", agent);
+  if (rc) return rc;
+  if (agent)
+    snprintf(out, cap, "s:{%s}/a:%s", session, agent);
+  else
+    snprintf(out, cap, "s:{%s}", session);
+  return ADB_OK;
 }
 
-int adb_session_put(adb *db, const char *session_id, const char *json,
-                    int ttl_s) {
-  int rc = adb__check_id(db, "session id", session_id);
+enum { SESSION_KEY_MAX = 2 * ADB_ID_MAX + 16 };
+
+int adb__session_put(adb *db, const char *agent, const char *session_id,
+                     const char *json, int ttl_s) {
+  char key[SESSION_KEY_MAX];
+  int rc = session_key(db, key, sizeof key, agent, session_id);
   if (rc) return rc;
   if (!json) return adb__fail(db, ADB_EINVAL, "session context required");
   if ((rc = adb__check_utf8(db, "session context", json))) return rc;
   if (ttl_s < 0) return adb__fail(db, ADB_EINVAL, "ttl_s must be >= 0");
-  char key[200];
-  session_key(key, sizeof key, session_id);
   int64_t ttl = ttl_s ? (int64_t)ttl_s * 1000 : 1800000; /* 30 min */
   rc = db->cache->m->set(db->cache, key, json, strlen(json), ttl);
   return rc ? adb__fail(db, ADB_ECACHE, "cache unavailable") : ADB_OK;
 }
 
-int adb_session_get(adb *db, const char *session_id, char **json_out) {
-  int rc = adb__check_id(db, "session id", session_id);
+int adb__session_get(adb *db, const char *agent, const char *session_id,
+                     char **json_out) {
+  char key[SESSION_KEY_MAX];
+  int rc = session_key(db, key, sizeof key, agent, session_id);
   if (rc) return rc;
-  char key[200];
-  session_key(key, sizeof key, session_id);
   void *val;
   size_t len;
   rc = db->cache->m->get(db->cache, key, &val, &len);
@@ -301,15 +321,27 @@ int adb_session_get(adb *db, const char *session_id, char **json_out) {
   return ADB_OK;
 }
 
-int adb_session_delete(adb *db, const char *session_id) {
-  int rc = adb__check_id(db, "session id", session_id);
+int adb__session_delete(adb *db, const char *agent, const char *session_id) {
+  char key[SESSION_KEY_MAX];
+  int rc = session_key(db, key, sizeof key, agent, session_id);
   if (rc) return rc;
-  char key[200];
-  session_key(key, sizeof key, session_id);
   rc = db->cache->m->del(db->cache, key);
   if (rc == ADB_ENOTFOUND)
     return adb__fail(db, rc, "session '%s' not found", session_id);
   return rc ? adb__fail(db, ADB_ECACHE, "cache unavailable") : ADB_OK;
+}
+
+int adb_session_put(adb *db, const char *session_id, const char *json,
+                    int ttl_s) {
+  return adb__session_put(db, NULL, session_id, json, ttl_s);
+}
+
+int adb_session_get(adb *db, const char *session_id, char **json_out) {
+  return adb__session_get(db, NULL, session_id, json_out);
+}
+
+int adb_session_delete(adb *db, const char *session_id) {
+  return adb__session_delete(db, NULL, session_id);
 }
 
 /* -------------------------------------------------------------- policies */

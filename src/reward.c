@@ -271,14 +271,14 @@ int adb_episodes_record(adb *db, const char *agent_id, const adb_episode *eps,
   if (rc) return rc;
   adb__item *head = NULL, **tail = &head;
   for (int i = 0; i < n && rc == ADB_OK; i++) {
-    /* The first embedding may have fixed the agent's dimension. */
-    if (i == 1 && !a->cfg.embedding_dim) {
-      adb__agent_release(a);
-      if ((rc = adb__agent_acquire(db, agent_id, &a))) a = NULL;
-    }
+    /* Every embedding of the batch has the first one's dimension. */
+    if (i > 0 && eps[i].embedding_dim != eps[0].embedding_dim)
+      rc = adb__fail(db, ADB_EINVAL, "expected %d dimensions, not %d",
+                     eps[0].embedding_dim, eps[i].embedding_dim);
     if (rc == ADB_OK && (rc = episode_item(db, a, &eps[i], i, tail)) == ADB_OK)
       tail = &(*tail)->next;
   }
+  if (rc == ADB_OK) rc = adb__fix_embedding_dim(db, a, eps[0].embedding_dim);
   adb__agent_release(a);
   if (rc) {
     for (adb__item *p = head, *next; p; p = next) {

@@ -366,6 +366,12 @@ typedef struct adb__store_methods {
    * subtracting the user's own policy rows from the agent-wide rows. */
   int (*user_data)(adb__store *st, const char *user, int erase,
                    adb__user_data *out);
+  /* Sets the agent's embedding_dim to dim if it is 0, in one conditional
+   * update of that column alone (no other column is written, so a
+   * concurrent agent_put is never reverted); *stored gets the dimension
+   * the agent has afterwards: dim, or the one a concurrent first embedding
+   * set. ADB_ENOTFOUND for an unknown agent. */
+  int (*agent_fix_dim)(adb__store *st, const char *agent, int dim, int *stored);
 } adb__store_methods;
 
 /* Generic handle header: every backend's handle starts with this. */

@@ -144,6 +144,7 @@ enum stmt_id {
   S_PATTERN_GET,
   S_PING,
   S_MAINTAIN,
+  S_AGENT_FIX_DIM,
   S_DID_INSERT,
   S_DID_MINE,
   S_BATCH_MARK,
@@ -192,6 +193,10 @@ static const char *const stmts[N_STMT] = {
         " linear_lambda = excluded.linear_lambda,"
         " linear_v = excluded.linear_v"
         " RETURNING created_at_ms, updated_at_ms",
+    [S_AGENT_FIX_DIM] =
+        "UPDATE agent_metadata SET embedding_dim = CASE WHEN embedding_dim = 0"
+        " THEN $2::int8 ELSE embedding_dim END WHERE agent_id = $1"
+        " RETURNING embedding_dim",
     [S_AGENT_GET] =
         "SELECT algorithm, prior_alpha, prior_beta, prior_mu, prior_kappa,"
         " prior_a, prior_b, context_keys, embedding_dim, simhash_bits,"
@@ -2101,6 +2106,32 @@ typedef struct get_arg {
   void *out;
 } get_arg;
 
+/* One statement: under READ COMMITTED a concurrent update of the row is
+ * waited for and the CASE sees its result, so exactly one dimension wins. */
+static int agent_fix_dim_fn(pg_store *s, pgconn *c, void *arg) {
+  get_arg *x = arg;
+  params p = {0};
+  p_text(&p, x->k1);
+  p_i64(&p, x->n1);
+  PGresult *r;
+  int rc = run(s, c, S_AGENT_FIX_DIM, &p, "fix agent dim", &r);
+  if (rc) return rc;
+  if (PQntuples(r) == 1) {
+    *(int *)x->out = (int)r_i64(r, 0, 0);
+  } else {
+    set_err(s, "postgresql: agent '%.128s' not found", x->k1);
+    rc = ADB_ENOTFOUND;
+  }
+  PQclear(r);
+  return rc;
+}
+
+static int pg_agent_fix_dim(adb__store *st, const char *agent, int dim,
+                            int *stored) {
+  get_arg x = {.k1 = agent, .n1 = dim, .out = stored};
+  return with_conn((pg_store *)st, agent_fix_dim_fn, &x, 1);
+}
+
 static int agent_get_fn(pg_store *s, pgconn *c, void *arg) {
   get_arg *x = arg;
   adb_agent_config *out = x->out;
@@ -3316,6 +3347,7 @@ const adb__store_methods adb__store_pg = {
     .lin_checkpoint_put = pg_lin_checkpoint_put,
     .lin_checkpoint_get = pg_lin_checkpoint_get,
     .action_vectors = pg_action_vectors,
+    .agent_fix_dim = pg_agent_fix_dim,
     .pending_sweep = pg_pending_sweep,
     .agents_list = pg_agents_list,
     .agent_delete = pg_agent_delete,

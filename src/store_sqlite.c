@@ -105,6 +105,7 @@ enum stmt_id {
   S_LIN_CKPT_PUT,
   S_LIN_CKPT_GET,
   S_ACTION_VECTORS,
+  S_AGENT_FIX_DIM,
   S_PENDING_PUT,
   S_PENDING_GET,
   S_PENDING_DEL,
@@ -150,6 +151,10 @@ static const char *const stmt_sql[N_STMT] = {
         " linear_lambda = excluded.linear_lambda,"
         " linear_v = excluded.linear_v"
         " RETURNING created_at_ms, updated_at_ms",
+    [S_AGENT_FIX_DIM] =
+        "UPDATE agent_metadata SET embedding_dim = CASE WHEN embedding_dim = 0"
+        " THEN ?2 ELSE embedding_dim END WHERE agent_id = ?1"
+        " RETURNING embedding_dim",
     [S_AGENT_GET] =
         "SELECT algorithm, prior_alpha, prior_beta, prior_mu, prior_kappa,"
         " prior_a, prior_b, context_keys, embedding_dim, simhash_bits,"
@@ -1150,6 +1155,33 @@ static int sq_agent_put(adb__store *st_, adb_agent_config *cfg) {
   }
   conn_give(c);
   free(keys);
+  return rc;
+}
+
+static int sq_agent_fix_dim(adb__store *st_, const char *agent, int dim,
+                            int *stored) {
+  sq_store *s = (sq_store *)st_;
+  conn *c = writer_take(s);
+  sqlite3_stmt *st;
+  int rc = stmt_get(s, c, S_AGENT_FIX_DIM, &st);
+  if (!rc) {
+    rc = SQLITE_OK;
+    bind_text(st, 1, agent, &rc);
+    bind_int(st, 2, dim, &rc);
+    if (rc == SQLITE_OK) rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+      *stored = sqlite3_column_int(st, 0);
+      rc = sqlite3_step(st);
+      rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "fix agent dim");
+    } else if (rc == SQLITE_DONE) {
+      set_err(s, "sqlite: agent '%.128s' not found", agent);
+      rc = ADB_ENOTFOUND;
+    } else {
+      rc = sq_fail(s, c, rc, "fix agent dim");
+    }
+    stmt_done(st);
+  }
+  conn_give(c);
   return rc;
 }
 
@@ -2531,6 +2563,7 @@ const adb__store_methods adb__store_sqlite = {
     .lin_checkpoint_put = sq_lin_checkpoint_put,
     .lin_checkpoint_get = sq_lin_checkpoint_get,
     .action_vectors = sq_action_vectors,
+    .agent_fix_dim = sq_agent_fix_dim,
     .pending_sweep = sq_pending_sweep,
     .agents_list = sq_agents_list,
     .agent_delete = sq_agent_delete,

@@ -115,6 +115,29 @@ static int lex_num(const char *s, double *d) {
   return adb__jlex_number(&l, d, &is_int, &iv) && l.p == l.end;
 }
 
+/* A byte 0xff is a byte, not the end of the input (the decide fast path
+ * took a body with a trailing 0xff as complete; found by fuzz_codecs). */
+/* Broken UTF-8 in text written as a JSON string (a parser's message that
+ * quotes the input) becomes U+FFFD per byte; well-formed UTF-8 passes
+ * (found by fuzz_api: an error answer that was not JSON). */
+static void test_strings_with_broken_utf8_stay_json(void **state) {
+  (void)state;
+  adb__buf b = {0};
+  adb__json_strn(&b, "a\xde'\xc3\xa9\xed\xa0\x80\xf4\x90\x80\x80\xc0\xaf", 14);
+  assert_string_equal(b.p, "\"a\\ufffd'\xc3\xa9\\ufffd\\ufffd\\ufffd"
+                           "\\ufffd\\ufffd\\ufffd\\ufffd\\ufffd\\ufffd\"");
+  adb__buf_free(&b);
+}
+
+static void test_lexer_peek_sees_high_bytes(void **state) {
+  (void)state;
+  const char s[] = "  \xff";
+  adb__jlex l = {s, s + 3};
+  assert_int_equal(adb__jlex_peek(&l), 0xff);
+  l = (adb__jlex){s, s + 2};
+  assert_int_equal(adb__jlex_peek(&l), -1);
+}
+
 static void test_lexer_numbers_equal_strtod(void **state) {
   (void)state;
   int n = quick() ? 20000 : 200000;
@@ -304,6 +327,8 @@ int main(void) {
       cmocka_unit_test(test_num9_keeps_nine_significant_digits),
       cmocka_unit_test(test_num9_round_trips_every_float32_tried),
       cmocka_unit_test(test_strings_are_escaped),
+      cmocka_unit_test(test_strings_with_broken_utf8_stay_json),
+      cmocka_unit_test(test_lexer_peek_sees_high_bytes),
       cmocka_unit_test(test_lexer_numbers_equal_strtod),
       cmocka_unit_test(test_lexer_rejects_what_json_rejects),
       cmocka_unit_test(test_lexer_strings_are_plain_ascii_only),

@@ -307,7 +307,7 @@ static void reopen(fixture *f) {
 static const char *index_dir(fixture *f, char *buf, size_t len) {
   if (f->index_dir[0]) return f->index_dir;
   assert_int_equal(util_store_sqlite_path(f->url, buf, len), 0);
-  strcpy(strrchr(buf, '/'), "/index");
+  strcat(buf, ".index");
   return buf;
 }
 
