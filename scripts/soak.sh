@@ -35,6 +35,7 @@ while [ $# -gt 0 ]; do
   *) echo "usage: $0 [--seconds N] [--no-canary] [--canary-only] [--build DIR]" >&2; exit 2 ;;
   esac
 done
+case "$build" in /*) ;; *) build=$PWD/$build ;; esac
 if [ ! -x "$build/soak_driver" ] || [ ! -x "$build/agentdb" ]; then
   cmake -S . -B "$build" >/dev/null
   nice cmake --build "$build" -j2 --target soak_driver agentdb_bin >/dev/null
@@ -47,7 +48,7 @@ cleanup() {
 }
 trap cleanup EXIT
 eval "$(scripts/pg-test.sh start "$tmp/pg")"
-export ADB_BIN=$PWD/$build/agentdb ADB_SOURCE_DIR=$PWD TMPDIR=$tmp
+export ADB_BIN=$build/agentdb ADB_SOURCE_DIR=$PWD TMPDIR=$tmp
 status=0
 if [ $main = 1 ]; then
   nice "$build/soak_driver" --seconds "$seconds" || status=1

@@ -1459,6 +1459,11 @@ int main(int argc, char **argv) {
          unknown, acked_ep, atomic_load(&n_faults), atomic_load(&n_wrong),
          lost);
   teardown();
+  for (int t = 0; t < CLIENTS; t++) {
+    for (size_t i = 0; i < C[t].n; i++)
+      free(C[t].recs[i].event);
+    free(C[t].recs);
+  }
   if (O.canary) {
     printf("# canary: the checker %s acknowledged (202) rewards lost with "
            "durability=async and replica SIGKILLs\n",
