@@ -44,6 +44,9 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/agentdb-soak.XXXXXX")
 chmod 755 "$tmp"
 cleanup() {
   scripts/pg-test.sh stop "$tmp/pg" || true
+  for m in "$tmp"/adb-soak-*/sqlite-disk; do # left mounted by a crash
+    mountpoint -q "$m" 2>/dev/null && umount -l "$m"
+  done
   rm -rf "$tmp"
 }
 trap cleanup EXIT

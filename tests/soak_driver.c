@@ -279,6 +279,8 @@ typedef struct client {
   lrec *recs;
   size_t n, cap;
   int seq, dseq;
+  int last_ri;          /* the last request's replica */
+  int64_t last_sent_ms; /* and when it was sent */
 } client;
 
 static client C[CLIENTS];
@@ -355,7 +357,7 @@ static void tally(int tg, const char *name, const char *example) {
 
 typedef struct fault {
   char what[64];
-  int target;       /* the system it hits */
+  int target;       /* the system it hits; -1: all (Redis serves all) */
   int64_t start_ms; /* injected */
   int64_t end_ms;   /* over (restarted, continued, freed) */
   int64_t next_ms;  /* the next fault's start, or the end of the load */
@@ -378,6 +380,20 @@ static void note_write_ok(int ri, int64_t sent_ms) {
   atomic_compare_exchange_strong(&f->first_ok_ms[ri], &zero, now);
 }
 
+/* 1 when an answer (arriving now) to a request sent at sent_ms through
+ * replica ri falls in a fault's window: from the fault's start until the
+ * first write through that replica succeeded after the fault's end. */
+static int in_fault_window(int ri, int64_t sent_ms) {
+  int nf = atomic_load(&n_faults);
+  for (int k = 0; k < nf; k++) {
+    fault *f = &F[k];
+    if (f->target >= 0 && R[ri].target != f->target) continue;
+    int64_t ok = atomic_load(&f->first_ok_ms[ri]);
+    if (!f->end_ms || !ok || sent_ms <= ok) return 1;
+  }
+  return 0;
+}
+
 /* ------------------------------------------------------------- checks */
 
 static int is_hex64(const char *s) {
@@ -393,34 +409,36 @@ static int action_index(const char *a) {
   return a[1] - '0';
 }
 
-/* Classifies an answer that is not the expected success. */
-static void classify_error(int tg, const char *op, int rc,
+/* Classifies an answer that is not the expected success to the client's
+ * last request: a documented error ("err") only within a fault's window,
+ * anything else is WRONG. */
+static void classify_error(const client *c, int tg, const char *op, int rc,
                            const util_http_resp *r) {
-  char name[96];
-  if (rc != UTIL_HTTP_OK) {
-    snprintf(name, sizeof name, "%s %s %s",
-             rc == UTIL_HTTP_GARBLED ? "WRONG" : "err", op,
-             util_http_result_name(rc));
-    tally(tg, name, NULL);
-    return;
-  }
-  const char *code = util_http_err_code(r);
+  char name[128];
+  const char *code = rc == UTIL_HTTP_OK ? util_http_err_code(r) : NULL;
   int ok = 0;
-  if (r->status == 503 && code) {
+  if (rc != UTIL_HTTP_OK) ok = rc != UTIL_HTTP_GARBLED;
+  if (rc == UTIL_HTTP_OK && r->status == 503 && code) {
     if (!strcmp(code, "timeout")) ok = 1;
     if ((!strcmp(code, "queue_full") || !strcmp(code, "store_unavailable") ||
          !strcmp(code, "shutting_down")) &&
         r->retry_after >= 0)
       ok = 1;
   }
-  if (r->status == 429 && r->retry_after >= 0) ok = 1;
-  snprintf(name, sizeof name, "%s %s %d %s%s", ok ? "err" : "WRONG", op,
-           r->status, code ? code : "-",
-           (r->status == 503 || r->status == 429) && r->retry_after < 0 &&
-                   !(code && !strcmp(code, "timeout"))
-               ? " (no Retry-After)"
-               : "");
-  tally(tg, name, r->body);
+  if (rc == UTIL_HTTP_OK && r->status == 429 && r->retry_after >= 0) ok = 1;
+  int outside = ok && !in_fault_window(c->last_ri, c->last_sent_ms);
+  char what[64];
+  if (rc != UTIL_HTTP_OK)
+    snprintf(what, sizeof what, "%s", util_http_result_name(rc));
+  else
+    snprintf(what, sizeof what, "%d %s%s", r->status, code ? code : "-",
+             (r->status == 503 || r->status == 429) && r->retry_after < 0 &&
+                     !(code && !strcmp(code, "timeout"))
+                 ? " (no Retry-After)"
+                 : "");
+  snprintf(name, sizeof name, "%s %s %s%s", ok && !outside ? "err" : "WRONG",
+           op, what, outside ? " (outside any fault's window)" : "");
+  tally(tg, name, rc == UTIL_HTTP_OK ? r->body : NULL);
 }
 
 static uint64_t rnd(client *c) {
@@ -444,6 +462,8 @@ static int other_replica(client *c, int tg, int ri) {
 static int call(client *c, int ri, const char *method, const char *path,
                 const char *body, util_http_resp *r) {
   atomic_fetch_add(&n_requests, 1);
+  c->last_ri = ri;
+  c->last_sent_ms = util_now_ms();
   return util_http_call(&c->conn[ri], method, path, body, NULL,
                         O.client_timeout_ms, r);
 }
@@ -549,7 +569,7 @@ static void send_reward(client *c, int tg, int ri, int user, int action,
     tally(tg, name, r.body);
     l->status = L_FAILED;
   } else {
-    classify_error(tg, op, rc, &r);
+    classify_error(c, tg, op, rc, &r);
     l->status = L_UNKNOWN;
   }
   util_http_resp_free(&r);
@@ -607,7 +627,7 @@ static void op_decide_reward(client *c, int tg) {
     }
     rc = call(c, ri, "POST", "/v1/agents/soak/decide", body, &r);
     if (rc == UTIL_HTTP_OK && r.status == 200) break;
-    classify_error(tg, "decide", rc, &r);
+    classify_error(c, tg, "decide", rc, &r);
     if (rc == UTIL_HTTP_OK && r.status != 503 && r.status != 429) break;
   }
   if (rc != UTIL_HTTP_OK || r.status != 200) {
@@ -639,7 +659,7 @@ static void op_decide_reward(client *c, int tg) {
         return;
       }
     } else {
-      classify_error(tg, "decide", rc2, &r2);
+      classify_error(c, tg, "decide", rc2, &r2);
     }
     util_http_resp_free(&r2);
   }
@@ -653,10 +673,12 @@ static void op_episodes(client *c, int tg) {
   int ri = pick_replica(c, tg);
   char body[1024], ids[2][64];
   int user = (int)(rnd(c) % USERS);
-  lrec *ls[2];
+  size_t at = c->n; /* ledger_add may move the records: kept by index */
+  int act[2];
   for (int k = 0; k < 2; k++) {
-    ls[k] = ledger_add(c, 'e', tg, user, (int)(rnd(c) % ACTIONS), 0, NULL);
-    rec_id(ls[k], ids[k], sizeof ids[k]);
+    act[k] = (int)(rnd(c) % ACTIONS);
+    rec_id(ledger_add(c, 'e', tg, user, act[k], 0, NULL), ids[k],
+           sizeof ids[k]);
   }
   double e[4];
   for (int k = 0; k < 4; k++)
@@ -666,8 +688,8 @@ static void op_episodes(client *c, int tg) {
            "\"action\":\"a%d\",\"reward\":0.5,\"embedding\":[%.3f,%.3f,%.3f,"
            "%.3f]},{\"episode_id\":\"%s\",\"user_id\":\"u%d\",\"action\":"
            "\"a%d\",\"reward\":1,\"embedding\":[%.3f,%.3f,%.3f,%.3f]}]}",
-           ids[0], user, ls[0]->action, e[0], e[1], e[2], e[3], ids[1], user,
-           ls[1]->action, e[3], e[2], e[1], e[0]);
+           ids[0], user, act[0], e[0], e[1], e[2], e[3], ids[1], user, act[1],
+           e[3], e[2], e[1], e[0]);
   util_http_resp r;
   int64_t sent = util_now_ms();
   int rc = call(c, ri, "POST", "/v1/agents/soak/episodes", body, &r);
@@ -689,9 +711,9 @@ static void op_episodes(client *c, int tg) {
     tally(tg, name, r.body);
     st = L_FAILED;
   } else {
-    classify_error(tg, "episodes", rc, &r);
+    classify_error(c, tg, "episodes", rc, &r);
   }
-  ls[0]->status = ls[1]->status = (uint8_t)st;
+  c->recs[at].status = c->recs[at + 1].status = (uint8_t)st;
   util_http_resp_free(&r);
 }
 
@@ -715,7 +737,7 @@ static void op_policy(client *c, int tg) {
     tally(tg, ok ? "ok policy" : "WRONG policy 200: malformed",
           ok ? NULL : r.body);
   } else {
-    classify_error(tg, "policy", rc, &r);
+    classify_error(c, tg, "policy", rc, &r);
   }
   util_http_resp_free(&r);
 }
@@ -829,14 +851,14 @@ static void inject(int kind, int cycle) {
     break;
   }
   case 1: /* restart Redis */
-    f = fault_begin("restart Redis", 0);
+    f = fault_begin("restart Redis", -1);
     util_redis_kill(&redis);
     sleep_ms(500);
     if (util_redis_start(&redis)) die("Redis did not come back");
     fault_end(f);
     break;
   case 2: /* freeze Redis for 5 s */
-    f = fault_begin("SIGSTOP Redis 5 s", 0);
+    f = fault_begin("SIGSTOP Redis 5 s", -1);
     kill(redis.pid, SIGSTOP);
     sleep_ms(5000);
     kill(redis.pid, SIGCONT);
@@ -883,13 +905,18 @@ static void run_schedule(int64_t end_ms, int warm_ms) {
   printf("# schedule: %d s warm-up, %d cycle(s) of %d fault(s), %.1f s "
          "recovery gap after each\n",
          warm_ms / 1000, cycles, kinds_n, gap / 1000.0);
+  /* faults take longer than dur[] on a loaded machine: none is begun that
+   * would not end, recovery gap included, before end_ms (the first cycle is
+   * always run whole) */
   for (int cy = 0; cy < cycles; cy++)
     for (int k = 0; k < kinds_n; k++) {
       while (util_now_ms() < t)
         sleep_ms(50);
+      if (cy > 0 && util_now_ms() + dur[k] + gap > end_ms) goto done;
       inject(k, cy);
       t = util_now_ms() + gap;
     }
+done:
   while (util_now_ms() < t || util_now_ms() < end_ms)
     sleep_ms(50);
   int k = atomic_load(&n_faults);
@@ -1348,12 +1375,11 @@ static void report(int warm_ms) {
   int nf = atomic_load(&n_faults);
   for (int k = 0; k < nf; k++) {
     fault *f = &F[k];
-    target *T = &TG[f->target];
     char buf[256];
     size_t len = 0;
     int ok = 1;
-    for (int j = 0; j < T->n_rep; j++) {
-      int ri = T->rep[j];
+    for (int ri = 0; ri < n_replicas; ri++) {
+      if (f->target >= 0 && R[ri].target != f->target) continue;
       int64_t t = atomic_load(&f->first_ok_ms[ri]);
       if (!t || t > f->next_ms) {
         ok = 0;
