@@ -747,7 +747,9 @@ static void *client_loop(void *p) {
   while (!atomic_load(&stop_load)) {
     /* four in five operations on the PostgreSQL pair */
     int tg = n_targets > 1 && rnd(c) % 5 == 0 ? 1 : 0;
-    int op = (int)(rnd(c) % 100);
+    /* the canary: direct rewards only, acknowledged at enqueue, so that a
+     * SIGKILL finds up to a flush interval of them queued */
+    int op = O.canary ? 50 : (int)(rnd(c) % 100);
     if (op < 40)
       op_decide_reward(c, tg);
     else if (op < 75)
