@@ -3,7 +3,10 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?= $(if $(CI),-DADB_WERROR=ON)
 
-.PHONY: all deps build run simulate test test-asan bench clean format
+.PHONY: all deps build run simulate test test-asan bench clean format install install-files
+
+PREFIX ?= /usr/local
+DESTDIR ?=
 
 all: build
 
@@ -28,6 +31,15 @@ test: deps
 
 test-asan: deps
 	@bash scripts/test.sh asan
+
+# The binary, both libraries, agentdb.h, agentdb.pc, the man page and the
+# docs under $(PREFIX), staged under $(DESTDIR) when given.
+install: build
+	@$(MAKE) --no-print-directory install-files
+
+# The same from an existing build (what the install test runs).
+install-files:
+	@DESTDIR="$(DESTDIR)" cmake --install $(BUILD) --prefix "$(PREFIX)"
 
 bench: build
 	@bash scripts/bench.sh $(BUILD)

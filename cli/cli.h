@@ -6,6 +6,9 @@
 #define ADB_CLI_H
 
 int cli_simulate(int argc, char **argv);
+/* cli/backup.c: online backup and restore of the SQLite store. */
+int cli_backup(int argc, char **argv);
+int cli_restore(int argc, char **argv);
 /* Defined by cli/serve.c and cli/migrate.c when those are built. */
 int cli_serve(int argc, char **argv) __attribute__((weak));
 int cli_migrate(int argc, char **argv) __attribute__((weak));

@@ -15,6 +15,9 @@ static const struct {
     {"migrate", "apply the store's schema migrations", NULL},
     {"simulate", "run the seeded media workload and compare policies",
      cli_simulate},
+    {"backup", "copy a live SQLite store (online backup API)", cli_backup},
+    {"restore", "copy a backup into the SQLite store (server stopped)",
+     cli_restore},
 };
 
 static int (*command_fn(int i))(int, char **) {
