@@ -35,7 +35,8 @@ FROM debian:12-slim AS runtime
 # runtime-packages: the packages of the libraries `agentdb` links (checked)
 RUN apt-get update -qq \
     && apt-get install -y -qq --no-install-recommends \
-       libsqlite3-0 libssl3 libpq5 libhiredis0.14 libevent-2.1-7 libjansson4 \
+       libsqlite3-0 libssl3 libpq5 libhiredis0.14 libevent-2.1-7 \
+       libevent-pthreads-2.1-7 libjansson4 \
        ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 agentdb \

@@ -108,13 +108,18 @@ int adb_open(const adb_config *cfg, adb **out, char *errbuf, size_t errlen);
 
 /* Drains the write queue (every queued write is committed or, if the store
  * stays down past write_timeout_ms, reported lost on stderr), stops the
- * worker and frees everything. NULL is a no-op. Returns the drain result. */
+ * worker and frees everything. NULL is a no-op. Returns ADB_OK when every
+ * queued write was committed (or refused by the store, which its writer
+ * was told), else ADB_EUNAVAIL with how many were lost in adb_errmsg(NULL)
+ * (the handle is freed either way). */
 int adb_close(adb *db);
 
 /* Message of the last failure on this handle in this thread; never NULL. */
 const char *adb_errmsg(adb *db);
 
-/* Blocks until every write queued before the call is committed. */
+/* Blocks until every write queued before the call is committed (or
+ * refused by the store), at most write_timeout_ms: then ADB_ETIMEDOUT, and
+ * the writes stay queued. */
 int adb_flush(adb *db);
 
 /* ---------------------------------------------------------------- agents */
@@ -222,7 +227,11 @@ typedef struct adb_decision {
 } adb_decision;
 
 /* Chooses an action and logs the decision (asynchronously). A user with no
- * history starts from the agent-wide posterior. */
+ * history starts from the agent-wide posterior. With req->event_id, the
+ * call returns once the decision is stored, and an event id that already
+ * has a decision (a retry, through any handle) answers that decision
+ * (action, propensity, ranking) rather than a new draw; ADB_ECONFLICT if
+ * it is another user's. */
 int adb_decide(adb *db, const adb_decide_req *req, adb_decision *out);
 
 /* --------------------------------------------------------------- rewards */
@@ -253,15 +262,25 @@ typedef struct adb_reward_req {
 typedef struct adb_reward_result {
   double reward; /* the reward applied (or first applied) */
   int applied;   /* 0 for a duplicate of an earlier reward */
-  int pending;   /* async mode: queued, not yet committed */
+  int pending;   /* async mode: queued, not yet committed; or awaiting */
+  /* The reward's event_id is not a visible decision yet (it may still be
+   * in another replica's write queue): the reward is stored durably and is
+   * applied exactly once when the decision appears, or dropped (counted in
+   * rewards_expired) if none appears within the agent's reward_window_s. */
+  int awaiting_decision;
+  /* The decision's reward window had closed and its default_reward was
+   * applied instead: this reward is kept out (never applied, applied = 0);
+   * its reward_id stays taken. */
+  int late;
 } adb_reward_result;
 
 /* Records a reward and applies it to the posterior exactly once per
  * reward id. Sync mode returns after commit; ADB_ECONFLICT when the id was
- * used with a different body; ADB_ENOTFOUND for an unknown event (a
- * decision made through another handle is known once that handle has
- * flushed it: flush_interval_ms plus a commit);
- * ADB_EFULL when the write queue is full. */
+ * used with a different body; ADB_EFULL when the write queue is full. A
+ * reward whose event is not a visible decision yet (one made through
+ * another handle is visible once that handle has flushed it) is stored to
+ * await it (out->awaiting_decision) and applied once the decision is
+ * stored, or dropped at the end of the agent's reward_window_s. */
 int adb_reward(adb *db, const adb_reward_req *req, adb_reward_result *out);
 
 /* Pure: the engagement reward of signals under weights (NULL = defaults);
@@ -400,6 +419,13 @@ typedef struct adb_stats {
   int64_t flush_batches, flush_errors, store_errors;
   int64_t cache_hits, cache_misses, cache_errors, cache_evictions;
   int64_t cache_entries, cache_bytes;
+  /* Rewards that arrived before their decision: accepted to wait, joined
+   * to it later (by this handle's sweep), dropped when their window
+   * closed with no decision. */
+  int64_t rewards_awaiting, rewards_joined, rewards_expired;
+  /* Default rewards applied by this handle's sweep (a decision's window
+   * closed with no reward), and rewards refused as late for that. */
+  int64_t rewards_defaulted, rewards_late;
 } adb_stats;
 
 void adb_stats_get(adb *db, adb_stats *out);

@@ -112,7 +112,7 @@ backend replicas
     balance roundrobin
     option httpchk GET /readyz
     http-check expect status 200
-    default-server check inter 300ms fall 2 rise 2 on-marked-down shutdown-sessions
+    default-server check inter 300ms fall 2 rise 2
 EOF
     for i in $(seq 1 "$n"); do
       echo "    server r$i 127.0.0.1:$(cat "$dir/replica-$i/port")"

@@ -458,6 +458,8 @@ int adb__api_reward(rctx *x) {
     adb__buf_puts(b, ",\"pending\":true");
     x->resp->status = 202;
   }
+  if (res.awaiting_decision) adb__buf_puts(b, ",\"awaiting_decision\":true");
+  if (res.late) adb__buf_puts(b, ",\"late\":true");
   adb__buf_putc(b, '}');
   return 0;
 }

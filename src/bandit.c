@@ -276,11 +276,23 @@ void adb__posterior_make(const adb_agent_config *cfg,
   double n_u = user ? (double)user->n : 0.0;
   double s_u = user ? (double)user->sum_micro / ADB_MICRO : 0.0;
   double q_u = user ? user->sum_sq : 0.0;
-  int64_t ng = global ? global->n : 0;
-  double n_g = (double)ng;
-  double s_g = global ? (double)global->sum_micro / ADB_MICRO : 0.0;
-  double q_g = global ? global->sum_sq : 0.0;
   if (n_u < 0.0) n_u = s_u = q_u = 0.0;
+  /* The agent-wide row holds the user's own rewards too: borrow only the
+   * others' (a stale cache may show fewer global than own: borrow none). */
+  int64_t ng = 0;
+  double n_g = 0.0, s_g = 0.0, q_g = 0.0;
+  if (global && user && user->n > 0) {
+    ng = global->n - user->n;
+    s_g = (double)(global->sum_micro - user->sum_micro) / ADB_MICRO;
+    q_g = global->sum_sq - user->sum_sq;
+  } else if (global) {
+    ng = global->n;
+    s_g = (double)global->sum_micro / ADB_MICRO;
+    q_g = global->sum_sq;
+  }
+  if (ng <= 0) ng = 0, s_g = q_g = 0.0;
+  if (q_g < 0.0) q_g = 0.0;
+  n_g = (double)ng;
   double w = borrow_weight(cfg, ng);
   if (cfg->algorithm == ADB_ALGO_GAUSSIAN)
     make_nig(cfg, n_u + w * n_g, s_u + w * s_g, q_u + w * q_g, out);
@@ -304,14 +316,47 @@ double adb__posterior_sample(adb__rng *r, const adb__posterior *p) {
 
 /* ------------------------------------------------- selection and ranking */
 
+/* The odds X / (1 - X) of a Beta draw, the ratio of its two gammas: unlike
+ * X, which rounds to 1 within 1.1e-16 of it (16% of the draws of
+ * Beta(1.05, 0.05) do), they do not tie, so Thompson selection picks the
+ * arm the exact draws would (as adb__propensity assumes) rather than the
+ * lowest index among ties. */
+static double beta_odds(adb__rng *r, double a, double b) {
+  if (!(a > 0.0 && b > 0.0) || isinf(a) || isinf(b)) return NAN;
+  if (a >= 1.0 && b >= 1.0) return gamma_mt(r, a) / gamma_mt(r, b);
+  double lx = log_gamma_variate(r, a), ly = log_gamma_variate(r, b);
+  return exp(lx - ly);
+}
+
+/* The key draws are compared by: odds for Beta, the mean itself for NIG;
+ * when both kinds race, the mean (odds turned back into it). */
+static double draw_key(adb__rng *r, const adb__posterior *p, int mixed) {
+  if (p->algo == ADB_ALGO_GAUSSIAN) return adb__posterior_sample(r, p);
+  double o = beta_odds(r, p->alpha, p->beta);
+  return mixed ? adb__score_of(p, o) : o;
+}
+
+double adb__score_of(const adb__posterior *p, double key) {
+  if (p->algo == ADB_ALGO_GAUSSIAN || !(key > 0.0)) return key;
+  return isinf(key) ? 1.0 : key / (1.0 + key);
+}
+
+static int mixed_kinds(const adb__posterior *arms, int n) {
+  for (int i = 1; i < n; i++)
+    if ((arms[i].algo == ADB_ALGO_GAUSSIAN) !=
+        (arms[0].algo == ADB_ALGO_GAUSSIAN))
+      return 1;
+  return 0;
+}
+
 int adb__thompson_select(adb__rng *r, const adb__posterior *arms, int n,
                          const uint8_t *eligible, double *scores) {
-  int best = -1;
+  int best = -1, mixed = mixed_kinds(arms, n);
   double best_score = -INFINITY;
   for (int i = 0; i < n; i++) {
     double x = -INFINITY;
     if (!eligible || eligible[i]) {
-      x = adb__posterior_sample(r, &arms[i]);
+      x = draw_key(r, &arms[i], mixed);
       if (isnan(x)) x = -INFINITY; /* an improper posterior never wins */
       if (best < 0 || x > best_score) {
         best = i;
@@ -398,9 +443,9 @@ static double lgam(double x) {
 /* Two smooth functions as tables of cubic Hermite pieces (256 cells of
  * 1/16 resp. 1/8), several times cheaper than erfc() or a division:
  *   Phi(z), the standard normal CDF, on [-8, 8] (error below 3e-8);
- *   Peizer-Pratt's g(t) = (1 - t^2 + 2 t ln t) / (1 - t)^2 as a function of
- *   L = ln t on [-16, 16] (error below 3e-8; g -> +-1 outside, within
- *   4e-6).
+ *   1 + g(t), g(t) = (1 - t^2 + 2 t ln t) / (1 - t)^2 Peizer-Pratt's g,
+ *   as a function of L = ln t on [-16, 16] (error below 3e-8; 1 + g -> 2
+ *   below, and is computed exactly above PPG_EXACT, see pp_g1).
  * The tables are constants, built once on first use. */
 #define TAB_CELLS 256
 #define PHI_ZMAX 8.0
@@ -459,7 +504,7 @@ __attribute__((constructor)) static void tables_init(void) {
     double g0, d0, g1, d1, L0 = -PPG_LMAX + i * hg;
     ppg_exact(L0, &g0, &d0);
     ppg_exact(L0 + hg, &g1, &d1);
-    hermite_cell(ppg_tab[i], g0, d0 * hg, g1, d1 * hg);
+    hermite_cell(ppg_tab[i], 1.0 + g0, d0 * hg, 1.0 + g1, d1 * hg);
   }
 }
 
@@ -470,21 +515,30 @@ static inline double Phi(double z) {
   return hermite_eval(phi_tab, u);
 }
 
-static inline double pp_g(double L) {
+/* 1 + g(e^L): the table, except for L > PPG_EXACT, where 1 + g = 2 (1 - t
+ * + t L) / (t - 1)^2 is small (x within e^-L of an end, reached from
+ * logits) and is computed exactly instead, keeping its relative accuracy. */
+#define PPG_EXACT 8.0
+static inline double pp_g1(double L) {
+  if (L > PPG_EXACT) {
+    double t = exp(L);
+    return 2.0 * (1.0 + t * (L - 1.0)) / ((t - 1.0) * (t - 1.0));
+  }
   double u = (L + PPG_LMAX) * PPG_SCALE;
-  if (!(u > 0.0)) return 1.0;
-  if (u >= TAB_CELLS) return -1.0;
+  if (!(u > 0.0)) return 2.0;
   return hermite_eval(ppg_tab, u);
 }
 
 /* A point x with what Beta CDFs and densities need there, shared by all
- * arms (when need is set): the logs of x and 1 - x and 1 / (x (1 - x)). */
+ * arms (when need is set): 1 - x (exact when set from a logit, where x
+ * rounds to 1), the logs of x and 1 - x and 1 / (x (1 - x)). */
 typedef struct qpoint {
-  double x, lx, l1x, ipq;
+  double x, x1, lx, l1x, ipq;
 } qpoint;
 
 static void qpoint_set(qpoint *p, double x, int need) {
   p->x = x;
+  p->x1 = 1.0 - x;
   p->lx = p->l1x = p->ipq = 0.0;
   if (need && x > 0.0 && x < 1.0) {
     p->lx = log(x);
@@ -559,7 +613,7 @@ static double pp_lift(const ppbeta *p, const qpoint *q) {
   }
   for (int i = 0; i < p->sb; i++) {
     add -= u;
-    u *= (1.0 - x) * p->rb[i];
+    u *= q->x1 * p->rb[i];
   }
   return add;
 }
@@ -570,10 +624,12 @@ static double pp_lift(const ppbeta *p, const qpoint *q) {
 static double pp_cdf(const ppbeta *p, const qpoint *q) {
   double x = q->x;
   if (x <= 0.0) return 0.0;
-  if (x >= 1.0) return 1.0;
-  double g1 = pp_g(p->lsn - q->lx), g2 = pp_g(p->ltn - q->l1x);
+  if (q->x1 <= 0.0) return 1.0;
+  double g1 = pp_g1(p->lsn - q->lx), g2 = pp_g1(p->ltn - q->l1x);
   double d = p->d0 - p->d1 * x;
-  double r = (1.0 + (1.0 - x) * g1 + x * g2) * q->ipq * p->kz;
+  /* 1 + (1-x) g1 + x g2, written so that it keeps its relative accuracy
+   * when both terms are tiny (x or 1 - x near 0) */
+  double r = (q->x1 * g1 + x * g2) * q->ipq * p->kz;
   double v = Phi(-d * sqrt(r));
   if (p->sa | p->sb) v += pp_lift(p, q);
   return v < 0.0 ? 0.0 : (v > 1.0 ? 1.0 : v);
@@ -744,6 +800,7 @@ static double t_cdf(const arm_model *m, double x) {
     double nu = m->d.a;
     qpoint q;
     q.x = nu / (nu + t2);
+    q.x1 = t2 / (nu + t2);
     if (!(q.x < 1.0)) return 0.5;
     q.lx = log(q.x);
     q.l1x = log(t2 / (nu + t2));
@@ -1043,6 +1100,312 @@ static void apply_streamed(prop_ctx *cx) {
   }
 }
 
+/* ------------------------------------------- small shapes: in logit space */
+
+/* Below shape 1 a Beta density is infinite at an end and its mass spreads
+ * over many decades of x (or of 1 - x): Beta(1.1, 0.1) keeps 2.5% of its
+ * mass within 1e-16 of 1, where a double cannot tell x from 1, and panels
+ * graded geometrically in x run out of budget long before. The x-space
+ * integral above was off by up to 0.19 there (a Beta(0.1, 0.1) prior and a
+ * few observations). So when the chosen arm has a shape below LOGIT_BELOW
+ * and every eligible arm is Beta, the integral runs over t = logit(x):
+ * the logit of a Beta(a, b) variate has the density x^a (1-x)^b / B(a, b),
+ * log-concave for every a, b > 0, with exponential tails of rates a and b.
+ * Points carry x and 1 - x computed from t without cancellation (qpoint),
+ * so every CDF keeps its absolute accuracy out to |t| = LOGIT_TMAX.
+ *
+ * Bounds: log-concavity bounds a tail by the tangent of log f at any point
+ * t1 on its side of the mode (slope s1 = a (1-x) - b x there): the mass
+ * beyond t1 + D (outwards) is at most f(t1) e^(-|s1| D) / |s1|. From t1 =
+ * mode -+ 5 sd' (sd' = sqrt(1/a + 1/b), the curvature scale at the mode
+ * ln(a/b)) one step D gives a tail bound of 1e-6, rigorous for every shape.
+ *
+ * Panels: 8-point Gauss-Legendre over [A, B] (as in pass 1 above), widths
+ * PANEL_RES (sharpened likewise) times the smallest local scale among the
+ * chosen density and the arms in transition: 1 / max(|s(t)|, sqrt((a+b) x
+ * (1-x))) -- the curvature scale near the mode, the decay length 1/a or 1/b
+ * in the tails -- but no less than sd' (mature arms: the x-space path's
+ * resolution of one sd). Over a panel the smallest lies at an end or
+ * at t = 0 (|s| is V-shaped, the curvature term peaks at t = 0). CDFs are
+ * the lifted Peizer-Pratt (error <= 8e-4) for every arm.
+ */
+#define LOGIT_BELOW 1.0
+#define LOGIT_TMAX 600.0
+#define LOGIT_TAIL_LN -13.815510557964274 /* ln 1e-6 */
+
+typedef struct lg_arm {
+  double a, b, lnb; /* shapes, ln B(a, b) */
+  double mode, sdm; /* ln(a/b), sqrt(1/a + 1/b) */
+  double lo, hi;    /* tail mass below lo and above hi: <= 1e-6 each */
+} lg_arm;
+
+typedef struct lg_ctx {
+  const adb__posterior *arms;
+  const uint8_t *eligible;
+  int n, chosen;
+  lg_arm c;
+  double A, B, panel_res, stream_res;
+  lg_arm cand[MAX_CAND];
+  int ncand, cand_overflow, nact, nstream;
+  lg_arm act[MAX_ACTIVE];
+  int mult[MAX_ACTIVE]; /* arms with this posterior */
+  ppbeta pp[MAX_ACTIVE];
+  int nnodes;
+  double t[MAX_NODES], w[MAX_NODES];
+  qpoint q[MAX_NODES];
+} lg_ctx;
+
+/* x = 1 / (1 + e^-t) and 1 - x, both to full relative precision. */
+static void logistic2(double t, double *x, double *x1) {
+  double e = exp(-fabs(t)), d = 1.0 / (1.0 + e);
+  *x = t >= 0.0 ? d : e * d;
+  *x1 = t >= 0.0 ? e * d : d;
+}
+
+static void qpoint_logit(qpoint *q, double t) {
+  t = dmax(-LOGIT_TMAX, dmin(LOGIT_TMAX, t));
+  double e = exp(-fabs(t)), l = log1p(e), d = 1.0 / (1.0 + e);
+  if (t >= 0.0) {
+    q->x = d;
+    q->x1 = e * d;
+    q->lx = -l;
+    q->l1x = -t - l;
+  } else {
+    q->x = e * d;
+    q->x1 = d;
+    q->lx = t - l;
+    q->l1x = -l;
+  }
+  q->ipq = 1.0 / (q->x * q->x1);
+}
+
+static double lg_logpdf(const lg_arm *m, const qpoint *q) {
+  return m->a * q->lx + m->b * q->l1x - m->lnb;
+}
+
+/* The 1e-6 bound of the tail beyond t1 (see the design comment). */
+static double lg_tail(const lg_arm *m, double t1) {
+  qpoint q;
+  qpoint_logit(&q, t1);
+  double s = fabs(m->a * q.x1 - m->b * q.x);
+  double ex = lg_logpdf(m, &q) - log(s) - LOGIT_TAIL_LN;
+  double d = ex > 0.0 ? ex / s : 0.0;
+  return t1 < m->mode ? t1 - d : t1 + d;
+}
+
+static void lg_bounds(lg_arm *m, const adb__posterior *p) {
+  double a = p->alpha, b = p->beta;
+  m->a = a;
+  m->b = b;
+  m->lnb = lgam(a) + lgam(b) - lgam(a + b);
+  m->mode = log(a / b);
+  m->sdm = sqrt(1.0 / a + 1.0 / b);
+  m->lo = lg_tail(m, m->mode - 5.0 * m->sdm);
+  m->hi = lg_tail(m, m->mode + 5.0 * m->sdm);
+}
+
+static double lg_scale(const lg_arm *m, double x, double x1) {
+  double s = fabs(m->a * x1 - m->b * x), c = sqrt((m->a + m->b) * x * x1);
+  return dmax(1.0 / dmax(s, c), m->sdm);
+}
+
+/* Smallest local scale of the arm over [t0, t1], given x and 1 - x at
+ * both ends. */
+static double lg_scale_min(const lg_arm *m, const double *x, const double *x1,
+                           int mid) {
+  double r = dmin(lg_scale(m, x[0], x1[0]), lg_scale(m, x[1], x1[1]));
+  return mid ? dmin(r, lg_scale(m, 0.5, 0.5)) : r;
+}
+
+static double lg_resolution(const lg_ctx *cx, double t0, double t1) {
+  double x[2], x1[2];
+  logistic2(t0, &x[0], &x1[0]);
+  logistic2(t1, &x[1], &x1[1]);
+  int mid = t0 < 0.0 && t1 > 0.0;
+  double r = lg_scale_min(&cx->c, x, x1, mid);
+  for (int i = 0; i < cx->nact; i++)
+    if (cx->act[i].hi > t0) r = dmin(r, lg_scale_min(&cx->act[i], x, x1, mid));
+  if (cx->nstream) r = dmin(r, cx->stream_res);
+  return r * cx->panel_res;
+}
+
+static int lg_arm_in(const lg_ctx *cx, int j) {
+  return j != cx->chosen && (!cx->eligible || cx->eligible[j]) &&
+         posterior_valid(&cx->arms[j]);
+}
+
+/* Pass 1, as find_range. */
+static int lg_find_range(lg_ctx *cx) {
+  int others = 0;
+  cx->A = cx->c.lo;
+  cx->B = cx->c.hi;
+  cx->ncand = cx->cand_overflow = 0;
+  for (int j = 0; j < cx->n; j++) {
+    if (!lg_arm_in(cx, j)) continue;
+    lg_arm b;
+    lg_bounds(&b, &cx->arms[j]);
+    others++;
+    if (b.lo >= cx->B) return 0;
+    if (b.lo > cx->A) cx->A = b.lo;
+    if (b.hi <= cx->A) continue;
+    if (cx->ncand < MAX_CAND)
+      cx->cand[cx->ncand++] = b;
+    else
+      cx->cand_overflow = 1;
+  }
+  return others ? -1 : 1;
+}
+
+/* Arms with equal posteriors (cold arms under one prior) share a model:
+ * their CDFs enter G as one power. */
+static void lg_add_active(lg_ctx *cx, const lg_arm *b) {
+  for (int i = 0; i < cx->nact; i++) {
+    if (cx->act[i].a == b->a && cx->act[i].b == b->b) {
+      cx->mult[i]++;
+      return;
+    }
+  }
+  if (cx->nact == MAX_ACTIVE) {
+    cx->nstream++;
+    cx->stream_res = dmin(cx->stream_res, b->sdm);
+    return;
+  }
+  cx->act[cx->nact] = *b;
+  cx->mult[cx->nact] = 1;
+  ppbeta_init(&cx->pp[cx->nact++], b->a, b->b);
+}
+
+static void lg_collect_active(lg_ctx *cx) {
+  cx->nact = cx->nstream = 0;
+  cx->stream_res = INFINITY;
+  if (!cx->cand_overflow) {
+    for (int i = 0; i < cx->ncand; i++)
+      if (cx->cand[i].hi > cx->A) lg_add_active(cx, &cx->cand[i]);
+    return;
+  }
+  for (int j = 0; j < cx->n; j++) {
+    if (!lg_arm_in(cx, j)) continue;
+    lg_arm b;
+    lg_bounds(&b, &cx->arms[j]);
+    if (b.hi > cx->A) lg_add_active(cx, &b);
+  }
+}
+
+/* Gauss-Legendre panels over [A, B]; weights carry the chosen density. */
+static void lg_build_nodes(lg_ctx *cx) {
+  double t = cx->A, U = cx->B;
+  cx->nnodes = 0;
+  for (int p = 0; p < MAX_PANELS && t < U; p++) {
+    double w = lg_resolution(cx, t, t);
+    for (int it = 0; it < 60 && w > lg_resolution(cx, t, dmin(t + w, U)); it++)
+      w *= 0.5;
+    double t1 = t + w;
+    if (p == MAX_PANELS - 1 || t1 >= U ||
+        (U - t1 < 0.25 * w && U - t <= lg_resolution(cx, t, U)))
+      t1 = U;
+    double mid = 0.5 * (t + t1), half = 0.5 * (t1 - t);
+    for (int k = 0; k < 8; k++) {
+      const double *g = gl8[k < 4 ? k : 7 - k];
+      int i = cx->nnodes++;
+      cx->t[i] = mid + (k < 4 ? -g[0] : g[0]) * half;
+      qpoint_logit(&cx->q[i], cx->t[i]);
+      double v = g[1] * half * exp(lg_logpdf(&cx->c, &cx->q[i]));
+      cx->w[i] = v > NODE_TINY ? v : 0.0;
+    }
+    t = t1;
+  }
+}
+
+static double ipow(double x, int k) {
+  double r = 1.0;
+  for (; k; k >>= 1, x *= x)
+    if (k & 1) r *= x;
+  return r;
+}
+
+static void lg_apply(lg_ctx *cx, const lg_arm *m, const ppbeta *pp, int k) {
+  for (int i = 0; i < cx->nnodes && cx->t[i] < m->hi; i++) {
+    double v = cx->w[i];
+    if (v == 0.0) continue;
+    double F = pp_cdf(pp, &cx->q[i]);
+    v *= k == 1 ? F : ipow(F, k);
+    cx->w[i] = v > NODE_TINY ? v : 0.0;
+  }
+}
+
+/* The active arms that neither found a place in act[] nor share one's
+ * posterior (act[] is full, so that is all of them). */
+static void lg_apply_streamed(lg_ctx *cx) {
+  for (int j = 0; j < cx->n; j++) {
+    if (!lg_arm_in(cx, j)) continue;
+    const adb__posterior *p = &cx->arms[j];
+    int kept = 0;
+    for (int i = 0; i < cx->nact && !kept; i++)
+      kept = cx->act[i].a == p->alpha && cx->act[i].b == p->beta;
+    if (kept) continue;
+    lg_arm m;
+    lg_bounds(&m, p);
+    if (m.hi <= cx->A) continue;
+    ppbeta pp;
+    ppbeta_init(&pp, m.a, m.b);
+    lg_apply(cx, &m, &pp, 1);
+  }
+}
+
+/* Whether to take the logit path: only Beta arms race, one has a shape
+ * below LOGIT_BELOW (the chosen one, whose mass x-space panels cannot
+ * follow, or another, whose geometric grading would spend them), and the
+ * chosen arm is not peaked (then the x-space range stays off the ends). */
+static int wants_logit(const adb__posterior *arms, int n,
+                       const uint8_t *eligible, int chosen) {
+  const adb__posterior *c = &arms[chosen];
+  if (c->algo == ADB_ALGO_GAUSSIAN || dmin(c->alpha, c->beta) >= CF_MIN_AB)
+    return 0; /* a peaked chosen arm keeps the integral off the ends */
+  int small = 0;
+  for (int j = 0; j < n; j++) {
+    if (eligible && !eligible[j]) continue;
+    if (arms[j].algo == ADB_ALGO_GAUSSIAN) return 0;
+    small |= dmin(arms[j].alpha, arms[j].beta) < LOGIT_BELOW;
+  }
+  return small;
+}
+
+static double propensity_logit(const adb__posterior *arms, int n,
+                               const uint8_t *eligible, int chosen) {
+  lg_ctx *cx = &(lg_ctx){0};
+  cx->arms = arms;
+  cx->eligible = eligible;
+  cx->n = n;
+  cx->chosen = chosen;
+  lg_bounds(&cx->c, &arms[chosen]);
+  int early = lg_find_range(cx);
+  if (early >= 0) return (double)early;
+  lg_collect_active(cx);
+  if (cx->nact == 0) return 1.0;
+  double m = cx->nstream;
+  for (int i = 0; i < cx->nact; i++)
+    m += cx->mult[i];
+  cx->panel_res = PANEL_RES / sqrt(1.0 + SHARPEN * log(m));
+  lg_build_nodes(cx);
+  /* highest modes first, as order_active */
+  int ord[MAX_ACTIVE];
+  for (int i = 0; i < cx->nact; i++) {
+    int j = i;
+    while (j > 0 && cx->act[ord[j - 1]].mode < cx->act[i].mode) {
+      ord[j] = ord[j - 1];
+      j--;
+    }
+    ord[j] = i;
+  }
+  for (int i = 0; i < cx->nact; i++)
+    lg_apply(cx, &cx->act[ord[i]], &cx->pp[ord[i]], cx->mult[ord[i]]);
+  if (cx->nstream) lg_apply_streamed(cx);
+  double p = 0.0;
+  for (int k = 0; k < cx->nnodes; k++)
+    p += cx->w[k];
+  return p > 0.0 ? (p < 1.0 ? p : 1.0) : 0.0;
+}
+
 double adb__propensity(const adb__posterior *arms, int n,
                        const uint8_t *eligible, int chosen) {
   if (!arms || chosen < 0 || chosen >= n) return 0.0;
@@ -1059,6 +1422,8 @@ double adb__propensity(const adb__posterior *arms, int n,
   if (cx.c.d.kind == ARM_BETA_CF) cx.c.d.kind = ARM_BETA_PP;
   int k = all_same(&cx);
   if (k > 0) return 1.0 / k;
+  if (wants_logit(arms, n, eligible, chosen))
+    return propensity_logit(arms, n, eligible, chosen);
   int early = find_range(&cx);
   if (early >= 0) return (double)early;
   cx.need = 0;

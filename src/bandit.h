@@ -31,12 +31,40 @@ double adb__rng_beta(adb__rng *r, double a, double b);
 /* llround(r * 1e6); 0 for NaN or infinity, saturated beyond +-9.2e12. */
 int64_t adb__reward_to_micro(double r);
 
+/* A posterior sum of rewards in micro-units, with headroom: the '*' row
+ * adds every user's rewards, past INT64_MAX. 128-bit in memory; stored as
+ * hi * 2^32 + lo with 0 <= lo < 2^32 (the columns sum_hi and sum_micro;
+ * the Redis cache adds the same two parts in Lua, whose numbers are
+ * doubles, exact to 2^53). Every store and cache refuses a sum whose hi
+ * leaves [ADB_SUM_HI_MIN, ADB_SUM_HI_MAX], i.e. outside [-2^84, 2^84):
+ * the stores by a CHECK constraint (the batch fails, nothing changes), the
+ * caches by dropping the entry (the store is the authority). 2^84 micro-
+ * units are 1.9e19 reward units: 1.9e13 rewards of 1e6. Aligned to 8, not
+ * 16, so that arm stats keep their packing in the caches' arrays. */
+__extension__ typedef __int128 adb__sum __attribute__((aligned(8)));
+#define ADB_SUM_HI_MAX ((INT64_C(1) << 52) - 1)
+#define ADB_SUM_HI_MIN (-(INT64_C(1) << 52))
+#define ADB_SUM_LO_BASE (INT64_C(1) << 32)
+static inline int64_t adb__sum_hi(adb__sum v) {
+  return (int64_t)(v >> 32); /* arithmetic shift: floor(v / 2^32) */
+}
+static inline int64_t adb__sum_lo(adb__sum v) {
+  return (int64_t)(v & (ADB_SUM_LO_BASE - 1));
+}
+static inline adb__sum adb__sum_of(int64_t hi, int64_t lo) {
+  return (adb__sum)hi * ADB_SUM_LO_BASE + lo;
+}
+static inline int adb__sum_ok(adb__sum v) {
+  return v >= adb__sum_of(ADB_SUM_HI_MIN, 0) &&
+         v < adb__sum_of(ADB_SUM_HI_MAX + 1, 0);
+}
+
 /* Sufficient statistics of one arm. version counts committed updates of the
  * row (see the cache consistency scheme in coordinator.c). */
 typedef struct adb__arm_stats {
-  int64_t n;         /* rewards observed */
-  int64_t sum_micro; /* their sum, in micro-units */
-  double sum_sq;     /* sum of squares (gaussian only) */
+  int64_t n;          /* rewards observed */
+  adb__sum sum_micro; /* their sum, in micro-units */
+  double sum_sq;      /* sum of squares (gaussian only) */
   int64_t version;
 } adb__arm_stats;
 
@@ -49,12 +77,15 @@ typedef struct adb__posterior {
 
 /* Posterior of an arm from the agent's prior, the user's own statistics and
  * the agent-wide statistics (user '*'), of which at most `fallback_strength`
- * pseudo-observations are borrowed (scaled down when there are more):
- * w = 0 when fallback_strength <= 0 or global n == 0, else
- * min(1, fallback_strength / n_g); user and global stats enter as n + w n_g,
- * s + w s_g (and sum_sq + w sum_sq_g). user or global may be NULL (no
- * data). A prior field that is not a positive finite number counts as its
- * documented default; for Beta, sums are clamped to [0, n]. */
+ * pseudo-observations are borrowed (scaled down when there are more).
+ * global includes the user's own statistics (the '*' row adds every
+ * user's rewards), so only the others' are borrowed: n_g = global n - user
+ * n (likewise the sums; none when that is <= 0). w = 0 when
+ * fallback_strength <= 0 or n_g == 0, else min(1, fallback_strength / n_g);
+ * user and borrowed stats enter as n + w n_g, s + w s_g (and sum_sq + w
+ * sum_sq_g). user or global may be NULL (no data). A prior field that is not a
+ * positive finite number counts as its documented default; for Beta, sums are
+ * clamped to [0, n]. */
 void adb__posterior_make(const adb_agent_config *cfg,
                          const adb__arm_stats *user,
                          const adb__arm_stats *global, adb__posterior *out);
@@ -62,12 +93,17 @@ double adb__posterior_mean(const adb__posterior *p);
 /* One Thompson draw of the arm's mean reward. */
 double adb__posterior_sample(adb__rng *r, const adb__posterior *p);
 
-/* Draws each eligible arm once (scores[i], ineligible get -inf) and returns
- * the index of the best (the lowest index on a tie), or -1 when none is
- * eligible. eligible and scores may be NULL. A draw that is NaN (improper
- * posterior) counts as -inf. */
+/* Draws each eligible arm once and returns the index of the best (the
+ * lowest index on a tie), or -1 when none is eligible. scores[i] gets the
+ * draw's comparison key (ineligible arms -inf): the odds X / (1 - X) for a
+ * Beta arm (X itself would round to 1 and tie for small shapes), the mean
+ * for NIG, the mean for both when the kinds are mixed; adb__score_of turns
+ * a key back into the drawn mean. eligible and scores may be NULL. A draw
+ * that is NaN (improper posterior) counts as -inf. */
 int adb__thompson_select(adb__rng *r, const adb__posterior *arms, int n,
                          const uint8_t *eligible, double *scores);
+/* The drawn mean of arm p from its comparison key (above). */
+double adb__score_of(const adb__posterior *p, double key);
 
 /* Indices of the k highest scores, best first, into idx (k <= n). Ties
  * broken by lower index; NaN ranks last. Returns the number written,

@@ -978,7 +978,10 @@ static int append_new_arms(shard *s, ent *e, int n, const char *const *actions,
   return 0;
 }
 
-/* Applies the changes in order; returns 0, or -1 on a version gap. */
+/* Applies the changes in order; returns 0, or -1 on a version gap or a
+ * sum out of the range every backend keeps (adb__sum_ok): the entry then
+ * becomes a tombstone, and reads go to the store, which refuses such a
+ * sum itself. */
 static int apply_changes(pol *p, int n, const char *const *actions,
                          const probe *pr, const adb__arm_stats *d) {
   adb__arm_stats *st = pol_st(p);
@@ -987,6 +990,7 @@ static int apply_changes(pol *p, int n, const char *const *actions,
     int64_t cv = a >= 0 ? st[a].version : 0;
     if (cv >= d[i].version) continue;
     if (a < 0 || cv != d[i].version - 1) return -1;
+    if (!adb__sum_ok(st[a].sum_micro + d[i].sum_micro)) return -1;
     st[a].n += d[i].n;
     st[a].sum_micro += d[i].sum_micro;
     st[a].sum_sq += d[i].sum_sq;

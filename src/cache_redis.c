@@ -111,11 +111,28 @@ static const char PUT_LUA[] =
 
 /* KEYS[1] policy; ARGV: count, tombstone ttl_ms, then (action, dn, dsum,
  * dsq, version) per arm. The per-arm version rule of cache.h, all arms or
- * none: returns 1 (applied or already included), -1 (a gap: the entry
- * becomes a tombstone) or 0 (not cached: a tombstone is left, or merged
- * into). tomb() raises each changed arm to at least its new version. */
+ * none: returns 1 (applied or already included), -1 (a gap, or a sum out
+ * of range: the entry becomes a tombstone) or 0 (not cached: a tombstone
+ * is left, or merged into). tomb() raises each changed arm to at least its
+ * new version. Sums (adb__sum in bandit.h) are added as hi * 2^32 + lo
+ * with a carry, each part exact in Lua's doubles; written as one decimal
+ * below 2^53 in magnitude, else as "hi:lo" (sum_format). */
 static const char APPLY_LUA[] =
     "local k, n = KEYS[1], tonumber(ARGV[1])\n"
+    "local B, HMAX = 4294967296, 4503599627370495\n"
+    "local function sparse(s)\n"
+    "  local h, l = string.match(s, '^(%-?%d+):(%d+)$')\n"
+    "  if h then return tonumber(h), tonumber(l) end\n"
+    "  local v = tonumber(s)\n"
+    "  local hi = math.floor(v / B)\n"
+    "  return hi, v - hi * B\n"
+    "end\n"
+    "local function sfmt(h, l)\n"
+    "  if h >= -2097152 and h < 2097152 then\n"
+    "    return string.format('%.0f', h * B + l)\n"
+    "  end\n"
+    "  return string.format('%.0f:%.0f', h, l)\n"
+    "end\n"
     "local function ver(s)\n"
     "  return s and tonumber(string.match(s, '(%S+)$')) or 0\n"
     "end\n"
@@ -146,18 +163,27 @@ static const char APPLY_LUA[] =
     "  local a, v = ARGV[b], tonumber(ARGV[b + 4])\n"
     "  local s = st[a]\n"
     "  if not s then\n"
-    "    s = {0, 0, 0, 0}\n"
+    "    s = {0, 0, 0, 0, 0}\n"
     "    local cur = redis.call('HGET', k, a)\n"
     "    if cur then\n"
     "      local n, m, q, cv = string.match(cur,\n"
     "        '^(%S+) (%S+) (%S+) (%S+)$')\n"
-    "      s = {tonumber(n), tonumber(m), tonumber(q), tonumber(cv)}\n"
+    "      local mh, ml = sparse(m)\n"
+    "      s = {tonumber(n), ml, tonumber(q), tonumber(cv), mh}\n"
     "    end\n"
     "    st[a] = s\n"
     "  end\n"
     "  if s[4] == v - 1 then\n"
+    "    local dh, dl = sparse(ARGV[b + 2])\n"
+    "    local l = s[2] + dl\n"
+    "    local c = math.floor(l / B)\n"
+    "    s[5] = s[5] + dh + c\n"
+    "    if s[5] > HMAX or s[5] < -HMAX - 1 then\n"
+    "      tomb()\n"
+    "      return -1\n"
+    "    end\n"
     "    s[1] = s[1] + tonumber(ARGV[b + 1])\n"
-    "    s[2] = s[2] + tonumber(ARGV[b + 2])\n"
+    "    s[2] = l - c * B\n"
     "    s[3] = s[3] + tonumber(ARGV[b + 3])\n"
     "    s[4] = v\n"
     "    upd[a] = s\n"
@@ -167,8 +193,8 @@ static const char APPLY_LUA[] =
     "  end\n"
     "end\n"
     "for a, s in pairs(upd) do\n"
-    "  redis.call('HSET', k, a, string.format('%d %d %.17g %d',\n"
-    "    s[1], s[2], s[3], s[4]))\n"
+    "  redis.call('HSET', k, a, string.format('%d %s %.17g %d',\n"
+    "    s[1], sfmt(s[5], s[2]), s[3], s[4]))\n"
     "end\n"
     "return 1\n";
 
@@ -771,9 +797,33 @@ static uint64_t init_epoch(rcache *rc) {
 
 /* ------------------------------------------------------------ policies */
 
+/* A sum as APPLY_LUA writes it: one decimal below 2^53 in magnitude (exact
+ * in Lua), else "hi:lo" (adb__sum_hi, adb__sum_lo). */
+static void sum_format(char *buf, size_t cap, adb__sum v) {
+  const adb__sum lim = (adb__sum)1 << 53;
+  if (v > -lim && v < lim)
+    snprintf(buf, cap, "%" PRId64, (int64_t)v);
+  else
+    snprintf(buf, cap, "%" PRId64 ":%" PRId64, adb__sum_hi(v), adb__sum_lo(v));
+}
+
+static adb__sum sum_parse(char *p, char **end) {
+  int64_t v = strtoll(p, &p, 10);
+  if (*p == ':') {
+    int64_t lo = strtoll(p + 1, &p, 10);
+    *end = p;
+    return adb__sum_of(v, lo);
+  }
+  *end = p;
+  return v;
+}
+
+#define ARM_BUF 128 /* "n sum sq version", at most 20 + 32 + 24 + 20 + 3 */
 static void arm_format(char *buf, size_t cap, const adb__arm_stats *s) {
-  snprintf(buf, cap, "%" PRId64 " %" PRId64 " %.17g %" PRId64, s->n,
-           s->sum_micro, s->sum_sq, s->version);
+  char sum[48];
+  sum_format(sum, sizeof sum, s->sum_micro);
+  snprintf(buf, cap, "%" PRId64 " %s %.17g %" PRId64, s->n, sum, s->sum_sq,
+           s->version);
 }
 
 static void arm_parse(const redisReply *r, adb__arm_stats *s) {
@@ -781,7 +831,7 @@ static void arm_parse(const redisReply *r, adb__arm_stats *s) {
   if (r->type != REDIS_REPLY_STRING) return;
   char *p = r->str;
   s->n = strtoll(p, &p, 10);
-  s->sum_micro = strtoll(p, &p, 10);
+  s->sum_micro = sum_parse(p, &p);
   s->sum_sq = strtod(p, &p);
   s->version = strtoll(p, &p, 10);
 }
@@ -921,20 +971,20 @@ static int policy_put(adb__cache *c, const char *key, const adb__policy *p,
   if (pe != ADB_OK) return fail(rc);
   int nargs = 2 + 2 * p->n;
   const char **args = malloc((size_t)nargs * sizeof *args);
-  char *bufs = malloc((size_t)p->n * 96 + 24);
+  char *bufs = malloc((size_t)p->n * ARM_BUF + 24);
   if (!args || !bufs) {
     free(args);
     free(bufs);
     return fail(rc);
   }
-  char *ttl = bufs + (size_t)p->n * 96;
+  char *ttl = bufs + (size_t)p->n * ARM_BUF;
   snprintf(ttl, 24, "%" PRId64, ttl_ms > 0 ? ttl_ms : rc->ttl_ms);
   args[0] = epoch;
   args[1] = ttl;
   for (int i = 0; i < p->n; i++) {
-    arm_format(bufs + (size_t)i * 96, 96, &p->arms[i].s);
+    arm_format(bufs + (size_t)i * ARM_BUF, ARM_BUF, &p->arms[i].s);
     args[2 + 2 * i] = p->arms[i].action;
-    args[3 + 2 * i] = bufs + (size_t)i * 96;
+    args[3 + 2 * i] = bufs + (size_t)i * ARM_BUF;
   }
   redisReply *r = NULL;
   int rv = run_script(rc, rc->put_sha, PUT_LUA, key, nargs, args, NULL, &r);
@@ -966,7 +1016,7 @@ static int policy_apply(adb__cache *c, const char *key, int n,
     char *b = bufs + (size_t)i * 4 * 32;
     const adb__arm_stats *d = &deltas[i];
     snprintf(b, 32, "%" PRId64, d->n);
-    snprintf(b + 32, 32, "%" PRId64, d->sum_micro);
+    sum_format(b + 32, 32, d->sum_micro);
     snprintf(b + 64, 32, "%.17g", d->sum_sq);
     snprintf(b + 96, 32, "%" PRId64, d->version);
     args[2 + 5 * i] = actions[i];

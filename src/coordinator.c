@@ -14,17 +14,60 @@
  * so a decision made after a reward is acknowledged sees it.
  *
  * Sync writers (durability=sync) sleep until their item is done; async
- * writers return at enqueue and the worker frees their items. A failed
- * write_batch is never dropped: the worker retries the same batch with
- * exponential backoff (10 ms .. 1 s) while new writes queue up behind it;
- * when queued + in-flight items reach queue_capacity, new writes are
- * refused with ADB_EFULL. A sync writer waiting longer than
- * write_timeout_ms gets ADB_ETIMEDOUT, but its item stays queued and will
- * commit later (a retry under the same reward id is safe: exactly once).
+ * writers return at enqueue and the worker frees their items.
  *
- * adb_close stops intake, lets the worker drain everything, and gives up
- * only if the store stays down for write_timeout_ms during the drain, in
- * which case the lost items are reported on stderr.
+ * Store errors come in two classes (store.h). A temporary one (connection
+ * lost, busy, serialization failure, deadlock, disk full) is retried: the
+ * worker retries the same batch with exponential backoff (10 ms .. 1 s)
+ * while new writes queue up behind it; when queued + in-flight items reach
+ * queue_capacity, new writes are refused with ADB_EFULL. A sync writer
+ * waiting longer than write_timeout_ms gets ADB_ETIMEDOUT, but its item
+ * stays queued and will commit later (a retry under the same reward id is
+ * safe: exactly once). A permanent one (a constraint, an encoding, a
+ * range: the store will never take these rows) must not wedge the queue:
+ * the batch is split in halves, each committed (and split) the same way,
+ * so the one record at fault fails alone, its writer gets ADB_ESTORE with
+ * the store's message, and every other record commits, after about
+ * 2 log2(batch) extra attempts. Strings are checked for UTF-8 at the API so
+ * that such records rarely get this far.
+ *
+ * Ambiguous commits. A PostgreSQL connection can die after COMMIT reached
+ * the server: the worker sees a temporary error and retries a batch that
+ * may have committed. Each batch carries an id, the same on every retry of
+ * it (batch_prefix, random per handle, and a sequence number); the store
+ * writes it in the transaction (write_batches, and on each reward_ids and
+ * decision_ids row), so a retry that finds it knows the earlier attempt
+ * committed: the rewards it inserted are reported applied (their writers
+ * get applied:true, the metrics count them once), the posterior rows get a
+ * zero increment that bumps their versions so that any cache entry older
+ * than the lost commit shows a gap and is dropped (cache.h), and metrics
+ * deltas are not added twice.
+ *
+ * Decisions with a client event id may repeat (a client retrying a
+ * decide, on any replica). Such a decide first looks the event up and
+ * answers the stored decision (action, propensity, ranking) if there is
+ * one; otherwise it draws and waits for the commit of its decision, in
+ * either durability mode. The store keeps the first decision of an event
+ * id (SQLite: UNIQUE; PostgreSQL: the decision_ids gate), and a decide
+ * whose decision lost that race (ADB_ECONFLICT from the worker) answers
+ * the stored one instead of its own draw. Decisions with generated ids are
+ * unique and stay asynchronous.
+ *
+ * Rewards before their decision. With several replicas, a reward can
+ * reach a replica before the decision it names is visible there (it may
+ * still be in the deciding replica's queue). After flushing its own queue,
+ * reward.c queues such a reward marked awaiting: the store takes its
+ * reward id (so retries and conflicts behave as for any reward) and keeps
+ * it in pending_rewards until the end of the agent's reward window. Once a
+ * second each worker sweeps (store.h pending_sweep): in one transaction,
+ * every awaiting reward whose decision is now stored is moved to the
+ * reward log and applied, exactly once whichever replica sweeps, and
+ * expired ones are dropped and counted (adb_stats, /metrics).
+ *
+ * adb_flush waits at most write_timeout_ms. adb_close stops intake, lets
+ * the worker drain everything, and gives up only if the store stays down
+ * for write_timeout_ms during the drain; then the lost items are reported
+ * on stderr and adb_close returns ADB_EUNAVAIL saying how many.
  *
  * The worker also turns each agent's in-memory counters into hourly
  * performance_metrics rows, at most once a second, inside the same
@@ -104,6 +147,11 @@ int adb__check_id(adb *db, const char *what, const char *id) {
   if (!id) return adb__fail(db, ADB_EINVAL, "%s is required", what);
   return adb__fail(db, ADB_EINVAL,
                    "%s must be 1-128 characters of [A-Za-z0-9._:@-]", what);
+}
+
+int adb__check_utf8(adb *db, const char *what, const char *s) {
+  if (adb__utf8_valid(s)) return ADB_OK;
+  return adb__fail(db, ADB_EINVAL, "%s is not valid UTF-8", what);
 }
 
 void adb_free(void *p) {
@@ -262,6 +310,7 @@ void adb__item_free(adb__item *it) {
   if (it->kind == ITEM_REWARD) free(it->u.r.signals_json);
   if (it->kind == ITEM_EPISODE) free(it->u.e.context_json);
   if (it->has_cv) pthread_cond_destroy(&it->cv);
+  free(it->errmsg);
   free(it->emb);
   free(it->raw);
   free(it);
@@ -334,22 +383,46 @@ int adb__enqueue(adb *db, adb__item *chain, int wait, adb__reward_rec *out) {
     *out = it->u.r;
     out->signals_json = NULL;
   }
+  if (rc == ADB_ECONFLICT && it->kind == ITEM_DECISION)
+    rc = adb__fail(db, rc, "event id already used");
+  else if (rc == ADB_ECONFLICT)
+    rc = adb__fail(db, rc, "reward id already used with a different body");
+  else if (rc != ADB_OK && it->errmsg)
+    rc = adb__fail(db, rc,
+                   "write refused by the store (retrying cannot "
+                   "help): %s",
+                   it->errmsg);
+  else if (rc != ADB_OK)
+    rc = adb__fail(db, rc, "write failed: %s", adb_strerror(rc));
   adb__item_free(it);
-  if (rc == ADB_ECONFLICT)
-    return adb__fail(db, rc, "reward id already used with a different body");
-  if (rc != ADB_OK)
-    return adb__fail(db, rc, "write failed: %s", adb_strerror(rc));
-  return ADB_OK;
+  return rc;
+}
+
+static void deadline_in(struct timespec *dl, int64_t ms) {
+  clock_gettime(CLOCK_REALTIME, dl);
+  int64_t ns = dl->tv_nsec + ms * 1000000;
+  dl->tv_sec += ns / 1000000000;
+  dl->tv_nsec = ns % 1000000000;
 }
 
 int adb_flush(adb *db) {
+  struct timespec dl;
+  deadline_in(&dl, db->cfg.write_timeout_ms);
   pthread_mutex_lock(&db->qmu);
   uint64_t target = db->next_seq;
   pthread_cond_signal(&db->qwake);
-  while (db->done_seq < target)
-    pthread_cond_wait(&db->qdone, &db->qmu);
+  int rc = 0;
+  while (db->done_seq < target && rc != ETIMEDOUT)
+    rc = pthread_cond_timedwait(&db->qdone, &db->qmu, &dl);
+  int done = db->done_seq >= target;
+  int64_t left = db->qlen;
   pthread_mutex_unlock(&db->qmu);
-  return ADB_OK;
+  if (done) return ADB_OK;
+  return adb__fail(db, ADB_ETIMEDOUT,
+                   "writes not committed within %d ms (%lld queued; store: "
+                   "%s); they stay queued",
+                   db->cfg.write_timeout_ms, (long long)left,
+                   adb__store_errmsg(db->store));
 }
 
 /* ------------------------------------------------------------ flush worker */
@@ -406,7 +479,8 @@ static void count_rewards(adb *db, const adb__batch *b) {
   pthread_rwlock_wrlock(&db->agents_lock);
   for (int i = 0; i < b->n_rewards; i++) {
     const adb__reward_rec *r = &b->rewards[i];
-    adb__agent_stats *s = r->applied ? agent_stats(db, r->agent) : NULL;
+    adb__agent_stats *s =
+        r->applied && !r->awaiting ? agent_stats(db, r->agent) : NULL;
     if (!s) continue;
     s->rewards++;
     s->reward_sum += r->reward;
@@ -469,12 +543,13 @@ static int decision_json(adb__item *it) {
 }
 
 /* Builds the batch's record arrays from the items (pointers copied). */
-static int batch_build(adb__batch *b, adb__item *items, int n) {
+static int batch_build(adb__batch *b, adb__item **items, int n) {
   b->decisions = malloc((size_t)n * sizeof *b->decisions);
   b->rewards = malloc((size_t)n * sizeof *b->rewards);
   b->episodes = malloc((size_t)n * sizeof *b->episodes);
-  if (!b->decisions || !b->rewards || !b->episodes) return ADB_ENOMEM;
-  for (adb__item *it = items; it; it = it->next) {
+  if (n && (!b->decisions || !b->rewards || !b->episodes)) return ADB_ENOMEM;
+  for (int i = 0; i < n; i++) {
+    adb__item *it = items[i];
     if (it->kind == ITEM_DECISION && it->raw && !it->u.d.context_json &&
         decision_json(it) != ADB_OK)
       return ADB_ENOMEM;
@@ -485,17 +560,25 @@ static int batch_build(adb__batch *b, adb__item *items, int n) {
   return ADB_OK;
 }
 
+/* Frees what batch_build and write_batch allocated (not the metrics). */
 static void batch_free(adb__batch *b) {
   free(b->decisions);
   free(b->rewards);
   free(b->episodes);
-  free(b->metrics);
   free(b->changes);
   memset(b, 0, sizeof *b);
 }
 
-/* Commits the batch, retrying with backoff until it succeeds or, while
- * closing, the store has been failing for write_timeout_ms. */
+/* Failures that retrying the same rows cannot cure: the store refused the
+ * data (store.h), or a record is invalid. Everything else (the store
+ * unreachable or busy, out of memory) is retried. */
+static int permanent(int rc) {
+  return rc == ADB_ESTORE || rc == ADB_EINVAL || rc == ADB_ECORRUPT;
+}
+
+/* Commits the batch, retrying temporary failures with backoff until it
+ * succeeds or, while closing, the store has been failing for
+ * write_timeout_ms. A permanent failure returns at once. */
 static int commit_with_retry(adb *db, adb__batch *b) {
   int64_t backoff_ms = 10, first_fail = 0;
   for (;;) {
@@ -503,6 +586,7 @@ static int commit_with_retry(adb *db, adb__batch *b) {
     if (rc == ADB_OK) return ADB_OK;
     atomic_fetch_add(&db->st_flush_errors, 1);
     atomic_fetch_add(&db->st_store_errors, 1);
+    if (permanent(rc)) return rc;
     int64_t now = adb__now_ms();
     if (!first_fail) {
       first_fail = now;
@@ -518,6 +602,74 @@ static int commit_with_retry(adb *db, adb__batch *b) {
     nanosleep(&ts, NULL);
     backoff_ms = backoff_ms * 2 > 1000 ? 1000 : backoff_ms * 2;
   }
+}
+
+/* Copies a committed batch's per-record answers back into its items. */
+static void items_answer(adb__item **items, int n, const adb__batch *b) {
+  int di = 0, ri = 0;
+  for (int i = 0; i < n; i++) {
+    adb__item *it = items[i];
+    if (it->kind == ITEM_DECISION) {
+      it->u.d.inserted = b->decisions[di++].inserted;
+      if (!it->u.d.inserted) it->result = ADB_ECONFLICT;
+    } else if (it->kind == ITEM_REWARD) {
+      const adb__reward_rec *r = &b->rewards[ri++];
+      it->u.r.result = r->result;
+      it->u.r.applied = r->applied;
+      it->u.r.late = r->late;
+      it->u.r.first_reward = r->first_reward;
+      it->result = r->result;
+    }
+  }
+}
+
+/* Gives up on items: each gets rc and the store's message. */
+static void items_fail(adb *db, adb__item **items, int n, int rc) {
+  const char *msg = adb__store_errmsg(db->store);
+  for (int i = 0; i < n; i++) {
+    items[i]->result = rc;
+    free(items[i]->errmsg);
+    items[i]->errmsg = strdup(msg);
+    fprintf(stderr, "agentdb: write seq %llu %s: %s\n",
+            (unsigned long long)items[i]->seq,
+            permanent(rc) ? "refused by the store" : "lost", msg);
+  }
+}
+
+/* Commits items[0..n) and the metrics deltas m[0..nm) as one batch. When
+ * the store refuses the batch for good, the batch is split in halves (the
+ * metrics going alone) and each half committed the same way, so that a
+ * record the store can never take fails alone, after about 2 log2(n)
+ * extra attempts, and every other record commits. */
+static void commit_part(adb *db, adb__item **items, int n,
+                        adb__metrics_delta *m, int nm) {
+  if (n == 0 && nm == 0) return;
+  adb__batch b = {0};
+  snprintf(b.batch_id, sizeof b.batch_id, "%016llx-%llu",
+           (unsigned long long)db->batch_prefix,
+           (unsigned long long)++db->batch_seq);
+  int rc = batch_build(&b, items, n);
+  b.metrics = m;
+  b.n_metrics = nm;
+  if (rc == ADB_OK) rc = commit_with_retry(db, &b);
+  if (rc == ADB_OK) {
+    apply_changes(db, &b);
+    count_rewards(db, &b);
+    items_answer(items, n, &b);
+    if (n) atomic_fetch_add(&db->st_batches, 1);
+  } else if (permanent(rc) && n > 0 && nm > 0) {
+    commit_part(db, items, n, NULL, 0);
+    commit_part(db, NULL, 0, m, nm);
+  } else if (permanent(rc) && n > 1) {
+    commit_part(db, items, n / 2, NULL, 0);
+    commit_part(db, items + n / 2, n - n / 2, NULL, 0);
+  } else {
+    if (nm)
+      fprintf(stderr, "agentdb: %d metrics rollups dropped: %s\n", nm,
+              adb__store_errmsg(db->store));
+    items_fail(db, items, n, rc);
+  }
+  batch_free(&b);
 }
 
 /* Takes up to batch_size items off the queue, waiting for work. Returns
@@ -559,24 +711,19 @@ static adb__item *take_batch(adb *db, int *n_out) {
 }
 
 /* Marks items done, wakes waiters, frees the unwaited ones. */
-static void finish_items(adb *db, adb__item *items, int n, adb__batch *b,
-                         int rc) {
-  int ri = 0;
+static void finish_items(adb *db, adb__item **items, int n) {
   pthread_mutex_lock(&db->qmu);
-  for (adb__item *it = items, *next; it; it = next) {
-    next = it->next;
-    it->result = rc;
-    if (it->kind == ITEM_REWARD && rc == ADB_OK) {
-      adb__reward_rec *r = &b->rewards[ri++];
-      it->u.r.result = r->result;
-      it->u.r.applied = r->applied;
-      it->u.r.first_reward = r->first_reward;
-      it->result = r->result;
-      atomic_fetch_add(r->applied ? &db->st_applied : &db->st_duplicate, 1);
-    }
-    if (rc != ADB_OK)
-      fprintf(stderr, "agentdb: write seq %llu lost: %s\n",
-              (unsigned long long)it->seq, adb_strerror(rc));
+  for (int i = 0; i < n; i++) {
+    adb__item *it = items[i];
+    if (it->kind == ITEM_REWARD)
+      atomic_fetch_add(it->u.r.late       ? &db->st_late
+                       : !it->u.r.applied ? &db->st_duplicate
+                       : it->u.r.awaiting ? &db->st_awaiting
+                                          : &db->st_applied,
+                       it->result == ADB_OK);
+    if (it->result != ADB_OK && !permanent(it->result) &&
+        it->result != ADB_ECONFLICT)
+      db->lost++;
     it->done = 1;
     if (it->seq + 1 > db->done_seq) db->done_seq = it->seq + 1;
     if (it->waited)
@@ -591,23 +738,67 @@ static void finish_items(adb *db, adb__item *items, int n, adb__batch *b,
 
 /* One round of the worker: commit a batch of items (possibly none) and,
  * at most once a second or when asked, the hourly rollups. */
-static void flush_round(adb *db, adb__item *items, int n, int rollup) {
-  adb__batch b = {0};
-  int rc = items ? batch_build(&b, items, n) : ADB_OK;
-  if (rc == ADB_OK && rollup) {
-    b.n_metrics = collect_metrics(db, &b.metrics);
+static void flush_round(adb *db, adb__item *chain, int n, int rollup) {
+  adb__item *one[1], **items = n > 1 ? malloc((size_t)n * sizeof *items) : one;
+  adb__metrics_delta *m = NULL;
+  int nm = 0, i = 0;
+  if (!items) { /* no memory for the array: one item at a time */
+    for (adb__item *it = chain, *next; it; it = next) {
+      next = it->next;
+      it->next = NULL;
+      flush_round(db, it, 1, 0);
+    }
+    items = one;
+    n = 0;
+    chain = NULL;
+  }
+  for (adb__item *it = chain; it; it = it->next) {
+    it->result = ADB_OK;
+    items[i++] = it;
+  }
+  if (rollup) {
+    nm = collect_metrics(db, &m);
     db->last_rollup_ms = adb__now_ms();
   }
-  if (rc == ADB_OK && (b.n_metrics || items)) {
-    rc = commit_with_retry(db, &b);
-    if (rc == ADB_OK) {
-      apply_changes(db, &b);
-      count_rewards(db, &b);
-      if (items) atomic_fetch_add(&db->st_batches, 1);
-    }
+  commit_part(db, items, n, m, nm);
+  if (n) finish_items(db, items, n);
+  free(m);
+  if (items != one) free(items);
+}
+
+/* Joins the rewards that waited for their decision and drops those whose
+ * window closed (store.h pending_sweep), at most once a second; their
+ * increments go to the cache and their counts to the metrics. A failure
+ * is retried at the next sweep. */
+static void sweep(adb *db) {
+  adb__batch b = {0};
+  int64_t expired = 0, now = adb__now_ms();
+  if (!db->store->m->pending_sweep || now - db->last_sweep_ms < 1000) return;
+  db->last_sweep_ms = now;
+  if (db->store->m->pending_sweep(db->store, now, &b, &expired) != ADB_OK) {
+    atomic_fetch_add(&db->st_store_errors, 1);
+    return;
   }
-  if (items) finish_items(db, items, n, &b, rc);
-  batch_free(&b);
+  apply_changes(db, &b);
+  count_rewards(db, &b);
+  int joined = 0, defaulted = 0;
+  for (int i = 0; i < b.n_rewards; i++) {
+    int dflt = b.rewards[i].reward_id[0] == '~';
+    joined += b.rewards[i].applied && !dflt;
+    defaulted += b.rewards[i].applied && dflt;
+    free(b.rewards[i].signals_json);
+  }
+  atomic_fetch_add(&db->st_joined, joined);
+  atomic_fetch_add(&db->st_applied, joined);
+  atomic_fetch_add(&db->st_defaulted, defaulted);
+  atomic_fetch_add(&db->st_expired, expired);
+  if (expired)
+    fprintf(stderr,
+            "agentdb: %lld rewards dropped: no decision with their event_id "
+            "appeared within the agent's reward_window_s\n",
+            (long long)expired);
+  free(b.rewards);
+  free(b.changes);
 }
 
 static void *flush_worker(void *arg) {
@@ -622,6 +813,7 @@ static void *flush_worker(void *arg) {
     pthread_mutex_unlock(&db->qmu);
     flush_round(db, items, n, adb__now_ms() - db->last_rollup_ms >= 1000);
     if (done) break;
+    sweep(db);
     pthread_mutex_lock(&db->qmu);
     /* After a burst, give the freed queue memory back to the system (at
      * most once a second: trimming walks the heap). */
@@ -686,6 +878,9 @@ int adb_open(const adb_config *cfg, adb **out, char *err, size_t errlen) {
   db->cfg.store_url = db->store_url;
   db->cfg.cache_url = db->cache_url;
   db->id = atomic_fetch_add(&next_handle_id, 1);
+  if (getrandom(&db->batch_prefix, sizeof db->batch_prefix, 0) !=
+      sizeof db->batch_prefix)
+    db->batch_prefix = (uint64_t)adb__mono_ns() ^ db->id;
   pthread_mutex_init(&db->qmu, NULL);
   pthread_cond_init(&db->qwake, NULL);
   pthread_cond_init(&db->qdone, NULL);
@@ -716,7 +911,15 @@ int adb_close(adb *db) {
   pthread_cond_signal(&db->qwake);
   pthread_mutex_unlock(&db->qmu);
   pthread_join(db->worker, NULL);
+  int64_t lost = db->lost;
+  char msg[400];
+  snprintf(msg, sizeof msg, "%s", adb__store_errmsg(db->store));
   handle_free(db);
+  if (lost)
+    return adb__fail(NULL, ADB_EUNAVAIL,
+                     "%lld queued write%s not committed: the store stayed "
+                     "unavailable for write_timeout_ms while closing (%s)",
+                     (long long)lost, lost == 1 ? " was" : "s were", msg);
   return ADB_OK;
 }
 
@@ -740,4 +943,9 @@ void adb_stats_get(adb *db, adb_stats *o) {
   o->cache_evictions = cs.evictions;
   o->cache_entries = cs.entries;
   o->cache_bytes = cs.bytes;
+  o->rewards_awaiting = atomic_load(&db->st_awaiting);
+  o->rewards_joined = atomic_load(&db->st_joined);
+  o->rewards_expired = atomic_load(&db->st_expired);
+  o->rewards_defaulted = atomic_load(&db->st_defaulted);
+  o->rewards_late = atomic_load(&db->st_late);
 }

@@ -55,11 +55,12 @@ typedef struct adb__item {
   struct adb__item *next;
   adb__item_kind kind;
   uint64_t seq;
-  int waited; /* a thread waits on it: it frees the item, not the worker */
-  int has_cv; /* cv is initialised */
-  int done;   /* committed (or abandoned at close) */
-  int result; /* ADB_OK or the reason it failed */
-  float *emb; /* episode embedding, owned */
+  int waited;   /* a thread waits on it: it frees the item, not the worker */
+  int has_cv;   /* cv is initialised */
+  int done;     /* committed (or abandoned at close) */
+  int result;   /* ADB_OK or the reason it failed */
+  char *errmsg; /* the store's message when result is a store error */
+  float *emb;   /* episode embedding, owned */
   /* Decisions: context and candidates, raw (see decide.c), encoded as JSON
    * by the flush worker. */
   char *raw;
@@ -90,6 +91,8 @@ struct adb {
   uint64_t next_seq; /* seq of the next enqueued item */
   uint64_t done_seq; /* every item with seq < done_seq is finished */
   int closing;
+  int64_t lost; /* writes given up at close (store down), under qmu */
+  uint64_t batch_prefix, batch_seq; /* batch ids (worker only) */
   pthread_t worker;
   int64_t last_rollup_ms;
 
@@ -109,6 +112,9 @@ struct adb {
   _Atomic int64_t st_decisions, st_applied, st_duplicate, st_batches;
   _Atomic int64_t st_flush_errors, st_store_errors, st_cache_errors;
   _Atomic int64_t st_hits, st_misses;
+  _Atomic int64_t st_awaiting, st_joined, st_expired;
+  _Atomic int64_t st_defaulted, st_late;
+  int64_t last_sweep_ms; /* worker only */
 };
 
 /* Thread-local error message of the last failure (per thread, any handle). */
@@ -124,7 +130,9 @@ void adb__agent_invalidate(adb *db, const char *agent_id);
 
 /* Queues a chain of items (linked by ->next; takes ownership), all or none
  * (ADB_EFULL). With wait, blocks until the last one is committed, returns
- * its result and copies its reward record into *out when not NULL. */
+ * its result and copies its reward record into *out when not NULL. A
+ * decision whose event id was already taken returns ADB_ECONFLICT; a write
+ * the store refused for good, ADB_ESTORE with the store's message. */
 int adb__enqueue(adb *db, adb__item *chain, int wait, adb__reward_rec *out);
 void adb__item_free(adb__item *it);
 
@@ -137,6 +145,8 @@ int adb__policy_read(adb *db, const char *agent, const char *user,
 
 /* Validation helpers with messages. */
 int adb__check_id(adb *db, const char *what, const char *id);
+/* ADB_EINVAL "<what> is not valid UTF-8" unless s is (NULL is). */
+int adb__check_utf8(adb *db, const char *what, const char *s);
 int adb__check_embedding(adb *db, adb__agent *a, const float *v, int dim);
 
 #endif

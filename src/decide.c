@@ -16,6 +16,8 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include <jansson.h>
+
 #include "coordinator.h"
 #include "statekey.h"
 
@@ -209,6 +211,9 @@ static int check_request(adb *db, const adb_decide_req *req) {
   for (int i = 0; i < req->n_context; i++)
     if (!req->context[i].key || !req->context[i].value)
       return adb__fail(db, ADB_EINVAL, "context entries need key and value");
+    else if (!adb__utf8_valid(req->context[i].key) ||
+             !adb__utf8_valid(req->context[i].value))
+      return adb__fail(db, ADB_EINVAL, "context[%d] is not valid UTF-8", i);
   return ADB_OK;
 }
 
@@ -233,6 +238,22 @@ static char *raw_copy(const adb_decide_req *req, size_t *len_out) {
   return raw;
 }
 
+/* The ranking as JSON [["action", score], ...], scores exact. */
+static char *ranking_json(const adb_decision *d) {
+  adb__sbuf b = {0};
+  adb__sbuf_add(&b, "[", 1);
+  for (int i = 0; i < d->n_ranking; i++) {
+    adb__sbuf_add(&b, i ? ",[" : "[", i ? 2 : 1);
+    adb__sbuf_json_str(&b, d->ranking[i].action);
+    adb__sbuf_printf(&b, ",%.17g]", d->ranking[i].score);
+  }
+  adb__sbuf_add(&b, "]", 1);
+  return adb__sbuf_take(&b);
+}
+
+/* Queues the decision for the log. One with a client event id may repeat
+ * (a retry): it is waited for, and ADB_ECONFLICT says the id was taken
+ * first by another decision, which stays the decision of the event. */
 static int log_decision(adb *db, adb__agent *a, const adb_decide_req *req,
                         const adb_decision *d) {
   adb__item *it = malloc(sizeof *it);
@@ -254,12 +275,70 @@ static int log_decision(adb *db, adb__agent *a, const adb_decide_req *req,
   memcpy(r->state_key, d->state_key, sizeof r->state_key);
   memcpy(r->action, d->action, strlen(d->action) + 1);
   r->propensity = d->propensity;
-  r->context_json = r->candidates_json = NULL;
+  r->context_json = r->candidates_json = r->ranking_json = NULL;
+  r->client_id = req->event_id != NULL;
+  r->inserted = 0;
+  if (r->client_id && !(r->ranking_json = ranking_json(d))) {
+    adb__item_free(it);
+    return adb__fail(db, ADB_ENOMEM, "out of memory");
+  }
   memcpy(r->model,
          a->cfg.algorithm == ADB_ALGO_GAUSSIAN ? "gaussian-ts/1" : "beta-ts/1",
          a->cfg.algorithm == ADB_ALGO_GAUSSIAN ? 14 : 10);
   r->ts_ms = adb__now_ms();
-  return adb__enqueue(db, it, 0, NULL);
+  return adb__enqueue(db, it, r->client_id, NULL);
+}
+
+/* Fills out from a stored ranking; without one (a decision logged before
+ * rankings were kept), the chosen action alone. */
+static void ranking_from_json(const char *text, adb_decision *out) {
+  json_t *arr = text ? json_loads(text, 0, NULL) : NULL;
+  out->n_ranking = 0;
+  for (size_t i = 0; out->ranking && i < json_array_size(arr) &&
+                     out->n_ranking < out->ranking_cap;
+       i++) {
+    json_t *e = json_array_get(arr, i);
+    const char *act = json_string_value(json_array_get(e, 0));
+    if (!act || !json_is_number(json_array_get(e, 1))) continue;
+    adb_ranked *r = &out->ranking[out->n_ranking++];
+    snprintf(r->action, sizeof r->action, "%s", act);
+    r->score = json_number_value(json_array_get(e, 1));
+  }
+  json_decref(arr);
+  if (!out->n_ranking && out->ranking && out->ranking_cap > 0) {
+    snprintf(out->ranking[0].action, sizeof out->ranking[0].action, "%s",
+             out->action);
+    out->ranking[0].score = 0;
+    out->n_ranking = 1;
+  }
+}
+
+/* The stored decision of the request's event id, if there is one: *found
+ * is 1 and out holds it (a retried decide answers what was answered). An
+ * event id of another user's decision is a conflict. */
+static int stored_decision(adb *db, adb__agent *a, const adb_decide_req *req,
+                           adb_decision *out, int *found) {
+  adb__decision_rec d = {0};
+  *found = 0;
+  int rc = db->store->m->decision_get(db->store, a->cfg.id, req->event_id, &d);
+  if (rc == ADB_ENOTFOUND) return ADB_OK;
+  if (rc)
+    return adb__fail(db, rc, "looking up event '%s': %s", req->event_id,
+                     adb__store_errmsg(db->store));
+  if (strcmp(d.user, req->user_id)) {
+    adb__decision_rec_free(&d);
+    return adb__fail(db, ADB_ECONFLICT,
+                     "event_id '%s' is already the decision of another user",
+                     req->event_id);
+  }
+  snprintf(out->event_id, sizeof out->event_id, "%s", req->event_id);
+  snprintf(out->action, sizeof out->action, "%s", d.action);
+  memcpy(out->state_key, d.state_key, sizeof out->state_key);
+  out->propensity = d.propensity;
+  ranking_from_json(d.ranking_json, out);
+  adb__decision_rec_free(&d);
+  *found = 1;
+  return ADB_OK;
 }
 
 static void record_latency(adb__agent *a, int64_t ns, int hits) {
@@ -298,7 +377,7 @@ static void choose(adb *db, adb__agent *a, const adb_decide_req *req,
     for (int i = 0; i < m; i++) {
       snprintf(out->ranking[i].action, sizeof out->ranking[i].action, "%s",
                req->candidates[idx[i]]);
-      out->ranking[i].score = scores[idx[i]];
+      out->ranking[i].score = adb__score_of(&post[idx[i]], scores[idx[i]]);
     }
     out->n_ranking = m;
   }
@@ -352,7 +431,14 @@ int adb_decide(adb *db, const adb_decide_req *req, adb_decision *out) {
   adb__agent *a = NULL;
   if (rc == ADB_OK) rc = adb__agent_acquire(db, req->agent_id, &a);
   if (rc) return rc;
-  int n = req->n_candidates, n_eligible = 0, hits = 0;
+  int n = req->n_candidates, n_eligible = 0, hits = 0, found = 0;
+  if (req->event_id) {
+    rc = stored_decision(db, a, req, out, &found);
+    if (rc || found) {
+      adb__agent_release(a);
+      return rc;
+    }
+  }
   uint8_t eligible[n];
   rc = check_candidates(db, a, req, eligible, &n_eligible);
   if (rc == ADB_OK && n_eligible == 0)
@@ -383,6 +469,14 @@ int adb_decide(adb *db, const adb_decide_req *req, adb_decision *out) {
     else
       new_event_id(out->event_id);
     rc = log_decision(db, a, req, out);
+    /* Another decide with this event id was stored first (a concurrent
+     * retry, here or on another replica): answer that one. */
+    if (rc == ADB_ECONFLICT && req->event_id) {
+      rc = stored_decision(db, a, req, out, &found);
+      if (!rc && !found)
+        rc = adb__fail(db, ADB_ESTORE, "event '%s' taken but not found",
+                       req->event_id);
+    }
   }
   if (rc == ADB_OK) {
     atomic_fetch_add(&db->st_decisions, 1);

@@ -180,6 +180,24 @@ static void render_stats(adb *db, adb__buf *b) {
   metric(b, "agentdb_rewards_duplicate_total", "counter",
          "Rewards received again under a known reward id.",
          (double)st.rewards_duplicate);
+  metric(b, "agentdb_rewards_awaiting_total", "counter",
+         "Rewards accepted before their decision was visible.",
+         (double)st.rewards_awaiting);
+  metric(b, "agentdb_rewards_joined_total", "counter",
+         "Awaiting rewards joined to their decision and applied (by this "
+         "process).",
+         (double)st.rewards_joined);
+  metric(b, "agentdb_rewards_expired_total", "counter",
+         "Awaiting rewards dropped: no decision within the reward window.",
+         (double)st.rewards_expired);
+  metric(b, "agentdb_rewards_defaulted_total", "counter",
+         "Default rewards applied: a decision's reward window closed with no "
+         "reward (by this process).",
+         (double)st.rewards_defaulted);
+  metric(b, "agentdb_rewards_late_total", "counter",
+         "Rewards refused because their decision's default reward was "
+         "applied first.",
+         (double)st.rewards_late);
   metric(b, "agentdb_write_queue_depth", "gauge", "Writes waiting.",
          (double)st.queue_depth);
   metric(b, "agentdb_write_queue_capacity", "gauge",

@@ -121,6 +121,7 @@ int adb_actions_put(adb *db, const char *agent_id, const adb_action *acts,
   if (!recs) rc = adb__fail(db, ADB_ENOMEM, "out of memory");
   for (int i = 0; !rc && i < n; i++) {
     rc = adb__check_id(db, "action id", acts[i].id);
+    if (!rc) rc = adb__check_utf8(db, "action metadata", acts[i].metadata_json);
     if (!rc && acts[i].embedding)
       rc =
           adb__check_embedding(db, a, acts[i].embedding, acts[i].embedding_dim);
@@ -150,6 +151,7 @@ static void user_key(char *out, size_t cap, const char *user) {
 int adb_user_state_put(adb *db, const char *user_id, const float *emb, int dim,
                        const char *context_json) {
   int rc = adb__check_id(db, "user_id", user_id);
+  if (!rc) rc = adb__check_utf8(db, "context", context_json);
   if (rc) return rc;
   if (emb && (dim < 1 || dim > ADB_MAX_EMBEDDING_DIM))
     return adb__fail(db, ADB_EINVAL, "embedding must have 1..%d values",
@@ -204,6 +206,10 @@ int adb_pattern_put(adb *db, const char *agent_id, const adb_pattern *p) {
   if (rc) return rc;
   rc = adb__check_id(db, "pattern id", p->id);
   if (!rc && p->type[0]) rc = adb__check_id(db, "pattern type", p->type);
+  if (!rc && !memchr(p->key, 0, sizeof p->key))
+    rc = adb__fail(db, ADB_EINVAL, "pattern key is too long");
+  if (!rc) rc = adb__check_utf8(db, "pattern key", p->key);
+  if (!rc) rc = adb__check_utf8(db, "pattern value", p->value_json);
   if (!rc && !isfinite(p->confidence))
     rc = adb__fail(db, ADB_EINVAL, "confidence must be finite");
   if (!rc && p->support < 0)
@@ -254,6 +260,7 @@ int adb_session_put(adb *db, const char *session_id, const char *json,
   int rc = adb__check_id(db, "session id", session_id);
   if (rc) return rc;
   if (!json) return adb__fail(db, ADB_EINVAL, "session context required");
+  if ((rc = adb__check_utf8(db, "session context", json))) return rc;
   if (ttl_s < 0) return adb__fail(db, ADB_EINVAL, "ttl_s must be >= 0");
   char key[200];
   session_key(key, sizeof key, session_id);

@@ -15,7 +15,8 @@
  * handle's queued writes first if it is not there yet (the decision may
  * still be queued). A decision made on another replica becomes visible
  * once that replica flushes (flush_interval_ms, then the commit); a reward
- * arriving before that gets ADB_ENOTFOUND and may be retried. */
+ * arriving before that gets ADB_ENOTFOUND here and waits for it in the
+ * store (reward_target). */
 static int resolve_event(adb *db, const char *agent, const char *event_id,
                          adb__reward_rec *r) {
   for (int attempt = 0; attempt < 2; attempt++) {
@@ -103,7 +104,14 @@ static int reward_target(adb *db, const adb__agent *a, const adb_reward_req *q,
     int rc = adb__check_id(db, "event_id", q->event_id);
     if (rc) return rc;
     snprintf(r->event_id, sizeof r->event_id, "%s", q->event_id);
-    return resolve_event(db, a->cfg.id, q->event_id, r);
+    rc = resolve_event(db, a->cfg.id, q->event_id, r);
+    if (rc != ADB_ENOTFOUND) return rc;
+    /* Not visible yet: stored to wait for its decision until the end of
+     * the agent's reward window (the flush worker's sweep joins it). */
+    r->awaiting = 1;
+    double w = a->cfg.reward_window_s > 0 ? a->cfg.reward_window_s : 86400;
+    r->expires_at_ms = adb__now_ms() + (int64_t)(w * 1000);
+    return ADB_OK;
   }
   int rc = adb__check_id(db, "user_id", q->user_id);
   if (!rc) rc = adb__check_id(db, "action", q->action);
@@ -158,13 +166,16 @@ int adb_reward(adb *db, const adb_reward_req *q, adb_reward_result *out) {
   body_hash(q, r, r->signals_json, r->body_hash);
   r->ts_ms = adb__now_ms();
   int sync = db->cfg.durability == ADB_DURABILITY_SYNC;
-  adb__reward_rec done;
+  int r_awaiting = r->awaiting;
+  adb__reward_rec done = {0};
   rc = adb__enqueue(db, it, sync, &done);
   if (rc) return rc;
   if (out) {
     out->reward = sync ? done.first_reward : value;
-    out->applied = sync ? done.applied : 0;
-    out->pending = !sync;
+    out->applied = sync ? done.applied && !done.awaiting : 0;
+    out->awaiting_decision = r_awaiting && !(sync && done.late);
+    out->pending = !sync || out->awaiting_decision;
+    out->late = sync && done.late;
   }
   return ADB_OK;
 }
@@ -177,6 +188,7 @@ static int episode_item(adb *db, adb__agent *a, const adb_episode *e, int i,
   if (!rc && e->episode_id) rc = adb__check_id(db, "episode_id", e->episode_id);
   if (!rc && e->session_id) rc = adb__check_id(db, "session_id", e->session_id);
   if (!rc) rc = adb__check_id(db, "action", e->action);
+  if (!rc) rc = adb__check_utf8(db, "episode context", e->context_json);
   if (!rc && !isfinite(e->reward))
     rc = adb__fail(db, ADB_EINVAL, "episodes[%d].reward must be finite", i);
   if (!rc) rc = adb__check_embedding(db, a, e->embedding, e->embedding_dim);

@@ -4,6 +4,7 @@
  */
 #include "store.h"
 
+#include "statekey.h"
 #include "util.h"
 
 #include <jansson.h>
@@ -70,7 +71,8 @@ void adb__policy_free(adb__policy *p) {
 void adb__decision_rec_free(adb__decision_rec *d) {
   free(d->context_json);
   free(d->candidates_json);
-  d->context_json = d->candidates_json = NULL;
+  free(d->ranking_json);
+  d->context_json = d->candidates_json = d->ranking_json = NULL;
 }
 
 void adb__user_state_rec_free(adb__user_state_rec *u) {
@@ -115,14 +117,14 @@ int adb__batch_merge(const adb__batch *b, adb__policy_change **out, int *n) {
   *n = 0;
   int m = 0;
   for (int i = 0; i < b->n_rewards; i++)
-    m += b->rewards[i].applied ? 2 : 0;
+    m += b->rewards[i].applied && !b->rewards[i].awaiting ? 2 : 0;
   if (!m) return ADB_OK;
   adb__policy_change *c = malloc((size_t)m * sizeof *c);
   if (!c) return ADB_ENOMEM;
   int k = 0;
   for (int i = 0; i < b->n_rewards; i++) {
     const adb__reward_rec *r = &b->rewards[i];
-    if (!r->applied) continue;
+    if (!r->applied || r->awaiting) continue;
     change_init(&c[k++], r, r->user);
     change_init(&c[k++], r, "*");
   }
@@ -140,6 +142,13 @@ int adb__batch_merge(const adb__batch *b, adb__policy_change **out, int *n) {
   *out = c;
   *n = w;
   return ADB_OK;
+}
+
+void adb__default_reward_id(const char *event_id, char out[ADB_ID_MAX + 1]) {
+  char hex[65];
+  adb__sha256_hex(event_id, strlen(event_id), hex);
+  out[0] = '~';
+  memcpy(out + 1, hex, 65);
 }
 
 /* ------------------------------------------------------ record checks */
@@ -189,9 +198,12 @@ static int decision_ok(const adb__decision_rec *d) {
 
 static int reward_ok(const adb__reward_rec *r) {
   return ADB__ID_OK(r->agent) && ADB__ID_OK(r->reward_id) &&
-         ADB__STR_OK(r->event_id) && ADB__ID_OK(r->user) &&
-         ADB__ID_OK(r->action) && ADB__STR_OK(r->state_key) &&
-         ADB__STR_OK(r->body_hash) && isfinite(r->reward);
+         ADB__STR_OK(r->event_id) && ADB__STR_OK(r->user) &&
+         ADB__STR_OK(r->action) &&
+         (r->awaiting ? r->event_id[0] != 0
+                      : r->user[0] != 0 && r->action[0] != 0) &&
+         ADB__STR_OK(r->state_key) && ADB__STR_OK(r->body_hash) &&
+         isfinite(r->reward);
 }
 
 static int episode_ok(const adb__episode_rec *e) {

@@ -4,8 +4,11 @@
  * A backend is a static const adb__store_methods table, chosen by URL
  * scheme in store.c. Every method is thread-safe and returns ADB_OK or a
  * negative ADB_E* code; the text of the last failure is adb__store_errmsg().
- * ADB_EUNAVAIL means the store could not be reached (retry later);
- * ADB_ESTORE any other store failure.
+ * ADB_EUNAVAIL means the store could not be reached or refused for a while
+ * (connection lost, busy, serialization failure, deadlock, disk full):
+ * retry later. ADB_ESTORE is any other failure, taken by write_batch's
+ * caller as permanent for the data it was given (a constraint, an encoding,
+ * a value out of range): retrying the same rows cannot succeed.
  *
  * Strings in records are NUL-terminated; pointers in records passed to a
  * method are borrowed for the call. Records a method fills with malloc'd
@@ -47,6 +50,15 @@ typedef struct adb__decision_rec {
   char *candidates_json; /* JSON array of ids */
   char model[32];        /* e.g. "beta-ts/1" */
   int64_t ts_ms;
+  /* The ranking answered, as JSON [["action", score], ...] with exact
+   * scores, or NULL; kept for decisions with a client event id so that a
+   * retried decide can answer it again. */
+  char *ranking_json;
+  int client_id; /* the event id came from the client: it may repeat */
+  /* Filled by write_batch: 1 if this row was stored, 0 if the event id
+   * was already taken (by an earlier decision, or an earlier copy in the
+   * batch), which then stays the decision of that event. */
+  int inserted;
 } adb__decision_rec;
 
 typedef struct adb__reward_rec {
@@ -59,9 +71,19 @@ typedef struct adb__reward_rec {
   char body_hash[65];   /* hex SHA-256 of the request's canonical body */
   char *signals_json;   /* JSON object or NULL */
   int64_t ts_ms;
+  /* The decision of event_id is not visible yet: user, state_key and action
+   * are unknown (""), and the reward waits in pending_rewards until
+   * pending_sweep joins it to its decision or expires it at expires_at_ms.
+   * The reward id is taken all the same (duplicates and conflicts are
+   * answered as for any reward); applied = 1 then means "accepted to
+   * wait", and nothing is incremented. */
+  int awaiting;
+  int64_t expires_at_ms;
   /* Filled by write_batch: */
-  int result;          /* ADB_OK or ADB_ECONFLICT (id reused, other body) */
-  int applied;         /* 1 if newly inserted and applied, 0 if duplicate */
+  int result;  /* ADB_OK or ADB_ECONFLICT (id reused, other body) */
+  int applied; /* 1 if newly inserted and applied, 0 if duplicate */
+  int late;    /* its decision's window closed first: the default reward was
+                * applied instead, this one never is (applied = 0) */
   double first_reward; /* the reward stored under this id */
 } adb__reward_rec;
 
@@ -100,6 +122,12 @@ typedef struct adb__policy_change {
  * merged per row and applied in key order (no deadlocks between batches).
  * All or nothing: on failure nothing is committed and outputs are unset. */
 typedef struct adb__batch {
+  /* Set by the caller, the same on every retry of the same batch and
+   * unique otherwise: a backend whose commit can be ambiguous (PostgreSQL:
+   * the connection may die after COMMIT reached the server) writes it in
+   * the transaction, and a retry that finds it knows that the earlier
+   * attempt committed (see recovered). */
+  char batch_id[48];
   adb__decision_rec *decisions;
   int n_decisions;
   adb__reward_rec *rewards;
@@ -111,6 +139,14 @@ typedef struct adb__batch {
   /* Output, malloc'd by write_batch (free with free()): */
   adb__policy_change *changes;
   int n_changes;
+  /* Output: 1 when an earlier attempt of this batch had committed (its
+   * answer was lost). The outputs then describe that commit: the rewards
+   * it inserted are applied = 1, nothing was incremented twice, and each
+   * change has a zero delta with the row's version after a zero
+   * increment, so that a cache entry older than the lost commit shows a
+   * gap and is dropped (cache.h policy_apply). Metrics were committed by
+   * the earlier attempt. */
+  int recovered;
 } adb__batch;
 
 typedef struct adb__action_rec {
@@ -171,6 +207,18 @@ typedef struct adb__store_methods {
   int (*policy_get)(adb__store *st, const char *agent, const char *user,
                     const char *state_key, adb__policy *p);
   int (*write_batch)(adb__store *st, adb__batch *b);
+  /* In one transaction: joins every awaiting reward whose decision is now
+   * stored (each exactly once, also with several processes sweeping),
+   * logging it and adding its increments; applies the agent's
+   * default_reward to each decision whose reward window ended (plus
+   * ADB__DEFAULT_LAG_MS) with no reward (once: event_outcomes); and
+   * deletes the awaiting rewards whose expires_at_ms <= now_ms.
+   * out->rewards (malloc'd, each signals_json malloc'd) and out->changes
+   * (malloc'd) describe the joined and default rewards (a default's
+   * reward_id starts with '~'); *expired counts the deleted ones. May be
+   * NULL. */
+  int (*pending_sweep)(adb__store *st, int64_t now_ms, adb__batch *out,
+                       int64_t *expired);
   /* out's json pointers are malloc'd: adb__decision_rec_free. */
   int (*decision_get)(adb__store *st, const char *agent, const char *event_id,
                       adb__decision_rec *out);
@@ -223,6 +271,15 @@ int adb__pattern_rec_ok(const adb_pattern *p);
 const char *adb__algo_name(adb_algorithm a);
 char *adb__context_keys_json(const adb_agent_config *cfg);
 int adb__context_keys_parse(adb_agent_config *cfg, const char *text);
+
+/* How long after the end of its reward window a decision gets its default
+ * reward: room for decisions still in a write queue (their time is that of
+ * the decide, their commit later), which the sweep's watermark would pass. */
+#define ADB__DEFAULT_LAG_MS 5000
+
+/* The reward id of the default reward of event_id: '~' (never in a client
+ * id) and the first 64 hex digits of its SHA-256. */
+void adb__default_reward_id(const char *event_id, char out[ADB_ID_MAX + 1]);
 
 /* ADB_OK, or ADB_EINVAL with the offender ("reward #3") written to what. */
 int adb__batch_validate(const adb__batch *b, char *what, size_t cap);

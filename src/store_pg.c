@@ -144,6 +144,18 @@ enum stmt_id {
   S_PATTERN_GET,
   S_PING,
   S_MAINTAIN,
+  S_DID_INSERT,
+  S_DID_MINE,
+  S_BATCH_MARK,
+  S_BATCH_TRIM,
+  S_PENDING_PUT,
+  S_PENDING_JOIN,
+  S_PENDING_EXPIRE,
+  S_OUTCOME_CLAIM,
+  S_DEFAULT_CLAIM,
+  S_WATERMARK_INIT,
+  S_DEFAULT_CANDIDATES,
+  S_WATERMARK_ADVANCE,
   N_STMT
 };
 
@@ -197,31 +209,31 @@ static const char *const stmts[N_STMT] = {
     [S_ACTIONS_LIST] =
         "SELECT action_id, disabled, COALESCE(length(embedding), 0)::int8,"
         " metadata FROM actions WHERE agent_id = $1 ORDER BY action_id",
-    [S_POLICY_GET] =
-        "SELECT action_id, n, sum_micro, sum_sq, version FROM rl_policies"
-        " WHERE agent_id = $1 AND user_id = $2 AND state_key = $3"
-        " ORDER BY action_id",
+    [S_POLICY_GET] = "SELECT action_id, n, sum_micro, sum_sq, version, sum_hi"
+                     " FROM rl_policies"
+                     " WHERE agent_id = $1 AND user_id = $2 AND state_key = $3"
+                     " ORDER BY action_id",
     [S_DECISIONS_PUT] =
         "INSERT INTO decisions (agent_id, event_id, user_id, state_key,"
-        " context, candidates, action_id, propensity, model, created_at_ms)"
-        " SELECT * FROM unnest($1::text[], $2::text[], $3::text[],"
+        " context, candidates, action_id, propensity, model, created_at_ms,"
+        " ranking) SELECT * FROM unnest($1::text[], $2::text[], $3::text[],"
         " $4::text[], $5::text[], $6::text[], $7::text[], $8::float8[],"
-        " $9::text[], $10::int8[]) ON CONFLICT DO NOTHING",
+        " $9::text[], $10::int8[], $11::text[]) ON CONFLICT DO NOTHING",
     [S_DECISION_GET] =
         "SELECT user_id, state_key, context, candidates, action_id,"
-        " propensity, model, created_at_ms FROM decisions"
+        " propensity, model, created_at_ms, ranking FROM decisions"
         " WHERE agent_id = $1 AND event_id = $2"
         " ORDER BY created_at_ms LIMIT 1",
     [S_RID_INSERT] =
         "INSERT INTO reward_ids (agent_id, reward_id, body_hash, reward,"
-        " created_at_ms) SELECT * FROM unnest($1::text[], $2::text[],"
-        " $3::text[], $4::float8[], $5::int8[])"
+        " created_at_ms, batch_id) SELECT t.*, $6 FROM unnest($1::text[],"
+        " $2::text[], $3::text[], $4::float8[], $5::int8[]) AS t"
         " ON CONFLICT DO NOTHING RETURNING agent_id, reward_id",
-    [S_RID_LOOKUP] =
-        "SELECT r.agent_id, r.reward_id, r.body_hash, r.reward"
-        " FROM reward_ids r JOIN unnest($1::text[], $2::text[]) AS k(a, i)"
-        " ON r.agent_id = k.a COLLATE \"C\""
-        " AND r.reward_id = k.i COLLATE \"C\"",
+    [S_RID_LOOKUP] = "SELECT r.agent_id, r.reward_id, r.body_hash, r.reward,"
+                     " COALESCE(r.batch_id, '') FROM reward_ids r JOIN "
+                     "unnest($1::text[], $2::text[]) AS k(a, i)"
+                     " ON r.agent_id = k.a COLLATE \"C\""
+                     " AND r.reward_id = k.i COLLATE \"C\"",
     [S_REWARDS_PUT] =
         "INSERT INTO reward_signals (agent_id, reward_id, event_id, user_id,"
         " state_key, action_id, reward, reward_micro, signals, body_hash,"
@@ -231,12 +243,17 @@ static const char *const stmts[N_STMT] = {
         " ON CONFLICT DO NOTHING",
     [S_POLICY_ADD] =
         "INSERT INTO rl_policies AS p (agent_id, user_id, state_key,"
-        " action_id, n, sum_micro, sum_sq, version, updated_at_ms)"
-        " SELECT t.a, t.u, t.s, t.x, t.dn, t.dm, t.dq, 1, $8::int8"
+        " action_id, n, sum_micro, sum_hi, sum_sq, version, updated_at_ms)"
+        " SELECT t.a, t.u, t.s, t.x, t.dn, t.dm, t.dh, t.dq, 1, $9::int8"
         " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
-        " $5::int8[], $6::int8[], $7::float8[]) AS t(a, u, s, x, dn, dm, dq)"
+        " $5::int8[], $6::int8[], $7::float8[], $8::int8[])"
+        " AS t(a, u, s, x, dn, dm, dq, dh)"
         " ON CONFLICT (agent_id, user_id, state_key, action_id) DO UPDATE SET"
-        " n = p.n + excluded.n, sum_micro = p.sum_micro + excluded.sum_micro,"
+        " n = p.n + excluded.n,"
+        /* hi * 2^32 + lo, carried in the statement (0004_sum_headroom) */
+        " sum_micro = (p.sum_micro + excluded.sum_micro) & 4294967295,"
+        " sum_hi = p.sum_hi + excluded.sum_hi"
+        " + ((p.sum_micro + excluded.sum_micro) >> 32),"
         " sum_sq = p.sum_sq + excluded.sum_sq, version = p.version + 1,"
         " updated_at_ms = excluded.updated_at_ms"
         " RETURNING agent_id, user_id, state_key, action_id, version",
@@ -287,9 +304,70 @@ static const char *const stmts[N_STMT] = {
                       " WHERE agent_id = $1 AND pattern_id = $2",
     [S_PING] = "SELECT 1",
     [S_MAINTAIN] = "SELECT adb_maintain_partitions($1::int4, $2::int4)",
+    [S_DID_INSERT] = "INSERT INTO decision_ids (agent_id, event_id, batch_id,"
+                     " created_at_ms) SELECT t.a, t.e, $3, $4::int8 FROM"
+                     " unnest($1::text[], $2::text[]) AS t(a, e)"
+                     " ON CONFLICT DO NOTHING RETURNING agent_id, event_id",
+    [S_DID_MINE] =
+        "SELECT d.agent_id, d.event_id FROM decision_ids d"
+        " JOIN unnest($1::text[], $2::text[]) AS k(a, e)"
+        " ON d.agent_id = k.a COLLATE \"C\" AND d.event_id = k.e COLLATE \"C\""
+        " WHERE d.batch_id = $3",
+    [S_BATCH_MARK] =
+        "INSERT INTO write_batches (batch_id, created_at_ms)"
+        " VALUES ($1, $2::int8) ON CONFLICT DO NOTHING RETURNING 1",
+    [S_BATCH_TRIM] = "DELETE FROM write_batches WHERE created_at_ms < $1::int8",
+    [S_PENDING_PUT] =
+        "INSERT INTO pending_rewards (agent_id, reward_id, event_id, reward,"
+        " reward_micro, signals, body_hash, created_at_ms, expires_at_ms)"
+        " SELECT * FROM unnest($1::text[], $2::text[], $3::text[],"
+        " $4::float8[], $5::int8[], $6::text[], $7::text[], $8::int8[],"
+        " $9::int8[]) ON CONFLICT DO NOTHING",
+    [S_PENDING_JOIN] =
+        "DELETE FROM pending_rewards p USING decisions d"
+        " WHERE d.agent_id = p.agent_id AND d.event_id = p.event_id"
+        " RETURNING p.agent_id, p.reward_id, p.event_id, d.user_id,"
+        " d.state_key, d.action_id, p.reward, p.reward_micro, p.signals,"
+        " p.body_hash, p.created_at_ms",
+    [S_PENDING_EXPIRE] =
+        "DELETE FROM pending_rewards WHERE expires_at_ms <= $1::int8"
+        " RETURNING 1",
+    /* DO UPDATE (a no-op) rather than DO NOTHING: it waits for a
+     * concurrent claim and returns the outcome that won, committed. */
+    [S_OUTCOME_CLAIM] =
+        "INSERT INTO event_outcomes AS o (agent_id, event_id, outcome,"
+        " created_at_ms) SELECT DISTINCT t.a, t.e, 'reward', $3::int8"
+        " FROM unnest($1::text[], $2::text[]) AS t(a, e) ORDER BY 1, 2"
+        " ON CONFLICT (agent_id, event_id) DO UPDATE SET outcome = o.outcome"
+        " RETURNING agent_id, event_id, outcome",
+    [S_DEFAULT_CLAIM] =
+        "INSERT INTO event_outcomes (agent_id, event_id, outcome,"
+        " created_at_ms) SELECT t.a, t.e, 'default', $3::int8"
+        " FROM unnest($1::text[], $2::text[]) AS t(a, e) ORDER BY 1, 2"
+        " ON CONFLICT DO NOTHING RETURNING agent_id, event_id",
+    [S_WATERMARK_INIT] =
+        "INSERT INTO default_watermarks (agent_id, upto_ms)"
+        " SELECT agent_id, $1::int8 - (reward_window_s * 1000)::int8"
+        " - $2::int8 FROM agent_metadata WHERE reward_window_s > 0"
+        " ON CONFLICT DO NOTHING",
+    [S_DEFAULT_CANDIDATES] =
+        "SELECT DISTINCT ON (d.agent_id, d.event_id) d.agent_id, d.event_id,"
+        " d.user_id, d.state_key, d.action_id, a.default_reward"
+        " FROM default_watermarks w"
+        " JOIN agent_metadata a ON a.agent_id = w.agent_id"
+        " JOIN decisions d ON d.agent_id = w.agent_id"
+        " AND d.created_at_ms >= w.upto_ms AND d.created_at_ms < $1::int8"
+        " - (a.reward_window_s * 1000)::int8 - $2::int8"
+        " WHERE a.reward_window_s > 0 ORDER BY d.agent_id, d.event_id,"
+        " d.created_at_ms",
+    [S_WATERMARK_ADVANCE] =
+        "UPDATE default_watermarks AS w SET upto_ms = greatest(w.upto_ms,"
+        " $1::int8 - (a.reward_window_s * 1000)::int8 - $2::int8)"
+        " FROM agent_metadata a WHERE a.agent_id = w.agent_id"
+        " AND a.reward_window_s > 0",
 };
 
-_Static_assert(N_STMT <= 32, "pgconn.prepared is a 32-bit mask");
+_Static_assert(N_STMT <= 64, "pgconn.prepared is a 64-bit mask");
 
 /* The staging table of episode COPY; one per connection, emptied at each
  * commit. Its columns are those of the COPY below, in order. */
@@ -311,7 +389,7 @@ static const char sql_copy_direct[] =
 
 typedef struct pgconn {
   PGconn *pg;
-  uint32_t prepared; /* bit i: stmts[i] is prepared on this connection */
+  uint64_t prepared; /* bit i: stmts[i] is prepared on this connection */
   int staging;       /* adb_episodes_in exists on this connection */
   int broken;        /* close at release */
   char sqlstate[6];  /* of the last failure on it ("" if none) */
@@ -741,12 +819,12 @@ static int run(pg_store *s, pgconn *c, int id, const params *p,
                const char *what, PGresult **res) {
   char name[16];
   snprintf(name, sizeof name, "adb_%d", id);
-  if (!(c->prepared & (1u << id))) {
+  if (!(c->prepared & (1ull << id))) {
     if (!PQsendPrepare(c->pg, name, stmts[id], 0, NULL))
       return fail(s, c, NULL, what);
     int rc = finish(s, c, s->io_timeout_ms, what, NULL);
     if (rc) return rc;
-    c->prepared |= 1u << id;
+    c->prepared |= 1ull << id;
   }
   static const params none;
   if (!p) p = &none;
@@ -1000,15 +1078,99 @@ static void cols_params(const cols *c, params *p) {
     p_buf(p, &c->b[i]);
 }
 
-static int decisions_put(pg_store *s, pgconn *c, const adb__batch *b) {
+/* Orders decision indices by (agent, event_id), then by position. */
+static int did_cmp(const void *a, const void *b, void *base) {
+  const adb__decision_rec *d = base;
+  int i = *(const int *)a, j = *(const int *)b;
+  int c = strcmp(d[i].agent, d[j].agent);
+  if (!c) c = strcmp(d[i].event_id, d[j].event_id);
+  return c ? c : (i > j) - (i < j);
+}
+
+/* Marks inserted the lead (in ord[0..n), sorted by did_cmp) of each key
+ * returned in res, by binary search. */
+static void did_mark(adb__decision_rec *d, const int *ord, int n,
+                     const PGresult *res) {
+  for (int row = 0; row < PQntuples(res); row++) {
+    const char *a = PQgetvalue(res, row, 0), *e = PQgetvalue(res, row, 1);
+    int lo = 0, hi = n;
+    while (lo < hi) {
+      int mid = (lo + hi) / 2, c = strcmp(d[ord[mid]].agent, a);
+      if (!c) c = strcmp(d[ord[mid]].event_id, e);
+      if (c < 0)
+        lo = mid + 1;
+      else
+        hi = mid;
+    }
+    if (lo < n && !strcmp(d[ord[lo]].agent, a) &&
+        !strcmp(d[ord[lo]].event_id, e))
+      d[ord[lo]].inserted = 1;
+  }
+}
+
+/* Client event ids go through the decision_ids gate (migration 0005): the
+ * first decision of each key in the batch is its lead, the leads are
+ * inserted ON CONFLICT DO NOTHING RETURNING, and a returned key was new.
+ * After a lost commit (b->recovered), a key whose row carries this
+ * batch's id was inserted by that commit. */
+static int decision_ids_put(pg_store *s, pgconn *c, adb__batch *b) {
+  static const uint32_t t[] = {OID_TEXT, OID_TEXT};
+  adb__decision_rec *d = b->decisions;
+  int n = 0, leads = 0, rc = ADB_OK;
+  int *ord = malloc((size_t)b->n_decisions * sizeof *ord);
+  if (!ord) return oom(s, "insert decision ids");
+  for (int i = 0; i < b->n_decisions; i++)
+    if (d[i].client_id) ord[n++] = i;
+  qsort_r(ord, (size_t)n, sizeof *ord, did_cmp, d);
+  cols a;
+  cols_begin(&a, t, 2, 0);
+  for (int k = 0; k < n; k++) {
+    adb__decision_rec *x = &d[ord[k]];
+    x->inserted = 0;
+    if (k && !strcmp(x->agent, d[ord[k - 1]].agent) &&
+        !strcmp(x->event_id, d[ord[k - 1]].event_id))
+      continue;
+    ord[leads++] = ord[k];
+    fld_text(&a.b[0], x->agent);
+    fld_text(&a.b[1], x->event_id);
+  }
+  for (int i = 0; i < 2; i++) /* the element count, now known */
+    if (a.b[i].p && !a.b[i].oom)
+      be32((unsigned char *)a.b[i].p + 12, (uint32_t)leads);
+  for (int q = 0; leads && !rc && q < 1 + b->recovered; q++) {
+    params p = {0};
+    cols_params(&a, &p);
+    p_text(&p, b->batch_id);
+    if (q == 0) p_i64(&p, adb__now_ms());
+    PGresult *res = NULL;
+    rc = cols_oom(&a) ? oom(s, "insert decision ids")
+                      : run(s, c, q ? S_DID_MINE : S_DID_INSERT, &p,
+                            "insert decision ids", &res);
+    if (!rc) did_mark(d, ord, leads, res);
+    PQclear(res);
+  }
+  cols_free(&a);
+  free(ord);
+  return rc;
+}
+
+static int decisions_put(pg_store *s, pgconn *c, adb__batch *b) {
   if (!b->n_decisions) return ADB_OK;
+  for (int i = 0; i < b->n_decisions; i++)
+    b->decisions[i].inserted = 1; /* generated ids are unique */
+  int rc = decision_ids_put(s, c, b), n = 0;
+  if (rc) return rc;
+  for (int i = 0; i < b->n_decisions; i++)
+    n += b->decisions[i].inserted;
+  if (!n) return ADB_OK;
   static const uint32_t t[] = {OID_TEXT, OID_TEXT, OID_TEXT, OID_TEXT,
                                OID_TEXT, OID_TEXT, OID_TEXT, OID_FLOAT8,
-                               OID_TEXT, OID_INT8};
+                               OID_TEXT, OID_INT8, OID_TEXT};
   cols a;
-  cols_begin(&a, t, 10, b->n_decisions);
+  cols_begin(&a, t, 11, n);
   for (int i = 0; i < b->n_decisions; i++) {
     const adb__decision_rec *d = &b->decisions[i];
+    if (!d->inserted) continue;
     fld_text(&a.b[0], d->agent);
     fld_text(&a.b[1], d->event_id);
     fld_text(&a.b[2], d->user);
@@ -1019,8 +1181,8 @@ static int decisions_put(pg_store *s, pgconn *c, const adb__batch *b) {
     fld_f64(&a.b[7], d->propensity);
     fld_text(&a.b[8], d->model);
     fld_i64(&a.b[9], d->ts_ms);
+    fld_text(&a.b[10], d->ranking_json);
   }
-  int rc;
   if (cols_oom(&a)) {
     rc = oom(s, "insert decisions");
   } else {
@@ -1121,6 +1283,7 @@ static int rid_insert(pg_store *s, pgconn *c, adb__batch *b,
   } else {
     params p = {0};
     cols_params(&a, &p);
+    p_text(&p, b->batch_id);
     rc = run(s, c, S_RID_INSERT, &p, "insert reward ids", &res);
   }
   cols_free(&a);
@@ -1175,14 +1338,23 @@ static int rid_compare(pg_store *s, pgconn *c, adb__batch *b,
     const char *agent = PQgetvalue(res, i, 0), *id = PQgetvalue(res, i, 1);
     const char *hash = PQgetvalue(res, i, 2);
     double first = r_f64(res, i, 3);
+    /* Inserted by this batch's earlier attempt, whose commit went through
+     * although its answer was lost: the lead is applied (once: the row's
+     * increments were committed with it). */
+    int mine = b->recovered && b->batch_id[0] &&
+               strcmp(PQgetvalue(res, i, 4), b->batch_id) == 0;
     int k = rw_find(w, b->rewards, agent, id);
     for (int j = k; k >= 0 && j < w->n; j++) {
       adb__reward_rec *r = &b->rewards[w->ord[j]];
       if (j > k && rw_is_lead(w, b->rewards, j)) break;
       if (r->applied) continue;
       r->first_reward = first;
-      r->result = strcmp(hash, r->body_hash) == 0 ? ADB_OK : ADB_ECONFLICT;
       found++;
+      if (j == k && mine) {
+        r->applied = 1;
+        continue;
+      }
+      r->result = strcmp(hash, r->body_hash) == 0 ? ADB_OK : ADB_ECONFLICT;
     }
   }
   PQclear(res);
@@ -1201,13 +1373,13 @@ static int rewards_log(pg_store *s, pgconn *c, const adb__batch *b) {
                                OID_TEXT, OID_TEXT, OID_INT8};
   int n = 0;
   for (int i = 0; i < b->n_rewards; i++)
-    n += b->rewards[i].applied;
+    n += b->rewards[i].applied && !b->rewards[i].awaiting;
   if (!n) return ADB_OK;
   cols a;
   cols_begin(&a, t, 11, n);
   for (int i = 0; i < b->n_rewards; i++) {
     const adb__reward_rec *r = &b->rewards[i];
-    if (!r->applied) continue;
+    if (!r->applied || r->awaiting) continue;
     fld_text(&a.b[0], r->agent);
     fld_text(&a.b[1], r->reward_id);
     fld_text(&a.b[2], r->event_id);
@@ -1232,12 +1404,91 @@ static int rewards_log(pg_store *s, pgconn *c, const adb__batch *b) {
   return rc;
 }
 
+/* Step 3b: the new rewards awaiting their decision into pending_rewards. */
+static int rewards_await(pg_store *s, pgconn *c, const adb__batch *b) {
+  static const uint32_t t[] = {OID_TEXT,   OID_TEXT, OID_TEXT,
+                               OID_FLOAT8, OID_INT8, OID_TEXT,
+                               OID_TEXT,   OID_INT8, OID_INT8};
+  int n = 0;
+  for (int i = 0; i < b->n_rewards; i++)
+    n += b->rewards[i].applied && b->rewards[i].awaiting;
+  if (!n) return ADB_OK;
+  cols a;
+  cols_begin(&a, t, 9, n);
+  for (int i = 0; i < b->n_rewards; i++) {
+    const adb__reward_rec *r = &b->rewards[i];
+    if (!r->applied || !r->awaiting) continue;
+    fld_text(&a.b[0], r->agent);
+    fld_text(&a.b[1], r->reward_id);
+    fld_text(&a.b[2], r->event_id);
+    fld_f64(&a.b[3], r->reward);
+    fld_i64(&a.b[4], r->reward_micro);
+    fld_text(&a.b[5], r->signals_json);
+    fld_text(&a.b[6], r->body_hash);
+    fld_i64(&a.b[7], r->ts_ms);
+    fld_i64(&a.b[8], r->expires_at_ms);
+  }
+  int rc;
+  if (cols_oom(&a)) {
+    rc = oom(s, "insert pending rewards");
+  } else {
+    params p = {0};
+    cols_params(&a, &p);
+    rc = run(s, c, S_PENDING_PUT, &p, "insert pending rewards", NULL);
+  }
+  cols_free(&a);
+  return rc;
+}
+
+/* Step 2b: every reward of a decision claims its first outcome
+ * (event_outcomes); where the default reward won, the decision's window
+ * closed first: such rewards are late, never applied (their ids stay
+ * taken, so a retry is answered the same). */
+static int outcomes_claim(pg_store *s, pgconn *c, adb__batch *b) {
+  static const uint32_t t[] = {OID_TEXT, OID_TEXT};
+  int n = 0;
+  for (int i = 0; i < b->n_rewards; i++)
+    n += b->rewards[i].event_id[0] != 0;
+  if (!n) return ADB_OK;
+  cols a;
+  cols_begin(&a, t, 2, n);
+  for (int i = 0; i < b->n_rewards; i++) {
+    if (!b->rewards[i].event_id[0]) continue;
+    fld_text(&a.b[0], b->rewards[i].agent);
+    fld_text(&a.b[1], b->rewards[i].event_id);
+  }
+  PGresult *res = NULL;
+  int rc;
+  if (cols_oom(&a)) {
+    rc = oom(s, "claim outcomes");
+  } else {
+    params p = {0};
+    cols_params(&a, &p);
+    p_i64(&p, adb__now_ms());
+    rc = run(s, c, S_OUTCOME_CLAIM, &p, "claim outcomes", &res);
+  }
+  cols_free(&a);
+  for (int row = 0; !rc && row < PQntuples(res); row++) {
+    if (strcmp(PQgetvalue(res, row, 2), "default")) continue;
+    const char *ag = PQgetvalue(res, row, 0), *ev = PQgetvalue(res, row, 1);
+    for (int i = 0; i < b->n_rewards; i++) {
+      adb__reward_rec *r = &b->rewards[i];
+      if (strcmp(r->event_id, ev) || strcmp(r->agent, ag)) continue;
+      r->late = 1;
+      r->applied = 0;
+    }
+  }
+  PQclear(res);
+  return rc;
+}
+
 static int rewards_put(pg_store *s, pgconn *c, adb__batch *b) {
   if (!b->n_rewards) return ADB_OK;
   for (int i = 0; i < b->n_rewards; i++) {
     adb__reward_rec *r = &b->rewards[i];
     r->result = ADB_OK;
     r->applied = 0;
+    r->late = 0;
     r->first_reward = r->reward;
   }
   rw_state w = {0};
@@ -1245,7 +1496,11 @@ static int rewards_put(pg_store *s, pgconn *c, adb__batch *b) {
   if (rc) rc = oom(s, "sort rewards");
   if (!rc) rc = rid_insert(s, c, b, &w);
   if (!rc) rc = rid_compare(s, c, b, &w);
+  if (!rc) rc = outcomes_claim(s, c, b);
   if (!rc) rc = rewards_log(s, c, b);
+  /* After a lost commit they were inserted by it, and may have been
+   * joined (deleted) since: inserting them again would apply them twice. */
+  if (!rc && !b->recovered) rc = rewards_await(s, c, b);
   rw_free(&w);
   return rc;
 }
@@ -1288,10 +1543,17 @@ static int policies_add(pg_store *s, pgconn *c, adb__batch *b) {
   if (adb__batch_merge(b, &b->changes, &b->n_changes))
     return oom(s, "merge policy increments");
   if (!b->n_changes) return ADB_OK;
-  static const uint32_t t[] = {OID_TEXT, OID_TEXT, OID_TEXT,  OID_TEXT,
-                               OID_INT8, OID_INT8, OID_FLOAT8};
+  /* After a lost commit the increments are in already: add zero, which
+   * still bumps each row's version (see adb__batch.recovered). */
+  for (int i = 0; b->recovered && i < b->n_changes; i++) {
+    int64_t v = b->changes[i].delta.version;
+    memset(&b->changes[i].delta, 0, sizeof b->changes[i].delta);
+    b->changes[i].delta.version = v;
+  }
+  static const uint32_t t[] = {OID_TEXT, OID_TEXT, OID_TEXT,   OID_TEXT,
+                               OID_INT8, OID_INT8, OID_FLOAT8, OID_INT8};
   cols a;
-  cols_begin(&a, t, 7, b->n_changes);
+  cols_begin(&a, t, 8, b->n_changes);
   for (int i = 0; i < b->n_changes; i++) {
     const adb__policy_change *ch = &b->changes[i];
     fld_text(&a.b[0], ch->agent);
@@ -1299,8 +1561,9 @@ static int policies_add(pg_store *s, pgconn *c, adb__batch *b) {
     fld_text(&a.b[2], ch->state_key);
     fld_text(&a.b[3], ch->action);
     fld_i64(&a.b[4], ch->delta.n);
-    fld_i64(&a.b[5], ch->delta.sum_micro);
+    fld_i64(&a.b[5], adb__sum_lo(ch->delta.sum_micro));
     fld_f64(&a.b[6], ch->delta.sum_sq);
+    fld_i64(&a.b[7], adb__sum_hi(ch->delta.sum_micro));
   }
   PGresult *res = NULL;
   int rc;
@@ -1502,6 +1765,9 @@ static int maintain(pg_store *s, pgconn *c, int force) {
     rc = run_sql(s, c, "SET LOCAL lock_timeout = '2s'", s->io_timeout_ms,
                  "maintain partitions");
   if (!rc) rc = run(s, c, S_MAINTAIN, &p, "maintain partitions", NULL);
+  params t = {0}; /* batch ids older than a day (migration 0005) */
+  p_i64(&t, now - 86400000);
+  if (!rc) rc = run(s, c, S_BATCH_TRIM, &t, "maintain partitions", NULL);
   if (!rc)
     rc = run_sql(s, c, "COMMIT", s->io_timeout_ms, "maintain partitions");
   if (rc) txn_abort(s, c);
@@ -1513,11 +1779,48 @@ static void batch_unset(adb__batch *b) {
   free(b->changes);
   b->changes = NULL;
   b->n_changes = 0;
+  b->recovered = 0;
+  for (int i = 0; i < b->n_decisions; i++)
+    b->decisions[i].inserted = 0;
   for (int i = 0; i < b->n_rewards; i++) {
     b->rewards[i].result = ADB_OK;
     b->rewards[i].applied = 0;
     b->rewards[i].first_reward = 0;
   }
+}
+
+/* Writes the batch's id into write_batches (migration 0005); finding it
+ * there already means an earlier attempt of this batch committed. */
+static int batch_mark(pg_store *s, pgconn *c, adb__batch *b) {
+  b->recovered = 0;
+  if (!b->batch_id[0]) return ADB_OK;
+  params p = {0};
+  p_text(&p, b->batch_id);
+  p_i64(&p, adb__now_ms());
+  PGresult *res = NULL;
+  int rc = run(s, c, S_BATCH_MARK, &p, "mark batch", &res);
+  if (!rc) b->recovered = PQntuples(res) == 0;
+  PQclear(res);
+  return rc;
+}
+
+static atomic_int fault_lose_commits;
+
+int adb__pg_fault_lose_commit_answers(int n) {
+  return atomic_exchange(&fault_lose_commits, n);
+}
+
+/* COMMIT, or with the test hook armed, COMMIT whose answer is lost. */
+static int batch_commit(pg_store *s, pgconn *c) {
+  int rc = run_sql(s, c, "COMMIT", s->io_timeout_ms, "commit batch");
+  int armed = atomic_load(&fault_lose_commits);
+  while (!rc && armed > 0 &&
+         !atomic_compare_exchange_weak(&fault_lose_commits, &armed, armed - 1))
+    ;
+  if (rc || armed <= 0) return rc;
+  c->broken = 1;
+  set_err(s, "postgresql: commit batch: connection lost (injected)");
+  return ADB_EUNAVAIL;
 }
 
 static int batch_txn(pg_store *s, pgconn *c, void *arg) {
@@ -1526,18 +1829,158 @@ static int batch_txn(pg_store *s, pgconn *c, void *arg) {
   int rc = b->n_episodes ? staging_make(s, c) : ADB_OK;
   if (rc) return rc;
   rc = run_sql(s, c, "BEGIN", s->io_timeout_ms, "begin batch");
+  if (!rc) rc = batch_mark(s, c, b);
   if (!rc) rc = decisions_put(s, c, b);
   if (!rc) rc = rewards_put(s, c, b);
   if (!rc) rc = episodes_put(s, c, b);
   /* The hot rows last, so their locks are held the shortest time. */
-  if (!rc) rc = metrics_add(s, c, b);
+  if (!rc && !b->recovered) rc = metrics_add(s, c, b);
   if (!rc) rc = policies_add(s, c, b);
-  if (!rc) rc = run_sql(s, c, "COMMIT", s->io_timeout_ms, "commit batch");
+  if (!rc) rc = batch_commit(s, c);
   if (rc) {
     txn_abort(s, c);
     batch_unset(b);
   }
   return rc;
+}
+
+/* The joined rows of S_PENDING_JOIN as applied reward records. */
+static int sweep_rows(pg_store *s, const PGresult *r, adb__batch *b) {
+  int n = PQntuples(r);
+  b->rewards = calloc((size_t)n + 1, sizeof *b->rewards);
+  if (!b->rewards) return oom(s, "join pending rewards");
+  for (int i = 0; i < n; i++) {
+    adb__reward_rec *w = &b->rewards[b->n_rewards++];
+    int rc = r_copy(w->agent, sizeof w->agent, r, i, 0);
+    if (!rc) rc = r_copy(w->reward_id, sizeof w->reward_id, r, i, 1);
+    if (!rc) rc = r_copy(w->event_id, sizeof w->event_id, r, i, 2);
+    if (!rc) rc = r_copy(w->user, sizeof w->user, r, i, 3);
+    if (!rc) rc = r_copy(w->state_key, sizeof w->state_key, r, i, 4);
+    if (!rc) rc = r_copy(w->action, sizeof w->action, r, i, 5);
+    w->reward = r_f64(r, i, 6);
+    w->reward_micro = r_i64(r, i, 7);
+    if (!rc) rc = r_dup(&w->signals_json, r, i, 8);
+    if (!rc) rc = r_copy(w->body_hash, sizeof w->body_hash, r, i, 9);
+    w->ts_ms = r_i64(r, i, 10);
+    w->applied = 1;
+    w->first_reward = w->reward;
+    if (rc) return col_fail(s, rc, "join pending rewards");
+  }
+  return ADB_OK;
+}
+
+/* The candidates of S_DEFAULT_CANDIDATES that won their default claim, as
+ * applied rewards appended to b. */
+static int defaults_add(pg_store *s, pgconn *c, const PGresult *cand,
+                        adb__batch *b, int64_t now) {
+  static const uint32_t t[] = {OID_TEXT, OID_TEXT};
+  int n = PQntuples(cand);
+  if (!n) return ADB_OK;
+  cols a;
+  cols_begin(&a, t, 2, n);
+  for (int i = 0; i < n; i++) {
+    fld_text(&a.b[0], PQgetvalue(cand, i, 0));
+    fld_text(&a.b[1], PQgetvalue(cand, i, 1));
+  }
+  PGresult *res = NULL;
+  params p = {0};
+  cols_params(&a, &p);
+  p_i64(&p, now);
+  int rc = cols_oom(&a)
+               ? oom(s, "claim defaults")
+               : run(s, c, S_DEFAULT_CLAIM, &p, "claim defaults", &res);
+  cols_free(&a);
+  adb__reward_rec *grown =
+      rc ? NULL
+         : realloc(b->rewards, (size_t)(b->n_rewards + n + 1) * sizeof *grown);
+  if (!rc && !grown) rc = oom(s, "default rewards");
+  if (grown) b->rewards = grown;
+  for (int row = 0; !rc && row < PQntuples(res); row++) {
+    const char *ag = PQgetvalue(res, row, 0), *ev = PQgetvalue(res, row, 1);
+    for (int i = 0; i < n; i++) { /* both sorted by key: could merge */
+      if (strcmp(PQgetvalue(cand, i, 1), ev) ||
+          strcmp(PQgetvalue(cand, i, 0), ag))
+        continue;
+      adb__reward_rec *w = &b->rewards[b->n_rewards];
+      memset(w, 0, sizeof *w);
+      rc = r_copy(w->agent, sizeof w->agent, cand, i, 0);
+      if (!rc) rc = r_copy(w->event_id, sizeof w->event_id, cand, i, 1);
+      if (!rc) rc = r_copy(w->user, sizeof w->user, cand, i, 2);
+      if (!rc) rc = r_copy(w->state_key, sizeof w->state_key, cand, i, 3);
+      if (!rc) rc = r_copy(w->action, sizeof w->action, cand, i, 4);
+      if (rc) return col_fail(s, rc, "default rewards");
+      adb__default_reward_id(w->event_id, w->reward_id);
+      w->reward = w->first_reward = r_f64(cand, i, 5);
+      w->reward_micro = adb__reward_to_micro(w->reward);
+      snprintf(w->body_hash, sizeof w->body_hash, "default");
+      w->ts_ms = now;
+      w->applied = 1;
+      b->n_rewards++;
+      break;
+    }
+  }
+  PQclear(res);
+  return rc;
+}
+
+/* Decisions whose window has ended (ADB__DEFAULT_LAG_MS after) since their
+ * agent's watermark and no reward claimed: their default rewards into b,
+ * then the watermarks move on. */
+static int defaults_sweep(pg_store *s, pgconn *c, adb__batch *b, int64_t now) {
+  params p = {0};
+  p_i64(&p, now);
+  p_i64(&p, ADB__DEFAULT_LAG_MS);
+  PGresult *cand = NULL;
+  int rc = run(s, c, S_WATERMARK_INIT, &p, "init watermarks", NULL);
+  if (!rc) rc = run(s, c, S_DEFAULT_CANDIDATES, &p, "default rewards", &cand);
+  if (!rc) rc = defaults_add(s, c, cand, b, now);
+  PQclear(cand);
+  if (!rc) rc = run(s, c, S_WATERMARK_ADVANCE, &p, "advance watermarks", NULL);
+  return rc;
+}
+
+typedef struct sweep_arg {
+  int64_t now_ms, expired;
+  adb__batch *b;
+} sweep_arg;
+
+static int sweep_txn(pg_store *s, pgconn *c, void *arg) {
+  sweep_arg *x = arg;
+  PGresult *res = NULL;
+  params p = {0};
+  p_i64(&p, x->now_ms);
+  int rc = run_sql(s, c, "BEGIN", s->io_timeout_ms, "sweep pending rewards");
+  if (!rc) rc = run(s, c, S_PENDING_JOIN, NULL, "join pending rewards", &res);
+  if (!rc) rc = sweep_rows(s, res, x->b);
+  PQclear(res);
+  res = NULL;
+  if (!rc) rc = defaults_sweep(s, c, x->b, x->now_ms);
+  if (!rc) rc = rewards_log(s, c, x->b);
+  if (!rc) rc = policies_add(s, c, x->b);
+  if (!rc) rc = run(s, c, S_PENDING_EXPIRE, &p, "expire pending rewards", &res);
+  if (!rc) x->expired = PQntuples(res);
+  PQclear(res);
+  if (!rc) rc = run_sql(s, c, "COMMIT", s->io_timeout_ms, "sweep commit");
+  if (rc) txn_abort(s, c);
+  return rc;
+}
+
+static int pg_pending_sweep(adb__store *st, int64_t now_ms, adb__batch *out,
+                            int64_t *expired) {
+  memset(out, 0, sizeof *out);
+  *expired = 0;
+  sweep_arg x = {.now_ms = now_ms, .b = out};
+  int rc = with_conn((pg_store *)st, sweep_txn, &x, 0);
+  if (rc) {
+    for (int i = 0; i < out->n_rewards; i++)
+      free(out->rewards[i].signals_json);
+    free(out->rewards);
+    free(out->changes);
+    memset(out, 0, sizeof *out);
+    return rc;
+  }
+  *expired = x.expired;
+  return ADB_OK;
 }
 
 static int pg_write_batch(adb__store *st, adb__batch *b) {
@@ -1811,7 +2254,8 @@ static int policy_get_fn(pg_store *s, pgconn *c, void *arg) {
   if (rc) return rc;
   for (int i = 0; i < PQntuples(r) && !rc; i++) {
     adb__arm_stats a = {.n = r_i64(r, i, 1),
-                        .sum_micro = r_i64(r, i, 2),
+                        .sum_micro =
+                            adb__sum_of(r_i64(r, i, 5), r_i64(r, i, 2)),
                         .sum_sq = r_f64(r, i, 3),
                         .version = r_i64(r, i, 4)};
     if (PQgetlength(r, i, 0) > ADB_ID_MAX)
@@ -1842,6 +2286,7 @@ static int decision_read(const PGresult *r, adb__decision_rec *d) {
   d->propensity = r_f64(r, 0, 5);
   if (!rc) rc = r_copy(d->model, sizeof d->model, r, 0, 6);
   d->ts_ms = r_i64(r, 0, 7);
+  if (!rc) rc = r_dup(&d->ranking_json, r, 0, 8);
   return rc;
 }
 
@@ -2367,4 +2812,5 @@ const adb__store_methods adb__store_pg = {
     .pattern_get = pg_pattern_get,
     .metrics_get = pg_metrics_get,
     .vectors_scan = pg_vectors_scan,
+    .pending_sweep = pg_pending_sweep,
 };

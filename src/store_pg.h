@@ -22,4 +22,11 @@ typedef void (*adb__pg_migrate_fn)(void *arg, int version, const char *name,
 int adb__pg_migrate(const char *url, const adb_config *cfg,
                     adb__pg_migrate_fn fn, void *arg, char *err, size_t errlen);
 
+/* Test hook (fault injection): the next n batch COMMITs succeed on the
+ * server but are reported to the caller as a lost connection (the answer
+ * is read, then the connection is dropped), which is exactly what a client
+ * sees when the connection dies after COMMIT reached the server. Returns
+ * how many of the previous setting had not fired yet. */
+int adb__pg_fault_lose_commit_answers(int n);
+
 #endif

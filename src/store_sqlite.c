@@ -98,6 +98,16 @@ enum stmt_id {
   S_VEC_USERS,
   S_VEC_PATTERNS,
   S_PING,
+  S_PENDING_PUT,
+  S_PENDING_GET,
+  S_PENDING_DEL,
+  S_PENDING_JOIN,
+  S_PENDING_EXPIRE,
+  S_OUTCOME_CLAIM,
+  S_DEFAULT_CLAIM,
+  S_WATERMARK_INIT,
+  S_DEFAULT_CANDIDATES,
+  S_WATERMARK_ADVANCE,
   N_STMT
 };
 
@@ -149,26 +159,30 @@ static const char *const stmt_sql[N_STMT] = {
     [S_ACTION_LIST] =
         "SELECT action_id, disabled, length(embedding), metadata FROM actions"
         " WHERE agent_id = ?1 ORDER BY action_id",
-    [S_POLICY_GET] =
-        "SELECT action_id, n, sum_micro, sum_sq, version FROM rl_policies"
-        " WHERE agent_id = ?1 AND user_id = ?2 AND state_key = ?3"
-        " ORDER BY action_id",
+    [S_POLICY_GET] = "SELECT action_id, n, sum_micro, sum_sq, version, sum_hi"
+                     " FROM rl_policies"
+                     " WHERE agent_id = ?1 AND user_id = ?2 AND state_key = ?3"
+                     " ORDER BY action_id",
     [S_POLICY_ADD] =
         "INSERT INTO rl_policies (agent_id, user_id, state_key, action_id, n,"
-        " sum_micro, sum_sq, version, updated_at_ms)"
-        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8)"
+        " sum_micro, sum_hi, sum_sq, version, updated_at_ms)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?9, ?7, 1, ?8)"
         " ON CONFLICT (agent_id, user_id, state_key, action_id) DO UPDATE SET"
-        " n = n + excluded.n, sum_micro = sum_micro + excluded.sum_micro,"
+        " n = n + excluded.n,"
+        /* hi * 2^32 + lo, carried in the statement (0004_sum_headroom) */
+        " sum_micro = (sum_micro + excluded.sum_micro) & 4294967295,"
+        " sum_hi = sum_hi + excluded.sum_hi"
+        " + ((sum_micro + excluded.sum_micro) >> 32),"
         " sum_sq = sum_sq + excluded.sum_sq, version = version + 1,"
         " updated_at_ms = excluded.updated_at_ms RETURNING version",
     [S_DECISION_PUT] =
         "INSERT INTO decisions (agent_id, event_id, user_id, state_key,"
-        " context, candidates, action_id, propensity, model, created_at_ms)"
-        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+        " context, candidates, action_id, propensity, model, created_at_ms,"
+        " ranking) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
         " ON CONFLICT DO NOTHING",
     [S_DECISION_GET] =
         "SELECT user_id, state_key, context, candidates, action_id,"
-        " propensity, model, created_at_ms FROM decisions"
+        " propensity, model, created_at_ms, ranking FROM decisions"
         " WHERE agent_id = ?1 AND event_id = ?2",
     [S_EPISODE_PUT] =
         "INSERT INTO agent_episodes (agent_id, episode_id, user_id,"
@@ -233,6 +247,48 @@ static const char *const stmt_sql[N_STMT] = {
         " AND (updated_at_ms, agent_id, pattern_id) > (?1, ?2, ?3)"
         " ORDER BY updated_at_ms, agent_id, pattern_id LIMIT ?4",
     [S_PING] = "SELECT count(*) FROM schema_migrations",
+    [S_PENDING_PUT] =
+        "INSERT INTO pending_rewards (agent_id, reward_id, event_id, reward,"
+        " reward_micro, signals, body_hash, created_at_ms, expires_at_ms)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
+    [S_PENDING_GET] = "SELECT body_hash, reward FROM pending_rewards"
+                      " WHERE agent_id = ?1 AND reward_id = ?2",
+    [S_PENDING_DEL] =
+        "DELETE FROM pending_rewards WHERE agent_id = ?1 AND reward_id = ?2",
+    [S_PENDING_JOIN] =
+        "SELECT p.agent_id, p.reward_id, p.event_id, d.user_id, d.state_key,"
+        " d.action_id, p.reward, p.reward_micro, p.signals, p.body_hash,"
+        " p.created_at_ms FROM pending_rewards p JOIN decisions d"
+        " ON d.agent_id = p.agent_id AND d.event_id = p.event_id",
+    [S_PENDING_EXPIRE] =
+        "DELETE FROM pending_rewards WHERE expires_at_ms <= ?1",
+    [S_OUTCOME_CLAIM] =
+        "INSERT INTO event_outcomes (agent_id, event_id, outcome,"
+        " created_at_ms) VALUES (?1, ?2, 'reward', ?3) ON CONFLICT"
+        " (agent_id, event_id) DO UPDATE SET outcome = outcome"
+        " RETURNING outcome",
+    [S_DEFAULT_CLAIM] =
+        "INSERT INTO event_outcomes (agent_id, event_id, outcome,"
+        " created_at_ms) VALUES (?1, ?2, 'default', ?3)"
+        " ON CONFLICT DO NOTHING",
+    [S_WATERMARK_INIT] =
+        "INSERT INTO default_watermarks (agent_id, upto_ms)"
+        " SELECT agent_id, ?1 - CAST(reward_window_s * 1000 AS INTEGER) - ?2"
+        " FROM agent_metadata WHERE reward_window_s > 0"
+        " ON CONFLICT DO NOTHING",
+    [S_DEFAULT_CANDIDATES] =
+        "SELECT d.agent_id, d.event_id, d.user_id, d.state_key, d.action_id,"
+        " a.default_reward FROM default_watermarks w"
+        " JOIN agent_metadata a ON a.agent_id = w.agent_id"
+        " JOIN decisions d ON d.agent_id = w.agent_id"
+        " AND d.created_at_ms >= w.upto_ms AND d.created_at_ms < ?1"
+        " - CAST(a.reward_window_s * 1000 AS INTEGER) - ?2"
+        " WHERE a.reward_window_s > 0",
+    [S_WATERMARK_ADVANCE] =
+        "UPDATE default_watermarks AS w SET upto_ms = max(w.upto_ms, ?1"
+        " - CAST(a.reward_window_s * 1000 AS INTEGER) - ?2)"
+        " FROM agent_metadata a WHERE a.agent_id = w.agent_id"
+        " AND a.reward_window_s > 0",
 };
 
 /* ---------------------------------------------------------------- handle */
@@ -290,7 +346,10 @@ static const char *sq_errmsg(adb__store *st) {
   return tls_err.msg;
 }
 
-/* Our code for an SQLite result code: busy means "try again later". */
+/* Our code for an SQLite result code. Busy, locked, a full disk and I/O
+ * errors mean "try again later" (ADB_EUNAVAIL: the flush worker retries);
+ * anything else (a constraint, a value too big, a type mismatch) is about
+ * the data and permanent (ADB_ESTORE: the worker isolates the item). */
 static int map_rc(int rc) {
   switch (rc & 0xff) {
   case SQLITE_NOMEM:
@@ -298,6 +357,8 @@ static int map_rc(int rc) {
   case SQLITE_BUSY:
   case SQLITE_LOCKED:
   case SQLITE_CANTOPEN:
+  case SQLITE_FULL:
+  case SQLITE_IOERR:
     return ADB_EUNAVAIL;
   default:
     return ADB_ESTORE;
@@ -513,7 +574,9 @@ static int batch_validate(sq_store *s, const adb__batch *b) {
 
 /* ---------------------------------------------------------- write batch */
 
-static int decision_put(sq_store *s, conn *c, const adb__decision_rec *d) {
+/* Inserts the decision; d->inserted says whether it was new (the event id
+ * is unique per agent: a retried decide keeps the first decision). */
+static int decision_put(sq_store *s, conn *c, adb__decision_rec *d) {
   sqlite3_stmt *st;
   int rc = stmt_get(s, c, S_DECISION_PUT, &st);
   if (rc) return rc;
@@ -528,7 +591,9 @@ static int decision_put(sq_store *s, conn *c, const adb__decision_rec *d) {
   bind_real(st, 8, d->propensity, &rc);
   bind_text(st, 9, d->model, &rc);
   bind_int(st, 10, d->ts_ms, &rc);
+  bind_text(st, 11, d->ranking_json, &rc);
   if (rc == SQLITE_OK) rc = sqlite3_step(st);
+  d->inserted = rc == SQLITE_DONE && sqlite3_changes(c->db) == 1;
   rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "insert decision");
   stmt_done(st);
   return rc;
@@ -579,39 +644,116 @@ static int reward_insert(sq_store *s, conn *c, const adb__reward_rec *r,
   return rc;
 }
 
-/* An earlier reward under r's id: same body is a duplicate, else conflict. */
-static int reward_compare(sq_store *s, conn *c, adb__reward_rec *r) {
+/* The reward stored under r's id by statement id (reward_signals or
+ * pending_rewards), if any: *found, and same body is a duplicate, another
+ * a conflict. */
+static int reward_compare(sq_store *s, conn *c, adb__reward_rec *r, int id,
+                          int *found) {
   sqlite3_stmt *st;
-  int rc = stmt_get(s, c, S_REWARD_GET, &st);
+  int rc = stmt_get(s, c, id, &st);
   if (rc) return rc;
   rc = SQLITE_OK;
   bind_text(st, 1, r->agent, &rc);
   bind_text(st, 2, r->reward_id, &rc);
   if (rc == SQLITE_OK) rc = sqlite3_step(st);
+  *found = rc == SQLITE_ROW;
   if (rc == SQLITE_ROW) {
     const char *h = (const char *)sqlite3_column_text(st, 0);
     r->first_reward = sqlite3_column_double(st, 1);
     r->result = h && strcmp(h, r->body_hash) == 0 ? ADB_OK : ADB_ECONFLICT;
-    rc = ADB_OK;
-  } else {
-    /* DONE here means the row vanished inside our own transaction. */
-    rc = sq_fail(s, c, rc == SQLITE_DONE ? SQLITE_INTERNAL : rc, "read reward");
   }
+  rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? ADB_OK
+                                             : sq_fail(s, c, rc, "read reward");
+  stmt_done(st);
+  return rc;
+}
+
+/* Deletes the awaiting copy of a reward, if any (*deleted may be NULL). */
+static int pending_del(sq_store *s, conn *c, const char *agent,
+                       const char *reward_id, int *deleted) {
+  sqlite3_stmt *st;
+  int rc = stmt_get(s, c, S_PENDING_DEL, &st);
+  if (rc) return rc;
+  rc = SQLITE_OK;
+  bind_text(st, 1, agent, &rc);
+  bind_text(st, 2, reward_id, &rc);
+  if (rc == SQLITE_OK) rc = sqlite3_step(st);
+  if (deleted) *deleted = rc == SQLITE_DONE && sqlite3_changes(c->db) == 1;
+  rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "delete pending reward");
+  stmt_done(st);
+  return rc;
+}
+
+/* A reward whose decision is not visible: refused as any reward if its id
+ * is taken (applied, or already waiting), else stored to wait. */
+static int reward_await(sq_store *s, conn *c, adb__reward_rec *r) {
+  int found = 0;
+  int rc = reward_compare(s, c, r, S_REWARD_GET, &found);
+  if (rc || found) return rc;
+  sqlite3_stmt *st;
+  if ((rc = stmt_get(s, c, S_PENDING_PUT, &st))) return rc;
+  rc = SQLITE_OK;
+  bind_text(st, 1, r->agent, &rc);
+  bind_text(st, 2, r->reward_id, &rc);
+  bind_text(st, 3, r->event_id, &rc);
+  bind_real(st, 4, r->reward, &rc);
+  bind_int(st, 5, r->reward_micro, &rc);
+  bind_text(st, 6, r->signals_json, &rc);
+  bind_text(st, 7, r->body_hash, &rc);
+  bind_int(st, 8, r->ts_ms, &rc);
+  bind_int(st, 9, r->expires_at_ms, &rc);
+  if (rc == SQLITE_OK) rc = sqlite3_step(st);
+  r->applied = rc == SQLITE_DONE && sqlite3_changes(c->db) == 1;
+  rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "insert pending reward");
+  stmt_done(st);
+  if (rc || r->applied) return rc;
+  rc = reward_compare(s, c, r, S_PENDING_GET, &found);
+  if (!rc && !found) rc = sq_fail(s, c, SQLITE_INTERNAL, "read reward");
+  return rc;
+}
+
+/* Claims the first outcome of r's decision for a reward (event_outcomes);
+ * *late when its default reward was applied first. */
+static int outcome_claim(sq_store *s, conn *c, const adb__reward_rec *r,
+                         int *late) {
+  sqlite3_stmt *st;
+  int rc = stmt_get(s, c, S_OUTCOME_CLAIM, &st);
+  if (rc) return rc;
+  rc = SQLITE_OK;
+  bind_text(st, 1, r->agent, &rc);
+  bind_text(st, 2, r->event_id, &rc);
+  bind_int(st, 3, r->ts_ms, &rc);
+  if (rc == SQLITE_OK) rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) {
+    const char *o = (const char *)sqlite3_column_text(st, 0);
+    *late = o && !strcmp(o, "default");
+    rc = sqlite3_step(st);
+  }
+  rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "claim outcome");
   stmt_done(st);
   return rc;
 }
 
 static int reward_put(sq_store *s, conn *c, adb__reward_rec *r) {
-  int inserted = 0;
+  int inserted = 0, found = 0;
   r->result = ADB_OK;
   r->applied = 0;
+  r->late = 0;
   r->first_reward = r->reward;
-  int rc = reward_insert(s, c, r, &inserted);
+  int rc = r->event_id[0] ? outcome_claim(s, c, r, &r->late) : ADB_OK;
+  if (rc || r->late) return rc;
+  if (r->awaiting) return reward_await(s, c, r);
+  rc = reward_insert(s, c, r, &inserted);
+  /* A copy that waited for the decision is applied now, here, once. */
+  if (!rc && inserted) rc = pending_del(s, c, r->agent, r->reward_id, NULL);
   if (rc || inserted) {
     r->applied = inserted;
     return rc;
   }
-  return reward_compare(s, c, r);
+  rc = reward_compare(s, c, r, S_REWARD_GET, &found);
+  /* Not found means the row vanished inside our own transaction. */
+  if (!rc && !found) rc = sq_fail(s, c, SQLITE_INTERNAL, "read reward");
+  return rc;
 }
 
 static int policy_add(sq_store *s, conn *c, adb__policy_change *ch,
@@ -625,7 +767,8 @@ static int policy_add(sq_store *s, conn *c, adb__policy_change *ch,
   bind_text(st, 3, ch->state_key, &rc);
   bind_text(st, 4, ch->action, &rc);
   bind_int(st, 5, ch->delta.n, &rc);
-  bind_int(st, 6, ch->delta.sum_micro, &rc);
+  bind_int(st, 6, adb__sum_lo(ch->delta.sum_micro), &rc);
+  bind_int(st, 9, adb__sum_hi(ch->delta.sum_micro), &rc);
   bind_real(st, 7, ch->delta.sum_sq, &rc);
   bind_int(st, 8, now, &rc);
   if (rc == SQLITE_OK) rc = sqlite3_step(st);
@@ -712,6 +855,191 @@ static int sq_write_batch(adb__store *st, adb__batch *b) {
     batch_unset(b);
   }
   conn_give(c);
+  return rc;
+}
+
+/* ------------------------------------------------------ pending rewards */
+
+/* Appends the current row of S_PENDING_JOIN to b->rewards. */
+static int join_row(adb__batch *b, int *cap, sqlite3_stmt *st) {
+  if (b->n_rewards == *cap) {
+    int n = *cap ? *cap * 2 : 16;
+    adb__reward_rec *r = realloc(b->rewards, (size_t)n * sizeof *r);
+    if (!r) return ADB_ENOMEM;
+    b->rewards = r;
+    *cap = n;
+  }
+  adb__reward_rec *w = &b->rewards[b->n_rewards];
+  memset(w, 0, sizeof *w);
+  int rc = col_copy(w->agent, sizeof w->agent, st, 0);
+  if (!rc) rc = col_copy(w->reward_id, sizeof w->reward_id, st, 1);
+  if (!rc) rc = col_copy(w->event_id, sizeof w->event_id, st, 2);
+  if (!rc) rc = col_copy(w->user, sizeof w->user, st, 3);
+  if (!rc) rc = col_copy(w->state_key, sizeof w->state_key, st, 4);
+  if (!rc) rc = col_copy(w->action, sizeof w->action, st, 5);
+  w->reward = sqlite3_column_double(st, 6);
+  w->reward_micro = sqlite3_column_int64(st, 7);
+  if (!rc) rc = col_dup(&w->signals_json, st, 8);
+  if (!rc) rc = col_copy(w->body_hash, sizeof w->body_hash, st, 9);
+  w->ts_ms = sqlite3_column_int64(st, 10);
+  w->first_reward = w->reward;
+  if (!rc)
+    b->n_rewards++;
+  else
+    free(w->signals_json);
+  return rc;
+}
+
+static int join_read(sq_store *s, conn *c, adb__batch *b, int *cap_out) {
+  sqlite3_stmt *st;
+  int rc = stmt_get(s, c, S_PENDING_JOIN, &st), cap = 0;
+  if (rc) return rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+    if (join_row(b, &cap, st)) {
+      stmt_done(st);
+      return col_fail(s, ADB_ENOMEM, "join pending rewards");
+    }
+  rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "join pending rewards");
+  stmt_done(st);
+  *cap_out = cap;
+  return rc;
+}
+
+/* Moves each joined reward to reward_signals (once: the row leaves
+ * pending_rewards in the same transaction) and applies it. */
+/* Claims the default outcome of the current candidate row; *won if no
+ * reward claimed it first. */
+static int default_claim(sq_store *s, conn *c, sqlite3_stmt *cand, int64_t now,
+                         int *won) {
+  sqlite3_stmt *st;
+  int rc = stmt_get(s, c, S_DEFAULT_CLAIM, &st);
+  if (rc) return rc;
+  rc = SQLITE_OK;
+  bind_text(st, 1, (const char *)sqlite3_column_text(cand, 0), &rc);
+  bind_text(st, 2, (const char *)sqlite3_column_text(cand, 1), &rc);
+  bind_int(st, 3, now, &rc);
+  if (rc == SQLITE_OK) rc = sqlite3_step(st);
+  *won = rc == SQLITE_DONE && sqlite3_changes(c->db) == 1;
+  rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "claim default");
+  stmt_done(st);
+  return rc;
+}
+
+/* Appends the default reward of the current candidate row to b. */
+static int default_row(adb__batch *b, int *cap, sqlite3_stmt *st, int64_t now) {
+  if (b->n_rewards == *cap) {
+    int n = *cap ? *cap * 2 : 16;
+    adb__reward_rec *r = realloc(b->rewards, (size_t)n * sizeof *r);
+    if (!r) return ADB_ENOMEM;
+    b->rewards = r;
+    *cap = n;
+  }
+  adb__reward_rec *w = &b->rewards[b->n_rewards];
+  memset(w, 0, sizeof *w);
+  int rc = col_copy(w->agent, sizeof w->agent, st, 0);
+  if (!rc) rc = col_copy(w->event_id, sizeof w->event_id, st, 1);
+  if (!rc) rc = col_copy(w->user, sizeof w->user, st, 2);
+  if (!rc) rc = col_copy(w->state_key, sizeof w->state_key, st, 3);
+  if (!rc) rc = col_copy(w->action, sizeof w->action, st, 4);
+  if (rc) return rc;
+  adb__default_reward_id(w->event_id, w->reward_id);
+  w->reward = w->first_reward = sqlite3_column_double(st, 5);
+  w->reward_micro = adb__reward_to_micro(w->reward);
+  snprintf(w->body_hash, sizeof w->body_hash, "default");
+  w->ts_ms = now;
+  b->n_rewards++;
+  return ADB_OK;
+}
+
+/* Decisions whose window has ended (ADB__DEFAULT_LAG_MS after) since the
+ * agent's watermark, with no reward: their default rewards, into b. The
+ * rows are read first (the claims write to the tables read). */
+static int defaults_read(sq_store *s, conn *c, adb__batch *b, int *cap,
+                         int64_t now) {
+  sqlite3_stmt *st;
+  int rc = stmt_get(s, c, S_WATERMARK_INIT, &st);
+  if (rc) return rc;
+  rc = SQLITE_OK;
+  bind_int(st, 1, now, &rc);
+  bind_int(st, 2, ADB__DEFAULT_LAG_MS, &rc);
+  if (rc == SQLITE_OK) rc = sqlite3_step(st);
+  rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "init watermarks");
+  stmt_done(st);
+  if (rc || (rc = stmt_get(s, c, S_DEFAULT_CANDIDATES, &st))) return rc;
+  rc = SQLITE_OK;
+  bind_int(st, 1, now, &rc);
+  bind_int(st, 2, ADB__DEFAULT_LAG_MS, &rc);
+  int won = 0;
+  while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    rc = default_claim(s, c, st, now, &won);
+    if (!rc && won && default_row(b, cap, st, now))
+      rc = col_fail(s, ADB_ENOMEM, "default rewards");
+    if (rc) break;
+    rc = SQLITE_OK;
+  }
+  if (rc == SQLITE_DONE)
+    rc = ADB_OK;
+  else if (rc > 0)
+    rc = sq_fail(s, c, rc, "default rewards");
+  stmt_done(st);
+  if (rc || (rc = stmt_get(s, c, S_WATERMARK_ADVANCE, &st))) return rc;
+  rc = SQLITE_OK;
+  bind_int(st, 1, now, &rc);
+  bind_int(st, 2, ADB__DEFAULT_LAG_MS, &rc);
+  if (rc == SQLITE_OK) rc = sqlite3_step(st);
+  rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "advance watermarks");
+  stmt_done(st);
+  return rc;
+}
+
+static int join_apply(sq_store *s, conn *c, adb__batch *b) {
+  int rc = ADB_OK;
+  for (int i = 0; i < b->n_rewards && !rc; i++) {
+    adb__reward_rec *r = &b->rewards[i];
+    int inserted = 0;
+    rc = pending_del(s, c, r->agent, r->reward_id, NULL);
+    if (!rc) rc = reward_insert(s, c, r, &inserted);
+    r->applied = inserted;
+  }
+  return rc ? rc : batch_policies(s, c, b);
+}
+
+static int expire(sq_store *s, conn *c, int64_t now, int64_t *expired) {
+  sqlite3_stmt *st;
+  int rc = stmt_get(s, c, S_PENDING_EXPIRE, &st);
+  if (rc) return rc;
+  rc = SQLITE_OK;
+  bind_int(st, 1, now, &rc);
+  if (rc == SQLITE_OK) rc = sqlite3_step(st);
+  *expired = rc == SQLITE_DONE ? sqlite3_changes(c->db) : 0;
+  rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "expire rewards");
+  stmt_done(st);
+  return rc;
+}
+
+static int sq_pending_sweep(adb__store *st, int64_t now_ms, adb__batch *out,
+                            int64_t *expired) {
+  sq_store *s = (sq_store *)st;
+  memset(out, 0, sizeof *out);
+  *expired = 0;
+  conn *c = writer_take(s);
+  int cap = 0;
+  int rc = stmt_run(s, c, S_BEGIN, "begin sweep");
+  if (!rc) rc = join_read(s, c, out, &cap);
+  if (!rc) rc = defaults_read(s, c, out, &cap, now_ms);
+  if (!rc) rc = join_apply(s, c, out);
+  if (!rc) rc = expire(s, c, now_ms, expired);
+  if (!rc) rc = stmt_run(s, c, S_COMMIT, "commit sweep");
+  if (rc) txn_abort(s, c);
+  conn_give(c);
+  if (rc) {
+    for (int i = 0; i < out->n_rewards; i++)
+      free(out->rewards[i].signals_json);
+    free(out->rewards);
+    free(out->changes);
+    memset(out, 0, sizeof *out);
+    *expired = 0;
+  }
   return rc;
 }
 
@@ -975,7 +1303,8 @@ static int sq_policy_get(adb__store *st_, const char *agent, const char *user,
       rc = sqlite3_step(st);
       if (rc != SQLITE_ROW) break;
       adb__arm_stats a = {.n = sqlite3_column_int64(st, 1),
-                          .sum_micro = sqlite3_column_int64(st, 2),
+                          .sum_micro = adb__sum_of(sqlite3_column_int64(st, 5),
+                                                   sqlite3_column_int64(st, 2)),
                           .sum_sq = sqlite3_column_double(st, 3),
                           .version = sqlite3_column_int64(st, 4)};
       const char *id = (const char *)sqlite3_column_text(st, 0);
@@ -1003,6 +1332,7 @@ static int decision_read(sqlite3_stmt *st, adb__decision_rec *d) {
   d->propensity = sqlite3_column_double(st, 5);
   if (!rc) rc = col_copy(d->model, sizeof d->model, st, 6);
   d->ts_ms = sqlite3_column_int64(st, 7);
+  if (!rc) rc = col_dup(&d->ranking_json, st, 8);
   return rc;
 }
 
@@ -1606,4 +1936,5 @@ const adb__store_methods adb__store_sqlite = {
     .pattern_get = sq_pattern_get,
     .metrics_get = sq_metrics_get,
     .vectors_scan = sq_vectors_scan,
+    .pending_sweep = sq_pending_sweep,
 };

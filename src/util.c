@@ -199,3 +199,30 @@ void adb__strmap_free(adb__strmap *m, void (*free_val)(void *)) {
   free(m->slots);
   memset(m, 0, sizeof *m);
 }
+
+int adb__utf8_valid(const char *s) {
+  const unsigned char *p = (const unsigned char *)s;
+  while (p && *p) {
+    unsigned c = *p;
+    int n = c < 0x80                 ? 0
+            : c >= 0xC2 && c <= 0xDF ? 1
+            : c >= 0xE0 && c <= 0xEF ? 2
+            : c >= 0xF0 && c <= 0xF4 ? 3
+                                     : -1;
+    if (n < 0) return 0;
+    /* The second byte's range excludes overlongs, surrogates and values
+     * above U+10FFFF. */
+    unsigned lo = 0x80, hi = 0xBF;
+    if (c == 0xE0) lo = 0xA0;
+    if (c == 0xED) hi = 0x9F;
+    if (c == 0xF0) lo = 0x90;
+    if (c == 0xF4) hi = 0x8F;
+    p++;
+    for (int i = 0; i < n; i++, p++) {
+      if (*p < lo || *p > hi) return 0;
+      lo = 0x80;
+      hi = 0xBF;
+    }
+  }
+  return 1;
+}

@@ -15,6 +15,11 @@ uint64_t adb__hash64(const char *s, size_t len); /* FNV-1a, then mixed */
 /* 1 when url is "scheme://...". */
 int adb__url_has_scheme(const char *url, const char *scheme);
 
+/* 1 when the NUL-terminated s is well-formed UTF-8 (RFC 3629: shortest
+ * form, no surrogates, at most U+10FFFF), as PostgreSQL requires of text;
+ * NULL is valid (absent). */
+int adb__utf8_valid(const char *s);
+
 /* Growable NUL-terminated buffer. On OOM `oom` is set and appends stop. */
 typedef struct adb__sbuf {
   char *p;

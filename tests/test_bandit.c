@@ -267,14 +267,15 @@ static void beta_posterior_borrows_at_most_fallback_strength(void **state) {
   config_defaults(&cfg, ADB_ALGO_BETA); /* fallback_strength 10 */
   adb__arm_stats u = stats_of(4, 1, 0), g = stats_of(1000, 300, 0);
   adb__posterior p;
-  /* w = 10 / 1000: 3 successes and 7 failures borrowed */
+  /* the others' 996 rewards (299 successes) at w = 10 / 996 */
   adb__posterior_make(&cfg, &u, &g, &p);
-  assert_true(fabs(p.alpha - (1 + 1 + 3)) < 1e-12);
-  assert_true(fabs(p.beta - (1 + 3 + 7)) < 1e-12);
-  /* fewer global observations than the strength: all borrowed (w = 1) */
+  assert_true(fabs(p.alpha - (1 + 1 + 299 * 10.0 / 996)) < 1e-12);
+  assert_true(fabs(p.beta - (1 + 3 + 697 * 10.0 / 996)) < 1e-12);
+  /* fewer others' observations than the strength: all borrowed (w = 1) */
+  g = stats_of(7, 3, 0);
+  adb__posterior_make(&cfg, &u, &g, &p);
+  assert_true(p.alpha == 1 + 1 + 2 && p.beta == 1 + 3 + 1);
   g = stats_of(5, 2, 0);
-  adb__posterior_make(&cfg, &u, &g, &p);
-  assert_true(p.alpha == 1 + 1 + 2 && p.beta == 1 + 3 + 3);
   /* a new user sees the prior plus the borrowed global evidence */
   adb__posterior_make(&cfg, NULL, &g, &p);
   assert_true(p.alpha == 3 && p.beta == 4);
@@ -294,6 +295,38 @@ beta_posterior_borrows_nothing_when_disabled_or_empty(void **state) {
   g = stats_of(0, 0, 0);
   adb__posterior_make(&cfg, &u, &g, &p);
   assert_true(p.alpha == 2 && p.beta == 4);
+}
+
+/* The agent-wide row already holds the user's own rewards: a user who is
+ * the agent's only source of evidence borrows nothing (issue 9), and one
+ * whose rewards are half of '*' borrows only the other half. */
+static void posterior_does_not_borrow_the_users_own_rewards(void **state) {
+  (void)state;
+  adb_agent_config cfg;
+  config_defaults(&cfg, ADB_ALGO_BETA);
+  adb__arm_stats u = stats_of(6, 4, 0), g = stats_of(6, 4, 0);
+  adb__posterior p, q;
+  adb__posterior_make(&cfg, &u, &g, &p);
+  adb__posterior_make(&cfg, &u, NULL, &q);
+  assert_true(p.alpha == q.alpha && p.beta == q.beta);
+  assert_true(p.alpha == 5 && p.beta == 3);
+  g = stats_of(12, 5, 0); /* others: 6 rewards summing to 1 */
+  adb__posterior_make(&cfg, &u, &g, &p);
+  assert_true(p.alpha == 1 + 4 + 1 && p.beta == 1 + 2 + 5);
+  g = stats_of(3, 1, 0); /* a stale '*' behind the user's row */
+  adb__posterior_make(&cfg, &u, &g, &p);
+  assert_true(p.alpha == 5 && p.beta == 3);
+  config_defaults(&cfg, ADB_ALGO_GAUSSIAN);
+  u = stats_of(4, 10, 30);
+  g = stats_of(4, 10, 30);
+  adb__posterior_make(&cfg, &u, &g, &p);
+  adb__posterior_make(&cfg, &u, NULL, &q);
+  assert_true(p.kappa == q.kappa && p.mu == q.mu && p.a == q.a && p.b == q.b);
+  g = stats_of(24, 90, 350); /* others: 20 rewards of 4.0 */
+  adb__posterior_make(&cfg, &u, &g, &p);
+  /* w = 1/2: n = 4 + 10, S = 10 + 40, kappa 15, a = 1 + 7 */
+  assert_true(fabs(p.kappa - 15) < 1e-12 && fabs(p.mu - 50.0 / 15) < 1e-12);
+  assert_true(fabs(p.a - 8) < 1e-12);
 }
 
 /* Rewards 1, 2, 3, 4 under NIG(0, 1, 1, 1): kappa 5, mu 2, a 3 and
@@ -642,6 +675,60 @@ static void propensities_of_all_arms_sum_to_one(void **state) {
   }
 }
 
+/* Beta shapes down to 0.05 (issue 9): priors Beta(p, p), p in {0.05, 0.1,
+ * 0.3}, plus 0 to 5 observations, some fractional. Such densities are
+ * infinite at an end and keep much of their mass within 1e-16 of it, where
+ * the x-space integral lost up to 0.19 (the first case: two Beta(1.1, 0.1)
+ * arms took 0.30 each instead of 0.46). */
+static void propensity_matches_mc_small_beta_shapes(void **state) {
+  (void)state;
+  adb__posterior first[8] = {
+      beta_arm(1.1, 0.1),       beta_arm(1.1, 0.1),
+      beta_arm(2.1, 1.1),       beta_arm(0.1, 1.1),
+      beta_arm(0.7209, 0.4791), beta_arm(3.1066, 2.0934),
+      beta_arm(3.2194, 0.9806), beta_arm(0.5144, 3.6856)};
+  check_against_mc(first, 8, NULL, 120);
+  assert_true(fabs(propensity_sum(first, 8) - 1) <= 0.01);
+  static const double priors[3] = {0.05, 0.1, 0.3};
+  adb__rng r;
+  adb__rng_seed(&r, 121);
+  for (int rep = 0; rep < (quick() ? 3 : 9); rep++) {
+    double p0 = priors[rep % 3];
+    int n = 2 + (int)(adb__rng_next(&r) % 11);
+    adb__posterior arms[12];
+    for (int i = 0; i < n; i++) {
+      int obs = (int)(adb__rng_next(&r) % 6);
+      double s = 0;
+      for (int k = 0; k < obs; k++)
+        s += k % 3 ? (double)(adb__rng_next(&r) % 2) : adb__rng_uniform(&r);
+      arms[i] = beta_arm(p0 + s, p0 + obs - s);
+    }
+    check_against_mc(arms, n, NULL, 122 + rep);
+    assert_true(fabs(propensity_sum(arms, n) - 1) <= 0.01);
+  }
+}
+
+/* 16% of Beta(1.05, 0.05) draws round to 1.0: compared as means, two such
+ * arms tie 2.5% of the time and the lower index won those (0.5125 against
+ * 0.4875). Compared as odds they never tie: each wins half, within 4 SE. */
+static void thompson_breaks_no_ties_for_small_shapes(void **state) {
+  (void)state;
+  adb__posterior arms[2] = {beta_arm(1.05, 0.05), beta_arm(1.05, 0.05)};
+  adb__rng r;
+  adb__rng_seed(&r, 130);
+  int n = n_samples(), wins = 0;
+  double scores[2];
+  for (int i = 0; i < n; i++) {
+    int c = adb__thompson_select(&r, arms, 2, NULL, scores);
+    wins += c == 0;
+    /* the keys are odds; adb__score_of gives back the drawn mean */
+    double x = adb__score_of(&arms[c], scores[c]);
+    assert_true(x > 0.0 && x <= 1.0);
+  }
+  double se = sqrt(0.25 / n);
+  assert_true(fabs((double)wins / n - 0.5) <= 4 * se);
+}
+
 static void propensity_near_zero_or_one_when_arms_separate(void **state) {
   (void)state;
   adb__posterior arms[3] = {beta_arm(100, 900), beta_arm(900, 100),
@@ -731,6 +818,7 @@ int main(void) {
       cmocka_unit_test(reward_to_micro_rounds_exactly),
       cmocka_unit_test(beta_posterior_adds_successes_and_failures),
       cmocka_unit_test(beta_posterior_borrows_at_most_fallback_strength),
+      cmocka_unit_test(posterior_does_not_borrow_the_users_own_rewards),
       cmocka_unit_test(beta_posterior_borrows_nothing_when_disabled_or_empty),
       cmocka_unit_test(gaussian_posterior_is_normal_inverse_gamma_update),
       cmocka_unit_test(gaussian_posterior_borrows_scaled_global_stats),
@@ -753,6 +841,8 @@ int main(void) {
       cmocka_unit_test(propensity_matches_mc_many_overlapping_arms),
       cmocka_unit_test(propensities_of_all_arms_sum_to_one),
       cmocka_unit_test(propensity_near_zero_or_one_when_arms_separate),
+      cmocka_unit_test(propensity_matches_mc_small_beta_shapes),
+      cmocka_unit_test(thompson_breaks_no_ties_for_small_shapes),
       cmocka_unit_test(reward_is_weighted_mean_of_present_signals),
       cmocka_unit_test(reward_clamps_watch_fraction_and_rating),
       cmocka_unit_test(reward_uses_given_weights),

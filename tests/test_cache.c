@@ -440,6 +440,77 @@ static void policy_apply_adds_next_version(void **state) {
   assert_arm(&st[1], 5, 250000, 0.5, 1);
 }
 
+/* An arm whose sum (micro-units) is v, for the sum tests below. */
+static adb__arm_stats arm_sum(int64_t n, adb__sum v, int64_t ver) {
+  adb__arm_stats s = arm(n, 0, 0, ver);
+  s.sum_micro = v;
+  return s;
+}
+
+/* Sums past INT64_MAX (the agent-wide row, issue 13) are cached and added
+ * exactly, on either side of zero: in Redis as two parts with a carry,
+ * each exact in Lua's doubles. */
+static void policy_sums_past_int64_are_exact(void **state) {
+  fx *f = *state;
+  char k[256];
+  pkey(f, k, sizeof k, "*");
+  const adb__sum big = (adb__sum)INT64_MAX - 5;
+  const adb__sum huge = ((adb__sum)1 << 70) + 12345;
+  adb__policy p = {0};
+  push(&p, "a", arm_sum(2, big, 1));
+  push(&p, "b", arm_sum(3, huge, 1));
+  push(&p, "c", arm_sum(4, -huge, 1));
+  push(&p, "d", arm_sum(5, ((adb__sum)1 << 53) - 1, 1));
+  assert_int_equal(f->c->m->policy_put(f->c, k, &p, LONG_TTL_MS), ADB_OK);
+  adb__policy_free(&p);
+  const char *ids[] = {"a", "b", "c", "d"};
+  adb__arm_stats st[4];
+  assert_int_equal(mget1(f->c, k, 4, ids, st), 1);
+  assert_true(st[0].sum_micro == big && st[1].sum_micro == huge);
+  assert_true(st[2].sum_micro == -huge);
+  assert_true(st[3].sum_micro == ((adb__sum)1 << 53) - 1);
+  adb__arm_stats d[] = {arm_sum(1, INT64_MAX, 2), arm_sum(1, -1, 2),
+                        arm_sum(1, INT64_MIN, 2), arm_sum(1, 1, 2)};
+  assert_int_equal(f->c->m->policy_apply(f->c, k, 4, ids, d), ADB_OK);
+  assert_int_equal(mget1(f->c, k, 4, ids, st), 1);
+  assert_true(st[0].sum_micro == big + INT64_MAX);
+  assert_true(st[1].sum_micro == huge - 1);
+  assert_true(st[2].sum_micro == -huge + INT64_MIN);
+  assert_true(st[3].sum_micro == (adb__sum)1 << 53);
+  assert_int_equal(st[0].n, 3);
+  assert_int_equal(st[0].version, 2);
+}
+
+/* The limit every store and cache keeps (adb__sum_ok, [-2^84, 2^84)):
+ * reaching it is fine; an increment past it drops the entry (as a gap
+ * does), so the next read goes to the store, which refuses such a sum. */
+static void policy_apply_past_the_sum_limit_drops_entry(void **state) {
+  fx *f = *state;
+  const adb__sum top = adb__sum_of(ADB_SUM_HI_MAX, ADB_SUM_LO_BASE - 1);
+  const adb__sum bottom = adb__sum_of(ADB_SUM_HI_MIN, 0);
+  const char *ids[] = {"a"};
+  adb__arm_stats st;
+  char k[256], k2[256];
+  pkey(f, k, sizeof k, "u1");
+  pkey(f, k2, sizeof k2, "u2");
+  adb__policy p = {0};
+  push(&p, "a", arm_sum(1, top - 10, 1));
+  assert_int_equal(f->c->m->policy_put(f->c, k, &p, LONG_TTL_MS), ADB_OK);
+  p.arms[0].s.sum_micro = bottom + 10;
+  assert_int_equal(f->c->m->policy_put(f->c, k2, &p, LONG_TTL_MS), ADB_OK);
+  adb__policy_free(&p);
+  apply1(f->c, k, "a", arm_sum(1, 10, 2)); /* to the top exactly */
+  assert_int_equal(mget1(f->c, k, 1, ids, &st), 1);
+  assert_true(st.sum_micro == top);
+  apply1(f->c, k, "a", arm_sum(1, 1, 3)); /* one past */
+  assert_int_equal(mget1(f->c, k, 1, ids, &st), 0);
+  apply1(f->c, k2, "a", arm_sum(1, -10, 2));
+  assert_int_equal(mget1(f->c, k2, 1, ids, &st), 1);
+  assert_true(st.sum_micro == bottom);
+  apply1(f->c, k2, "a", arm_sum(1, -1, 3));
+  assert_int_equal(mget1(f->c, k2, 1, ids, &st), 0);
+}
+
 /* Consecutive changes, in separate calls and within one call (the same
  * arm twice), all land in order. */
 static void policy_apply_adds_versions_in_order(void **state) {
@@ -1175,6 +1246,8 @@ static const struct CMUnitTest conformance[] = {
     T(policy_put_replaces_older_entry),
     T(policy_expires_after_ttl),
     T(policy_apply_adds_next_version),
+    T(policy_sums_past_int64_are_exact),
+    T(policy_apply_past_the_sum_limit_drops_entry),
     T(policy_apply_adds_versions_in_order),
     T(policy_apply_skips_included_change),
     T(policy_apply_deletes_entry_on_gap),

@@ -5,7 +5,9 @@
  * replicas (the manifests' settings) and HAProxy in front. Client threads
  * drive decide + reward traffic through the balancer while the controller
  *   1. SIGKILLs replica 1 and restarts it,
- *   2. rolls replica 2 (SIGTERM: it drains; then restart),
+ *   2. rolls replica 2 as Kubernetes does: out of the balancer (HAProxy
+ *      "drain", the endpoint removal), 1 s (preStop), SIGTERM (the
+ *      replica finishes its requests and drains its write queue), restart,
  *   3. empties Redis (FLUSHALL), as a cache node loss would,
  * and measures Redis' hit rate (INFO keyspace_hits/misses) in windows
  * before, after the restarts, right after the flush and at the end.
@@ -127,28 +129,42 @@ static int cluster_cmd(const char *what, int replica) {
             source_dir(), what, C.dir, replica, C.dir);
 }
 
-/* HAProxy's view of server rN ("UP", "DOWN", ...), via its stats socket. */
-static int server_up(int replica) {
+/* One command on HAProxy's admin socket; its answer in buf. */
+static int haproxy_cmd(const char *cmd, char *buf, size_t cap) {
   struct sockaddr_un a = {.sun_family = AF_UNIX};
   char path[600];
   int plen = snprintf(path, sizeof path, "%s/haproxy.sock", C.dir);
-  if (plen < 0 || (size_t)plen >= sizeof a.sun_path) return 0;
+  if (plen < 0 || (size_t)plen >= sizeof a.sun_path) return -1;
   memcpy(a.sun_path, path, (size_t)plen + 1);
-  int fd = socket(AF_UNIX, SOCK_STREAM, 0);
-  if (fd < 0) return 0;
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  size_t clen = strlen(cmd);
   if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0 ||
-      write(fd, "show stat\n", 10) != 10) {
+      write(fd, cmd, clen) != (ssize_t)clen || write(fd, "\n", 1) != 1) {
     close(fd);
-    return 0;
+    return -1;
   }
-  static char buf[1 << 16];
   size_t len = 0;
   ssize_t n;
-  while (len < sizeof buf - 1 &&
-         (n = read(fd, buf + len, sizeof buf - 1 - len)) > 0)
+  while (len < cap - 1 && (n = read(fd, buf + len, cap - 1 - len)) > 0)
     len += (size_t)n;
   close(fd);
   buf[len] = 0;
+  return 0;
+}
+
+/* Sets server rN's admin state: "drain" (no new requests, as Kubernetes
+ * removes a terminating pod from the endpoints) or "ready". */
+static int server_state(int replica, const char *state) {
+  char cmd[96], out[512];
+  snprintf(cmd, sizeof cmd, "set server replicas/r%d state %s", replica, state);
+  return haproxy_cmd(cmd, out, sizeof out) || out[0] != '\n' ? -1 : 0;
+}
+
+/* HAProxy's view of server rN ("UP", "DOWN", ...), via its stats socket. */
+static int server_up(int replica) {
+  static char buf[1 << 16];
+  if (haproxy_cmd("show stat", buf, sizeof buf)) return 0;
   char name[32];
   snprintf(name, sizeof name, "\nreplicas,r%d,", replica);
   char *line = strstr(buf, name);
@@ -179,7 +195,7 @@ typedef struct answer {
 } answer;
 
 static int dial(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   struct timeval tv = {10, 0};
@@ -689,10 +705,19 @@ test_replicas_die_and_roll_behind_haproxy_without_losing_rewards(void **st) {
   double kill_window = down[nd - 1].t1 - down[nd - 1].t0;
   sleep_s(1);
 
-  phase("roll replica 2: SIGTERM (drain), then restart it");
+  phase("roll replica 2: out of the balancer, SIGTERM (drain), restart");
   down[nd].t0 = now_s();
+  /* As Kubernetes does it: the endpoint goes, preStop waits, SIGTERM. */
+  assert_int_equal(server_state(2, "drain"), 0);
+  sleep_s(1);
+  double t_term = now_s() - down[nd].t0;
   assert_int_equal(cluster_cmd("stop", 2), 0);
+  double t_stopped = now_s() - down[nd].t0;
   assert_int_equal(cluster_cmd("start", 2), 0);
+  print_message("  roll: SIGTERM at %.3f s, exited by %.3f s, restarted by "
+                "%.3f s\n",
+                t_term, t_stopped, now_s() - down[nd].t0);
+  assert_int_equal(server_state(2, "ready"), 0);
   assert_int_equal(wait_server_up(2, 30), 0);
   down[nd++].t1 = now_s();
   double roll_window = down[nd - 1].t1 - down[nd - 1].t0;
@@ -719,8 +744,14 @@ test_replicas_die_and_roll_behind_haproxy_without_losing_rewards(void **st) {
     wrong += w[t].wrong;
     unsettled += w[t].n_pending;
     rewards += w[t].n_rw;
-    for (int i = 0; i < w[t].n_fails; i++)
-      in_window[overlaps(&w[t].fails[i], down, nd)]++;
+    for (int i = 0; i < w[t].n_fails; i++) {
+      fail *f = &w[t].fails[i];
+      int k = overlaps(f, down, nd);
+      in_window[k]++;
+      if (k) /* when, within its window: for telling causes apart */
+        print_message("  failure in window %d: %.3f..%.3f s after its start\n",
+                      k, f->t0 - down[k - 1].t0, f->t1 - down[k - 1].t0);
+    }
     if (w[t].wrong) print_message("wrong answer: %s\n", w[t].first_wrong);
   }
 

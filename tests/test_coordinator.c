@@ -17,6 +17,8 @@
 
 #include <cmocka.h>
 
+#include <sqlite3.h>
+
 #include "agentdb.h"
 #include "util_store.h"
 
@@ -228,7 +230,7 @@ static void sixteen_threads_rewarding_one_arm_lose_no_update(void **state) {
   assert_int_equal(arm_n(f->db, "ag", "*", sk, "a0", NULL), 16 * per);
 }
 
-static void unknown_event_agent_and_bad_ids_are_refused(void **state) {
+static void unknown_agent_and_bad_ids_are_refused(void **state) {
   fixture *f = *state;
   make_agent(f->db, "ag", 2);
   adb_reward_req rr = {.agent_id = "ag",
@@ -236,7 +238,11 @@ static void unknown_event_agent_and_bad_ids_are_refused(void **state) {
                        .event_id = "nope",
                        .has_reward = 1,
                        .reward = 1};
-  assert_int_equal(adb_reward(f->db, &rr, NULL), ADB_ENOTFOUND);
+  /* An unknown event may be a decision not visible yet: it waits. */
+  adb_reward_result res = {0};
+  assert_int_equal(adb_reward(f->db, &rr, &res), ADB_OK);
+  assert_int_equal(res.awaiting_decision, 1);
+  assert_int_equal(res.applied, 0);
   rr.agent_id = "ghost";
   assert_int_equal(adb_reward(f->db, &rr, NULL), ADB_ENOTFOUND);
   rr.agent_id = "ag";
@@ -349,28 +355,39 @@ static void the_first_embedding_fixes_the_dimension(void **state) {
   assert_int_equal(cfg.embedding_dim, 8);
 }
 
-/* A store that refuses writes fills the queue: new writes get ADB_EFULL,
- * and once the store is back everything queued commits. */
+/* A store that refuses writes for a while (SQLite: another connection
+ * holds the write lock; PostgreSQL: disk full, SQLSTATE 53100, raised by a
+ * trigger) fills the queue: new writes get ADB_EFULL, and once the store
+ * is back everything queued commits. */
 static void a_full_queue_refuses_writes_and_loses_nothing(void **state) {
   fixture *f = *state;
   make_agent(f->db, "ag", 1);
   char sk[65];
   empty_state(f->db, "ag", sk);
   adb_close(f->db);
-  f->db = open_db(f->url, ADB_DURABILITY_ASYNC, 50);
   int sqlite = !strncmp(f->url, "sqlite:", 7);
-  assert_int_equal(
-      util_store_exec(f->url,
-                      sqlite ? "CREATE TRIGGER adb_coord_fail BEFORE INSERT "
-                               "ON reward_signals BEGIN SELECT "
-                               "RAISE(ABORT, 'injected'); END"
-                             : "CREATE FUNCTION adb_coord_fail() RETURNS "
-                               "trigger LANGUAGE plpgsql AS $f$ BEGIN RAISE "
-                               "EXCEPTION 'injected'; END $f$; CREATE "
-                               "TRIGGER adb_coord_fail BEFORE INSERT ON "
-                               "reward_signals FOR EACH ROW EXECUTE "
-                               "FUNCTION adb_coord_fail()"),
-      0);
+  char url[1200];
+  snprintf(url, sizeof url, "%s%s", f->url,
+           sqlite ? "?busy_timeout_ms=100" : "");
+  f->db = open_db(url, ADB_DURABILITY_ASYNC, 50);
+  sqlite3 *lock = NULL;
+  if (sqlite) {
+    char path[1024];
+    assert_int_equal(util_store_sqlite_path(f->url, path, sizeof path), 0);
+    assert_int_equal(sqlite3_open(path, &lock), SQLITE_OK);
+    sqlite3_busy_timeout(lock, 10000); /* the worker writes too */
+    assert_int_equal(sqlite3_exec(lock, "BEGIN IMMEDIATE", 0, 0, 0), 0);
+  } else {
+    assert_int_equal(
+        util_store_exec(f->url,
+                        "CREATE FUNCTION adb_coord_fail() RETURNS "
+                        "trigger LANGUAGE plpgsql AS $f$ BEGIN RAISE "
+                        "EXCEPTION 'injected' USING ERRCODE = '53100'; END "
+                        "$f$; CREATE TRIGGER adb_coord_fail BEFORE INSERT ON "
+                        "reward_signals FOR EACH ROW EXECUTE FUNCTION "
+                        "adb_coord_fail()"),
+        0);
+  }
   int accepted = 0, full = 0;
   for (int i = 0; i < 200; i++) {
     char id[32];
@@ -401,16 +418,26 @@ static void a_full_queue_refuses_writes_and_loses_nothing(void **state) {
     usleep(10000);
   }
   assert_true(st.flush_errors > 0);
-  /* The store recovers: drop the trigger; the queue drains. */
-  /* The DDL can deadlock with the worker's retrying batch on PostgreSQL
-   * (the server then aborts one of them): retry it, as an operator would. */
-  const char *drop = sqlite ? "DROP TRIGGER adb_coord_fail"
-                            : "DROP FUNCTION adb_coord_fail() CASCADE";
+  /* The store recovers: release the lock or drop the trigger; the queue
+   * drains. The DDL can deadlock with the worker's retrying batch on
+   * PostgreSQL (the server then aborts one of them): retry it, as an
+   * operator would. */
   int dropped = -1;
+  if (lock) {
+    sqlite3_exec(lock, "ROLLBACK", 0, 0, 0);
+    dropped = sqlite3_close(lock);
+  }
   for (int i = 0; i < 50 && dropped != 0; i++)
-    if ((dropped = util_store_exec(f->url, drop))) usleep(100000);
+    if ((dropped =
+             util_store_exec(f->url, "DROP FUNCTION adb_coord_fail() CASCADE")))
+      usleep(100000);
   assert_int_equal(dropped, 0);
-  assert_int_equal(adb_flush(f->db), ADB_OK);
+  /* adb_flush waits write_timeout_ms at most; the drain may take longer
+   * on a loaded machine (backoff up to 1 s between attempts). */
+  int flushed = ADB_ETIMEDOUT;
+  for (int i = 0; i < 30 && flushed == ADB_ETIMEDOUT; i++)
+    flushed = adb_flush(f->db);
+  assert_int_equal(flushed, ADB_OK);
   assert_int_equal(arm_n(f->db, "ag", "u", sk, "a0", NULL), accepted);
 }
 
@@ -558,7 +585,7 @@ int main(void) {
       T(same_reward_id_is_applied_once_and_answers_the_first_reward),
       T(same_reward_id_with_a_different_body_is_a_conflict),
       T(sixteen_threads_rewarding_one_arm_lose_no_update),
-      T(unknown_event_agent_and_bad_ids_are_refused),
+      T(unknown_agent_and_bad_ids_are_refused),
       T(disabled_and_unknown_actions_are_never_chosen),
       T(a_new_user_starts_from_the_agent_wide_posterior),
       T(the_first_embedding_fixes_the_dimension),

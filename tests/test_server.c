@@ -715,10 +715,6 @@ static const bad bad_inputs[] = {
      "\"action\":\"item-1\",\"reward\":\"1\"}",
      400, "invalid_field", "reward"},
     {"POST", P_REWARD,
-     "{\"reward_id\":\"r1\",\"event_id\":\"no-such-event\","
-     "\"reward\":1}",
-     404, "not_found", NULL},
-    {"POST", P_REWARD,
      "{\"reward_id\":\"r1\",\"event_id\":\"e1\","
      "\"signals\":{\"watch_time_s\":10}}",
      400, "invalid_field", "signals.duration_s"},

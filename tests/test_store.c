@@ -556,6 +556,90 @@ static void duplicate_within_one_batch_applies_once(void **state) {
   assert_int_equal(u.sum_micro, 250000);
 }
 
+/* The agent-wide row adds every user's rewards (issue 13): three users'
+ * rewards of 4e12 (4e18 micro-units each) take '*' past INT64_MAX, where
+ * SQLite turned the sum into a REAL and PostgreSQL raised "bigint out of
+ * range". The sum stays exact through later batches (the carry between
+ * its two parts), and likewise below INT64_MIN. */
+static void agent_wide_sum_passes_int64_limits_exactly(void **state) {
+  fx *f = *state;
+  char sk[ADB_STATE_KEY_LEN + 1];
+  state_key(sk, 1);
+  adb__reward_rec r[3] = {reward("ag", "r1", "u1", sk, "a", 4e12),
+                          reward("ag", "r2", "u2", sk, "a", 4e12),
+                          reward("ag", "r3", "u3", sk, "a", 4e12)};
+  assert_ok(f->st, write_rewards(f->st, r, 3));
+  adb__arm_stats g = arm(f->st, "ag", "*", sk, "a");
+  assert_int_equal(g.n, 3);
+  assert_true(g.sum_micro == (adb__sum)3 * micro(4e12));
+  assert_true(g.sum_micro > INT64_MAX);
+  adb__reward_rec more[2] = {reward("ag", "r4", "u1", sk, "a", 4e12),
+                             reward("ag", "r5", "u4", sk, "a", 0.000001)};
+  assert_ok(f->st, write_rewards(f->st, &more[0], 1));
+  assert_ok(f->st, write_rewards(f->st, &more[1], 1));
+  g = arm(f->st, "ag", "*", sk, "a");
+  assert_int_equal(g.n, 5);
+  assert_true(g.sum_micro == (adb__sum)4 * micro(4e12) + 1);
+  assert_true(arm(f->st, "ag", "u1", sk, "a").sum_micro ==
+              (adb__sum)2 * micro(4e12));
+  adb__reward_rec neg[3] = {reward("ag", "n1", "u1", sk, "b", -4e12),
+                            reward("ag", "n2", "u2", sk, "b", -4e12),
+                            reward("ag", "n3", "u3", sk, "b", -4e12)};
+  assert_ok(f->st, write_rewards(f->st, neg, 3));
+  g = arm(f->st, "ag", "*", sk, "b");
+  assert_true(g.sum_micro == (adb__sum)3 * micro(-4e12));
+  assert_true(g.sum_micro < INT64_MIN);
+  if (strcmp(g_kind, "sqlite") == 0) /* never a REAL */
+    assert_int_equal(
+        util_store_query_int(f->url, "SELECT count(*) FROM rl_policies"
+                                     " WHERE typeof(sum_micro) <> 'integer'"
+                                     " OR typeof(sum_hi) <> 'integer'"),
+        0);
+}
+
+/* Every store and cache keeps a sum within [-2^84, 2^84) (adb__sum_ok); at
+ * the boundary the store refuses the reward and changes nothing. The
+ * agent-wide row is set just below the limit behind the store's back
+ * (2^84 micro-units are 1.9e13 rewards of 1e6 away). */
+static void sum_beyond_the_limit_is_refused_changing_nothing(void **state) {
+  fx *f = *state;
+  char sk[ADB_STATE_KEY_LEN + 1];
+  state_key(sk, 1);
+  adb__reward_rec r1 = reward("ag", "r1", "u", sk, "a", 1.0);
+  assert_ok(f->st, write_rewards(f->st, &r1, 1));
+  assert_int_equal(util_store_exec(f->url, "UPDATE rl_policies SET"
+                                           " sum_hi = 4503599627370495,"
+                                           " sum_micro = 4294967295 - 1000000"
+                                           " WHERE user_id = '*'"),
+                   0);
+  const adb__sum top = adb__sum_of(ADB_SUM_HI_MAX, ADB_SUM_LO_BASE - 1);
+  assert_true(arm(f->st, "ag", "*", sk, "a").sum_micro == top - 1000000);
+  adb__reward_rec r2 = reward("ag", "r2", "u", sk, "a", 1.0);
+  assert_ok(f->st, write_rewards(f->st, &r2, 1)); /* reaches the top */
+  assert_int_equal(r2.applied, 1);
+  assert_true(arm(f->st, "ag", "*", sk, "a").sum_micro == top);
+  adb__reward_rec r3 = reward("ag", "r3", "u", sk, "a", 0.000001);
+  adb__batch b = {.rewards = &r3, .n_rewards = 1};
+  int rc = f->st->m->write_batch(f->st, &b);
+  free(b.changes);
+  assert_true(rc < 0 || r3.result < 0);
+  assert_int_equal(r3.applied, 0);
+  adb__arm_stats u = arm(f->st, "ag", "u", sk, "a");
+  adb__arm_stats g = arm(f->st, "ag", "*", sk, "a");
+  assert_int_equal(u.n, 2);
+  assert_int_equal(u.version, 2);
+  assert_int_equal(g.n, 2);
+  assert_true(g.sum_micro == top);
+  /* nothing of r3 was kept: once there is room it applies, once */
+  assert_int_equal(util_store_exec(f->url, "UPDATE rl_policies SET sum_hi = 0"
+                                           " WHERE user_id = '*'"),
+                   0);
+  r3 = reward("ag", "r3", "u", sk, "a", 0.000001);
+  assert_ok(f->st, write_rewards(f->st, &r3, 1));
+  assert_int_equal(r3.applied, 1);
+  assert_int_equal(arm(f->st, "ag", "u", sk, "a").n, 3);
+}
+
 /* Rewards spread over users x states x actions in one batch: every row's
  * n and sum_micro are exact, and so are the agent-wide rows. */
 static void ten_thousand_rewards_in_one_batch_sum_exactly(void **state) {
@@ -1144,6 +1228,8 @@ static const struct CMUnitTest conformance[] = {
     T(duplicate_reward_id_is_not_applied_twice),
     T(reused_reward_id_with_other_body_conflicts),
     T(duplicate_within_one_batch_applies_once),
+    T(agent_wide_sum_passes_int64_limits_exactly),
+    T(sum_beyond_the_limit_is_refused_changing_nothing),
     T(ten_thousand_rewards_in_one_batch_sum_exactly),
     T(concurrent_batches_on_one_arm_lose_no_update),
     T(decision_roundtrips),

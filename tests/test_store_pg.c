@@ -623,6 +623,31 @@ static void apply_reward_function_updates_user_and_agent_rows(void **state) {
                    -1);
 }
 
+/* apply_reward carries between the two parts of a sum as the write path
+ * does (0004_sum_headroom): from just below 2^32 and past INT64_MAX. */
+static void apply_reward_function_carries_past_int64(void **state) {
+  NEED_PG(f);
+  f->st = open_store(f->url);
+  char sk[ADB_STATE_KEY_LEN + 1], sql[512];
+  state_key(sk, 1);
+  adb__reward_rec r = reward("r1", "u", 0.25, month_ms(0, NULL));
+  assert_ok(f->st, write_rewards(f->st, &r, 1));
+  snprintf(sql, sizeof sql,
+           "UPDATE rl_policies SET sum_hi = 2147483647,"
+           " sum_micro = 4294967295 WHERE state_key = '%s'",
+           sk); /* INT64_MAX */
+  assert_int_equal(util_store_exec(f->url, sql), 0);
+  snprintf(sql, sizeof sql, "SELECT apply_reward('ag', 'u', '%s', 'a', 0.5)",
+           sk);
+  assert_int_equal(q_int(f->url, sql), 2);
+  snprintf(sql, sizeof sql,
+           "SELECT apply_reward('ag', 'u', '%s', 'a', -9000000)", sk);
+  assert_int_equal(q_int(f->url, sql), 3);
+  adb__sum want = (adb__sum)INT64_MAX + 500000 - (adb__sum)9000000 * 1000000;
+  assert_true(arm(f->st, "u").sum_micro == want);
+  assert_true(arm(f->st, "*").sum_micro == want);
+}
+
 /* ----------------------------------------------------------------- main */
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -630,6 +655,7 @@ static void apply_reward_function_updates_user_and_agent_rows(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       T(migrations_from_four_threads_apply_each_once),
+      T(apply_reward_function_carries_past_int64),
       T(migrate_reports_unreachable_server),
       T(partitions_cover_current_and_next_two_months),
       T(rows_land_in_their_month_or_in_default),

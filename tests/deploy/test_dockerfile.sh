@@ -2,9 +2,10 @@
 # test_dockerfile: what can be checked of the container recipe without a
 # container engine (none is reachable from the build machines):
 #  - two Debian 12 stages; the build stage runs scripts/deps.sh and make;
-#  - the runtime stage's package list is exactly the Debian packages of
-#    the shared libraries the binary needs (objdump NEEDED, resolved by
-#    ldd, mapped by dpkg -S; libc6 is in every image), and everything ldd
+#  - the runtime stage's package list holds the Debian packages of the
+#    shared libraries the binary needs (objdump NEEDED, resolved by ldd,
+#    mapped by dpkg -S; libc6 is in every image) and nothing but packages
+#    of libraries the build links (+ ca-certificates), and everything ldd
 #    loads is in those packages' dependency closure (apt-cache depends);
 #  - non-root USER equal to the manifests' runAsUser, EXPOSE equal to
 #    their containerPort, version label equal to the binary's version and
@@ -12,7 +13,8 @@
 #    knows;
 #  - the HEALTHCHECK command itself, run against a real `agentdb serve`:
 #    succeeds while it serves, fails once it is stopped.
-# Canary: the same package check on a copy without libpq5 must fail.
+# Canaries: the same package check on a copy without libpq5, and on one
+# with an extra library package, must fail.
 #   test_dockerfile.sh SOURCE_DIR AGENTDB_BIN
 set -euo pipefail
 src=$1 bin=$2
@@ -61,13 +63,34 @@ needed_packages() {
   done | grep -vxE 'libc6|libasan[0-9]*|libubsan[0-9]*|libtsan[0-9]*|libstdc\+\+6|libgcc-s1' | sort -u
 }
 
-check_packages() { # dockerfile -> 0 if the list matches
-  local want have
+# Packages of the libraries the build links (the -l flags of the modules
+# agentdb.pc requires): a linker with --as-needed drops unused ones from
+# NEEDED (the release build does; the sanitizer builds do not), so the
+# image may carry them.
+linked_packages() {
+  local mods l f
+  mods=$(sed -n 's/^Requires.private: //p' "$src/cmake/agentdb.pc.in")
+  for l in $(pkg-config --libs-only-l $mods | tr ' ' '\n' | sed -n 's/^-l//p'); do
+    f=$(readlink -f "$(${CC:-cc} -print-file-name="lib$l.so")")
+    [ -f "$f" ] || continue
+    { dpkg -S "$f" 2>/dev/null || dpkg -S "${f#/usr}" 2>/dev/null || true; } | sed 's/:.*//'
+  done | sort -u
+}
+
+# NEEDED <= runtime list <= linked libraries' packages + ca-certificates.
+check_packages() { # dockerfile -> 0 if the list fits
+  local want have linked extra
   want=$(needed_packages) || return 1
   have=$(runtime_packages "$1" | grep -vx ca-certificates || true)
-  if [ "$want" != "$have" ]; then
+  linked=$(linked_packages)
+  missing=$(comm -23 <(echo "$want") <(echo "$have"))
+  extra=$(comm -23 <(echo "$have") <(echo "$linked"))
+  if [ -n "$missing" ] || [ -n "$extra" ]; then
     echo "runtime stage installs: $(echo $have)"
     echo "the binary needs:       $(echo $want)"
+    echo "the build links:        $(echo $linked)"
+    [ -z "$missing" ] || echo "missing from the image: $(echo $missing)"
+    [ -z "$extra" ] || echo "not linked by the binary: $(echo $extra)"
     return 1
   fi
 }
@@ -81,6 +104,7 @@ grep -q 'make build' <<<"$(awk '/^FROM /{n++} n == 1' "$df")" || fail "build sta
 echo "== runtime packages against ldd"
 check_packages "$df" || fail "runtime package list differs from what the binary links"
 echo "runtime packages: $(runtime_packages "$df" | tr '\n' ' ')"
+echo "needed by the binary: $(needed_packages | tr '\n' ' ')"
 if closure=$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts \
     --no-breaks --no-replaces --no-enhances $(runtime_packages "$df") 2>/dev/null |
     grep -v '^ ' | sort -u) && [ -n "$closure" ]; then
@@ -132,4 +156,7 @@ echo "== canary: a runtime stage without libpq5"
 sed 's/ libpq5 / /' "$df" >"$tmp/Dockerfile"
 cmp -s "$df" "$tmp/Dockerfile" && fail "canary changed nothing"
 if check_packages "$tmp/Dockerfile"; then fail "the package check passed without libpq5"; fi
+echo "== canary: a runtime stage with a package the binary does not link"
+sed 's/ libpq5 / libpq5 libcurl4 /' "$df" >"$tmp/Dockerfile"
+if check_packages "$tmp/Dockerfile"; then fail "the package check passed with libcurl4"; fi
 echo "test_dockerfile: ok (no container engine here: the image itself is not built or run)"

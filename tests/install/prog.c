@@ -26,13 +26,19 @@ int main(int argc, char **argv) {
   snprintf(ag.id, sizeof ag.id, "tv");
   if ((rc = adb_agent_put(db, &ag))) return fail(db, "agent_put", rc);
   const char *cands[] = {"a", "b", "c"};
-  adb_decide_req q = {.agent_id = "tv", .user_id = "alice",
-                      .candidates = cands, .n_candidates = 3};
+  adb_decide_req q = {.agent_id = "tv",
+                      .user_id = "alice",
+                      .candidates = cands,
+                      .n_candidates = 3};
   adb_decision d = {0};
   if ((rc = adb_decide(db, &q, &d))) return fail(db, "decide", rc);
-  adb_reward_req r = {.agent_id = "tv", .reward_id = "r1", .user_id = "alice",
-                      .action = d.action, .state_key = d.state_key,
-                      .has_reward = 1, .reward = 0.75};
+  adb_reward_req r = {.agent_id = "tv",
+                      .reward_id = "r1",
+                      .user_id = "alice",
+                      .action = d.action,
+                      .state_key = d.state_key,
+                      .has_reward = 1,
+                      .reward = 0.75};
   adb_reward_result res[2];
   for (int i = 0; i < 2; i++)
     if ((rc = adb_reward(db, &r, &res[i]))) return fail(db, "reward", rc);
