@@ -1058,11 +1058,13 @@ static long check_posteriors(int tg, const expect *e) {
                         "agent_id='soak' AND user_id='%s' AND state_key='%s' "
                         "AND action_id='a%d'",
                         user, TG[tg].sk, a);
-      int64_t m = q_int(TG[tg].store,
-                        "SELECT COALESCE(sum(sum_micro),0) FROM rl_policies "
-                        "WHERE agent_id='soak' AND user_id='%s' AND "
-                        "state_key='%s' AND action_id='a%d'",
-                        user, TG[tg].sk, a);
+      int64_t m =
+          q_int(TG[tg].store,
+                "SELECT COALESCE(sum(sum_hi * 4294967296 + sum_micro),0) "
+                "FROM rl_policies "
+                "WHERE agent_id='soak' AND user_id='%s' AND "
+                "state_key='%s' AND action_id='a%d'",
+                user, TG[tg].sk, a);
       if (n != e->n[u][a] || m != e->micro[u][a]) {
         if (bad < 5)
           printf("#   store %s/%s a%d: n=%lld sum_micro=%lld, expected "
