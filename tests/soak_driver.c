@@ -513,6 +513,11 @@ static int check_reward_answer(const util_http_resp *r, const char *id,
     *why = "wrong reward value";
     return 0;
   }
+  if (r->status == 202 && !O.canary) {
+    *why = "202 without pending and awaiting_decision";
+    return json_is_true(json_object_get(j, "pending")) &&
+           json_is_true(json_object_get(j, "awaiting_decision"));
+  }
   if (O.canary) {
     *why = "202 without pending:true";
     return r->status != 202 || json_is_true(json_object_get(j, "pending"));
@@ -525,8 +530,11 @@ static int check_reward_answer(const util_http_resp *r, const char *id,
   return 1;
 }
 
+/* 200: committed; 202: queued (async canary) or, in sync mode, a reward
+ * for a decision not visible yet, stored durably and joined when the
+ * decision arrives ("awaiting_decision": true). */
 static int acked_status(int status) {
-  return status == 200 || (O.canary && status == 202);
+  return status == 200 || status == 202;
 }
 
 /* Sends one reward and records it. ev: event_id or NULL (direct). */
