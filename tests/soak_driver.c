@@ -1183,7 +1183,15 @@ static long check_target(int tg) {
       util_http_close(&ra[k].c.conn[i]);
   }
   /* after the resends: a reward acknowledged with 202 awaiting_decision
-   * is joined when its decision commits, which may be after the load */
+   * is joined when its decision commits, which may be after the load:
+   * wait (30 s at most) until none is pending (no such table before the
+   * fix for defect 4: nothing to wait for) */
+  for (int k = 0; k < 300; k++) {
+    int64_t p = q_int(T->store, "SELECT count(*) FROM pending_rewards "
+                                "WHERE agent_id='soak'");
+    if (p <= 0) break;
+    sleep_ms(100);
+  }
   check_ids(tg, 'r', L_ACKED, L_ACKED, 1, "acked", &bad, &total);
   lost = bad;
   check(bad == 0,
