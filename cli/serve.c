@@ -8,6 +8,11 @@
  * stdout (tests and scripts wait for that line; --listen 127.0.0.1:0 picks
  * a free port).
  *
+ * Events (start, config, store or cache down and back, slow requests,
+ * error answers, shutdown) go to stderr as structured lines (src/log.h),
+ * JSON or text by --log-format; the watcher of src/health.c reports the
+ * store and the cache.
+ *
  * Shutdown order: stop accepting and finish the requests in flight (every
  * answered write has been acknowledged by the library, i.e. committed in
  * sync mode), then adb_close drains the write queue. A second signal
@@ -27,7 +32,9 @@
 #include "agentdb.h"
 #include "api.h"
 #include "auth.h"
+#include "health.h"
 #include "http.h"
+#include "log.h"
 
 int cli_serve(int argc, char **argv);
 
@@ -53,6 +60,9 @@ enum {
   O_API_KEYS,
   O_ACCESS_LOG,
   O_SEED,
+  O_LOG_FORMAT,
+  O_SLOW_MS,
+  O_DASH_AGENTS,
   N_OPT
 };
 
@@ -113,6 +123,15 @@ static const opt_def opts[N_OPT] = {
                       "one line per request ('-' = stdout)"},
     [O_SEED] = {"seed", "AGENTDB_SEED", "0", "N",
                 "sampling RNG seed (0: from the OS)"},
+    [O_LOG_FORMAT] = {"log-format", "AGENTDB_LOG_FORMAT", "json", "text|json",
+                      "events on stderr (start, config, store/cache down "
+                      "and back, slow requests, errors, shutdown)"},
+    [O_SLOW_MS] = {"slow-request-ms", "AGENTDB_SLOW_REQUEST_MS", "1000", "MS",
+                   "log a request slower than this (0: never)"},
+    [O_DASH_AGENTS] = {"dashboard-max-agents", "AGENTDB_DASHBOARD_MAX_AGENTS",
+                       "100", "N",
+                       "agents with their own dashboard and /metrics "
+                       "series; more count as agent _other"},
 };
 
 static void usage(FILE *f) {
@@ -160,6 +179,8 @@ static int parse_u64(const char *s, int suffix, long long max, long long *out) {
 
 typedef struct settings {
   const char *val[N_OPT];
+  adb__log log;
+  long long slow_ms, dash_agents;
   adb_config cfg;
   adb__http_config http;
   int threads;
@@ -229,8 +250,19 @@ static int convert(settings *s) {
       number(s, O_REQUEST_TIMEOUT, 0, 1, big, &v[O_REQUEST_TIMEOUT]) ||
       number(s, O_IDLE_TIMEOUT, 0, 1, big, &v[O_IDLE_TIMEOUT]) ||
       number(s, O_SHUTDOWN_TIMEOUT, 0, 1, big, &v[O_SHUTDOWN_TIMEOUT]) ||
-      number(s, O_SEED, 0, 0, 0x7fffffffffffffffLL, &v[O_SEED]))
+      number(s, O_SEED, 0, 0, 0x7fffffffffffffffLL, &v[O_SEED]) ||
+      number(s, O_SLOW_MS, 0, 0, big, &s->slow_ms) ||
+      number(s, O_DASH_AGENTS, 0, 1, 100000, &s->dash_agents))
     return -1;
+  const char *lf = s->val[O_LOG_FORMAT];
+  if (strcmp(lf, "text") && strcmp(lf, "json")) {
+    fprintf(stderr,
+            "agentdb serve: --log-format must be text or json, not "
+            "'%s'\n",
+            lf);
+    return -1;
+  }
+  s->log = (adb__log){.f = stderr, .json = strcmp(lf, "json") == 0};
   const char *d = s->val[O_DURABILITY];
   if (strcmp(d, "sync") && strcmp(d, "async")) {
     fprintf(stderr,
@@ -291,6 +323,7 @@ static void *second_signal(void *arg) {
 
 typedef struct running {
   adb *db;
+  adb__health *health;
   adb__auth *auth;
   FILE *access;
   adb__api *api;
@@ -322,7 +355,9 @@ static int open_all(settings *s, running *r) {
                         .auth = r->auth,
                         .threads = s->threads,
                         .access_log = r->access,
-                        .error_log = stderr};
+                        .log = &s->log,
+                        .slow_ms = s->slow_ms,
+                        .dash_max_agents = (int)s->dash_agents};
   if (adb__api_new(&ac, &r->api) != ADB_OK) {
     fprintf(stderr, "agentdb serve: out of memory\n");
     return -1;
@@ -335,12 +370,16 @@ static int open_all(settings *s, running *r) {
     return -1;
   }
   adb__api_set_server(r->api, r->srv);
+  r->health = adb__health_start(r->db, &s->log, 1000);
+  adb__api_set_health(r->api, r->health);
   return 0;
 }
 
 /* Stops in order: HTTP (in-flight requests finish), then the library
  * (the write queue drains). Returns the drain result. */
 static int close_all(running *r) {
+  if (r->api) adb__api_set_health(r->api, NULL);
+  adb__health_stop(r->health);
   if (r->srv) {
     adb__http_shutdown(r->srv);
     adb__http_wait(r->srv);
@@ -351,6 +390,36 @@ static int close_all(running *r) {
   adb__auth_free(r->auth);
   if (r->access && r->access != stdout) fclose(r->access);
   return rc;
+}
+
+/* The store URL without a password (postgresql://user:PASS@host). */
+static void redact_url(const char *url, char *out, size_t n) {
+  const char *at = strchr(url, '@'), *sch = strstr(url, "://");
+  const char *colon =
+      sch && at ? memchr(sch + 3, ':', (size_t)(at - sch - 3)) : NULL;
+  if (!colon) {
+    snprintf(out, n, "%s", url);
+    return;
+  }
+  snprintf(out, n, "%.*s:***%s", (int)(colon - url), url, at);
+}
+
+/* The start and config events: the address, then every setting. */
+static void log_start(settings *s, running *r) {
+  adb__logf f[] = {ADB_LOGS("address", adb__http_address(r->srv)),
+                   ADB_LOGS("version", ADB_VERSION)};
+  adb__log_event(&s->log, "info", "start", "serving", f, 2);
+  adb__logf c[N_OPT];
+  char store[1024], cache[1024], threads[16];
+  int n = 0;
+  snprintf(threads, sizeof threads, "%d", s->threads);
+  for (int i = 0; i < N_OPT; i++) {
+    const char *v = i == O_THREADS ? threads : s->val[i];
+    if (i == O_STORE) redact_url(v, store, sizeof store), v = store;
+    if (i == O_CACHE) redact_url(v, cache, sizeof cache), v = cache;
+    c[n++] = ADB_LOGS(opts[i].flag, v);
+  }
+  adb__log_event(&s->log, "info", "config", "settings in effect", c, n);
 }
 
 int cli_serve(int argc, char **argv) {
@@ -378,19 +447,21 @@ int cli_serve(int argc, char **argv) {
          adb__http_address(r.srv), s.cfg.store_url, s.cfg.cache_url,
          s.val[O_DURABILITY], s.threads);
   fflush(stdout);
+  log_start(&s, &r);
   int sig = 0;
   sigwait(&set, &sig);
-  fprintf(stderr,
-          "agentdb: %s: finishing in-flight requests, then draining "
-          "the write queue\n",
-          sig == SIGINT ? "SIGINT" : "SIGTERM");
+  adb__logf f[] = {ADB_LOGS("signal", sig == SIGINT ? "SIGINT" : "SIGTERM")};
+  adb__log_event(&s.log, "info", "shutdown",
+                 "finishing in-flight requests, then draining the write "
+                 "queue",
+                 f, 1);
   pthread_t t;
   if (pthread_create(&t, NULL, second_signal, &set) == 0) pthread_detach(t);
   rc = close_all(&r);
-  if (rc != ADB_OK)
-    fprintf(stderr, "agentdb: draining the write queue failed: %s\n",
-            adb_strerror(rc));
-  else
-    fprintf(stderr, "agentdb: stopped cleanly\n");
+  adb__logf g[] = {ADB_LOGS("result", rc == ADB_OK ? "ok" : adb_strerror(rc))};
+  adb__log_event(&s.log, rc == ADB_OK ? "info" : "error", "stopped",
+                 rc == ADB_OK ? "stopped cleanly"
+                              : "draining the write queue failed",
+                 g, 1);
   return rc == ADB_OK ? 0 : 1;
 }

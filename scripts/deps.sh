@@ -7,7 +7,8 @@ PKGS=(build-essential cmake pkg-config git
       libjansson-dev libcmocka-dev
       postgresql-15 postgresql-contrib redis-server redis-tools
       libhnswlib-dev curl
-      haproxy)  # haproxy: the load balancer of scripts/cluster.sh
+      haproxy      # the load balancer of scripts/cluster.sh
+      chromium prometheus)  # the dashboard browser test; promtool
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -26,7 +26,7 @@ run_suite() { # build-dir cmake-flags...
 }
 
 # The concurrency suites under ThreadSanitizer (built alone: TSan is slow).
-tsan_tests="test_coordinator test_replicas test_cache test_hnsw test_statekey"
+tsan_tests="test_coordinator test_replicas test_cache test_hnsw test_statekey test_dash"
 run_tsan() {
   cmake -S . -B build-tsan -DADB_WERROR="$werror" -DADB_TSAN=ON >/dev/null
   cmake --build build-tsan -j"$jobs" --target $tsan_tests >/dev/null

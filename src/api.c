@@ -190,6 +190,17 @@ static int h_metrics(rctx *x) {
   adb__http_server *srv = server_of(x->api);
   int draining = srv && adb__http_draining(srv);
   adb__metrics_render(x->api->metrics, x->db, draining, x->out);
+  adb__metrics_render_process(x->out);
+  const adb__health *h = __atomic_load_n(&x->api->health, __ATOMIC_ACQUIRE);
+  if (h)
+    adb__buf_printf(x->out,
+                    "# HELP agentdb_store_up 1 while the store answers.\n"
+                    "# TYPE agentdb_store_up gauge\nagentdb_store_up %d\n"
+                    "# HELP agentdb_cache_up 1 while the cache raises no "
+                    "errors.\n# TYPE agentdb_cache_up gauge\n"
+                    "agentdb_cache_up %d\n",
+                    adb__health_store_up(h), adb__health_cache_up(h));
+  adb__dash_render_metrics(x->api->dash, x->out);
   x->resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
   return 0;
 }
@@ -230,6 +241,15 @@ static const route routes[] = {
     {PUT, "/v1/sessions/{session}", adb__api_session_put, BLK_NEVER, 0},
     {GET, "/v1/sessions/{session}", adb__api_session_get, BLK_NEVER, 0},
     {DEL, "/v1/sessions/{session}", adb__api_session_delete, BLK_NEVER, 0},
+    {GET, "/", adb__api_dash_index, BLK_NEVER, 1},
+    {GET, "/dashboard/", adb__api_dash_index, BLK_NEVER, 1},
+    {GET, "/dashboard/{asset}", adb__api_dash_asset, BLK_NEVER, 1},
+    {GET, "/v1/dashboard/overview", adb__api_dash_overview, BLK_NEVER, 0},
+    {GET, "/v1/dashboard/recent", adb__api_dash_recent, BLK_NEVER, 0},
+    {GET, "/v1/dashboard/agents/{agent}/series", adb__api_dash_series,
+     BLK_NEVER, 0},
+    {GET, "/v1/dashboard/agents/{agent}/inspect/{user}", adb__api_dash_inspect,
+     BLK_NEVER, 0},
 };
 #define N_ROUTES (int)(sizeof routes / sizeof routes[0])
 
@@ -289,8 +309,9 @@ static int take_params(rctx *x, const char **seg, const size_t *len, int n) {
   for (int i = 0; i < n; i++) {
     x->param[i] = seg[i] ? adb__api_pct_decode(x, seg[i], len[i]) : NULL;
     /* The agent-wide posterior is user "*" (policies only). */
-    int star = x->rt->fn == adb__api_policy && i == 1 && x->param[i] &&
-               strcmp(x->param[i], "*") == 0;
+    int star =
+        (x->rt->fn == adb__api_policy || x->rt->fn == adb__api_dash_inspect) &&
+        i == 1 && x->param[i] && strcmp(x->param[i], "*") == 0;
     if (!x->param[i] || (!star && !adb_id_valid(x->param[i]))) {
       const char *f = param_name(x->rt->pattern, i);
       return adb__api_fail(x, 400, "invalid_field", f,
@@ -359,10 +380,48 @@ static void hide_routes(rctx *x) {
 }
 
 static int scope_ok(rctx *x) {
-  if (x->key < 0 || strncmp(x->rt->pattern, "/v1/agents/", 11) != 0) return 0;
+  if (x->key < 0 || (strncmp(x->rt->pattern, "/v1/agents/", 11) != 0 &&
+                     strncmp(x->rt->pattern, "/v1/dashboard/agents/", 21)))
+    return 0;
   if (adb__auth_allows(x->api->cfg.auth, x->key, x->param[0])) return 0;
   return adb__api_fail(x, 404, "not_found", NULL, "unknown agent '%s'",
                        x->param[0]);
+}
+
+/* ------------------------------------------------------- request id */
+
+/* A client's X-Request-Id is kept when it is 1..64 characters of
+ * [A-Za-z0-9._:@/+=-]; otherwise one is made: 16 hex digits from a
+ * per-thread generator seeded from the clock and the thread. */
+static int request_id_ok(const char *s, size_t n) {
+  if (n < 1 || n > 64) return 0;
+  for (size_t i = 0; i < n; i++)
+    if (!isalnum((unsigned char)s[i]) && !strchr("._:@/+=-", s[i])) return 0;
+  return 1;
+}
+
+static void request_id(const adb__http_req *req, adb__http_resp *resp) {
+  static __thread uint64_t state;
+  if (req->request_id && request_id_ok(req->request_id, req->request_id_len)) {
+    memcpy(resp->request_id, req->request_id, req->request_id_len);
+    resp->request_id[req->request_id_len] = '\0';
+  } else {
+    if (!state) {
+      struct timespec ts;
+      clock_gettime(CLOCK_REALTIME, &ts);
+      state = ((uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec) ^
+              ((uint64_t)(uintptr_t)&state << 16) ^ 0x9e3779b97f4a7c15ULL;
+    }
+    /* splitmix64 */
+    uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    z ^= z >> 31;
+    for (int i = 15; i >= 0; i--, z >>= 4)
+      resp->request_id[i] = "0123456789abcdef"[z & 15];
+    resp->request_id[16] = '\0';
+  }
+  adb__http_resp_header(resp, "X-Request-Id", resp->request_id);
 }
 
 static int blocks(const adb__api *api, const route *rt) {
@@ -400,6 +459,7 @@ int adb__api_handle(void *ud, adb__http_req *req, adb__http_resp *resp) {
     }
     x.rt->fn(&x);
   }
+  request_id(req, resp);
   json_decref(x.doc);
   adb__arena_reset(x.ar);
   return ADB__HTTP_DONE;
@@ -407,46 +467,59 @@ int adb__api_handle(void *ud, adb__http_req *req, adb__http_resp *resp) {
 
 /* ------------------------------------------------------------- logs */
 
-static void iso_now(char *s, size_t n) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  struct tm tm;
-  gmtime_r(&ts.tv_sec, &tm);
-  size_t k = strftime(s, n, "%Y-%m-%dT%H:%M:%S", &tm);
-  snprintf(s + k, n - k, ".%03ldZ", ts.tv_nsec / 1000000);
+/* One event per error answer, holding the answer's error object. */
+static void log_error(const adb__log *l, const adb__http_req *req,
+                      const adb__http_resp *resp, int64_t latency_ns) {
+  char method[16], path[260];
+  snprintf(method, sizeof method, "%.*s",
+           (int)(req->method_len > 15 ? 15 : req->method_len),
+           req->method_str ? req->method_str : "");
+  snprintf(path, sizeof path, "%.*s",
+           req->path ? (int)(req->path_len > 256 ? 256 : req->path_len) : 0,
+           req->path ? req->path : "");
+  const adb__buf *body = resp->body;
+  char *err = NULL;
+  if (body && body->len > 10 && memcmp(body->p, "{\"error\":", 9) == 0 &&
+      body->p[body->len - 1] == '}')
+    err = strndup(body->p + 9, body->len - 10);
+  adb__logf f[] = {ADB_LOGS("method", method),
+                   ADB_LOGS("path", path),
+                   ADB_LOGN("status", resp->status),
+                   ADB_LOGN("latency_us", latency_ns / 1000),
+                   ADB_LOGS("request_id", resp->request_id),
+                   ADB_LOGRAW("error", err ? err : "null")};
+  adb__log_event(l, resp->status >= 500 ? "error" : "warn", "request_error",
+                 resp->error_code ? resp->error_code : "error", f, 6);
+  free(err);
 }
 
-/* One JSON line per error answer, holding the answer's error object. */
-static void log_error(FILE *f, const adb__http_req *req,
-                      const adb__http_resp *resp, int64_t latency_ns) {
-  char ts[40];
-  iso_now(ts, sizeof ts);
-  adb__buf b = {0};
-  adb__buf_printf(&b, "{\"ts\":\"%s\",\"level\":\"%s\",\"method\":", ts,
-                  resp->status >= 500 ? "error" : "warn");
-  adb__json_strn(&b, req->method_str ? req->method_str : "",
-                 req->method_str ? req->method_len : 0);
-  adb__buf_puts(&b, ",\"path\":");
-  adb__json_strn(&b, req->path ? req->path : "",
-                 req->path ? (req->path_len > 256 ? 256 : req->path_len) : 0);
-  adb__buf_printf(&b, ",\"status\":%d,\"latency_us\":%lld", resp->status,
-                  (long long)(latency_ns / 1000));
-  const adb__buf *body = resp->body;
-  if (body && body->len > 10 && memcmp(body->p, "{\"error\":", 9) == 0) {
-    adb__buf_putc(&b, ',');
-    adb__buf_append(&b, body->p + 1, body->len - 1);
-  } else {
-    adb__buf_putc(&b, '}');
-  }
-  adb__buf_putc(&b, '\n');
-  if (!b.oom) fwrite(b.p, 1, b.len, f);
-  adb__buf_free(&b);
+/* One event per request slower than the threshold. */
+static void log_slow(const adb__log *l, const adb__http_req *req,
+                     const adb__http_resp *resp, int64_t latency_ns,
+                     int64_t slow_ms) {
+  char method[16], path[260];
+  snprintf(method, sizeof method, "%.*s",
+           (int)(req->method_len > 15 ? 15 : req->method_len),
+           req->method_str ? req->method_str : "");
+  snprintf(path, sizeof path, "%.*s",
+           req->path ? (int)(req->path_len > 256 ? 256 : req->path_len) : 0,
+           req->path ? req->path : "");
+  adb__logf f[] = {ADB_LOGS("method", method),
+                   ADB_LOGS("path", path),
+                   ADB_LOGN("status", resp->status),
+                   ADB_LOGN("latency_ms", (double)latency_ns / 1e6),
+                   ADB_LOGN("threshold_ms", slow_ms),
+                   ADB_LOGS("request_id", resp->request_id)};
+  adb__log_event(l, "warn", "slow_request",
+                 "a request took longer than "
+                 "the threshold",
+                 f, 6);
 }
 
 static void log_access(FILE *f, const adb__http_req *req,
                        const adb__http_resp *resp, int64_t latency_ns) {
   char ts[40];
-  iso_now(ts, sizeof ts);
+  adb__log_now(ts, sizeof ts);
   int pl = req->path ? (int)(req->path_len > 256 ? 256 : req->path_len) : 0;
   fprintf(f, "%s %.*s %.*s%s%.*s %d %zu %lldus\n", ts, (int)req->method_len,
           req->method_str ? req->method_str : "", pl,
@@ -464,8 +537,11 @@ void adb__api_done(void *ud, const adb__http_req *req,
                        latency_ns);
   if (api->cfg.access_log)
     log_access(api->cfg.access_log, req, resp, latency_ns);
-  if (resp->status >= 400 && api->cfg.error_log)
-    log_error(api->cfg.error_log, req, resp, latency_ns);
+  if (resp->status >= 400 && api->cfg.log)
+    log_error(api->cfg.log, req, resp, latency_ns);
+  if (api->cfg.slow_ms > 0 && latency_ns > api->cfg.slow_ms * 1000000 &&
+      api->cfg.log)
+    log_slow(api->cfg.log, req, resp, latency_ns, api->cfg.slow_ms);
 }
 
 /* -------------------------------------------------------- lifecycle */
@@ -484,7 +560,8 @@ int adb__api_new(const adb__api_config *cfg, adb__api **out) {
   }
   api->metrics = adb__metrics_new(cfg->threads > 0 ? cfg->threads : 1, N_ROUTES,
                                   api->names, api->methods);
-  if (!api->metrics) goto adb__api_fail;
+  api->dash = adb__dash_new(cfg->dash_max_agents);
+  if (!api->metrics || !api->dash) goto adb__api_fail;
   *out = api;
   return ADB_OK;
 adb__api_fail:
@@ -495,6 +572,7 @@ adb__api_fail:
 void adb__api_free(adb__api *api) {
   if (!api) return;
   adb__metrics_free(api->metrics);
+  adb__dash_free(api->dash);
   free(api->names);
   free(api->methods);
   free(api);
@@ -502,6 +580,10 @@ void adb__api_free(adb__api *api) {
 
 void adb__api_set_server(adb__api *api, adb__http_server *srv) {
   __atomic_store_n(&api->srv, srv, __ATOMIC_RELEASE);
+}
+
+void adb__api_set_health(adb__api *api, const adb__health *h) {
+  __atomic_store_n(&api->health, h, __ATOMIC_RELEASE);
 }
 
 adb__metrics *adb__api_metrics(adb__api *api) {

@@ -11,7 +11,9 @@
 
 #include "agentdb.h"
 #include "auth.h"
+#include "health.h"
 #include "http.h"
+#include "log.h"
 #include "metrics.h"
 
 typedef struct adb__api adb__api;
@@ -22,7 +24,10 @@ typedef struct adb__api_config {
   const adb__auth *auth;     /* NULL: no API keys required */
   int threads;               /* worker threads (metrics shards) */
   FILE *access_log;          /* NULL: none */
-  FILE *error_log;           /* one JSON line per error answer; NULL: none */
+  int dash_max_agents;       /* agents with per-agent series; 0: 100 */
+  const adb__log *log;       /* structured events (slow requests); or NULL */
+  int64_t slow_ms;           /* a request slower than this is an event; 0:
+                                none */
 } adb__api_config;
 
 int adb__api_new(const adb__api_config *cfg, adb__api **out);
@@ -39,6 +44,9 @@ void adb__api_done(void *ud, const adb__http_req *req,
  * sets *code to the stable error code and *retry_after_s to the
  * Retry-After seconds (0 = none). */
 int adb__api_status(int adb_err, const char **code, int *retry_after_s);
+
+/* Lets /metrics show agentdb_store_up and agentdb_cache_up. */
+void adb__api_set_health(adb__api *api, const adb__health *h);
 
 /* Metrics of the api, for tests. */
 adb__metrics *adb__api_metrics(adb__api *api);

@@ -317,6 +317,7 @@ static int embedding_dim_check(rctx *x, int dim) {
 }
 
 int adb__api_decide(rctx *x) {
+  int64_t t0 = adb__mono_ns();
   decide_in in;
   memset(&in, 0, sizeof in);
   if (!decide_fast(x, &in) && decide_json(x, &in)) return -1;
@@ -346,6 +347,9 @@ int adb__api_decide(rctx *x) {
     return adb__api_fail_adb(x, rc, "embedding");
   if (rc != ADB_OK) return adb__api_fail_adb(x, rc, NULL);
   put_decision(x->out, &d);
+  adb__dash_decision(adb__dash_agent_of(x->api->dash, x->param[0]),
+                     adb__api_wall_ms(), in.user_id, d.event_id, d.action,
+                     d.propensity, adb__mono_ns() - t0);
   return 0;
 }
 
@@ -448,6 +452,12 @@ int adb__api_reward(rctx *x) {
   adb_reward_result res = {0};
   int rc = adb_reward(x->db, &r, &res);
   if (rc != ADB_OK) return adb__api_fail_adb(x, rc, NULL);
+  /* Async mode answers before the flush knows whether the id is a
+   * duplicate: a pending reward is counted when accepted. */
+  if (res.applied || res.pending)
+    adb__dash_reward(adb__dash_agent_of(x->api->dash, x->param[0]),
+                     adb__api_wall_ms(), r.event_id, r.user_id, r.action,
+                     res.reward);
   adb__buf *b = x->out;
   adb__buf_putc(b, '{');
   adb__api_put_str(b, "reward_id", r.reward_id, 1);

@@ -14,6 +14,7 @@
 #define ADB_API_INTERNAL_H
 
 #include "api.h"
+#include "dash.h"
 #include "json.h"
 #include "util.h"
 
@@ -37,7 +38,9 @@ typedef struct route {
 struct adb__api {
   adb__api_config cfg;
   adb__metrics *metrics;
+  adb__dash *dash; /* per-agent series for the dashboard and /metrics */
   adb__http_server *srv;
+  const adb__health *health;
   const char **names, **methods;
 };
 
@@ -149,5 +152,11 @@ int adb__api_pattern_put(rctx *x);
 int adb__api_pattern_get(rctx *x);
 int adb__api_session_put(rctx *x);
 int adb__api_session_get(rctx *x);
+int adb__api_dash_index(rctx *x);
+int adb__api_dash_asset(rctx *x);
+int adb__api_dash_overview(rctx *x);
+int adb__api_dash_series(rctx *x);
+int adb__api_dash_recent(rctx *x);
+int adb__api_dash_inspect(rctx *x);
 
 #endif /* ADB_API_INTERNAL_H */

@@ -244,6 +244,9 @@ static int parse_header(const char *s, size_t n, adb__http_req *req,
   } else if (name_is(name, nl, "authorization")) {
     req->authorization = v;
     req->authorization_len = vl;
+  } else if (name_is(name, nl, "x-request-id")) {
+    req->request_id = v;
+    req->request_id_len = vl;
   } else if (name_is(name, nl, "content-type")) {
     req->content_type = v;
     req->content_type_len = vl;

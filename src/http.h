@@ -43,6 +43,8 @@ typedef struct adb__http_req {
   size_t authorization_len;
   const char *content_type;
   size_t content_type_len;
+  const char *request_id; /* X-Request-Id header value or NULL */
+  size_t request_id_len;
   int64_t content_length; /* -1 when absent */
   int chunked, keep_alive, expect_continue;
   size_t head_len; /* bytes of request line and headers */
@@ -81,6 +83,7 @@ typedef struct adb__http_resp {
   char headers[192];
   size_t headers_len;
   int route;              /* the handler's route id, for the done hook */
+  char request_id[72];    /* the handler's request id, for logs; or "" */
   const char *error_code; /* stable error code, for logs; or NULL */
 } adb__http_resp;
 

@@ -3,10 +3,19 @@
  * Prometheus text rendering of them plus the library's statistics (see
  * metrics.h).
  */
+#define _GNU_SOURCE
 #include "metrics.h"
 
+#include <dirent.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#ifndef ADB_BUILD_COMMIT
+#define ADB_BUILD_COMMIT "unknown"
+#endif
 
 static const int statuses[] = {200, 201, 202, 204, 400, 401, 403, 404, 405, 408,
                                409, 413, 415, 429, 431, 500, 501, 503, 505};
@@ -238,4 +247,80 @@ void adb__metrics_render(adb__metrics *m, adb *db, int draining,
     render_latency(m, out);
   }
   if (db) render_stats(db, out);
+}
+
+/* ----------------------------------------------------------- process */
+
+static int open_fds(void) {
+  DIR *d = opendir("/proc/self/fd");
+  if (!d) return -1;
+  int n = 0;
+  for (struct dirent *e; (e = readdir(d)) != NULL;)
+    if (e->d_name[0] != '.') n++;
+  closedir(d);
+  return n - 1; /* the directory's own fd */
+}
+
+/* The boot time, seconds since the epoch (/proc/stat btime). */
+static long long boot_time(void) {
+  FILE *f = fopen("/proc/stat", "r");
+  if (!f) return 0;
+  char line[256];
+  long long bt = 0;
+  while (fgets(line, sizeof line, f))
+    if (sscanf(line, "btime %lld", &bt) == 1) break;
+  fclose(f);
+  return bt;
+}
+
+/* utime, stime, starttime (ticks), vsize (bytes), rss (pages) of
+ * /proc/self/stat; 0 on success. */
+static int self_stat(double *cpu_s, double *start_s, double *vsize,
+                     double *rss) {
+  FILE *f = fopen("/proc/self/stat", "r");
+  if (!f) return -1;
+  char buf[1024];
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+  unsigned long long ut, st, start, vs;
+  long long rs;
+  if (!p || sscanf(p + 2,
+                   "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu "
+                   "%*d %*d %*d %*d %*d %*d %llu %llu %lld",
+                   &ut, &st, &start, &vs, &rs) != 5)
+    return -1;
+  double hz = (double)sysconf(_SC_CLK_TCK);
+  *cpu_s = (double)(ut + st) / hz;
+  *start_s = (double)boot_time() + (double)start / hz;
+  *vsize = (double)vs;
+  *rss = (double)rs * (double)sysconf(_SC_PAGESIZE);
+  return 0;
+}
+
+void adb__metrics_render_process(adb__buf *out) {
+  adb__buf_printf(out,
+                  "# HELP agentdb_build_info The running build: version and "
+                  "git commit.\n# TYPE agentdb_build_info gauge\n"
+                  "agentdb_build_info{version=\"%s\",commit=\"%s\"} 1\n",
+                  ADB_VERSION, ADB_BUILD_COMMIT);
+  double cpu, start, vsize, rss;
+  if (self_stat(&cpu, &start, &vsize, &rss) == 0) {
+    metric(out, "process_cpu_seconds_total", "counter",
+           "User and system CPU time spent, in seconds.", cpu);
+    metric(out, "process_start_time_seconds", "gauge",
+           "Start time of the process since the epoch, in seconds.", start);
+    metric(out, "process_virtual_memory_bytes", "gauge",
+           "Virtual memory size in bytes.", vsize);
+    metric(out, "process_resident_memory_bytes", "gauge",
+           "Resident memory size in bytes.", rss);
+  }
+  int fds = open_fds();
+  if (fds >= 0)
+    metric(out, "process_open_fds", "gauge", "Open file descriptors.", fds);
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+    metric(out, "process_max_fds", "gauge", "Limit on open file descriptors.",
+           (double)rl.rlim_cur);
 }

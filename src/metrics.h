@@ -33,6 +33,10 @@ void adb__metrics_observe(adb__metrics *m, int shard, int route, int status,
  * agentdb_draining. */
 void adb__metrics_render(adb__metrics *m, adb *db, int draining, adb__buf *out);
 
+/* Appends agentdb_build_info and the process_* series (CPU, resident and
+ * virtual memory, open and max fds, start time) read from /proc. */
+void adb__metrics_render_process(adb__buf *out);
+
 /* Totals across shards, for tests: requests of route with status (0 = any
  * status). */
 uint64_t adb__metrics_count(adb__metrics *m, int route, int status);

@@ -95,6 +95,7 @@ static void child(const char *url, adb_durability dur, int cycle, int fd) {
                     .queue_capacity = 1000000};
   adb *db;
   if (adb_open(&cfg, &db, NULL, 0) != ADB_OK) _exit(2);
+  if (write(fd, "ready\n", 6) != 6) _exit(3);
   writer w[THREADS];
   pthread_t th[THREADS];
   for (int t = 0; t < THREADS; t++) {
@@ -138,6 +139,18 @@ static void read_acks(int fd, int64_t deadline_ms, int *acked) {
   }
 }
 
+/* Waits (at most 60 s) for the child's "ready" line, written once its
+ * handle is open: the kill point is counted from there, so a slow open on
+ * a loaded machine cannot leave a cycle with nothing written. */
+static void wait_ready(int fd) {
+  char c = 0;
+  struct pollfd p = {fd, POLLIN, 0};
+  while (c != '\n') {
+    assert_true(poll(&p, 1, 60000) == 1);
+    assert_int_equal(read(fd, &c, 1), 1);
+  }
+}
+
 static void run_cycles(const char *url, adb_durability dur, int cycles,
                        ledger *lg, uint64_t seed) {
   srand((unsigned)seed);
@@ -153,6 +166,7 @@ static void run_cycles(const char *url, adb_durability dur, int cycles,
       child(url, dur, c, fds[1]);
     }
     close(fds[1]);
+    wait_ready(fds[0]);
     int delay = 100 + rand() % 400; /* random kill point, ms */
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
