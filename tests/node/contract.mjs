@@ -209,6 +209,14 @@ async function scenario(base) {
   await c("GET", "/v1/agents/shop/metrics", undefined, 200);
   await c("GET", "/v1/agents/shop/metrics?from=x", undefined, 400);
   await c("GET", "/metrics", undefined, 200);
+  await c("GET", "/", undefined, 200);
+  await c("GET", "/dashboard/", undefined, 200);
+  await c("GET", "/dashboard/app.js", undefined, 200);
+  await c("GET", "/dashboard/nothing.js", undefined, 404);
+  await c("GET", "/v1/dashboard/overview", undefined, 200);
+  await c("GET", "/v1/dashboard/recent?limit=5", undefined, 200);
+  await c("GET", "/v1/dashboard/agents/shop/series?minutes=5&hours=2", undefined, 200);
+  await c("GET", "/v1/dashboard/agents/shop/inspect/u1", undefined, 200);
   const u = await c("GET", "/v1/users/u1", undefined, 200);
   if (!u.data || u.data.decisions !== 1 || !u.data.state) fail(`GET /v1/users/u1: ${JSON.stringify(u)}`);
   await c("DELETE", "/v1/agents/shop/actions/item-3", undefined, 200);
