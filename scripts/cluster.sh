@@ -30,7 +30,9 @@ port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 free_port() {
   local p
   for _ in $(seq 200); do
-    p=$((20000 + RANDOM % 40000))
+    # Below Linux's ephemeral range (32768-60999), where a client socket of
+    # another process can hold the port without listening on it.
+    p=$((20000 + RANDOM % 12000))
     port_busy "$p" || { echo "$p"; return 0; }
   done
   die "no free port"
@@ -72,6 +74,8 @@ start_replica() { # dir i
     sleep 0.05
   done
   tail -n 5 "$r/err.log" >&2 || true
+  # Taken between the check and the bind: the caller may try another port.
+  grep -q "already in use" "$r/err.log" 2>/dev/null && return 2
   die "replica $i did not start (see $r/err.log)"
 }
 
@@ -159,8 +163,15 @@ cmd_up() {
   local i
   for i in $(seq 1 "$n"); do
     mkdir -p "$dir/replica-$i"
-    free_port >"$dir/replica-$i/port"
-    start_replica "$dir" "$i"
+    local try rc=2
+    for try in 1 2 3 4 5; do
+      free_port >"$dir/replica-$i/port"
+      rc=0
+      start_replica "$dir" "$i" || rc=$?
+      [ "$rc" -eq 2 ] || break
+      : >"$dir/replica-$i/err.log"
+    done
+    [ "$rc" -eq 0 ] || die "replica $i did not start: no free port"
   done
   local lb
   lb=$(free_port)
@@ -248,7 +259,7 @@ case $cmd in
   down) cmd_down "$dir" ;;
   kill) cmd_kill "$dir" "$1" ;;
   stop) cmd_stop "$dir" "$1" ;;
-  start) start_replica "$(cd "$dir" && pwd)" "$1" ;;
+  start) start_replica "$(cd "$dir" && pwd)" "$1" || die "replica $1 did not start" ;;
   status) cmd_status "$dir" ;;
   *) die "unknown command $cmd" ;;
 esac

@@ -72,7 +72,7 @@ do_start_server() {
     if [ -f "$dir/port" ]; then
       port=$(cat "$dir/port")
     else
-      port=$((20000 + RANDOM % 40000))
+      port=$((20000 + RANDOM % 12000)) # below the ephemeral range
       port_in_use "$port" && continue
     fi
     if as_pg "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \

@@ -22,7 +22,7 @@ TAKEN=" "
 free_port() {
   local p
   for _ in $(seq 200); do
-    p=$((20000 + RANDOM % 25000))
+    p=$((20000 + RANDOM % 12000)) # below the ephemeral range
     case "$TAKEN" in *" $p "*|*" $((p + 10000)) "*) continue ;; esac
     if ! port_busy "$p" && ! port_busy $((p + 10000)); then
       TAKEN="$TAKEN$p $((p + 10000)) "

@@ -93,7 +93,7 @@ if [ ! -x /usr/lib/postgresql/15/bin/initdb ] || ! command -v redis-server >/dev
   echo "SKIPPED store/cache down-and-back part: needs postgresql-15 and redis-server (scripts/deps.sh)"
 else
   eval "$(bash "$src/scripts/pg-test.sh" start "$tmp/pg")"
-  rport=$((21000 + RANDOM % 20000))
+  rport=$((21000 + RANDOM % 11000)) # below the ephemeral range
   redis() { redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no >/dev/null & RPID=$!; pids+=("$RPID"); }
   redis
   for _ in $(seq 100); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.05; done
