@@ -22,7 +22,9 @@ TAKEN=" "
 free_port() {
   local p
   for _ in $(seq 200); do
-    p=$((20000 + RANDOM % 12000)) # below the ephemeral range
+    # p and its cluster bus p+10000 both below Linux's ephemeral range
+    # (32768-60999), where another process's client socket may hold a port.
+    p=$((20000 + RANDOM % 2700))
     case "$TAKEN" in *" $p "*|*" $((p + 10000)) "*) continue ;; esac
     if ! port_busy "$p" && ! port_busy $((p + 10000)); then
       TAKEN="$TAKEN$p $((p + 10000)) "
@@ -43,12 +45,29 @@ start_server() { # dir port extra-args...
   echo "$port" >"$dir/port"
 }
 
-wait_ping() { # port
+pings() { # port: 0 once it answers PONG (within 10 s)
   for _ in $(seq 100); do
     [ "$(redis-cli -p "$1" ping 2>/dev/null)" = PONG ] && return 0
     sleep 0.1
   done
-  die "redis on port $1 does not answer"
+  return 1
+}
+
+# Starts a server in dir on a free port (PORT), trying other ports when one
+# does not answer: a port can be taken between the check and the bind.
+start_answering() { # dir extra-args...
+  local dir=$1 try pid
+  shift
+  for try in 1 2 3 4 5; do
+    free_port
+    start_server "$dir" "$PORT" "$@"
+    pings "$PORT" && return 0
+    echo "redis-test: port $PORT does not answer (try $try)" >&2
+    pid=$(cat "$dir/redis.pid" 2>/dev/null || true)
+    [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
+    rm -f "$dir/port" "$dir/redis.pid" "$dir/nodes.conf"
+  done
+  die "redis-server in $dir did not answer on 5 ports (see $dir/redis.log)"
 }
 
 wait_cluster_ok() { # ports...
@@ -73,18 +92,14 @@ cmd_start() {
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
   local single ports=()
-  free_port
+  start_answering "$dir/single"
   single=$PORT
-  start_server "$dir/single" "$single"
   for i in 1 2 3; do
-    free_port
-    ports+=("$PORT")
-    start_server "$dir/node$i" "${ports[-1]}" --cluster-enabled yes \
+    start_answering "$dir/node$i" --cluster-enabled yes \
       --cluster-config-file "$dir/node$i/nodes.conf" \
       --cluster-node-timeout 5000
+    ports+=("$PORT")
   done
-  wait_ping "$single"
-  for p in "${ports[@]}"; do wait_ping "$p"; done
   redis-cli --cluster create "127.0.0.1:${ports[0]}" "127.0.0.1:${ports[1]}" \
     "127.0.0.1:${ports[2]}" --cluster-replicas 0 --cluster-yes \
     >"$dir/cluster-create.log" 2>&1 ||

@@ -116,9 +116,12 @@ def run_c(body, cwd):
     with open(src, "w") as f:
         f.write(body)
     cc = os.environ.get("CC", "cc")
+    # A sanitizer build's library needs the same flags at the link.
+    extra = os.environ.get("ADB_SNIPPET_CFLAGS", "").split()
     p = subprocess.run([cc, "-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror",
-                        "-Wno-unused-parameter", "-I", os.path.join(ROOT, "include"),
-                        src, LIB, "-o", exe] + link_flags(), capture_output=True, text=True)
+                        "-Wno-unused-parameter", "-I", os.path.join(ROOT, "include")] +
+                       extra + [src, LIB, "-o", exe] + link_flags(),
+                       capture_output=True, text=True)
     if p.returncode:
         return p.returncode, "does not compile:\n" + p.stderr + "\n" + body
     p = subprocess.run([exe], cwd=cwd, capture_output=True, text=True, timeout=120)
