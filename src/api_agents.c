@@ -303,19 +303,9 @@ int adb__api_action_put(rctx *x) {
 }
 
 int adb__api_actions_post(rctx *x) {
-  json_t *doc = adb__api_parse_body(x, 0);
-  if (!doc) return -1;
-  static const char *const keys[] = {"actions", NULL};
-  if (adb__api_check_keys(x, doc, keys, NULL)) return -1;
-  json_t *arr = adb__api_member(doc, "actions");
-  if (!arr)
-    return adb__api_fail(x, 400, "missing_field", "actions",
-                         "'actions' is required");
-  size_t n = json_is_array(arr) ? json_array_size(arr) : 0;
-  if (n == 0 || n > MAX_BULK)
-    return adb__api_fail(x, 400, "invalid_field", "actions",
-                         "'actions' must be an array of 1..%d actions",
-                         MAX_BULK);
+  json_t *arr;
+  size_t n;
+  if (adb__api_bulk(x, "actions", &arr, &n)) return -1;
   adb_action *as = adb__api_alloc(x, n * sizeof *as);
   adb__api_strset seen;
   if (!as || adb__api_strset_init(x, &seen, n) < 0)

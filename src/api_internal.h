@@ -148,6 +148,9 @@ int adb__api_session_delete(rctx *x);
 void adb__api_put_agent(adb__buf *b, const adb_agent_config *c,
                         const adb_agent_counters *n);
 
+/* The body of a bulk route: {name: [1..MAX_BULK items]}. */
+int adb__api_bulk(rctx *x, const char *name, json_t **arr, size_t *n);
+
 /* ------------------------------------------------------------- handlers */
 
 int adb__api_agent_put(rctx *x);

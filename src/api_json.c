@@ -484,3 +484,22 @@ int adb__api_time_param(rctx *x, const char *name, int64_t *ms) {
         name);
   return 0;
 }
+
+/* The body of a bulk route: {name: [1..MAX_BULK items]}; *arr and *n get the
+ * array and its length. */
+int adb__api_bulk(rctx *x, const char *name, json_t **arr, size_t *n) {
+  json_t *doc = adb__api_parse_body(x, 0);
+  if (!doc) return -1;
+  const char *const keys[] = {name, NULL};
+  if (adb__api_check_keys(x, doc, keys, NULL)) return -1;
+  *arr = adb__api_member(doc, name);
+  if (!*arr)
+    return adb__api_fail(x, 400, "missing_field", name, "'%s' is required",
+                         name);
+  *n = json_is_array(*arr) ? json_array_size(*arr) : 0;
+  if (*n == 0 || *n > MAX_BULK)
+    return adb__api_fail(x, 400, "invalid_field", name,
+                         "'%s' must be an array of 1..%d %s", name, MAX_BULK,
+                         name);
+  return 0;
+}

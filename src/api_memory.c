@@ -40,19 +40,9 @@ static int episode_from_json(rctx *x, json_t *o, const char *p,
 }
 
 int adb__api_episodes(rctx *x) {
-  json_t *doc = adb__api_parse_body(x, 0);
-  if (!doc) return -1;
-  static const char *const keys[] = {"episodes", NULL};
-  if (adb__api_check_keys(x, doc, keys, NULL)) return -1;
-  json_t *arr = adb__api_member(doc, "episodes");
-  if (!arr)
-    return adb__api_fail(x, 400, "missing_field", "episodes",
-                         "'episodes' is required");
-  size_t n = json_is_array(arr) ? json_array_size(arr) : 0;
-  if (n == 0 || n > MAX_BULK)
-    return adb__api_fail(x, 400, "invalid_field", "episodes",
-                         "'episodes' must be an array of 1..%d episodes",
-                         MAX_BULK);
+  json_t *arr;
+  size_t n;
+  if (adb__api_bulk(x, "episodes", &arr, &n)) return -1;
   adb_episode *es = adb__api_alloc(x, n * sizeof *es);
   adb__api_strset ids;
   if (!es || adb__api_strset_init(x, &ids, n))
