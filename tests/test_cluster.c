@@ -728,7 +728,15 @@ test_replicas_die_and_roll_behind_haproxy_without_losing_rewards(void **st) {
   redis_flushall();
   rate after_flush = measure(0.5);
   sleep_s(warm);
+  /* Every cell misses once after the flush; a cold tail of rarely drawn
+     cells keeps missing for a while, so recovery may take more than one
+     window. It must come within five. */
   rate recovered_rate = measure(win);
+  int windows = 1;
+  while (!recovered(before, recovered_rate) && windows < 5) {
+    recovered_rate = measure(win);
+    windows++;
+  }
   atomic_store(&g_stop, 1);
 
   long decides = 0, sends = 0, acked = 0, resent = 0, closed = 0, f503 = 0,
@@ -777,7 +785,7 @@ test_replicas_die_and_roll_behind_haproxy_without_losing_rewards(void **st) {
       "served by the replicas, %ld differ\n"
       "  Redis hit rate: before %.3f (n=%lld), after the restarts %.3f "
       "(n=%lld), right after FLUSHALL %.3f (n=%lld), recovered %.3f "
-      "(n=%lld)\n",
+      "(n=%lld, window %d)\n",
       nw,
       strncmp(C.redis, "redis-cluster", 13) ? "Redis"
                                             : "3-master Redis Cluster",
@@ -785,7 +793,7 @@ test_replicas_die_and_roll_behind_haproxy_without_losing_rewards(void **st) {
       kill_window, in_window[1], roll_window, in_window[2], rewards, acked,
       unsettled, found, bad_rewards, bad_policies, served, bad_served, before.p,
       before.n, after_restarts.p, after_restarts.n, after_flush.p,
-      after_flush.n, recovered_rate.p, recovered_rate.n);
+      after_flush.n, recovered_rate.p, recovered_rate.n, windows);
   for (int t = 0; t < nw; t++) {
     free(w[t].rw);
     free(w[t].fails);
