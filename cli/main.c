@@ -18,6 +18,9 @@ static const struct {
     {"agents", "list, show, delete or reset agents", cli_agents},
     {"users", "show or erase a user's data", cli_users},
     {"backup", "copy a live SQLite store (online backup API)", cli_backup},
+    {"export", "write an agent's decision log (dsjson, jsonl, csv)",
+     cli_export},
+    {"import", "learn from a DSJSON decision log", cli_import},
     {"restore", "copy a backup into the SQLite store (server stopped)",
      cli_restore},
 };

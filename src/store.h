@@ -24,6 +24,7 @@
 #include "bandit.h"
 
 typedef struct adb__store adb__store;
+struct adb__log_row; /* offline.h */
 
 /* One arm of a policy as read from the store (transient). */
 typedef struct adb__policy_arm {
@@ -372,6 +373,18 @@ typedef struct adb__store_methods {
    * the agent has afterwards: dim, or the one a concurrent first embedding
    * set. ADB_ENOTFOUND for an unknown agent. */
   int (*agent_fix_dim)(adb__store *st, const char *agent, int dim, int *stored);
+  /* The agent's decision log (offline.h): calls fn for each decision with
+   * from_ms <= time < to_ms, in (time, id) order, joined with its rewards
+   * (count, sum, first time; the default reward counts as one, marked
+   * ADB_LOG_DEFAULT), its features blob, the user embedding it saw and
+   * its candidates' catalogue embeddings. Keyset pages of ADB__LOG_PAGE
+   * rows, no connection held while fn runs, so memory stays constant and
+   * fn may call the store. A nonzero return of fn stops the scan and is
+   * returned. */
+  int (*log_scan)(adb__store *st, const char *agent, int64_t from_ms,
+                  int64_t to_ms,
+                  int (*fn)(void *ctx, const struct adb__log_row *row),
+                  void *ctx);
 } adb__store_methods;
 
 /* Generic handle header: every backend's handle starts with this. */

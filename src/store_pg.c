@@ -86,11 +86,13 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "log_scan.h"
 #include "migrations.h"
 #include "store.h"
 #include "util.h"
@@ -3322,6 +3324,112 @@ static int pg_user_data(adb__store *st, const char *user, int erase,
   return rc;
 }
 
+/* ------------------------------------------------------------ log scan */
+
+/* One page of the joined log (see store.h log_scan): decisions after
+ * (ts, id) in [.., to), by decisions_by_agent_time and an incremental sort
+ * on id, each with its features, the user's stored embedding when it has
+ * none, and its rewards' count, sum, first time and default flag. */
+static const char log_page_sql[] =
+    "SELECT d.id, d.event_id, d.user_id, d.state_key, d.context,"
+    " d.candidates, d.action_id, d.propensity, d.model, d.created_at_ms,"
+    " d.ranking, f.features, u.embedding, r.n, r.s, r.first, r.dflt"
+    " FROM (SELECT * FROM decisions WHERE agent_id = $1"
+    " AND created_at_ms >= $2::int8 AND created_at_ms < $3::int8"
+    " AND (created_at_ms, id) > ($2::int8, $4::int8)"
+    " ORDER BY created_at_ms, id LIMIT $5::int8) d"
+    " LEFT JOIN decision_features f"
+    " ON f.agent_id = d.agent_id AND f.event_id = d.event_id"
+    " LEFT JOIN user_states u ON f.features IS NULL AND u.user_id = d.user_id"
+    " LEFT JOIN LATERAL (SELECT count(*) AS n, sum(reward) AS s,"
+    " min(created_at_ms) AS first, bool_or(reward_id LIKE '~%') AS dflt"
+    " FROM reward_signals x WHERE x.agent_id = d.agent_id"
+    " AND x.event_id = d.event_id AND x.event_id <> '') r ON true"
+    " ORDER BY d.created_at_ms, d.id";
+
+typedef struct log_page_arg {
+  const char *agent;
+  int64_t ts, id, to;
+  PGresult *res;
+} log_page_arg;
+
+static int log_page_fn(pg_store *s, pgconn *c, void *arg) {
+  log_page_arg *x = arg;
+  params p = {0};
+  p_text(&p, x->agent);
+  p_i64(&p, x->ts);
+  p_i64(&p, x->to);
+  p_i64(&p, x->id);
+  p_i64(&p, ADB__LOG_PAGE);
+  return run_params(s, c, log_page_sql, &p, "scan log", &x->res);
+}
+
+/* The decision of row i, its JSON pointing into r (valid until PQclear). */
+static int log_row_read(const PGresult *r, int i, const char *agent,
+                        adb__decision_rec *d, adb__logscan_cols *c) {
+  memset(d, 0, offsetof(adb__decision_rec, features));
+  memset(c, 0, sizeof *c);
+  snprintf(d->agent, sizeof d->agent, "%s", agent);
+  if (r_copy(d->event_id, sizeof d->event_id, r, i, 1) ||
+      r_copy(d->user, sizeof d->user, r, i, 2) ||
+      r_copy(d->state_key, sizeof d->state_key, r, i, 3) ||
+      r_copy(d->action, sizeof d->action, r, i, 6) ||
+      r_copy(d->model, sizeof d->model, r, i, 8))
+    return ADB_ECORRUPT;
+  d->context_json = PQgetvalue(r, i, 4);
+  d->candidates_json = PQgetvalue(r, i, 5);
+  d->propensity = r_f64(r, i, 7);
+  d->ts_ms = r_i64(r, i, 9);
+  d->ranking_json = PQgetisnull(r, i, 10) ? NULL : PQgetvalue(r, i, 10);
+  if (!PQgetisnull(r, i, 11)) {
+    c->features = PQgetvalue(r, i, 11);
+    c->features_len = (size_t)PQgetlength(r, i, 11);
+  }
+  if (!PQgetisnull(r, i, 12)) {
+    c->user_emb = PQgetvalue(r, i, 12);
+    c->user_emb_len = (size_t)PQgetlength(r, i, 12);
+  }
+  c->n_rewards = r_i64(r, i, 13);
+  c->reward_sum = r_f64(r, i, 14);
+  c->first_ms = r_i64(r, i, 15);
+  c->has_default = r_bool(r, i, 16);
+  return ADB_OK;
+}
+
+static int pg_log_scan(adb__store *st, const char *agent, int64_t from_ms,
+                       int64_t to_ms,
+                       int (*fn)(void *ctx, const struct adb__log_row *row),
+                       void *ctx) {
+  pg_store *s = (pg_store *)st;
+  adb__logscan *x = malloc(sizeof *x);
+  adb__decision_rec *d = malloc(sizeof *d);
+  int rc = x && d ? adb__logscan_begin(x, st, agent) : ADB_ENOMEM;
+  if (!x || !d) oom(s, "scan log");
+  log_page_arg a = {
+      .agent = agent, .ts = from_ms, .id = INT64_MIN, .to = to_ms};
+  while (!rc) {
+    a.res = NULL;
+    rc = with_conn(s, log_page_fn, &a, 1);
+    int n = rc ? 0 : PQntuples(a.res);
+    for (int i = 0; !rc && i < n; i++) {
+      adb__logscan_cols c;
+      if (log_row_read(a.res, i, agent, d, &c)) {
+        rc = col_fail(s, ADB_ECORRUPT, "read log");
+        break;
+      }
+      a.ts = d->ts_ms;
+      a.id = r_i64(a.res, i, 0);
+      rc = adb__logscan_emit(x, d, &c, fn, ctx);
+    }
+    PQclear(a.res);
+    if (n < ADB__LOG_PAGE) break;
+  }
+  if (x && d) adb__logscan_end(x);
+  free(x);
+  free(d);
+  return rc;
+}
+
 const adb__store_methods adb__store_pg = {
     .version = 1,
     .scheme = "postgresql",
@@ -3353,4 +3461,5 @@ const adb__store_methods adb__store_pg = {
     .agent_delete = pg_agent_delete,
     .action_delete = pg_action_delete,
     .user_data = pg_user_data,
+    .log_scan = pg_log_scan,
 };

@@ -38,6 +38,7 @@
  * threads failing at once do not overwrite each other's message) and, for
  * threads that did not fail, the handle's latest one under a lock.
  */
+#include "log_scan.h"
 #include "migrations.h"
 #include "store.h"
 
@@ -2538,6 +2539,150 @@ static int sq_user_data(adb__store *st_, const char *user, int erase,
   return rc;
 }
 
+/* ------------------------------------------------------------ log scan */
+
+/* One page of the joined log: decisions after (ts, id) in [.., to), each
+ * with its features, the user's stored embedding when it has no features,
+ * and its rewards' count, sum, first time and whether one is the default.
+ * GROUP BY and ORDER BY follow decisions_by_agent_time (agent, time,
+ * rowid), so SQLite walks the index and stops at the limit. */
+static const char log_page_sql[] =
+    "SELECT d.id, d.event_id, d.user_id, d.state_key, d.context,"
+    " d.candidates, d.action_id, d.propensity, d.model, d.created_at_ms,"
+    " d.ranking, f.features, u.embedding, count(r.reward_id),"
+    " total(r.reward), min(r.created_at_ms),"
+    " max(substr(r.reward_id, 1, 1) = '~')"
+    " FROM decisions d"
+    " LEFT JOIN decision_features f"
+    " ON f.agent_id = d.agent_id AND f.event_id = d.event_id"
+    " LEFT JOIN user_states u ON f.features IS NULL AND u.user_id = d.user_id"
+    " LEFT JOIN reward_signals r ON r.agent_id = d.agent_id"
+    " AND r.event_id = d.event_id AND r.event_id <> ''"
+    " WHERE d.agent_id = ?1 AND d.created_at_ms >= ?2 AND d.created_at_ms < ?3"
+    " AND (d.created_at_ms, d.id) > (?2, ?4)"
+    " GROUP BY d.created_at_ms, d.id ORDER BY d.created_at_ms, d.id LIMIT ?5";
+
+typedef struct log_item {
+  adb__decision_rec d;
+  int64_t id;
+  uint8_t feat[ADB__FEATURES_MAX];
+  adb__logscan_cols c;
+  void *user_emb;
+} log_item;
+
+static void log_items_clear(log_item *it, int n) {
+  for (int i = 0; i < n; i++) {
+    adb__decision_rec_free(&it[i].d);
+    free(it[i].user_emb);
+    it[i].user_emb = NULL;
+  }
+}
+
+static int col_blob_dup(void **out, size_t *n, sqlite3_stmt *st, int col) {
+  *out = NULL;
+  *n = (size_t)sqlite3_column_bytes(st, col);
+  const void *b = sqlite3_column_blob(st, col);
+  if (!b || *n == 0) return ADB_OK;
+  if (!(*out = malloc(*n))) return ADB_ENOMEM;
+  memcpy(*out, b, *n);
+  return ADB_OK;
+}
+
+static int log_item_read(log_item *it, sqlite3_stmt *st, const char *agent) {
+  memset(it, 0, sizeof *it);
+  adb__decision_rec *d = &it->d;
+  it->id = sqlite3_column_int64(st, 0);
+  snprintf(d->agent, sizeof d->agent, "%s", agent);
+  int rc = col_copy(d->event_id, sizeof d->event_id, st, 1);
+  if (!rc) rc = col_copy(d->user, sizeof d->user, st, 2);
+  if (!rc) rc = col_copy(d->state_key, sizeof d->state_key, st, 3);
+  if (!rc) rc = col_dup(&d->context_json, st, 4);
+  if (!rc) rc = col_dup(&d->candidates_json, st, 5);
+  if (!rc) rc = col_copy(d->action, sizeof d->action, st, 6);
+  d->propensity = sqlite3_column_double(st, 7);
+  if (!rc) rc = col_copy(d->model, sizeof d->model, st, 8);
+  d->ts_ms = sqlite3_column_int64(st, 9);
+  if (!rc) rc = col_dup(&d->ranking_json, st, 10);
+  size_t fl = (size_t)sqlite3_column_bytes(st, 11);
+  const void *f = sqlite3_column_blob(st, 11);
+  if (f && fl > 0 && fl <= sizeof it->feat) {
+    memcpy(it->feat, f, fl);
+    it->c.features = it->feat;
+    it->c.features_len = fl;
+  }
+  if (!rc) rc = col_blob_dup(&it->user_emb, &it->c.user_emb_len, st, 12);
+  it->c.user_emb = it->user_emb;
+  it->c.n_rewards = sqlite3_column_int64(st, 13);
+  it->c.reward_sum = sqlite3_column_double(st, 14);
+  it->c.first_ms = sqlite3_column_int64(st, 15);
+  it->c.has_default = sqlite3_column_int(st, 16) != 0;
+  return rc;
+}
+
+/* Reads the page after (*ts, *id) into it[0..*n). */
+static int log_page_read(sq_store *s, const char *agent, int64_t ts, int64_t id,
+                         int64_t to, log_item *it, int *n) {
+  *n = 0;
+  conn *c = reader_take(s);
+  sqlite3_stmt *st = NULL;
+  int rc = sqlite3_prepare_v2(c->db, log_page_sql, -1, &st, NULL);
+  if (rc != SQLITE_OK) {
+    rc = sq_fail(s, c, rc, "prepare log scan");
+    conn_give(c);
+    return rc;
+  }
+  rc = SQLITE_OK;
+  bind_text(st, 1, agent, &rc);
+  bind_int(st, 2, ts, &rc);
+  bind_int(st, 3, to, &rc);
+  bind_int(st, 4, id, &rc);
+  bind_int(st, 5, ADB__LOG_PAGE, &rc);
+  while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    int crc = log_item_read(&it[*n], st, agent);
+    (*n)++;
+    if (crc) {
+      rc = col_fail(s, crc, "read log");
+      break;
+    }
+    rc = SQLITE_OK;
+  }
+  if (rc == SQLITE_DONE || rc == SQLITE_OK)
+    rc = ADB_OK;
+  else if (rc > 0)
+    rc = sq_fail(s, c, rc, "scan log");
+  sqlite3_finalize(st);
+  conn_give(c);
+  return rc;
+}
+
+static int sq_log_scan(adb__store *st_, const char *agent, int64_t from_ms,
+                       int64_t to_ms,
+                       int (*fn)(void *ctx, const struct adb__log_row *row),
+                       void *ctx) {
+  sq_store *s = (sq_store *)st_;
+  adb__logscan *x = malloc(sizeof *x);
+  log_item *it = calloc(ADB__LOG_PAGE, sizeof *it);
+  int rc = x && it ? adb__logscan_begin(x, st_, agent) : ADB_ENOMEM;
+  if (rc == ADB_ENOMEM && (!x || !it))
+    set_err(s, "sqlite: log scan: out of memory");
+  int64_t ts = from_ms, id = INT64_MIN;
+  while (!rc) {
+    int n;
+    rc = log_page_read(s, agent, ts, id, to_ms, it, &n);
+    for (int i = 0; !rc && i < n; i++) {
+      ts = it[i].d.ts_ms;
+      id = it[i].id;
+      rc = adb__logscan_emit(x, &it[i].d, &it[i].c, fn, ctx);
+    }
+    log_items_clear(it, n);
+    if (n < ADB__LOG_PAGE) break;
+  }
+  if (x && it) adb__logscan_end(x);
+  free(x);
+  free(it);
+  return rc;
+}
+
 const adb__store_methods adb__store_sqlite = {
     .version = 1,
     .scheme = "sqlite",
@@ -2569,4 +2714,5 @@ const adb__store_methods adb__store_sqlite = {
     .agent_delete = sq_agent_delete,
     .action_delete = sq_action_delete,
     .user_data = sq_user_data,
+    .log_scan = sq_log_scan,
 };
