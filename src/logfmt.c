@@ -207,6 +207,13 @@ static void ds_multi(adb__logw *w, const adb__log_row *r, int n) {
   key(b, "]}");
 }
 
+/* A number's text, formatted once for the several places it goes. */
+static size_t num_text(double x, char *out, size_t cap) {
+  adb__buf t = {.p = out, .cap = cap};
+  adb__json_num(&t, x);
+  return t.len;
+}
+
 static int dsjson_row(adb__logw *w, const adb__log_row *r) {
   adb__buf *b = &w->b;
   const adb__decision_rec *d = r->d;
@@ -214,10 +221,14 @@ static int dsjson_row(adb__logw *w, const adb__log_row *r) {
   int k = cand_index(w, n, d->action);
   if (k < 0) return ADB_ECORRUPT; /* chosen action not among candidates */
   rank_order(w, r, n, k);
+  char prop[40], rest[40];
+  size_t pl = num_text(d->propensity, prop, sizeof prop);
+  size_t rl =
+      n > 1 ? num_text((1 - d->propensity) / (n - 1), rest, sizeof rest) : 0;
   key(b, "{\"_label_cost\":");
   adb__json_num(b, r->outcome == ADB_LOG_NONE ? 0.0 : -r->reward);
   key(b, ",\"_label_probability\":");
-  adb__json_num(b, d->propensity);
+  adb__buf_append(b, prop, pl);
   adb__buf_printf(b, ",\"_label_Action\":%d,\"_labelIndex\":%d", k + 1, k);
   if (r->outcome == ADB_LOG_NONE) key(b, ",\"_skipLearn\":true");
   char ts[32];
@@ -226,16 +237,18 @@ static int dsjson_row(adb__logw *w, const adb__log_row *r) {
                   ",\"Timestamp\":\"%s\",\"Version\":\"1\",\"EventId\":", ts);
   adb__json_str(b, d->event_id);
   key(b, ",\"a\":[");
-  for (int i = 0; i < n; i++)
-    adb__buf_printf(b, i ? ",%d" : "%d", w->order[i] + 1);
+  for (int i = 0; i < n; i++) {
+    if (i) adb__buf_putc(b, ',');
+    adb__json_int(b, w->order[i] + 1);
+  }
   key(b, "]");
   ds_shared(b, r);
   ds_multi(w, r, n);
   key(b, ",\"p\":[");
-  adb__json_num(b, d->propensity);
+  adb__buf_append(b, prop, pl);
   for (int i = 1; i < n; i++) {
     adb__buf_putc(b, ',');
-    adb__json_num(b, (1 - d->propensity) / (n - 1));
+    adb__buf_append(b, rest, rl);
   }
   adb__buf_putc(b, ']');
   adb_fields(b, r);

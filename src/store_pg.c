@@ -159,6 +159,7 @@ enum stmt_id {
   S_WATERMARK_INIT,
   S_DEFAULT_CANDIDATES,
   S_WATERMARK_ADVANCE,
+  S_LOG_PAGE,
   N_STMT
 };
 
@@ -378,6 +379,24 @@ static const char *const stmts[N_STMT] = {
         " $1::int8 - (a.reward_window_s * 1000)::int8 - $2::int8)"
         " FROM agent_metadata a WHERE a.agent_id = w.agent_id"
         " AND a.reward_window_s > 0",
+    /* log_scan's page (see there) */
+    [S_LOG_PAGE] =
+        "SELECT d.id, d.event_id, d.user_id, d.state_key, d.context,"
+        " d.candidates, d.action_id, d.propensity, d.model, d.created_at_ms,"
+        " d.ranking, f.features, u.embedding, r.n, r.s, r.first, r.dflt"
+        " FROM (SELECT * FROM decisions WHERE agent_id = $1"
+        " AND created_at_ms >= $2::int8 AND created_at_ms < $3::int8"
+        " AND (created_at_ms, id) > ($2::int8, $4::int8)"
+        " ORDER BY created_at_ms, id LIMIT $5::int8) d"
+        " LEFT JOIN decision_features f"
+        " ON f.agent_id = d.agent_id AND f.event_id = d.event_id"
+        " LEFT JOIN user_states u ON f.features IS NULL AND u.user_id = "
+        "d.user_id"
+        " LEFT JOIN LATERAL (SELECT count(*) AS n, sum(reward) AS s,"
+        " min(created_at_ms) AS first, bool_or(reward_id LIKE '~%') AS dflt"
+        " FROM reward_signals x WHERE x.agent_id = d.agent_id"
+        " AND x.event_id = d.event_id AND x.event_id <> '') r ON true"
+        " ORDER BY d.created_at_ms, d.id",
 };
 
 _Static_assert(N_STMT <= 64, "pgconn.prepared is a 64-bit mask");
@@ -3326,27 +3345,11 @@ static int pg_user_data(adb__store *st, const char *user, int erase,
 
 /* ------------------------------------------------------------ log scan */
 
-/* One page of the joined log (see store.h log_scan): decisions after
- * (ts, id) in [.., to), by decisions_by_agent_time and an incremental sort
- * on id, each with its features, the user's stored embedding when it has
- * none, and its rewards' count, sum, first time and default flag. */
-static const char log_page_sql[] =
-    "SELECT d.id, d.event_id, d.user_id, d.state_key, d.context,"
-    " d.candidates, d.action_id, d.propensity, d.model, d.created_at_ms,"
-    " d.ranking, f.features, u.embedding, r.n, r.s, r.first, r.dflt"
-    " FROM (SELECT * FROM decisions WHERE agent_id = $1"
-    " AND created_at_ms >= $2::int8 AND created_at_ms < $3::int8"
-    " AND (created_at_ms, id) > ($2::int8, $4::int8)"
-    " ORDER BY created_at_ms, id LIMIT $5::int8) d"
-    " LEFT JOIN decision_features f"
-    " ON f.agent_id = d.agent_id AND f.event_id = d.event_id"
-    " LEFT JOIN user_states u ON f.features IS NULL AND u.user_id = d.user_id"
-    " LEFT JOIN LATERAL (SELECT count(*) AS n, sum(reward) AS s,"
-    " min(created_at_ms) AS first, bool_or(reward_id LIKE '~%') AS dflt"
-    " FROM reward_signals x WHERE x.agent_id = d.agent_id"
-    " AND x.event_id = d.event_id AND x.event_id <> '') r ON true"
-    " ORDER BY d.created_at_ms, d.id";
-
+/* One page of the joined log (S_LOG_PAGE, prepared: its plan over the
+ * partitions costs more than a page's rows): decisions after (ts, id) in
+ * [.., to), by decisions_by_agent_time and an incremental sort on id, each
+ * with its features, the user's stored embedding when it has none, and its
+ * rewards' count, sum, first time and default flag. */
 typedef struct log_page_arg {
   const char *agent;
   int64_t ts, id, to;
@@ -3361,7 +3364,7 @@ static int log_page_fn(pg_store *s, pgconn *c, void *arg) {
   p_i64(&p, x->to);
   p_i64(&p, x->id);
   p_i64(&p, ADB__LOG_PAGE);
-  return run_params(s, c, log_page_sql, &p, "scan log", &x->res);
+  return run(s, c, S_LOG_PAGE, &p, "scan log", &x->res);
 }
 
 /* The decision of row i, its JSON pointing into r (valid until PQclear). */
