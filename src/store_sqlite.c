@@ -714,6 +714,21 @@ static int rec_get(sq_store *s, int id, const adb__rec_desc *d, const char *k1,
   return rc;
 }
 
+/* Steps st (rc: the result of binding its parameters) to its end, handing
+ * each row to fn; a failure of fn ends the walk as a column failure, one of
+ * SQLite as an SQLite failure, both told as `what`. */
+static int rows_each(sq_store *s, conn *c, sqlite3_stmt *st, int rc,
+                     int (*fn)(void *arg, sqlite3_stmt *st), void *arg,
+                     const char *what) {
+  int f = ADB_OK;
+  while (!f && (rc == SQLITE_OK || rc == SQLITE_ROW)) {
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) f = fn(arg, st);
+  }
+  if (f) return col_fail(s, f, what);
+  return rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, what);
+}
+
 /* ------------------------------------------------------------ validation */
 
 #define ID_OK(f) ADB__ID_OK(f)
@@ -1376,7 +1391,8 @@ static void action_list_free(action_list *l) {
   free(l->v);
 }
 
-static int action_list_add(action_list *l, sqlite3_stmt *st) {
+static int action_list_add(void *arg, sqlite3_stmt *st) {
+  action_list *l = arg;
   if (l->n == l->cap) {
     int cap = l->cap ? l->cap * 2 : 64;
     adb__action_rec *v = realloc(l->v, (size_t)cap * sizeof *v);
@@ -1407,15 +1423,7 @@ static int sq_actions_list(adb__store *st_, const char *agent,
   if (!rc) {
     rc = SQLITE_OK;
     bind_text(st, 1, agent, &rc);
-    int a = ADB_OK;
-    while (rc == SQLITE_OK || rc == SQLITE_ROW) {
-      rc = sqlite3_step(st);
-      if (rc == SQLITE_ROW && (a = action_list_add(&l, st)) != ADB_OK) break;
-    }
-    if (a)
-      rc = col_fail(s, a, "list actions");
-    else
-      rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "list actions");
+    rc = rows_each(s, c, st, rc, action_list_add, &l, "list actions");
     stmt_done(st);
   }
   conn_give(c);
@@ -1426,6 +1434,16 @@ static int sq_actions_list(adb__store *st_, const char *agent,
 }
 
 /* -------------------------------------------------------------- policies */
+
+static int policy_row(void *arg, sqlite3_stmt *st) {
+  adb__arm_stats a = {.n = sqlite3_column_int64(st, 1),
+                      .sum_micro = adb__sum_of(sqlite3_column_int64(st, 5),
+                                               sqlite3_column_int64(st, 2)),
+                      .sum_sq = sqlite3_column_double(st, 3),
+                      .version = sqlite3_column_int64(st, 4)};
+  const char *id = (const char *)sqlite3_column_text(st, 0);
+  return id ? adb__policy_push(arg, id, &a) : ADB_ENOMEM;
+}
 
 static int sq_policy_get(adb__store *st_, const char *agent, const char *user,
                          const char *state_key, adb__policy *p) {
@@ -1439,22 +1457,7 @@ static int sq_policy_get(adb__store *st_, const char *agent, const char *user,
     bind_text(st, 1, agent, &rc);
     bind_text(st, 2, user, &rc);
     bind_text(st, 3, state_key, &rc);
-    int push = ADB_OK;
-    while (!push && (rc == SQLITE_OK || rc == SQLITE_ROW)) {
-      rc = sqlite3_step(st);
-      if (rc != SQLITE_ROW) break;
-      adb__arm_stats a = {.n = sqlite3_column_int64(st, 1),
-                          .sum_micro = adb__sum_of(sqlite3_column_int64(st, 5),
-                                                   sqlite3_column_int64(st, 2)),
-                          .sum_sq = sqlite3_column_double(st, 3),
-                          .version = sqlite3_column_int64(st, 4)};
-      const char *id = (const char *)sqlite3_column_text(st, 0);
-      push = id ? adb__policy_push(p, id, &a) : ADB_ENOMEM;
-    }
-    if (push)
-      rc = col_fail(s, push, "get policy");
-    else
-      rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "get policy");
+    rc = rows_each(s, c, st, rc, policy_row, p, "get policy");
     stmt_done(st);
   }
   conn_give(c);
@@ -1530,16 +1533,22 @@ static int sq_pattern_get(adb__store *st_, const char *agent, const char *id,
 
 /* --------------------------------------------------------------- metrics */
 
-static int metrics_push(adb_metrics_row **rows, int *n, int *cap,
-                        sqlite3_stmt *st) {
-  if (*n == *cap) {
-    int nc = *cap ? *cap * 2 : 32;
-    adb_metrics_row *r = realloc(*rows, (size_t)nc * sizeof *r);
+typedef struct metrics_acc {
+  adb_metrics_row **rows;
+  int *n, cap;
+} metrics_acc;
+
+static int metrics_push(void *arg, sqlite3_stmt *st) {
+  metrics_acc *m = arg;
+  if (*m->n == m->cap) {
+    int nc = m->cap ? m->cap * 2 : 32;
+    adb_metrics_row *r = realloc(*m->rows, (size_t)nc * sizeof *r);
     if (!r) return ADB_ENOMEM;
-    *rows = r;
-    *cap = nc;
+    *m->rows = r;
+    m->cap = nc;
   }
-  return cols_read(st, adb__metrics_cols, ADB__METRICS_NCOLS, &(*rows)[(*n)++]);
+  return cols_read(st, adb__metrics_cols, ADB__METRICS_NCOLS,
+                   &(*m->rows)[(*m->n)++]);
 }
 
 static int sq_metrics_get(adb__store *st_, const char *agent, int64_t from_ms,
@@ -1547,7 +1556,6 @@ static int sq_metrics_get(adb__store *st_, const char *agent, int64_t from_ms,
   sq_store *s = (sq_store *)st_;
   *rows = NULL;
   *n = 0;
-  int cap = 0;
   conn *c = reader_take(s);
   sqlite3_stmt *st;
   int rc = stmt_get(s, c, S_METRICS_GET, &st);
@@ -1556,15 +1564,8 @@ static int sq_metrics_get(adb__store *st_, const char *agent, int64_t from_ms,
     bind_text(st, 1, agent, &rc);
     bind_int(st, 2, from_ms, &rc);
     bind_int(st, 3, to_ms, &rc);
-    int push = ADB_OK;
-    while (!push && (rc == SQLITE_OK || rc == SQLITE_ROW)) {
-      rc = sqlite3_step(st);
-      if (rc == SQLITE_ROW) push = metrics_push(rows, n, &cap, st);
-    }
-    if (push)
-      rc = col_fail(s, push, "get metrics");
-    else
-      rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "get metrics");
+    metrics_acc m = {rows, n, 0};
+    rc = rows_each(s, c, st, rc, metrics_push, &m, "get metrics");
     stmt_done(st);
   }
   conn_give(c);
@@ -1582,7 +1583,7 @@ static int sq_metrics_get(adb__store *st_, const char *agent, int64_t from_ms,
 
 /* One page of vectors_scan rows, owned (strings and embeddings). */
 typedef struct vec_page {
-  int n;
+  int n, kind; /* rows, of kind ADB__VEC_* */
   adb__vec_row rows[VEC_PAGE];
   char *text[VEC_PAGE]; /* agent\0id\0user\0action\0 of each row */
   float *emb[VEC_PAGE];
@@ -1597,7 +1598,9 @@ static void vec_page_clear(vec_page *pg) {
 }
 
 /* Appends the current row of st (columns as in S_VEC_*) to the page. */
-static int vec_page_add(vec_page *pg, int kind, sqlite3_stmt *st) {
+static int vec_page_add(void *arg, sqlite3_stmt *st) {
+  vec_page *pg = arg;
+  int kind = pg->kind;
   const char *col[4];
   size_t len[4], total = 0;
   for (int c = 0; c < 4; c++) {
@@ -1647,15 +1650,8 @@ static int vec_page_read(sq_store *s, int kind, int64_t ts, const char *agent,
     bind_text(st, 2, agent, &rc);
     bind_text(st, 3, id, &rc);
     bind_int(st, 4, VEC_PAGE, &rc);
-    int add = ADB_OK;
-    while (!add && (rc == SQLITE_OK || rc == SQLITE_ROW)) {
-      rc = sqlite3_step(st);
-      if (rc == SQLITE_ROW) add = vec_page_add(pg, kind, st);
-    }
-    if (add)
-      rc = col_fail(s, add, "scan vectors");
-    else
-      rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "scan vectors");
+    pg->kind = kind;
+    rc = rows_each(s, c, st, rc, vec_page_add, pg, "scan vectors");
     stmt_done(st);
   }
   conn_give(c);
@@ -2187,6 +2183,23 @@ static int sq_lin_checkpoint_get(adb__store *st_, const char *agent,
   return rc;
 }
 
+typedef struct actvec_arg {
+  void (*fn)(void *arg, const char *action, const float *v, int dim);
+  void *arg;
+} actvec_arg;
+
+static int actvec_row(void *arg, sqlite3_stmt *st) {
+  actvec_arg *x = arg;
+  char id[ADB_ID_MAX + 1];
+  float *v;
+  int dim;
+  if (col_copy(id, sizeof id, st, 0) || col_embedding(&v, &dim, st, 1))
+    return ADB_ECORRUPT;
+  if (dim) x->fn(x->arg, id, v, dim);
+  free(v);
+  return ADB_OK;
+}
+
 static int sq_action_vectors(adb__store *st_, const char *agent,
                              void (*fn)(void *arg, const char *action,
                                         const float *v, int dim),
@@ -2198,23 +2211,8 @@ static int sq_action_vectors(adb__store *st_, const char *agent,
   if (!rc) {
     rc = SQLITE_OK;
     bind_text(st, 1, agent, &rc);
-    while (rc == SQLITE_OK || rc == SQLITE_ROW) {
-      rc = sqlite3_step(st);
-      if (rc != SQLITE_ROW) break;
-      char id[ADB_ID_MAX + 1];
-      float *v;
-      int dim;
-      if (col_copy(id, sizeof id, st, 0) || col_embedding(&v, &dim, st, 1)) {
-        rc = col_fail(s, ADB_ECORRUPT, "list action embeddings");
-        break;
-      }
-      if (dim) fn(arg, id, v, dim);
-      free(v);
-    }
-    if (rc == SQLITE_DONE)
-      rc = ADB_OK;
-    else if (rc > 0)
-      rc = sq_fail(s, c, rc, "list action embeddings");
+    actvec_arg x = {fn, arg};
+    rc = rows_each(s, c, st, rc, actvec_row, &x, "list action embeddings");
     stmt_done(st);
   }
   conn_give(c);
@@ -2269,13 +2267,7 @@ static int adhoc_rows(sq_store *s, conn *c, const char *sql, const char *a,
   sqlite3_stmt *st;
   int rc = adhoc(s, c, sql, a, NULL, &st);
   if (rc) return rc;
-  int f = ADB_OK;
-  while (!f && (rc = sqlite3_step(st)) == SQLITE_ROW)
-    f = fn(arg, st);
-  if (f)
-    rc = col_fail(s, f, "admin read");
-  else
-    rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "admin read");
+  rc = rows_each(s, c, st, SQLITE_OK, fn, arg, "admin read");
   sqlite3_finalize(st);
   return rc;
 }
