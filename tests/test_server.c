@@ -36,14 +36,11 @@
 #include <jansson.h>
 
 #include "util_http.h"
+#include "util_server.h"
 
 /* ------------------------------------------------------------ servers */
 
-typedef struct server {
-  pid_t pid;
-  int port;
-  char dir[256];
-} server;
+typedef tsrv server; /* util_server.h */
 
 static server S; /* shared by most tests */
 
@@ -51,100 +48,21 @@ static int quick(void) {
   return getenv("ADB_TEST_QUICK") != NULL;
 }
 
-static void make_dir(server *s) {
-  const char *tmp = getenv("TMPDIR");
-  snprintf(s->dir, sizeof s->dir, "%s/adb-server-XXXXXX", tmp ? tmp : "/tmp");
-  assert_non_null(mkdtemp(s->dir));
-}
-
-/* Reads "... http://HOST:PORT ..." from the server's stdout. */
-static int read_port(int fd) {
-  char line[1024];
-  size_t n = 0;
-  int64_t deadline = util_now_ms() + 60000;
-  while (n < sizeof line - 1) {
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    if (poll(&p, 1, (int)(deadline - util_now_ms())) <= 0) return -1;
-    if (read(fd, line + n, 1) != 1) return -1;
-    if (line[n] == '\n') {
-      line[n] = '\0';
-      const char *u = strstr(line, "http://");
-      const char *c = u ? strchr(u + 7, ':') : NULL;
-      if (c) return atoi(c + 1);
-      n = 0;
-    } else {
-      n++;
-    }
-  }
-  return -1;
-}
-
-/* Starts agentdb serve on s->dir (made if empty) with extra args. */
+/* Starts agentdb serve on s->dir (made if empty) with extra args, and 16
+ * write threads as this suite has always run it. */
 static void start_server(server *s, const char *const *extra) {
-  if (!s->dir[0]) make_dir(s);
-  const char *bin = getenv("ADB_BIN");
-  assert_non_null(bin);
-  char store[400], log[400];
-  snprintf(store, sizeof store, "sqlite://%s/agentdb.db", s->dir);
-  snprintf(log, sizeof log, "%s/server.log", s->dir);
-  const char *argv[40] = {
-      bin,   "serve",     "--listen", "127.0.0.1:0",     "--store",
-      store, "--threads", "2",        "--write-threads", "16"};
-  int n = 10;
+  const char *argv[40] = {"--write-threads", "16"};
+  int n = 2;
   for (int i = 0; extra && extra[i] && n < 38; i++)
     argv[n++] = extra[i];
   argv[n] = NULL;
-  int p[2];
-  assert_int_equal(pipe(p), 0);
-  s->pid = fork();
-  assert_true(s->pid >= 0);
-  if (s->pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
-    int lfd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-    dup2(p[1], 1);
-    if (lfd >= 0) dup2(lfd, 2);
-    close(p[0]);
-    close(p[1]);
-    execv(bin, (char *const *)argv);
-    _exit(127);
-  }
-  close(p[1]);
-  s->port = read_port(p[0]);
-  close(p[0]);
-  if (s->port <= 0) {
-    fprintf(stderr, "server did not start; log in %s\n", log);
-    kill(s->pid, SIGKILL);
-    waitpid(s->pid, NULL, 0);
-    s->pid = 0;
-  }
-  assert_true(s->port > 0);
+  assert_int_equal(tsrv_start(s, argv), 0);
 }
 
 /* Sends sig and waits; returns the exit status (-1: killed by a signal or
  * did not stop within 60 s). */
 static int stop_server(server *s, int sig) {
-  if (s->pid <= 0) return -1;
-  kill(s->pid, sig);
-  int st = 0;
-  int64_t deadline = util_now_ms() + 60000;
-  while (waitpid(s->pid, &st, WNOHANG) == 0) {
-    if (util_now_ms() > deadline) {
-      kill(s->pid, SIGKILL);
-      waitpid(s->pid, &st, 0);
-      s->pid = 0;
-      return -1;
-    }
-    usleep(10000);
-  }
-  s->pid = 0;
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static void remove_dir(server *s) {
-  char cmd[400];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", s->dir);
-  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", s->dir);
-  s->dir[0] = '\0';
+  return tsrv_stop(s, sig);
 }
 
 /* ------------------------------------------------------------- client */
@@ -237,7 +155,7 @@ static int group_teardown(void **state) {
   (void)state;
   int st = stop_server(&S, SIGTERM);
   if (st != 0) fprintf(stderr, "shared server exited with %d\n", st);
-  remove_dir(&S);
+  tsrv_cleanup(&S);
   return st == 0 ? 0 : -1;
 }
 
@@ -1099,14 +1017,10 @@ static void test_api_keys_and_agent_scopes(void **state) {
   (void)state;
   server a;
   memset(&a, 0, sizeof a);
-  make_dir(&a);
-  char keys[400];
-  snprintf(keys, sizeof keys, "%s/keys", a.dir);
-  FILE *f = fopen(keys, "w");
-  assert_non_null(f);
-  fprintf(f, "# test keys\nadmin-0123456789abcdef\n"
-             "scoped-0123456789abcdef  scoped-a,scoped-b\n");
-  fclose(f);
+  const char *keys =
+      tsrv_keys(&a, "# test keys\nadmin-0123456789abcdef\n"
+                    "scoped-0123456789abcdef  scoped-a,scoped-b\n");
+  assert_non_null(keys);
   const char *extra[] = {"--api-keys-file", keys, NULL};
   start_server(&a, extra);
   const char *admin = "Authorization: Bearer admin-0123456789abcdef\r\n";
@@ -1158,7 +1072,7 @@ static void test_api_keys_and_agent_scopes(void **state) {
   for (int i = 0; i < 3; i++)
     expect_status(&a, "GET", open_paths[i], NULL, 200);
   assert_int_equal(stop_server(&a, SIGTERM), 0);
-  remove_dir(&a);
+  tsrv_cleanup(&a);
 }
 
 /* ----------------------------------------------------------- durability */
@@ -1186,7 +1100,7 @@ static void test_async_durability_answers_202_pending(void **state) {
   assert_int_equal(json_integer_value(json_object_get(arm, "n")), 1);
   util_http_resp_free(&r);
   assert_int_equal(stop_server(&a, SIGTERM), 0);
-  remove_dir(&a);
+  tsrv_cleanup(&a);
 }
 
 typedef struct writer {
@@ -1281,7 +1195,7 @@ static void test_sigterm_loses_no_acknowledged_reward(void **state) {
     }
   assert_int_equal(arm_n(&a), sent);
   assert_int_equal(stop_server(&a, SIGTERM), 0);
-  remove_dir(&a);
+  tsrv_cleanup(&a);
 }
 
 int main(void) {
