@@ -172,8 +172,8 @@ static void bench_decide(int quick) {
          "candidates (the anchor)\n",
          t.per_core, t.p50_us);
   printf("bench decide_linear: %.0f decisions/s per core, p50 %.1f us, 20 "
-         "candidates, 16-d, default crosses (target >= 50000/s; %.2fx the "
-         "tabular rate)\n",
+         "candidates, 16-d, default crosses (target >= 50000/s; anchor: the "
+         "tabular decide above, ratio %.2f, target >= 0.5)\n",
          l.per_core, l.p50_us, l.per_core / t.per_core);
   adb_close(db);
   char cmd[700];

@@ -316,7 +316,8 @@ void adb__item_free(adb__item *it) {
   if (it->has_cv) pthread_cond_destroy(&it->cv);
   free(it->errmsg);
   free(it->emb);
-  free(it->raw);
+  /* A decision's raw block may live inline, right after the item. */
+  if (it->raw != (char *)(it + 1)) free(it->raw);
   free(it);
 }
 
