@@ -168,6 +168,17 @@ int adb__enqueue(adb *db, adb__item *chain, int wait, adb__reward_rec *out);
  * freed by the worker. On a refusal (ADB_EFULL, ADB_ECLOSED) cb is never
  * called and the chain is freed. */
 int adb__enqueue_cb(adb *db, adb__item *chain, adb__item_done_fn cb, void *arg);
+/* A durable reward without a waiting thread: validated and queued like
+ * adb_reward (any durability), then, once committed or failed, cb(rc,
+ * result or NULL, arg) is called on the handle's waker thread, where
+ * adb_errmsg gives the message of a failure. It must not block: it delays
+ * the wake-up of later writers. An error returned here (validation, queue
+ * full, closing) means cb will not be called. For the HTTP layer, whose
+ * loop threads must not wait for a commit. */
+typedef void (*adb__reward_done_fn)(int rc, const adb_reward_result *res,
+                                    void *arg);
+int adb__reward_cb(adb *db, const adb_reward_req *q, adb__reward_done_fn cb,
+                   void *arg);
 /* The answer of a finished item as adb__enqueue returns it (with the
  * message set), copying its reward record into *out when not NULL. */
 int adb__item_result(adb *db, adb__item *it, adb__reward_rec *out);
