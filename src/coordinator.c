@@ -328,14 +328,15 @@ static int enqueue_chain(adb *db, adb__item *chain, int wait,
   adb__item *it = chain;
   for (adb__item *p = chain; p; p = p->next, n++)
     it = p;
-  if (wait && !it->has_sem) {
-    if (sem_init(&it->sem, 0, 0)) wait = 0;
-    it->has_sem = wait;
+  int no_sem = 0;
+  if (wait && it && !it->has_sem) {
+    no_sem = sem_init(&it->sem, 0, 0) != 0;
+    it->has_sem = !no_sem;
   }
   pthread_mutex_lock(&db->qmu);
   int rc = db->closing                             ? ADB_ECLOSED
            : !chain                                ? ADB_EINVAL
-           : wait != it->has_sem                   ? ADB_ENOMEM
+           : no_sem                                ? ADB_ENOMEM
            : db->qlen + n > db->cfg.queue_capacity ? ADB_EFULL
                                                    : ADB_OK;
   if (rc != ADB_OK) {
