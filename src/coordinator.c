@@ -14,7 +14,16 @@
  * so a decision made after a reward is acknowledged sees it.
  *
  * Sync writers (durability=sync) sleep until their item is done; async
- * writers return at enqueue and the worker frees their items.
+ * writers return at enqueue and the worker frees their items. Waking is
+ * not the worker's job: it marks a batch done under the queue mutex and
+ * hands the waited items to a waker thread, which posts each writer's own
+ * semaphore (or calls the item's completion callback, adb__enqueue_cb)
+ * with no lock held, while the worker already commits the next batch. A
+ * woken writer thus never queues for the mutex the worker holds, and the
+ * wake-ups (a futex call each) stay off the commit path. A writer that
+ * times out gives its item to the worker (waited = 0) unless the item is
+ * already done; then the waker's post is on its way and is waited for, so
+ * that no one touches an item after its owner freed it.
  *
  * Store errors come in two classes (store.h). A temporary one (connection
  * lost, busy, serialization failure, deadlock, disk full) is retried: the
