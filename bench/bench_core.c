@@ -143,6 +143,10 @@ static void bench_decide(const char *dir, int quick) {
   adb_close(db);
 }
 
+/* Reward ids are new in every run: a PostgreSQL server (and its tables)
+ * outlives one run, and duplicates would skip the posterior updates. */
+static unsigned long run_nonce;
+
 typedef struct rw_arg {
   adb *db;
   int t;
@@ -156,7 +160,7 @@ static void *reward_writer(void *p) {
   adb_state_key(a->db, "bench", NULL, 0, NULL, 0, sk);
   for (long i = 0; now_s() < a->until; i++) {
     char id[48], user[16], act[16];
-    snprintf(id, sizeof id, "w%d-%ld", a->t, i);
+    snprintf(id, sizeof id, "w%lx-%d-%ld", run_nonce, a->t, i);
     snprintf(user, sizeof user, "u%ld", (a->t * 7919 + i) % 1000);
     snprintf(act, sizeof act, "item-%ld", i % 50);
     adb_reward_req rr = {.agent_id = "bench",
@@ -297,6 +301,7 @@ static void bench_rewards(const char *dir, int quick, int writers,
   rw_arg *args = calloc((size_t)writers, sizeof *args);
   adb_stats st0, st;
   adb_stats_get(db, &st0);
+  run_nonce = (unsigned long)(now_s() * 1e6) ^ ((unsigned long)getpid() << 40);
   double secs = quick ? 1.5 : 4.0, t0 = now_s(), cpu0 = process_cpu_s();
   double wk0 = threads_cpu_s("adb-flush"), wa0 = threads_cpu_s("adb-wake");
   for (int t = 0; t < writers; t++) {
@@ -321,12 +326,14 @@ static void bench_rewards(const char *dir, int quick, int writers,
    * bookkeeping), the waker (writer wake-ups), and the rest (the writers:
    * building, hashing, queueing, sleeping and waking). */
   char cpu_txt[256];
-  snprintf(cpu_txt, sizeof cpu_txt,
-           "%ld commits, %.0f rewards per commit, %.1f ms per commit; CPU "
-           "per reward %.1f us: worker %.1f, waker %.1f, writers %.1f",
-           commits, per_commit, dt * 1e3 / (commits + 1e-9),
-           cpu * 1e6 / (total + 1e-9), wk * 1e6 / (total + 1e-9),
-           wa * 1e6 / (total + 1e-9), (cpu - wk - wa) * 1e6 / (total + 1e-9));
+  snprintf(
+      cpu_txt, sizeof cpu_txt,
+      "%ld new, %ld commits, %.0f rewards per commit, %.1f ms per commit; CPU "
+      "per reward %.1f us: worker %.1f, waker %.1f, writers %.1f",
+      (long)(st.rewards_applied - st0.rewards_applied), commits, per_commit,
+      dt * 1e3 / (commits + 1e-9), cpu * 1e6 / (total + 1e-9),
+      wk * 1e6 / (total + 1e-9), wa * 1e6 / (total + 1e-9),
+      (cpu - wk - wa) * 1e6 / (total + 1e-9));
   if (pg_url) {
     double lat = pg_commit_latency(pg_url);
     printf("bench rewards_durable_pg: %.0f rewards/s, sync, %d writers "
