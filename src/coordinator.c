@@ -406,7 +406,13 @@ int adb__item_result(adb *db, adb__item *it, adb__reward_rec *out) {
 
 int adb__enqueue_cb(adb *db, adb__item *chain, adb__item_done_fn cb,
                     void *arg) {
-  if (!cb) return adb__fail(db, ADB_EINVAL, "no completion callback");
+  if (!cb) {
+    for (adb__item *p = chain, *next; p; p = next) {
+      next = p->next;
+      adb__item_free(p);
+    }
+    return adb__fail(db, ADB_EINVAL, "no completion callback");
+  }
   return enqueue_chain(db, chain, 0, cb, arg);
 }
 
