@@ -100,3 +100,13 @@ char *adb__eval_table(const adb__eval_result *r, int n,
                       const adb__eval_summary *s);
 
 #endif
+
+/* Where evaluations read an agent's log: calls fn(ctx, row) for each row
+ * of the agent with from_ms <= ts < to_ms, in time order; returns ADB_OK,
+ * fn's nonzero return, or an ADB_E* code. */
+typedef int (*adb__eval_scan_fn)(void *arg, const char *agent, int64_t from_ms,
+                                 int64_t to_ms, adb__log_fn fn, void *ctx);
+/* The store's log (arg is the adb handle): its store's log_scan. Until
+ * that method is merged (issue 10, export), ADB_EINVAL. */
+int adb__eval_scan_store(void *arg, const char *agent, int64_t from_ms,
+                         int64_t to_ms, adb__log_fn fn, void *ctx);
