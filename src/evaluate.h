@@ -99,8 +99,6 @@ char *adb__eval_json(const adb__eval_result *r, int n,
 char *adb__eval_table(const adb__eval_result *r, int n,
                       const adb__eval_summary *s);
 
-#endif
-
 /* Where evaluations read an agent's log: calls fn(ctx, row) for each row
  * of the agent with from_ms <= ts < to_ms, in time order; returns ADB_OK,
  * fn's nonzero return, or an ADB_E* code. */
@@ -110,3 +108,32 @@ typedef int (*adb__eval_scan_fn)(void *arg, const char *agent, int64_t from_ms,
  * that method is merged (issue 10, export), ADB_EINVAL. */
 int adb__eval_scan_store(void *arg, const char *agent, int64_t from_ms,
                          int64_t to_ms, adb__log_fn fn, void *ctx);
+
+/* Evaluations in the background (evaluate_job.c; design there): at most
+ * max_running at once (<= 0: 2), each on its own lowest-priority thread,
+ * reading through scan(arg, ...) (NULL: adb__eval_scan_store, arg the
+ * adb handle). stop cancels and joins every evaluation (call it before
+ * the handle closes); free stops, then frees (NULL is a no-op). */
+typedef struct adb__eval_jobs adb__eval_jobs;
+int adb__eval_jobs_new(int max_running, adb__eval_scan_fn scan, void *arg,
+                       adb__eval_jobs **out);
+void adb__eval_jobs_stop(adb__eval_jobs *j);
+void adb__eval_jobs_free(adb__eval_jobs *j);
+int adb__eval_jobs_max(const adb__eval_jobs *j);
+/* Starts one: ADB_OK and its id (32 hex digits), ADB_EFULL when
+ * max_running run already, ADB_EINVAL for bad policies, ADB_ENOMEM. */
+int adb__eval_job_start(adb__eval_jobs *j, const char *agent,
+                        const adb__eval_policy *pols, int n, int64_t from_ms,
+                        int64_t to_ms, char id[33]);
+/* Its status, progress and (when done) result as JSON appended to out;
+ * ADB_ENOTFOUND for an unknown id (or one of another agent). */
+struct adb__sbuf;
+int adb__eval_job_get(adb__eval_jobs *j, const char *agent, const char *id,
+                      struct adb__sbuf *out);
+/* {"max_running":N,"evaluations":[...]} of the agent, newest first. */
+int adb__eval_job_list(adb__eval_jobs *j, const char *agent,
+                       struct adb__sbuf *out);
+/* Cancels (a running one stops at its next row) and forgets it. */
+int adb__eval_job_cancel(adb__eval_jobs *j, const char *agent, const char *id,
+                         struct adb__sbuf *out);
+#endif
