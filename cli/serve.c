@@ -155,7 +155,7 @@ static const opt_def opts[N_OPT] = {
                 "requests a second per API key, on average (0: no limit; "
                 "429 with Retry-After above)"},
     [O_MAX_EVALS] = {"max-evaluations", "AGENTDB_MAX_EVALUATIONS", "2", "N",
-                      "offline evaluations running at once (429 beyond)"},
+                     "offline evaluations running at once (429 beyond)"},
     [O_BURST] = {"rate-burst", "AGENTDB_RATE_BURST", "", "N",
                  "requests a key may burst above --rate-limit (default: "
                  "the rate, at least 1)"},

@@ -495,8 +495,8 @@ static const char *ev_default_logger =
 
 static int ev_parse(int argc, char **argv, evopts *o) {
   static const struct option lo[] = {
-      {"seed", 1, 0, 's'},   {"seeds", 1, 0, 'n'},  {"rounds", 1, 0, 'r'},
-      {"logger", 1, 0, 'l'}, {"policy", 1, 0, 'p'}, {"json", 0, 0, 'j'},
+      {"seed", 1, 0, 's'},     {"seeds", 1, 0, 'n'},    {"rounds", 1, 0, 'r'},
+      {"logger", 1, 0, 'l'},   {"policy", 1, 0, 'p'},   {"json", 0, 0, 'j'},
       {"evaluate", 0, 0, 'e'}, {"workload", 1, 0, 'w'}, {0, 0, 0, 0}};
   int c;
   optind = 1;
@@ -690,8 +690,8 @@ static void ev_print_tally(const evopts *o, const adb__eval_policy *pol,
 }
 
 static int simulate_evaluate(int argc, char **argv) {
-  evopts o = {.seed = 1, .seeds = 1, .rounds = 5000,
-              .logger = ev_default_logger};
+  evopts o = {
+      .seed = 1, .seeds = 1, .rounds = 5000, .logger = ev_default_logger};
   if (ev_parse(argc, argv, &o)) return 2;
   adb__eval_policy pol[EV_MAX_POL], logp;
   char err[256];
