@@ -18,7 +18,7 @@
 #include "offline.h"
 
 #define ADB_EVAL_MAX_POLICIES 16
-#define ADB_EVAL_MAX_CANDS 256
+#define ADB_EVAL_MAX_CANDS ADB_MAX_CANDIDATES
 
 /* A candidate policy: an agent config as POST /v1/agents takes it, and a
  * name for the tables ("name" in the JSON; else "policy-<i>"). */
