@@ -302,9 +302,10 @@ static void publish_pool(lin_agent *la, adb__lin_pool *p) {
   adb__lin_pool_unref(old);
 }
 
-static int draw_pool(lin_agent *la) {
-  adb__lin_pool *p =
-      adb__lin_pool_make(&la->m, (double)adb__now_ms() / 1000.0, &la->rng, -1);
+/* The posterior at the handle's clock (decay ages rewards against it). */
+static int draw_pool(adb *db, lin_agent *la) {
+  adb__lin_pool *p = adb__lin_pool_make(
+      &la->m, (double)adb__clock_ms(db) / 1000.0, &la->rng, -1);
   if (!p) return ADB_ENOMEM;
   la->pool_n = la->m.n;
   publish_pool(la, p);
@@ -349,7 +350,7 @@ static void agent_tick(adb *db, lin_agent *la, const adb_agent_config *c,
   else
     rc = catch_up(db, la, NULL);
   int64_t now = adb__now_ms();
-  if (rc == ADB_OK && la->m.n != la->pool_n) rc = draw_pool(la);
+  if (rc == ADB_OK && la->m.n != la->pool_n) rc = draw_pool(db, la);
   if (force_acts || now - la->acts_ms >= LIN_ACTS_MS) load_acts(db, la);
   if (rc == ADB_OK && la->m.n != la->ckpt_n &&
       (la->m.n - la->ckpt_n >= LIN_CKPT_N || now - la->ckpt_ms >= LIN_CKPT_MS))

@@ -164,7 +164,7 @@ int adb_reward(adb *db, const adb_reward_req *q, adb_reward_result *out) {
   r->reward_micro = adb__reward_to_micro(value);
   r->signals_json = q->signals ? signals_json(q->signals) : NULL;
   body_hash(q, r, r->signals_json, r->body_hash);
-  r->ts_ms = adb__now_ms();
+  r->ts_ms = adb__clock_ms(db);
   int sync = db->cfg.durability == ADB_DURABILITY_SYNC;
   int r_awaiting = r->awaiting;
   adb__reward_rec done = {0};
