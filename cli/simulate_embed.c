@@ -294,6 +294,10 @@ static int parse(int argc, char **argv, eopts *o) {
     if (c == 'L') o->lambda = atof(optarg);
     if (c == '?') return -1;
   }
+  /* The drift variant forgets by default (README): a half-life of 2,000
+   * rounds (seconds of the handle's clock) for the linear agent and the
+   * ridge; --half-life 0 turns it off. */
+  if (o->half_life < 0) o->half_life = o->variant == V_DRIFT ? 2000 : 0;
   if (o->rounds < 100 || o->variant < 0) {
     fprintf(stderr, "simulate: --workload embed takes --seed N, --rounds N "
                     "(>= 100), --variant base|drift|newusers\n");
@@ -305,8 +309,8 @@ static int parse(int argc, char **argv, eopts *o) {
 static void report(const eopts *o, const double *tot, const double *last,
                    long n_last) {
   static const char *vn[] = {"base", "drift", "newusers"};
-  printf("workload embed/%s, seed %llu, %ld rounds\n", vn[o->variant],
-         (unsigned long long)o->seed, o->rounds);
+  printf("workload embed/%s, seed %llu, %ld rounds, half-life %g rounds\n",
+         vn[o->variant], (unsigned long long)o->seed, o->rounds, o->half_life);
   printf("%-18s %12s %12s %16s\n", "policy", "mean reward", "% of oracle",
          "last 10% / oracle");
   for (int p = 0; p < N_POL; p++)
@@ -421,7 +425,7 @@ static int run(adb *db, const eworld *w, const eopts *o, sim_clock *clk,
 }
 
 int cli_simulate_embed(int argc, char **argv) {
-  eopts o = {.seed = 1, .rounds = 20000, .variant = V_BASE};
+  eopts o = {.seed = 1, .rounds = 20000, .variant = V_BASE, .half_life = -1};
   if (parse(argc, argv, &o)) return 2;
   eworld *w = calloc(1, sizeof *w);
   if (!w) return 1;

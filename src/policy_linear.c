@@ -662,3 +662,99 @@ const adb__policy_model adb__policy_linear = {
     .model_tag = "linear-ts/1",
     .decide = linear_decide,
 };
+
+/* ---------------------------------------------------------------- view */
+
+static int view_cmp(const void *a, const void *b) {
+  return strcmp(((const adb__lin_arm_view *)a)->action,
+                ((const adb__lin_arm_view *)b)->action);
+}
+
+/* Mean, sd and argmax share of each arm's score over the pool's draws. */
+static void view_scores(const adb__lin_pool *p, const adb__lin_x *x,
+                        const float (*e)[ADB_LIN_P], const char *const *ids,
+                        int n, adb__lin_arm_view *v, double *scores) {
+  for (int j = 0; j < p->B; j++) {
+    adb__lin_scores(p, j, x, e, ids, n, scores);
+    int best = 0;
+    for (int a = 0; a < n; a++) {
+      v[a].mean += scores[a] / p->B;
+      v[a].sd += scores[a] * scores[a] / p->B;
+      if (scores[a] > scores[best]) best = a;
+    }
+    v[best].share += 1.0 / p->B;
+  }
+  for (int a = 0; a < n; a++)
+    v[a].sd = sqrt(fmax(0, v[a].sd - v[a].mean * v[a].mean));
+}
+
+int adb__linear_view(adb *db, const char *agent_id, const char *user_id,
+                     adb__lin_arm_view **arms, int *n_arms, int64_t *n_rewards,
+                     int *k, int *draws) {
+  *arms = NULL;
+  *n_arms = 0;
+  adb__agent *a = NULL;
+  int rc = adb__agent_acquire(db, agent_id, &a);
+  lin_agent *la = NULL;
+  if (!rc) rc = agent_of(db, a, &la);
+  if (a) adb__agent_release(a);
+  if (rc) return rc;
+  pthread_mutex_lock(&la->pmu);
+  adb__lin_pool *pool = la->pool;
+  acts *ac = la->acts;
+  atomic_fetch_add(&pool->refs, 1);
+  if (ac) atomic_fetch_add(&ac->refs, 1);
+  pthread_mutex_unlock(&la->pmu);
+  int n = ac ? (int)ac->map.len : 0;
+  adb__lin_arm_view *v = calloc((size_t)n + 1, sizeof *v);
+  float(*e)[ADB_LIN_P] = malloc(((size_t)n + 1) * sizeof *e);
+  const char **ids = malloc(((size_t)n + 1) * sizeof *ids);
+  double *scores = malloc(((size_t)n + 1) * sizeof *scores);
+  if (!v || !e || !ids || !scores) {
+    rc = adb__fail(db, ADB_ENOMEM, "out of memory");
+    n = 0;
+  }
+  int m = 0;
+  for (size_t i = 0; ac && m < n && i < ac->map.cap; i++)
+    if (ac->map.slots[i].key) {
+      snprintf(v[m].action, sizeof v[m].action, "%s", ac->map.slots[i].key);
+      memcpy(e[m], ac->map.slots[i].val, sizeof e[m]);
+      m++;
+    }
+  qsort(v, (size_t)m, sizeof *v, view_cmp);
+  for (int i = 0; i < m; i++) {
+    ids[i] = v[i].action;
+    memcpy(e[i], adb__strmap_get(&ac->map, v[i].action), sizeof e[i]);
+  }
+  adb_decide_req req = {.user_id = user_id};
+  adb__lin_x x;
+  user_vector(db, &req, x.u);
+  memset(x.c, 0, sizeof x.c);
+  if (m > 0)
+    view_scores(pool, &x, (const float(*)[ADB_LIN_P])e, ids, m, v, scores);
+  pthread_mutex_lock(&la->mu);
+  double s = la->m.cfg.half_life_s > 0 && la->m.n
+                 ? exp2((la->m.t_ref_s - (double)adb__clock_ms(db) / 1000) /
+                        la->m.cfg.half_life_s)
+                 : 1;
+  for (int i = 0; i < m; i++) {
+    void *idx = adb__strmap_get(&la->m.arm_index, v[i].action);
+    v[i].n = idx ? s * la->m.arms[(uintptr_t)idx - 1].a : 0;
+  }
+  *n_rewards = la->m.n;
+  *k = la->m.k;
+  pthread_mutex_unlock(&la->mu);
+  *draws = pool->B;
+  adb__lin_pool_unref(pool);
+  acts_unref(ac);
+  free(e);
+  free(ids);
+  free(scores);
+  if (rc) {
+    free(v);
+    return rc;
+  }
+  *arms = v;
+  *n_arms = m;
+  return ADB_OK;
+}
