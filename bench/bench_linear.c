@@ -14,7 +14,7 @@
  *      anchor is a raw scan of the same rows in the same run.
  * One line per case: "bench <case>: <value> <unit> (target ..., anchor ...)".
  *
- *   bench_linear [--quick]
+ *   bench_linear [--quick | --rebuild]   (--rebuild: case 4 alone)
  */
 #include <libpq-fe.h>
 #include <sqlite3.h>
@@ -501,9 +501,12 @@ static void rebuild_pg(int64_t n_rows) {
 
 int main(int argc, char **argv) {
   int quick = argc > 1 && !strcmp(argv[1], "--quick");
+  int rebuild_only = argc > 1 && !strcmp(argv[1], "--rebuild");
   setvbuf(stdout, NULL, _IONBF, 0);
-  bench_model(quick);
-  bench_decide(quick);
+  if (!rebuild_only) {
+    bench_model(quick);
+    bench_decide(quick);
+  }
   int64_t rows = quick ? 100000 : 1000000;
   rebuild_sqlite(rows);
   rebuild_pg(rows);

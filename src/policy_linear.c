@@ -183,6 +183,7 @@ static void seen_prune(lin_agent *la, uint64_t xmin) {
 
 typedef struct scan_arg {
   lin_agent *la;
+  adb__lin_batch *batch; /* the rows of a scan are folded in together */
   int n_old;
   int64_t applied;
 } scan_arg;
@@ -198,8 +199,8 @@ static int scan_row(void *arg, const adb__lin_row *row) {
             "features; skipped\n",
             la->id, row->reward_id);
   } else {
-    int rc = adb__lin_update(&la->m, row->action, &feat, row->reward,
-                             (double)row->ts_ms / 1000.0);
+    int rc = adb__lin_batch_add(x->batch, row->action, &feat, row->reward,
+                                (double)row->ts_ms / 1000.0);
     if (rc == ADB_ENOMEM) return rc;
   }
   if (row->seq > la->after_seq) la->after_seq = row->seq;
@@ -209,10 +210,17 @@ static int scan_row(void *arg, const adb__lin_row *row) {
 
 /* Folds in the rewards applied since the watermark (la->mu held). */
 static int catch_up(adb *db, lin_agent *la, int64_t *applied) {
-  scan_arg x = {la, la->n_seen, 0};
+  scan_arg x = {la, adb__lin_batch_new(&la->m), la->n_seen, 0};
   uint64_t snap = 0;
+  if (!x.batch) return ADB_ENOMEM;
   int rc = db->store->m->lin_scan(db->store, la->id, la->after_seq, la->min_xid,
                                   &snap, scan_row, &x);
+  int frc = adb__lin_batch_flush(x.batch);
+  adb__lin_batch_free(x.batch);
+  if (frc) rc = frc;
+  if (rc == ADB_ENOMEM)
+    la->loaded = 0; /* rows marked applied may be
+                      missing: rebuild the model */
   if (rc == ADB_OK && snap > la->min_xid) la->min_xid = snap;
   seen_prune(la, la->min_xid);
   if (applied) *applied = x.applied;

@@ -226,6 +226,47 @@ static void decay_matches_closed_form_in_any_order(void **state) {
   free(o);
 }
 
+/* The catch-up's batched fold (rewards of one action and embedding
+ * grouped) is the same model: against the closed-form ridge solve, for
+ * several crosses (with the per-action bias the reference assumes), with
+ * and without decay (rescaling mid-batch). */
+static void batched_fold_equals_batch_ridge_solve(void **state) {
+  (void)state;
+  obs *o = malloc(N_OBS * sizeof *o);
+  make_obs(o, N_OBS, 13, 1000);
+  for (int i = 0; i < N_OBS; i++) /* one embedding per arm: groups */
+    for (int j = 0; j < i; j++)
+      if (o[j].arm == o[i].arm) {
+        memcpy(o[i].x.e, o[j].x.e, sizeof o[i].x.e);
+        break;
+      }
+  int crosses[] = {ADB_LIN_ALL, ADB_LIN_A | ADB_LIN_UA | ADB_LIN_BIAS,
+                   ADB_LIN_CA | ADB_LIN_BIAS, ADB_LIN_UA | ADB_LIN_BIAS};
+  double hs[] = {0, 10};
+  for (int c = 0; c < 4; c++)
+    for (int hi = 0; hi < 2; hi++) {
+      adb__lin_cfg cfg = {.crosses = crosses[c], .half_life_s = hs[hi]};
+      adb__lin_model m;
+      assert_int_equal(adb__lin_init(&m, &cfg), ADB_OK);
+      adb__lin_batch *b = adb__lin_batch_new(&m);
+      assert_non_null(b);
+      for (int i = 0; i < N_OBS; i++) {
+        char id[8];
+        snprintf(id, sizeof id, "a%d", o[i].arm);
+        assert_int_equal(adb__lin_batch_add(b, id, &o[i].x, o[i].r, o[i].t),
+                         ADB_OK);
+        if (i % 97 == 96) assert_int_equal(adb__lin_batch_flush(b), ADB_OK);
+      }
+      assert_int_equal(adb__lin_batch_flush(b), ADB_OK);
+      adb__lin_batch_free(b);
+      assert_int_equal(m.n, N_OBS);
+      if (hs[hi] > 0) assert_true(m.t_ref_s > 0);
+      check_against_batch(&m, o, N_OBS, 1000, hs[hi]);
+      adb__lin_free(&m);
+    }
+  free(o);
+}
+
 static void sampler_has_posterior_mean_and_covariance(void **state) {
   (void)state;
   obs *o = malloc(60 * sizeof *o);
@@ -844,6 +885,7 @@ int main(void) {
   const struct CMUnitTest math[] = {
       cmocka_unit_test(update_equals_batch_ridge_solve),
       cmocka_unit_test(decay_matches_closed_form_in_any_order),
+      cmocka_unit_test(batched_fold_equals_batch_ridge_solve),
       cmocka_unit_test(sampler_has_posterior_mean_and_covariance),
       cmocka_unit_test(propensity_matches_monte_carlo),
       cmocka_unit_test(checkpoint_round_trips_and_bad_features_are_refused),
