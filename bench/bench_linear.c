@@ -332,7 +332,7 @@ static void print_rebuild(const char *store, int64_t n_rows, double scan,
          store, full, (long long)n_rows, n_rows / full, (long long)n_full,
          full / scan, scan);
   printf("bench linear_restart_%s: %.3f s to restart from the checkpoint "
-         "of those %lld rewards (model n = %lld), %.2fx the raw scan\n",
+         "of those %lld rewards (model n = %lld), %.4fx the raw scan\n",
          store, ckpt, (long long)n_rows, (long long)n_ckpt, ckpt / scan);
 }
 

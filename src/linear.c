@@ -61,7 +61,6 @@
 
 #include <math.h>
 #include <stdatomic.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -379,13 +378,19 @@ void adb__lin_batch_free(adb__lin_batch *b) {
 }
 
 static group *group_of(adb__lin_batch *b, const char *action, const float *e) {
+  static const char hex[] = "0123456789abcdef";
   char key[ADB_ID_MAX + 2 + 8 * ADB_LIN_P + 1];
-  int n = snprintf(key, sizeof key, "%s\x1f", action);
-  for (int j = 0; j < ADB_LIN_P && n > 0 && (size_t)n < sizeof key; j++) {
+  size_t n = strlen(action);
+  if (n > ADB_ID_MAX) n = ADB_ID_MAX;
+  memcpy(key, action, n);
+  key[n++] = '\x1f';
+  for (int j = 0; j < ADB_LIN_P; j++) {
     uint32_t bits;
     memcpy(&bits, &e[j], 4);
-    n += snprintf(key + n, sizeof key - (size_t)n, "%08x", bits);
+    for (int d = 7; d >= 0; d--)
+      key[n++] = hex[(bits >> (4 * d)) & 15];
   }
+  key[n] = 0;
   void *v = adb__strmap_get(&b->index, key);
   if (v) return &b->g[(uintptr_t)v - 1];
   if (b->n == b->cap) {
