@@ -41,6 +41,11 @@
  * (policy_linear.c). The factorisation is redone from the sums each time a
  * pool is drawn, so rounding never accumulates in a factor (no rank-one
  * downdates to drift; periodic refactoring is the only factoring).
+ * A catch-up of many rewards (a restart, a replica) folds them in batches
+ * (adb__lin_batch): z = [1; g (x) e] with g = [1; u; c], so the rewards of
+ * one action and one action embedding share their 25 x 25 sums of w g g^T
+ * and expand into the k x k sums once per batch — O(25^2) per reward
+ * instead of O(k^2), the same sums up to the order of addition.
  *
  * Decay. With half-life h, a reward at time t enters with weight 2^((t -
  * t_ref)/h) relative to a reference time t_ref, and the posterior at time

@@ -52,6 +52,13 @@
  * a handle loads the model (checkpoint plus the rewards after it) before it
  * answers.
  *
+ * Decay (decay_half_life_s, off by default) ages a reward by the time its
+ * handle stamped it with (reward_signals.created_at_ms, copied into
+ * linear_rewards) against the time a pool is drawn, both on the handle's
+ * clock (adb_config.clock_ms, else the system clock): a simulation that
+ * runs faster than real time gives the handle its own clock, and decay
+ * acts on it exactly as on real time.
+ *
  * The user vector is the request's embedding, else the user's stored state
  * (a store read per decision: send the embedding to avoid it), else zeros;
  * the context vector is built from the agent's context keys only.
