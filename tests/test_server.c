@@ -330,7 +330,7 @@ static void test_linear_agent_learns_over_http(void **state) {
    * within a tick.) */
   resp p = {0};
   for (int i = 0; i < 100; i++) {
-    resp_free(&p);
+    util_http_resp_free(&p);
     p = call(&S, "GET", "/v1/agents/hlin/policies/hu2", NULL);
     assert_int_equal(p.status, 200);
     json_t *m = json_object_get(p.json, "model");
@@ -357,7 +357,7 @@ static void test_linear_agent_learns_over_http(void **state) {
   assert_string_equal(best, "h2");
   assert_true(fabs(share - 1) < 1e-9);
   assert_true(fabs(n_sum - ROUNDS) < 1e-6); /* one per reward: no decay */
-  resp_free(&p);
+  util_http_resp_free(&p);
   /* The request's embedding overrides the stored one. */
   resp d = call(&S, "POST", "/v1/agents/hlin/decide",
                 "{\"user_id\":\"hu0\",\"candidates\":[\"h0\",\"h3\"],"
