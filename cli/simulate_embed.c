@@ -29,6 +29,7 @@
  */
 #include <getopt.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -157,7 +158,7 @@ static int pick_user(const eworld *w, long t, adb__rng *r) {
 /* ------------------------------------------------------- agentdb agents */
 
 static int agent_setup(adb *db, const char *id, const eworld *w, int linear,
-                       const double *v_lambda) {
+                       const double *v_lambda_h) {
   adb_agent_config cfg;
   adb_agent_config_init(&cfg);
   snprintf(cfg.id, sizeof cfg.id, "%s", id);
@@ -165,11 +166,12 @@ static int agent_setup(adb *db, const char *id, const eworld *w, int linear,
   snprintf(cfg.context_keys[0], sizeof cfg.context_keys[0], "daypart");
   if (linear) {
     cfg.algorithm = ADB_ALGO_LINEAR;
-    if (v_lambda[0] > 0) cfg.linear_v = v_lambda[0];
-    if (v_lambda[1] > 0) cfg.linear_lambda = v_lambda[1];
-  }
-  else
+    if (v_lambda_h[0] > 0) cfg.linear_v = v_lambda_h[0];
+    if (v_lambda_h[1] > 0) cfg.linear_lambda = v_lambda_h[1];
+    cfg.decay_half_life_s = v_lambda_h[2];
+  } else {
     cfg.fallback_strength = 30;
+  }
   int rc = adb_agent_put(db, &cfg);
   adb_action acts[E_ITEMS];
   char ids[E_ITEMS][16];
@@ -196,6 +198,19 @@ static int agent_reward(adb *db, const char *agent, const char *event_id,
   while ((rc = adb_reward(db, &rr, NULL)) == ADB_EFULL)
     adb_flush(db);
   return rc;
+}
+
+/* The handle's clock (adb_config.clock_ms): round t is second t of a run
+ * that ends now, so every stamp is a real, past time, and a half-life in
+ * seconds is one in rounds. */
+typedef struct sim_clock {
+  int64_t t0_ms;
+  _Atomic long round;
+} sim_clock;
+
+static int64_t sim_clock_ms(void *arg) {
+  sim_clock *c = arg;
+  return c->t0_ms + (int64_t)atomic_load(&c->round) * 1000;
 }
 
 /* ------------------------------------------------- epsilon-greedy ridge */
@@ -282,6 +297,10 @@ static int parse(int argc, char **argv, eopts *o) {
     if (c == 'L') o->lambda = atof(optarg);
     if (c == '?') return -1;
   }
+  /* The drift variant forgets by default (README): a half-life of 2,000
+   * rounds (seconds of the handle's clock) for the linear agent and the
+   * ridge; --half-life 0 turns it off. */
+  if (o->half_life < 0) o->half_life = o->variant == V_DRIFT ? 2000 : 0;
   if (o->rounds < 100 || o->variant < 0) {
     fprintf(stderr, "simulate: --workload embed takes --seed N, --rounds N "
                     "(>= 100), --variant base|drift|newusers\n");
@@ -293,8 +312,8 @@ static int parse(int argc, char **argv, eopts *o) {
 static void report(const eopts *o, const double *tot, const double *last,
                    long n_last) {
   static const char *vn[] = {"base", "drift", "newusers"};
-  printf("workload embed/%s, seed %llu, %ld rounds\n", vn[o->variant],
-         (unsigned long long)o->seed, o->rounds);
+  printf("workload embed/%s, seed %llu, %ld rounds, half-life %g rounds\n",
+         vn[o->variant], (unsigned long long)o->seed, o->rounds, o->half_life);
   printf("%-18s %12s %12s %16s\n", "policy", "mean reward", "% of oracle",
          "last 10% / oracle");
   for (int p = 0; p < N_POL; p++)
@@ -320,15 +339,15 @@ static void draw_cands(adb__rng *r, int *cands, char (*ids)[16],
   }
 }
 
-static int run(adb *db, const eworld *w, const eopts *o, double *tot,
-               double *last) {
+static int run(adb *db, const eworld *w, const eopts *o, sim_clock *clk,
+               double *tot, double *last) {
   adb__rng wr, pr, lr, noise[N_POL];
   adb__rng_seed(&wr, o->seed * 7919 + 11);
   adb__rng_seed(&pr, o->seed * 7919 + 12);
   adb__rng_seed(&lr, o->seed * 7919 + 13); /* linear TS in process */
   ridge rg = {.eps = 0.05, .v = 0}, lt = {.v = -1};
-  adb__lin_cfg lc = {.half_life_s = o->half_life, .v = o->v,
-                     .lambda = o->lambda};
+  adb__lin_cfg lc = {
+      .half_life_s = o->half_life, .v = o->v, .lambda = o->lambda};
   int rc = adb__lin_init(&rg.m, &lc);
   if (rc == ADB_OK) rc = adb__lin_init(&lt.m, &lc);
   int cands[E_CANDS];
@@ -336,6 +355,7 @@ static int run(adb *db, const eworld *w, const eopts *o, double *tot,
   const char *cand_ids[E_CANDS];
   long from_last = o->rounds - o->rounds / 10;
   for (long t = 0; t < o->rounds && rc == ADB_OK; t++) {
+    atomic_store(&clk->round, t);
     int u = pick_user(w, t, &wr), d = (int)(adb__rng_next(&wr) % E_DAYPARTS);
     draw_cands(&wr, cands, ids, cand_ids);
     uint64_t ns = adb__rng_next(&wr);
@@ -410,7 +430,7 @@ static int run(adb *db, const eworld *w, const eopts *o, double *tot,
 int cli_simulate_embed(int argc, char **argv) {
   for (int i = 1; i < argc; i++)
     if (!strcmp(argv[i], "--evaluate")) return simulate_evaluate(argc, argv);
-  eopts o = {.seed = 1, .rounds = 20000, .variant = V_BASE};
+  eopts o = {.seed = 1, .rounds = 20000, .variant = V_BASE, .half_life = -1};
   if (parse(argc, argv, &o)) return 2;
   eworld *w = calloc(1, sizeof *w);
   if (!w) return 1;
@@ -423,18 +443,22 @@ int cli_simulate_embed(int argc, char **argv) {
   /* Sync durability: each reward is in the model before the next round,
    * as in a deployment where the reward arrives before the user's next
    * visit. */
+  sim_clock clk = {.t0_ms = adb__now_ms() - (int64_t)o.rounds * 1000};
   adb_config cfg = {.store_url = url,
                     .durability = ADB_DURABILITY_SYNC,
                     .seed = o.seed,
                     .cold_start_k = -1,
-                    .flush_interval_ms = 1};
+                    .flush_interval_ms = 1,
+                    .clock_ms = sim_clock_ms,
+                    .clock_arg = &clk};
   adb *db = NULL;
   char err[512];
   int rc = adb_open(&cfg, &db, err, sizeof err);
-  if (rc == ADB_OK && !o.in_process) rc = agent_setup(db, "lin", w, 1, (double[]){o.v, o.lambda});
-  if (rc == ADB_OK) rc = agent_setup(db, "tab", w, 0, (double[]){0, 0});
+  if (rc == ADB_OK && !o.in_process)
+    rc = agent_setup(db, "lin", w, 1, (double[]){o.v, o.lambda, o.half_life});
+  if (rc == ADB_OK) rc = agent_setup(db, "tab", w, 0, (double[]){0, 0, 0});
   double tot[N_POL] = {0}, last[N_POL] = {0};
-  if (rc == ADB_OK) rc = run(db, w, &o, tot, last);
+  if (rc == ADB_OK) rc = run(db, w, &o, &clk, tot, last);
   if (rc) fprintf(stderr, "simulate: %s\n", db ? adb_errmsg(db) : err);
   adb_close(db);
   const char *sfx[] = {"", "-wal", "-shm"};

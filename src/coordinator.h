@@ -145,6 +145,11 @@ int adb__fail(adb *db, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* The calling thread's RNG for this handle. */
 adb__rng *adb__rng_for(adb *db);
+/* The handle's clock (cfg.clock_ms, else the system clock), ms since the
+ * epoch: what decisions and rewards are stamped with. */
+static inline int64_t adb__clock_ms(const adb *db) {
+  return db->cfg.clock_ms ? db->cfg.clock_ms(db->cfg.clock_arg) : adb__now_ms();
+}
 
 /* Agent lookup with refresh; the agent is referenced until released. */
 int adb__agent_acquire(adb *db, const char *agent_id, adb__agent **out);

@@ -302,7 +302,7 @@ static int log_decision(adb *db, adb__agent *a, const adb_decide_req *req,
     return adb__fail(db, ADB_ENOMEM, "out of memory");
   }
   copy_str(r->model, sizeof r->model, pm->model_tag);
-  r->ts_ms = adb__now_ms();
+  r->ts_ms = adb__clock_ms(db);
   r->n_features = n_features;
   if (n_features > 0) memcpy(r->features, features, (size_t)n_features);
   return adb__enqueue(db, it, r->client_id, NULL);

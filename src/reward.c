@@ -165,7 +165,7 @@ static int reward_item(adb *db, const adb_reward_req *q, adb__item **out) {
   r->reward_micro = adb__reward_to_micro(value);
   r->signals_json = q->signals ? signals_json(q->signals) : NULL;
   body_hash(q, r, r->signals_json, r->body_hash);
-  r->ts_ms = adb__now_ms();
+  r->ts_ms = adb__clock_ms(db);
   *out = it;
   return ADB_OK;
 }

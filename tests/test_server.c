@@ -20,6 +20,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -323,6 +324,40 @@ static void test_linear_agent_learns_over_http(void **state) {
          hits_first, WIN, hits_last, WIN);
   assert_true(hits_last >= WIN / 2);
   assert_true(hits_last > hits_first);
+  /* The policy route shows the linear model: its rewards, and per action
+   * the score's mean and sd over the draws for the user's stored
+   * embedding; user 2 likes h2. (Polled: the model folds rewards in
+   * within a tick.) */
+  resp p = {0};
+  for (int i = 0; i < 100; i++) {
+    util_http_resp_free(&p);
+    p = call(&S, "GET", "/v1/agents/hlin/policies/hu2", NULL);
+    assert_int_equal(p.status, 200);
+    json_t *m = json_object_get(p.json, "model");
+    if (json_integer_value(json_object_get(m, "n")) == ROUNDS) break;
+    usleep(100000);
+  }
+  assert_string_equal(json_string_value(json_object_get(p.json, "algorithm")),
+                      "linear");
+  json_t *m = json_object_get(p.json, "model"),
+         *arms = json_object_get(p.json, "arms");
+  assert_int_equal(json_integer_value(json_object_get(m, "n")), ROUNDS);
+  assert_int_equal(json_array_size(arms), K);
+  double share = 0, n_sum = 0, top = -1e9;
+  const char *best = "";
+  for (size_t i = 0; i < json_array_size(arms); i++) {
+    json_t *a = json_array_get(arms, i);
+    double mean = json_number_value(json_object_get(a, "mean"));
+    share += json_number_value(json_object_get(a, "share"));
+    n_sum += json_number_value(json_object_get(a, "n"));
+    assert_true(json_number_value(json_object_get(a, "sd")) >= 0);
+    if (mean > top)
+      top = mean, best = json_string_value(json_object_get(a, "action"));
+  }
+  assert_string_equal(best, "h2");
+  assert_true(fabs(share - 1) < 1e-9);
+  assert_true(fabs(n_sum - ROUNDS) < 1e-6); /* one per reward: no decay */
+  util_http_resp_free(&p);
   /* The request's embedding overrides the stored one. */
   resp d = call(&S, "POST", "/v1/agents/hlin/decide",
                 "{\"user_id\":\"hu0\",\"candidates\":[\"h0\",\"h3\"],"
