@@ -23,6 +23,8 @@ static const struct {
     {"import", "learn from a DSJSON decision log", cli_import},
     {"restore", "copy a backup into the SQLite store (server stopped)",
      cli_restore},
+    {"evaluate", "estimate candidate policies' rewards on a decision log",
+     cli_evaluate},
 };
 
 static int (*command_fn(int i))(int, char **) {
