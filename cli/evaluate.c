@@ -14,6 +14,7 @@
  * (src/evaluate.c has the method). A progress line on stderr when it is
  * a terminal; --json prints one JSON object for machines.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,7 @@
 #include "api.h"
 #include "cli.h"
 #include "evaluate.h"
+#include "logfmt.h"
 
 #define DEFAULT_STORE "sqlite://./data/agentdb.db"
 
@@ -159,13 +161,24 @@ static int on_row(void *ctx, const adb__log_row *row) {
 /* INTEGRATION: the DSJSON reader of issue 10 (export side) goes here: read
  * FILE and call fn(ctx, row) for each good row in order, reporting bad
  * rows with their line number on stderr. */
+static void bad_line(void *ctx, long line, const char *why) {
+  (void)ctx;
+  fprintf(stderr, "agentdb evaluate: line %ld skipped: %s\n", line, why);
+}
+
 static int scan_dsjson(const char *path, adb__log_fn fn, void *ctx) {
-  (void)fn, (void)ctx;
-  fprintf(stderr,
-          "agentdb evaluate: --log %s: this build has no DSJSON reader yet "
-          "(issue 10, export)\n",
-          path);
-  return ADB_EINVAL;
+  FILE *f = strcmp(path, "-") ? fopen(path, "r") : stdin;
+  if (!f) {
+    fprintf(stderr, "agentdb evaluate: --log %s: %s\n", path,
+            strerror(errno));
+    return ADB_EIO;
+  }
+  long good = 0, bad = 0;
+  int rc = adb__dsjson_read(f, "log", fn, ctx, bad_line, &good, &bad);
+  if (f != stdin) fclose(f);
+  if (bad) fprintf(stderr, "agentdb evaluate: %ld rows read, %ld skipped\n",
+                   good, bad);
+  return rc;
 }
 
 static int scan_store(const eargs *a, prog *p) {
@@ -185,10 +198,7 @@ static int scan_store(const eargs *a, prog *p) {
             adb_errmsg(db));
   if (rc == ADB_OK) {
     rc = adb__eval_scan_store(db, a->agent, p->from_ms, p->to_ms, on_row, p);
-    if (rc == ADB_EINVAL)
-      fprintf(stderr, "agentdb evaluate: this build cannot read the store's "
-                      "log yet (log_scan, issue 10 export)\n");
-    else if (rc)
+    if (rc)
       fprintf(stderr, "agentdb evaluate: reading the log: %s\n",
               adb_errmsg(db));
   }

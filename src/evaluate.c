@@ -886,19 +886,10 @@ int adb__eval_policy_parse(const char *json, adb__eval_policy *p, char *err,
 
 /* --------------------------------------------------------------- source */
 
-/* INTEGRATION: with the store method log_scan merged, compile this with
- * ADB_HAVE_LOG_SCAN (or drop the #if): it is the whole adapter. */
-#ifdef ADB_HAVE_LOG_SCAN
+/* The store's decision log, through its log_scan method. */
 #include "coordinator.h"
 int adb__eval_scan_store(void *arg, const char *agent, int64_t from_ms,
                          int64_t to_ms, adb__log_fn fn, void *ctx) {
   adb *db = arg;
   return db->store->m->log_scan(db->store, agent, from_ms, to_ms, fn, ctx);
 }
-#else
-int adb__eval_scan_store(void *arg, const char *agent, int64_t from_ms,
-                         int64_t to_ms, adb__log_fn fn, void *ctx) {
-  (void)arg, (void)agent, (void)from_ms, (void)to_ms, (void)fn, (void)ctx;
-  return ADB_EINVAL;
-}
-#endif

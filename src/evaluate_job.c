@@ -128,10 +128,6 @@ static void *job_main(void *arg) {
   int st = J_DONE;
   if (jb->cancel)
     st = J_CANCELLED;
-  else if (rc == ADB_EINVAL)
-    snprintf(jb->error, sizeof jb->error,
-             "this build cannot read the store's log (log_scan)"),
-        st = J_FAILED;
   else if (rc)
     snprintf(jb->error, sizeof jb->error, "reading the log: %s",
              adb_strerror(rc)),
