@@ -14,6 +14,7 @@
  */
 #include <inttypes.h>
 #include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -101,8 +102,11 @@ static void progress(const char *verb, int64_t rows, int64_t start_ns,
   if (!last && now < *next_ns) return;
   *next_ns = now + 1000000000;
   double s = (double)(now - start_ns) / 1e9;
-  fprintf(stderr, "\ragentdb: %s %" PRId64 " rows, %.1f s, %.0f rows/s%s", verb,
-          rows, s, s > 0 ? (double)rows / s : 0.0, last ? "\n" : "");
+  /* On a terminal the line is rewritten in place; in a log, one per line. */
+  int tty = isatty(STDERR_FILENO);
+  fprintf(stderr, "%sagentdb: %s %" PRId64 " rows, %.1f s, %.0f rows/s%s",
+          tty ? "\r" : "", verb, rows, s, s > 0 ? (double)rows / s : 0.0,
+          last || !tty ? "\n" : "");
 }
 
 static int export_row(void *ctx, const adb__log_row *row) {
