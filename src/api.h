@@ -35,6 +35,9 @@ typedef struct adb__api_config {
   /* Per API key token bucket: rate_per_s requests a second on average,
    * bursts of rate_burst; 0 = no limit. Only with API keys. */
   double rate_per_s, rate_burst;
+  /* The agent of the /personalizer routes for a key not scoped to one
+   * agent (or without keys); NULL or "" = "personalizer". */
+  const char *personalizer_agent;
 } adb__api_config;
 
 int adb__api_new(const adb__api_config *cfg, adb__api **out);

@@ -185,4 +185,21 @@ int adb__api_action_delete(rctx *x);
 int adb__api_user_summary(rctx *x);
 int adb__api_user_erase(rctx *x);
 
+/* Azure Personalizer v1.0 (api_personalizer.c). */
+int adb__api_pz_rank(rctx *x);
+int adb__api_pz_reward(rctx *x);
+int adb__api_pz_activate(rctx *x);
+int adb__api_pz_service_get(rctx *x);
+int adb__api_pz_service_put(rctx *x);
+int adb__api_pz_policy_get(rctx *x);
+int adb__api_pz_policy_put(rctx *x);
+int adb__api_pz_policy_delete(rctx *x);
+int adb__api_pz_model_get(rctx *x);
+int adb__api_pz_model_properties(rctx *x);
+int adb__api_pz_model_delete(rctx *x);
+int adb__api_pz_logs_delete(rctx *x);
+int adb__api_pz_logs_properties(rctx *x);
+int adb__api_pz_evaluations(rctx *x);
+int adb__api_pz_apprentice(rctx *x);
+
 #endif /* ADB_API_INTERNAL_H */
