@@ -611,6 +611,9 @@ int adb__api_pz_rank(rctx *x) {
     int m = model_agrees(x, agent, r, cands, nc);
     if (m >= 0) appr_event(x, agent, event, m);
   }
+  adb__dash_decision(adb__dash_agent_of(x->api->dash, agent),
+                     adb__api_wall_ms(), PZ_USER, d.event_id, d.action,
+                     d.propensity, 0);
   x->resp->status = 201;
   put_ranking(x, &in, &d, event ? event : d.event_id);
   return 0;
@@ -638,6 +641,9 @@ static int apply_reward(rctx *x, const char *agent, const char *eid, double v,
   memset(&out, 0, sizeof out);
   int rc = adb_reward(x->db, &r, &out);
   if (rc == ADB_OK && out.applied) appr_reward(x, agent, eid, v);
+  if (rc == ADB_OK && (out.applied || out.pending))
+    adb__dash_reward(adb__dash_agent_of(x->api->dash, agent),
+                     adb__api_wall_ms(), eid, PZ_USER, NULL, out.reward);
   if (rc == ADB_ECONFLICT)
     rc = ADB_OK; /* "earliest": a later one is kept out */
   return rc;
