@@ -119,6 +119,11 @@ int adb__api_get_object_text(rctx *x, json_t *o, const char *k,
 /* "embedding" (array) or "embedding_b64" (base64 float32 LE). */
 int adb__api_get_embedding(rctx *x, json_t *o, const char *prefix, int required,
                            float **emb, int *dim);
+/* Personalizer-style features o[k] (a list of JSON objects, features.c)
+ * hashed into a vector of ADB_FEAT_DIM values, when o[k] is present and
+ * *emb is NULL (an embedding given as well is a 400). */
+int adb__api_get_features(rctx *x, json_t *o, const char *k, const char *prefix,
+                          float **emb, int *dim);
 /* A context {key: string|number|boolean} as key/value pairs. */
 int adb__api_get_context(rctx *x, json_t *o, const char *k, adb_kv **kv,
                          int *n);

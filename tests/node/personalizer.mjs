@@ -198,6 +198,15 @@ async function basics(url) {
   const ev = await http(url, "GET", "/personalizer/v1.0/evaluations");
   check(ev.status === 501 && ev.body.error.code, `evaluations: ${JSON.stringify(ev)}`);
 
+  // The same features on AgentDB's own routes.
+  const own = "/v1/agents/personalizer";
+  const put = await http(url, "PUT", own + "/actions/jazz", { features: [{ genre: "jazz" }] });
+  check(put.status === 200 && put.body.embedding_dim === 16, `action with features: ${JSON.stringify(put)}`);
+  const dec = await http(url, "POST", own + "/decide", { user_id: "u1", candidates: ["jazz", "NewsArticle"], context_features: [{ user: { mood: "calm" } }] });
+  check(dec.status === 200 && ["jazz", "NewsArticle"].includes(dec.body.action), `decide with context_features: ${JSON.stringify(dec)}`);
+  const both = await http(url, "POST", own + "/decide", { user_id: "u1", candidates: ["jazz"], context_features: [], embedding: [1] });
+  check(both.status === 400 && both.body.error.field === "context_features", `context_features with an embedding: ${JSON.stringify(both)}`);
+
   // Model reset: the learning goes, the settings stay.
   const del = await http(url, "DELETE", "/personalizer/v1.0/model");
   check(del.status === 204, `DELETE model: ${del.status}`);
