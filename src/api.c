@@ -603,7 +603,8 @@ static int cors(rctx *x) {
   adb__http_resp_header(x->resp, "Access-Control-Allow-Methods",
                         "GET, PUT, POST, DELETE");
   adb__http_resp_header(x->resp, "Access-Control-Allow-Headers",
-                        "Authorization, Content-Type");
+                        "Authorization, Content-Type, "
+                        "Ocp-Apim-Subscription-Key");
   adb__http_resp_header(x->resp, "Access-Control-Max-Age", "600");
   x->resp->status = 204;
   return 1;

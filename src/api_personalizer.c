@@ -649,6 +649,31 @@ static int apply_reward(rctx *x, const char *agent, const char *eid, double v,
   return rc;
 }
 
+#define PZ_HELD_MAX 100 /* rewards held for one deferred event */
+
+/* Holds a reward of a deferred event not yet active: the first one
+ * ("earliest"), or each one up to PZ_HELD_MAX ("sum"). */
+static int hold(rctx *x, const char *agent, const char *event, double v,
+                const char *agg) {
+  int rc;
+  const char *id = pz_id(x, "pzr:", event);
+  json_t *h = pat_get(x, agent, id, &rc);
+  if (rc) return rc;
+  if (!h) h = json_object();
+  json_t *vals = json_object_get(h, "values");
+  if (!json_is_array(vals)) {
+    vals = json_array();
+    json_object_set_new(h, "values", vals);
+  }
+  size_t n = json_array_size(vals);
+  if (n == 0 || (agg && !strcmp(agg, "sum") && n < PZ_HELD_MAX)) {
+    json_array_append_new(vals, json_real(v));
+    rc = pat_put(x, agent, id, h);
+  }
+  json_decref(h);
+  return rc;
+}
+
 static int read_value(rctx *x, double *v) {
   json_t *doc = pz_body(x, 0);
   if (!doc) return -1;
@@ -681,9 +706,7 @@ int adb__api_pz_reward(rctx *x) {
                     : NULL;
   int rc = err;
   if (!rc && def && !act) { /* deferred, not active: hold it */
-    json_t *held = json_pack("{s:f}", "value", v);
-    rc = pat_put(x, agent, pz_id(x, "pzr:", x->param[0]), held);
-    json_decref(held);
+    rc = hold(x, agent, x->param[0], v, agg);
     if (!rc) act = pat_get(x, agent, pz_id(x, "pza:", x->param[0]), &rc);
   }
   if (!rc && (!def || act)) rc = apply_reward(x, agent, eid, v, agg);
@@ -712,12 +735,16 @@ int adb__api_pz_activate(rctx *x) {
     if (!rc) held = pat_get(x, agent, pz_id(x, "pzr:", x->param[0]), &rc);
   }
   if (!rc && held) {
-    json_t *svc = service_of(x, agent, &rc);
-    if (svc)
-      rc = apply_reward(
-          x, agent, pz_id(x, "", x->param[0]),
-          json_number_value(json_object_get(held, "value")),
-          json_string_value(json_object_get(svc, "rewardAggregation")));
+    json_t *svc = service_of(x, agent, &rc), *vals, *v;
+    const char *agg =
+        json_string_value(json_object_get(svc, "rewardAggregation"));
+    size_t i;
+    vals = json_object_get(held, "values");
+    json_array_foreach(vals, i, v) {
+      if (rc || !svc) break;
+      rc = apply_reward(x, agent, pz_id(x, "", x->param[0]),
+                        json_number_value(v), agg);
+    }
     json_decref(svc);
   }
   json_decref(def);

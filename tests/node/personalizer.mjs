@@ -92,6 +92,12 @@ async function rewardsOf(url, agent, key) {
   return m ? Number(m[1]) : 0;
 }
 
+async function rewardSumOf(url, agent) {
+  const text = await fetch(url + "/metrics").then((r) => r.text());
+  const m = text.match(new RegExp(`^agentdb_agent_reward_accumulated\\{agent="${agent}"\\} (\\S+)$`, "m"));
+  return m ? Number(m[1]) : 0;
+}
+
 // Expects the SDK call to fail with status and Personalizer error code.
 async function expectError(what, p, status, code) {
   try {
@@ -165,6 +171,14 @@ async function basics(url) {
   await c.events.activate(d3.eventId);
   await c.events.reward(d3.eventId, { value: 1 });
   check((await rewardsOf(url, "personalizer")) === n0 + 2, "a reward after activation was not applied");
+  // Two rewards held (earliest): the first is applied on activation.
+  const d4 = await c.rank({ actions: ACTIONS, eventId: "deferred-3", deferActivation: true });
+  const s0 = await rewardSumOf(url, "personalizer");
+  await c.events.reward(d4.eventId, { value: 0.75 });
+  await c.events.reward(d4.eventId, { value: 0.25 });
+  await c.events.activate(d4.eventId);
+  check((await rewardsOf(url, "personalizer")) === n0 + 3, "held rewards: not exactly one applied");
+  check(Math.abs((await rewardSumOf(url, "personalizer")) - s0 - 0.75) < 1e-9, "held rewards: the earliest was not the one applied");
 
   // Errors, as the SDK sees them.
   await expectError("rank without actions", c.rank({ actions: [] }), 400, "BadRequest");
