@@ -125,7 +125,7 @@ static const char *pz_agent(rctx *x) {
   int n = adb__auth_scope(x->auth, x->key, &only);
   if (n == 1 && only) return only;
   if (n == 0 || adb__auth_allows(x->auth, x->key, def)) return def;
-  pz_fail(x, 401, "PermissionDenied",
+  pz_fail(x, 401, "401",
           "this key is scoped to several agents, not to one and not to "
           "'%s': give the Personalizer application a key of its own agent",
           def);
