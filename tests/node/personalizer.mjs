@@ -53,17 +53,19 @@ function startServer(extra = () => []) {
       const m = out.match(/listening on (http:\/\/[^\s,]+)/);
       if (m) {
         clearTimeout(t);
-        res({ url: m[1], proc: p, dir });
+        res({ url: m[1], proc: p, dir, err: () => err });
       }
     });
     p.on("exit", (c) => rej(new Error(`agentdb serve exited ${c}: ${err}`)));
   });
 }
 
+// Stops the server; a non-zero exit (a sanitizer's report) is a failure.
 async function stopServer(s) {
-  const done = new Promise((r) => s.proc.on("exit", r));
+  const done = new Promise((r) => s.proc.on("exit", (code, sig) => r({ code, sig })));
   s.proc.kill("SIGTERM");
-  await done;
+  const { code, sig } = await done;
+  if (code !== 0) fail(`agentdb serve exited ${code ?? sig}: ${s.err().slice(-3000)}`);
   rmSync(s.dir, { recursive: true, force: true });
 }
 
