@@ -93,6 +93,7 @@
 
 #include "migrations.h"
 #include "store.h"
+#include "store_rec.h"
 #include "util.h"
 
 extern const adb__store_methods adb__store_pg;
@@ -718,6 +719,53 @@ static int r_emb(float **v, int *dim, const PGresult *r, int row, int col) {
 static int col_fail(pg_store *s, int rc, const char *what) {
   set_err(s, "postgresql: %s: %s", what,
           rc == ADB_ENOMEM ? "out of memory" : "stored value is malformed");
+  return rc;
+}
+
+/* Column i of row `row` into its field of rec (store_rec.h). */
+static int col_read(const PGresult *r, int row, int i, const adb__col *d,
+                    void *rec) {
+  char *f = (char *)rec + d->off;
+  switch (d->type) {
+  case ADB__COL_INT:
+    *(int *)f = (int)r_i64(r, row, i);
+    break;
+  case ADB__COL_I64:
+    *(int64_t *)f = r_i64(r, row, i);
+    break;
+  case ADB__COL_F64:
+    *(double *)f = r_f64(r, row, i);
+    break;
+  case ADB__COL_BOOL:
+    *(int *)f = r_bool(r, row, i);
+    break;
+  case ADB__COL_DIM:
+    *(int *)f = (int)(r_i64(r, row, i) / 4);
+    break;
+  case ADB__COL_ID:
+    return r_copy(f, d->aux, r, row, i);
+  case ADB__COL_TEXT:
+    return r_dup((char **)f, r, row, i);
+  case ADB__COL_EMB:
+    return r_emb((float **)f, (int *)((char *)rec + d->aux), r, row, i);
+  case ADB__COL_ALGO:
+    return adb__algo_parse(PQgetvalue(r, row, i), (adb_algorithm *)f);
+  case ADB__COL_KEYS:
+    return adb__context_keys_parse(rec, PQgetvalue(r, row, i));
+  }
+  return ADB_OK;
+}
+
+/* Columns 0..n-1 of a row into rec, by the reading rules of store_rec.h. */
+static int cols_read(const PGresult *r, int row, const adb__col *cols, int n,
+                     void *rec) {
+  int rc = ADB_OK;
+  for (int i = 0; i < n; i++) {
+    if (rc && adb__col_may_fail(cols[i].type)) continue;
+    int e = col_read(r, row, i, &cols[i], rec);
+    if (e && cols[i].type == ADB__COL_ALGO) return e;
+    if (!rc) rc = e;
+  }
   return rc;
 }
 
@@ -2007,6 +2055,9 @@ static int pg_write_batch(adb__store *st, adb__batch *b) {
 
 /* ---------------------------------------------------------------- agents */
 
+static int params_cols(params *p, const adb__col *cols, int n, const void *rec,
+                       const char *keys, unsigned char **emb);
+
 typedef struct agent_put_arg {
   adb_agent_config *cfg;
   const char *keys;
@@ -2017,27 +2068,10 @@ static int agent_put_fn(pg_store *s, pgconn *c, void *arg) {
   const adb_agent_config *a = x->cfg;
   params p = {0};
   p_text(&p, a->id);
-  p_text(&p, adb__algo_name(a->algorithm));
-  p_f64(&p, a->prior_alpha);
-  p_f64(&p, a->prior_beta);
-  p_f64(&p, a->prior_mu);
-  p_f64(&p, a->prior_kappa);
-  p_f64(&p, a->prior_a);
-  p_f64(&p, a->prior_b);
-  p_text(&p, x->keys);
-  p_i64(&p, a->embedding_dim);
-  p_i64(&p, a->simhash_bits);
-  p_f64(&p, a->reward_weights.watch);
-  p_f64(&p, a->reward_weights.click);
-  p_f64(&p, a->reward_weights.rating);
-  p_f64(&p, a->fallback_strength);
-  p_f64(&p, a->decay_half_life_s);
-  p_f64(&p, a->reward_window_s);
-  p_f64(&p, a->default_reward);
+  params_cols(&p, adb__agent_cols, ADB__AGENT_STAMPS, a, x->keys, NULL);
   p_i64(&p, adb__now_ms());
-  p_i64(&p, a->linear_crosses);
-  p_f64(&p, a->linear_lambda);
-  p_f64(&p, a->linear_v);
+  params_cols(&p, adb__agent_cols + ADB__AGENT_STAMPS + 2,
+              ADB__AGENT_NCOLS - ADB__AGENT_STAMPS - 2, a, x->keys, NULL);
   PGresult *r;
   int rc = run(s, c, S_AGENT_PUT, &p, "put agent", &r);
   if (rc) return rc;
@@ -2066,38 +2100,45 @@ static int pg_agent_put(adb__store *st, adb_agent_config *cfg) {
   return rc;
 }
 
-static int agent_read(const PGresult *r, adb_agent_config *o) {
-  const char *algo = PQgetvalue(r, 0, 0);
-  if (strcmp(algo, "beta") == 0)
-    o->algorithm = ADB_ALGO_BETA;
-  else if (strcmp(algo, "gaussian") == 0)
-    o->algorithm = ADB_ALGO_GAUSSIAN;
-  else if (strcmp(algo, "linear") == 0)
-    o->algorithm = ADB_ALGO_LINEAR;
-  else
-    return ADB_ECORRUPT;
-  o->prior_alpha = r_f64(r, 0, 1);
-  o->prior_beta = r_f64(r, 0, 2);
-  o->prior_mu = r_f64(r, 0, 3);
-  o->prior_kappa = r_f64(r, 0, 4);
-  o->prior_a = r_f64(r, 0, 5);
-  o->prior_b = r_f64(r, 0, 6);
-  int rc = adb__context_keys_parse(o, PQgetvalue(r, 0, 7));
-  o->embedding_dim = (int)r_i64(r, 0, 8);
-  o->simhash_bits = (int)r_i64(r, 0, 9);
-  o->reward_weights.watch = r_f64(r, 0, 10);
-  o->reward_weights.click = r_f64(r, 0, 11);
-  o->reward_weights.rating = r_f64(r, 0, 12);
-  o->fallback_strength = r_f64(r, 0, 13);
-  o->decay_half_life_s = r_f64(r, 0, 14);
-  o->reward_window_s = r_f64(r, 0, 15);
-  o->default_reward = r_f64(r, 0, 16);
-  o->created_at_ms = r_i64(r, 0, 17);
-  o->updated_at_ms = r_i64(r, 0, 18);
-  o->linear_crosses = (int)r_i64(r, 0, 19);
-  o->linear_lambda = r_f64(r, 0, 20);
-  o->linear_v = r_f64(r, 0, 21);
+typedef struct rec_arg {
+  const adb__rec_desc *d;
+  int id;
+  const char *key[2];
+  void *rec;
+} rec_arg;
+
+/* The one row a lookup by keys finds, read into the record as the
+ * description says; released again if a column fails. */
+static int rec_get_fn(pg_store *s, pgconn *c, void *arg) {
+  rec_arg *x = arg;
+  const adb__rec_desc *d = x->d;
+  params p = {0};
+  for (int i = 0; i < d->nkeys; i++)
+    p_text(&p, x->key[i]);
+  PGresult *r;
+  int rc = run(s, c, x->id, &p, d->get, &r);
+  if (rc) return rc;
+  if (PQntuples(r) == 1) {
+    memset(x->rec, 0, d->size);
+    adb__rec_keys(d, x->rec, x->key);
+    if ((rc = cols_read(r, 0, d->cols, d->ncols, x->rec)) != ADB_OK) {
+      col_fail(s, rc, d->read);
+      if (d->release) d->release(x->rec);
+    }
+  } else {
+    set_err(s, "postgresql: %s '%.128s' %s", d->item, x->key[d->nkeys - 1],
+            d->missing);
+    rc = ADB_ENOTFOUND;
+  }
+  PQclear(r);
   return rc;
+}
+
+static int rec_get(pg_store *s, int id, const adb__rec_desc *d, const char *k1,
+                   const char *k2, void *rec) {
+  memset(rec, 0, d->size);
+  rec_arg x = {d, id, {k1, k2}, rec};
+  return with_conn(s, rec_get_fn, &x, 1);
 }
 
 typedef struct get_arg {
@@ -2132,31 +2173,10 @@ static int pg_agent_fix_dim(adb__store *st, const char *agent, int dim,
   return with_conn((pg_store *)st, agent_fix_dim_fn, &x, 1);
 }
 
-static int agent_get_fn(pg_store *s, pgconn *c, void *arg) {
-  get_arg *x = arg;
-  adb_agent_config *out = x->out;
-  params p = {0};
-  p_text(&p, x->k1);
-  PGresult *r;
-  int rc = run(s, c, S_AGENT_GET, &p, "get agent", &r);
-  if (rc) return rc;
-  if (PQntuples(r) == 1) {
-    memset(out, 0, sizeof *out);
-    snprintf(out->id, sizeof out->id, "%s", x->k1);
-    if ((rc = agent_read(r, out)) != ADB_OK) col_fail(s, rc, "read agent");
-  } else {
-    set_err(s, "postgresql: agent '%.128s' not found", x->k1);
-    rc = ADB_ENOTFOUND;
-  }
-  PQclear(r);
-  return rc;
-}
-
 static int pg_agent_get(adb__store *st, const char *agent,
                         adb_agent_config *out) {
-  memset(out, 0, sizeof *out);
-  get_arg x = {.k1 = agent, .out = out};
-  return with_conn((pg_store *)st, agent_get_fn, &x, 1);
+  return rec_get((pg_store *)st, S_AGENT_GET, &adb__agent_desc, agent, NULL,
+                 out);
 }
 
 static int counters_fn(pg_store *s, pgconn *c, void *arg) {
@@ -2273,13 +2293,12 @@ static int pg_actions_list(adb__store *st, const char *agent,
   for (int i = 0; i < PQntuples(r) && !rc; i++) {
     adb__action_rec a;
     memset(&a, 0, sizeof a);
-    if ((rc = r_copy(a.id, sizeof a.id, r, i, 0)) != ADB_OK) {
+    if ((rc = cols_read(r, i, adb__action_cols, ADB__ACTION_NCOLS, &a))) {
       col_fail(s, rc, "list actions");
       break;
     }
-    a.disabled = r_bool(r, i, 1);
-    a.dim = (int)(r_i64(r, i, 2) / 4);
-    a.metadata_json = PQgetisnull(r, i, 3) ? NULL : PQgetvalue(r, i, 3);
+    int m = ADB__ACTION_NCOLS;
+    a.metadata_json = PQgetisnull(r, i, m) ? NULL : PQgetvalue(r, i, m);
     fn(arg, &a);
   }
   PQclear(r);
@@ -2324,48 +2343,10 @@ static int pg_policy_get(adb__store *st, const char *agent, const char *user,
 
 /* ------------------------------------------------------------- decisions */
 
-static int decision_read(const PGresult *r, adb__decision_rec *d) {
-  int rc = r_copy(d->user, sizeof d->user, r, 0, 0);
-  if (!rc) rc = r_copy(d->state_key, sizeof d->state_key, r, 0, 1);
-  if (!rc) rc = r_dup(&d->context_json, r, 0, 2);
-  if (!rc) rc = r_dup(&d->candidates_json, r, 0, 3);
-  if (!rc) rc = r_copy(d->action, sizeof d->action, r, 0, 4);
-  d->propensity = r_f64(r, 0, 5);
-  if (!rc) rc = r_copy(d->model, sizeof d->model, r, 0, 6);
-  d->ts_ms = r_i64(r, 0, 7);
-  if (!rc) rc = r_dup(&d->ranking_json, r, 0, 8);
-  return rc;
-}
-
-static int decision_get_fn(pg_store *s, pgconn *c, void *arg) {
-  get_arg *x = arg;
-  adb__decision_rec *out = x->out;
-  params p = {0};
-  p_text(&p, x->k1);
-  p_text(&p, x->k2);
-  PGresult *r;
-  int rc = run(s, c, S_DECISION_GET, &p, "get decision", &r);
-  if (rc) return rc;
-  if (PQntuples(r) == 1) {
-    snprintf(out->agent, sizeof out->agent, "%s", x->k1);
-    snprintf(out->event_id, sizeof out->event_id, "%s", x->k2);
-    if ((rc = decision_read(r, out)) != ADB_OK) {
-      col_fail(s, rc, "read decision");
-      adb__decision_rec_free(out);
-    }
-  } else {
-    set_err(s, "postgresql: decision '%.128s' not found", x->k2);
-    rc = ADB_ENOTFOUND;
-  }
-  PQclear(r);
-  return rc;
-}
-
 static int pg_decision_get(adb__store *st, const char *agent,
                            const char *event_id, adb__decision_rec *out) {
-  memset(out, 0, sizeof *out);
-  get_arg x = {.k1 = agent, .k2 = event_id, .out = out};
-  return with_conn((pg_store *)st, decision_get_fn, &x, 1);
+  return rec_get((pg_store *)st, S_DECISION_GET, &adb__decision_desc, agent,
+                 event_id, out);
 }
 
 /* ------------------------------------------------------------ user state */
@@ -2384,13 +2365,55 @@ static int emb_param(params *p, const float *v, int dim, unsigned char **buf) {
   return ADB_OK;
 }
 
+/* Adds the fields of rec that cols describe as parameters; a KEYS column
+ * adds the text keys, an EMB column a copy in *emb (malloc'd, at most one
+ * EMB in cols). ADB_ENOMEM, or ADB_EINVAL for a read-only column type. */
+static int params_cols(params *p, const adb__col *cols, int n, const void *rec,
+                       const char *keys, unsigned char **emb) {
+  for (int i = 0; i < n; i++) {
+    const char *f = (const char *)rec + cols[i].off;
+    switch (cols[i].type) {
+    case ADB__COL_INT:
+      p_i64(p, *(const int *)f);
+      break;
+    case ADB__COL_I64:
+      p_i64(p, *(const int64_t *)f);
+      break;
+    case ADB__COL_F64:
+      p_f64(p, *(const double *)f);
+      break;
+    case ADB__COL_ID:
+      p_text(p, f);
+      break;
+    case ADB__COL_TEXT:
+      p_text(p, *(char *const *)f);
+      break;
+    case ADB__COL_EMB:
+      if (emb_param(p, *(float *const *)f,
+                    *(const int *)((const char *)rec + cols[i].aux), emb))
+        return ADB_ENOMEM;
+      break;
+    case ADB__COL_ALGO:
+      p_text(p, adb__algo_name(*(const adb_algorithm *)f));
+      break;
+    case ADB__COL_KEYS:
+      p_text(p, keys);
+      break;
+    case ADB__COL_BOOL:
+    case ADB__COL_DIM:
+      return ADB_EINVAL; /* read only */
+    }
+  }
+  return ADB_OK;
+}
+
 static int user_put_fn(pg_store *s, pgconn *c, void *arg) {
   const adb__user_state_rec *u = arg;
   params p = {0};
   unsigned char *emb;
   p_text(&p, u->user);
-  if (emb_param(&p, u->embedding, u->dim, &emb)) return oom(s, "user state");
-  p_text(&p, u->context_json);
+  if (params_cols(&p, adb__user_state_desc.cols, 2, u, NULL, &emb))
+    return oom(s, "user state");
   p_i64(&p, u->updated_at_ms > 0 ? u->updated_at_ms : adb__now_ms());
   int rc = run(s, c, S_USER_PUT, &p, "put user state", NULL);
   free(emb);
@@ -2404,36 +2427,10 @@ static int pg_user_state_put(adb__store *st, const adb__user_state_rec *u) {
   return with_conn(s, user_put_fn, (void *)u, 0);
 }
 
-static int user_get_fn(pg_store *s, pgconn *c, void *arg) {
-  get_arg *x = arg;
-  adb__user_state_rec *out = x->out;
-  params p = {0};
-  p_text(&p, x->k1);
-  PGresult *r;
-  int rc = run(s, c, S_USER_GET, &p, "get user state", &r);
-  if (rc) return rc;
-  if (PQntuples(r) == 1) {
-    snprintf(out->user, sizeof out->user, "%s", x->k1);
-    rc = r_emb(&out->embedding, &out->dim, r, 0, 0);
-    if (!rc) rc = r_dup(&out->context_json, r, 0, 1);
-    out->updated_at_ms = r_i64(r, 0, 2);
-    if (rc) {
-      col_fail(s, rc, "read user state");
-      adb__user_state_rec_free(out);
-    }
-  } else {
-    set_err(s, "postgresql: user '%.128s' has no state", x->k1);
-    rc = ADB_ENOTFOUND;
-  }
-  PQclear(r);
-  return rc;
-}
-
 static int pg_user_state_get(adb__store *st, const char *user,
                              adb__user_state_rec *out) {
-  memset(out, 0, sizeof *out);
-  get_arg x = {.k1 = user, .out = out};
-  return with_conn((pg_store *)st, user_get_fn, &x, 1);
+  return rec_get((pg_store *)st, S_USER_GET, &adb__user_state_desc, user, NULL,
+                 out);
 }
 
 /* -------------------------------------------------------------- patterns */
@@ -2450,12 +2447,7 @@ static int pattern_put_fn(pg_store *s, pgconn *c, void *arg) {
   unsigned char *emb;
   p_text(&p, x->agent);
   p_text(&p, pt->id);
-  p_text(&p, pt->type);
-  p_text(&p, pt->key);
-  p_text(&p, pt->value_json);
-  p_f64(&p, pt->confidence);
-  p_i64(&p, pt->support);
-  if (emb_param(&p, pt->embedding, pt->embedding_dim, &emb))
+  if (params_cols(&p, adb__pattern_desc.cols, 6, pt, NULL, &emb))
     return oom(s, "put pattern");
   p_i64(&p, pt->updated_at_ms > 0 ? pt->updated_at_ms : adb__now_ms());
   int rc = run(s, c, S_PATTERN_PUT, &p, "put pattern", NULL);
@@ -2472,45 +2464,10 @@ static int pg_pattern_put(adb__store *st, const char *agent,
   return with_conn(s, pattern_put_fn, &x, 0);
 }
 
-static int pattern_read(const PGresult *r, adb_pattern *p) {
-  int rc = r_copy(p->type, sizeof p->type, r, 0, 0);
-  if (!rc) rc = r_copy(p->key, sizeof p->key, r, 0, 1);
-  if (!rc) rc = r_dup(&p->value_json, r, 0, 2);
-  p->confidence = r_f64(r, 0, 3);
-  p->support = r_i64(r, 0, 4);
-  if (!rc) rc = r_emb(&p->embedding, &p->embedding_dim, r, 0, 5);
-  p->updated_at_ms = r_i64(r, 0, 6);
-  return rc;
-}
-
-static int pattern_get_fn(pg_store *s, pgconn *c, void *arg) {
-  get_arg *x = arg;
-  adb_pattern *out = x->out;
-  params p = {0};
-  p_text(&p, x->k1);
-  p_text(&p, x->k2);
-  PGresult *r;
-  int rc = run(s, c, S_PATTERN_GET, &p, "get pattern", &r);
-  if (rc) return rc;
-  if (PQntuples(r) == 1) {
-    snprintf(out->id, sizeof out->id, "%s", x->k2);
-    if ((rc = pattern_read(r, out)) != ADB_OK) {
-      col_fail(s, rc, "read pattern");
-      adb__pattern_free(out);
-    }
-  } else {
-    set_err(s, "postgresql: pattern '%.128s' not found", x->k2);
-    rc = ADB_ENOTFOUND;
-  }
-  PQclear(r);
-  return rc;
-}
-
 static int pg_pattern_get(adb__store *st, const char *agent, const char *id,
                           adb_pattern *out) {
-  memset(out, 0, sizeof *out);
-  get_arg x = {.k1 = agent, .k2 = id, .out = out};
-  return with_conn((pg_store *)st, pattern_get_fn, &x, 1);
+  return rec_get((pg_store *)st, S_PATTERN_GET, &adb__pattern_desc, agent, id,
+                 out);
 }
 
 /* --------------------------------------------------------------- metrics */
@@ -2541,17 +2498,8 @@ static int pg_metrics_get(adb__store *st, const char *agent, int64_t from_ms,
     PQclear(r);
     return oom(s, "get metrics");
   }
-  for (int i = 0; i < k; i++) {
-    adb_metrics_row *m = &(*rows)[i];
-    m->hour_ms = r_i64(r, i, 0);
-    m->decisions = r_i64(r, i, 1);
-    m->rewards = r_i64(r, i, 2);
-    m->reward_sum = r_f64(r, i, 3);
-    m->cache_hits = r_i64(r, i, 4);
-    m->cache_misses = r_i64(r, i, 5);
-    m->latency_p50_us = r_f64(r, i, 6);
-    m->latency_p99_us = r_f64(r, i, 7);
-  }
+  for (int i = 0; i < k; i++)
+    cols_read(r, i, adb__metrics_cols, ADB__METRICS_NCOLS, &(*rows)[i]);
   *n = k;
   PQclear(r);
   return ADB_OK;

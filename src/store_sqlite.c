@@ -40,6 +40,7 @@
  */
 #include "migrations.h"
 #include "store.h"
+#include "store_rec.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -589,6 +590,145 @@ static int col_fail(sq_store *s, int rc, const char *what) {
   return rc;
 }
 
+/* One column of a row into its field of rec (store_rec.h). */
+static int col_read(sqlite3_stmt *st, int i, const adb__col *d, void *rec) {
+  char *f = (char *)rec + d->off;
+  switch (d->type) {
+  case ADB__COL_INT:
+    *(int *)f = sqlite3_column_int(st, i);
+    break;
+  case ADB__COL_I64:
+    *(int64_t *)f = sqlite3_column_int64(st, i);
+    break;
+  case ADB__COL_F64:
+    *(double *)f = sqlite3_column_double(st, i);
+    break;
+  case ADB__COL_BOOL:
+    *(int *)f = sqlite3_column_int(st, i) != 0;
+    break;
+  case ADB__COL_DIM:
+    *(int *)f = sqlite3_column_int(st, i) / 4;
+    break;
+  case ADB__COL_ID:
+    return col_copy(f, d->aux, st, i);
+  case ADB__COL_TEXT:
+    return col_dup((char **)f, st, i);
+  case ADB__COL_EMB:
+    return col_embedding((float **)f, (int *)((char *)rec + d->aux), st, i);
+  case ADB__COL_ALGO:
+    return adb__algo_parse((const char *)sqlite3_column_text(st, i),
+                           (adb_algorithm *)f);
+  case ADB__COL_KEYS:
+    return adb__context_keys_parse(rec,
+                                   (const char *)sqlite3_column_text(st, i));
+  }
+  return ADB_OK;
+}
+
+/* Columns 0..n-1 of the current row into rec, by the reading rules of
+ * store_rec.h. */
+static int cols_read(sqlite3_stmt *st, const adb__col *cols, int n, void *rec) {
+  int rc = ADB_OK;
+  for (int i = 0; i < n; i++) {
+    if (rc && adb__col_may_fail(cols[i].type)) continue;
+    int r = col_read(st, i, &cols[i], rec);
+    if (r && cols[i].type == ADB__COL_ALGO) return r;
+    if (!rc) rc = r;
+  }
+  return rc;
+}
+
+/* Binds the fields of rec that cols describe as parameters first.. on;
+ * a KEYS column binds the text keys. */
+static void cols_bind(sqlite3_stmt *st, int first, const adb__col *cols, int n,
+                      const void *rec, const char *keys, int *rc) {
+  for (int i = 0; i < n; i++) {
+    const char *f = (const char *)rec + cols[i].off;
+    int p = first + i;
+    switch (cols[i].type) {
+    case ADB__COL_INT:
+      bind_int(st, p, *(const int *)f, rc);
+      break;
+    case ADB__COL_I64:
+      bind_int(st, p, *(const int64_t *)f, rc);
+      break;
+    case ADB__COL_F64:
+      bind_real(st, p, *(const double *)f, rc);
+      break;
+    case ADB__COL_BOOL:
+      bind_int(st, p, *(const int *)f ? 1 : 0, rc);
+      break;
+    case ADB__COL_ID:
+      bind_text(st, p, f, rc);
+      break;
+    case ADB__COL_TEXT:
+      bind_text(st, p, *(char *const *)f, rc);
+      break;
+    case ADB__COL_EMB:
+      bind_embedding(st, p, *(float *const *)f,
+                     *(const int *)((const char *)rec + cols[i].aux), rc);
+      break;
+    case ADB__COL_ALGO:
+      bind_text(st, p, adb__algo_name(*(const adb_algorithm *)f), rc);
+      break;
+    case ADB__COL_KEYS:
+      bind_text(st, p, keys, rc);
+      break;
+    case ADB__COL_DIM:
+      if (*rc == SQLITE_OK) *rc = SQLITE_MISUSE; /* read only */
+      break;
+    }
+  }
+}
+
+/* The one row a lookup by keys finds, read into rec as d describes; the
+ * record is cleared first, and released again if a column fails. */
+static int rec_get(sq_store *s, int id, const adb__rec_desc *d, const char *k1,
+                   const char *k2, void *rec) {
+  const char *key[2] = {k1, k2};
+  memset(rec, 0, d->size);
+  conn *c = reader_take(s);
+  sqlite3_stmt *st;
+  int rc = stmt_get(s, c, id, &st);
+  if (!rc) {
+    rc = SQLITE_OK;
+    for (int i = 0; i < d->nkeys; i++)
+      bind_text(st, i + 1, key[i], &rc);
+    if (rc == SQLITE_OK) rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+      adb__rec_keys(d, rec, key);
+      if ((rc = cols_read(st, d->cols, d->ncols, rec)) != ADB_OK) {
+        col_fail(s, rc, d->read);
+        if (d->release) d->release(rec);
+      }
+    } else if (rc == SQLITE_DONE) {
+      set_err(s, "sqlite: %s '%.128s' %s", d->item, key[d->nkeys - 1],
+              d->missing);
+      rc = ADB_ENOTFOUND;
+    } else {
+      rc = sq_fail(s, c, rc, d->get);
+    }
+    stmt_done(st);
+  }
+  conn_give(c);
+  return rc;
+}
+
+/* Steps st (rc: the result of binding its parameters) to its end, handing
+ * each row to fn; a failure of fn ends the walk as a column failure, one of
+ * SQLite as an SQLite failure, both told as `what`. */
+static int rows_each(sq_store *s, conn *c, sqlite3_stmt *st, int rc,
+                     int (*fn)(void *arg, sqlite3_stmt *st), void *arg,
+                     const char *what) {
+  int f = ADB_OK;
+  while (!f && (rc == SQLITE_OK || rc == SQLITE_ROW)) {
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) f = fn(arg, st);
+  }
+  if (f) return col_fail(s, f, what);
+  return rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, what);
+}
+
 /* ------------------------------------------------------------ validation */
 
 #define ID_OK(f) ADB__ID_OK(f)
@@ -1104,27 +1244,10 @@ static int sq_pending_sweep(adb__store *st, int64_t now_ms, adb__batch *out,
 static void agent_bind(sqlite3_stmt *st, const adb_agent_config *a,
                        const char *keys, int64_t now, int *rc) {
   bind_text(st, 1, a->id, rc);
-  bind_text(st, 2, adb__algo_name(a->algorithm), rc);
-  bind_real(st, 3, a->prior_alpha, rc);
-  bind_real(st, 4, a->prior_beta, rc);
-  bind_real(st, 5, a->prior_mu, rc);
-  bind_real(st, 6, a->prior_kappa, rc);
-  bind_real(st, 7, a->prior_a, rc);
-  bind_real(st, 8, a->prior_b, rc);
-  bind_text(st, 9, keys, rc);
-  bind_int(st, 10, a->embedding_dim, rc);
-  bind_int(st, 11, a->simhash_bits, rc);
-  bind_real(st, 12, a->reward_weights.watch, rc);
-  bind_real(st, 13, a->reward_weights.click, rc);
-  bind_real(st, 14, a->reward_weights.rating, rc);
-  bind_real(st, 15, a->fallback_strength, rc);
-  bind_real(st, 16, a->decay_half_life_s, rc);
-  bind_real(st, 17, a->reward_window_s, rc);
-  bind_real(st, 18, a->default_reward, rc);
-  bind_int(st, 19, now, rc);
-  bind_int(st, 20, a->linear_crosses, rc);
-  bind_real(st, 21, a->linear_lambda, rc);
-  bind_real(st, 22, a->linear_v, rc);
+  cols_bind(st, 2, adb__agent_cols, ADB__AGENT_STAMPS, a, keys, rc);
+  bind_int(st, ADB__AGENT_STAMPS + 2, now, rc);
+  cols_bind(st, ADB__AGENT_STAMPS + 3, adb__agent_cols + ADB__AGENT_STAMPS + 2,
+            ADB__AGENT_NCOLS - ADB__AGENT_STAMPS - 2, a, keys, rc);
 }
 
 static int sq_agent_put(adb__store *st_, adb_agent_config *cfg) {
@@ -1185,66 +1308,10 @@ static int sq_agent_fix_dim(adb__store *st_, const char *agent, int dim,
   return rc;
 }
 
-static int agent_read(sqlite3_stmt *st, adb_agent_config *o) {
-  const char *algo = (const char *)sqlite3_column_text(st, 0);
-  if (!algo) return ADB_ECORRUPT;
-  if (strcmp(algo, "beta") == 0)
-    o->algorithm = ADB_ALGO_BETA;
-  else if (strcmp(algo, "gaussian") == 0)
-    o->algorithm = ADB_ALGO_GAUSSIAN;
-  else if (strcmp(algo, "linear") == 0)
-    o->algorithm = ADB_ALGO_LINEAR;
-  else
-    return ADB_ECORRUPT;
-  o->prior_alpha = sqlite3_column_double(st, 1);
-  o->prior_beta = sqlite3_column_double(st, 2);
-  o->prior_mu = sqlite3_column_double(st, 3);
-  o->prior_kappa = sqlite3_column_double(st, 4);
-  o->prior_a = sqlite3_column_double(st, 5);
-  o->prior_b = sqlite3_column_double(st, 6);
-  int rc = adb__context_keys_parse(o, (const char *)sqlite3_column_text(st, 7));
-  o->embedding_dim = sqlite3_column_int(st, 8);
-  o->simhash_bits = sqlite3_column_int(st, 9);
-  o->reward_weights.watch = sqlite3_column_double(st, 10);
-  o->reward_weights.click = sqlite3_column_double(st, 11);
-  o->reward_weights.rating = sqlite3_column_double(st, 12);
-  o->fallback_strength = sqlite3_column_double(st, 13);
-  o->decay_half_life_s = sqlite3_column_double(st, 14);
-  o->reward_window_s = sqlite3_column_double(st, 15);
-  o->default_reward = sqlite3_column_double(st, 16);
-  o->created_at_ms = sqlite3_column_int64(st, 17);
-  o->updated_at_ms = sqlite3_column_int64(st, 18);
-  o->linear_crosses = sqlite3_column_int(st, 19);
-  o->linear_lambda = sqlite3_column_double(st, 20);
-  o->linear_v = sqlite3_column_double(st, 21);
-  return rc;
-}
-
 static int sq_agent_get(adb__store *st_, const char *agent,
                         adb_agent_config *out) {
-  sq_store *s = (sq_store *)st_;
-  memset(out, 0, sizeof *out);
-  conn *c = reader_take(s);
-  sqlite3_stmt *st;
-  int rc = stmt_get(s, c, S_AGENT_GET, &st);
-  if (!rc) {
-    rc = SQLITE_OK;
-    bind_text(st, 1, agent, &rc);
-    if (rc == SQLITE_OK) rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-      snprintf(out->id, sizeof out->id, "%s", agent);
-      rc = agent_read(st, out);
-      if (rc) col_fail(s, rc, "read agent");
-    } else if (rc == SQLITE_DONE) {
-      set_err(s, "sqlite: agent '%.128s' not found", agent);
-      rc = ADB_ENOTFOUND;
-    } else {
-      rc = sq_fail(s, c, rc, "get agent");
-    }
-    stmt_done(st);
-  }
-  conn_give(c);
-  return rc;
+  return rec_get((sq_store *)st_, S_AGENT_GET, &adb__agent_desc, agent, NULL,
+                 out);
 }
 
 static int sq_agent_counters(adb__store *st_, const char *agent,
@@ -1324,7 +1391,8 @@ static void action_list_free(action_list *l) {
   free(l->v);
 }
 
-static int action_list_add(action_list *l, sqlite3_stmt *st) {
+static int action_list_add(void *arg, sqlite3_stmt *st) {
+  action_list *l = arg;
   if (l->n == l->cap) {
     int cap = l->cap ? l->cap * 2 : 64;
     adb__action_rec *v = realloc(l->v, (size_t)cap * sizeof *v);
@@ -1334,11 +1402,9 @@ static int action_list_add(action_list *l, sqlite3_stmt *st) {
   }
   adb__action_rec *a = &l->v[l->n];
   memset(a, 0, sizeof *a);
-  int rc = col_copy(a->id, sizeof a->id, st, 0);
-  a->disabled = sqlite3_column_int(st, 1) != 0;
-  a->dim = sqlite3_column_int(st, 2) / 4;
+  int rc = cols_read(st, adb__action_cols, ADB__ACTION_NCOLS, a);
   char *meta = NULL;
-  if (!rc) rc = col_dup(&meta, st, 3);
+  if (!rc) rc = col_dup(&meta, st, ADB__ACTION_NCOLS);
   a->metadata_json = meta;
   if (!rc) l->n++;
   return rc;
@@ -1357,15 +1423,7 @@ static int sq_actions_list(adb__store *st_, const char *agent,
   if (!rc) {
     rc = SQLITE_OK;
     bind_text(st, 1, agent, &rc);
-    int a = ADB_OK;
-    while (rc == SQLITE_OK || rc == SQLITE_ROW) {
-      rc = sqlite3_step(st);
-      if (rc == SQLITE_ROW && (a = action_list_add(&l, st)) != ADB_OK) break;
-    }
-    if (a)
-      rc = col_fail(s, a, "list actions");
-    else
-      rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "list actions");
+    rc = rows_each(s, c, st, rc, action_list_add, &l, "list actions");
     stmt_done(st);
   }
   conn_give(c);
@@ -1376,6 +1434,16 @@ static int sq_actions_list(adb__store *st_, const char *agent,
 }
 
 /* -------------------------------------------------------------- policies */
+
+static int policy_row(void *arg, sqlite3_stmt *st) {
+  adb__arm_stats a = {.n = sqlite3_column_int64(st, 1),
+                      .sum_micro = adb__sum_of(sqlite3_column_int64(st, 5),
+                                               sqlite3_column_int64(st, 2)),
+                      .sum_sq = sqlite3_column_double(st, 3),
+                      .version = sqlite3_column_int64(st, 4)};
+  const char *id = (const char *)sqlite3_column_text(st, 0);
+  return id ? adb__policy_push(arg, id, &a) : ADB_ENOMEM;
+}
 
 static int sq_policy_get(adb__store *st_, const char *agent, const char *user,
                          const char *state_key, adb__policy *p) {
@@ -1389,22 +1457,7 @@ static int sq_policy_get(adb__store *st_, const char *agent, const char *user,
     bind_text(st, 1, agent, &rc);
     bind_text(st, 2, user, &rc);
     bind_text(st, 3, state_key, &rc);
-    int push = ADB_OK;
-    while (!push && (rc == SQLITE_OK || rc == SQLITE_ROW)) {
-      rc = sqlite3_step(st);
-      if (rc != SQLITE_ROW) break;
-      adb__arm_stats a = {.n = sqlite3_column_int64(st, 1),
-                          .sum_micro = adb__sum_of(sqlite3_column_int64(st, 5),
-                                                   sqlite3_column_int64(st, 2)),
-                          .sum_sq = sqlite3_column_double(st, 3),
-                          .version = sqlite3_column_int64(st, 4)};
-      const char *id = (const char *)sqlite3_column_text(st, 0);
-      push = id ? adb__policy_push(p, id, &a) : ADB_ENOMEM;
-    }
-    if (push)
-      rc = col_fail(s, push, "get policy");
-    else
-      rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "get policy");
+    rc = rows_each(s, c, st, rc, policy_row, p, "get policy");
     stmt_done(st);
   }
   conn_give(c);
@@ -1414,48 +1467,10 @@ static int sq_policy_get(adb__store *st_, const char *agent, const char *user,
 
 /* ------------------------------------------------------------- decisions */
 
-static int decision_read(sqlite3_stmt *st, adb__decision_rec *d) {
-  int rc = col_copy(d->user, sizeof d->user, st, 0);
-  if (!rc) rc = col_copy(d->state_key, sizeof d->state_key, st, 1);
-  if (!rc) rc = col_dup(&d->context_json, st, 2);
-  if (!rc) rc = col_dup(&d->candidates_json, st, 3);
-  if (!rc) rc = col_copy(d->action, sizeof d->action, st, 4);
-  d->propensity = sqlite3_column_double(st, 5);
-  if (!rc) rc = col_copy(d->model, sizeof d->model, st, 6);
-  d->ts_ms = sqlite3_column_int64(st, 7);
-  if (!rc) rc = col_dup(&d->ranking_json, st, 8);
-  return rc;
-}
-
 static int sq_decision_get(adb__store *st_, const char *agent,
                            const char *event_id, adb__decision_rec *out) {
-  sq_store *s = (sq_store *)st_;
-  memset(out, 0, sizeof *out);
-  conn *c = reader_take(s);
-  sqlite3_stmt *st;
-  int rc = stmt_get(s, c, S_DECISION_GET, &st);
-  if (!rc) {
-    rc = SQLITE_OK;
-    bind_text(st, 1, agent, &rc);
-    bind_text(st, 2, event_id, &rc);
-    if (rc == SQLITE_OK) rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-      snprintf(out->agent, sizeof out->agent, "%s", agent);
-      snprintf(out->event_id, sizeof out->event_id, "%s", event_id);
-      if ((rc = decision_read(st, out)) != ADB_OK) {
-        col_fail(s, rc, "read decision");
-        adb__decision_rec_free(out);
-      }
-    } else if (rc == SQLITE_DONE) {
-      set_err(s, "sqlite: decision '%.128s' not found", event_id);
-      rc = ADB_ENOTFOUND;
-    } else {
-      rc = sq_fail(s, c, rc, "get decision");
-    }
-    stmt_done(st);
-  }
-  conn_give(c);
-  return rc;
+  return rec_get((sq_store *)st_, S_DECISION_GET, &adb__decision_desc, agent,
+                 event_id, out);
 }
 
 /* ------------------------------------------------------------ user state */
@@ -1470,8 +1485,7 @@ static int sq_user_state_put(adb__store *st_, const adb__user_state_rec *u) {
   if (!rc) {
     rc = SQLITE_OK;
     bind_text(st, 1, u->user, &rc);
-    bind_embedding(st, 2, u->embedding, u->dim, &rc);
-    bind_text(st, 3, u->context_json, &rc);
+    cols_bind(st, 2, adb__user_state_desc.cols, 2, u, NULL, &rc);
     bind_int(st, 4, u->updated_at_ms > 0 ? u->updated_at_ms : now_ms(), &rc);
     if (rc == SQLITE_OK) rc = sqlite3_step(st);
     rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "put user state");
@@ -1483,34 +1497,8 @@ static int sq_user_state_put(adb__store *st_, const adb__user_state_rec *u) {
 
 static int sq_user_state_get(adb__store *st_, const char *user,
                              adb__user_state_rec *out) {
-  sq_store *s = (sq_store *)st_;
-  memset(out, 0, sizeof *out);
-  conn *c = reader_take(s);
-  sqlite3_stmt *st;
-  int rc = stmt_get(s, c, S_USER_GET, &st);
-  if (!rc) {
-    rc = SQLITE_OK;
-    bind_text(st, 1, user, &rc);
-    if (rc == SQLITE_OK) rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-      snprintf(out->user, sizeof out->user, "%s", user);
-      rc = col_embedding(&out->embedding, &out->dim, st, 0);
-      if (!rc) rc = col_dup(&out->context_json, st, 1);
-      out->updated_at_ms = sqlite3_column_int64(st, 2);
-      if (rc) {
-        col_fail(s, rc, "read user state");
-        adb__user_state_rec_free(out);
-      }
-    } else if (rc == SQLITE_DONE) {
-      set_err(s, "sqlite: user '%.128s' has no state", user);
-      rc = ADB_ENOTFOUND;
-    } else {
-      rc = sq_fail(s, c, rc, "get user state");
-    }
-    stmt_done(st);
-  }
-  conn_give(c);
-  return rc;
+  return rec_get((sq_store *)st_, S_USER_GET, &adb__user_state_desc, user, NULL,
+                 out);
 }
 
 /* -------------------------------------------------------------- patterns */
@@ -1527,12 +1515,7 @@ static int sq_pattern_put(adb__store *st_, const char *agent,
     rc = SQLITE_OK;
     bind_text(st, 1, agent, &rc);
     bind_text(st, 2, p->id, &rc);
-    bind_text(st, 3, p->type, &rc);
-    bind_text(st, 4, p->key, &rc);
-    bind_text(st, 5, p->value_json, &rc);
-    bind_real(st, 6, p->confidence, &rc);
-    bind_int(st, 7, p->support, &rc);
-    bind_embedding(st, 8, p->embedding, p->embedding_dim, &rc);
+    cols_bind(st, 3, adb__pattern_desc.cols, 6, p, NULL, &rc);
     bind_int(st, 9, p->updated_at_ms > 0 ? p->updated_at_ms : now_ms(), &rc);
     if (rc == SQLITE_OK) rc = sqlite3_step(st);
     rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "put pattern");
@@ -1542,68 +1525,30 @@ static int sq_pattern_put(adb__store *st_, const char *agent,
   return rc;
 }
 
-static int pattern_read(sqlite3_stmt *st, adb_pattern *p) {
-  int rc = col_copy(p->type, sizeof p->type, st, 0);
-  if (!rc) rc = col_copy(p->key, sizeof p->key, st, 1);
-  if (!rc) rc = col_dup(&p->value_json, st, 2);
-  p->confidence = sqlite3_column_double(st, 3);
-  p->support = sqlite3_column_int64(st, 4);
-  if (!rc) rc = col_embedding(&p->embedding, &p->embedding_dim, st, 5);
-  p->updated_at_ms = sqlite3_column_int64(st, 6);
-  return rc;
-}
-
 static int sq_pattern_get(adb__store *st_, const char *agent, const char *id,
                           adb_pattern *out) {
-  sq_store *s = (sq_store *)st_;
-  memset(out, 0, sizeof *out);
-  conn *c = reader_take(s);
-  sqlite3_stmt *st;
-  int rc = stmt_get(s, c, S_PATTERN_GET, &st);
-  if (!rc) {
-    rc = SQLITE_OK;
-    bind_text(st, 1, agent, &rc);
-    bind_text(st, 2, id, &rc);
-    if (rc == SQLITE_OK) rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-      snprintf(out->id, sizeof out->id, "%s", id);
-      if ((rc = pattern_read(st, out)) != ADB_OK) {
-        col_fail(s, rc, "read pattern");
-        adb__pattern_free(out);
-      }
-    } else if (rc == SQLITE_DONE) {
-      set_err(s, "sqlite: pattern '%.128s' not found", id);
-      rc = ADB_ENOTFOUND;
-    } else {
-      rc = sq_fail(s, c, rc, "get pattern");
-    }
-    stmt_done(st);
-  }
-  conn_give(c);
-  return rc;
+  return rec_get((sq_store *)st_, S_PATTERN_GET, &adb__pattern_desc, agent, id,
+                 out);
 }
 
 /* --------------------------------------------------------------- metrics */
 
-static int metrics_push(adb_metrics_row **rows, int *n, int *cap,
-                        sqlite3_stmt *st) {
-  if (*n == *cap) {
-    int nc = *cap ? *cap * 2 : 32;
-    adb_metrics_row *r = realloc(*rows, (size_t)nc * sizeof *r);
+typedef struct metrics_acc {
+  adb_metrics_row **rows;
+  int *n, cap;
+} metrics_acc;
+
+static int metrics_push(void *arg, sqlite3_stmt *st) {
+  metrics_acc *m = arg;
+  if (*m->n == m->cap) {
+    int nc = m->cap ? m->cap * 2 : 32;
+    adb_metrics_row *r = realloc(*m->rows, (size_t)nc * sizeof *r);
     if (!r) return ADB_ENOMEM;
-    *rows = r;
-    *cap = nc;
+    *m->rows = r;
+    m->cap = nc;
   }
-  adb_metrics_row *r = &(*rows)[(*n)++];
-  r->hour_ms = sqlite3_column_int64(st, 0);
-  r->decisions = sqlite3_column_int64(st, 1);
-  r->rewards = sqlite3_column_int64(st, 2);
-  r->reward_sum = sqlite3_column_double(st, 3);
-  r->cache_hits = sqlite3_column_int64(st, 4);
-  r->cache_misses = sqlite3_column_int64(st, 5);
-  r->latency_p50_us = sqlite3_column_double(st, 6);
-  r->latency_p99_us = sqlite3_column_double(st, 7);
-  return ADB_OK;
+  return cols_read(st, adb__metrics_cols, ADB__METRICS_NCOLS,
+                   &(*m->rows)[(*m->n)++]);
 }
 
 static int sq_metrics_get(adb__store *st_, const char *agent, int64_t from_ms,
@@ -1611,7 +1556,6 @@ static int sq_metrics_get(adb__store *st_, const char *agent, int64_t from_ms,
   sq_store *s = (sq_store *)st_;
   *rows = NULL;
   *n = 0;
-  int cap = 0;
   conn *c = reader_take(s);
   sqlite3_stmt *st;
   int rc = stmt_get(s, c, S_METRICS_GET, &st);
@@ -1620,15 +1564,8 @@ static int sq_metrics_get(adb__store *st_, const char *agent, int64_t from_ms,
     bind_text(st, 1, agent, &rc);
     bind_int(st, 2, from_ms, &rc);
     bind_int(st, 3, to_ms, &rc);
-    int push = ADB_OK;
-    while (!push && (rc == SQLITE_OK || rc == SQLITE_ROW)) {
-      rc = sqlite3_step(st);
-      if (rc == SQLITE_ROW) push = metrics_push(rows, n, &cap, st);
-    }
-    if (push)
-      rc = col_fail(s, push, "get metrics");
-    else
-      rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "get metrics");
+    metrics_acc m = {rows, n, 0};
+    rc = rows_each(s, c, st, rc, metrics_push, &m, "get metrics");
     stmt_done(st);
   }
   conn_give(c);
@@ -1646,7 +1583,7 @@ static int sq_metrics_get(adb__store *st_, const char *agent, int64_t from_ms,
 
 /* One page of vectors_scan rows, owned (strings and embeddings). */
 typedef struct vec_page {
-  int n;
+  int n, kind; /* rows, of kind ADB__VEC_* */
   adb__vec_row rows[VEC_PAGE];
   char *text[VEC_PAGE]; /* agent\0id\0user\0action\0 of each row */
   float *emb[VEC_PAGE];
@@ -1661,7 +1598,9 @@ static void vec_page_clear(vec_page *pg) {
 }
 
 /* Appends the current row of st (columns as in S_VEC_*) to the page. */
-static int vec_page_add(vec_page *pg, int kind, sqlite3_stmt *st) {
+static int vec_page_add(void *arg, sqlite3_stmt *st) {
+  vec_page *pg = arg;
+  int kind = pg->kind;
   const char *col[4];
   size_t len[4], total = 0;
   for (int c = 0; c < 4; c++) {
@@ -1711,15 +1650,8 @@ static int vec_page_read(sq_store *s, int kind, int64_t ts, const char *agent,
     bind_text(st, 2, agent, &rc);
     bind_text(st, 3, id, &rc);
     bind_int(st, 4, VEC_PAGE, &rc);
-    int add = ADB_OK;
-    while (!add && (rc == SQLITE_OK || rc == SQLITE_ROW)) {
-      rc = sqlite3_step(st);
-      if (rc == SQLITE_ROW) add = vec_page_add(pg, kind, st);
-    }
-    if (add)
-      rc = col_fail(s, add, "scan vectors");
-    else
-      rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "scan vectors");
+    pg->kind = kind;
+    rc = rows_each(s, c, st, rc, vec_page_add, pg, "scan vectors");
     stmt_done(st);
   }
   conn_give(c);
@@ -2251,6 +2183,23 @@ static int sq_lin_checkpoint_get(adb__store *st_, const char *agent,
   return rc;
 }
 
+typedef struct actvec_arg {
+  void (*fn)(void *arg, const char *action, const float *v, int dim);
+  void *arg;
+} actvec_arg;
+
+static int actvec_row(void *arg, sqlite3_stmt *st) {
+  actvec_arg *x = arg;
+  char id[ADB_ID_MAX + 1];
+  float *v;
+  int dim;
+  if (col_copy(id, sizeof id, st, 0) || col_embedding(&v, &dim, st, 1))
+    return ADB_ECORRUPT;
+  if (dim) x->fn(x->arg, id, v, dim);
+  free(v);
+  return ADB_OK;
+}
+
 static int sq_action_vectors(adb__store *st_, const char *agent,
                              void (*fn)(void *arg, const char *action,
                                         const float *v, int dim),
@@ -2262,23 +2211,8 @@ static int sq_action_vectors(adb__store *st_, const char *agent,
   if (!rc) {
     rc = SQLITE_OK;
     bind_text(st, 1, agent, &rc);
-    while (rc == SQLITE_OK || rc == SQLITE_ROW) {
-      rc = sqlite3_step(st);
-      if (rc != SQLITE_ROW) break;
-      char id[ADB_ID_MAX + 1];
-      float *v;
-      int dim;
-      if (col_copy(id, sizeof id, st, 0) || col_embedding(&v, &dim, st, 1)) {
-        rc = col_fail(s, ADB_ECORRUPT, "list action embeddings");
-        break;
-      }
-      if (dim) fn(arg, id, v, dim);
-      free(v);
-    }
-    if (rc == SQLITE_DONE)
-      rc = ADB_OK;
-    else if (rc > 0)
-      rc = sq_fail(s, c, rc, "list action embeddings");
+    actvec_arg x = {fn, arg};
+    rc = rows_each(s, c, st, rc, actvec_row, &x, "list action embeddings");
     stmt_done(st);
   }
   conn_give(c);
@@ -2333,13 +2267,7 @@ static int adhoc_rows(sq_store *s, conn *c, const char *sql, const char *a,
   sqlite3_stmt *st;
   int rc = adhoc(s, c, sql, a, NULL, &st);
   if (rc) return rc;
-  int f = ADB_OK;
-  while (!f && (rc = sqlite3_step(st)) == SQLITE_ROW)
-    f = fn(arg, st);
-  if (f)
-    rc = col_fail(s, f, "admin read");
-  else
-    rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "admin read");
+  rc = rows_each(s, c, st, SQLITE_OK, fn, arg, "admin read");
   sqlite3_finalize(st);
   return rc;
 }

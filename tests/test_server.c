@@ -35,13 +35,12 @@
 
 #include <jansson.h>
 
+#include "util_http.h"
+#include "util_server.h"
+
 /* ------------------------------------------------------------ servers */
 
-typedef struct server {
-  pid_t pid;
-  int port;
-  char dir[256];
-} server;
+typedef tsrv server; /* util_server.h */
 
 static server S; /* shared by most tests */
 
@@ -49,228 +48,37 @@ static int quick(void) {
   return getenv("ADB_TEST_QUICK") != NULL;
 }
 
-static int64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void make_dir(server *s) {
-  const char *tmp = getenv("TMPDIR");
-  snprintf(s->dir, sizeof s->dir, "%s/adb-server-XXXXXX", tmp ? tmp : "/tmp");
-  assert_non_null(mkdtemp(s->dir));
-}
-
-/* Reads "... http://HOST:PORT ..." from the server's stdout. */
-static int read_port(int fd) {
-  char line[1024];
-  size_t n = 0;
-  int64_t deadline = now_ms() + 60000;
-  while (n < sizeof line - 1) {
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    if (poll(&p, 1, (int)(deadline - now_ms())) <= 0) return -1;
-    if (read(fd, line + n, 1) != 1) return -1;
-    if (line[n] == '\n') {
-      line[n] = '\0';
-      const char *u = strstr(line, "http://");
-      const char *c = u ? strchr(u + 7, ':') : NULL;
-      if (c) return atoi(c + 1);
-      n = 0;
-    } else {
-      n++;
-    }
-  }
-  return -1;
-}
-
-/* Starts agentdb serve on s->dir (made if empty) with extra args. */
+/* Starts agentdb serve on s->dir (made if empty) with extra args, and 16
+ * write threads as this suite has always run it. */
 static void start_server(server *s, const char *const *extra) {
-  if (!s->dir[0]) make_dir(s);
-  const char *bin = getenv("ADB_BIN");
-  assert_non_null(bin);
-  char store[400], log[400];
-  snprintf(store, sizeof store, "sqlite://%s/agentdb.db", s->dir);
-  snprintf(log, sizeof log, "%s/server.log", s->dir);
-  const char *argv[40] = {
-      bin,   "serve",     "--listen", "127.0.0.1:0",     "--store",
-      store, "--threads", "2",        "--write-threads", "16"};
-  int n = 10;
+  const char *argv[40] = {"--write-threads", "16"};
+  int n = 2;
   for (int i = 0; extra && extra[i] && n < 38; i++)
     argv[n++] = extra[i];
   argv[n] = NULL;
-  int p[2];
-  assert_int_equal(pipe(p), 0);
-  s->pid = fork();
-  assert_true(s->pid >= 0);
-  if (s->pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
-    int lfd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-    dup2(p[1], 1);
-    if (lfd >= 0) dup2(lfd, 2);
-    close(p[0]);
-    close(p[1]);
-    execv(bin, (char *const *)argv);
-    _exit(127);
-  }
-  close(p[1]);
-  s->port = read_port(p[0]);
-  close(p[0]);
-  if (s->port <= 0) {
-    fprintf(stderr, "server did not start; log in %s\n", log);
-    kill(s->pid, SIGKILL);
-    waitpid(s->pid, NULL, 0);
-    s->pid = 0;
-  }
-  assert_true(s->port > 0);
+  assert_int_equal(tsrv_start(s, argv), 0);
 }
 
 /* Sends sig and waits; returns the exit status (-1: killed by a signal or
  * did not stop within 60 s). */
 static int stop_server(server *s, int sig) {
-  if (s->pid <= 0) return -1;
-  kill(s->pid, sig);
-  int st = 0;
-  int64_t deadline = now_ms() + 60000;
-  while (waitpid(s->pid, &st, WNOHANG) == 0) {
-    if (now_ms() > deadline) {
-      kill(s->pid, SIGKILL);
-      waitpid(s->pid, &st, 0);
-      s->pid = 0;
-      return -1;
-    }
-    usleep(10000);
-  }
-  s->pid = 0;
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static void remove_dir(server *s) {
-  char cmd[400];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", s->dir);
-  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", s->dir);
-  s->dir[0] = '\0';
+  return tsrv_stop(s, sig);
 }
 
 /* ------------------------------------------------------------- client */
 
-static int dial(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in sa = {.sin_family = AF_INET,
-                           .sin_port = htons((uint16_t)port)};
-  inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-  if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
-    if (fd >= 0) close(fd);
-    return -1;
-  }
-  int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  struct timeval tv = {20, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  return fd;
-}
+/* The client is util_http.h's; these keep the calls short. */
+typedef util_http_resp resp;
 
-static int send_all(int fd, const char *p, size_t n) {
-  while (n) {
-    ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
-    if (k < 0 && errno == EINTR) continue;
-    if (k <= 0) return -1;
-    p += k;
-    n -= (size_t)k;
-  }
-  return 0;
-}
+#define CALL_MS 20000
 
-typedef struct resp {
-  int status;
-  char head[8192];
-  char *body;
-  size_t body_len;
-  json_t *json;
-} resp;
-
-static void resp_free(resp *r) {
-  free(r->body);
-  json_decref(r->json);
-  memset(r, 0, sizeof *r);
-}
-
-/* Reads one answer from fd (buffered leftovers in *in). */
-typedef struct reader {
-  char buf[1 << 16];
-  size_t len;
-} reader;
-
-static int read_answer(int fd, reader *rd, resp *r) {
-  memset(r, 0, sizeof *r);
-  for (;;) {
-    char *end = memmem(rd->buf, rd->len, "\r\n\r\n", 4);
-    if (end) {
-      size_t hl = (size_t)(end + 4 - rd->buf);
-      if (hl >= sizeof r->head) return -1;
-      memcpy(r->head, rd->buf, hl);
-      r->head[hl] = '\0';
-      r->status = atoi(r->head + 9);
-      const char *cl = strcasestr(r->head, "\r\ncontent-length:");
-      size_t want = cl ? (size_t)atol(cl + 17) : 0;
-      r->body = malloc(want + 1);
-      size_t have = rd->len - hl < want ? rd->len - hl : want;
-      memcpy(r->body, rd->buf + hl, have);
-      memmove(rd->buf, rd->buf + hl + have, rd->len - hl - have);
-      rd->len -= hl + have;
-      while (have < want) {
-        ssize_t k = recv(fd, r->body + have, want - have, 0);
-        if (k <= 0) {
-          free(r->body);
-          r->body = NULL;
-          return -1;
-        }
-        have += (size_t)k;
-      }
-      r->body[want] = '\0';
-      r->body_len = want;
-      if (r->status == 100) { /* interim: read the final answer */
-        free(r->body);
-        r->body = NULL;
-        continue;
-      }
-      json_error_t e;
-      r->json = json_loadb(r->body, want, 0, &e);
-      return 0;
-    }
-    if (rd->len == sizeof rd->buf) return -1;
-    ssize_t k = recv(fd, rd->buf + rd->len, sizeof rd->buf - rd->len, 0);
-    if (k <= 0) return -1;
-    rd->len += (size_t)k;
-  }
-}
-
-static size_t build(char *out, size_t cap, const char *method, const char *path,
-                    const char *body, const char *hdrs) {
-  size_t bl = body ? strlen(body) : 0;
-  int n = snprintf(out, cap,
-                   "%s %s HTTP/1.1\r\nHost: t\r\n%sContent-Length: %zu\r\n\r\n",
-                   method, path, hdrs ? hdrs : "", bl);
-  assert_true(n > 0 && (size_t)n + bl < cap);
-  if (bl) memcpy(out + n, body, bl);
-  return (size_t)n + bl;
-}
-
-/* One request on a fresh connection. hdrs: extra "K: v\r\n" lines. */
+/* One request on a fresh connection. hdrs: extra "K: v\r\n" lines;
+ * status -1 when no answer came. */
 static resp call_h(const server *s, const char *method, const char *path,
                    const char *body, const char *hdrs) {
   resp r;
-  memset(&r, 0, sizeof r);
-  size_t cap = (body ? strlen(body) : 0) + 4096;
-  char *req = malloc(cap);
-  size_t n = build(req, cap, method, path, body, hdrs);
-  int fd = dial(s->port);
-  assert_true(fd >= 0);
-  static reader rd;
-  rd.len = 0;
-  int ok = send_all(fd, req, n) == 0 && read_answer(fd, &rd, &r) == 0;
-  close(fd);
-  free(req);
-  if (!ok) r.status = -1;
+  int rc = util_http_once(s->port, method, path, body, hdrs, CALL_MS, &r);
+  assert_int_not_equal(rc, UTIL_HTTP_REFUSED);
   return r;
 }
 
@@ -279,37 +87,11 @@ static resp call(const server *s, const char *method, const char *path,
   return call_h(s, method, path, body, NULL);
 }
 
-/* Sends raw bytes (then shuts the write side if asked) and returns all the
- * server sends back until it closes or timeout_ms passes. */
-static char *raw(int port, const char *data, size_t n, int shut,
-                 int timeout_ms) {
-  int fd = dial(port);
-  assert_true(fd >= 0);
-  send_all(fd, data, n);
-  if (shut) shutdown(fd, SHUT_WR);
-  size_t cap = 1 << 16, len = 0;
-  char *out = calloc(1, cap + 1);
-  int64_t deadline = now_ms() + timeout_ms;
-  while (len < cap) {
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    int left = (int)(deadline - now_ms());
-    if (left <= 0 || poll(&p, 1, left) <= 0) break;
-    ssize_t k = recv(fd, out + len, cap - len, 0);
-    if (k <= 0) break;
-    len += (size_t)k;
-  }
-  close(fd);
-  return out;
-}
-
-static const char *err_code(const resp *r) {
-  json_t *e = json_object_get(r->json, "error");
-  return json_string_value(json_object_get(e, "code"));
-}
-
-static const char *err_field(const resp *r) {
-  json_t *e = json_object_get(r->json, "error");
-  return json_string_value(json_object_get(e, "field"));
+static size_t build(char *out, size_t cap, const char *method, const char *path,
+                    const char *body, const char *hdrs) {
+  size_t n = util_http_format(out, cap, method, path, body, hdrs);
+  assert_true(n > 0);
+  return n;
 }
 
 /* Asserts an error answer: status, JSON code and (if given) field. */
@@ -317,19 +99,21 @@ static void expect_error(const server *s, const char *method, const char *path,
                          const char *body, int status, const char *code,
                          const char *field) {
   resp r = call(s, method, path, body);
-  if (r.status != status || !err_code(&r) || strcmp(err_code(&r), code) ||
-      (field && (!err_field(&r) || strcmp(err_field(&r), field))))
+  if (r.status != status || !util_http_err_code(&r) ||
+      strcmp(util_http_err_code(&r), code) ||
+      (field &&
+       (!util_http_err_field(&r) || strcmp(util_http_err_field(&r), field))))
     fprintf(stderr, "%s %s %.200s\n  -> %d %.300s\n  wanted %d %s %s\n", method,
             path, body ? body : "", r.status, r.body ? r.body : "", status,
             code, field ? field : "");
   assert_int_equal(r.status, status);
-  assert_non_null(err_code(&r));
-  assert_string_equal(err_code(&r), code);
+  assert_non_null(util_http_err_code(&r));
+  assert_string_equal(util_http_err_code(&r), code);
   if (field) {
-    assert_non_null(err_field(&r));
-    assert_string_equal(err_field(&r), field);
+    assert_non_null(util_http_err_field(&r));
+    assert_string_equal(util_http_err_field(&r), field);
   }
-  resp_free(&r);
+  util_http_resp_free(&r);
 }
 
 static void expect_status(const server *s, const char *method, const char *path,
@@ -339,7 +123,7 @@ static void expect_status(const server *s, const char *method, const char *path,
     fprintf(stderr, "%s %s %.200s\n  -> %d %.300s (wanted %d)\n", method, path,
             body ? body : "", r.status, r.body ? r.body : "", status);
   assert_int_equal(r.status, status);
-  resp_free(&r);
+  util_http_resp_free(&r);
 }
 
 static void healthy(const server *s) {
@@ -347,7 +131,7 @@ static void healthy(const server *s) {
   assert_int_equal(r.status, 200);
   assert_string_equal(json_string_value(json_object_get(r.json, "status")),
                       "ok");
-  resp_free(&r);
+  util_http_resp_free(&r);
 }
 
 /* -------------------------------------------------------------- setup */
@@ -371,7 +155,7 @@ static int group_teardown(void **state) {
   (void)state;
   int st = stop_server(&S, SIGTERM);
   if (st != 0) fprintf(stderr, "shared server exited with %d\n", st);
-  remove_dir(&S);
+  tsrv_cleanup(&S);
   return st == 0 ? 0 : -1;
 }
 
@@ -428,11 +212,11 @@ static void test_decide_reward_policy_loop(void **state) {
   assert_int_equal(r.status, 200);
   assert_true(json_is_true(json_object_get(r.json, "applied")));
   assert_true(json_number_value(json_object_get(r.json, "reward")) == 1);
-  resp_free(&r);
+  util_http_resp_free(&r);
   r = call(&S, "POST", "/v1/agents/loop/rewards", body); /* a retry */
   assert_int_equal(r.status, 200);
   assert_true(json_is_false(json_object_get(r.json, "applied")));
-  resp_free(&r);
+  util_http_resp_free(&r);
   snprintf(body, sizeof body,
            "{\"reward_id\":\"loop-r1\",\"event_id\":\"%s\",\"reward\":0}", ev);
   expect_error(&S, "POST", "/v1/agents/loop/rewards", body, 409, "conflict",
@@ -447,21 +231,21 @@ static void test_decide_reward_policy_loop(void **state) {
   /* Beta(1,1) plus one reward of 1: Beta(2,1), mean 2/3. */
   assert_true(json_number_value(json_object_get(arm, "alpha")) == 2);
   assert_true(json_number_value(json_object_get(arm, "beta")) == 1);
-  resp_free(&p);
+  util_http_resp_free(&p);
   /* Counters come from rollups the library writes about once a second. */
-  int64_t decisions = 0, rewards = 0, deadline = now_ms() + 10000;
-  while ((decisions < 1 || rewards < 1) && now_ms() < deadline) {
+  int64_t decisions = 0, rewards = 0, deadline = util_now_ms() + 10000;
+  while ((decisions < 1 || rewards < 1) && util_now_ms() < deadline) {
     resp a = call(&S, "GET", "/v1/agents/loop", NULL);
     assert_int_equal(a.status, 200);
     json_t *c = json_object_get(a.json, "counters");
     decisions = json_integer_value(json_object_get(c, "decisions"));
     rewards = json_integer_value(json_object_get(c, "rewards"));
-    resp_free(&a);
+    util_http_resp_free(&a);
     usleep(100000);
   }
   assert_true(decisions >= 1);
   assert_true(rewards >= 1);
-  resp_free(&d);
+  util_http_resp_free(&d);
 }
 
 /* ------------------------------------------------------- linear agents */
@@ -481,7 +265,7 @@ static void test_linear_agent_learns_over_http(void **state) {
   assert_true(json_number_value(json_object_get(a.json, "lambda")) == 2);
   assert_true(json_number_value(json_object_get(a.json, "v")) > 0);
   assert_int_equal(json_array_size(json_object_get(a.json, "crosses")), 2);
-  resp_free(&a);
+  util_http_resp_free(&a);
   expect_error(&S, "PUT", "/v1/agents/hlin2",
                "{\"algorithm\":\"linear\",\"crosses\":[\"nope\"]}", 400,
                "invalid_field", "crosses[0]");
@@ -491,7 +275,7 @@ static void test_linear_agent_learns_over_http(void **state) {
   a = call(&S, "PUT", "/v1/agents/hlin",
            "{\"algorithm\":\"linear\",\"context_keys\":[\"daypart\"]}");
   assert_int_equal(json_array_size(json_object_get(a.json, "crosses")), 4);
-  resp_free(&a);
+  util_http_resp_free(&a);
   char body[1024];
   enum { K = 4 }; /* 4-d: the dimension the other tests' users have */
   size_t n = (size_t)snprintf(body, sizeof body, "{\"actions\":[");
@@ -530,8 +314,8 @@ static void test_linear_agent_learns_over_http(void **state) {
     resp r = call(&S, "POST", "/v1/agents/hlin/rewards", body);
     assert_int_equal(r.status, 200);
     assert_true(json_is_true(json_object_get(r.json, "applied")));
-    resp_free(&r);
-    resp_free(&d);
+    util_http_resp_free(&r);
+    util_http_resp_free(&d);
     if (t % 30 == 29) usleep(150000); /* the model draws a new pool */
   }
   printf("    linear over HTTP: liked item chosen %d/%d at first, %d/%d at "
@@ -545,7 +329,7 @@ static void test_linear_agent_learns_over_http(void **state) {
                 "\"embedding\":[0,0,0,1]}");
   if (d.status != 200) fprintf(stderr, "%s\n", d.body ? d.body : "");
   assert_int_equal(d.status, 200);
-  resp_free(&d);
+  util_http_resp_free(&d);
 }
 
 /* ------------------------------------------------- documented routes */
@@ -648,7 +432,7 @@ static void test_every_documented_route_answers_as_documented(void **state) {
       assert_non_null(r.json);
       assert_true(strcasestr(r.head, "content-type: application/json") != NULL);
     }
-    resp_free(&r);
+    util_http_resp_free(&r);
   }
   /* The deletes took the agent "shop" that later tests use: the other
    * writes again put back what they made (the reset aside). */
@@ -661,7 +445,7 @@ static void test_every_documented_route_answers_as_documented(void **state) {
     resp r = call(&S, ops[i].method, path,
                   ops[i].example[0] ? ops[i].example : NULL);
     assert_int_equal(r.status, ops[i].first_status);
-    resp_free(&r);
+    util_http_resp_free(&r);
   }
   /* And what is not documented is not served. */
   expect_error(&S, "GET", "/v1/agent", NULL, 404, "not_found", NULL);
@@ -892,7 +676,7 @@ static void test_bad_http_gets_4xx_json_errors(void **state) {
   const char *both = "POST " P_DECIDE " HTTP/1.1\r\nHost: t\r\n"
                      "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
                      "0\r\n\r\n";
-  char *a = raw(S.port, both, strlen(both), 0, 5000);
+  char *a = util_http_raw(S.port, both, strlen(both), 0, 5000);
   assert_int_equal(raw_status(a), 400);
   assert_non_null(strstr(a, "\"code\":\"bad_request\""));
   free(a);
@@ -902,7 +686,7 @@ static void test_bad_http_gets_4xx_json_errors(void **state) {
   int k = snprintf(huge, 100, "GET /healthz HTTP/1.1\r\nX-Big: ");
   memset(huge + k, 'h', hn);
   strcpy(huge + k + hn, "\r\n\r\n");
-  a = raw(S.port, huge, strlen(huge), 0, 5000);
+  a = util_http_raw(S.port, huge, strlen(huge), 0, 5000);
   assert_int_equal(raw_status(a), 431);
   assert_non_null(strstr(a, "\"code\":\"headers_too_large\""));
   free(a);
@@ -915,7 +699,7 @@ static void test_bad_http_gets_4xx_json_errors(void **state) {
                "Content-Length: %zu\r\n\r\n",
                bn);
   memset(big + k, ' ', bn);
-  a = raw(S.port, big, (size_t)k + bn, 0, 5000);
+  a = util_http_raw(S.port, big, (size_t)k + bn, 0, 5000);
   assert_int_equal(raw_status(a), 413);
   assert_non_null(strstr(a, "\"code\":\"body_too_large\""));
   free(a);
@@ -923,12 +707,12 @@ static void test_bad_http_gets_4xx_json_errors(void **state) {
   /* A body cut short by the client. */
   const char *cut = "POST " P_DECIDE " HTTP/1.1\r\nHost: t\r\n"
                     "Content-Length: 100\r\n\r\n{\"user_id\":";
-  a = raw(S.port, cut, strlen(cut), 1, 5000);
+  a = util_http_raw(S.port, cut, strlen(cut), 1, 5000);
   assert_int_equal(raw_status(a), 400);
   assert_non_null(strstr(a, "\"code\":\"bad_request\""));
   free(a);
   /* A malformed request line. */
-  a = raw(S.port, "GARBAGE\r\n\r\n", 11, 0, 5000);
+  a = util_http_raw(S.port, "GARBAGE\r\n\r\n", 11, 0, 5000);
   assert_int_equal(raw_status(a), 400);
   assert_non_null(strstr(a, "\"error\""));
   free(a);
@@ -943,12 +727,14 @@ static void test_a_client_sending_one_byte_at_a_time_gets_408(void **state) {
       "POST " P_DECIDE " HTTP/1.1\r\nHost: t\r\n"
       "Content-Length: 60\r\n\r\n{\"user_id\":\"u1\",\"candidates\":"
       "[\"item-1\"]}                  ";
-  int fd = dial(S.port);
-  assert_true(fd >= 0);
+  static util_http_conn c;
+  util_http_init(&c, S.port);
+  assert_int_equal(util_http_connect(&c, CALL_MS), 0);
+  int fd = c.fd;
   char out[4096] = "";
   size_t len = 0;
-  int64_t t0 = now_ms();
-  for (size_t i = 0; i < strlen(req) && now_ms() - t0 < 8000; i++) {
+  int64_t t0 = util_now_ms();
+  for (size_t i = 0; i < strlen(req) && util_now_ms() - t0 < 8000; i++) {
     if (send(fd, req + i, 1, MSG_NOSIGNAL) != 1) break;
     struct pollfd p = {.fd = fd, .events = POLLIN};
     if (poll(&p, 1, 200) > 0) {
@@ -957,9 +743,9 @@ static void test_a_client_sending_one_byte_at_a_time_gets_408(void **state) {
       break;
     }
   }
-  close(fd);
+  util_http_close(&c);
   out[len] = '\0';
-  int64_t took = now_ms() - t0;
+  int64_t took = util_now_ms() - t0;
   assert_int_equal(raw_status(out), 408);
   assert_non_null(strstr(out, "\"code\":\"request_timeout\""));
   assert_true(took >= 1400 && took < 5000);
@@ -994,20 +780,21 @@ static void test_fast_and_full_decide_parsers_agree(void **state) {
     if (i == 2) { /* a duplicate key is invalid JSON; a duplicate id not */
       assert_int_equal(a.status, 400);
       assert_int_equal(b.status, 400);
-      assert_string_equal(err_code(&b), "invalid_json");
+      assert_string_equal(util_http_err_code(&b), "invalid_json");
     } else {
       if (a.status != b.status)
         fprintf(stderr, "%s -> %d\n%s -> %d\n", pairs[i][0], a.status,
                 pairs[i][1], b.status);
       assert_int_equal(a.status, b.status);
       if (a.status >= 400) {
-        assert_string_equal(err_code(&a), err_code(&b));
-        assert_string_equal(err_field(&a) ? err_field(&a) : "",
-                            err_field(&b) ? err_field(&b) : "");
+        assert_string_equal(util_http_err_code(&a), util_http_err_code(&b));
+        assert_string_equal(
+            util_http_err_field(&a) ? util_http_err_field(&a) : "",
+            util_http_err_field(&b) ? util_http_err_field(&b) : "");
       }
     }
-    resp_free(&a);
-    resp_free(&b);
+    util_http_resp_free(&a);
+    util_http_resp_free(&b);
   }
 }
 
@@ -1020,25 +807,24 @@ static void test_pipelined_requests_are_answered_in_order(void **state) {
              NULL);
   n += build(req + n, sizeof req - n, "POST", P_DECIDE, "{\"oops\":", NULL);
   n += build(req + n, sizeof req - n, "GET", "/v1/agents/shop", NULL, NULL);
-  int fd = dial(S.port);
-  assert_int_equal(send_all(fd, req, n), 0);
-  static reader rd;
-  rd.len = 0;
+  static util_http_conn c;
+  util_http_init(&c, S.port);
+  assert_int_equal(util_http_send(&c, req, n, CALL_MS), 0);
   int want[] = {200, 200, 400, 200};
   for (int i = 0; i < 4; i++) {
     resp r;
-    assert_int_equal(read_answer(fd, &rd, &r), 0);
+    assert_int_equal(util_http_read(&c, CALL_MS, &r), 0);
     assert_int_equal(r.status, want[i]);
-    resp_free(&r);
+    util_http_resp_free(&r);
   }
   /* The connection stays open for more. */
   n = build(req, sizeof req, "GET", "/healthz", NULL, NULL);
-  assert_int_equal(send_all(fd, req, n), 0);
+  assert_int_equal(util_http_send(&c, req, n, CALL_MS), 0);
   resp r;
-  assert_int_equal(read_answer(fd, &rd, &r), 0);
+  assert_int_equal(util_http_read(&c, CALL_MS, &r), 0);
   assert_int_equal(r.status, 200);
-  resp_free(&r);
-  close(fd);
+  util_http_resp_free(&r);
+  util_http_close(&c);
 }
 
 static void test_expect_100_continue_is_honoured(void **state) {
@@ -1049,20 +835,18 @@ static void test_expect_100_continue_is_honoured(void **state) {
                    "POST " P_DECIDE " HTTP/1.1\r\nHost: t\r\nExpect: "
                    "100-continue\r\nContent-Length: %zu\r\n\r\n",
                    strlen(body));
-  int fd = dial(S.port);
-  assert_int_equal(send_all(fd, head, (size_t)n), 0);
+  static util_http_conn c;
+  util_http_init(&c, S.port);
+  assert_int_equal(util_http_send(&c, head, (size_t)n, CALL_MS), 0);
   char got[64] = "";
-  ssize_t k = recv(fd, got, 25, MSG_WAITALL);
-  assert_int_equal(k, 25);
+  assert_int_equal(util_http_recv(&c, got, 25, CALL_MS), 0);
   assert_memory_equal(got, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-  assert_int_equal(send_all(fd, body, strlen(body)), 0);
-  static reader rd;
-  rd.len = 0;
+  assert_int_equal(util_http_send(&c, body, strlen(body), CALL_MS), 0);
   resp r;
-  assert_int_equal(read_answer(fd, &rd, &r), 0);
+  assert_int_equal(util_http_read(&c, CALL_MS, &r), 0);
   assert_int_equal(r.status, 200);
-  resp_free(&r);
-  close(fd);
+  util_http_resp_free(&r);
+  util_http_close(&c);
 }
 
 /* ------------------------------------------------------ vector search */
@@ -1098,21 +882,21 @@ test_episode_search_finds_the_nearest_and_filters_by_user(void **state) {
   assert_true(json_number_value(json_object_get(hit(&r, 0), "score")) > 0.999);
   assert_true(json_number_value(json_object_get(hit(&r, 0), "reward")) == 1);
   assert_string_equal(hit_str(&r, 1, "episode_id"), "e2");
-  resp_free(&r);
+  util_http_resp_free(&r);
   r = call(&S, "POST", "/v1/agents/vec/episodes/search",
            "{\"embedding\":[1,0,0,0],\"k\":5,\"user_id\":\"ann\"}");
   assert_int_equal(r.status, 200);
   assert_int_equal(json_array_size(json_object_get(r.json, "hits")), 2);
   assert_string_equal(hit_str(&r, 0, "episode_id"), "e1");
   assert_string_equal(hit_str(&r, 1, "episode_id"), "e3");
-  resp_free(&r);
+  util_http_resp_free(&r);
   expect_error(&S, "POST", "/v1/agents/vec/episodes/search",
                "{\"embedding\":[1,0],\"k\":2}", 400, "invalid_field",
                "embedding");
   r = call(&S, "POST", "/v1/agents/vec/episodes/search",
            "{\"embedding\":[1,0],\"k\":2}");
   assert_non_null(strstr(r.body, "expected 4 dimensions, not 2"));
-  resp_free(&r);
+  util_http_resp_free(&r);
   expect_error(&S, "POST", "/v1/agents/vec/episodes/search",
                "{\"embedding\":[1,0,0,0],\"k\":0}", 400, "invalid_field", "k");
   expect_error(&S, "POST", "/v1/agents/vec/episodes/search",
@@ -1141,7 +925,7 @@ static void test_user_and_pattern_search_find_the_nearest(void **state) {
   assert_int_equal(json_array_size(json_object_get(r.json, "hits")), 2);
   assert_string_equal(hit_str(&r, 0, "user_id"), "vu1");
   assert_string_equal(hit_str(&r, 1, "user_id"), "vu2");
-  resp_free(&r);
+  util_http_resp_free(&r);
   expect_error(&S, "POST", "/v1/users/search", "{\"embedding\":[1,2,\"x\"]}",
                400, "invalid_field", "embedding");
   expect_error(&S, "POST", "/v1/users/search",
@@ -1162,7 +946,7 @@ static void test_user_and_pattern_search_find_the_nearest(void **state) {
   assert_int_equal(json_array_size(json_object_get(r.json, "hits")), 1);
   assert_string_equal(hit_str(&r, 0, "pattern_id"), "p2");
   assert_string_equal(hit_str(&r, 0, "key"), "morning news");
-  resp_free(&r);
+  util_http_resp_free(&r);
   r = call(&S, "POST", "/v1/agents/vpat/patterns/search",
            "{\"embedding\":[1,0,0]}");
   assert_int_equal(r.status, 200);
@@ -1170,7 +954,7 @@ static void test_user_and_pattern_search_find_the_nearest(void **state) {
   assert_string_equal(hit_str(&r, 0, "pattern_id"), "p1");
   assert_true(json_number_value(json_object_get(hit(&r, 0), "confidence")) ==
               0.75);
-  resp_free(&r);
+  util_http_resp_free(&r);
 }
 
 static void test_sessions_round_trip(void **state) {
@@ -1179,13 +963,13 @@ static void test_sessions_round_trip(void **state) {
                 "{\"context\":{\"page\":\"home\",\"n\":[1,2]}}");
   assert_int_equal(r.status, 200);
   assert_int_equal(json_integer_value(json_object_get(r.json, "ttl_s")), 60);
-  resp_free(&r);
+  util_http_resp_free(&r);
   r = call(&S, "GET", "/v1/sessions/sess-7", NULL);
   assert_int_equal(r.status, 200);
   json_t *want = json_loads("{\"page\":\"home\",\"n\":[1,2]}", 0, NULL);
   assert_true(json_equal(json_object_get(r.json, "context"), want));
   json_decref(want);
-  resp_free(&r);
+  util_http_resp_free(&r);
   expect_status(&S, "DELETE", "/v1/sessions/sess-7", NULL, 200);
   expect_error(&S, "GET", "/v1/sessions/sess-7", NULL, 404, "not_found", NULL);
 }
@@ -1195,7 +979,7 @@ static void test_probes_and_metrics(void **state) {
   healthy(&S);
   resp r = call(&S, "GET", "/readyz", NULL);
   assert_int_equal(r.status, 200);
-  resp_free(&r);
+  util_http_resp_free(&r);
   expect_status(&S, "POST", P_DECIDE,
                 "{\"user_id\":\"m1\",\"candidates\":[\"item-1\"]}", 200);
   r = call(&S, "GET", "/metrics", NULL);
@@ -1219,7 +1003,7 @@ static void test_probes_and_metrics(void **state) {
     if (!strstr(r.body, want[i])) fprintf(stderr, "missing: %s\n", want[i]);
     assert_non_null(strstr(r.body, want[i]));
   }
-  resp_free(&r);
+  util_http_resp_free(&r);
 }
 
 /* ---------------------------------------------------------------- auth */
@@ -1233,14 +1017,10 @@ static void test_api_keys_and_agent_scopes(void **state) {
   (void)state;
   server a;
   memset(&a, 0, sizeof a);
-  make_dir(&a);
-  char keys[400];
-  snprintf(keys, sizeof keys, "%s/keys", a.dir);
-  FILE *f = fopen(keys, "w");
-  assert_non_null(f);
-  fprintf(f, "# test keys\nadmin-0123456789abcdef\n"
-             "scoped-0123456789abcdef  scoped-a,scoped-b\n");
-  fclose(f);
+  const char *keys =
+      tsrv_keys(&a, "# test keys\nadmin-0123456789abcdef\n"
+                    "scoped-0123456789abcdef  scoped-a,scoped-b\n");
+  assert_non_null(keys);
   const char *extra[] = {"--api-keys-file", keys, NULL};
   start_server(&a, extra);
   const char *admin = "Authorization: Bearer admin-0123456789abcdef\r\n";
@@ -1248,51 +1028,51 @@ static void test_api_keys_and_agent_scopes(void **state) {
   const char *wrong = "Authorization: Bearer admin-0123456789abcdeX\r\n";
   resp r = call(&a, "GET", "/v1/agents/scoped-a", NULL);
   assert_int_equal(r.status, 401);
-  assert_string_equal(err_code(&r), "unauthorized");
+  assert_string_equal(util_http_err_code(&r), "unauthorized");
   assert_non_null(strcasestr(r.head, "www-authenticate: bearer"));
-  resp_free(&r);
+  util_http_resp_free(&r);
   r = call_h(&a, "GET", "/v1/agents/scoped-a", NULL, wrong);
   assert_int_equal(r.status, 401);
-  resp_free(&r);
+  util_http_resp_free(&r);
   r = call(&a, "GET", "/v1/no/such/route", NULL); /* 401 before 404 */
   assert_int_equal(r.status, 401);
-  resp_free(&r);
+  util_http_resp_free(&r);
   const char *agents[] = {"scoped-a", "other"};
   for (int i = 0; i < 2; i++) {
     char p[64];
     snprintf(p, sizeof p, "/v1/agents/%s", agents[i]);
     r = call_h(&a, "PUT", p, "{}", admin);
     assert_int_equal(r.status, 200);
-    resp_free(&r);
+    util_http_resp_free(&r);
   }
   r = call_h(&a, "GET", "/v1/agents/scoped-a", NULL, scoped);
   assert_int_equal(r.status, 200);
-  resp_free(&r);
+  util_http_resp_free(&r);
   r = call_h(&a, "POST", "/v1/agents/scoped-a/decide",
              "{\"user_id\":\"u\",\"candidates\":[\"x\"]}", scoped);
   assert_int_equal(r.status, 200);
-  resp_free(&r);
+  util_http_resp_free(&r);
   /* Another agent, existing or not, is not found for a scoped key. */
   const char *outside[] = {"/v1/agents/other", "/v1/agents/nonexistent"};
   for (int i = 0; i < 2; i++) {
     r = call_h(&a, "GET", outside[i], NULL, scoped);
     assert_int_equal(r.status, 404);
-    assert_string_equal(err_code(&r), "not_found");
-    resp_free(&r);
+    assert_string_equal(util_http_err_code(&r), "not_found");
+    util_http_resp_free(&r);
   }
   r = call_h(&a, "POST", "/v1/agents/other/decide",
              "{\"user_id\":\"u\",\"candidates\":[\"x\"]}", scoped);
   assert_int_equal(r.status, 404);
-  resp_free(&r);
+  util_http_resp_free(&r);
   r = call_h(&a, "GET", "/v1/agents/other", NULL, admin);
   assert_int_equal(r.status, 200);
-  resp_free(&r);
+  util_http_resp_free(&r);
   /* Probes and metrics stay open. */
   const char *open_paths[] = {"/healthz", "/readyz", "/metrics"};
   for (int i = 0; i < 3; i++)
     expect_status(&a, "GET", open_paths[i], NULL, 200);
   assert_int_equal(stop_server(&a, SIGTERM), 0);
-  remove_dir(&a);
+  tsrv_cleanup(&a);
 }
 
 /* ----------------------------------------------------------- durability */
@@ -1309,7 +1089,7 @@ static void test_async_durability_answers_202_pending(void **state) {
                 "\"reward\":1}");
   assert_int_equal(r.status, 202);
   assert_true(json_is_true(json_object_get(r.json, "pending")));
-  resp_free(&r);
+  util_http_resp_free(&r);
   /* Drained on a clean stop: the reward is there after a restart. */
   assert_int_equal(stop_server(&a, SIGINT), 0);
   start_server(&a, extra);
@@ -1318,9 +1098,9 @@ static void test_async_durability_answers_202_pending(void **state) {
   json_t *arm = find_arm(r.json, "a");
   assert_non_null(arm);
   assert_int_equal(json_integer_value(json_object_get(arm, "n")), 1);
-  resp_free(&r);
+  util_http_resp_free(&r);
   assert_int_equal(stop_server(&a, SIGTERM), 0);
-  remove_dir(&a);
+  tsrv_cleanup(&a);
 }
 
 typedef struct writer {
@@ -1341,31 +1121,27 @@ static void reward_body(char *b, size_t cap, int w, int i) {
  * server goes away. */
 static void *writer_main(void *arg) {
   writer *w = arg;
-  static __thread reader rd;
-  int fd = -1;
-  while (now_ms() < w->stop_at_ms) {
-    if (fd < 0 && (fd = dial(w->port)) < 0) break;
-    rd.len = 0;
-    char body[256], req[512];
+  util_http_conn *c = malloc(sizeof *c);
+  if (!c) return NULL;
+  util_http_init(c, w->port);
+  while (util_now_ms() < w->stop_at_ms) {
+    if (util_http_connect(c, CALL_MS) != UTIL_HTTP_OK) break;
+    char body[256];
     reward_body(body, sizeof body, w->id, w->sent);
-    size_t n = build(req, sizeof req, "POST", "/v1/agents/durable/rewards",
-                     body, NULL);
     w->sent++;
-    resp r;
-    if (send_all(fd, req, n) < 0 || read_answer(fd, &rd, &r) < 0) break;
+    resp r; /* a Connection: close answer closes c; the next one dials */
+    if (util_http_call(c, "POST", "/v1/agents/durable/rewards", body, NULL,
+                       CALL_MS, &r) != UTIL_HTTP_OK)
+      break;
     if (r.status == 200)
       w->acked = w->sent;
     else
       w->bad = r.status != 503;
-    int closing = strcasestr(r.head, "connection: close") != NULL;
-    resp_free(&r);
+    util_http_resp_free(&r);
     if (w->acked != w->sent) break;
-    if (closing) {
-      close(fd);
-      fd = -1;
-    }
   }
-  if (fd >= 0) close(fd);
+  util_http_close(c);
+  free(c);
   return NULL;
 }
 
@@ -1374,7 +1150,7 @@ static int64_t arm_n(const server *s) {
   assert_int_equal(r.status, 200);
   json_t *arm = find_arm(r.json, "a");
   int64_t n = arm ? json_integer_value(json_object_get(arm, "n")) : 0;
-  resp_free(&r);
+  util_http_resp_free(&r);
   return n;
 }
 
@@ -1388,7 +1164,8 @@ static void test_sigterm_loses_no_acknowledged_reward(void **state) {
   writer w[NW];
   pthread_t t[NW];
   for (int i = 0; i < NW; i++) {
-    w[i] = (writer){.port = a.port, .id = i, .stop_at_ms = now_ms() + 20000};
+    w[i] =
+        (writer){.port = a.port, .id = i, .stop_at_ms = util_now_ms() + 20000};
     pthread_create(&t[i], NULL, writer_main, &w[i]);
   }
   usleep(quick() ? 300000 : 600000);
@@ -1418,7 +1195,7 @@ static void test_sigterm_loses_no_acknowledged_reward(void **state) {
     }
   assert_int_equal(arm_n(&a), sent);
   assert_int_equal(stop_server(&a, SIGTERM), 0);
-  remove_dir(&a);
+  tsrv_cleanup(&a);
 }
 
 int main(void) {

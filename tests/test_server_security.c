@@ -23,9 +23,26 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "util_http.h"
 #include "util_server.h"
 
 static tsrv S;
+
+#define CALL_MS 20000
+
+/* One request on a fresh connection; status -1 when no answer came. */
+static util_http_resp call(const tsrv *s, const char *method, const char *path,
+                           const char *body, const char *hdrs) {
+  util_http_resp r;
+  util_http_once(s->port, method, path, body, hdrs, CALL_MS, &r);
+  return r;
+}
+
+/* The "error"."code" of an answer, or "". */
+static const char *code_of(const util_http_resp *r) {
+  const char *c = util_http_err_code(r);
+  return c ? c : "";
+}
 
 static int setup(void **state) {
   (void)state;
@@ -43,14 +60,14 @@ static int teardown(void **state) {
 static void expect(const tsrv *s, const char *method, const char *path,
                    const char *body, const char *hdrs, int status,
                    const char *code) {
-  tresp r = tsrv_call(s, method, path, body, hdrs);
-  if (r.status != status || (code && strcmp(tresp_code(&r), code)))
+  util_http_resp r = call(s, method, path, body, hdrs);
+  if (r.status != status || (code && strcmp(code_of(&r), code)))
     fprintf(stderr, "%s %s %.200s\n  -> %d %.300s\n  wanted %d %s\n", method,
             path, body ? body : "", r.status, r.body ? r.body : "", status,
             code ? code : "");
   assert_int_equal(r.status, status);
-  if (code) assert_string_equal(tresp_code(&r), code);
-  tresp_free(&r);
+  if (code) assert_string_equal(code_of(&r), code);
+  util_http_resp_free(&r);
 }
 
 static int count(const char *hay, const char *needle) {
@@ -67,8 +84,9 @@ static int count(const char *hay, const char *needle) {
  * and returns the server CPU ticks it took; the answer must be a 400 for
  * the body (not JSON) and nothing else. */
 static long slow_body_ticks(int n, int per, int chunked) {
-  int fd = tsrv_dial(S.port);
-  assert_true(fd >= 0);
+  static util_http_conn c;
+  util_http_init(&c, S.port);
+  assert_int_equal(util_http_connect(&c, CALL_MS), 0);
   char head[256];
   int hl = chunked ? snprintf(head, sizeof head,
                               "PUT /v1/agents/slow HTTP/1.1\r\nHost: t\r\n"
@@ -78,22 +96,22 @@ static long slow_body_ticks(int n, int per, int chunked) {
                               "Content-Length: %d\r\n\r\n",
                               n * 6);
   long t0 = tsrv_cpu_ticks(&S);
-  assert_int_equal(tsrv_send_all(fd, head, (size_t)hl), 0);
+  assert_int_equal(util_http_send(&c, head, (size_t)hl, CALL_MS), 0);
   char *piece = malloc((size_t)per * 6);
   for (int i = 0; i < per; i++)
     memcpy(piece + i * 6, chunked ? "1\r\nx\r\n" : "xxxxxx", 6);
   for (int sent = 0; sent < n; sent += per) {
     int k = n - sent < per ? n - sent : per;
-    assert_int_equal(tsrv_send_all(fd, piece, (size_t)k * 6), 0);
+    assert_int_equal(util_http_send(&c, piece, (size_t)k * 6, CALL_MS), 0);
     usleep(2000);
   }
-  if (chunked) assert_int_equal(tsrv_send_all(fd, "0\r\n\r\n", 5), 0);
-  tresp r;
-  assert_int_equal(tresp_read(fd, &r), 0);
+  if (chunked) assert_int_equal(util_http_send(&c, "0\r\n\r\n", 5, CALL_MS), 0);
+  util_http_resp r;
+  assert_int_equal(util_http_read(&c, CALL_MS, &r), 0);
   assert_int_equal(r.status, 400);
-  assert_string_equal(tresp_code(&r), "invalid_json");
-  tresp_free(&r);
-  close(fd);
+  assert_string_equal(code_of(&r), "invalid_json");
+  util_http_resp_free(&r);
+  util_http_close(&c);
   free(piece);
   return tsrv_cpu_ticks(&S) - t0;
 }
@@ -119,7 +137,7 @@ static void test_slow_chunked_body_costs_linear_work(void **state) {
 /* ------------------------------------------- defect 9: strict framing */
 
 static void expect_raw_400_alone(const char *req) {
-  char *out = tsrv_raw(S.port, req, strlen(req), 5000);
+  char *out = util_http_raw(S.port, req, strlen(req), 0, 5000);
   if (count(out, "HTTP/1.1 ") != 1 || strncmp(out, "HTTP/1.1 400", 12))
     fprintf(stderr, "for %s\ngot %s\n", req, out);
   assert_int_equal(count(out, "HTTP/1.1 "), 1);
@@ -147,7 +165,7 @@ static void test_chunk_sizes_and_extensions_are_strict(void **state) {
                    "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
                    "2 ; name = \"q\\\"v\" ;flag\r\n{}\r\n0;last=1\r\n"
                    "X-Trailer: yes\r\n\r\n";
-  char *out = tsrv_raw(S.port, ok, strlen(ok), 5000);
+  char *out = util_http_raw(S.port, ok, strlen(ok), 0, 5000);
   if (strncmp(out, "HTTP/1.1 200", 12)) fprintf(stderr, "got %s\n", out);
   assert_memory_equal(out, "HTTP/1.1 200", 12);
   free(out);
@@ -160,33 +178,33 @@ static void test_connections_beyond_the_cap_get_503(void **state) {
   tsrv s = {0};
   const char *extra[] = {"--max-connections", "4", NULL};
   assert_int_equal(tsrv_start(&s, extra), 0);
-  int fd[4];
+  static util_http_conn c[4];
   for (int i = 0; i < 4; i++) { /* held open, each proven accepted */
-    fd[i] = tsrv_dial(s.port);
-    assert_true(fd[i] >= 0);
+    util_http_init(&c[i], s.port);
+    assert_int_equal(util_http_connect(&c[i], CALL_MS), 0);
     const char *rq = "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
-    assert_int_equal(tsrv_send_all(fd[i], rq, strlen(rq)), 0);
-    tresp r;
-    assert_int_equal(tresp_read(fd[i], &r), 0);
+    assert_int_equal(util_http_send(&c[i], rq, strlen(rq), CALL_MS), 0);
+    util_http_resp r;
+    assert_int_equal(util_http_read(&c[i], CALL_MS, &r), 0);
     assert_int_equal(r.status, 200);
-    tresp_free(&r);
+    util_http_resp_free(&r);
   }
-  tresp r = tsrv_call(&s, "GET", "/healthz", NULL, NULL);
+  util_http_resp r = call(&s, "GET", "/healthz", NULL, NULL);
   assert_int_equal(r.status, 503);
-  assert_string_equal(tresp_code(&r), "too_many_connections");
+  assert_string_equal(code_of(&r), "too_many_connections");
   assert_non_null(strcasestr(r.head, "Retry-After:"));
-  tresp_free(&r);
-  close(fd[0]);
+  util_http_resp_free(&r);
+  util_http_close(&c[0]);
   int ok = 0; /* the server notices the close within its next reads */
   for (int i = 0; i < 200 && !ok; i++) {
-    r = tsrv_call(&s, "GET", "/healthz", NULL, NULL);
+    r = call(&s, "GET", "/healthz", NULL, NULL);
     ok = r.status == 200;
-    tresp_free(&r);
+    util_http_resp_free(&r);
     if (!ok) usleep(20000);
   }
   assert_true(ok);
   for (int i = 1; i < 4; i++)
-    close(fd[i]);
+    util_http_close(&c[i]);
   tsrv_cleanup(&s);
 }
 
@@ -204,26 +222,26 @@ static void test_large_body_without_a_key_is_refused_at_the_head(void **state) {
   const char *extra[] = {"--api-keys-file", keys, "--request-timeout-ms",
                          "120000", NULL};
   assert_int_equal(tsrv_start(&s, extra), 0);
-  int fd = tsrv_dial(s.port);
+  static util_http_conn c;
+  util_http_init(&c, s.port);
   const char *h = "POST /v1/agents/shop/episodes HTTP/1.1\r\nHost: t\r\n"
                   "Content-Length: 900000\r\n\r\n";
-  assert_int_equal(tsrv_send_all(fd, h, strlen(h)), 0);
-  tresp r;
-  assert_int_equal(tresp_read(fd, &r), 0);
+  assert_int_equal(util_http_send(&c, h, strlen(h), CALL_MS), 0);
+  util_http_resp r;
+  assert_int_equal(util_http_read(&c, CALL_MS, &r), 0);
   assert_int_equal(r.status, 401);
-  assert_string_equal(tresp_code(&r), "unauthorized");
-  tresp_free(&r);
-  close(fd);
+  assert_string_equal(code_of(&r), "unauthorized");
+  util_http_resp_free(&r);
+  util_http_close(&c);
   /* With a valid key the same head is read on: Expect gets 100. */
-  fd = tsrv_dial(s.port);
   h = "POST /v1/agents/shop/episodes HTTP/1.1\r\nHost: t\r\n"
       "Authorization: Bearer shop-key-0123456789\r\n"
       "Expect: 100-continue\r\nContent-Length: 900000\r\n\r\n";
-  assert_int_equal(tsrv_send_all(fd, h, strlen(h)), 0);
+  assert_int_equal(util_http_send(&c, h, strlen(h), CALL_MS), 0);
   char got[32] = "";
-  assert_true(recv(fd, got, 25, MSG_WAITALL) == 25);
+  assert_int_equal(util_http_recv(&c, got, 25, CALL_MS), 0);
   assert_memory_equal(got, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-  close(fd);
+  util_http_close(&c);
   /* A small body without a key is answered 401 by the route as before. */
   expect(&s, "PUT", "/v1/agents/shop", "{}", NULL, 401, "unauthorized");
   tsrv_cleanup(&s);
@@ -236,17 +254,17 @@ static void test_large_body_without_a_key_is_refused_at_the_head(void **state) {
 static void test_buffers_grow_only_as_bytes_arrive(void **state) {
   (void)state;
   enum { N = 64 };
-  int fd[N];
+  static util_http_conn c[N];
   long before = tsrv_vmdata_kb(&S);
   char pad[1024];
   memset(pad, '[', sizeof pad);
   for (int i = 0; i < N; i++) {
-    fd[i] = tsrv_dial(S.port);
-    assert_true(fd[i] >= 0);
+    util_http_init(&c[i], S.port);
+    assert_int_equal(util_http_connect(&c[i], CALL_MS), 0);
     const char *h = "POST /v1/agents/big/episodes HTTP/1.1\r\nHost: t\r\n"
                     "Content-Length: 1000000\r\n\r\n";
-    assert_int_equal(tsrv_send_all(fd[i], h, strlen(h)), 0);
-    assert_int_equal(tsrv_send_all(fd[i], pad, sizeof pad), 0);
+    assert_int_equal(util_http_send(&c[i], h, strlen(h), CALL_MS), 0);
+    assert_int_equal(util_http_send(&c[i], pad, sizeof pad, CALL_MS), 0);
   }
   /* The last connection's bytes have been read once /healthz answers on
    * a connection opened after them? Not necessarily: wait until the
@@ -261,7 +279,7 @@ static void test_buffers_grow_only_as_bytes_arrive(void **state) {
           after, N);
   assert_true(after - before < 16 * 1024);
   for (int i = 0; i < N; i++)
-    close(fd[i]);
+    util_http_close(&c[i]);
 }
 
 static void test_listening_beyond_loopback_without_keys_warns(void **state) {
@@ -307,20 +325,20 @@ static void test_a_repeated_episode_id_in_a_batch_is_400(void **state) {
       "{\"episodes\":[{\"episode_id\":\"e1\",\"user_id\":\"u\",\"action\":"
       "\"a\",\"reward\":1,\"embedding\":[1,0]},{\"episode_id\":\"e1\","
       "\"user_id\":\"u\",\"action\":\"b\",\"reward\":0,\"embedding\":[0,1]}]}";
-  tresp r = tsrv_call(&S, "POST", "/v1/agents/eps/episodes", dup, NULL);
+  util_http_resp r = call(&S, "POST", "/v1/agents/eps/episodes", dup, NULL);
   assert_int_equal(r.status, 400);
   json_t *e = json_object_get(r.json, "error");
   assert_string_equal(json_string_value(json_object_get(e, "field")),
                       "episodes[1].episode_id");
-  tresp_free(&r);
+  util_http_resp_free(&r);
   const char *two =
       "{\"episodes\":[{\"episode_id\":\"e1\",\"user_id\":\"u\",\"action\":"
       "\"a\",\"reward\":1,\"embedding\":[1,0]},{\"episode_id\":\"e2\","
       "\"user_id\":\"u\",\"action\":\"b\",\"reward\":0,\"embedding\":[0,1]}]}";
-  r = tsrv_call(&S, "POST", "/v1/agents/eps/episodes", two, NULL);
+  r = call(&S, "POST", "/v1/agents/eps/episodes", two, NULL);
   assert_int_equal(r.status, 200);
   assert_int_equal(json_integer_value(json_object_get(r.json, "inserted")), 2);
-  tresp_free(&r);
+  util_http_resp_free(&r);
 }
 
 /* ------------------------------------------------------- defect 11 */
@@ -328,10 +346,10 @@ static void test_a_repeated_episode_id_in_a_batch_is_400(void **state) {
 static int agent_dim(const char *agent) {
   char path[160];
   snprintf(path, sizeof path, "/v1/agents/%s", agent);
-  tresp r = tsrv_call(&S, "GET", path, NULL, NULL);
+  util_http_resp r = call(&S, "GET", path, NULL, NULL);
   assert_int_equal(r.status, 200);
   int d = (int)json_integer_value(json_object_get(r.json, "embedding_dim"));
-  tresp_free(&r);
+  util_http_resp_free(&r);
   return d;
 }
 
@@ -385,17 +403,17 @@ static void *race_main(void *arg) {
   race *r = arg;
   char path[160];
   pthread_barrier_wait(r->go);
-  tresp t;
+  util_http_resp t;
   if (r->dim) {
     snprintf(path, sizeof path, "/v1/agents/%s/episodes", r->agent);
-    t = tsrv_call(&S, "POST", path, episodes_body(r->dim, 1), NULL);
+    t = call(&S, "POST", path, episodes_body(r->dim, 1), NULL);
   } else {
     snprintf(path, sizeof path, "/v1/agents/%s", r->agent);
-    t = tsrv_call(&S, "PUT", path, "{\"default_reward\":0.5}", NULL);
+    t = call(&S, "PUT", path, "{\"default_reward\":0.5}", NULL);
   }
   r->status = t.status;
   snprintf(r->msg, sizeof r->msg, "%s", t.body ? t.body : "");
-  tresp_free(&t);
+  util_http_resp_free(&t);
   return NULL;
 }
 
@@ -456,11 +474,11 @@ static void test_first_embedding_never_reverts_a_concurrent_put(void **state) {
       fprintf(stderr, "episodes: %s\nput: %s\n", r[0].msg, r[1].msg);
     assert_int_equal(r[0].status, 200);
     assert_int_equal(r[1].status, 200);
-    tresp t = tsrv_call(&S, "GET", path, NULL, NULL);
+    util_http_resp t = call(&S, "GET", path, NULL, NULL);
     double dr = json_number_value(json_object_get(t.json, "default_reward"));
     if (dr != 0.5) fprintf(stderr, "trial %d: %s\n", k, t.body);
     assert_true(dr == 0.5);
-    tresp_free(&t);
+    util_http_resp_free(&t);
   }
 }
 
@@ -495,9 +513,9 @@ static void test_scoped_keys_confine_users_and_sessions(void **state) {
   expect(&s, "GET", "/v1/sessions/s1", NULL, kids, 404, "not_found");
   /* A delete reaches the key's own namespace only (where s1 is not): shop's
    * s1 is still there afterwards. */
-  tresp r = tsrv_call(&s, "DELETE", "/v1/sessions/s1", NULL, kids);
+  util_http_resp r = call(&s, "DELETE", "/v1/sessions/s1", NULL, kids);
   assert_true(r.status == 200 || r.status == 404);
-  tresp_free(&r);
+  util_http_resp_free(&r);
   expect(&s, "GET", "/v1/sessions/s1", NULL, shop, 200, NULL);
   expect(&s, "GET", "/v1/sessions/s1?agent=shop", NULL, kids, 404, "not_found");
   expect(&s, "GET", "/v1/sessions/s1", NULL, both, 400, "missing_field");
@@ -508,9 +526,9 @@ static void test_scoped_keys_confine_users_and_sessions(void **state) {
   expect(&s, "GET", "/v1/sessions/s1?agent=shop", NULL, admin, 200, NULL);
   expect(&s, "PUT", "/v1/sessions/s2", ctx, admin, 200, NULL);
   expect(&s, "GET", "/v1/sessions/s2", NULL, shop, 404, "not_found");
-  r = tsrv_call(&s, "DELETE", "/v1/sessions/s2", NULL, shop);
+  r = call(&s, "DELETE", "/v1/sessions/s2", NULL, shop);
   assert_true(r.status == 200 || r.status == 404);
-  tresp_free(&r);
+  util_http_resp_free(&r);
   expect(&s, "GET", "/v1/sessions/s2", NULL, admin, 200, NULL);
   expect(&s, "DELETE", "/v1/sessions/s1", NULL, shop, 200, NULL);
   expect(&s, "GET", "/v1/sessions/s1", NULL, shop, 404, "not_found");
@@ -537,11 +555,11 @@ static void test_an_error_quoting_broken_utf8_is_json(void **state) {
   (void)state;
   const char *bad = "{\"user_id\":\"u1\",\"candidates\":[\"a1\"],"
                     "\"context\":{\"device\":\"moCil\\\xde\x84,\"k\":1}";
-  tresp r = tsrv_call(&S, "POST", "/v1/agents/hb/decide", bad, NULL);
+  util_http_resp r = call(&S, "POST", "/v1/agents/hb/decide", bad, NULL);
   assert_int_equal(r.status, 400);
   assert_non_null(r.json);
-  assert_string_equal(tresp_code(&r), "invalid_json");
-  tresp_free(&r);
+  assert_string_equal(code_of(&r), "invalid_json");
+  util_http_resp_free(&r);
 }
 
 int main(void) {

@@ -1209,6 +1209,41 @@ static void sqlite_disk_full_fails_cleanly_and_recovers(void **state) {
   free(r);
 }
 
+/* The lookups read through the column tables (store_rec.h) answer a miss
+ * with ADB_ENOTFOUND, a message naming the last key, and a cleared
+ * record. */
+static void missing_records_are_not_found_with_their_messages(void **state) {
+  fx *f = *state;
+  const char *pre = strcmp(g_kind, "sqlite") == 0 ? "sqlite" : "postgresql";
+  char want[128];
+  adb_agent_config a;
+  memset(&a, 0x5a, sizeof a);
+  assert_int_equal(f->st->m->agent_get(f->st, "ag-x", &a), ADB_ENOTFOUND);
+  snprintf(want, sizeof want, "%s: agent 'ag-x' not found", pre);
+  assert_string_equal(f->st->m->errmsg(f->st), want);
+  assert_string_equal(a.id, "");
+  adb__decision_rec d;
+  memset(&d, 0x5a, sizeof d);
+  assert_int_equal(f->st->m->decision_get(f->st, "ag-x", "ev-x", &d),
+                   ADB_ENOTFOUND);
+  snprintf(want, sizeof want, "%s: decision 'ev-x' not found", pre);
+  assert_string_equal(f->st->m->errmsg(f->st), want);
+  assert_null(d.context_json);
+  adb__user_state_rec u;
+  memset(&u, 0x5a, sizeof u);
+  assert_int_equal(f->st->m->user_state_get(f->st, "u-x", &u), ADB_ENOTFOUND);
+  snprintf(want, sizeof want, "%s: user 'u-x' has no state", pre);
+  assert_string_equal(f->st->m->errmsg(f->st), want);
+  assert_null(u.embedding);
+  adb_pattern p;
+  memset(&p, 0x5a, sizeof p);
+  assert_int_equal(f->st->m->pattern_get(f->st, "ag-x", "p-x", &p),
+                   ADB_ENOTFOUND);
+  snprintf(want, sizeof want, "%s: pattern 'p-x' not found", pre);
+  assert_string_equal(f->st->m->errmsg(f->st), want);
+  assert_null(p.value_json);
+}
+
 /* ----------------------------------------------------------------- main */
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -1242,6 +1277,7 @@ static const struct CMUnitTest conformance[] = {
     T(batch_failing_at_its_metrics_commits_nothing),
     T(batch_with_invalid_record_is_rejected_whole),
     T(hostile_ids_are_stored_verbatim),
+    T(missing_records_are_not_found_with_their_messages),
 };
 
 static const struct CMUnitTest sqlite_only[] = {

@@ -163,35 +163,134 @@ static int read_answer(util_http_conn *c, int64_t deadline, util_http_resp *r) {
   }
 }
 
+size_t util_http_format(char *out, size_t cap, const char *method,
+                        const char *path, const char *body, const char *hdrs) {
+  size_t bl = body ? strlen(body) : 0;
+  const char *h = hdrs ? hdrs : "";
+  int typed = strcasestr(h, "content-type:") != NULL;
+  int n = snprintf(out, cap,
+                   "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s%s"
+                   "Content-Length: %zu\r\n\r\n",
+                   method, path, h,
+                   typed ? "" : "Content-Type: application/json\r\n", bl);
+  if (n < 0 || (size_t)n + bl >= cap) return 0;
+  if (bl) memcpy(out + n, body, bl);
+  out[(size_t)n + bl] = '\0';
+  return (size_t)n + bl;
+}
+
+/* On a failure the connection is closed (the next call dials again). */
+static int done(util_http_conn *c, int rc, util_http_resp *r) {
+  if (rc) {
+    if (r) {
+      util_http_resp_free(r);
+      r->retry_after = -1;
+    }
+    util_http_close(c);
+  } else if (r && r->closes) {
+    util_http_close(c);
+  }
+  return rc;
+}
+
+int util_http_connect(util_http_conn *c, int timeout_ms) {
+  if (c->fd >= 0) return UTIL_HTTP_OK;
+  return dial(c, util_now_ms() + timeout_ms);
+}
+
+int util_http_send(util_http_conn *c, const void *data, size_t n,
+                   int timeout_ms) {
+  int64_t deadline = util_now_ms() + timeout_ms;
+  int rc = c->fd < 0 ? dial(c, deadline) : UTIL_HTTP_OK;
+  if (!rc) rc = send_all(c->fd, data, n, deadline);
+  return done(c, rc, NULL);
+}
+
+int util_http_read(util_http_conn *c, int timeout_ms, util_http_resp *r) {
+  memset(r, 0, sizeof *r);
+  r->retry_after = -1;
+  int rc = c->fd < 0 ? UTIL_HTTP_CLOSED
+                     : read_answer(c, util_now_ms() + timeout_ms, r);
+  return done(c, rc, r);
+}
+
+int util_http_recv(util_http_conn *c, void *dst, size_t n, int timeout_ms) {
+  int64_t deadline = util_now_ms() + timeout_ms;
+  char *d = dst;
+  size_t have = c->len < n ? c->len : n;
+  memcpy(d, c->buf, have);
+  memmove(c->buf, c->buf + have, c->len - have);
+  c->len -= have;
+  int rc = c->fd < 0 ? UTIL_HTTP_CLOSED : UTIL_HTTP_OK;
+  while (!rc && have < n) {
+    size_t got = 0;
+    rc = recv_some(c->fd, d + have, n - have, deadline, &got);
+    have += got;
+  }
+  return done(c, rc, NULL);
+}
+
 int util_http_call(util_http_conn *c, const char *method, const char *path,
                    const char *body, const char *hdrs, int timeout_ms,
                    util_http_resp *r) {
   memset(r, 0, sizeof *r);
   r->retry_after = -1;
   int64_t deadline = util_now_ms() + timeout_ms;
-  size_t bl = body ? strlen(body) : 0;
-  size_t cap = bl + strlen(path) + (hdrs ? strlen(hdrs) : 0) + 256;
+  size_t cap = (body ? strlen(body) : 0) + strlen(path) +
+               (hdrs ? strlen(hdrs) : 0) + 256;
   char *req = malloc(cap);
   if (!req) return UTIL_HTTP_GARBLED;
-  int n = snprintf(req, cap,
-                   "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s"
-                   "Content-Type: application/json\r\nContent-Length: %zu"
-                   "\r\n\r\n",
-                   method, path, hdrs ? hdrs : "", bl);
-  if (bl) memcpy(req + n, body, bl);
+  size_t n = util_http_format(req, cap, method, path, body, hdrs);
   int rc = UTIL_HTTP_OK;
   if (c->fd < 0) rc = dial(c, deadline);
-  if (!rc) rc = send_all(c->fd, req, (size_t)n + bl, deadline);
+  if (!rc) rc = send_all(c->fd, req, n, deadline);
   if (!rc) rc = read_answer(c, deadline, r);
   free(req);
-  if (rc) {
-    util_http_resp_free(r);
-    r->retry_after = -1;
-    util_http_close(c);
-  } else if (r->closes) {
-    util_http_close(c);
+  return done(c, rc, r);
+}
+
+int util_http_once(int port, const char *method, const char *path,
+                   const char *body, const char *hdrs, int timeout_ms,
+                   util_http_resp *r) {
+  util_http_conn *c = malloc(sizeof *c);
+  if (!c) {
+    memset(r, 0, sizeof *r);
+    r->status = -1;
+    return UTIL_HTTP_GARBLED;
   }
+  util_http_init(c, port);
+  int rc = util_http_call(c, method, path, body, hdrs, timeout_ms, r);
+  util_http_close(c);
+  free(c);
+  if (rc) r->status = -1;
   return rc;
+}
+
+char *util_http_raw(int port, const void *data, size_t n, int shut,
+                    int timeout_ms) {
+  size_t cap = 1 << 16, len = 0;
+  char *out = calloc(1, cap + 1);
+  util_http_conn *c = malloc(sizeof *c);
+  if (!out || !c) {
+    free(c);
+    return out;
+  }
+  util_http_init(c, port);
+  int64_t deadline = util_now_ms() + timeout_ms;
+  if (dial(c, deadline) == UTIL_HTTP_OK) {
+    /* A server that answers early (413) and stops reading fails the send;
+     * its answer is still read. */
+    send_all(c->fd, data, n, deadline);
+    if (shut) shutdown(c->fd, SHUT_WR);
+    deadline = util_now_ms() + timeout_ms;
+    size_t got = 0;
+    while (len < cap &&
+           recv_some(c->fd, out + len, cap - len, deadline, &got) == 0)
+      len += got;
+  }
+  util_http_close(c);
+  free(c);
+  return out;
 }
 
 void util_http_resp_free(util_http_resp *r) {
@@ -205,6 +304,11 @@ void util_http_resp_free(util_http_resp *r) {
 const char *util_http_err_code(const util_http_resp *r) {
   json_t *e = json_object_get(r->json, "error");
   return json_string_value(json_object_get(e, "code"));
+}
+
+const char *util_http_err_field(const util_http_resp *r) {
+  json_t *e = json_object_get(r->json, "error");
+  return json_string_value(json_object_get(e, "field"));
 }
 
 const char *util_http_result_name(int rc) {
