@@ -82,6 +82,10 @@ static int verify(const adb__posterior *post, adb__rng *r, const char *name) {
   return 0;
 }
 
+/* The propensity cost of the mature regime (run first): the anchor of
+ * the cold regimes' target (within 2x of it). */
+static double mature_prop_ns;
+
 static int bench_regime(const regime *g, int iters) {
   adb__posterior post[N_ARMS];
   double scores[N_ARMS];
@@ -112,6 +116,11 @@ static int bench_regime(const regime *g, int iters) {
   printf("bench bandit_propensity_%s: %.0f ns/call (anchor monte carlo 1k "
          "draws %.0f ns, ratio %.4f)\n",
          g->name, prop, mc, prop / mc);
+  if (!strcmp(g->name, "mature")) mature_prop_ns = prop;
+  if (strstr(g->name, "cold") && mature_prop_ns > 0)
+    printf("bench propensity_%s_vs_mature: %.0f ns vs %.0f ns (anchor: the "
+           "mature propensity, same run), ratio %.1f (target <= 2)\n",
+           g->name, prop, mature_prop_ns, prop / mature_prop_ns);
   printf("bench bandit_decide_core_%s: %.0f ns/call = %.0f/s (select + "
          "propensity + top-5; target 500000/s for the whole decision)\n",
          g->name, both, 1e9 / both);

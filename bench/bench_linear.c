@@ -6,11 +6,18 @@
  *      decide measured in the same run (the anchor);
  *   2. the pool's argmaxes alone (what a decision costs in linear.c);
  *   3. reward-to-model cost: one update of the sums, one pool draw, and
- *      the rebuild rates (from rewards, from a checkpoint) for 1M rewards.
+ *      the rebuild rates (from rewards, from a checkpoint) for 1M rewards;
+ *   4. a restarted replica's rebuild through the real store (SQLite, and
+ *      PostgreSQL when AGENTDB_TEST_PG_URL is set): 1M rewards in
+ *      linear_rewards, the time from a fresh handle to a model with all of
+ *      them (no checkpoint), then from the checkpoint of those 1M; the
+ *      anchor is a raw scan of the same rows in the same run.
  * One line per case: "bench <case>: <value> <unit> (target ..., anchor ...)".
  *
- *   bench_linear [--quick]
+ *   bench_linear [--quick | --rebuild]   (--rebuild: case 4 alone)
  */
+#include <libpq-fe.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +27,7 @@
 #include "agentdb.h"
 #include "bandit.h"
 #include "linear.h"
+#include "policy.h"
 #include "util.h"
 
 static double now_s(void) {
@@ -172,8 +180,8 @@ static void bench_decide(int quick) {
          "candidates (the anchor)\n",
          t.per_core, t.p50_us);
   printf("bench decide_linear: %.0f decisions/s per core, p50 %.1f us, 20 "
-         "candidates, 16-d, default crosses (target >= 50000/s; %.2fx the "
-         "tabular rate)\n",
+         "candidates, 16-d, default crosses (target >= 50000/s; anchor: the "
+         "tabular decide above, ratio %.2f, target >= 0.5)\n",
          l.per_core, l.p50_us, l.per_core / t.per_core);
   adb_close(db);
   char cmd[700];
@@ -252,10 +260,255 @@ static void bench_model(int quick) {
   free(xs);
 }
 
+/* ------------------------------------------------------------- rebuild */
+
+#define BLOBS 1000
+
+/* Feature blobs of 1,000 (user, item, daypart) combinations. */
+static void make_blobs(uint8_t (*blobs)[ADB_LIN_BLOB]) {
+  adb__rng r;
+  adb__rng_seed(&r, 11);
+  for (int i = 0; i < BLOBS; i++) {
+    float u[DIM], e[DIM];
+    for (int j = 0; j < DIM; j++)
+      u[j] = (float)adb__rng_normal(&r), e[j] = (float)adb__rng_normal(&r);
+    adb__lin_x x;
+    adb__lin_project(u, DIM, x.u);
+    adb__lin_project(e, DIM, x.e);
+    const char *k = "daypart", *v = i % 2 ? "day" : "night";
+    adb__lin_context(&k, &v, 1, x.c);
+    adb__lin_blob_write(&x, blobs[i]);
+  }
+}
+
+/* Seconds from a fresh handle to this handle's model holding every
+ * reward (the first decision of an agent waits for exactly this); *n gets
+ * the rewards in the model. */
+static double time_rebuild(const char *url, int64_t *n) {
+  adb_config cfg = {.store_url = url, .seed = 1, .cold_start_k = -1};
+  adb *db;
+  char err[512];
+  if (adb_open(&cfg, &db, err, sizeof err)) {
+    fprintf(stderr, "bench_linear: %s\n", err);
+    exit(1);
+  }
+  double t0 = now_s(), mean[1];
+  int k, rc = adb__linear_sync(db, "lin");
+  double t = now_s() - t0;
+  if (!rc) rc = adb__linear_posterior(db, "lin", 0, mean, 1, &k, n);
+  if (rc) die(db, "rebuild", rc);
+  adb_close(db);
+  return t;
+}
+
+static void checkpoint_now(const char *url) {
+  adb_config cfg = {.store_url = url, .seed = 1, .cold_start_k = -1};
+  adb *db;
+  char err[512];
+  if (adb_open(&cfg, &db, err, sizeof err)) die(NULL, err, ADB_ESTORE);
+  int rc = adb__linear_checkpoint(db, "lin");
+  if (rc) die(db, "checkpoint", rc);
+  adb_close(db);
+}
+
+static void agent_only(const char *url) {
+  adb_config cfg = {.store_url = url, .seed = 1, .cold_start_k = -1};
+  adb *db;
+  char err[512];
+  if (adb_open(&cfg, &db, err, sizeof err)) {
+    fprintf(stderr, "bench_linear: %s\n", err);
+    exit(1);
+  }
+  make_agent(db, "lin", ADB_ALGO_LINEAR);
+  adb_close(db);
+}
+
+static void print_rebuild(const char *store, int64_t n_rows, double scan,
+                          double full, int64_t n_full, double ckpt,
+                          int64_t n_ckpt) {
+  printf("bench linear_rebuild_%s: %.2f s to rebuild from %lld rewards "
+         "(%.0f rewards/s; model n = %lld), %.1fx the raw scan of the "
+         "same rows, %.2f s (the anchor)\n",
+         store, full, (long long)n_rows, n_rows / full, (long long)n_full,
+         full / scan, scan);
+  printf("bench linear_restart_%s: %.3f s to restart from the checkpoint "
+         "of those %lld rewards (model n = %lld), %.4fx the raw scan\n",
+         store, ckpt, (long long)n_rows, (long long)n_ckpt, ckpt / scan);
+}
+
+static void sq_ok(sqlite3 *s, int rc, const char *what) {
+  if (rc != SQLITE_OK && rc != SQLITE_DONE && rc != SQLITE_ROW) {
+    fprintf(stderr, "bench_linear: %s: %s\n", what, sqlite3_errmsg(s));
+    exit(1);
+  }
+}
+
+static void rebuild_sqlite(int64_t n_rows) {
+  char dir[] = "/tmp/adb-bench-rebuild-XXXXXX", url[700], path[600];
+  if (!mkdtemp(dir)) die(NULL, "mkdtemp", ADB_EIO);
+  snprintf(path, sizeof path, "%s/r.db", dir);
+  snprintf(url, sizeof url, "sqlite://%s?synchronous=normal", path);
+  agent_only(url);
+  static uint8_t blobs[BLOBS][ADB_LIN_BLOB];
+  make_blobs(blobs);
+  sqlite3 *s;
+  sqlite3_stmt *st;
+  sq_ok(s, sqlite3_open(path, &s), "open");
+  sq_ok(s, sqlite3_exec(s, "BEGIN", 0, 0, 0), "begin");
+  sq_ok(s,
+        sqlite3_prepare_v2(s,
+                           "INSERT INTO linear_rewards (agent_id, reward_id,"
+                           " action_id, reward, created_at_ms, features)"
+                           " VALUES ('lin', ?1, ?2, ?3, ?4, ?5)",
+                           -1, &st, NULL),
+        "prepare");
+  int64_t t_ms = adb__now_ms();
+  for (int64_t i = 0; i < n_rows; i++) {
+    char rid[32], act[16];
+    snprintf(rid, sizeof rid, "r-%lld", (long long)i);
+    snprintf(act, sizeof act, "item-%d", (int)(i % ITEMS));
+    sqlite3_bind_text(st, 1, rid, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, act, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_double(st, 3, (double)(i % 100) / 100);
+    sqlite3_bind_int64(st, 4, t_ms);
+    sqlite3_bind_blob(st, 5, blobs[i % BLOBS], ADB_LIN_BLOB, SQLITE_STATIC);
+    sq_ok(s, sqlite3_step(st), "insert");
+    sqlite3_reset(st);
+  }
+  sqlite3_finalize(st);
+  sq_ok(s, sqlite3_exec(s, "COMMIT", 0, 0, 0), "commit");
+  /* The anchor: every column of every row, as the catch-up reads them. */
+  double t0 = now_s(), sink = 0;
+  sq_ok(s,
+        sqlite3_prepare_v2(s,
+                           "SELECT seq, reward_id, action_id, reward,"
+                           " created_at_ms, features FROM linear_rewards"
+                           " WHERE agent_id = 'lin' ORDER BY seq",
+                           -1, &st, NULL),
+        "prepare scan");
+  while (sqlite3_step(st) == SQLITE_ROW) {
+    const uint8_t *b = sqlite3_column_blob(st, 5);
+    sink += sqlite3_column_double(st, 3) + (b ? b[2] : 0) +
+            (double)sqlite3_column_bytes(st, 1);
+  }
+  sqlite3_finalize(st);
+  double scan = now_s() - t0;
+  sqlite3_close(s);
+  int64_t n_full, n_ckpt;
+  double full = time_rebuild(url, &n_full);
+  checkpoint_now(url);
+  double ckpt = time_rebuild(url, &n_ckpt);
+  print_rebuild("sqlite", n_rows, scan + (sink < 0), full, n_full, ckpt,
+                n_ckpt);
+  char cmd[700];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  if (system(cmd)) fprintf(stderr, "bench_linear: cannot remove %s\n", dir);
+}
+
+static PGconn *pg_connect(const char *url) {
+  PGconn *c = PQconnectdb(url);
+  if (PQstatus(c) != CONNECTION_OK) {
+    fprintf(stderr, "bench_linear: %s\n", PQerrorMessage(c));
+    exit(1);
+  }
+  return c;
+}
+
+static void pg_ok(PGconn *c, PGresult *r) {
+  ExecStatusType st = PQresultStatus(r);
+  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+    fprintf(stderr, "bench_linear: %s\n", PQerrorMessage(c));
+    exit(1);
+  }
+  PQclear(r);
+}
+
+/* A URL of base with database db (base ends in /<database>). */
+static void pg_url_for(const char *base, const char *db, char *out, size_t n) {
+  const char *slash = strrchr(base, '/'), *q = strchr(base, '?');
+  int head = slash ? (int)(slash - base) : (int)strlen(base);
+  snprintf(out, n, "%.*s/%s%s", head, base, db, q ? q : "");
+}
+
+static void rebuild_pg(int64_t n_rows) {
+  const char *base = getenv("AGENTDB_TEST_PG_URL");
+  if (!base || !*base) {
+    printf("bench linear_rebuild_pg: skipped (AGENTDB_TEST_PG_URL not set; "
+           "scripts/pg-test.sh start DIR prints it)\n");
+    return;
+  }
+  char db[64], sql[512], url[600];
+  snprintf(db, sizeof db, "adb_bench_lin_%ld", (long)getpid());
+  PGconn *admin = pg_connect(base);
+  snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s", db);
+  pg_ok(admin, PQexec(admin, sql));
+  snprintf(sql, sizeof sql, "CREATE DATABASE %s", db);
+  pg_ok(admin, PQexec(admin, sql));
+  pg_url_for(base, db, url, sizeof url);
+  agent_only(url);
+  static uint8_t blobs[BLOBS][ADB_LIN_BLOB];
+  make_blobs(blobs);
+  PGconn *c = pg_connect(url);
+  /* The blobs as one bytea[] parameter (binary text of the array is long;
+   * a temporary table of them is simpler). */
+  pg_ok(c, PQexec(c, "CREATE TEMP TABLE blobs (i int PRIMARY KEY, f bytea)"));
+  for (int i = 0; i < BLOBS; i++) {
+    char num[16];
+    snprintf(num, sizeof num, "%d", i);
+    const char *vals[2] = {num, (const char *)blobs[i]};
+    int lens[2] = {0, ADB_LIN_BLOB}, fmts[2] = {0, 1};
+    pg_ok(c, PQexecParams(c, "INSERT INTO blobs VALUES ($1::int, $2)", 2, NULL,
+                          vals, lens, fmts, 0));
+  }
+  snprintf(sql, sizeof sql,
+           "INSERT INTO linear_rewards (agent_id, reward_id, action_id,"
+           " reward, created_at_ms, features) SELECT 'lin', 'r-' || g,"
+           " 'item-' || (g %% %d), (g %% 100) / 100.0, %lld, b.f"
+           " FROM generate_series(0, %lld) g JOIN blobs b ON b.i = g %% %d",
+           ITEMS, (long long)adb__now_ms(), (long long)n_rows - 1, BLOBS);
+  pg_ok(c, PQexec(c, sql));
+  pg_ok(c, PQexec(c, "ANALYZE linear_rewards"));
+  /* The anchor: every column of every row in binary, one row at a time. */
+  double t0 = now_s(), sink = 0;
+  if (!PQsendQueryParams(c,
+                         "SELECT seq, reward_id, action_id, reward,"
+                         " created_at_ms, features, xid::text::int8 FROM"
+                         " linear_rewards WHERE agent_id = 'lin' ORDER BY seq",
+                         0, NULL, NULL, NULL, NULL, 1) ||
+      !PQsetSingleRowMode(c)) {
+    fprintf(stderr, "bench_linear: %s\n", PQerrorMessage(c));
+    exit(1);
+  }
+  PGresult *r;
+  while ((r = PQgetResult(c))) {
+    if (PQresultStatus(r) == PGRES_SINGLE_TUPLE)
+      sink += (double)PQgetlength(r, 0, 5) + PQgetvalue(r, 0, 1)[0];
+    else if (PQresultStatus(r) != PGRES_TUPLES_OK)
+      fprintf(stderr, "bench_linear: scan: %s\n", PQerrorMessage(c));
+    PQclear(r);
+  }
+  double scan = now_s() - t0;
+  PQfinish(c);
+  int64_t n_full, n_ckpt;
+  double full = time_rebuild(url, &n_full);
+  checkpoint_now(url);
+  double ckpt = time_rebuild(url, &n_ckpt);
+  print_rebuild("pg", n_rows, scan + (sink < 0), full, n_full, ckpt, n_ckpt);
+  snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s", db);
+  pg_ok(admin, PQexec(admin, sql));
+  PQfinish(admin);
+}
+
 int main(int argc, char **argv) {
   int quick = argc > 1 && !strcmp(argv[1], "--quick");
+  int rebuild_only = argc > 1 && !strcmp(argv[1], "--rebuild");
   setvbuf(stdout, NULL, _IONBF, 0);
-  bench_model(quick);
-  bench_decide(quick);
+  if (!rebuild_only) {
+    bench_model(quick);
+    bench_decide(quick);
+  }
+  int64_t rows = quick ? 100000 : 1000000;
+  rebuild_sqlite(rows);
+  rebuild_pg(rows);
   return 0;
 }

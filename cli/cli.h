@@ -13,6 +13,8 @@ int cli_users(int argc, char **argv);
 /* cli/backup.c: online backup and restore of the SQLite store. */
 int cli_backup(int argc, char **argv);
 int cli_restore(int argc, char **argv);
+/* cli/evaluate.c: offline evaluation of candidate policies on a log. */
+int cli_evaluate(int argc, char **argv);
 /* Defined by cli/serve.c and cli/migrate.c when those are built. */
 int cli_serve(int argc, char **argv) __attribute__((weak));
 int cli_migrate(int argc, char **argv) __attribute__((weak));

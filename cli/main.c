@@ -20,6 +20,8 @@ static const struct {
     {"backup", "copy a live SQLite store (online backup API)", cli_backup},
     {"restore", "copy a backup into the SQLite store (server stopped)",
      cli_restore},
+    {"evaluate", "estimate candidate policies' rewards on a decision log",
+     cli_evaluate},
 };
 
 static int (*command_fn(int i))(int, char **) {

@@ -70,6 +70,7 @@ enum {
   O_RATE,
   O_BURST,
   O_PZ_AGENT,
+  O_MAX_EVALS,
   N_OPT
 };
 
@@ -154,6 +155,8 @@ static const opt_def opts[N_OPT] = {
     [O_RATE] = {"rate-limit", "AGENTDB_RATE_LIMIT", "0", "N",
                 "requests a second per API key, on average (0: no limit; "
                 "429 with Retry-After above)"},
+    [O_MAX_EVALS] = {"max-evaluations", "AGENTDB_MAX_EVALUATIONS", "2", "N",
+                     "offline evaluations running at once (429 beyond)"},
     [O_BURST] = {"rate-burst", "AGENTDB_RATE_BURST", "", "N",
                  "requests a key may burst above --rate-limit (default: "
                  "the rate, at least 1)"},
@@ -209,7 +212,7 @@ static int parse_u64(const char *s, int suffix, long long max, long long *out) {
 typedef struct settings {
   const char *val[N_OPT];
   adb__log log;
-  long long slow_ms, dash_agents;
+  long long slow_ms, dash_agents, max_evals;
   adb_config cfg;
   adb__http_config http;
   int threads;
@@ -313,7 +316,8 @@ static int convert(settings *s) {
       number(s, O_SEED, 0, 0, 0x7fffffffffffffffLL, &v[O_SEED]) ||
       number(s, O_SLOW_MS, 0, 0, big, &s->slow_ms) ||
       number(s, O_DASH_AGENTS, 0, 1, 100000, &s->dash_agents) ||
-      number(s, O_RATE, 0, 0, 1000000000, &v[O_RATE]))
+      number(s, O_RATE, 0, 0, 1000000000, &v[O_RATE]) ||
+      number(s, O_MAX_EVALS, 0, 1, 64, &s->max_evals))
     return -1;
   const char *lf = s->val[O_LOG_FORMAT];
   if (strcmp(lf, "text") && strcmp(lf, "json")) {
@@ -432,7 +436,8 @@ static int open_all(settings *s, running *r) {
                         .cors_origins = s->val[O_CORS],
                         .rate_per_s = r->auth ? s->rate : 0,
                         .rate_burst = s->burst,
-                        .personalizer_agent = s->val[O_PZ_AGENT]};
+                        .personalizer_agent = s->val[O_PZ_AGENT],
+                        .max_evaluations = (int)s->max_evals};
   if (s->rate > 0 && !r->auth)
     fprintf(stderr, "agentdb serve: --rate-limit is per API key: without "
                     "--api-keys-file it does nothing\n");
@@ -498,6 +503,7 @@ static int close_all(running *r) {
     adb__http_wait(r->srv);
   }
   adb__http_free(r->srv);
+  adb__api_stop_evaluations(r->api); /* they read through the handle */
   int rc = adb_close(r->db);
   adb__api_free(r->api);
   adb__auth_free(r->auth);

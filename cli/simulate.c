@@ -355,7 +355,7 @@ int cli_simulate(int argc, char **argv) {
     adb__rng_seed(&n_or, ns);
     char user[32];
     snprintf(user, sizeof user, "user-%d", u);
-    double r[4];
+    double r[4] = {0, 0, 0, 0};
     rc = agentdb_round(db, user, d, cand_ids, &n_adb, &w, u, cands, &r[0]);
     int rnd = cands[adb__rng_next(&pick_rng) % CANDS];
     r[1] = observe(&n_rand, expected_reward(&w, u, d, rnd));

@@ -99,6 +99,15 @@ typedef struct adb_config {
   /* Where vector indexes are snapshotted for a fast restart; NULL = next
    * to a SQLite store file, else none (rebuilt from the store). */
   const char *index_dir;
+  /* The clock (ms since the epoch) this handle stamps its decisions and
+   * rewards with, and that linear models decay against
+   * (decay_half_life_s); NULL = the system clock. For simulations and
+   * replays that run faster than real time (agentdb simulate --workload
+   * embed maps each round onto one second of it). It must not go
+   * backwards, and should not run ahead of the system clock: reward
+   * windows and default rewards are still swept by the system clock. */
+  int64_t (*clock_ms)(void *arg);
+  void *clock_arg;
 } adb_config;
 
 /* Opens the store (running migrations) and the cache, starts the flush

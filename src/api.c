@@ -22,6 +22,7 @@
  */
 #define _GNU_SOURCE
 #include "api_internal.h"
+#include "evaluate.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -292,6 +293,14 @@ static const route routes[] = {
      adb__api_pz_evaluations, BLK_NEVER, 0},
     {GET, "/personalizer/v1.0/apprentice", adb__api_pz_apprentice, BLK_ALWAYS,
      0},
+    {POST, "/v1/agents/{agent}/evaluations", adb__api_evaluation_start,
+     BLK_ALWAYS, 0},
+    {GET, "/v1/agents/{agent}/evaluations", adb__api_evaluations_list,
+     BLK_ALWAYS, 0},
+    {GET, "/v1/agents/{agent}/evaluations/{evaluation}",
+     adb__api_evaluation_get, BLK_NEVER, 0},
+    {DEL, "/v1/agents/{agent}/evaluations/{evaluation}",
+     adb__api_evaluation_cancel, BLK_ALWAYS, 0},
 };
 #define N_ROUTES (int)(sizeof routes / sizeof routes[0])
 
@@ -482,6 +491,8 @@ static const struct {
     {"/v1/users/search", {NULL}},
     {"/v1/users/{user}/state", {NULL}},
     {"/v1/sessions/{session}", {"ttl_s", "agent", NULL}},
+    {"/v1/agents/{agent}/evaluations", {NULL}},
+    {"/v1/agents/{agent}/evaluations/{evaluation}", {NULL}},
 };
 
 static int query_param_known(int q, const char *name, size_t n) {
@@ -818,6 +829,10 @@ int adb__api_new(const adb__api_config *cfg, adb__api **out) {
                                   api->names, api->methods);
   api->dash = adb__dash_new(cfg->dash_max_agents);
   if (!api->metrics || !api->dash) goto fail;
+  if (adb__eval_jobs_new(cfg->max_evaluations, cfg->eval_scan,
+                         cfg->eval_scan ? cfg->eval_scan_arg : cfg->db,
+                         &api->evals))
+    goto fail;
   if (cfg->rate_per_s > 0) {
     if (api->cfg.rate_burst < 1) api->cfg.rate_burst = 1;
     api->buckets = calloc(ADB_API_MAX_BUCKETS, sizeof *api->buckets);
@@ -838,6 +853,7 @@ void adb__api_free(adb__api *api) {
   for (int i = 0; api->buckets && i < ADB_API_MAX_BUCKETS; i++)
     pthread_mutex_destroy(&api->buckets[i].mu);
   free(api->buckets);
+  adb__eval_jobs_free(api->evals);
   adb__metrics_free(api->metrics);
   adb__dash_free(api->dash);
   free(api->names);
@@ -852,6 +868,10 @@ void adb__api_set_auth(adb__api *api, const adb__auth *auth) {
 
 void adb__api_set_server(adb__api *api, adb__http_server *srv) {
   __atomic_store_n(&api->srv, srv, __ATOMIC_RELEASE);
+}
+
+void adb__api_stop_evaluations(adb__api *api) {
+  if (api) adb__eval_jobs_stop(api->evals);
 }
 
 void adb__api_set_health(adb__api *api, const adb__health *h) {

@@ -11,6 +11,7 @@
 
 #include "agentdb.h"
 #include "auth.h"
+#include "evaluate.h"
 #include "health.h"
 #include "http.h"
 #include "log.h"
@@ -38,6 +39,12 @@ typedef struct adb__api_config {
   /* The agent of the /personalizer routes for a key not scoped to one
    * agent (or without keys); NULL or "" = "personalizer". */
   const char *personalizer_agent;
+  /* Offline evaluations (POST /v1/agents/{agent}/evaluations): at most
+   * max_evaluations at once (0: 2), reading the log through eval_scan
+   * (NULL: the store's log_scan on db; evaluate.h). */
+  int max_evaluations;
+  adb__eval_scan_fn eval_scan;
+  void *eval_scan_arg;
 } adb__api_config;
 
 int adb__api_new(const adb__api_config *cfg, adb__api **out);
@@ -62,6 +69,9 @@ int adb__api_admit(void *ud, const adb__http_req *req, adb__http_resp *resp);
  * sets *code to the stable error code and *retry_after_s to the
  * Retry-After seconds (0 = none). */
 int adb__api_status(int adb_err, const char **code, int *retry_after_s);
+
+/* Cancels and joins the running evaluations: before the handle closes. */
+void adb__api_stop_evaluations(adb__api *api);
 
 /* Lets /metrics show agentdb_store_up and agentdb_cache_up. */
 void adb__api_set_health(adb__api *api, const adb__health *h);

@@ -5,6 +5,7 @@
  */
 #define _GNU_SOURCE
 #include "api_internal.h"
+#include "policy.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -350,6 +351,42 @@ static void put_arm(adb__buf *b, const adb_arm_posterior *a,
   adb__buf_putc(b, '}');
 }
 
+/* A linear agent's policy is its model (policy.h adb__linear_view), not
+ * cells of counts. */
+static int linear_policy(rctx *x, const char *agent, const char *user) {
+  adb__lin_arm_view *v = NULL;
+  int n = 0, k = 0, draws = 0;
+  int64_t n_rewards = 0;
+  int rc = adb__linear_view(x->db, agent, user, &v, &n, &n_rewards, &k, &draws);
+  if (rc != ADB_OK) return adb__api_fail_adb(x, rc, NULL);
+  adb__buf *b = x->out;
+  adb__buf_putc(b, '{');
+  adb__api_put_str(b, "agent", agent, 1);
+  adb__api_put_str(b, "user_id", user, 0);
+  adb__api_put_str(b, "algorithm", "linear", 0);
+  adb__api_put_key(b, "model", 0);
+  adb__buf_putc(b, '{');
+  adb__api_put_key(b, "n", 1);
+  adb__json_int(b, n_rewards);
+  adb__api_put_int(b, "features", k);
+  adb__api_put_int(b, "draws", draws);
+  adb__buf_putc(b, '}');
+  adb__api_put_key(b, "arms", 0);
+  adb__buf_putc(b, '[');
+  for (int i = 0; i < n; i++) {
+    adb__buf_puts(b, i ? ",{" : "{");
+    adb__api_put_str(b, "action", v[i].action, 1);
+    adb__api_put_num(b, "n", v[i].n);
+    adb__api_put_num(b, "mean", v[i].mean);
+    adb__api_put_num(b, "sd", v[i].sd);
+    adb__api_put_num(b, "share", v[i].share);
+    adb__buf_putc(b, '}');
+  }
+  adb__buf_puts(b, "]}");
+  free(v);
+  return 0;
+}
+
 int adb__api_policy(rctx *x) {
   const char *agent = x->param[0], *user = x->param[1];
   int bad;
@@ -359,6 +396,8 @@ int adb__api_policy(rctx *x) {
                          "'state_key' must be 64 lowercase hex characters");
   adb_agent_config cfg;
   int rc = adb_agent_get(x->db, agent, &cfg);
+  if (rc == ADB_OK && cfg.algorithm == ADB_ALGO_LINEAR)
+    return linear_policy(x, agent, user);
   char key[ADB_STATE_KEY_LEN + 1];
   if (rc == ADB_OK && !sk) {
     rc = adb_state_key(x->db, agent, NULL, 0, NULL, 0, key);

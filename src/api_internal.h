@@ -55,6 +55,7 @@ struct adb__api {
   adb__http_server *srv;
   const adb__health *health;
   const char **names, **methods;
+  struct adb__eval_jobs *evals; /* offline evaluations (api_evaluations.c) */
 };
 
 struct rctx {
@@ -189,6 +190,10 @@ int adb__api_actions_list(rctx *x);
 int adb__api_action_delete(rctx *x);
 int adb__api_user_summary(rctx *x);
 int adb__api_user_erase(rctx *x);
+int adb__api_evaluation_start(rctx *x);
+int adb__api_evaluations_list(rctx *x);
+int adb__api_evaluation_get(rctx *x);
+int adb__api_evaluation_cancel(rctx *x);
 
 /* Azure Personalizer v1.0 (api_personalizer.c). */
 int adb__api_pz_rank(rctx *x);

@@ -14,7 +14,16 @@
  * so a decision made after a reward is acknowledged sees it.
  *
  * Sync writers (durability=sync) sleep until their item is done; async
- * writers return at enqueue and the worker frees their items.
+ * writers return at enqueue and the worker frees their items. Waking is
+ * not the worker's job: it marks a batch done under the queue mutex and
+ * hands the waited items to a waker thread, which posts each writer's own
+ * semaphore (or calls the item's completion callback, adb__enqueue_cb)
+ * with no lock held, while the worker already commits the next batch. A
+ * woken writer thus never queues for the mutex the worker holds, and the
+ * wake-ups (a futex call each) stay off the commit path. A writer that
+ * times out gives its item to the worker (waited = 0) unless the item is
+ * already done; then the waker's post is on its way and is waited for, so
+ * that no one touches an item after its owner freed it.
  *
  * Store errors come in two classes (store.h). A temporary one (connection
  * lost, busy, serialization failure, deadlock, disk full) is retried: the
@@ -313,20 +322,31 @@ void adb__item_free(adb__item *it) {
   if (it->kind == ITEM_DECISION) adb__decision_rec_free(&it->u.d);
   if (it->kind == ITEM_REWARD) free(it->u.r.signals_json);
   if (it->kind == ITEM_EPISODE) free(it->u.e.context_json);
-  if (it->has_cv) pthread_cond_destroy(&it->cv);
+  if (it->has_sem) sem_destroy(&it->sem);
   free(it->errmsg);
   free(it->emb);
-  free(it->raw);
+  /* A decision's raw block may live inline, right after the item. */
+  if (it->raw != (char *)(it + 1)) free(it->raw);
   free(it);
 }
 
-int adb__enqueue(adb *db, adb__item *chain, int wait, adb__reward_rec *out) {
+/* Appends a chain to the queue, all or none; the last item gets wait (a
+ * sync writer sleeps on its semaphore) or cb. */
+static int enqueue_chain(adb *db, adb__item *chain, int wait,
+                         adb__item_done_fn cb, void *arg) {
   int n = 0;
   adb__item *it = chain;
   for (adb__item *p = chain; p; p = p->next, n++)
     it = p;
+  int no_sem = 0;
+  if (wait && it && !it->has_sem) {
+    no_sem = sem_init(&it->sem, 0, 0) != 0;
+    it->has_sem = !no_sem;
+  }
   pthread_mutex_lock(&db->qmu);
   int rc = db->closing                             ? ADB_ECLOSED
+           : !chain                                ? ADB_EINVAL
+           : no_sem                                ? ADB_ENOMEM
            : db->qlen + n > db->cfg.queue_capacity ? ADB_EFULL
                                                    : ADB_OK;
   if (rc != ADB_OK) {
@@ -336,6 +356,7 @@ int adb__enqueue(adb *db, adb__item *chain, int wait, adb__reward_rec *out) {
       adb__item_free(p);
     }
     if (rc == ADB_ECLOSED) return adb__fail(db, rc, "the handle is closing");
+    if (rc != ADB_EFULL) return adb__fail(db, rc, "cannot queue the write");
     return adb__fail(db, rc,
                      "write queue full (%d writes waiting); retry later",
                      db->cfg.queue_capacity);
@@ -343,13 +364,12 @@ int adb__enqueue(adb *db, adb__item *chain, int wait, adb__reward_rec *out) {
   for (adb__item *p = chain; p; p = p->next) {
     p->seq = db->next_seq++;
     p->waited = 0;
+    p->done = 0;
   }
   it->waited = wait;
-  if (wait && !it->has_cv) {
-    pthread_cond_init(&it->cv, NULL);
-    it->has_cv = 1;
-  }
-  db->q_sync += wait;
+  it->done_cb = cb;
+  it->done_arg = arg;
+  db->q_sync += wait || cb;
   if (db->qtail)
     db->qtail->next = chain;
   else
@@ -359,30 +379,14 @@ int adb__enqueue(adb *db, adb__item *chain, int wait, adb__reward_rec *out) {
   /* The worker needs waking only when it may be idle (the queue was
    * empty), a batch is full, or a writer waits; otherwise it comes back
    * within flush_interval_ms by itself. Saves a futex call per write. */
-  if (db->qlen == n || db->qlen >= db->cfg.batch_size || wait)
+  if (db->qlen == n || db->qlen >= db->cfg.batch_size || wait || cb)
     pthread_cond_signal(&db->qwake);
-  if (!wait) {
-    pthread_mutex_unlock(&db->qmu);
-    return ADB_OK;
-  }
-  struct timespec dl;
-  clock_gettime(CLOCK_REALTIME, &dl);
-  int64_t ns = dl.tv_nsec + (int64_t)db->cfg.write_timeout_ms * 1000000;
-  dl.tv_sec += ns / 1000000000;
-  dl.tv_nsec = ns % 1000000000;
-  while (!it->done) {
-    if (pthread_cond_timedwait(&it->cv, &db->qmu, &dl) == ETIMEDOUT &&
-        !it->done) {
-      it->waited = 0; /* the worker frees it once committed */
-      pthread_mutex_unlock(&db->qmu);
-      return adb__fail(db, ADB_ETIMEDOUT,
-                       "write not committed within %d ms (store: %s); it "
-                       "stays queued, retry with the same id is safe",
-                       db->cfg.write_timeout_ms, adb__store_errmsg(db->store));
-    }
-  }
   pthread_mutex_unlock(&db->qmu);
-  rc = it->result;
+  return ADB_OK;
+}
+
+int adb__item_result(adb *db, adb__item *it, adb__reward_rec *out) {
+  int rc = it->result;
   if (out && it->kind == ITEM_REWARD) {
     *out = it->u.r;
     out->signals_json = NULL;
@@ -398,6 +402,57 @@ int adb__enqueue(adb *db, adb__item *chain, int wait, adb__reward_rec *out) {
                    it->errmsg);
   else if (rc != ADB_OK)
     rc = adb__fail(db, rc, "write failed: %s", adb_strerror(rc));
+  return rc;
+}
+
+int adb__enqueue_cb(adb *db, adb__item *chain, adb__item_done_fn cb,
+                    void *arg) {
+  if (!cb) {
+    for (adb__item *p = chain, *next; p; p = next) {
+      next = p->next;
+      adb__item_free(p);
+    }
+    return adb__fail(db, ADB_EINVAL, "no completion callback");
+  }
+  return enqueue_chain(db, chain, 0, cb, arg);
+}
+
+/* Sleeps until the waker posts the item's semaphore or the deadline
+ * passes. On a timeout the item is given to the worker (waited = 0), unless
+ * it finished meanwhile: then its post is on the way and is waited for, so
+ * that nobody touches the item after it is freed. */
+static int wait_item(adb *db, adb__item *it) {
+  struct timespec dl;
+  clock_gettime(CLOCK_REALTIME, &dl);
+  int64_t ns = dl.tv_nsec + (int64_t)db->cfg.write_timeout_ms * 1000000;
+  dl.tv_sec += ns / 1000000000;
+  dl.tv_nsec = ns % 1000000000;
+  for (;;) {
+    if (sem_timedwait(&it->sem, &dl) == 0) return ADB_OK;
+    if (errno != ETIMEDOUT) continue; /* EINTR */
+    pthread_mutex_lock(&db->qmu);
+    int done = it->done;
+    if (!done) it->waited = 0; /* the worker frees it once committed */
+    pthread_mutex_unlock(&db->qmu);
+    if (!done)
+      return adb__fail(db, ADB_ETIMEDOUT,
+                       "write not committed within %d ms (store: %s); it "
+                       "stays queued, retry with the same id is safe",
+                       db->cfg.write_timeout_ms, adb__store_errmsg(db->store));
+    while (sem_wait(&it->sem) != 0) {
+    }
+    return ADB_OK;
+  }
+}
+
+int adb__enqueue(adb *db, adb__item *chain, int wait, adb__reward_rec *out) {
+  adb__item *it = chain;
+  while (it && it->next)
+    it = it->next;
+  int rc = enqueue_chain(db, chain, wait, NULL, NULL);
+  if (rc != ADB_OK || !wait) return rc;
+  if ((rc = wait_item(db, it)) != ADB_OK) return rc;
+  rc = adb__item_result(db, it, out);
   adb__item_free(it);
   return rc;
 }
@@ -736,10 +791,10 @@ static adb__item *take_batch(adb *db, int *n_out) {
   }
   adb__item *head = db->qhead, *last = head;
   int n = 1;
-  db->q_sync -= head->has_cv;
+  db->q_sync -= head->has_sem || head->done_cb;
   while (last->next && n < db->cfg.batch_size) {
     last = last->next;
-    db->q_sync -= last->has_cv;
+    db->q_sync -= last->has_sem || last->done_cb;
     n++;
   }
   db->qhead = last->next;
@@ -749,8 +804,11 @@ static adb__item *take_batch(adb *db, int *n_out) {
   return head;
 }
 
-/* Marks items done, wakes waiters, frees the unwaited ones. */
+/* Marks items done and frees the unwaited ones; the waited ones (a sync
+ * writer, a callback) go to the waker, which wakes them outside qmu while
+ * this worker starts the next commit. */
 static void finish_items(adb *db, adb__item **items, int n) {
+  adb__item *wake = NULL, *wlast = NULL;
   pthread_mutex_lock(&db->qmu);
   for (int i = 0; i < n; i++) {
     adb__item *it = items[i];
@@ -765,14 +823,55 @@ static void finish_items(adb *db, adb__item **items, int n) {
       db->lost++;
     it->done = 1;
     if (it->seq + 1 > db->done_seq) db->done_seq = it->seq + 1;
-    if (it->waited)
-      pthread_cond_signal(&it->cv); /* wake only its own writer */
-    else
+    if (it->waited || it->done_cb) {
+      it->wnext = NULL;
+      if (wlast)
+        wlast->wnext = it;
+      else
+        wake = it;
+      wlast = it;
+    } else {
       adb__item_free(it);
+    }
   }
   db->qlen -= n;
   pthread_cond_broadcast(&db->qdone);
   pthread_mutex_unlock(&db->qmu);
+  if (!wake) return;
+  pthread_mutex_lock(&db->wmu);
+  if (db->wtail)
+    db->wtail->wnext = wake;
+  else
+    db->whead = wake;
+  db->wtail = wlast;
+  pthread_cond_signal(&db->wcv);
+  pthread_mutex_unlock(&db->wmu);
+}
+
+/* The waker: posts each finished item's semaphore, or calls its callback.
+ * Exits once stopped (after the worker) with nothing left to wake. */
+static void *waker(void *arg) {
+  adb *db = arg;
+  pthread_setname_np(pthread_self(), "adb-wake");
+  pthread_mutex_lock(&db->wmu);
+  for (;;) {
+    while (!db->whead && !db->wstop)
+      pthread_cond_wait(&db->wcv, &db->wmu);
+    adb__item *list = db->whead;
+    db->whead = db->wtail = NULL;
+    if (!list) break;
+    pthread_mutex_unlock(&db->wmu);
+    for (adb__item *it = list, *next; it; it = next) {
+      next = it->wnext; /* it may be freed once posted */
+      if (it->done_cb)
+        it->done_cb(it, it->done_arg);
+      else
+        sem_post(&it->sem);
+    }
+    pthread_mutex_lock(&db->wmu);
+  }
+  pthread_mutex_unlock(&db->wmu);
+  return NULL;
 }
 
 /* One round of the worker: commit a batch of items (possibly none) and,
@@ -871,6 +970,15 @@ static void *flush_worker(void *arg) {
 
 /* ---------------------------------------------------------- open / close */
 
+/* Stops the waker once it has woken everything handed to it. */
+static void waker_stop(adb *db) {
+  pthread_mutex_lock(&db->wmu);
+  db->wstop = 1;
+  pthread_cond_signal(&db->wcv);
+  pthread_mutex_unlock(&db->wmu);
+  pthread_join(db->waker, NULL);
+}
+
 static void config_defaults(adb_config *c) {
   if (!c->store_url) c->store_url = "sqlite://./data/agentdb.db";
   if (!c->cache_url) c->cache_url = "mem://";
@@ -894,6 +1002,8 @@ static void handle_free(adb *db) {
   pthread_mutex_destroy(&db->qmu);
   pthread_cond_destroy(&db->qwake);
   pthread_cond_destroy(&db->qdone);
+  pthread_mutex_destroy(&db->wmu);
+  pthread_cond_destroy(&db->wcv);
   pthread_rwlock_destroy(&db->agents_lock);
   pthread_mutex_destroy(&db->sfmu);
   pthread_mutex_destroy(&db->rollup_mu);
@@ -936,6 +1046,8 @@ int adb_open(const adb_config *cfg, adb **out, char *err, size_t errlen) {
   pthread_mutex_init(&db->qmu, NULL);
   pthread_cond_init(&db->qwake, NULL);
   pthread_cond_init(&db->qdone, NULL);
+  pthread_mutex_init(&db->wmu, NULL);
+  pthread_cond_init(&db->wcv, NULL);
   pthread_rwlock_init(&db->agents_lock, NULL);
   pthread_mutex_init(&db->sfmu, NULL);
   pthread_mutex_init(&db->rollup_mu, NULL);
@@ -948,8 +1060,13 @@ int adb_open(const adb_config *cfg, adb **out, char *err, size_t errlen) {
     if (rc != ADB_OK) name_component(err, errlen, "cache");
   }
   if (rc == ADB_OK) rc = adb__memory_open(db, &db->mem, err, errlen);
-  if (rc == ADB_OK && pthread_create(&db->worker, NULL, flush_worker, db)) {
+  if (rc == ADB_OK && pthread_create(&db->waker, NULL, waker, db)) {
+    snprintf(err, errlen, "cannot start the waker thread");
+    rc = ADB_ENOMEM;
+  } else if (rc == ADB_OK &&
+             pthread_create(&db->worker, NULL, flush_worker, db)) {
     snprintf(err, errlen, "cannot start the flush worker");
+    waker_stop(db);
     rc = ADB_ENOMEM;
   }
   if (rc != ADB_OK) {
@@ -967,6 +1084,7 @@ int adb_close(adb *db) {
   pthread_cond_signal(&db->qwake);
   pthread_mutex_unlock(&db->qmu);
   pthread_join(db->worker, NULL);
+  waker_stop(db); /* after the worker: it wakes the last batch's writers */
   int64_t lost = db->lost;
   char msg[400];
   snprintf(msg, sizeof msg, "%s", adb__store_errmsg(db->store));

@@ -9,6 +9,7 @@
 #define ADB_COORDINATOR_H
 
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -55,13 +56,16 @@ typedef struct adb__agent {
 typedef enum { ITEM_DECISION, ITEM_REWARD, ITEM_EPISODE } adb__item_kind;
 
 /* One queued write. Sync writers wait on it; async ones never look back
- * and the worker frees it. */
+ * and the worker frees it; with done_cb the waker thread hands it to the
+ * callback, which owns it from then on (adb__enqueue_cb). */
+struct adb__item;
+typedef void (*adb__item_done_fn)(struct adb__item *it, void *arg);
 typedef struct adb__item {
   struct adb__item *next;
   adb__item_kind kind;
   uint64_t seq;
   int waited;   /* a thread waits on it: it frees the item, not the worker */
-  int has_cv;   /* cv is initialised */
+  int has_sem;  /* sem is initialised (a sync writer waits on it) */
   int done;     /* committed (or abandoned at close) */
   int result;   /* ADB_OK or the reason it failed */
   char *errmsg; /* the store's message when result is a store error */
@@ -70,8 +74,11 @@ typedef struct adb__item {
    * by the flush worker. */
   char *raw;
   int raw_ctx, raw_cands;
-  pthread_cond_t cv; /* the sync writer waits here */
-  union {            /* last: callers may zero only what precedes it */
+  sem_t sem;                 /* the sync writer waits here */
+  adb__item_done_fn done_cb; /* or this is called once it is done */
+  void *done_arg;
+  struct adb__item *wnext; /* on the waker's list */
+  union {                  /* last: callers may zero only what precedes it */
     adb__decision_rec d;
     adb__reward_rec r;
     adb__episode_rec e;
@@ -99,6 +106,13 @@ struct adb {
   int64_t lost; /* writes given up at close (store down), under qmu */
   uint64_t batch_prefix, batch_seq; /* batch ids (worker only) */
   pthread_t worker;
+  /* Waker: wakes the writers (or calls the callbacks) of finished
+   * batches, so that the worker starts the next commit at once. */
+  pthread_t waker;
+  pthread_mutex_t wmu;
+  pthread_cond_t wcv;
+  struct adb__item *whead, *wtail;
+  int wstop;
   int64_t last_rollup_ms;
   pthread_mutex_t rollup_mu; /* a rollup, collected to committed */
 
@@ -131,6 +145,11 @@ int adb__fail(adb *db, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* The calling thread's RNG for this handle. */
 adb__rng *adb__rng_for(adb *db);
+/* The handle's clock (cfg.clock_ms, else the system clock), ms since the
+ * epoch: what decisions and rewards are stamped with. */
+static inline int64_t adb__clock_ms(const adb *db) {
+  return db->cfg.clock_ms ? db->cfg.clock_ms(db->cfg.clock_arg) : adb__now_ms();
+}
 
 /* Agent lookup with refresh; the agent is referenced until released. */
 int adb__agent_acquire(adb *db, const char *agent_id, adb__agent **out);
@@ -147,6 +166,27 @@ void adb__apply_changes(adb *db, const adb__policy_change *ch, int n);
  * decision whose event id was already taken returns ADB_ECONFLICT; a write
  * the store refused for good, ADB_ESTORE with the store's message. */
 int adb__enqueue(adb *db, adb__item *chain, int wait, adb__reward_rec *out);
+/* Queues a chain like adb__enqueue without blocking: once the last item
+ * is committed (or failed), cb(item, arg) is called on the handle's waker
+ * thread with no lock held; the callback owns the item (adb__item_result
+ * gives its answer, adb__item_free frees it). Items before the last are
+ * freed by the worker. On a refusal (ADB_EFULL, ADB_ECLOSED) cb is never
+ * called and the chain is freed. */
+int adb__enqueue_cb(adb *db, adb__item *chain, adb__item_done_fn cb, void *arg);
+/* A durable reward without a waiting thread: validated and queued like
+ * adb_reward (any durability), then, once committed or failed, cb(rc,
+ * result or NULL, arg) is called on the handle's waker thread, where
+ * adb_errmsg gives the message of a failure. It must not block: it delays
+ * the wake-up of later writers. An error returned here (validation, queue
+ * full, closing) means cb will not be called. For the HTTP layer, whose
+ * loop threads must not wait for a commit. */
+typedef void (*adb__reward_done_fn)(int rc, const adb_reward_result *res,
+                                    void *arg);
+int adb__reward_cb(adb *db, const adb_reward_req *q, adb__reward_done_fn cb,
+                   void *arg);
+/* The answer of a finished item as adb__enqueue returns it (with the
+ * message set), copying its reward record into *out when not NULL. */
+int adb__item_result(adb *db, adb__item *it, adb__reward_rec *out);
 void adb__item_free(adb__item *it);
 
 /* Statistics of n actions in (agent, user, state): stats[0..n) the user's,

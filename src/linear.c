@@ -41,6 +41,11 @@
  * (policy_linear.c). The factorisation is redone from the sums each time a
  * pool is drawn, so rounding never accumulates in a factor (no rank-one
  * downdates to drift; periodic refactoring is the only factoring).
+ * A catch-up of many rewards (a restart, a replica) folds them in batches
+ * (adb__lin_batch): z = [1; g (x) e] with g = [1; u; c], so the rewards of
+ * one action and one action embedding share their 25 x 25 sums of w g g^T
+ * and expand into the k x k sums once per batch — O(25^2) per reward
+ * instead of O(k^2), the same sums up to the order of addition.
  *
  * Decay. With half-life h, a reward at time t enters with weight 2^((t -
  * t_ref)/h) relative to a reference time t_ref, and the posterior at time
@@ -337,6 +342,172 @@ int adb__lin_update(adb__lin_model *m, const char *action, const adb__lin_x *x,
   }
   m->n++;
   return ADB_OK;
+}
+
+/* ---------------------------------------------------------------- batch */
+
+#define GDIM (1 + ADB_LIN_P + ADB_LIN_M)
+
+typedef struct group {
+  char *action;
+  float e[ADB_LIN_P];
+  double sw, swr, sg[GDIM], sgr[GDIM], sgg[GDIM * GDIM]; /* upper */
+} group;
+
+struct adb__lin_batch {
+  adb__lin_model *m;
+  adb__strmap index; /* action + e -> (void*)(index + 1) */
+  group *g;
+  int n, cap;
+};
+
+adb__lin_batch *adb__lin_batch_new(adb__lin_model *m) {
+  adb__lin_batch *b = calloc(1, sizeof *b);
+  if (b) b->m = m;
+  return b;
+}
+
+static void batch_clear(adb__lin_batch *b) {
+  for (int i = 0; i < b->n; i++)
+    free(b->g[i].action);
+  adb__strmap_free(&b->index, NULL);
+  memset(&b->index, 0, sizeof b->index);
+  b->n = 0;
+}
+
+void adb__lin_batch_free(adb__lin_batch *b) {
+  if (!b) return;
+  batch_clear(b);
+  free(b->g);
+  free(b);
+}
+
+static group *group_of(adb__lin_batch *b, const char *action, const float *e) {
+  static const char hex[] = "0123456789abcdef";
+  char key[ADB_ID_MAX + 2 + 8 * ADB_LIN_P + 1];
+  size_t n = strlen(action);
+  if (n > ADB_ID_MAX) n = ADB_ID_MAX;
+  memcpy(key, action, n);
+  key[n++] = '\x1f';
+  for (int j = 0; j < ADB_LIN_P; j++) {
+    uint32_t bits;
+    memcpy(&bits, &e[j], 4);
+    for (int d = 7; d >= 0; d--)
+      key[n++] = hex[(bits >> (4 * d)) & 15];
+  }
+  key[n] = 0;
+  void *v = adb__strmap_get(&b->index, key);
+  if (v) return &b->g[(uintptr_t)v - 1];
+  if (b->n == b->cap) {
+    int cap = b->cap ? 2 * b->cap : 64;
+    group *g = realloc(b->g, (size_t)cap * sizeof *g);
+    if (!g) return NULL;
+    b->g = g;
+    b->cap = cap;
+  }
+  group *g = &b->g[b->n];
+  memset(g, 0, sizeof *g);
+  memcpy(g->e, e, sizeof g->e);
+  if (!(g->action = strdup(action)) ||
+      adb__strmap_put(&b->index, key, (void *)(uintptr_t)(b->n + 1))) {
+    free(g->action);
+    return NULL;
+  }
+  b->n++;
+  return g;
+}
+
+int adb__lin_batch_add(adb__lin_batch *b, const char *action,
+                       const adb__lin_x *x, double r, double t_s) {
+  adb__lin_model *m = b->m;
+  if (!isfinite(r) || !isfinite(t_s) || !action) return ADB_EINVAL;
+  for (int i = 0; i < ADB_LIN_P; i++)
+    if (!isfinite(x->u[i]) || !isfinite(x->e[i])) return ADB_EINVAL;
+  for (int i = 0; i < ADB_LIN_M; i++)
+    if (!isfinite(x->c[i])) return ADB_EINVAL;
+  double h = m->cfg.half_life_s;
+  if (h > 0 && (m->n > 0 || m->t_ref_s != 0) &&
+      (t_s - m->t_ref_s) / h > 64) { /* weight() rescales the sums */
+    int rc = adb__lin_batch_flush(b);
+    if (rc) return rc;
+  }
+  group *g = group_of(b, action, x->e);
+  if (!g) return ADB_ENOMEM;
+  double w = weight(m, t_s), gv[GDIM];
+  gv[0] = 1;
+  for (int i = 0; i < ADB_LIN_P; i++)
+    gv[1 + i] = x->u[i];
+  for (int i = 0; i < ADB_LIN_M; i++)
+    gv[1 + ADB_LIN_P + i] = x->c[i];
+  g->sw += w;
+  g->swr += w * r;
+  for (int i = 0; i < GDIM; i++) {
+    double wg = w * gv[i], *row = g->sgg + i * GDIM;
+    g->sg[i] += wg;
+    g->sgr[i] += wg * r;
+    for (int j = i; j < GDIM; j++)
+      row[j] += wg * gv[j];
+  }
+  m->n++;
+  return ADB_OK;
+}
+
+/* z index p of the layout as (row of g, factor of e): z_p = g[gi] E_p. */
+static void z_map(const layout *l, int k, int *gi, int *ej) {
+  gi[0] = 0, ej[0] = -1;
+  for (int j = 0; j < ADB_LIN_P; j++) {
+    if (l->a >= 0) gi[l->a + j] = 0, ej[l->a + j] = j;
+    for (int i = 0; l->ua >= 0 && i < ADB_LIN_P; i++)
+      gi[l->ua + i * ADB_LIN_P + j] = 1 + i, ej[l->ua + i * ADB_LIN_P + j] = j;
+    for (int c = 0; l->ca >= 0 && c < ADB_LIN_M; c++)
+      gi[l->ca + c * ADB_LIN_P + j] = 1 + ADB_LIN_P + c,
+                                 ej[l->ca + c * ADB_LIN_P + j] = j;
+  }
+  (void)k;
+}
+
+static void group_fold(adb__lin_model *m, const group *g, const int *gi,
+                       const int *ej, adb__lin_arm *arm) {
+  int k = m->k;
+  double E[k];
+  for (int p = 0; p < k; p++)
+    E[p] = ej[p] < 0 ? 1 : g->e[ej[p]];
+  for (int p = 0; p < k; p++) {
+    if (E[p] == 0) continue;
+    double *row = m->A0 + (size_t)p * k;
+    int a = gi[p];
+    for (int q = p; q < k; q++) {
+      int b = gi[q];
+      double s = a <= b ? g->sgg[a * GDIM + b] : g->sgg[b * GDIM + a];
+      row[q] += s * E[p] * E[q];
+    }
+    m->b0[p] += g->sgr[a] * E[p];
+  }
+  if (arm) {
+    arm->a += g->sw;
+    arm->br += g->swr;
+    for (int p = 0; p < k; p++)
+      arm->B[p] += g->sg[gi[p]] * E[p];
+  }
+}
+
+int adb__lin_batch_flush(adb__lin_batch *b) {
+  adb__lin_model *m = b->m;
+  if (!b->n) return ADB_OK;
+  int k = m->k, *gi = malloc(2 * (size_t)k * sizeof *gi), rc = ADB_OK;
+  if (!gi) rc = ADB_ENOMEM;
+  layout l = layout_of(&m->cfg);
+  if (gi) z_map(&l, k, gi, gi + k);
+  for (int i = 0; !rc && i < b->n; i++) {
+    adb__lin_arm *arm = NULL;
+    if ((m->cfg.crosses & ADB_LIN_BIAS) && !(arm = arm_get(m, b->g[i].action)))
+      rc = ADB_ENOMEM;
+    else
+      group_fold(m, &b->g[i], gi, gi + k, arm);
+  }
+  free(gi);
+  batch_clear(b);
+  return rc;
 }
 
 /* ------------------------------------------------------------ posterior */

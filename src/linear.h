@@ -88,6 +88,24 @@ void adb__lin_features(const adb__lin_cfg *cfg, const adb__lin_x *x, double *z);
 int adb__lin_update(adb__lin_model *m, const char *action, const adb__lin_x *x,
                     double r, double t_s);
 
+/* A batch of rewards folded in together (a catch-up of many rewards).
+ * z = [1; g (x) e] with g = [1; u; c], so the rewards of one action with
+ * one action embedding e share their sums of w, w r, w g, w r g and
+ * w g g^T (25 x 25): each reward costs O(25^2) instead of O(k^2), and each
+ * (action, e) group is expanded into the model's sums once, at flush. The
+ * model is the one adb__lin_update would make (up to rounding: the sums
+ * are added in another order). Rewards count in m->n when added. */
+typedef struct adb__lin_batch adb__lin_batch;
+adb__lin_batch *adb__lin_batch_new(adb__lin_model *m);
+/* As adb__lin_update, into the batch (flushing first when decay must
+ * rescale the model's sums). */
+int adb__lin_batch_add(adb__lin_batch *b, const char *action,
+                       const adb__lin_x *x, double r, double t_s);
+/* Folds the batch into the model and empties it; ADB_ENOMEM leaves the
+ * model short of the batch's rewards (reload it). */
+int adb__lin_batch_flush(adb__lin_batch *b);
+void adb__lin_batch_free(adb__lin_batch *b);
+
 /* The posterior at time now_s: mean of the shared weights (k) and, for
  * known arms, of their biases; and the Cholesky factor of the shared
  * precision S (lower, k x k) — what a pool is drawn from. */

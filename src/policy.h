@@ -57,4 +57,21 @@ int adb__linear_pool_n(adb *db, const char *agent_id, int64_t *n);
 /* For tests: writes the model's checkpoint now. */
 int adb__linear_checkpoint(adb *db, const char *agent_id);
 
+/* What GET /v1/agents/{a}/policies/{user} shows of a linear agent: per
+ * catalogue action with an embedding (in id order), the weighted count of
+ * its rewards in the model (decayed, when the agent decays), and, for the
+ * user's stored embedding at an empty context (a state key cannot be
+ * turned back into context values), the mean and standard deviation of its
+ * score over the posterior draws decisions use, and the share of draws
+ * whose argmax it is (its propensity among all of them). */
+typedef struct adb__lin_arm_view {
+  char action[ADB_ID_MAX + 1];
+  double n, mean, sd, share;
+} adb__lin_arm_view;
+/* *arms is malloc'd (free it); *n_rewards: rewards in the model; *k: the
+ * shared features; *draws: the pool's size. */
+int adb__linear_view(adb *db, const char *agent_id, const char *user_id,
+                     adb__lin_arm_view **arms, int *n_arms, int64_t *n_rewards,
+                     int *k, int *draws);
+
 #endif

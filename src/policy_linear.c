@@ -52,6 +52,13 @@
  * a handle loads the model (checkpoint plus the rewards after it) before it
  * answers.
  *
+ * Decay (decay_half_life_s, off by default) ages a reward by the time its
+ * handle stamped it with (reward_signals.created_at_ms, copied into
+ * linear_rewards) against the time a pool is drawn, both on the handle's
+ * clock (adb_config.clock_ms, else the system clock): a simulation that
+ * runs faster than real time gives the handle its own clock, and decay
+ * acts on it exactly as on real time.
+ *
  * The user vector is the request's embedding, else the user's stored state
  * (a store read per decision: send the embedding to avoid it), else zeros;
  * the context vector is built from the agent's context keys only.
@@ -183,6 +190,7 @@ static void seen_prune(lin_agent *la, uint64_t xmin) {
 
 typedef struct scan_arg {
   lin_agent *la;
+  adb__lin_batch *batch; /* the rows of a scan are folded in together */
   int n_old;
   int64_t applied;
 } scan_arg;
@@ -198,8 +206,8 @@ static int scan_row(void *arg, const adb__lin_row *row) {
             "features; skipped\n",
             la->id, row->reward_id);
   } else {
-    int rc = adb__lin_update(&la->m, row->action, &feat, row->reward,
-                             (double)row->ts_ms / 1000.0);
+    int rc = adb__lin_batch_add(x->batch, row->action, &feat, row->reward,
+                                (double)row->ts_ms / 1000.0);
     if (rc == ADB_ENOMEM) return rc;
   }
   if (row->seq > la->after_seq) la->after_seq = row->seq;
@@ -209,10 +217,17 @@ static int scan_row(void *arg, const adb__lin_row *row) {
 
 /* Folds in the rewards applied since the watermark (la->mu held). */
 static int catch_up(adb *db, lin_agent *la, int64_t *applied) {
-  scan_arg x = {la, la->n_seen, 0};
+  scan_arg x = {la, adb__lin_batch_new(&la->m), la->n_seen, 0};
   uint64_t snap = 0;
+  if (!x.batch) return ADB_ENOMEM;
   int rc = db->store->m->lin_scan(db->store, la->id, la->after_seq, la->min_xid,
                                   &snap, scan_row, &x);
+  int frc = adb__lin_batch_flush(x.batch);
+  adb__lin_batch_free(x.batch);
+  if (frc) rc = frc;
+  if (rc == ADB_ENOMEM)
+    la->loaded = 0; /* rows marked applied may be
+                      missing: rebuild the model */
   if (rc == ADB_OK && snap > la->min_xid) la->min_xid = snap;
   seen_prune(la, la->min_xid);
   if (applied) *applied = x.applied;
@@ -302,9 +317,10 @@ static void publish_pool(lin_agent *la, adb__lin_pool *p) {
   adb__lin_pool_unref(old);
 }
 
-static int draw_pool(lin_agent *la) {
-  adb__lin_pool *p =
-      adb__lin_pool_make(&la->m, (double)adb__now_ms() / 1000.0, &la->rng, -1);
+/* The posterior at the handle's clock (decay ages rewards against it). */
+static int draw_pool(adb *db, lin_agent *la) {
+  adb__lin_pool *p = adb__lin_pool_make(
+      &la->m, (double)adb__clock_ms(db) / 1000.0, &la->rng, -1);
   if (!p) return ADB_ENOMEM;
   la->pool_n = la->m.n;
   publish_pool(la, p);
@@ -349,7 +365,7 @@ static void agent_tick(adb *db, lin_agent *la, const adb_agent_config *c,
   else
     rc = catch_up(db, la, NULL);
   int64_t now = adb__now_ms();
-  if (rc == ADB_OK && la->m.n != la->pool_n) rc = draw_pool(la);
+  if (rc == ADB_OK && la->m.n != la->pool_n) rc = draw_pool(db, la);
   if (force_acts || now - la->acts_ms >= LIN_ACTS_MS) load_acts(db, la);
   if (rc == ADB_OK && la->m.n != la->ckpt_n &&
       (la->m.n - la->ckpt_n >= LIN_CKPT_N || now - la->ckpt_ms >= LIN_CKPT_MS))
@@ -661,3 +677,99 @@ const adb__policy_model adb__policy_linear = {
     .model_tag = "linear-ts/1",
     .decide = linear_decide,
 };
+
+/* ---------------------------------------------------------------- view */
+
+static int view_cmp(const void *a, const void *b) {
+  return strcmp(((const adb__lin_arm_view *)a)->action,
+                ((const adb__lin_arm_view *)b)->action);
+}
+
+/* Mean, sd and argmax share of each arm's score over the pool's draws. */
+static void view_scores(const adb__lin_pool *p, const adb__lin_x *x,
+                        const float (*e)[ADB_LIN_P], const char *const *ids,
+                        int n, adb__lin_arm_view *v, double *scores) {
+  for (int j = 0; j < p->B; j++) {
+    adb__lin_scores(p, j, x, e, ids, n, scores);
+    int best = 0;
+    for (int a = 0; a < n; a++) {
+      v[a].mean += scores[a] / p->B;
+      v[a].sd += scores[a] * scores[a] / p->B;
+      if (scores[a] > scores[best]) best = a;
+    }
+    v[best].share += 1.0 / p->B;
+  }
+  for (int a = 0; a < n; a++)
+    v[a].sd = sqrt(fmax(0, v[a].sd - v[a].mean * v[a].mean));
+}
+
+int adb__linear_view(adb *db, const char *agent_id, const char *user_id,
+                     adb__lin_arm_view **arms, int *n_arms, int64_t *n_rewards,
+                     int *k, int *draws) {
+  *arms = NULL;
+  *n_arms = 0;
+  adb__agent *a = NULL;
+  int rc = adb__agent_acquire(db, agent_id, &a);
+  lin_agent *la = NULL;
+  if (!rc) rc = agent_of(db, a, &la);
+  if (a) adb__agent_release(a);
+  if (rc) return rc;
+  pthread_mutex_lock(&la->pmu);
+  adb__lin_pool *pool = la->pool;
+  acts *ac = la->acts;
+  atomic_fetch_add(&pool->refs, 1);
+  if (ac) atomic_fetch_add(&ac->refs, 1);
+  pthread_mutex_unlock(&la->pmu);
+  int n = ac ? (int)ac->map.len : 0;
+  adb__lin_arm_view *v = calloc((size_t)n + 1, sizeof *v);
+  float(*e)[ADB_LIN_P] = malloc(((size_t)n + 1) * sizeof *e);
+  const char **ids = malloc(((size_t)n + 1) * sizeof *ids);
+  double *scores = malloc(((size_t)n + 1) * sizeof *scores);
+  if (!v || !e || !ids || !scores) {
+    rc = adb__fail(db, ADB_ENOMEM, "out of memory");
+    n = 0;
+  }
+  int m = 0;
+  for (size_t i = 0; ac && m < n && i < ac->map.cap; i++)
+    if (ac->map.slots[i].key) {
+      snprintf(v[m].action, sizeof v[m].action, "%s", ac->map.slots[i].key);
+      memcpy(e[m], ac->map.slots[i].val, sizeof e[m]);
+      m++;
+    }
+  qsort(v, (size_t)m, sizeof *v, view_cmp);
+  for (int i = 0; i < m; i++) {
+    ids[i] = v[i].action;
+    memcpy(e[i], adb__strmap_get(&ac->map, v[i].action), sizeof e[i]);
+  }
+  adb_decide_req req = {.user_id = user_id};
+  adb__lin_x x;
+  user_vector(db, &req, x.u);
+  memset(x.c, 0, sizeof x.c);
+  if (m > 0)
+    view_scores(pool, &x, (const float(*)[ADB_LIN_P])e, ids, m, v, scores);
+  pthread_mutex_lock(&la->mu);
+  double s = la->m.cfg.half_life_s > 0 && la->m.n
+                 ? exp2((la->m.t_ref_s - (double)adb__clock_ms(db) / 1000) /
+                        la->m.cfg.half_life_s)
+                 : 1;
+  for (int i = 0; i < m; i++) {
+    void *idx = adb__strmap_get(&la->m.arm_index, v[i].action);
+    v[i].n = idx ? s * la->m.arms[(uintptr_t)idx - 1].a : 0;
+  }
+  *n_rewards = la->m.n;
+  *k = la->m.k;
+  pthread_mutex_unlock(&la->mu);
+  *draws = pool->B;
+  adb__lin_pool_unref(pool);
+  acts_unref(ac);
+  free(e);
+  free(ids);
+  free(scores);
+  if (rc) {
+    free(v);
+    return rc;
+  }
+  *arms = v;
+  *n_arms = m;
+  return ADB_OK;
+}

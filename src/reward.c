@@ -137,7 +137,8 @@ static int reward_target(adb *db, const adb__agent *a, const adb_reward_req *q,
   return ADB_OK;
 }
 
-int adb_reward(adb *db, const adb_reward_req *q, adb_reward_result *out) {
+/* Validates a reward request and builds its queue item. */
+static int reward_item(adb *db, const adb_reward_req *q, adb__item **out) {
   if (!q) return adb__fail(db, ADB_EINVAL, "no request");
   int rc = adb__check_id(db, "reward_id", q->reward_id);
   adb__agent *a = NULL;
@@ -164,20 +165,63 @@ int adb_reward(adb *db, const adb_reward_req *q, adb_reward_result *out) {
   r->reward_micro = adb__reward_to_micro(value);
   r->signals_json = q->signals ? signals_json(q->signals) : NULL;
   body_hash(q, r, r->signals_json, r->body_hash);
-  r->ts_ms = adb__now_ms();
+  r->ts_ms = adb__clock_ms(db);
+  *out = it;
+  return ADB_OK;
+}
+
+/* The answer of a committed (sync) or queued (async) reward. */
+static void reward_answer(int sync, int awaiting, double value,
+                          const adb__reward_rec *done, adb_reward_result *out) {
+  out->reward = sync ? done->first_reward : value;
+  out->applied = sync ? done->applied && !done->awaiting : 0;
+  out->awaiting_decision = awaiting && !(sync && done->late);
+  out->pending = !sync || out->awaiting_decision;
+  out->late = sync && done->late;
+}
+
+int adb_reward(adb *db, const adb_reward_req *q, adb_reward_result *out) {
+  adb__item *it = NULL;
+  int rc = reward_item(db, q, &it);
+  if (rc) return rc;
   int sync = db->cfg.durability == ADB_DURABILITY_SYNC;
-  int r_awaiting = r->awaiting;
+  int r_awaiting = it->u.r.awaiting;
+  double value = it->u.r.reward;
   adb__reward_rec done = {0};
   rc = adb__enqueue(db, it, sync, &done);
   if (rc) return rc;
-  if (out) {
-    out->reward = sync ? done.first_reward : value;
-    out->applied = sync ? done.applied && !done.awaiting : 0;
-    out->awaiting_decision = r_awaiting && !(sync && done.late);
-    out->pending = !sync || out->awaiting_decision;
-    out->late = sync && done.late;
-  }
+  if (out) reward_answer(sync, r_awaiting, value, &done, out);
   return ADB_OK;
+}
+
+typedef struct reward_cb_ctx {
+  adb *db;
+  adb__reward_done_fn cb;
+  void *arg;
+} reward_cb_ctx;
+
+static void reward_cb_done(adb__item *it, void *p) {
+  reward_cb_ctx x = *(reward_cb_ctx *)p;
+  free(p);
+  adb__reward_rec done = {0};
+  adb_reward_result res = {0};
+  int rc = adb__item_result(x.db, it, &done);
+  if (rc == ADB_OK)
+    reward_answer(1, it->u.r.awaiting, it->u.r.reward, &done, &res);
+  adb__item_free(it);
+  x.cb(rc, rc == ADB_OK ? &res : NULL, x.arg);
+}
+
+int adb__reward_cb(adb *db, const adb_reward_req *q, adb__reward_done_fn cb,
+                   void *arg) {
+  reward_cb_ctx *x = malloc(sizeof *x);
+  if (!x) return adb__fail(db, ADB_ENOMEM, "out of memory");
+  *x = (reward_cb_ctx){db, cb, arg};
+  adb__item *it = NULL;
+  int rc = reward_item(db, q, &it);
+  if (!rc) rc = adb__enqueue_cb(db, it, reward_cb_done, x);
+  if (rc) free(x);
+  return rc;
 }
 
 /* ---------------------------------------------------------------- episodes */

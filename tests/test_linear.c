@@ -33,6 +33,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -222,6 +223,47 @@ static void decay_matches_closed_form_in_any_order(void **state) {
   feed(&m, o, N_OBS, order);
   check_against_batch(&m, o, N_OBS, 1000, 10);
   adb__lin_free(&m);
+  free(o);
+}
+
+/* The catch-up's batched fold (rewards of one action and embedding
+ * grouped) is the same model: against the closed-form ridge solve, for
+ * several crosses (with the per-action bias the reference assumes), with
+ * and without decay (rescaling mid-batch). */
+static void batched_fold_equals_batch_ridge_solve(void **state) {
+  (void)state;
+  obs *o = malloc(N_OBS * sizeof *o);
+  make_obs(o, N_OBS, 13, 1000);
+  for (int i = 0; i < N_OBS; i++) /* one embedding per arm: groups */
+    for (int j = 0; j < i; j++)
+      if (o[j].arm == o[i].arm) {
+        memcpy(o[i].x.e, o[j].x.e, sizeof o[i].x.e);
+        break;
+      }
+  int crosses[] = {ADB_LIN_ALL, ADB_LIN_A | ADB_LIN_UA | ADB_LIN_BIAS,
+                   ADB_LIN_CA | ADB_LIN_BIAS, ADB_LIN_UA | ADB_LIN_BIAS};
+  double hs[] = {0, 10};
+  for (int c = 0; c < 4; c++)
+    for (int hi = 0; hi < 2; hi++) {
+      adb__lin_cfg cfg = {.crosses = crosses[c], .half_life_s = hs[hi]};
+      adb__lin_model m;
+      assert_int_equal(adb__lin_init(&m, &cfg), ADB_OK);
+      adb__lin_batch *b = adb__lin_batch_new(&m);
+      assert_non_null(b);
+      for (int i = 0; i < N_OBS; i++) {
+        char id[8];
+        snprintf(id, sizeof id, "a%d", o[i].arm);
+        assert_int_equal(adb__lin_batch_add(b, id, &o[i].x, o[i].r, o[i].t),
+                         ADB_OK);
+        if (i % 97 == 96) assert_int_equal(adb__lin_batch_flush(b), ADB_OK);
+      }
+      assert_int_equal(adb__lin_batch_flush(b), ADB_OK);
+      adb__lin_batch_free(b);
+      assert_int_equal(m.n, N_OBS);
+      if (hs[hi] > 0) assert_true(m.t_ref_s > 0);
+      check_against_batch(&m, o, N_OBS, 1000, hs[hi]);
+      adb__lin_free(&m);
+    }
   free(o);
 }
 
@@ -737,11 +779,113 @@ static void sigkill_loses_no_acknowledged_linear_reward(void **state) {
   util_store_drop(url);
 }
 
+/* A handle clock (adb_config.clock_ms) one day in the past, moved by the
+ * test: 7 s per round. */
+static _Atomic int64_t test_clock_ms;
+static int64_t test_clock(void *arg) {
+  (void)arg;
+  return atomic_load(&test_clock_ms);
+}
+
+enum { DECAY_ROUNDS = 120, DECAY_STEP_MS = 7000 };
+static int64_t decay_t0_ms;
+
+/* The reference for decay: rewards weighted by the times the test set
+ * (from the reward id "r-d<t>"), not by anything the store says. */
+static int decay_ref_row(void *arg, const adb__lin_row *row) {
+  ref_arg *x = arg;
+  adb__lin_x f;
+  int t = atoi(row->reward_id + 3);
+  assert_int_equal(strncmp(row->reward_id, "r-d", 3), 0);
+  assert_int_equal(row->ts_ms, decay_t0_ms + (int64_t)t * DECAY_STEP_MS);
+  assert_int_equal(adb__lin_blob_read(row->features, row->n_features, &f), 0);
+  return adb__lin_update(x->m, row->action, &f, row->reward,
+                         (double)(decay_t0_ms + (int64_t)t * DECAY_STEP_MS) /
+                             1000.0);
+}
+
+/* decay_half_life_s acts on the handle's clock: rewards are stamped with
+ * it (not the wall clock), and the model is the closed form
+ * sum 2^(-(now - t_i)/h) of the increments of the stored rewards. */
+static void decay_follows_the_handle_clock(void **state) {
+  char *url = util_store_fresh_url((const char *)*state);
+  assert_non_null(url);
+  decay_t0_ms = adb__now_ms() - 86400000;
+  atomic_store(&test_clock_ms, decay_t0_ms);
+  adb_config cfg = {.store_url = url,
+                    .durability = ADB_DURABILITY_SYNC,
+                    .write_timeout_ms = 20000,
+                    .cold_start_k = -1,
+                    .clock_ms = test_clock};
+  adb *db = NULL;
+  char err[512];
+  assert_int_equal(adb_open(&cfg, &db, err, sizeof err), ADB_OK);
+  make_agent(db);
+  adb_agent_config c;
+  assert_int_equal(adb_agent_get(db, "lin", &c), ADB_OK);
+  c.decay_half_life_s = 60;
+  assert_int_equal(adb_agent_put(db, &c), ADB_OK);
+  adb__rng r;
+  adb__rng_seed(&r, 23);
+  for (int t = 0; t < DECAY_ROUNDS; t++) {
+    atomic_store(&test_clock_ms, decay_t0_ms + (int64_t)t * DECAY_STEP_MS);
+    int u = (int)(adb__rng_next(&r) % 40);
+    char ev[32];
+    adb_decision d;
+    snprintf(ev, sizeof ev, "d%d", t);
+    assert_int_equal(decide(db, u, ev, &d), ADB_OK);
+    /* Tastes that flip half-way: what decay is for. */
+    double rr = t < DECAY_ROUNDS / 2 ? truth(u, atoi(d.action + 1))
+                                     : 1 - truth(u, atoi(d.action + 1));
+    int applied;
+    assert_int_equal(reward(db, ev, rr, &applied), ADB_OK);
+    assert_int_equal(applied, 1);
+  }
+  double now_s =
+      (double)(decay_t0_ms + (int64_t)DECAY_ROUNDS * DECAY_STEP_MS) / 1000;
+  double mine[401], ref[401], flat[401];
+  int k;
+  int64_t n;
+  assert_int_equal(adb__linear_posterior(db, "lin", now_s, mine, 401, &k, &n),
+                   0);
+  assert_int_equal(n, DECAY_ROUNDS);
+  adb_close(db);
+  /* The closed form from the stored rows and the times the test set. */
+  adb__store *st = NULL;
+  adb_config scfg = {0};
+  assert_int_equal(adb__store_open(url, &scfg, &st, err, sizeof err), 0);
+  double h[2] = {60, 0};
+  double *out[2] = {ref, flat};
+  for (int i = 0; i < 2; i++) {
+    adb__lin_model m;
+    adb__lin_cfg lc = {.half_life_s = h[i]};
+    assert_int_equal(adb__lin_init(&m, &lc), ADB_OK);
+    ref_arg x = {&m};
+    uint64_t snap;
+    assert_int_equal(st->m->lin_scan(st, "lin", 0, 0, &snap, decay_ref_row, &x),
+                     0);
+    assert_int_equal(m.n, DECAY_ROUNDS);
+    assert_int_equal(adb__lin_posterior(&m, now_s, out[i], NULL, NULL, NULL),
+                     0);
+    adb__lin_free(&m);
+  }
+  adb__store_close(st);
+  assert_means_close(mine, ref, k);
+  /* And decay mattered: the model without it is another model. */
+  double diff = 0;
+  for (int i = 0; i < k; i++)
+    diff = fmax(diff, fabs(flat[i] - ref[i]));
+  printf("    max |decayed - undecayed| posterior mean: %.3g\n", diff);
+  assert_true(diff > 1e-3);
+  util_store_drop(url);
+}
+
 int main(void) {
   setvbuf(stdout, NULL, _IONBF, 0);
   const struct CMUnitTest math[] = {
       cmocka_unit_test(update_equals_batch_ridge_solve),
       cmocka_unit_test(decay_matches_closed_form_in_any_order),
+      cmocka_unit_test(batched_fold_equals_batch_ridge_solve),
       cmocka_unit_test(sampler_has_posterior_mean_and_covariance),
       cmocka_unit_test(propensity_matches_monte_carlo),
       cmocka_unit_test(checkpoint_round_trips_and_bad_features_are_refused),
@@ -756,6 +900,8 @@ int main(void) {
         cmocka_unit_test_prestate(two_handles_converge_after_rewards_on_one,
                                   (void *)kinds[i]),
         cmocka_unit_test_prestate(sigkill_loses_no_acknowledged_linear_reward,
+                                  (void *)kinds[i]),
+        cmocka_unit_test_prestate(decay_follows_the_handle_clock,
                                   (void *)kinds[i]),
     };
     printf("[ store %s ]\n", kinds[i]);

@@ -20,6 +20,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -323,6 +324,40 @@ static void test_linear_agent_learns_over_http(void **state) {
          hits_first, WIN, hits_last, WIN);
   assert_true(hits_last >= WIN / 2);
   assert_true(hits_last > hits_first);
+  /* The policy route shows the linear model: its rewards, and per action
+   * the score's mean and sd over the draws for the user's stored
+   * embedding; user 2 likes h2. (Polled: the model folds rewards in
+   * within a tick.) */
+  resp p = {0};
+  for (int i = 0; i < 100; i++) {
+    util_http_resp_free(&p);
+    p = call(&S, "GET", "/v1/agents/hlin/policies/hu2", NULL);
+    assert_int_equal(p.status, 200);
+    json_t *m = json_object_get(p.json, "model");
+    if (json_integer_value(json_object_get(m, "n")) == ROUNDS) break;
+    usleep(100000);
+  }
+  assert_string_equal(json_string_value(json_object_get(p.json, "algorithm")),
+                      "linear");
+  json_t *m = json_object_get(p.json, "model"),
+         *arms = json_object_get(p.json, "arms");
+  assert_int_equal(json_integer_value(json_object_get(m, "n")), ROUNDS);
+  assert_int_equal(json_array_size(arms), K);
+  double share = 0, n_sum = 0, top = -1e9;
+  const char *best = "";
+  for (size_t i = 0; i < json_array_size(arms); i++) {
+    json_t *a = json_array_get(arms, i);
+    double mean = json_number_value(json_object_get(a, "mean"));
+    share += json_number_value(json_object_get(a, "share"));
+    n_sum += json_number_value(json_object_get(a, "n"));
+    assert_true(json_number_value(json_object_get(a, "sd")) >= 0);
+    if (mean > top)
+      top = mean, best = json_string_value(json_object_get(a, "action"));
+  }
+  assert_string_equal(best, "h2");
+  assert_true(fabs(share - 1) < 1e-9);
+  assert_true(fabs(n_sum - ROUNDS) < 1e-6); /* one per reward: no decay */
+  util_http_resp_free(&p);
   /* The request's embedding overrides the stored one. */
   resp d = call(&S, "POST", "/v1/agents/hlin/decide",
                 "{\"user_id\":\"hu0\",\"candidates\":[\"h0\",\"h3\"],"
@@ -382,11 +417,15 @@ static int read_ops(op *ops, int cap) {
   return n;
 }
 
+/* The id of the evaluation the documented POST started. */
+static char eval_id[64] = "none";
+
 /* {agent} -> shop etc. */
 static void fill_path(const char *tmpl, char *out, size_t cap) {
   static const char *const sub[][2] = {
-      {"{agent}", "shop"}, {"{action}", "item-1"}, {"{user}", "u1"},
-      {"{pattern}", "p1"}, {"{session}", "s1"},    {"{asset}", "app.js"}};
+      {"{agent}", "shop"},      {"{action}", "item-1"}, {"{user}", "u1"},
+      {"{pattern}", "p1"},      {"{session}", "s1"},    {"{asset}", "app.js"},
+      {"{evaluation}", eval_id}};
   size_t o = 0;
   for (const char *p = tmpl; *p && o + 1 < cap;) {
     int done = 0;
@@ -407,7 +446,7 @@ static void test_every_documented_route_answers_as_documented(void **state) {
   (void)state;
   op ops[64];
   int n = read_ops(ops, 64);
-  assert_int_equal(n, 36); /* every operation the server routes */
+  assert_int_equal(n, 40); /* every operation the server routes */
   /* Deletes last, in reverse order of the spec (an action before its
    * agent), so that every other operation finds its data. */
   int order[64], k = 0;
@@ -426,6 +465,11 @@ static void test_every_documented_route_answers_as_documented(void **state) {
       fprintf(stderr, "%s %s -> %d %s (documented first: %d)\n", ops[i].method,
               path, r.status, r.body ? r.body : "", ops[i].first_status);
     assert_int_equal(r.status, ops[i].first_status);
+    json_t *eid = r.status == 202 && strstr(path, "/evaluations")
+                      ? json_object_get(r.json, "id")
+                      : NULL;
+    if (json_is_string(eid))
+      snprintf(eval_id, sizeof eval_id, "%s", json_string_value(eid));
     /* Every answer but /metrics and the dashboard page's files is JSON. */
     if (strcmp(ops[i].path, "/metrics") != 0 && strcmp(ops[i].path, "/") != 0 &&
         strncmp(ops[i].path, "/dashboard/", 11) != 0) {

@@ -610,6 +610,87 @@ static void a_decision_without_reward_learns_the_default_once(void **state) {
                    1 + (strcmp(quiet.action, rewarded.action) == 0));
 }
 
+/* ------------------------------------------------ completion callbacks */
+
+typedef struct answers {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  pthread_t caller;
+  int n, applied, duplicate, conflict, other, on_caller, bad_first;
+} answers;
+
+static void on_reward(int rc, const adb_reward_result *res, void *arg) {
+  answers *a = arg;
+  pthread_mutex_lock(&a->mu);
+  a->on_caller += pthread_equal(pthread_self(), a->caller) != 0;
+  if (rc == ADB_OK && res && res->applied) {
+    a->applied++;
+  } else if (rc == ADB_OK && res) {
+    a->duplicate++;
+    a->bad_first += res->reward != 0.25; /* the first body's value */
+  } else if (rc == ADB_ECONFLICT) {
+    a->conflict++;
+  } else {
+    a->other++;
+  }
+  a->n++;
+  pthread_cond_signal(&a->cv);
+  pthread_mutex_unlock(&a->mu);
+}
+
+/* adb__reward_cb (for the HTTP loop threads): the caller queues and goes
+ * on; each reward is answered once, on another thread, with the same
+ * answers as adb_reward: applied once, a retry a duplicate that reports
+ * the first value, a reused id with another body a conflict. */
+static void
+a_completion_callback_answers_without_a_waiting_thread(void **state) {
+  fixture *f = *state;
+  enum { N = 300, DUP = 50 };
+  answers a = {.caller = pthread_self()};
+  pthread_mutex_init(&a.mu, NULL);
+  pthread_cond_init(&a.cv, NULL);
+  char id[32];
+  int sent = 0;
+  for (int i = 0; i < N; i++, sent++) {
+    snprintf(id, sizeof id, "cb-%d", i);
+    adb_reward_req q = direct(f, id, 0.25);
+    assert_int_equal(adb__reward_cb(f->db, &q, on_reward, &a), ADB_OK);
+  }
+  for (int i = 0; i < DUP; i++, sent++) { /* retries, same body */
+    snprintf(id, sizeof id, "cb-%d", i * 3);
+    adb_reward_req q = direct(f, id, 0.25);
+    assert_int_equal(adb__reward_cb(f->db, &q, on_reward, &a), ADB_OK);
+  }
+  adb_reward_req other = direct(f, "cb-7", 0.75); /* another body */
+  assert_int_equal(adb__reward_cb(f->db, &other, on_reward, &a), ADB_OK);
+  sent++;
+  adb_reward_req bad = direct(f, "cb-x", NAN); /* refused at once */
+  assert_int_equal(adb__reward_cb(f->db, &bad, on_reward, &a), ADB_EINVAL);
+
+  struct timespec dl;
+  clock_gettime(CLOCK_REALTIME, &dl);
+  dl.tv_sec += 60; /* a hang fails the test instead of blocking it */
+  pthread_mutex_lock(&a.mu);
+  while (a.n < sent && pthread_cond_timedwait(&a.cv, &a.mu, &dl) == 0) {
+  }
+  answers got = a;
+  pthread_mutex_unlock(&a.mu);
+  assert_int_equal(got.n, sent);
+  assert_int_equal(got.applied, N);
+  assert_int_equal(got.duplicate, DUP);
+  assert_int_equal(got.bad_first, 0);
+  assert_int_equal(got.conflict, 1);
+  assert_int_equal(got.other, 0);
+  assert_int_equal(got.on_caller, 0);
+  assert_int_equal(arm_n(f->db, "u", f->sk, "a0"), N);
+  adb_stats st;
+  adb_stats_get(f->db, &st);
+  assert_int_equal(st.rewards_applied, N);
+  assert_int_equal(st.rewards_duplicate, DUP);
+  pthread_cond_destroy(&a.cv);
+  pthread_mutex_destroy(&a.mu);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void) {
@@ -623,6 +704,7 @@ int main(void) {
       T(a_reward_before_its_decision_is_joined_once),
       T(a_reward_whose_decision_never_comes_expires_counted),
       T(a_decision_without_reward_learns_the_default_once),
+      T(a_completion_callback_answers_without_a_waiting_thread),
   };
   const char *kinds[4];
   int nk = util_store_kinds(kinds, 4), failed = 0;

@@ -209,7 +209,14 @@ async function basics(url) {
   check(pol.status === 200 && pol.body.name === "mine", `policy PUT: ${JSON.stringify(pol)}`);
   check((await http(url, "GET", "/v1/agents/personalizer")).body.lambda === 2, "policy --lambda not applied");
   await http(url, "DELETE", "/personalizer/v1.0/configurations/policy");
-  const props = await http(url, "GET", "/personalizer/v1.0/logs/properties");
+  // The hours come from the hourly rollups, written a second or so after
+  // the decisions: wait for them (bounded).
+  let props;
+  for (let i = 0; i < 100; i++) {
+    props = await http(url, "GET", "/personalizer/v1.0/logs/properties");
+    if (props.status !== 404) break;
+    await new Promise((r) => setTimeout(r, 200));
+  }
   check(props.status === 200 && props.body.dateRange.from < props.body.dateRange.to, `logs/properties: ${JSON.stringify(props)}`);
   const ev = await http(url, "GET", "/personalizer/v1.0/evaluations");
   check(ev.status === 501 && ev.body.error.code, `evaluations: ${JSON.stringify(ev)}`);
