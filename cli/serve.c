@@ -69,6 +69,7 @@ enum {
   O_CORS,
   O_RATE,
   O_BURST,
+  O_PZ_AGENT,
   O_MAX_EVALS,
   N_OPT
 };
@@ -159,6 +160,10 @@ static const opt_def opts[N_OPT] = {
     [O_BURST] = {"rate-burst", "AGENTDB_RATE_BURST", "", "N",
                  "requests a key may burst above --rate-limit (default: "
                  "the rate, at least 1)"},
+    [O_PZ_AGENT] = {"personalizer-agent", "AGENTDB_PERSONALIZER_AGENT",
+                    "personalizer", "ID",
+                    "agent of the /personalizer/v1.0 routes for a key not "
+                    "scoped to one agent (docs/personalizer.md)"},
 };
 
 static void usage(FILE *f) {
@@ -431,6 +436,7 @@ static int open_all(settings *s, running *r) {
                         .cors_origins = s->val[O_CORS],
                         .rate_per_s = r->auth ? s->rate : 0,
                         .rate_burst = s->burst,
+                        .personalizer_agent = s->val[O_PZ_AGENT],
                         .max_evaluations = (int)s->max_evals};
   if (s->rate > 0 && !r->auth)
     fprintf(stderr, "agentdb serve: --rate-limit is per API key: without "

@@ -259,6 +259,40 @@ static const route routes[] = {
      BLK_NEVER, 0},
     {GET, "/v1/dashboard/agents/{agent}/inspect/{user}", adb__api_dash_inspect,
      BLK_NEVER, 0},
+    /* Azure Personalizer v1.0 (api_personalizer.c; docs/personalizer.md):
+     * Microsoft's contract, not in docs/openapi.yaml. */
+    {POST, "/personalizer/v1.0/rank", adb__api_pz_rank, BLK_ALWAYS, 0},
+    {POST, "/personalizer/v1.0/events/{eventId}/reward", adb__api_pz_reward,
+     BLK_ALWAYS, 0},
+    {POST, "/personalizer/v1.0/events/{eventId}/activate", adb__api_pz_activate,
+     BLK_ALWAYS, 0},
+    {GET, "/personalizer/v1.0/configurations/service", adb__api_pz_service_get,
+     BLK_ALWAYS, 0},
+    {PUT, "/personalizer/v1.0/configurations/service", adb__api_pz_service_put,
+     BLK_ALWAYS, 0},
+    {GET, "/personalizer/v1.0/configurations/policy", adb__api_pz_policy_get,
+     BLK_ALWAYS, 0},
+    {PUT, "/personalizer/v1.0/configurations/policy", adb__api_pz_policy_put,
+     BLK_ALWAYS, 0},
+    {DEL, "/personalizer/v1.0/configurations/policy", adb__api_pz_policy_delete,
+     BLK_ALWAYS, 0},
+    {GET, "/personalizer/v1.0/model", adb__api_pz_model_get, BLK_ALWAYS, 0},
+    {DEL, "/personalizer/v1.0/model", adb__api_pz_model_delete, BLK_ALWAYS, 0},
+    {GET, "/personalizer/v1.0/model/properties", adb__api_pz_model_properties,
+     BLK_ALWAYS, 0},
+    {DEL, "/personalizer/v1.0/logs", adb__api_pz_logs_delete, BLK_ALWAYS, 0},
+    {GET, "/personalizer/v1.0/logs/properties", adb__api_pz_logs_properties,
+     BLK_ALWAYS, 0},
+    {GET, "/personalizer/v1.0/evaluations", adb__api_pz_evaluations, BLK_NEVER,
+     0},
+    {POST, "/personalizer/v1.0/evaluations", adb__api_pz_evaluations, BLK_NEVER,
+     0},
+    {GET, "/personalizer/v1.0/evaluations/{evaluationId}",
+     adb__api_pz_evaluations, BLK_NEVER, 0},
+    {DEL, "/personalizer/v1.0/evaluations/{evaluationId}",
+     adb__api_pz_evaluations, BLK_NEVER, 0},
+    {GET, "/personalizer/v1.0/apprentice", adb__api_pz_apprentice, BLK_ALWAYS,
+     0},
     {POST, "/v1/agents/{agent}/evaluations", adb__api_evaluation_start,
      BLK_ALWAYS, 0},
     {GET, "/v1/agents/{agent}/evaluations", adb__api_evaluations_list,
@@ -329,7 +363,9 @@ static int take_params(rctx *x, const char **seg, const size_t *len, int n) {
     int star =
         (x->rt->fn == adb__api_policy || x->rt->fn == adb__api_dash_inspect) &&
         i == 1 && x->param[i] && strcmp(x->param[i], "*") == 0;
-    if (!x->param[i] || (!star && !adb_id_valid(x->param[i]))) {
+    /* Personalizer's ids are any text (api_personalizer.c maps them). */
+    int pz = strncmp(x->rt->pattern, "/personalizer/", 14) == 0;
+    if (!x->param[i] || (!star && !pz && !adb_id_valid(x->param[i]))) {
       const char *f = param_name(x->rt->pattern, i);
       return adb__api_fail(x, 400, "invalid_field", f,
                            "'%s' in the path must be 1..128 characters of "
@@ -364,13 +400,28 @@ static const route *find_route(rctx *x, const char **seg, size_t *len, int *n) {
   return NULL;
 }
 
+/* The key of a request: Authorization: Bearer, or Personalizer's
+ * Ocp-Apim-Subscription-Key header. */
+static int key_of(const adb__auth *auth, const adb__http_req *r) {
+  int k = adb__auth_check(auth, r->authorization, r->authorization_len);
+  if (k >= 0 || !r->subscription_key || r->subscription_key_len > 512) return k;
+  char h[7 + 512];
+  memcpy(h, "Bearer ", 7);
+  memcpy(h + 7, r->subscription_key, r->subscription_key_len);
+  return adb__auth_check(auth, h, 7 + r->subscription_key_len);
+}
+
 /* API key and agent scope. */
 static int authorise(rctx *x) {
   const adb__auth *auth = x->auth;
   x->key = -1;
   if (!auth || x->rt->open) return 0;
-  x->key =
-      adb__auth_check(auth, x->req->authorization, x->req->authorization_len);
+  x->key = key_of(auth, x->req);
+  if (x->key < 0 && strncmp(x->rt->pattern, "/personalizer/", 14) == 0)
+    return adb__api_fail(x, 401, "401", NULL,
+                         "Access denied due to invalid subscription key: "
+                         "Ocp-Apim-Subscription-Key must hold an AgentDB API "
+                         "key");
   if (x->key < 0) {
     adb__api_fail(x, 401, "unauthorized", NULL,
                   "a valid API key is required: Authorization: Bearer <key>");
@@ -386,7 +437,7 @@ static int authorise(rctx *x) {
 static void hide_routes(rctx *x) {
   const adb__http_req *r = x->req;
   if (!x->auth || r->path_len < 3 || memcmp(r->path, "/v1", 3) ||
-      adb__auth_check(x->auth, r->authorization, r->authorization_len) >= 0)
+      key_of(x->auth, r) >= 0)
     return;
   x->resp->headers_len = 0;
   adb__api_fail(x, 401, "unauthorized", NULL,
@@ -563,7 +614,8 @@ static int cors(rctx *x) {
   adb__http_resp_header(x->resp, "Access-Control-Allow-Methods",
                         "GET, PUT, POST, DELETE");
   adb__http_resp_header(x->resp, "Access-Control-Allow-Headers",
-                        "Authorization, Content-Type");
+                        "Authorization, Content-Type, "
+                        "Ocp-Apim-Subscription-Key");
   adb__http_resp_header(x->resp, "Access-Control-Max-Age", "600");
   x->resp->status = 204;
   return 1;
@@ -668,9 +720,7 @@ int adb__api_handle(void *ud, adb__http_req *req, adb__http_resp *resp) {
 int adb__api_admit(void *ud, const adb__http_req *req, adb__http_resp *resp) {
   adb__api *api = ud;
   const adb__auth *auth = __atomic_load_n(&api->cfg.auth, __ATOMIC_ACQUIRE);
-  if (!auth ||
-      adb__auth_check(auth, req->authorization, req->authorization_len) >= 0)
-    return 0;
+  if (!auth || key_of(auth, req) >= 0) return 0;
   rctx x = {.api = api,
             .req = (adb__http_req *)req,
             .resp = resp,

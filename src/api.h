@@ -36,6 +36,9 @@ typedef struct adb__api_config {
   /* Per API key token bucket: rate_per_s requests a second on average,
    * bursts of rate_burst; 0 = no limit. Only with API keys. */
   double rate_per_s, rate_burst;
+  /* The agent of the /personalizer routes for a key not scoped to one
+   * agent (or without keys); NULL or "" = "personalizer". */
+  const char *personalizer_agent;
   /* Offline evaluations (POST /v1/agents/{agent}/evaluations): at most
    * max_evaluations at once (0: 2), reading the log through eval_scan
    * (NULL: the store's log_scan on db; evaluate.h). */

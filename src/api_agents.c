@@ -263,7 +263,8 @@ int adb__api_agent_get(rctx *x) {
 static int action_from_json(rctx *x, json_t *o, const char *prefix,
                             adb_action *a) {
   static const char *const keys[] = {"id",       "embedding", "embedding_b64",
-                                     "metadata", "disabled",  NULL};
+                                     "metadata", "disabled",  "features",
+                                     NULL};
   if (!json_is_object(o))
     return adb__api_fail(x, 400, "invalid_field", prefix,
                          "an action is an object");
@@ -273,7 +274,8 @@ static int action_from_json(rctx *x, json_t *o, const char *prefix,
   char *meta;
   if (adb__api_get_embedding(x, o, prefix, 0, &emb, &dim) ||
       adb__api_get_object_text(x, o, "metadata", prefix, &meta) ||
-      adb__api_get_bool(x, o, "disabled", prefix, &disabled))
+      adb__api_get_bool(x, o, "disabled", prefix, &disabled) ||
+      adb__api_get_features(x, o, "features", prefix, &emb, &dim))
     return -1;
   a->embedding = emb;
   a->embedding_dim = dim;

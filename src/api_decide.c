@@ -159,9 +159,9 @@ static int decide_json(rctx *x, decide_in *in) {
   memset(in, 0, sizeof *in);
   json_t *doc = adb__api_parse_body(x, 0);
   if (!doc) return -1;
-  static const char *const keys[] = {
-      "user_id",       "candidates", "context",  "embedding",
-      "embedding_b64", "k",          "event_id", NULL};
+  static const char *const keys[] = {"user_id",   "candidates",       "context",
+                                     "embedding", "embedding_b64",    "k",
+                                     "event_id",  "context_features", NULL};
   if (adb__api_check_keys(x, doc, keys, NULL)) return -1;
   json_t *c = adb__api_member(doc, "candidates");
   if (c && !json_is_array(c))
@@ -203,6 +203,15 @@ static int decide_json(rctx *x, decide_in *in) {
                          sizeof err))
       return adb__api_fail(x, 400, "invalid_field", "embedding",
                            "'embedding': %s", err);
+  }
+  if (adb__api_member(doc, "context_features")) { /* features.c */
+    if (in->has_emb || in->has_b64)
+      return adb__api_fail(x, 400, "invalid_field", "context_features",
+                           "give 'context_features' or an embedding, not both");
+    if (adb__api_get_features(x, doc, "context_features", NULL, &in->emb,
+                              &in->dim))
+      return -1;
+    in->has_emb = 1;
   }
   json_t *k = adb__api_member(doc, "k");
   if (k && !json_is_integer(k))

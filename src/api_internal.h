@@ -120,6 +120,11 @@ int adb__api_get_object_text(rctx *x, json_t *o, const char *k,
 /* "embedding" (array) or "embedding_b64" (base64 float32 LE). */
 int adb__api_get_embedding(rctx *x, json_t *o, const char *prefix, int required,
                            float **emb, int *dim);
+/* Personalizer-style features o[k] (a list of JSON objects, features.c)
+ * hashed into a vector of ADB_FEAT_DIM values, when o[k] is present and
+ * *emb is NULL (an embedding given as well is a 400). */
+int adb__api_get_features(rctx *x, json_t *o, const char *k, const char *prefix,
+                          float **emb, int *dim);
 /* A context {key: string|number|boolean} as key/value pairs. */
 int adb__api_get_context(rctx *x, json_t *o, const char *k, adb_kv **kv,
                          int *n);
@@ -189,5 +194,22 @@ int adb__api_evaluation_start(rctx *x);
 int adb__api_evaluations_list(rctx *x);
 int adb__api_evaluation_get(rctx *x);
 int adb__api_evaluation_cancel(rctx *x);
+
+/* Azure Personalizer v1.0 (api_personalizer.c). */
+int adb__api_pz_rank(rctx *x);
+int adb__api_pz_reward(rctx *x);
+int adb__api_pz_activate(rctx *x);
+int adb__api_pz_service_get(rctx *x);
+int adb__api_pz_service_put(rctx *x);
+int adb__api_pz_policy_get(rctx *x);
+int adb__api_pz_policy_put(rctx *x);
+int adb__api_pz_policy_delete(rctx *x);
+int adb__api_pz_model_get(rctx *x);
+int adb__api_pz_model_properties(rctx *x);
+int adb__api_pz_model_delete(rctx *x);
+int adb__api_pz_logs_delete(rctx *x);
+int adb__api_pz_logs_properties(rctx *x);
+int adb__api_pz_evaluations(rctx *x);
+int adb__api_pz_apprentice(rctx *x);
 
 #endif /* ADB_API_INTERNAL_H */

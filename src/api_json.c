@@ -7,6 +7,7 @@
  */
 #define _GNU_SOURCE
 #include "api_internal.h"
+#include "feature.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -501,5 +502,23 @@ int adb__api_bulk(rctx *x, const char *name, json_t **arr, size_t *n) {
     return adb__api_fail(x, 400, "invalid_field", name,
                          "'%s' must be an array of 1..%d %s", name, MAX_BULK,
                          name);
+  return 0;
+}
+
+int adb__api_get_features(rctx *x, json_t *o, const char *k, const char *prefix,
+                          float **emb, int *dim) {
+  json_t *v = adb__api_member(o, k);
+  if (!v) return 0;
+  const char *f = adb__api_fname(x, prefix, k);
+  if (*emb)
+    return adb__api_fail(x, 400, "invalid_field", f,
+                         "give '%s' or an embedding, not both", k);
+  char bad[128];
+  float *e = adb__api_alloc(x, ADB_FEAT_DIM * sizeof *e);
+  if (!e) return adb__api_fail(x, 500, "internal", NULL, "out of memory");
+  if (adb__features_hash(v, e, bad, sizeof bad) < 0)
+    return adb__api_fail(x, 400, "invalid_field", f, "'%s' %s", k, bad);
+  *emb = e;
+  *dim = ADB_FEAT_DIM;
   return 0;
 }

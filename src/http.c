@@ -257,6 +257,9 @@ static int parse_header(const char *s, size_t n, adb__http_req *req,
   } else if (name_is(name, nl, "authorization")) {
     req->authorization = v;
     req->authorization_len = vl;
+  } else if (name_is(name, nl, "ocp-apim-subscription-key")) {
+    req->subscription_key = v;
+    req->subscription_key_len = vl;
   } else if (name_is(name, nl, "x-request-id")) {
     req->request_id = v;
     req->request_id_len = vl;

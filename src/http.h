@@ -54,6 +54,10 @@ typedef struct adb__http_req {
   size_t body_len;
   int in_pool; /* set when called again on a pool thread */
   int worker;  /* index of the worker thread */
+  /* Ocp-Apim-Subscription-Key header value or NULL (the Personalizer
+   * routes' API key, api_personalizer.c) */
+  const char *subscription_key;
+  size_t subscription_key_len;
 } adb__http_req;
 
 /* Parses a request head at buf[0..len). Returns its length (> 0) when
