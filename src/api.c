@@ -301,6 +301,7 @@ static const route routes[] = {
      adb__api_evaluation_get, BLK_NEVER, 0},
     {DEL, "/v1/agents/{agent}/evaluations/{evaluation}",
      adb__api_evaluation_cancel, BLK_ALWAYS, 0},
+    {GET, "/v1/agents/{agent}/log", adb__api_agent_log, BLK_ALWAYS, 0},
 };
 #define N_ROUTES (int)(sizeof routes / sizeof routes[0])
 
@@ -472,7 +473,7 @@ static int scope_ok(rctx *x) {
  * one, so that no typo is silently taken as the default. */
 static const struct {
   const char *pattern;
-  const char *params[3];
+  const char *params[4];
 } query_params[] = {
     {"/healthz", {NULL}},
     {"/readyz", {NULL}},
@@ -493,6 +494,7 @@ static const struct {
     {"/v1/sessions/{session}", {"ttl_s", "agent", NULL}},
     {"/v1/agents/{agent}/evaluations", {NULL}},
     {"/v1/agents/{agent}/evaluations/{evaluation}", {NULL}},
+    {"/v1/agents/{agent}/log", {"from", "to", "format", NULL}},
 };
 
 static int query_param_known(int q, const char *name, size_t n) {
@@ -707,11 +709,17 @@ int adb__api_handle(void *ud, adb__http_req *req, adb__http_resp *resp) {
     }
     x.rt->fn(&x);
   }
-  request_id(req, resp);
-  cors(&x);
+  adb__api_answer_headers(&x);
   json_decref(x.doc);
   adb__arena_reset(x.ar);
   return ADB__HTTP_DONE;
+}
+
+void adb__api_answer_headers(rctx *x) {
+  if (x->headers_set) return;
+  x->headers_set = 1;
+  request_id(x->req, x->resp);
+  cors(x);
 }
 
 /* Before a large body is read: without a valid key (when keys are set)

@@ -70,6 +70,7 @@ struct rctx {
   json_t *doc;
   const adb__auth *auth; /* the keys in force when the request came */
   int key;               /* API key index in auth, -1 without auth */
+  int headers_set;       /* request id and CORS headers already added */
 };
 
 /* Open-addressing set of strings in the arena, for uniqueness checks. */
@@ -191,6 +192,11 @@ int adb__api_action_delete(rctx *x);
 int adb__api_user_summary(rctx *x);
 int adb__api_user_erase(rctx *x);
 int adb__api_evaluation_start(rctx *x);
+/* api_log.c: GET /v1/agents/{agent}/log, the decision log streamed. */
+int adb__api_agent_log(rctx *x);
+/* Adds the request id and CORS headers to the answer now (api.c), for an
+ * answer streamed before its handler returns. */
+void adb__api_answer_headers(rctx *x);
 int adb__api_evaluations_list(rctx *x);
 int adb__api_evaluation_get(rctx *x);
 int adb__api_evaluation_cancel(rctx *x);

@@ -585,7 +585,20 @@ typedef struct conn {
   unsigned reading : 1; /* ev_read is added */
   unsigned sent_continue : 1;
   unsigned peer_closed : 1;
+  job *job; /* the job out (pending), for its stream */
 } conn;
+
+/* A streamed answer (adb__http_stream_begin): the pool thread appends
+ * framed chunks to q under mu; the worker swaps q with the connection's
+ * drained output and signals cv. */
+struct adb__http_stream {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  adb__buf q;
+  job *j;
+  worker *w;
+  int started, closed, failed, raw, closing, head;
+};
 
 struct job {
   job *next;
@@ -593,6 +606,9 @@ struct job {
   adb__http_resp resp;
   adb__buf body;
   int64_t t0_ns;
+  adb__http_stream stream;
+  job *pump_next; /* in the worker's pump list */
+  int in_pump;
 };
 
 struct worker {
@@ -608,6 +624,7 @@ struct worker {
   adb__buf scratch;   /* answer bodies of inline handlers */
   pthread_mutex_t mu; /* guards done_* and shutdown_req */
   job *done_head, *done_tail;
+  job *pump_head; /* jobs whose stream has bytes for the socket */
   int shutdown_req;
   int draining;
   int64_t drain_deadline_ms;
@@ -682,6 +699,13 @@ static void conn_close(conn *c) {
   if (c->next) c->next->prev = c->prev;
   w->n_conns--;
   __atomic_sub_fetch(&w->srv->n_open, 1, __ATOMIC_RELAXED);
+  if (c->job) {
+    adb__http_stream *st = &c->job->stream;
+    pthread_mutex_lock(&st->mu);
+    st->closed = 1;
+    pthread_cond_broadcast(&st->cv);
+    pthread_mutex_unlock(&st->mu);
+  }
   if (c->pending)
     c->zombie = 1;
   else
@@ -847,6 +871,125 @@ static void finish(conn *c, adb__http_req *req, adb__http_resp *resp,
   notify_done(w, req, resp, t0);
 }
 
+/* --------------------------------------------------- streamed answers */
+
+static void stream_init(adb__http_stream *st, job *j, worker *w) {
+  pthread_mutex_init(&st->mu, NULL);
+  pthread_cond_init(&st->cv, NULL);
+  st->j = j;
+  st->w = w;
+}
+
+static void wake(worker *w);
+
+/* On the worker: moves the stream's queued bytes to the connection once
+ * its output is drained, and wakes the producer. */
+static void stream_pump(conn *c) {
+  job *j = c->job;
+  if (c->fd < 0 || !j || c->out.len) return;
+  adb__http_stream *st = &j->stream;
+  pthread_mutex_lock(&st->mu);
+  adb__buf t = c->out;
+  c->out = st->q;
+  st->q = t;
+  c->out_off = 0;
+  pthread_cond_broadcast(&st->cv);
+  pthread_mutex_unlock(&st->mu);
+  conn_flush(c);
+}
+
+/* On the producer: asks the worker to pump (once until it has). */
+static void stream_post(adb__http_stream *st) {
+  worker *w = st->w;
+  pthread_mutex_lock(&w->mu);
+  int post = !st->j->in_pump;
+  if (post) {
+    st->j->in_pump = 1;
+    st->j->pump_next = w->pump_head;
+    w->pump_head = st->j;
+  }
+  pthread_mutex_unlock(&w->mu);
+  if (post) wake(w);
+}
+
+int adb__http_stream_begin(adb__http_stream *st, const adb__http_resp *resp) {
+  const adb__http_req *req = &st->j->c->req; /* the pool thread's own */
+  char date[64];
+  time_t t = time(NULL);
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  strftime(date, sizeof date, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+  st->raw = req->minor == 0;
+  st->head = req->method == ADB__HTTP_HEAD;
+  st->closing = !req->keep_alive || st->raw ||
+                __atomic_load_n(&st->w->srv->draining, __ATOMIC_RELAXED);
+  const char *ctype =
+      resp->content_type ? resp->content_type : "application/json";
+  char status[16];
+  snprintf(status, sizeof status, "%d ", resp->status);
+  pthread_mutex_lock(&st->mu);
+  adb__buf *b = &st->q;
+  adb__buf_puts(b, "HTTP/1.1 ");
+  adb__buf_puts(b, status);
+  adb__buf_puts(b, adb__http_reason(resp->status));
+  adb__buf_puts(b, "\r\n");
+  adb__buf_puts(b, date);
+  adb__buf_puts(b, "Content-Type: ");
+  adb__buf_puts(b, ctype);
+  adb__buf_puts(b, st->raw ? "\r\n" : "\r\nTransfer-Encoding: chunked\r\n");
+  if (st->closing) adb__buf_puts(b, "Connection: close\r\n");
+  adb__buf_append(b, resp->headers, resp->headers_len);
+  adb__buf_puts(b, "\r\n");
+  st->started = 1;
+  int rc = st->closed ? -1 : 0;
+  pthread_mutex_unlock(&st->mu);
+  stream_post(st);
+  return rc;
+}
+
+int adb__http_stream_write(adb__http_stream *st, const void *p, size_t n) {
+  if (st->head) return -1;
+  if (!n) return 0;
+  pthread_mutex_lock(&st->mu);
+  while (!st->closed && st->q.len > ADB__HTTP_STREAM_QUEUE)
+    pthread_cond_wait(&st->cv, &st->mu);
+  if (st->closed) {
+    pthread_mutex_unlock(&st->mu);
+    return -1;
+  }
+  int was_empty = st->q.len == 0;
+  char size[24];
+  snprintf(size, sizeof size, "%zx\r\n", n);
+  if (!st->raw) adb__buf_puts(&st->q, size);
+  adb__buf_append(&st->q, p, n);
+  if (!st->raw) adb__buf_puts(&st->q, "\r\n");
+  pthread_mutex_unlock(&st->mu);
+  if (was_empty) stream_post(st);
+  return 0;
+}
+
+void adb__http_stream_fail(adb__http_stream *st) {
+  st->failed = 1;
+}
+
+/* On the worker, when the handler of a streamed answer has returned: the
+ * rest of the queue and the last chunk. */
+static void finish_stream(conn *c, job *j) {
+  adb__http_stream *st = &j->stream;
+  c->in[c->in_off + c->req_total] = c->saved;
+  adb__buf_append(&c->out, st->q.p, st->q.len);
+  st->q.len = 0;
+  if (!st->failed && !st->raw && !st->head) adb__buf_puts(&c->out, "0\r\n\r\n");
+  c->in_off += c->req_total;
+  c->req_start_ms = 0;
+  c->sent_continue = 0;
+  if (st->closing || st->failed || c->w->draining) {
+    c->close_after = 1;
+    c->in_off = c->in_len;
+  }
+  notify_done(c->w, &c->req, &j->resp, j->t0_ns);
+}
+
 static void pool_submit(adb__http_server *s, job *j) {
   pthread_mutex_lock(&s->pool_mu);
   if (s->q_tail)
@@ -864,6 +1007,7 @@ static void dispatch(conn *c, adb__http_req *req, size_t total) {
   int64_t t0 = now_ns();
   req->worker = w->idx;
   req->in_pool = 0;
+  req->stream = NULL;
   w->scratch.len = 0;
   adb__http_resp resp = {.status = 200, .body = &w->scratch};
   int rc = cfg->handler(cfg->ud, req, &resp);
@@ -881,6 +1025,8 @@ static void dispatch(conn *c, adb__http_req *req, size_t total) {
       j->t0_ns = t0;
       j->resp.status = 200;
       j->resp.body = &j->body;
+      stream_init(&j->stream, j, w);
+      c->job = j;
       pool_submit(w->srv, j);
       return;
     }
@@ -1175,6 +1321,8 @@ static void on_write(evutil_socket_t fd, short what, void *arg) {
   (void)fd;
   (void)what;
   if (conn_flush(c) < 0) return;
+  if (c->job) stream_pump(c);
+  if (c->fd < 0) return;
   if (!c->pending && !c->close_after && c->in_off < c->in_len) {
     conn_process(c);
     if (conn_flush(c) < 0) return;
@@ -1315,18 +1463,29 @@ static void start_draining(worker *w) {
   maybe_exit(w);
 }
 
+static void job_free(job *j) {
+  adb__buf_free(&j->body);
+  adb__buf_free(&j->stream.q);
+  pthread_mutex_destroy(&j->stream.mu);
+  pthread_cond_destroy(&j->stream.cv);
+  free(j);
+}
+
 static void complete_job(job *j) {
   conn *c = j->c;
   c->pending = 0;
+  c->job = NULL;
   if (c->zombie) {
     conn_free(c);
   } else {
-    finish(c, &c->req, &j->resp, c->req_total, j->t0_ns);
+    if (j->stream.started)
+      finish_stream(c, j);
+    else
+      finish(c, &c->req, &j->resp, c->req_total, j->t0_ns);
     conn_process(c);
     after_io(c);
   }
-  adb__buf_free(&j->body);
-  free(j);
+  job_free(j);
 }
 
 static void on_notify(evutil_socket_t fd, short what, void *arg) {
@@ -1337,9 +1496,19 @@ static void on_notify(evutil_socket_t fd, short what, void *arg) {
   pthread_mutex_lock(&w->mu);
   job *j = w->done_head;
   w->done_head = w->done_tail = NULL;
+  job *pumps = w->pump_head;
+  w->pump_head = NULL;
+  for (job *p = pumps; p; p = p->pump_next)
+    p->in_pump = 0;
   int stop = w->shutdown_req;
   pthread_mutex_unlock(&w->mu);
   update_date(w);
+  /* Before the done jobs: a job in both lists is freed by its completion. */
+  while (pumps) {
+    job *next = pumps->pump_next;
+    stream_pump(pumps->c);
+    pumps = next;
+  }
   while (j) {
     job *next = j->next;
     complete_job(j);
@@ -1379,6 +1548,7 @@ static void *pool_main(void *arg) {
     j->next = NULL;
     conn *c = j->c;
     c->req.in_pool = 1;
+    c->req.stream = &j->stream;
     s->cfg.handler(s->cfg.ud, &c->req, &j->resp);
     worker *w = c->w;
     pthread_mutex_lock(&w->mu);
@@ -1630,8 +1800,7 @@ static void worker_free(worker *w) {
   while (j) {
     job *next = j->next;
     if (j->c->zombie) conn_free(j->c);
-    adb__buf_free(&j->body);
-    free(j);
+    job_free(j);
     j = next;
   }
   if (w->ev_listen) event_free(w->ev_listen);

@@ -58,6 +58,9 @@ typedef struct adb__http_req {
    * routes' API key, api_personalizer.c) */
   const char *subscription_key;
   size_t subscription_key_len;
+  /* On a pool thread: the answer may be streamed through it (below);
+   * NULL on the worker thread. */
+  struct adb__http_stream *stream;
 } adb__http_req;
 
 /* Parses a request head at buf[0..len). Returns its length (> 0) when
@@ -166,6 +169,23 @@ typedef struct adb__http_config {
 } adb__http_config;
 
 typedef struct adb__http_server adb__http_server;
+
+/* A streamed answer, for a handler on a pool thread (req->stream). begin
+ * sends the status line and headers of resp (status, content_type,
+ * headers; its body is ignored) with Transfer-Encoding: chunked (HTTP/1.0:
+ * no framing, the connection closes at the end); each write sends one
+ * chunk. A write blocks while more than ADB__HTTP_STREAM_QUEUE bytes wait
+ * for the socket, and wakes as the worker thread drains them, so memory
+ * stays bounded whatever the size of the answer. A write returns -1 once
+ * the client has gone (or stalled past request_timeout_ms), or for HEAD:
+ * the producer then stops. When the handler returns the last chunk is
+ * sent; after adb__http_stream_fail the answer ends without it and the
+ * connection closes, so that the client sees a truncated answer. */
+typedef struct adb__http_stream adb__http_stream;
+enum { ADB__HTTP_STREAM_QUEUE = 256 * 1024 };
+int adb__http_stream_begin(adb__http_stream *s, const adb__http_resp *resp);
+int adb__http_stream_write(adb__http_stream *s, const void *p, size_t n);
+void adb__http_stream_fail(adb__http_stream *s);
 
 /* Binds and starts serving. On failure writes the reason to err. */
 int adb__http_start(const adb__http_config *cfg, adb__http_server **out,

@@ -4,6 +4,7 @@
  * and `agentdb import` teaching a fresh agent what the logging agent
  * learned.
  */
+#define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,11 +12,14 @@
 
 #include <cmocka.h>
 
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "agentdb.h"
@@ -24,6 +28,8 @@
 #include "json.h"
 #include "logfmt.h"
 #include "logimport.h"
+#include "util_http.h"
+#include "util_server.h"
 #include "util_store.h"
 
 #define DIM 4
@@ -509,6 +515,225 @@ static void cli_export_and_import(void **state) {
   util_store_drop(url);
 }
 
+/* ------------------------------------------------------------ HTTP */
+
+/* The body of a chunked answer in raw (head and chunks), decoded; NULL
+ * when raw is not a whole 200 chunked answer. */
+static char *dechunk(const char *raw, const char *ctype, size_t *len) {
+  const char *body = strstr(raw, "\r\n\r\n");
+  if (strncmp(raw, "HTTP/1.1 200 ", 13) || !body ||
+      !strcasestr(raw, "transfer-encoding: chunked") ||
+      !strcasestr(raw, ctype) || strcasestr(raw, "content-length"))
+    return NULL;
+  body += 4;
+  char *out = malloc(strlen(body) + 1);
+  size_t n = 0;
+  for (;;) {
+    char *end;
+    unsigned long sz = strtoul(body, &end, 16);
+    if (end == body || strncmp(end, "\r\n", 2)) break;
+    body = end + 2;
+    if (sz == 0) {
+      if (strcmp(body, "\r\n")) break;
+      out[n] = '\0';
+      *len = n;
+      return out;
+    }
+    if (strlen(body) < sz + 2 || strncmp(body + sz, "\r\n", 2)) break;
+    memcpy(out + n, body, sz);
+    n += sz;
+    body += sz + 2;
+  }
+  free(out);
+  return NULL;
+}
+
+/* GET path on a fresh connection (Connection: close), read until the
+ * server closes (malloc'd, NUL-terminated). */
+static char *http_get_raw(int port, const char *path) {
+  char req[512];
+  snprintf(req, sizeof req,
+           "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+           path);
+  util_http_conn *c = malloc(sizeof *c);
+  util_http_init(c, port);
+  assert_int_equal(util_http_send(c, req, strlen(req), 10000), 0);
+  adb__buf b = {0};
+  for (;;) {
+    struct pollfd pf = {.fd = c->fd, .events = POLLIN};
+    if (poll(&pf, 1, 30000) != 1) fail_msg("GET %s: no answer in 30 s", path);
+    char tmp[65536];
+    ssize_t n = recv(c->fd, tmp, sizeof tmp, 0);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+    if (n <= 0) break;
+    adb__buf_append(&b, tmp, (size_t)n);
+  }
+  util_http_close(c);
+  free(c);
+  adb__buf_putc(&b, '\0');
+  return b.p;
+}
+
+static char *read_file_all(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  assert_non_null(f);
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *p = malloc((size_t)n + 1);
+  assert_int_equal(fread(p, 1, (size_t)n, f), (size_t)n);
+  p[n] = '\0';
+  fclose(f);
+  *len = (size_t)n;
+  return p;
+}
+
+/* One comparison: format, query range, content type; the CLI's file. */
+typedef struct log_case {
+  const char *fmt;
+  char range[128];
+  const char *ctype;
+} log_case;
+
+/* `agentdb export` of a case into dir/cli<i>.out (before the server holds
+ * the SQLite file). */
+static void cli_export_case(const char *bin, const char *url, const char *dir,
+                            const log_case *k, int i) {
+  char flags[256] = ""; /* "from=..&to=.." -> " --from .. --to .." */
+  for (const char *p = k->range; *p;) {
+    size_t kl = strcspn(p, "=");
+    size_t vl = strcspn(p + kl + 1, "&");
+    size_t o = strlen(flags);
+    snprintf(flags + o, sizeof flags - o, " --%.*s %.*s", (int)kl, p, (int)vl,
+             p + kl + 1);
+    p += kl + 1 + vl;
+    if (*p == '&') p++;
+  }
+  assert_int_equal(sh("%s export --store '%s' --agent A --format %s%s --out "
+                      "%s/cli%d.out 2>%s/cli.err || cat %s/cli.err",
+                      bin, url, k->fmt, flags, dir, i, dir, dir),
+                   0);
+}
+
+/* The route's body is the CLI export's file, byte for byte. */
+static void expect_same_as_cli(const tsrv *srv, const char *dir,
+                               const log_case *k, int i) {
+  char q[256], path[300];
+  snprintf(q, sizeof q, "/v1/agents/A/log?format=%s%s%s", k->fmt,
+           k->range[0] ? "&" : "", k->range);
+  snprintf(path, sizeof path, "%s/cli%d.out", dir, i);
+  size_t want_len, got_len = 0;
+  char *want = read_file_all(path, &want_len);
+  char *raw = http_get_raw(srv->port, q);
+  char *got = dechunk(raw, k->ctype, &got_len);
+  if (!got && !(want_len == 0 && strstr(raw, "Content-Length: 0\r\n")))
+    fail_msg("GET %s: %.300s", q, raw);
+  if (got) {
+    assert_int_equal(got_len, want_len);
+    assert_memory_equal(got, want, want_len);
+  }
+  free(raw);
+  free(got);
+  free(want);
+}
+
+/* GET /v1/agents/{agent}/log streams what `agentdb export` writes; a
+ * client that goes away mid-answer stops its producer and the server goes
+ * on answering; bad parameters are JSON errors before any byte. */
+static void http_log_streams_the_export(void **state) {
+  const char *kind = *state;
+  const char *bin = getenv("ADB_BIN");
+  if (!bin) {
+    printf("skipped: ADB_BIN not set\n");
+    skip();
+  }
+  char *url = util_store_fresh_url(kind);
+  adb *db = open_db(url, 5);
+  put_agent(db, "A", ADB_ALGO_BETA);
+  put_agent(db, "B", ADB_ALGO_BETA);
+  int n = getenv("ADB_TEST_QUICK") ? 2500 : 5000; /* over a store page */
+  run(db, "A", n, 1, 7, "h");
+  /* A range: the first rows' times, from the JSON lines. */
+  collect all;
+  collect_init(&all, ADB__LOGFMT_JSONL);
+  assert_int_equal(db->store->m->log_scan(db->store, "A", INT64_MIN, INT64_MAX,
+                                          adb__logw_row, all.w),
+                   0);
+  collect_done(&all);
+  adb_close(db);
+  assert_int_equal(all.rows, n);
+  const char *ts = strstr(all.out.p, "\"ts_ms\":");
+  assert_non_null(ts);
+  long long t0 = atoll(ts + 8);
+  adb__buf_free(&all.out);
+  log_case cases[] = {{"dsjson", "", "application/x-ndjson"},
+                      {"jsonl", "", "application/x-ndjson"},
+                      {"csv", "", "text/csv"},
+                      {"jsonl", "", "application/x-ndjson"},
+                      {"csv", "from=1970-01-01&to=1970-01-02", "text/csv"}};
+  snprintf(cases[3].range, sizeof cases[3].range, "from=%lld&to=%lld", t0,
+           t0 + 2);
+  int nc = (int)(sizeof cases / sizeof cases[0]);
+  char dir[] = "/tmp/adb_export_XXXXXX";
+  assert_non_null(mkdtemp(dir));
+  for (int i = 0; i < nc; i++)
+    cli_export_case(bin, url, dir, &cases[i], i);
+  tsrv srv = {0};
+  const char *extra[] = {"--store", url, NULL};
+  assert_int_equal(tsrv_start(&srv, extra), 0);
+  for (int i = 0; i < nc; i++)
+    expect_same_as_cli(&srv, dir, &cases[i], i);
+  /* More clients that leave after the first bytes than there are pool
+   * threads (16): a producer left blocked would take a thread for good,
+   * and the last full answer below would never come. */
+  for (int i = 0; i < 24; i++) {
+    util_http_conn c;
+    util_http_init(&c, srv.port);
+    const char *req = "GET /v1/agents/A/log HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert_int_equal(util_http_send(&c, req, strlen(req), 5000), 0);
+    char first[256];
+    assert_int_equal(util_http_recv(&c, first, sizeof first, 10000), 0);
+    assert_memory_equal(first, "HTTP/1.1 200 OK\r\n", 17);
+    util_http_close(&c);
+  }
+  expect_same_as_cli(&srv, dir, &cases[0], 0);
+  /* Refused before the first byte, as JSON. */
+  static const struct {
+    const char *path;
+    int status;
+    const char *field;
+  } bad[] = {{"/v1/agents/A/log?format=xml", 400, "format"},
+             {"/v1/agents/A/log?from=yesterday", 400, "from"},
+             {"/v1/agents/A/log?to=1e99", 400, "to"},
+             {"/v1/agents/A/log?from=5&to=4", 400, "from"},
+             {"/v1/agents/A/log?limit=3", 400, NULL},
+             {"/v1/agents/A/log?format=csv&format=csv", 400, "format"},
+             {"/v1/agents/nosuch/log", 404, NULL}};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    util_http_resp r;
+    assert_int_equal(
+        util_http_once(srv.port, "GET", bad[i].path, NULL, NULL, 10000, &r), 0);
+    if (r.status != bad[i].status || !r.json)
+      fail_msg("%s -> %d %s", bad[i].path, r.status, r.body ? r.body : "");
+    if (bad[i].field)
+      assert_string_equal(util_http_err_field(&r), bad[i].field);
+    util_http_resp_free(&r);
+  }
+  /* An agent without decisions: an empty answer. */
+  util_http_resp r;
+  assert_int_equal(util_http_once(srv.port, "GET",
+                                  "/v1/agents/B/log?format=jsonl", NULL, NULL,
+                                  10000, &r),
+                   0);
+  assert_int_equal(r.status, 200);
+  assert_int_equal(r.body_len, 0);
+  util_http_resp_free(&r);
+  assert_int_equal(tsrv_stop(&srv, 15), 0);
+  tsrv_cleanup(&srv);
+  sh("rm -rf %s", dir);
+  util_store_drop(url);
+}
+
 int main(void) {
   setvbuf(stdout, NULL, _IONBF, 0);
   const struct CMUnitTest pure[] = {
@@ -523,6 +748,8 @@ int main(void) {
     struct CMUnitTest t[] = {
         cmocka_unit_test_prestate(dsjson_round_trip, (void *)kinds[i]),
         cmocka_unit_test_prestate(import_teaches_a_fresh_agent,
+                                  (void *)kinds[i]),
+        cmocka_unit_test_prestate(http_log_streams_the_export,
                                   (void *)kinds[i]),
     };
     printf("[ store %s ]\n", kinds[i]);
