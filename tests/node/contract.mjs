@@ -115,6 +115,8 @@ function validate(method, url, status, ctype, text) {
     if (!v(body)) return fail(`${method} ${url} ${status}: ${ajv.errorsText(v.errors)} in ${text.slice(0, 300)}`);
   } else if (content["text/plain"]) {
     if (!ctype.startsWith("text/plain")) return fail(`${method} ${url}: ${ctype}, documented text/plain`);
+  } else if (Object.keys(content).length && !Object.keys(content).some((t) => ctype.startsWith(t))) {
+    return fail(`${method} ${url}: ${ctype}, documented ${Object.keys(content).join(", ")}`);
   }
   checked++;
   if (!validated.has(key)) validated.set(key, new Set());
@@ -210,6 +212,10 @@ async function scenario(base) {
   await c("GET", "/v1/agents/shop", undefined, 200);
   await c("GET", "/v1/agents/shop/metrics", undefined, 200);
   await c("GET", "/v1/agents/shop/metrics?from=x", undefined, 400);
+  await c("GET", "/v1/agents/shop/log?format=csv", undefined, 200);
+  await c("GET", "/v1/agents/shop/log?from=1", undefined, 200);
+  await c("GET", "/v1/agents/shop/log?format=xml", undefined, 400);
+  await c("GET", "/v1/agents/nosuch/log", undefined, 404);
   await c("GET", "/metrics", undefined, 200);
   await c("GET", "/", undefined, 200);
   await c("GET", "/dashboard/", undefined, 200);
