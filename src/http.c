@@ -977,7 +977,7 @@ void adb__http_stream_fail(adb__http_stream *st) {
 static void finish_stream(conn *c, job *j) {
   adb__http_stream *st = &j->stream;
   c->in[c->in_off + c->req_total] = c->saved;
-  adb__buf_append(&c->out, st->q.p, st->q.len);
+  if (st->q.len) adb__buf_append(&c->out, st->q.p, st->q.len);
   st->q.len = 0;
   if (!st->failed && !st->raw && !st->head) adb__buf_puts(&c->out, "0\r\n\r\n");
   c->in_off += c->req_total;

@@ -629,7 +629,8 @@ static void expect_same_as_cli(const tsrv *srv, const char *dir,
   char *raw = http_get_raw(srv->port, q);
   char *got = dechunk(raw, k->ctype, &got_len);
   if (!got && !(want_len == 0 && strstr(raw, "Content-Length: 0\r\n")))
-    fail_msg("GET %s: %.300s", q, raw);
+    fail_msg("GET %s (%zu bytes, the CLI's %zu): %.300s ... %s", q, strlen(raw),
+             want_len, raw, raw + (strlen(raw) > 200 ? strlen(raw) - 200 : 0));
   if (got) {
     assert_int_equal(got_len, want_len);
     assert_memory_equal(got, want, want_len);
