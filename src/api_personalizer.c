@@ -41,6 +41,12 @@
  * would have chosen (a decision of the model under the event id
  * "pzp:<event>", never rewarded) so GET .../apprentice can compare.
  *
+ * Evaluations are AgentDB's background evaluations (evaluate.h) over the
+ * agent's log: policy 0 the agent's current policy, then the request's,
+ * each a copy of the agent's config with the VW arguments AgentDB honours
+ * (--lambda, --v) applied. What only Personalizer has (names, window,
+ * arguments) is kept in memory beside the job, as long as the job.
+ *
  * Settings the agent has (reward wait time = reward_window_s, default
  * reward = default_reward) live in its config; the rest of Personalizer's
  * service configuration and the policy are kept in the agent's pattern
