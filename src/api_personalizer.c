@@ -1218,6 +1218,7 @@ static json_t *job_of(rctx *x, const char *agent, const char *id,
   if (*meta && !adb__eval_job_get(x->api->evals, agent, id, &s) && s.p)
     job = json_loads(s.p, 0, NULL);
   free(s.p);
+  if (!job && *meta) meta_del(agent, id); /* the job was forgotten */
   if (!job) {
     json_decref(*meta);
     *meta = NULL;
@@ -1335,7 +1336,11 @@ static int eval_create(rctx *x, const char *agent) {
   }
   char id[33];
   int rc = adb__eval_job_start(x->api->evals, agent, pol, n, from, to, id);
-  if (!rc) rc = meta_put(agent, id, meta);
+  if (!rc && (rc = meta_put(agent, id, meta)) != ADB_OK) {
+    adb__sbuf s = {0};
+    adb__eval_job_cancel(x->api->evals, agent, id, &s);
+    free(s.p);
+  }
   json_decref(meta);
   if (rc == ADB_EFULL) {
     adb__http_resp_header(x->resp, "Retry-After", "10");
