@@ -40,6 +40,30 @@ static const char *flag_value(int argc, char **argv, int *i, const char *name) {
   return NULL;
 }
 
+static const char export_help[] =
+    "usage: agentdb export --agent A [--from T1] [--to T2] "
+    "[--format dsjson|jsonl|csv] [--out FILE] [--store URL]\n"
+    "Writes the agent's decisions in [T1, T2), each joined with its rewards\n"
+    "(or the default reward), in time order: dsjson (Vowpal Wabbit's --dsjson\n"
+    "for --cb_explore_adf; the default), jsonl or csv (docs/evaluation.md).\n"
+    "Times: milliseconds since the epoch or ISO-8601. --out: default stdout.\n"
+    "--store: env AGENTDB_STORE, default sqlite://./data/agentdb.db.\n";
+static const char import_help[] =
+    "usage: agentdb import --agent A [--format dsjson] FILE [--store URL]\n"
+    "Stores each good DSJSON row of FILE ('-' for stdin) as a decision with\n"
+    "its reward, so the agent's models learn from it exactly once (importing\n"
+    "a file twice changes nothing); bad rows are reported with their line\n"
+    "number and skipped.\n";
+
+static int help_asked(int argc, char **argv, const char *text) {
+  for (int i = 1; i < argc; i++)
+    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+      fputs(text, stdout);
+      return 1;
+    }
+  return 0;
+}
+
 static int parse(int argc, char **argv, args *a) {
   static const char *const names[] = {"--store", "--agent",  "--from",
                                       "--to",    "--format", "--out"};
@@ -118,6 +142,7 @@ static int export_row(void *ctx, const adb__log_row *row) {
 }
 
 int cli_export(int argc, char **argv) {
+  if (help_asked(argc, argv, export_help)) return 0;
   args a = {0};
   int64_t from, to;
   int rc = parse(argc, argv, &a);
@@ -176,6 +201,7 @@ static int import_row(void *ctx, const adb__log_row *row) {
 }
 
 int cli_import(int argc, char **argv) {
+  if (help_asked(argc, argv, import_help)) return 0;
   args a = {0};
   int rc = parse(argc, argv, &a);
   if (!rc && a.format && strcmp(a.format, "dsjson")) {

@@ -41,6 +41,12 @@
  * would have chosen (a decision of the model under the event id
  * "pzp:<event>", never rewarded) so GET .../apprentice can compare.
  *
+ * Evaluations are AgentDB's background evaluations (evaluate.h) over the
+ * agent's log: policy 0 the agent's current policy, then the request's,
+ * each a copy of the agent's config with the VW arguments AgentDB honours
+ * (--lambda, --v) applied. What only Personalizer has (names, window,
+ * arguments) is kept in memory beside the job, as long as the job.
+ *
  * Settings the agent has (reward wait time = reward_window_s, default
  * reward = default_reward) live in its config; the rest of Personalizer's
  * service configuration and the policy are kept in the agent's pattern
@@ -57,6 +63,7 @@
 #include <time.h>
 
 #include "coordinator.h"
+#include "evaluate.h"
 #include "feature.h"
 #include "policy.h"
 #include "statekey.h"
@@ -1055,14 +1062,363 @@ int adb__api_pz_logs_properties(rctx *x) {
 
 /* ---------------------------------------------------------- evaluations */
 
+/* Personalizer's evaluations are AgentDB's background evaluations
+ * (evaluate.h) over the agent's log. The job keeps the estimates; what
+ * only Personalizer has (the evaluation's name, window, and each policy's
+ * name, arguments and source) is kept beside it here, by agent and job id,
+ * for as long as the job lives (this process). Policy 0 is always the
+ * agent's current policy ("Online"); the request's policies follow. */
+static pthread_mutex_t eval_mu = PTHREAD_MUTEX_INITIALIZER;
+static adb__strmap eval_meta; /* agent \x1f id -> malloc'd JSON text */
+
+static void meta_key(char *key, size_t n, const char *agent, const char *id) {
+  snprintf(key, n, "%s\x1f%s", agent, id);
+}
+
+static int meta_put(const char *agent, const char *id, json_t *m) {
+  char key[ADB_ID_MAX + 40], *text = json_dumps(m, JSON_COMPACT);
+  meta_key(key, sizeof key, agent, id);
+  pthread_mutex_lock(&eval_mu);
+  int rc = text ? adb__strmap_put(&eval_meta, key, text) : -1;
+  pthread_mutex_unlock(&eval_mu);
+  if (rc) free(text);
+  return rc ? ADB_ENOMEM : ADB_OK;
+}
+
+/* The metadata of a Personalizer evaluation, or NULL. */
+static json_t *meta_get(const char *agent, const char *id) {
+  char key[ADB_ID_MAX + 40];
+  meta_key(key, sizeof key, agent, id);
+  pthread_mutex_lock(&eval_mu);
+  const char *text = adb__strmap_get(&eval_meta, key);
+  json_t *m = text ? json_loads(text, 0, NULL) : NULL;
+  pthread_mutex_unlock(&eval_mu);
+  return m;
+}
+
+static void meta_del(const char *agent, const char *id) {
+  char key[ADB_ID_MAX + 40];
+  meta_key(key, sizeof key, agent, id);
+  pthread_mutex_lock(&eval_mu);
+  free(adb__strmap_del(&eval_meta, key));
+  pthread_mutex_unlock(&eval_mu);
+}
+
+static double num(json_t *o, const char *k1, const char *k2) {
+  json_t *v = json_object_get(o, k1);
+  if (k2) v = json_object_get(v, k2);
+  return json_is_number(v) ? json_number_value(v) : 0;
+}
+
+/* One PolicyResultSummary over the whole window (docs/personalizer.md):
+ * N rows, IPS = sum(w r)/N, SNIPS = sum(w r)/sum(w), averageReward the
+ * SNIPS estimate with its interval's half width; AgentDB's estimates,
+ * doubly robust included, under "agentdb". */
+static void put_summary(adb__buf *b, json_t *meta, json_t *pr, double rows) {
+  double ips = num(pr, "ips", "estimate"), snips = num(pr, "snips", "estimate");
+  double nume = ips * rows, den = snips != 0 ? nume / snips : rows;
+  const char *end = json_string_value(json_object_get(meta, "endTime"));
+  adb__buf_putc(b, '{');
+  adb__api_put_str(b, "timeStamp", end ? end : "", 1);
+  adb__api_put_num(b, "ipsEstimatorNumerator", nume);
+  adb__api_put_num(b, "ipsEstimatorDenominator", rows);
+  adb__api_put_num(b, "snipsEstimatorDenominator", den);
+  adb__buf_puts(b, ",\"aggregateTimeWindow\":");
+  put_duration(b, num(meta, "windowMs", NULL) / 1000);
+  adb__api_put_num(b, "confidenceInterval",
+                   (num(pr, "snips", "hi") - num(pr, "snips", "lo")) / 2);
+  adb__api_put_num(b, "averageReward", snips);
+  adb__buf_puts(b, ",\"agentdb\":{");
+  static const char *const est[] = {"ips", "snips", "dr"};
+  for (int i = 0; i < 3; i++) {
+    adb__buf_puts(b, i ? ",\"" : "\"");
+    adb__buf_puts(b, est[i]);
+    adb__buf_puts(b, "\":");
+    char *t = json_dumps(json_object_get(pr, est[i]), JSON_COMPACT);
+    adb__buf_puts(b, t ? t : "null");
+    free(t);
+  }
+  adb__api_put_num(b, "ess", num(pr, "ess", NULL));
+  adb__api_put_num(b, "maxWeight", num(pr, "max_weight", NULL));
+  adb__buf_puts(b, "}}");
+}
+
+static void put_policy_results(adb__buf *b, json_t *meta, json_t *res) {
+  json_t *pols = json_object_get(meta, "policies"),
+         *prs = json_object_get(res, "policies");
+  double rows = num(res, "rows", NULL);
+  adb__buf_puts(b, ",\"policyResults\":[");
+  for (size_t i = 0; res && i < json_array_size(pols); i++) {
+    json_t *p = json_array_get(pols, i), *pr = json_array_get(prs, i);
+    if (i) adb__buf_putc(b, ',');
+    adb__buf_putc(b, '{');
+    adb__api_put_str(b, "name", json_string_value(json_object_get(p, "name")),
+                     1);
+    adb__api_put_str(b, "arguments",
+                     json_string_value(json_object_get(p, "arguments")), 0);
+    adb__api_put_str(b, "policySource",
+                     json_string_value(json_object_get(p, "policySource")), 0);
+    adb__buf_puts(b, ",\"summary\":[");
+    put_summary(b, meta, pr, rows);
+    adb__buf_puts(b, "],\"totalSummary\":");
+    put_summary(b, meta, pr, rows);
+    adb__buf_putc(b, '}');
+  }
+  adb__buf_putc(b, ']');
+}
+
+/* Personalizer's Evaluation from the job's JSON and the metadata. Status:
+ * running is "pending", done "completed", failed "failed" (the spec's
+ * EvaluationJobStatus has no "running"). */
+static void put_evaluation(adb__buf *b, json_t *job, json_t *meta) {
+  const char *id = json_string_value(json_object_get(job, "id")),
+             *st = json_string_value(json_object_get(job, "status"));
+  const char *status = !st                      ? "failed"
+                       : !strcmp(st, "done")    ? "completed"
+                       : !strcmp(st, "running") ? "pending"
+                                                : "failed";
+  json_t *res = json_object_get(job, "result");
+  adb__buf_putc(b, '{');
+  adb__api_put_str(b, "id", id ? id : "", 1);
+  static const char *const keys[] = {"name", "startTime", "endTime"};
+  for (int i = 0; i < 3; i++)
+    adb__api_put_str(b, keys[i],
+                     json_string_value(json_object_get(meta, keys[i])), 0);
+  adb__api_put_str(b, "jobId", id ? id : "", 0);
+  adb__api_put_str(b, "status", status, 0);
+  adb__api_put_str(b, "evaluationType", "Manual", 0);
+  adb__buf_puts(b, ",\"creationTime\":");
+  put_date(b, (int64_t)num(job, "created_at_ms", NULL));
+  adb__buf_puts(b, ",\"featureImportance\":[]");
+  put_policy_results(b, meta, res);
+  adb__buf_puts(b, ",\"agentdb\":{");
+  adb__api_put_str(b, "jobStatus", st ? st : "", 1);
+  adb__api_put_num(b, "rows",
+                   res ? num(res, "rows", NULL) : num(job, "progress", "rows"));
+  adb__api_put_num(b, "pending", num(res, "pending", NULL));
+  adb__api_put_num(b, "bad", num(res, "bad", NULL));
+  adb__api_put_num(b, "progress", num(job, "progress", "fraction"));
+  if (res) {
+    char *t = json_dumps(json_object_get(res, "logged"), JSON_COMPACT);
+    adb__buf_puts(b, ",\"logged\":");
+    adb__buf_puts(b, t ? t : "null");
+    free(t);
+  }
+  const char *err = json_string_value(json_object_get(job, "error"));
+  if (err) adb__api_put_str(b, "error", err, 0);
+  adb__buf_puts(b, "}}");
+}
+
+/* The job's JSON (NULL: unknown, or not a Personalizer evaluation). */
+static json_t *job_of(rctx *x, const char *agent, const char *id,
+                      json_t **meta) {
+  adb__sbuf s = {0};
+  json_t *job = NULL;
+  *meta = meta_get(agent, id);
+  if (*meta && !adb__eval_job_get(x->api->evals, agent, id, &s) && s.p)
+    job = json_loads(s.p, 0, NULL);
+  free(s.p);
+  if (!job && *meta) meta_del(agent, id); /* the job was forgotten */
+  if (!job) {
+    json_decref(*meta);
+    *meta = NULL;
+  }
+  return job;
+}
+
+/* A policy's name and arguments: the VW arguments AgentDB honours
+ * (--lambda, --v) set the linear model's settings of a copy of the
+ * agent's config; the rest are kept as given and ignored. */
+static int eval_policy(rctx *x, json_t *p, const adb_agent_config *cfg,
+                       adb__eval_policy *out) {
+  static const char *const keys[] = {"name", "arguments", NULL};
+  const char *name = json_string_value(json_object_get(p, "name"));
+  const char *args = json_string_value(json_object_get(p, "arguments"));
+  if (!json_is_object(p) || pz_keys(x, p, keys)) {
+    if (!json_is_object(p))
+      pz_fail(x, 400, "InvalidPolicyContract",
+              "every policy must be an object with 'name' and "
+              "'arguments'%s",
+              NULL);
+    return -1;
+  }
+  if (!name || !args || !*name || strlen(name) > 256 || strlen(args) > 1024)
+    return pz_fail(x, 400, "InvalidPolicyContract",
+                   "a policy's 'name' (1..256 characters) and 'arguments' "
+                   "(up to 1024) are required%s",
+                   NULL);
+  memset(out, 0, sizeof *out);
+  out->cfg = *cfg;
+  snprintf(out->name, sizeof out->name, "%s", name);
+  return policy_args(x, args, &out->cfg);
+}
+
+static int eval_time(rctx *x, json_t *doc, const char *k, int64_t *ms) {
+  const char *s = json_string_value(json_object_get(doc, k));
+  if (!s || adb__api_parse_time(s, ms))
+    return pz_fail(x, 400, "InvalidEvaluationContract",
+                   "'%s' must be an ISO-8601 time", k);
+  return 0;
+}
+
+/* Policy 0 (the agent's current policy) and the request's; the metadata. */
+static int eval_policies(rctx *x, const char *agent,
+                         const adb_agent_config *cfg, json_t *list,
+                         adb__eval_policy *pol, int *n, json_t *mp) {
+  int err;
+  json_t *cur = pat_get(x, agent, "pz.policy", &err);
+  if (err) return pz_fail_adb(x, err);
+  put_policy(x, cfg, cur); /* the current policy's name and arguments */
+  json_decref(cur);
+  json_t *now = json_loadb(x->out->p, x->out->len, 0, NULL);
+  x->out->len = 0;
+  if (!now) return pz_fail(x, 500, "InternalServerError", "%s", "oom");
+  json_object_set_new(now, "policySource", json_string("Online"));
+  json_array_append_new(mp, now);
+  memset(&pol[0], 0, sizeof pol[0]);
+  pol[0].cfg = *cfg;
+  snprintf(pol[0].name, sizeof pol[0].name, "%s",
+           json_string_value(json_object_get(now, "name")));
+  *n = 1;
+  json_t *p;
+  size_t i;
+  json_array_foreach(list, i, p) {
+    if (eval_policy(x, p, cfg, &pol[*n])) return -1;
+    json_t *m = json_pack("{s:O,s:O,s:s}", "name", json_object_get(p, "name"),
+                          "arguments", json_object_get(p, "arguments"),
+                          "policySource", "Custom");
+    json_array_append_new(mp, m);
+    (*n)++;
+  }
+  return 0;
+}
+
+static int eval_create(rctx *x, const char *agent) {
+  adb_agent_config cfg;
+  json_t *doc = pz_body(x, 0);
+  if (!doc || pz_ensure(x, agent, &cfg)) return -1;
+  static const char *const keys[] = {"name",
+                                     "startTime",
+                                     "endTime",
+                                     "policies",
+                                     "enableOfflineExperimentation",
+                                     NULL};
+  const char *name = json_string_value(json_object_get(doc, "name"));
+  json_t *list = json_object_get(doc, "policies"),
+         *exp = json_object_get(doc, "enableOfflineExperimentation");
+  int64_t from, to;
+  if (pz_keys(x, doc, keys)) return -1;
+  if (!name || !*name || strlen(name) > 256)
+    return pz_fail(x, 400, "InvalidEvaluationContract",
+                   "'name' (1..256 characters) is required%s", NULL);
+  if (eval_time(x, doc, "startTime", &from) ||
+      eval_time(x, doc, "endTime", &to))
+    return -1;
+  if (to <= from)
+    return pz_fail(x, 400, "InvalidEvaluationContract",
+                   "'endTime' must be after 'startTime'%s", NULL);
+  if (!json_is_array(list) || json_array_size(list) > ADB_EVAL_MAX_POLICIES - 1)
+    return pz_fail(x, 400, "InvalidEvaluationContract",
+                   "'policies' must be a list of up to 15 policies%s", NULL);
+  if (exp && !json_is_boolean(exp))
+    return pz_fail(x, 400, "InvalidEvaluationContract",
+                   "'enableOfflineExperimentation' must be a boolean%s", NULL);
+  adb__eval_policy pol[ADB_EVAL_MAX_POLICIES];
+  int n = 0;
+  json_t *mp = json_array();
+  json_t *meta = json_pack("{s:s,s:O,s:O,s:I,s:o}", "name", name, "startTime",
+                           json_object_get(doc, "startTime"), "endTime",
+                           json_object_get(doc, "endTime"), "windowMs",
+                           (json_int_t)(to - from), "policies", mp);
+  if (!meta || eval_policies(x, agent, &cfg, list, pol, &n, mp)) {
+    json_decref(meta);
+    return meta ? -1 : pz_fail(x, 500, "InternalServerError", "%s", "oom");
+  }
+  char id[33];
+  int rc = adb__eval_job_start(x->api->evals, agent, pol, n, from, to, id);
+  if (!rc && (rc = meta_put(agent, id, meta)) != ADB_OK) {
+    adb__sbuf s = {0};
+    adb__eval_job_cancel(x->api->evals, agent, id, &s);
+    free(s.p);
+  }
+  json_decref(meta);
+  if (rc == ADB_EFULL) {
+    adb__http_resp_header(x->resp, "Retry-After", "10");
+    return pz_fail(x, 429, "TooManyRequests",
+                   "as many evaluations as the server's --max-evaluations "
+                   "are running; retry when one has finished%s",
+                   NULL);
+  }
+  if (rc) return pz_fail_adb(x, rc);
+  json_t *m, *job = job_of(x, agent, id, &m);
+  if (!job) return pz_fail(x, 500, "InternalServerError", "%s", "lost");
+  put_evaluation(x->out, job, m);
+  json_decref(job);
+  json_decref(m);
+  char loc[80];
+  snprintf(loc, sizeof loc, "/personalizer/v1.0/evaluations/%s", id);
+  adb__http_resp_header(x->resp, "Location", loc);
+  x->resp->status = 201;
+  return 0;
+}
+
+static int eval_list(rctx *x, const char *agent) {
+  adb__sbuf s = {0};
+  adb__eval_job_list(x->api->evals, agent, &s);
+  json_t *all = s.p ? json_loads(s.p, 0, NULL) : NULL;
+  free(s.p);
+  if (!all) return pz_fail(x, 500, "InternalServerError", "%s", "oom");
+  json_t *j;
+  size_t i;
+  int first = 1;
+  adb__buf_putc(x->out, '[');
+  json_array_foreach(json_object_get(all, "evaluations"), i, j) {
+    json_t *m = meta_get(agent, json_string_value(json_object_get(j, "id")));
+    if (!m) continue; /* AgentDB's own evaluations of the agent */
+    if (!first) adb__buf_putc(x->out, ',');
+    first = 0;
+    put_evaluation(x->out, j, m);
+    json_decref(m);
+  }
+  adb__buf_putc(x->out, ']');
+  json_decref(all);
+  return 0;
+}
+
+static int eval_get(rctx *x, const char *agent, const char *id) {
+  json_t *m, *job = job_of(x, agent, id, &m);
+  if (!job)
+    return pz_fail(x, 404, "ResourceNotFound", "unknown evaluation '%.64s'",
+                   id);
+  put_evaluation(x->out, job, m);
+  json_decref(job);
+  json_decref(m);
+  return 0;
+}
+
+static int eval_delete(rctx *x, const char *agent, const char *id) {
+  json_t *m = meta_get(agent, id);
+  adb__sbuf s = {0};
+  int rc = m ? adb__eval_job_cancel(x->api->evals, agent, id, &s) : -1;
+  free(s.p);
+  json_decref(m);
+  meta_del(agent, id);
+  if (rc)
+    return pz_fail(x, 404, "ResourceNotFound", "unknown evaluation '%.64s'",
+                   id);
+  x->resp->status = 204;
+  return 0;
+}
+
 int adb__api_pz_evaluations(rctx *x) {
-  if (!pz_agent(x)) return -1;
-  return pz_fail(x, 501, "OperationNotAllowed",
-                 "offline evaluation (AgentDB's POST "
-                 "/v1/agents/{agent}/evaluations, `agentdb evaluate`) is not "
-                 "in this build, so Personalizer's evaluations are not "
-                 "either%s",
-                 NULL);
+  const char *agent = pz_agent(x);
+  if (!agent) return -1;
+  int one = strstr(x->rt->pattern, "{evaluationId}") != NULL;
+  if (x->rt->method == ADB__HTTP_POST) return eval_create(x, agent);
+  if (!one) return eval_list(x, agent);
+  if (x->rt->method == ADB__HTTP_DELETE)
+    return eval_delete(x, agent, x->param[0]);
+  return eval_get(x, agent, x->param[0]);
 }
 
 /* ------------------------------------------------------------ apprentice */

@@ -116,7 +116,7 @@ typedef struct adb__http_resp {
   int status;
   adb__buf *body;
   const char *content_type;
-  char headers[192];
+  char headers[512];
   size_t headers_len;
   int route;              /* the handler's route id, for the done hook */
   char request_id[72];    /* the handler's request id, for logs; or "" */

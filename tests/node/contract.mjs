@@ -225,6 +225,18 @@ async function scenario(base) {
   await c("GET", "/v1/dashboard/recent?limit=5", undefined, 200);
   await c("GET", "/v1/dashboard/agents/shop/series?minutes=5&hours=2", undefined, 200);
   await c("GET", "/v1/dashboard/agents/shop/inspect/u1", undefined, 200);
+  const ev = await c("POST", "/v1/agents/shop/evaluations", { policies: [{ name: "lin", algorithm: "linear" }] }, 202);
+  await c("POST", "/v1/agents/shop/evaluations", { policies: [] }, 400);
+  let evs = ev;
+  for (let i = 0; i < 100 && evs.status === "running"; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    evs = await c("GET", `/v1/agents/shop/evaluations/${ev.id}`, undefined, 200);
+  }
+  if (evs.status !== "done" || !evs.result || evs.result.rows !== 1)
+    fail(`evaluation of the shop log: ${JSON.stringify(evs)}`);
+  await c("GET", "/v1/agents/shop/evaluations", undefined, 200);
+  await c("DELETE", `/v1/agents/shop/evaluations/${ev.id}`, undefined, 200);
+  await c("GET", `/v1/agents/shop/evaluations/${ev.id}`, undefined, 404);
   const u = await c("GET", "/v1/users/u1", undefined, 200);
   if (!u.data || u.data.decisions !== 1 || !u.data.state) fail(`GET /v1/users/u1: ${JSON.stringify(u)}`);
   await c("DELETE", "/v1/agents/shop/actions/item-3", undefined, 200);

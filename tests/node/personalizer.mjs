@@ -13,6 +13,10 @@
 //    baseline returned, the comparison counted), model reset;
 //  - a learning loop where the best action depends on the context and the
 //    actions' features: the late reward rate must approach the best one;
+//  - an offline evaluation over the learning loop's events (the pinned
+//    SDK 2.0.1 has no evaluations operations: plain HTTP, the same key
+//    header): 201 + Location, polled to "completed", its estimates in
+//    [0,1] over the rows evaluated, listed, deleted (204, then 404);
 //  - the README's Personalizer sample, run as it is shown.
 //
 // Run by tests/node/personalizer.sh.
@@ -219,7 +223,9 @@ async function basics(url) {
   }
   check(props.status === 200 && props.body.dateRange.from < props.body.dateRange.to, `logs/properties: ${JSON.stringify(props)}`);
   const ev = await http(url, "GET", "/personalizer/v1.0/evaluations");
-  check(ev.status === 501 && ev.body.error.code, `evaluations: ${JSON.stringify(ev)}`);
+  check(ev.status === 200 && Array.isArray(ev.body) && ev.body.length === 0, `evaluations: ${JSON.stringify(ev)}`);
+  const noEv = await http(url, "GET", "/personalizer/v1.0/evaluations/nope");
+  check(noEv.status === 404 && noEv.body.error.code === "ResourceNotFound", `unknown evaluation: ${JSON.stringify(noEv)}`);
 
   // The same features on AgentDB's own routes.
   const own = "/v1/agents/personalizer";
@@ -294,6 +300,54 @@ async function learning(url) {
   console.log(`learning: late reward rate ${rate.toFixed(3)} over the last ${LATE} of ${N} events; best ${best}, uniform ${uniform.toFixed(3)}, threshold ${threshold.toFixed(3)}`);
   check(rate >= threshold, `the late reward rate ${rate.toFixed(3)} is below ${threshold.toFixed(3)}`);
   return rate;
+}
+
+// Personalizer's offline evaluation over the events the learning loop
+// logged: the current policy ("Online") and one custom policy.
+async function evaluations(url) {
+  const base = "/personalizer/v1.0/evaluations";
+  const startTime = new Date(Date.now() - 3600e3).toISOString();
+  const endTime = new Date(Date.now() + 60e3).toISOString();
+  const args = "--cb_explore_adf --epsilon 0.2 -q :: --lambda 4";
+  const body = { name: "first", startTime, endTime, enableOfflineExperimentation: false, policies: [{ name: "strong-prior", arguments: args }] };
+  const bad = await http(url, "POST", base, { ...body, endTime: startTime });
+  check(bad.status === 400 && bad.body.error.code === "InvalidEvaluationContract", `evaluation ending at its start: ${JSON.stringify(bad)}`);
+  const badPol = await http(url, "POST", base, { ...body, policies: [{ name: "p", arguments: "--lambda -1" }] });
+  check(badPol.status === 400 && badPol.body.error.code === "InvalidPolicyConfiguration", `evaluation with --lambda -1: ${JSON.stringify(badPol)}`);
+  const r = await fetch(url + base, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+  const created = await r.json();
+  check(r.status === 201, `POST evaluations: ${r.status} ${JSON.stringify(created)}`);
+  const id = created.id;
+  check(r.headers.get("location") === `${base}/${id}`, `Location ${r.headers.get("location")}, id ${id}`);
+  check(created.jobId === id && created.name === "first" && created.startTime === startTime && created.endTime === endTime, `created: ${JSON.stringify(created)}`);
+  check(["pending", "completed"].includes(created.status), `created status ${created.status}`);
+  // Bounded poll: the job reads 1800 rows on a low-priority thread.
+  let e = created;
+  for (let i = 0; i < 1200 && e.status === "pending"; i++) {
+    await new Promise((res) => setTimeout(res, 100));
+    e = (await http(url, "GET", `${base}/${id}`)).body;
+  }
+  check(e.status === "completed", `evaluation not completed: ${JSON.stringify(e)}`);
+  const prs = e.policyResults || [];
+  check(prs.length === 2, `policyResults: ${JSON.stringify(prs)}`);
+  check(prs[0] && prs[0].policySource === "Online" && prs[0].name === "linear-ts", `online policy: ${JSON.stringify(prs[0])}`);
+  check(prs[1] && prs[1].policySource === "Custom" && prs[1].name === "strong-prior" && prs[1].arguments === args, `custom policy: ${JSON.stringify(prs[1])}`);
+  for (const p of prs) {
+    const t = p.totalSummary || {};
+    check(Number.isFinite(t.averageReward) && t.averageReward >= 0 && t.averageReward <= 1, `${p.name}: averageReward ${t.averageReward}`);
+    check(t.ipsEstimatorDenominator > 0 && t.ipsEstimatorDenominator === e.agentdb.rows, `${p.name}: rows ${t.ipsEstimatorDenominator} vs ${e.agentdb.rows}`);
+    const ips = t.ipsEstimatorNumerator / t.ipsEstimatorDenominator;
+    check(Number.isFinite(ips) && Math.abs(ips - t.agentdb.ips.estimate) < 1e-4, `${p.name}: IPS ${ips} vs ${JSON.stringify(t.agentdb)}`);
+    check(Array.isArray(p.summary) && p.summary.length === 1, `${p.name}: summary ${JSON.stringify(p.summary)}`);
+    console.log(`evaluation: ${p.name} averageReward (SNIPS) ${t.averageReward.toFixed(3)}, IPS ${ips.toFixed(3)}, DR ${t.agentdb.dr.estimate.toFixed(3)} over ${t.ipsEstimatorDenominator} rows`);
+  }
+  const list = await http(url, "GET", base);
+  check(list.status === 200 && list.body.length === 1 && list.body[0].id === id && list.body[0].status === "completed", `list: ${JSON.stringify(list)}`);
+  const del = await http(url, "DELETE", `${base}/${id}`);
+  check(del.status === 204, `DELETE evaluation: ${del.status}`);
+  const gone = await http(url, "GET", `${base}/${id}`);
+  check(gone.status === 404 && gone.body.error.code === "ResourceNotFound", `deleted evaluation: ${JSON.stringify(gone)}`);
+  check((await http(url, "GET", base)).body.length === 0, "the deleted evaluation is still listed");
 }
 
 async function apprentice(url) {
@@ -376,6 +430,7 @@ try {
 s = await startServer((dir) => ["--personalizer-agent", "world"]);
 try {
   await learning(s.url);
+  await evaluations(s.url);
   await apprentice(s.url);
 } finally {
   await stopServer(s);
