@@ -1160,6 +1160,62 @@ static void *resolve_loop(void *p) {
   }
 }
 
+/* Marks L_NEVER the acknowledged rewards with an event that still wait in
+ * pending_rewards (their decision was never stored) and returns how many.
+ * One query per 400 ids, and per id only inside a batch that has one: a
+ * connection per query makes one query per reward take many minutes. */
+static int is_pending(int tg, const char *ids) {
+  return q_int(TG[tg].store,
+               "SELECT count(*) FROM pending_rewards WHERE agent_id='soak' "
+               "AND reward_id IN (%s)",
+               ids) > 0;
+}
+
+typedef struct orphan_batch {
+  lrec *l[400];
+  int n;
+  size_t len;
+  char sql[400 * 80 + 512];
+} orphan_batch;
+
+/* Checks a batch: one query for all, then one per id if any is pending. */
+static long orphan_flush(int tg, orphan_batch *b) {
+  long orphans = 0;
+  if (b->n && is_pending(tg, b->sql))
+    for (int k = 0; k < b->n; k++) {
+      char id[64], one[80];
+      rec_id(b->l[k], id, sizeof id);
+      snprintf(one, sizeof one, "'%s'", id);
+      if (is_pending(tg, one)) {
+        b->l[k]->status = L_NEVER;
+        orphans++;
+      }
+    }
+  b->n = 0;
+  b->len = 0;
+  return orphans;
+}
+
+static long mark_orphans(int tg) {
+  static orphan_batch b;
+  long orphans = 0;
+  b.n = 0;
+  b.len = 0;
+  for (int t = 0; t < CLIENTS; t++)
+    for (size_t i = 0; i < C[t].n; i++) {
+      lrec *l = &C[t].recs[i];
+      if (l->kind != 'r' || l->target != tg || !l->event ||
+          (l->status != L_ACKED && l->status != L_LATE))
+        continue;
+      char id[64];
+      rec_id(l, id, sizeof id);
+      b.len += (size_t)sprintf(b.sql + b.len, "%s'%s'", b.n ? "," : "", id);
+      b.l[b.n++] = l;
+      if (b.n == 400) orphans += orphan_flush(tg, &b);
+    }
+  return orphans + orphan_flush(tg, &b);
+}
+
 /* Returns the number of acknowledged rewards missing or doubled. */
 static long check_target(int tg) {
   target *T = &TG[tg];
@@ -1202,23 +1258,7 @@ static long check_target(int tg) {
                       "agent_id='soak' AND NOT EXISTS (SELECT 1 FROM "
                       "decisions d WHERE d.agent_id = p.agent_id AND "
                       "d.event_id = p.event_id)") > 0) {
-    long orphans = 0;
-    for (int t = 0; t < CLIENTS; t++)
-      for (size_t i = 0; i < C[t].n; i++) {
-        lrec *l = &C[t].recs[i];
-        if (l->kind != 'r' || l->target != tg || !l->event ||
-            (l->status != L_ACKED && l->status != L_LATE))
-          continue;
-        char id[64];
-        rec_id(l, id, sizeof id);
-        if (q_int(T->store,
-                  "SELECT count(*) FROM pending_rewards WHERE "
-                  "agent_id='soak' AND reward_id='%s'",
-                  id) > 0) {
-          l->status = L_NEVER;
-          orphans++;
-        }
-      }
+    long orphans = mark_orphans(tg);
     printf("# %s: %ld rewards await a decision that was never stored (they "
            "expire at the end of their window)\n",
            T->name, orphans);
