@@ -982,8 +982,10 @@ static void insert_links(adb__hnsw *h, ctx *c, uint32_t q, int level) {
   }
 }
 
-/* Writes the data of node id: vector, label, tag (under map_mu, so that
- * remove and get, which find the node through the label map, see them). */
+/* Writes the data of node id: vector, label, tag and its empty state
+ * (under map_mu, so that remove and get, which find the node through the
+ * label map, see them; a remove that comes before the insert finishes
+ * leaves its tombstone bit for publish to keep). */
 static void node_set_data(adb__hnsw *h, uint32_t id, uint64_t label,
                           uint64_t tag, const float *v) {
   size_t off;
@@ -991,6 +993,7 @@ static void node_set_data(adb__hnsw *h, uint32_t id, uint64_t label,
   memcpy(g->nodes + off * h->node_bytes, v, h->dim * sizeof(float));
   g->labels[off] = label;
   g->tags[off] = tag;
+  __atomic_store_n(&g->state[off], 0, __ATOMIC_RELEASE);
 }
 
 /* Writes the empty lists of node id (before anyone can reach it). */
@@ -1009,7 +1012,6 @@ static void node_init(adb__hnsw *h, uint32_t id, int level, uint32_t *upper) {
   }
   g->level[off] = (uint8_t)level;
   g->upper[off] = upper;
-  __atomic_store_n(&g->state[off], 0, __ATOMIC_RELEASE);
 }
 
 /* Under map_mu: an id for label, storage and map room for it; *old is the
