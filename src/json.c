@@ -159,6 +159,13 @@ void adb__json_num(adb__buf *b, double x) {
     adb__buf_append(b, "null", 4);
     return;
   }
+  if (fabs(x) < 1e15 && x == (double)(int64_t)x) { /* what %.15g prints */
+    if (x == 0 && signbit(x))
+      adb__buf_append(b, "-0", 2);
+    else
+      adb__json_int(b, (int64_t)x);
+    return;
+  }
   char tmp[40];
   for (int prec = 15; prec <= 17; prec++) {
     snprintf(tmp, sizeof tmp, "%.*g", prec, x);
@@ -188,8 +195,12 @@ void adb__json_int(adb__buf *b, int64_t x) {
   adb__buf_append(b, s, (size_t)(end - s));
 }
 
+static const double neg_pow10_tab[] = {1e0,  1e-1, 1e-2, 1e-3,
+                                       1e-4, 1e-5, 1e-6, 1e-7};
+
 /* Nine significant digits of |x| in [1e-6, 1e9), as digits and decimal
- * exponent e10 (x ~ d.dddddddd * 10^e10). */
+ * exponent e10 (x ~ d.dddddddd * 10^e10). (1e-k is 1 / 1e+k exactly: both
+ * are the double nearest to 10^-k.) */
 static void nine_digits(double ax, uint64_t *digits, int *e10) {
   int e = 0;
   if (ax >= 1) {
@@ -197,7 +208,7 @@ static void nine_digits(double ax, uint64_t *digits, int *e10) {
       e++;
   } else {
     e = -1;
-    while (e > -7 && ax < 1 / pow10_tab[-e])
+    while (e > -7 && ax < neg_pow10_tab[-e])
       e--;
   }
   int shift = 8 - e; /* 0..14 */
@@ -210,29 +221,42 @@ static void nine_digits(double ax, uint64_t *digits, int *e10) {
   *e10 = e;
 }
 
-void adb__json_num9(adb__buf *b, double x) {
+static const char two_digits[201] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536"
+    "37383940414243444546474849505152535455565758596061626364656667686970717273"
+    "7475767778798081828384858687888990919293949596979899";
+
+/* The nine digits of d (< 10^9) into dig[0..9). */
+static void nine_out(char *dig, uint32_t d) {
+  dig[8] = (char)('0' + d % 10);
+  d /= 10;
+  for (int i = 6; i >= 0; i -= 2) {
+    memcpy(dig + i, two_digits + 2 * (d % 100), 2);
+    d /= 100;
+  }
+}
+
+/* Writes x as adb__json_num9 does at o (room for 32 bytes); returns the
+ * end. */
+static char *num9_put(char *o, double x) {
   double ax = fabs(x);
   if (!isfinite(x)) {
-    adb__buf_append(b, "null", 4);
-    return;
+    memcpy(o, "null", 4);
+    return o + 4;
   }
   if (ax == 0) {
-    adb__buf_putc(b, '0');
-    return;
+    *o = '0';
+    return o + 1;
   }
-  if (ax < 1e-6 || ax >= 1e9) {
-    adb__buf_printf(b, "%.9g", x);
-    return;
-  }
+  if (ax < 1e-6 || ax >= 1e9) return o + snprintf(o, 32, "%.9g", x);
   uint64_t d;
   int e;
   nine_digits(ax, &d, &e);
   char dig[9];
-  utoa_back(dig + 9, d);
+  nine_out(dig, (uint32_t)d);
   int nd = 9;
   while (nd > 1 && dig[nd - 1] == '0')
     nd--;
-  char tmp[32], *o = tmp;
   if (x < 0) *o++ = '-';
   if (e < 0) {
     *o++ = '0';
@@ -240,17 +264,22 @@ void adb__json_num9(adb__buf *b, double x) {
     for (int i = -1; i > e; i--)
       *o++ = '0';
     memcpy(o, dig, (size_t)nd);
-    o += nd;
-  } else {
-    for (int i = 0; i <= e; i++)
-      *o++ = i < nd ? dig[i] : '0';
-    if (nd > e + 1) {
-      *o++ = '.';
-      memcpy(o, dig + e + 1, (size_t)(nd - e - 1));
-      o += nd - e - 1;
-    }
+    return o + nd;
   }
-  adb__buf_append(b, tmp, (size_t)(o - tmp));
+  for (int i = 0; i <= e; i++)
+    *o++ = i < nd ? dig[i] : '0';
+  if (nd > e + 1) {
+    *o++ = '.';
+    memcpy(o, dig + e + 1, (size_t)(nd - e - 1));
+    o += nd - e - 1;
+  }
+  return o;
+}
+
+void adb__json_num9(adb__buf *b, double x) {
+  if (adb__buf_reserve(b, 32) != ADB_OK) return;
+  b->len = (size_t)(num9_put(b->p + b->len, x) - b->p);
+  b->p[b->len] = '\0';
 }
 
 static int dump_cb(const char *s, size_t n, void *ud) {
@@ -618,4 +647,18 @@ void adb__arena_free(adb__arena *a) {
   adb__arena_reset(a);
   free(a->base);
   free(a);
+}
+
+void adb__json_floats9(adb__buf *b, const float *v, int n) {
+  if (n < 0) n = 0;
+  if (adb__buf_reserve(b, 33 * (size_t)n + 2) != ADB_OK) return;
+  char *o = b->p + b->len;
+  *o++ = '[';
+  for (int i = 0; i < n; i++) {
+    if (i) *o++ = ',';
+    o = num9_put(o, v[i]);
+  }
+  *o++ = ']';
+  b->len = (size_t)(o - b->p);
+  b->p[b->len] = '\0';
 }

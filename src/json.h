@@ -48,6 +48,8 @@ void adb__json_num(adb__buf *b, double x);
 /* x with about 9 significant digits, fast (for scores and propensities);
  * null when not finite. */
 void adb__json_num9(adb__buf *b, double x);
+/* [v0,v1,...], each as adb__json_num9 prints it. */
+void adb__json_floats9(adb__buf *b, const float *v, int n);
 void adb__json_int(adb__buf *b, int64_t x);
 /* Appends a jansson value, compact. */
 void adb__json_value(adb__buf *b, const json_t *v);

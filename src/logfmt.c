@@ -30,6 +30,15 @@
 #include "log_scan.h"
 
 #define FLUSH_AT 65536
+#define NUM_CACHE 64 /* numbers' texts remembered (a power of two) */
+
+/* The text of a number (adb__json_num), remembered by its bits:
+ * propensities, rewards and costs repeat from row to row. */
+typedef struct num_text_slot {
+  uint64_t bits;
+  uint8_t len, set;
+  char s[30];
+} num_text_slot;
 
 struct adb__logw {
   int fmt, header_done;
@@ -39,6 +48,9 @@ struct adb__logw {
   adb__buf b;
   int at[ADB_MAX_CANDIDATES], order[ADB_MAX_CANDIDATES];
   char ids[ADB_MAX_CANDIDATES * (ADB_ID_MAX + 1)];
+  num_text_slot nums[NUM_CACHE];
+  int64_t iso_s; /* the second iso holds (INT64_MIN: none) */
+  char iso[32];  /* "YYYY-MM-DDTHH:MM:SS" of iso_s */
 };
 
 int adb__logfmt_parse(const char *name) {
@@ -59,6 +71,7 @@ adb__logw *adb__logw_new(int fmt, adb__logw_sink sink, void *ctx) {
   w->fmt = fmt;
   w->sink = sink;
   w->ctx = ctx;
+  w->iso_s = INT64_MIN;
   return w;
 }
 
@@ -99,12 +112,58 @@ static const char *outcome_name(int o) {
 }
 
 static void floats(adb__buf *b, const float *v, int n) {
-  adb__buf_putc(b, '[');
-  for (int i = 0; i < n; i++) {
-    if (i) adb__buf_putc(b, ',');
-    adb__json_num9(b, v[i]);
+  adb__json_floats9(b, v, n);
+}
+
+/* A number's text (adb__json_num), from w's cache when it was seen
+ * before; its length (out has room for 40 bytes). */
+static size_t num_text(adb__logw *w, double x, char *out) {
+  uint64_t bits;
+  memcpy(&bits, &x, sizeof bits);
+  num_text_slot *e =
+      &w->nums[(bits * 0x9E3779B97F4A7C15ull) >> 58 & (NUM_CACHE - 1)];
+  if (e->set && e->bits == bits) {
+    memcpy(out, e->s, e->len);
+    return e->len;
   }
-  adb__buf_putc(b, ']');
+  adb__buf t = {.p = out, .cap = 40};
+  adb__json_num(&t, x);
+  if (t.len < sizeof e->s) {
+    e->bits = bits;
+    e->len = (uint8_t)t.len;
+    e->set = 1;
+    memcpy(e->s, out, t.len);
+  }
+  return t.len;
+}
+
+static void num(adb__logw *w, double x) {
+  char t[40];
+  adb__buf_append(&w->b, t, num_text(w, x, t));
+}
+
+/* "Timestamp" text of ms (adb__iso_ms), its seconds formatted once per
+ * second; the length. */
+static size_t iso_text(adb__logw *w, int64_t ms, char out[32]) {
+  int64_t s = ms >= 0 ? ms / 1000 : (ms - 999) / 1000;
+  if (s != w->iso_s) {
+    adb__iso_ms(s * 1000, w->iso);
+    w->iso[19] = 0; /* "YYYY-MM-DDTHH:MM:SS" */
+    w->iso_s = strlen(w->iso) == 19 ? s : INT64_MIN;
+  }
+  if (w->iso_s != s) {
+    adb__iso_ms(ms, out);
+    return strlen(out);
+  }
+  unsigned m = (unsigned)(ms - s * 1000) % 1000u;
+  memcpy(out, w->iso, 19);
+  out[19] = '.';
+  out[20] = (char)('0' + m / 100);
+  out[21] = (char)('0' + m / 10 % 10);
+  out[22] = (char)('0' + m % 10);
+  out[23] = 'Z';
+  out[24] = 0;
+  return 24;
 }
 
 static void key(adb__buf *b, const char *k) {
@@ -148,7 +207,8 @@ static void rank_order(adb__logw *w, const adb__log_row *r, int n, int chosen) {
     if (!used[j]) w->order[k++] = j;
 }
 
-static void adb_fields(adb__buf *b, const adb__log_row *r) {
+static void adb_fields(adb__logw *w, const adb__log_row *r) {
+  adb__buf *b = &w->b;
   const adb__decision_rec *d = r->d;
   key(b, ",\"_adb\":{\"user\":");
   adb__json_str(b, d->user);
@@ -163,7 +223,7 @@ static void adb_fields(adb__buf *b, const adb__log_row *r) {
   key(b, ",\"n_rewards\":");
   adb__json_int(b, r->n_rewards);
   key(b, ",\"reward\":");
-  adb__json_num(b, r->reward);
+  num(w, r->reward);
   key(b, ",\"reward_ts_ms\":");
   adb__json_int(b, r->reward_ts_ms);
   if (d->n_features > 0) {
@@ -207,13 +267,6 @@ static void ds_multi(adb__logw *w, const adb__log_row *r, int n) {
   key(b, "]}");
 }
 
-/* A number's text, formatted once for the several places it goes. */
-static size_t num_text(double x, char *out, size_t cap) {
-  adb__buf t = {.p = out, .cap = cap};
-  adb__json_num(&t, x);
-  return t.len;
-}
-
 static int dsjson_row(adb__logw *w, const adb__log_row *r) {
   adb__buf *b = &w->b;
   const adb__decision_rec *d = r->d;
@@ -222,19 +275,22 @@ static int dsjson_row(adb__logw *w, const adb__log_row *r) {
   if (k < 0) return ADB_ECORRUPT; /* chosen action not among candidates */
   rank_order(w, r, n, k);
   char prop[40], rest[40];
-  size_t pl = num_text(d->propensity, prop, sizeof prop);
-  size_t rl =
-      n > 1 ? num_text((1 - d->propensity) / (n - 1), rest, sizeof rest) : 0;
+  size_t pl = num_text(w, d->propensity, prop);
+  size_t rl = n > 1 ? num_text(w, (1 - d->propensity) / (n - 1), rest) : 0;
   key(b, "{\"_label_cost\":");
-  adb__json_num(b, r->outcome == ADB_LOG_NONE ? 0.0 : -r->reward);
+  num(w, r->outcome == ADB_LOG_NONE ? 0.0 : -r->reward);
   key(b, ",\"_label_probability\":");
   adb__buf_append(b, prop, pl);
-  adb__buf_printf(b, ",\"_label_Action\":%d,\"_labelIndex\":%d", k + 1, k);
+  key(b, ",\"_label_Action\":");
+  adb__json_int(b, k + 1);
+  key(b, ",\"_labelIndex\":");
+  adb__json_int(b, k);
   if (r->outcome == ADB_LOG_NONE) key(b, ",\"_skipLearn\":true");
   char ts[32];
-  adb__iso_ms(d->ts_ms, ts);
-  adb__buf_printf(b,
-                  ",\"Timestamp\":\"%s\",\"Version\":\"1\",\"EventId\":", ts);
+  size_t tl = iso_text(w, d->ts_ms, ts);
+  key(b, ",\"Timestamp\":\"");
+  adb__buf_append(b, ts, tl);
+  key(b, "\",\"Version\":\"1\",\"EventId\":");
   adb__json_str(b, d->event_id);
   key(b, ",\"a\":[");
   for (int i = 0; i < n; i++) {
@@ -251,7 +307,7 @@ static int dsjson_row(adb__logw *w, const adb__log_row *r) {
     adb__buf_append(b, rest, rl);
   }
   adb__buf_putc(b, ']');
-  adb_fields(b, r);
+  adb_fields(w, r);
   key(b, "}\n");
   return ADB_OK;
 }
@@ -260,10 +316,12 @@ static int jsonl_row(adb__logw *w, const adb__log_row *r) {
   adb__buf *b = &w->b;
   const adb__decision_rec *d = r->d;
   char ts[32];
-  adb__iso_ms(d->ts_ms, ts);
+  size_t tl = iso_text(w, d->ts_ms, ts);
   key(b, "{\"event_id\":");
   adb__json_str(b, d->event_id);
-  adb__buf_printf(b, ",\"timestamp\":\"%s\",\"ts_ms\":", ts);
+  key(b, ",\"timestamp\":\"");
+  adb__buf_append(b, ts, tl);
+  key(b, "\",\"ts_ms\":");
   adb__json_int(b, d->ts_ms);
   key(b, ",\"user\":");
   adb__json_str(b, d->user);
@@ -272,7 +330,7 @@ static int jsonl_row(adb__logw *w, const adb__log_row *r) {
   key(b, ",\"action\":");
   adb__json_str(b, d->action);
   key(b, ",\"propensity\":");
-  adb__json_num(b, d->propensity);
+  num(w, d->propensity);
   key(b, ",\"model\":");
   adb__json_str(b, d->model);
   key(b, ",\"context\":");
@@ -284,7 +342,7 @@ static int jsonl_row(adb__logw *w, const adb__log_row *r) {
   key(b, ",\"n_rewards\":");
   adb__json_int(b, r->n_rewards);
   key(b, ",\"reward\":");
-  adb__json_num(b, r->reward);
+  num(w, r->reward);
   key(b, ",\"reward_ts_ms\":");
   adb__json_int(b, r->reward_ts_ms);
   if (d->n_features > 0) {
@@ -332,9 +390,11 @@ static int csv_row(adb__logw *w, const adb__log_row *r) {
   if (!r) return ADB_OK;
   const adb__decision_rec *d = r->d;
   char ts[32];
-  adb__iso_ms(d->ts_ms, ts);
+  size_t tl = iso_text(w, d->ts_ms, ts);
   csv_str(b, d->event_id);
-  adb__buf_printf(b, ",%s,", ts);
+  adb__buf_putc(b, ',');
+  adb__buf_append(b, ts, tl);
+  adb__buf_putc(b, ',');
   adb__json_int(b, d->ts_ms);
   adb__buf_putc(b, ',');
   csv_str(b, d->user);
@@ -343,11 +403,11 @@ static int csv_row(adb__logw *w, const adb__log_row *r) {
   adb__buf_putc(b, ',');
   csv_str(b, d->action);
   adb__buf_putc(b, ',');
-  adb__json_num(b, d->propensity);
+  num(w, d->propensity);
   adb__buf_putc(b, ',');
   csv_str(b, d->model);
   adb__buf_printf(b, ",%s,%d,", outcome_name(r->outcome), r->n_rewards);
-  adb__json_num(b, r->reward);
+  num(w, r->reward);
   adb__buf_putc(b, ',');
   adb__json_int(b, r->reward_ts_ms);
   adb__buf_putc(b, ',');

@@ -382,21 +382,22 @@ static const char *const stmts[N_STMT] = {
         " AND a.reward_window_s > 0",
     /* log_scan's page (see there) */
     [S_LOG_PAGE] =
-        "SELECT d.id, d.event_id, d.user_id, d.state_key, d.context,"
-        " d.candidates, d.action_id, d.propensity, d.model, d.created_at_ms,"
-        " d.ranking, f.features, u.embedding, r.n, r.s, r.first, r.dflt"
-        " FROM (SELECT * FROM decisions WHERE agent_id = $1"
+        "WITH d AS MATERIALIZED (SELECT * FROM decisions WHERE agent_id = $1"
         " AND created_at_ms >= $2::int8 AND created_at_ms < $3::int8"
         " AND (created_at_ms, id) > ($2::int8, $4::int8)"
-        " ORDER BY created_at_ms, id LIMIT $5::int8) d"
-        " LEFT JOIN decision_features f"
+        " ORDER BY created_at_ms, id LIMIT $5::int8)"
+        " SELECT d.id, d.event_id, d.user_id, d.state_key, d.context,"
+        " d.candidates, d.action_id, d.propensity, d.model, d.created_at_ms,"
+        " d.ranking, f.features, u.embedding, r.n, r.s, r.first, r.dflt"
+        " FROM d LEFT JOIN decision_features f"
         " ON f.agent_id = d.agent_id AND f.event_id = d.event_id"
         " LEFT JOIN user_states u ON f.features IS NULL AND u.user_id = "
         "d.user_id"
-        " LEFT JOIN LATERAL (SELECT count(*) AS n, sum(reward) AS s,"
+        " LEFT JOIN (SELECT event_id, count(*) AS n, sum(reward) AS s,"
         " min(created_at_ms) AS first, bool_or(reward_id LIKE '~%') AS dflt"
-        " FROM reward_signals x WHERE x.agent_id = d.agent_id"
-        " AND x.event_id = d.event_id AND x.event_id <> '') r ON true"
+        " FROM reward_signals WHERE agent_id = $1"
+        " AND event_id = ANY (ARRAY(SELECT event_id FROM d))"
+        " AND event_id <> '' GROUP BY event_id) r ON r.event_id = d.event_id"
         " ORDER BY d.created_at_ms, d.id",
 };
 
@@ -3297,11 +3298,22 @@ static int pg_user_data(adb__store *st, const char *user, int erase,
  * partitions costs more than a page's rows): decisions after (ts, id) in
  * [.., to), by decisions_by_agent_time and an incremental sort on id, each
  * with its features, the user's stored embedding when it has none, and its
- * rewards' count, sum, first time and default flag. */
+ * rewards' count, sum, first time and default flag. The rewards of the
+ * whole page are found by one index scan over the page's event ids, then
+ * grouped: a lateral aggregate per decision (an Append over every
+ * partition, rescanned per row) cost the server twice as much.
+ *
+ * While the rows of one page are emitted, a thread fetches the next one
+ * (its keyset is the page's last row), so the server's work overlaps the
+ * writer's: at most two pages are in memory, and no connection is held
+ * while the callback runs (the thread holds one for its query only). */
 typedef struct log_page_arg {
+  pg_store *s;
   const char *agent;
   int64_t ts, id, to;
   PGresult *res;
+  int rc;
+  char err[ERR_MAX];
 } log_page_arg;
 
 static int log_page_fn(pg_store *s, pgconn *c, void *arg) {
@@ -3313,6 +3325,18 @@ static int log_page_fn(pg_store *s, pgconn *c, void *arg) {
   p_i64(&p, x->id);
   p_i64(&p, ADB__LOG_PAGE);
   return run(s, c, S_LOG_PAGE, &p, "scan log", &x->res);
+}
+
+/* Fetches page x (x->res, x->rc; the message in x->err). */
+static void log_page_get(log_page_arg *x) {
+  x->res = NULL;
+  x->rc = with_conn(x->s, log_page_fn, x, 1);
+  if (x->rc) snprintf(x->err, sizeof x->err, "%s", tls_err.msg);
+}
+
+static void *log_page_thread(void *arg) {
+  log_page_get(arg);
+  return NULL;
 }
 
 /* The decision of row i, its JSON pointing into r (valid until PQclear). */
@@ -3347,6 +3371,20 @@ static int log_row_read(const PGresult *r, int i, const char *agent,
   return ADB_OK;
 }
 
+/* Emits the n rows of r. */
+static int log_page_emit(pg_store *s, adb__logscan *x, adb__decision_rec *d,
+                         const PGresult *r, int n, const char *agent,
+                         adb__log_fn fn, void *ctx) {
+  int rc = ADB_OK;
+  for (int i = 0; !rc && i < n; i++) {
+    adb__logscan_cols c;
+    if (log_row_read(r, i, agent, d, &c))
+      return col_fail(s, ADB_ECORRUPT, "read log");
+    rc = adb__logscan_emit(x, d, &c, fn, ctx);
+  }
+  return rc;
+}
+
 static int pg_log_scan(adb__store *st, const char *agent, int64_t from_ms,
                        int64_t to_ms,
                        int (*fn)(void *ctx, const struct adb__log_row *row),
@@ -3354,30 +3392,43 @@ static int pg_log_scan(adb__store *st, const char *agent, int64_t from_ms,
   pg_store *s = (pg_store *)st;
   adb__logscan *x = malloc(sizeof *x);
   adb__decision_rec *d = malloc(sizeof *d);
-  int rc = x && d ? adb__logscan_begin(x, st, agent) : ADB_ENOMEM;
-  if (!x || !d) oom(s, "scan log");
-  log_page_arg a = {
-      .agent = agent, .ts = from_ms, .id = INT64_MIN, .to = to_ms};
-  while (!rc) {
-    a.res = NULL;
-    rc = with_conn(s, log_page_fn, &a, 1);
-    int n = rc ? 0 : PQntuples(a.res);
-    for (int i = 0; !rc && i < n; i++) {
-      adb__logscan_cols c;
-      if (log_row_read(a.res, i, agent, d, &c)) {
-        rc = col_fail(s, ADB_ECORRUPT, "read log");
-        break;
-      }
-      a.ts = d->ts_ms;
-      a.id = r_i64(a.res, i, 0);
-      rc = adb__logscan_emit(x, d, &c, fn, ctx);
-    }
-    PQclear(a.res);
-    if (n < ADB__LOG_PAGE) break;
+  log_page_arg *pg = calloc(2, sizeof *pg);
+  int rc = x && d && pg ? adb__logscan_begin(x, st, agent) : ADB_ENOMEM;
+  if (!x || !d || !pg) oom(s, "scan log");
+  if (!rc) {
+    pg[0] = (log_page_arg){
+        .s = s, .agent = agent, .ts = from_ms, .id = INT64_MIN, .to = to_ms};
+    pg[1] = pg[0];
+    log_page_get(&pg[0]);
+    if ((rc = pg[0].rc)) set_err(s, "%s", pg[0].err);
   }
-  if (x && d) adb__logscan_end(x);
+  for (int cur = 0; !rc; cur = !cur) {
+    PGresult *r = pg[cur].res;
+    log_page_arg *next = &pg[!cur];
+    int n = PQntuples(r), more = n == ADB__LOG_PAGE, ahead = 0;
+    pthread_t th;
+    if (more) {
+      next->ts = r_i64(r, n - 1, 9);
+      next->id = r_i64(r, n - 1, 0);
+      ahead = pthread_create(&th, NULL, log_page_thread, next) == 0;
+    }
+    rc = log_page_emit(s, x, d, r, n, agent, fn, ctx);
+    PQclear(r);
+    pg[cur].res = NULL;
+    if (!more) break;
+    if (ahead)
+      pthread_join(th, NULL);
+    else if (!rc)
+      log_page_get(next);
+    else
+      break;
+    if (!rc && (rc = next->rc)) set_err(s, "%s", next->err);
+    if (rc) PQclear(next->res);
+  }
+  if (x && d && pg) adb__logscan_end(x);
   free(x);
   free(d);
+  free(pg);
   return rc;
 }
 
