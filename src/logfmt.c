@@ -30,7 +30,9 @@
 #include "log_scan.h"
 
 #define FLUSH_AT 65536
-#define NUM_CACHE 64 /* numbers' texts remembered (a power of two) */
+#define NUM_SETS 256  /* numbers' texts remembered: 2-way, a power of two */
+#define EMB_CACHE 128 /* catalogue embeddings' texts remembered */
+#define EMB_DIM 64    /* ... of at most this dimension */
 
 /* The text of a number (adb__json_num), remembered by its bits:
  * propensities, rewards and costs repeat from row to row. */
@@ -40,6 +42,16 @@ typedef struct num_text_slot {
   char s[30];
 } num_text_slot;
 
+/* The text of a candidate's catalogue embedding (the same in every row
+ * that offers the candidate), found by the vector's address and checked
+ * against its values: a hit is always the text of these very values. */
+typedef struct emb_text_slot {
+  int dim;
+  size_t len;
+  float v[EMB_DIM];
+  char s[EMB_DIM * 16 + 2];
+} emb_text_slot;
+
 struct adb__logw {
   int fmt, header_done;
   adb__logw_sink sink;
@@ -48,9 +60,11 @@ struct adb__logw {
   adb__buf b;
   int at[ADB_MAX_CANDIDATES], order[ADB_MAX_CANDIDATES];
   char ids[ADB_MAX_CANDIDATES * (ADB_ID_MAX + 1)];
-  num_text_slot nums[NUM_CACHE];
-  int64_t iso_s; /* the second iso holds (INT64_MIN: none) */
-  char iso[32];  /* "YYYY-MM-DDTHH:MM:SS" of iso_s */
+  num_text_slot nums[NUM_SETS][2];
+  unsigned char num_victim[NUM_SETS];
+  emb_text_slot *embs; /* EMB_CACHE slots, or NULL (no memory) */
+  int64_t iso_s;       /* the second iso holds (INT64_MIN: none) */
+  char iso[32];        /* "YYYY-MM-DDTHH:MM:SS" of iso_s */
 };
 
 int adb__logfmt_parse(const char *name) {
@@ -72,12 +86,14 @@ adb__logw *adb__logw_new(int fmt, adb__logw_sink sink, void *ctx) {
   w->sink = sink;
   w->ctx = ctx;
   w->iso_s = INT64_MIN;
+  w->embs = calloc(EMB_CACHE, sizeof *w->embs);
   return w;
 }
 
 void adb__logw_free(adb__logw *w) {
   if (!w) return;
   adb__buf_free(&w->b);
+  free(w->embs);
   free(w);
 }
 
@@ -120,14 +136,19 @@ static void floats(adb__buf *b, const float *v, int n) {
 static size_t num_text(adb__logw *w, double x, char *out) {
   uint64_t bits;
   memcpy(&bits, &x, sizeof bits);
-  num_text_slot *e =
-      &w->nums[(bits * 0x9E3779B97F4A7C15ull) >> 58 & (NUM_CACHE - 1)];
-  if (e->set && e->bits == bits) {
-    memcpy(out, e->s, e->len);
-    return e->len;
+  size_t set = (size_t)((bits * 0x9E3779B97F4A7C15ull) >> 56) % NUM_SETS;
+  for (int k = 0; k < 2; k++) {
+    num_text_slot *e = &w->nums[set][k];
+    if (e->set && e->bits == bits) {
+      memcpy(out, e->s, e->len);
+      w->num_victim[set] = (unsigned char)!k;
+      return e->len;
+    }
   }
   adb__buf t = {.p = out, .cap = 40};
   adb__json_num(&t, x);
+  num_text_slot *e = &w->nums[set][w->num_victim[set]];
+  w->num_victim[set] = (unsigned char)!w->num_victim[set];
   if (t.len < sizeof e->s) {
     e->bits = bits;
     e->len = (uint8_t)t.len;
@@ -164,6 +185,29 @@ static size_t iso_text(adb__logw *w, int64_t ms, char out[32]) {
   out[23] = 'Z';
   out[24] = 0;
   return 24;
+}
+
+/* floats(v, dim) of a catalogue embedding, from w's cache when seen. */
+static void cand_floats(adb__logw *w, const float *v, int dim) {
+  adb__buf *b = &w->b;
+  if (!w->embs || dim <= 0 || dim > EMB_DIM) {
+    floats(b, v, dim);
+    return;
+  }
+  uint64_t h = (uint64_t)(uintptr_t)v * 0x9E3779B97F4A7C15ull;
+  emb_text_slot *e = &w->embs[(h >> 56) % EMB_CACHE];
+  size_t sz = (size_t)dim * sizeof *v;
+  if (e->dim == dim && !memcmp(e->v, v, sz)) {
+    adb__buf_append(b, e->s, e->len);
+    return;
+  }
+  size_t at = b->len;
+  floats(b, v, dim);
+  if (b->oom || b->len - at > sizeof e->s) return;
+  e->dim = dim;
+  memcpy(e->v, v, sz);
+  e->len = b->len - at;
+  memcpy(e->s, b->p + at, e->len);
 }
 
 static void key(adb__buf *b, const char *k) {
@@ -260,7 +304,7 @@ static void ds_multi(adb__logw *w, const adb__log_row *r, int n) {
     const float *e = i < r->n_cand && r->cand_emb ? r->cand_emb[i] : NULL;
     if (e && r->cand_dim > 0) {
       key(b, ",\"embedding\":");
-      floats(b, e, r->cand_dim);
+      cand_floats(w, e, r->cand_dim);
     }
     adb__buf_putc(b, '}');
   }
@@ -359,7 +403,7 @@ static int jsonl_row(adb__logw *w, const adb__log_row *r) {
     for (int i = 0; i < r->n_cand; i++) {
       if (i) adb__buf_putc(b, ',');
       if (r->cand_emb[i])
-        floats(b, r->cand_emb[i], r->cand_dim);
+        cand_floats(w, r->cand_emb[i], r->cand_dim);
       else
         key(b, "null");
     }

@@ -2583,31 +2583,83 @@ static int log_page_read(sq_store *s, const char *agent, int64_t ts, int64_t id,
   return rc;
 }
 
+/* One page to read (by a prefetch thread): its rows, their count, its
+ * result and message. */
+typedef struct log_fetch {
+  sq_store *s;
+  const char *agent;
+  int64_t ts, id, to;
+  log_item *it;
+  int n, rc;
+  char err[ERR_MAX];
+} log_fetch;
+
+static void log_fetch_run(log_fetch *f) {
+  f->rc = log_page_read(f->s, f->agent, f->ts, f->id, f->to, f->it, &f->n);
+  if (f->rc) snprintf(f->err, sizeof f->err, "%s", tls_err.msg);
+}
+
+static void *log_fetch_thread(void *arg) {
+  log_fetch_run(arg);
+  return NULL;
+}
+
+/* Pages as in store_pg.c: while the rows of one page are emitted, a thread
+ * reads the next (after the page's last row), so reading overlaps the
+ * writer; two pages in memory, no connection held during the callback. */
 static int sq_log_scan(adb__store *st_, const char *agent, int64_t from_ms,
                        int64_t to_ms,
                        int (*fn)(void *ctx, const struct adb__log_row *row),
                        void *ctx) {
   sq_store *s = (sq_store *)st_;
   adb__logscan *x = malloc(sizeof *x);
-  log_item *it = calloc(ADB__LOG_PAGE, sizeof *it);
-  int rc = x && it ? adb__logscan_begin(x, st_, agent) : ADB_ENOMEM;
-  if (rc == ADB_ENOMEM && (!x || !it))
-    set_err(s, "sqlite: log scan: out of memory");
-  int64_t ts = from_ms, id = INT64_MIN;
-  while (!rc) {
-    int n;
-    rc = log_page_read(s, agent, ts, id, to_ms, it, &n);
-    for (int i = 0; !rc && i < n; i++) {
-      ts = it[i].d.ts_ms;
-      id = it[i].id;
-      rc = adb__logscan_emit(x, &it[i].d, &it[i].c, fn, ctx);
+  log_item *it = calloc(2 * ADB__LOG_PAGE, sizeof *it);
+  log_fetch *pg = calloc(2, sizeof *pg);
+  int ok = x && it && pg;
+  int rc = ok ? adb__logscan_begin(x, st_, agent) : ADB_ENOMEM;
+  if (!ok) set_err(s, "sqlite: log scan: out of memory");
+  if (!rc) {
+    pg[0] = (log_fetch){
+        .s = s, .agent = agent, .ts = from_ms, .id = INT64_MIN, .to = to_ms};
+    pg[1] = pg[0];
+    pg[0].it = it;
+    pg[1].it = it + ADB__LOG_PAGE;
+    log_fetch_run(&pg[0]);
+    if ((rc = pg[0].rc)) {
+      log_items_clear(pg[0].it, pg[0].n);
+      set_err(s, "%s", pg[0].err);
     }
-    log_items_clear(it, n);
-    if (n < ADB__LOG_PAGE) break;
   }
-  if (x && it) adb__logscan_end(x);
+  for (int cur = 0; !rc; cur = !cur) {
+    log_fetch *f = &pg[cur], *next = &pg[!cur];
+    int more = f->n == ADB__LOG_PAGE, ahead = 0;
+    pthread_t th;
+    if (more) {
+      next->ts = f->it[f->n - 1].d.ts_ms;
+      next->id = f->it[f->n - 1].id;
+      ahead = pthread_create(&th, NULL, log_fetch_thread, next) == 0;
+    }
+    for (int i = 0; !rc && i < f->n; i++)
+      rc = adb__logscan_emit(x, &f->it[i].d, &f->it[i].c, fn, ctx);
+    log_items_clear(f->it, f->n);
+    f->n = 0;
+    if (!more) break;
+    if (ahead)
+      pthread_join(th, NULL);
+    else if (!rc)
+      log_fetch_run(next);
+    else
+      break;
+    if (!rc && (rc = next->rc)) set_err(s, "%s", next->err);
+    if (rc) {
+      log_items_clear(next->it, next->n);
+      next->n = 0;
+    }
+  }
+  if (ok) adb__logscan_end(x);
   free(x);
   free(it);
+  free(pg);
   return rc;
 }
 

@@ -95,6 +95,87 @@ static void test_num9_round_trips_every_float32_tried(void **state) {
   }
 }
 
+/* What adb__json_num promises, spelled with printf: the first of %.15g,
+ * %.16g, %.17g that reads back. */
+static void num_spec(double x, char *out, size_t n) {
+  for (int prec = 15; prec <= 17; prec++) {
+    snprintf(out, n, "%.*g", prec, x);
+    if (strtod(out, NULL) == x) return;
+  }
+}
+
+/* A double of several kinds: any bits, integers (the fast path), small
+ * ratios like propensities, float32 values. */
+static double any_double(uint64_t r, int kind) {
+  double x;
+  switch (kind) {
+  case 0:
+    memcpy(&x, &r, sizeof x);
+    return x;
+  case 1:
+    return (double)(int64_t)(r % 4000000000000000ull) - 2e15;
+  case 2:
+    return (double)(int64_t)(r % 2001) - 1000;
+  case 3:
+    return (double)(r % 1000) / (double)(1 + (r >> 32) % 999);
+  default: {
+    uint32_t u = (uint32_t)r;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+  }
+  }
+}
+
+static void test_num_equals_its_printf_specification(void **state) {
+  (void)state;
+  int n = quick() ? 50000 : 500000;
+  adb__buf b = {0};
+  char want[40];
+  for (int i = 0; i < n; i++) {
+    double x = any_double(next(), i % 5);
+    if (!isfinite(x)) continue;
+    b.len = 0;
+    adb__json_num(&b, x);
+    num_spec(x, want, sizeof want);
+    if (strcmp(b.p, want)) fail_msg("%.17g: %s, not %s", x, b.p, want);
+    assert_true(strtod(b.p, NULL) == x);
+  }
+  double edge[] = {-0.0,  0.0,      1e15 - 1,           1e15,
+                   -1e15, 1e15 + 2, 9007199254740993.0, -999999999999999.0,
+                   0.5,   -1e-320};
+  for (size_t i = 0; i < sizeof edge / sizeof *edge; i++) {
+    b.len = 0;
+    adb__json_num(&b, edge[i]);
+    num_spec(edge[i], want, sizeof want);
+    assert_string_equal(b.p, want);
+  }
+  adb__buf_free(&b);
+}
+
+static void test_floats9_is_num9_of_each(void **state) {
+  (void)state;
+  float v[64];
+  adb__buf a = {0}, b = {0};
+  for (int round = 0; round < 200; round++) {
+    int n = round % 65;
+    for (int i = 0; i < n; i++)
+      v[i] = (float)any_double(next(), round % 2 ? 4 : 3);
+    a.len = b.len = 0;
+    adb__json_floats9(&a, v, n);
+    adb__buf_putc(&b, '[');
+    for (int i = 0; i < n; i++) {
+      if (i) adb__buf_putc(&b, ',');
+      adb__json_num9(&b, v[i]);
+    }
+    adb__buf_putc(&b, ']');
+    assert_int_equal(a.len, b.len);
+    assert_memory_equal(a.p, b.p, a.len);
+  }
+  adb__buf_free(&a);
+  adb__buf_free(&b);
+}
+
 static void test_strings_are_escaped(void **state) {
   (void)state;
   adb__buf b = {0};
@@ -326,6 +407,8 @@ int main(void) {
       cmocka_unit_test(test_num_writes_shortest_text_that_reads_back),
       cmocka_unit_test(test_num9_keeps_nine_significant_digits),
       cmocka_unit_test(test_num9_round_trips_every_float32_tried),
+      cmocka_unit_test(test_num_equals_its_printf_specification),
+      cmocka_unit_test(test_floats9_is_num9_of_each),
       cmocka_unit_test(test_strings_are_escaped),
       cmocka_unit_test(test_strings_with_broken_utf8_stay_json),
       cmocka_unit_test(test_lexer_peek_sees_high_bytes),
