@@ -21,10 +21,7 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
-pass=0 fail=0
-ok() { echo "ok   $*"; pass=$((pass + 1)); }
-bad() { echo "FAIL $*"; fail=$((fail + 1)); }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
+. "$src/tests/checks.sh"
 
 start() { # name args... -> sets BASE and SPID; stderr to $tmp/name.err
   local name=$1; shift
@@ -121,5 +118,4 @@ else
   stop
   grep -E '"event":"(store|cache)_' "$log" || true
 fi
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+checks_end

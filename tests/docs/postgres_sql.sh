@@ -28,10 +28,7 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
-pass=0 fail=0
-ok() { echo "ok   $*"; pass=$((pass + 1)); }
-bad() { echo "FAIL $*"; fail=$((fail + 1)); }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
+. "$src/tests/checks.sh"
 
 eval "$(bash "$src/scripts/pg-test.sh" start "$tmp/pg")"
 port=$AGENTDB_TEST_PG_PORT
@@ -107,5 +104,4 @@ check "block 5 (apply_reward) runs" \
 check "the user's row and the agent-wide row each got n + 1" \
   [ "$(q agentdb appdb "SELECT string_agg(user_id || '=' || n, ',' ORDER BY user_id) FROM rl_policies WHERE agent_id = 'recs' AND state_key = '$key' AND action_id = 'movie-7'")" = "*=1,user-42=1" ]
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+checks_end
