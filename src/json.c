@@ -8,9 +8,11 @@
  * most 22 (both exact doubles, so one multiplication or division rounds
  * correctly: Clinger's fast path); otherwise it hands the validated token to
  * strtod. Writing: adb__json_num prints the shortest of %.15g/%.16g/%.17g
- * that reads back exactly; adb__json_num9 prints nine significant digits by
- * integer arithmetic, which is what the decide answer's scores need and is
- * several times faster than printf.
+ * that reads back exactly (an integer below 1e15 by integer arithmetic: the
+ * same text); adb__json_num9 prints nine significant digits by integer
+ * arithmetic, which is what the decide answer's scores need and is several
+ * times faster than printf; adb__json_floats9 writes a whole array of them
+ * into one reservation (the log export writes ~90 a row).
  */
 #include "json.h"
 

@@ -15,6 +15,12 @@
  * AgentDB logs the propensity of the chosen action only: p[0] is exact,
  * the other candidates share 1 - p[0] equally (VW learns from the label's
  * probability alone).
+ *
+ * Speed (docs/performance.md, bench_export): no printf on the row path; a
+ * writer remembers the texts of numbers (by their bits) and of catalogue
+ * embeddings (by address, checked against the values), which repeat from
+ * row to row, and formats a timestamp's seconds once per second. A cached
+ * text is always the one the formatter prints for those very values.
  */
 #include "logfmt.h"
 
