@@ -213,6 +213,16 @@ typedef struct adb__lin_ckpt {
 } adb__lin_ckpt;
 /* Admin operations (rare; each a transaction of its own). */
 
+/* Deferred events (event_defer). */
+enum { ADB__DEFER_GET = 0, ADB__DEFER_MARK = 1, ADB__DEFER_ACTIVATE = 2 };
+enum { ADB__DEFER_NONE = 0, ADB__DEFER_WAITING = 1, ADB__DEFER_ACTIVE = 2 };
+
+/* What log_delete deleted: decisions and rewards (defaults included), all
+ * made before upto_ms. */
+typedef struct adb__log_deleted {
+  int64_t upto_ms, decisions, rewards;
+} adb__log_deleted;
+
 /* One cache key's parts: a policy entry (agent, user, state_key). */
 typedef struct adb__cell {
   char agent[ADB_ID_MAX + 1], user[ADB_ID_MAX + 1];
@@ -264,6 +274,20 @@ extern const char adb__sql_user_rows[];
  * $7 state, $8 action: returns the '*' row's new version */
 extern const char adb__sql_star_subtract[];
 extern const char *const adb__sql_user_delete[]; /* $1 user */
+/* Deferred events: $1 agent, $2 event, $3 now (event_defer; the update
+ * uses $3 first, so SQLite binds these by name). */
+extern const char adb__sql_defer_mark[];
+extern const char adb__sql_defer_activate[];
+extern const char adb__sql_defer_get[]; /* activated_at_ms (NULL or not) */
+/* $1 agent: min and max created_at_ms of its decisions (NULL for none). */
+extern const char adb__sql_log_range[];
+/* log_delete, $1 agent and $2 upto_ms: the rows keyed by the decisions to
+ * delete (run first), the rewards, the decisions, then the deferral marks
+ * left with no decision. */
+extern const char *const adb__sql_log_delete_keyed[];
+extern const char *const adb__sql_log_delete_rewards[];
+extern const char adb__sql_log_delete_decisions[];
+extern const char adb__sql_log_delete_marks[];
 int adb__cells_push(adb__cell **v, int *n, const char *agent, const char *user,
                     const char *state_key);
 int adb__sessions_push(adb__user_data *u, const char *session);
@@ -385,6 +409,32 @@ typedef struct adb__store_methods {
                   int64_t to_ms,
                   int (*fn)(void *ctx, const struct adb__log_row *row),
                   void *ctx);
+
+  /* Deferred activation (Personalizer's deferActivation): op
+   * ADB__DEFER_MARK records event_id of agent as deferred (before its
+   * decision is made; marking it again changes nothing),
+   * ADB__DEFER_ACTIVATE activates a marked event (an event never marked is
+   * left alone), ADB__DEFER_GET only reads. *state (may be NULL) gets the
+   * event's state afterwards (ADB__DEFER_*). pending_sweep claims the
+   * outcome of a decision whose window ended while its event was marked
+   * and not activated, and applies no default reward to it. */
+  int (*event_defer)(adb__store *st, const char *agent, const char *event_id,
+                     int op, int64_t now_ms, int *state);
+  /* The times of the agent's first and last logged decision;
+   * ADB_ENOTFOUND when it has none. */
+  int (*log_range)(adb__store *st, const char *agent, int64_t *first_ms,
+                   int64_t *last_ms);
+  /* Deletes, in one transaction, the agent's log whose reward window has
+   * ended: its decisions made before out->upto_ms (now_ms less its
+   * reward_window_s and ADB__DEFAULT_LAG_MS, and never past the point its
+   * default rewards were swept to), their rewards, outcomes, deferral marks
+   * and logged features, and its direct rewards before upto_ms; on
+   * PostgreSQL also the exactly-once memory of those reward ids and event
+   * ids. What the model is made of stays: posteriors, linear_rewards and
+   * checkpoints, settings, catalogue, episodes, rollups. ADB_ENOTFOUND for
+   * an unknown agent. */
+  int (*log_delete)(adb__store *st, const char *agent, int64_t now_ms,
+                    adb__log_deleted *out);
 } adb__store_methods;
 
 /* Generic handle header: every backend's handle starts with this. */
