@@ -433,7 +433,8 @@ const char *const adb__sql_user_delete[] = {
     "DELETE FROM reward_signals WHERE user_id = $1",
     "DELETE FROM agent_episodes WHERE user_id = $1",
     "DELETE FROM rl_policies WHERE user_id = $1",
-    "DELETE FROM user_states WHERE user_id = $1", NULL};
+    "DELETE FROM user_states WHERE user_id = $1",
+    NULL};
 
 /* ------------------------------------------- deferred events and the log */
 

@@ -89,7 +89,8 @@ typedef struct adb__reward_rec {
   int result;  /* ADB_OK or ADB_ECONFLICT (id reused, other body) */
   int applied; /* 1 if newly inserted and applied, 0 if duplicate */
   int late;    /* its decision's window closed first: the default reward was
-                * applied instead, this one never is (applied = 0) */
+                * applied instead (or, for a deferred event never activated,
+                * nothing), this one never is (applied = 0) */
   double first_reward; /* the reward stored under this id */
 } adb__reward_rec;
 
@@ -324,8 +325,10 @@ typedef struct adb__store_methods {
    * stored (each exactly once, also with several processes sweeping),
    * logging it and adding its increments; applies the agent's
    * default_reward to each decision whose reward window ended (plus
-   * ADB__DEFAULT_LAG_MS) with no reward (once: event_outcomes); and
-   * deletes the awaiting rewards whose expires_at_ms <= now_ms.
+   * ADB__DEFAULT_LAG_MS) with no reward (once: event_outcomes), except
+   * that a decision whose event is deferred and not activated
+   * (event_defer) gets its outcome claimed and no reward; and deletes the
+   * awaiting rewards whose expires_at_ms <= now_ms.
    * out->rewards (malloc'd, each signals_json malloc'd) and out->changes
    * (malloc'd) describe the joined and default rewards (a default's
    * reward_id starts with '~'); *expired counts the deleted ones. May be
