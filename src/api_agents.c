@@ -4,16 +4,13 @@
  * POST .../actions, GET .../policies/{user}, GET .../metrics.
  */
 #define _GNU_SOURCE
+#include "agent_json.h"
 #include "api_internal.h"
 #include "policy.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-/* The linear model's crosses by bit (ADB_CROSS_*), as the API names them. */
-static const char *const cross_names[4] = {"user_action", "context_action",
-                                           "action", "bias"};
 
 void adb__api_put_agent(adb__buf *b, const adb_agent_config *c,
                         const adb_agent_counters *n) {
@@ -57,7 +54,7 @@ void adb__api_put_agent(adb__buf *b, const adb_agent_config *c,
   for (int i = 0, first = 1; i < 4; i++)
     if (c->linear_crosses & (1 << i)) {
       if (!first) adb__buf_putc(b, ',');
-      adb__json_str(b, cross_names[i]);
+      adb__json_str(b, adb__cross_names[i]);
       first = 0;
     }
   adb__buf_putc(b, ']');
@@ -79,161 +76,14 @@ void adb__api_put_agent(adb__buf *b, const adb_agent_config *c,
 
 /* ----------------------------------------------------------- agents */
 
-static int agent_prior(rctx *x, json_t *doc, adb_agent_config *c) {
-  json_t *p = adb__api_member(doc, "prior");
-  if (!p) return 0;
-  if (!json_is_object(p))
-    return adb__api_fail(x, 400, "invalid_field", "prior",
-                         "'prior' must be an object");
-  static const char *const keys[] = {"alpha", "beta", "mu", "kappa",
-                                     "a",     "b",    NULL};
-  if (adb__api_check_keys(x, p, keys, "prior")) return -1;
-  const double big = 1e300;
-  if (adb__api_get_num(x, p, "alpha", "prior", 1e-300, big, &c->prior_alpha,
-                       NULL) ||
-      adb__api_get_num(x, p, "beta", "prior", 1e-300, big, &c->prior_beta,
-                       NULL) ||
-      adb__api_get_num(x, p, "mu", "prior", -big, big, &c->prior_mu, NULL) ||
-      adb__api_get_num(x, p, "kappa", "prior", 1e-300, big, &c->prior_kappa,
-                       NULL) ||
-      adb__api_get_num(x, p, "a", "prior", 1e-300, big, &c->prior_a, NULL) ||
-      adb__api_get_num(x, p, "b", "prior", 1e-300, big, &c->prior_b, NULL))
-    return -1;
-  return 0;
-}
-
-static int agent_context_keys(rctx *x, json_t *doc, adb_agent_config *c) {
-  json_t *a = adb__api_member(doc, "context_keys");
-  if (!a) return 0;
-  if (!json_is_array(a) || json_array_size(a) > ADB_MAX_CONTEXT_KEYS)
-    return adb__api_fail(x, 400, "invalid_field", "context_keys",
-                         "'context_keys' must be an array of at most %d ids",
-                         ADB_MAX_CONTEXT_KEYS);
-  for (size_t i = 0; i < json_array_size(a); i++) {
-    json_t *v = json_array_get(a, i);
-    if (!json_is_string(v) || !adb_id_valid(json_string_value(v)))
-      return adb__api_fail(x, 400, "invalid_field",
-                           adb__api_fidx(x, "context_keys", i),
-                           "context keys must be 1..128 characters of "
-                           "[A-Za-z0-9._:@-]");
-    for (size_t j = 0; j < i; j++)
-      if (strcmp(c->context_keys[j], json_string_value(v)) == 0)
-        return adb__api_fail(
-            x, 400, "invalid_field", adb__api_fidx(x, "context_keys", i),
-            "duplicate context key '%s'", json_string_value(v));
-    snprintf(c->context_keys[i], sizeof c->context_keys[i], "%s",
-             json_string_value(v));
-  }
-  c->n_context_keys = (int)json_array_size(a);
-  return 0;
-}
-
-static int agent_weights(rctx *x, json_t *doc, adb_agent_config *c) {
-  json_t *w = adb__api_member(doc, "reward_weights");
-  if (!w) return 0;
-  if (!json_is_object(w))
-    return adb__api_fail(x, 400, "invalid_field", "reward_weights",
-                         "'reward_weights' must be an object");
-  static const char *const keys[] = {"watch", "click", "rating", NULL};
-  const char *p = "reward_weights";
-  adb_reward_weights *rw = &c->reward_weights;
-  if (adb__api_check_keys(x, w, keys, p) ||
-      adb__api_get_num(x, w, "watch", p, 0, 1e300, &rw->watch, NULL) ||
-      adb__api_get_num(x, w, "click", p, 0, 1e300, &rw->click, NULL) ||
-      adb__api_get_num(x, w, "rating", p, 0, 1e300, &rw->rating, NULL))
-    return -1;
-  return 0;
-}
-
-static int agent_crosses(rctx *x, json_t *doc, adb_agent_config *c) {
-  json_t *a = adb__api_member(doc, "crosses");
-  if (!a) return 0;
-  if (!json_is_array(a))
-    return adb__api_fail(x, 400, "invalid_field", "crosses",
-                         "'crosses' must be an array of \"user_action\", "
-                         "\"context_action\", \"action\", \"bias\"");
-  int bits = 0;
-  for (size_t i = 0; i < json_array_size(a); i++) {
-    json_t *v = json_array_get(a, i);
-    int k = 0;
-    while (k < 4 && !(json_is_string(v) &&
-                      strcmp(json_string_value(v), cross_names[k]) == 0))
-      k++;
-    if (k == 4)
-      return adb__api_fail(x, 400, "invalid_field",
-                           adb__api_fidx(x, "crosses", i),
-                           "a cross is \"user_action\", \"context_action\", "
-                           "\"action\" or \"bias\"");
-    bits |= 1 << k;
-  }
-  if (!bits)
-    return adb__api_fail(x, 400, "invalid_field", "crosses",
-                         "'crosses' must name at least one cross");
-  c->linear_crosses = bits;
-  return 0;
-}
-
 static int agent_from_json(rctx *x, json_t *doc, adb_agent_config *c) {
-  static const char *const keys[] = {"id",
-                                     "algorithm",
-                                     "prior",
-                                     "context_keys",
-                                     "embedding_dim",
-                                     "simhash_bits",
-                                     "reward_weights",
-                                     "fallback_strength",
-                                     "decay_half_life_s",
-                                     "reward_window_s",
-                                     "default_reward",
-                                     "crosses",
-                                     "lambda",
-                                     "v",
-                                     "created_at_ms",
-                                     "updated_at_ms",
-                                     "counters",
-                                     NULL};
-  if (adb__api_check_keys(x, doc, keys, NULL)) return -1;
   json_t *id = adb__api_member(doc, "id");
   if (id && (!json_is_string(id) || strcmp(json_string_value(id), c->id)))
     return adb__api_fail(x, 400, "invalid_field", "id",
                          "'id' must match the agent in the path");
-  json_t *al = adb__api_member(doc, "algorithm");
-  if (al) {
-    const char *s = json_is_string(al) ? json_string_value(al) : "";
-    if (strcmp(s, "beta") == 0)
-      c->algorithm = ADB_ALGO_BETA;
-    else if (strcmp(s, "gaussian") == 0)
-      c->algorithm = ADB_ALGO_GAUSSIAN;
-    else if (strcmp(s, "linear") == 0)
-      c->algorithm = ADB_ALGO_LINEAR;
-    else
-      return adb__api_fail(
-          x, 400, "invalid_field", "algorithm",
-          "'algorithm' must be \"beta\", \"gaussian\" or \"linear\"");
-  }
-  int64_t dim = c->embedding_dim, bits = c->simhash_bits;
-  const double big = 1e300;
-  if (agent_prior(x, doc, c) || agent_context_keys(x, doc, c) ||
-      agent_weights(x, doc, c) ||
-      adb__api_get_int(x, doc, "embedding_dim", NULL, 0, ADB_MAX_EMBEDDING_DIM,
-                       &dim, NULL) ||
-      adb__api_get_int(x, doc, "simhash_bits", NULL, 0, 64, &bits, NULL) ||
-      adb__api_get_num(x, doc, "fallback_strength", NULL, -big, big,
-                       &c->fallback_strength, NULL) ||
-      adb__api_get_num(x, doc, "decay_half_life_s", NULL, 0, big,
-                       &c->decay_half_life_s, NULL) ||
-      adb__api_get_num(x, doc, "reward_window_s", NULL, 0, big,
-                       &c->reward_window_s, NULL) ||
-      adb__api_get_num(x, doc, "default_reward", NULL, -big, big,
-                       &c->default_reward, NULL) ||
-      agent_crosses(x, doc, c) ||
-      adb__api_get_num(x, doc, "lambda", NULL, 1e-6, 1e6, &c->linear_lambda,
-                       NULL) ||
-      adb__api_get_num(x, doc, "v", NULL, 1e-6, 1e3, &c->linear_v, NULL))
-    return -1;
-  c->embedding_dim = (int)dim;
-  c->simhash_bits = (int)bits;
-  return 0;
+  adb__jerr e;
+  if (adb__agent_from_json(doc, NULL, c, &e) == ADB_OK) return 0;
+  return adb__api_fail(x, 400, "invalid_field", e.field, "%s", e.msg);
 }
 
 int adb__api_agent_put(rctx *x) {

@@ -66,6 +66,7 @@
 
 #include <jansson.h>
 
+#include "agent_json.h"
 #include "bandit.h"
 #include "linear.h"
 #include "statekey.h"
@@ -724,162 +725,27 @@ char *adb__eval_table(const adb__eval_result *r, int n,
 
 /* --------------------------------------------------------------- policy */
 
-static int pfail(char *err, size_t n, const char *msg) {
-  snprintf(err, n, "%s", msg);
-  return ADB_EINVAL;
-}
-
-static int num(json_t *o, const char *k, double lo, double hi, double *out,
-               char *err, size_t n) {
-  json_t *v = json_object_get(o, k);
-  if (!v) return ADB_OK;
-  double d = json_number_value(v);
-  if (!json_is_number(v) || !(d >= lo && d <= hi)) {
-    snprintf(err, n, "'%s' must be a number in [%g, %g]", k, lo, hi);
-    return ADB_EINVAL;
-  }
-  *out = d;
-  return ADB_OK;
-}
-
-static int policy_algo(json_t *doc, adb_agent_config *c, char *err, size_t n) {
-  json_t *al = json_object_get(doc, "algorithm");
-  if (!al) return ADB_OK;
-  const char *s = json_is_string(al) ? json_string_value(al) : "";
-  if (!strcmp(s, "beta"))
-    c->algorithm = ADB_ALGO_BETA;
-  else if (!strcmp(s, "gaussian"))
-    c->algorithm = ADB_ALGO_GAUSSIAN;
-  else if (!strcmp(s, "linear"))
-    c->algorithm = ADB_ALGO_LINEAR;
-  else
-    return pfail(err, n,
-                 "'algorithm' must be \"beta\", \"gaussian\" or \"linear\"");
-  return ADB_OK;
-}
-
-static int policy_keys(json_t *doc, adb_agent_config *c, char *err, size_t n) {
-  json_t *a = json_object_get(doc, "context_keys");
-  if (!a) return ADB_OK;
-  if (!json_is_array(a) || json_array_size(a) > ADB_MAX_CONTEXT_KEYS)
-    return pfail(err, n, "'context_keys' must be an array of at most 16 ids");
-  for (size_t i = 0; i < json_array_size(a); i++) {
-    const char *s = json_string_value(json_array_get(a, i));
-    if (!s || !adb_id_valid(s))
-      return pfail(err, n, "context keys must be ids ([A-Za-z0-9._:@-])");
-    snprintf(c->context_keys[i], sizeof c->context_keys[i], "%s", s);
-  }
-  c->n_context_keys = (int)json_array_size(a);
-  return ADB_OK;
-}
-
-static int policy_crosses(json_t *doc, adb_agent_config *c, char *err,
-                          size_t n) {
-  static const char *names[] = {"user_action", "context_action", "action",
-                                "bias"};
-  json_t *a = json_object_get(doc, "crosses");
-  if (!a) return ADB_OK;
-  int bits = 0;
-  for (size_t i = 0; json_is_array(a) && i < json_array_size(a); i++) {
-    const char *s = json_string_value(json_array_get(a, i));
-    int k = 0;
-    while (k < 4 && !(s && !strcmp(s, names[k])))
-      k++;
-    if (k == 4)
-      return pfail(err, n,
-                   "a cross is \"user_action\", "
-                   "\"context_action\", \"action\" or \"bias\"");
-    bits |= 1 << k;
-  }
-  if (!bits) return pfail(err, n, "'crosses' must name at least one cross");
-  c->linear_crosses = bits;
-  return ADB_OK;
-}
-
-static int policy_prior(json_t *doc, adb_agent_config *c, char *err, size_t n) {
-  json_t *p = json_object_get(doc, "prior");
-  if (!p) return ADB_OK;
-  if (!json_is_object(p)) return pfail(err, n, "'prior' must be an object");
-  const double big = 1e300;
-  return num(p, "alpha", 1e-300, big, &c->prior_alpha, err, n) ||
-                 num(p, "beta", 1e-300, big, &c->prior_beta, err, n) ||
-                 num(p, "mu", -big, big, &c->prior_mu, err, n) ||
-                 num(p, "kappa", 1e-300, big, &c->prior_kappa, err, n) ||
-                 num(p, "a", 1e-300, big, &c->prior_a, err, n) ||
-                 num(p, "b", 1e-300, big, &c->prior_b, err, n)
-             ? ADB_EINVAL
-             : ADB_OK;
-}
-
-static int policy_fields(json_t *doc, adb__eval_policy *p, char *err,
-                         size_t n) {
-  static const char *known[] = {"name",
-                                "id",
-                                "algorithm",
-                                "prior",
-                                "context_keys",
-                                "embedding_dim",
-                                "simhash_bits",
-                                "reward_weights",
-                                "fallback_strength",
-                                "decay_half_life_s",
-                                "reward_window_s",
-                                "default_reward",
-                                "crosses",
-                                "lambda",
-                                "v",
-                                "created_at_ms",
-                                "updated_at_ms",
-                                "counters",
-                                NULL};
-  const char *k;
-  json_t *v;
-  json_object_foreach(doc, k, v) {
-    int i = 0;
-    while (known[i] && strcmp(known[i], k))
-      i++;
-    if (!known[i]) {
-      snprintf(err, n, "unknown field '%s' in a policy", k);
-      return ADB_EINVAL;
-    }
-  }
-  json_t *name = json_object_get(doc, "name");
-  if (name && (!json_is_string(name) || !*json_string_value(name) ||
-               strlen(json_string_value(name)) >= sizeof p->name))
-    return pfail(err, n, "'name' must be a string of 1..63 characters");
-  if (name) snprintf(p->name, sizeof p->name, "%s", json_string_value(name));
-  double bits = p->cfg.simhash_bits;
-  adb_agent_config *c = &p->cfg;
-  const double big = 1e300;
-  int rc = policy_algo(doc, c, err, n) || policy_keys(doc, c, err, n) ||
-                   policy_crosses(doc, c, err, n) ||
-                   policy_prior(doc, c, err, n) ||
-                   num(doc, "simhash_bits", 0, 64, &bits, err, n) ||
-                   num(doc, "fallback_strength", -big, big,
-                       &c->fallback_strength, err, n) ||
-                   num(doc, "decay_half_life_s", 0, big, &c->decay_half_life_s,
-                       err, n) ||
-                   num(doc, "lambda", 1e-6, 1e6, &c->linear_lambda, err, n) ||
-                   num(doc, "v", 1e-6, 1e3, &c->linear_v, err, n)
-               ? ADB_EINVAL
-               : ADB_OK;
-  c->simhash_bits = (int)bits;
-  return rc;
-}
-
 int adb__eval_policy_parse(const char *json, adb__eval_policy *p, char *err,
                            size_t errlen) {
   memset(p, 0, sizeof *p);
   adb_agent_config_init(&p->cfg);
   json_error_t je;
   json_t *doc = json_loads(json ? json : "", 0, &je);
-  if (!json_is_object(doc)) {
-    json_decref(doc);
-    return pfail(err, errlen,
-                 "a policy must be a JSON object (an agent "
-                 "config)");
+  static const char *const extra[] = {"name", NULL};
+  adb__jerr e = {"", "a policy must be a JSON object (an agent config)"};
+  int rc = json_is_object(doc) ? adb__agent_from_json(doc, extra, &p->cfg, &e)
+                               : ADB_EINVAL;
+  json_t *name = json_object_get(doc, "name");
+  if (rc == ADB_OK && name &&
+      (!json_is_string(name) || !*json_string_value(name) ||
+       strlen(json_string_value(name)) >= sizeof p->name)) {
+    snprintf(e.msg, sizeof e.msg,
+             "'name' must be a string of 1..63 characters");
+    rc = ADB_EINVAL;
   }
-  int rc = policy_fields(doc, p, err, errlen);
+  if (rc == ADB_OK && name)
+    snprintf(p->name, sizeof p->name, "%s", json_string_value(name));
+  if (rc != ADB_OK) snprintf(err, errlen, "%s", e.msg);
   json_decref(doc);
   return rc;
 }

@@ -27,11 +27,11 @@ typedef struct adb__eval_policy {
   adb_agent_config cfg;
 } adb__eval_policy;
 
-/* Parses one policy from JSON text: the agent keys algorithm, prior,
- * context_keys, simhash_bits, fallback_strength, decay_half_life_s,
- * crosses, lambda, v (others of an agent config are accepted and
- * ignored: id, reward_weights, ...), plus "name". ADB_OK, or ADB_EINVAL
- * with a message in err. */
+/* Parses one policy from JSON text: an agent config, read and checked as
+ * PUT /v1/agents/{agent} reads it (agent_json.c; the replay uses
+ * algorithm, prior, context_keys, simhash_bits, fallback_strength,
+ * decay_half_life_s, crosses, lambda, v), plus "name". ADB_OK, or
+ * ADB_EINVAL with a message in err. */
 int adb__eval_policy_parse(const char *json, adb__eval_policy *p, char *err,
                            size_t errlen);
 

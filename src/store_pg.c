@@ -2575,6 +2575,27 @@ static int migrations_done(pg_store *s, pgconn *c, char *done) {
   return ADB_OK;
 }
 
+/* Creates schema_migrations when it is missing, and only then: a service
+ * role that owns nothing (docs/postgres.md) may not create tables, even
+ * with IF NOT EXISTS. */
+static int migrations_table(pg_store *s, pgconn *c) {
+  PGresult *r;
+  if (!PQsendQueryParams(c->pg,
+                         "SELECT to_regclass('schema_migrations') IS NULL", 0,
+                         NULL, NULL, NULL, NULL, 0))
+    return fail(s, c, NULL, "find schema_migrations");
+  int rc = finish(s, c, s->io_timeout_ms, "find schema_migrations", &r);
+  if (rc) return rc;
+  int missing = PQgetvalue(r, 0, 0)[0] == 't';
+  PQclear(r);
+  if (!missing) return ADB_OK;
+  return run_sql(s, c,
+                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                 " version integer PRIMARY KEY, name text NOT NULL,"
+                 " applied_at_ms bigint NOT NULL)",
+                 s->io_timeout_ms, "create schema_migrations");
+}
+
 static int migrate_one(pg_store *s, pgconn *c, const adb__migration *m) {
   char what[160];
   snprintf(what, sizeof what, "migration %04d_%s", m->version, m->name);
@@ -2599,11 +2620,7 @@ static int migrate(pg_store *s, pgconn *c, adb__pg_migrate_fn fn, void *arg) {
     free(done);
     return rc;
   }
-  rc = run_sql(s, c,
-               "CREATE TABLE IF NOT EXISTS schema_migrations ("
-               " version integer PRIMARY KEY, name text NOT NULL,"
-               " applied_at_ms bigint NOT NULL)",
-               s->io_timeout_ms, "create schema_migrations");
+  rc = migrations_table(s, c);
   if (!rc) rc = migrations_done(s, c, done);
   for (int k = 0; k < n && !rc; k++) {
     const adb__migration *m = &adb__migrations_postgres[k];

@@ -21,27 +21,25 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
-pass=0 fail=0
-ok() { echo "ok   $*"; pass=$((pass + 1)); }
-bad() { echo "FAIL $*"; fail=$((fail + 1)); }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
+. "$src/tests/checks.sh"
 
 start() { # name args... -> sets BASE and SPID; stderr to $tmp/name.err
   local name=$1; shift
   "$bin" serve --listen 127.0.0.1:0 "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" &
   SPID=$!
   pids+=("$SPID")
-  for _ in $(seq 200); do
+  for _ in $(seq 600); do
     BASE=$(sed -n 's/.*listening on \(http:[^ ]*\).*/\1/p' "$tmp/$name.out")
     [ -n "$BASE" ] && return 0
     sleep 0.05
   done
-  echo "server $name did not start"; cat "$tmp/$name.err"; exit 1
+  echo "server $name did not start in 30 s"; cat "$tmp/$name.err"; exit 1
 }
 stop() { kill -TERM "$SPID"; wait "$SPID" || true; }
-# Waits up to 20 s (bounded) for an event line in a log.
+# Waits up to 60 s (bounded; sanitizer builds on a loaded CI machine
+# reconnect slowly) for an event line in a log.
 wait_event() { # file regex
-  for _ in $(seq 200); do grep -qE "$2" "$1" && return 0; sleep 0.1; done
+  for _ in $(seq 600); do grep -qE "$2" "$1" && return 0; sleep 0.1; done
   return 1
 }
 hdr() { curl -s -D - -o /dev/null "$@" | tr -d '\r' | sed -n 's/^X-Request-Id: //Ip'; }
@@ -106,7 +104,7 @@ else
   gauge() { curl -s -m 5 "$BASE/metrics" | sed -n "s/^$1 //p"; }
   check "store and cache up at first" [ "$(gauge agentdb_store_up)$(gauge agentdb_cache_up)" = 11 ]
   kill "$RPID"; wait "$RPID" 2>/dev/null || true
-  for _ in $(seq 20); do traffic; grep -q '"event":"cache_down"' "$log" && break; sleep 0.5; done
+  for _ in $(seq 60); do traffic; grep -q '"event":"cache_down"' "$log" && break; sleep 0.5; done
   check "cache_down event when Redis stops" grep -q '"level":"error","event":"cache_down"' "$log"
   check "agentdb_cache_up 0 while it is down" [ "$(gauge agentdb_cache_up)" = 0 ]
   redis
@@ -120,5 +118,4 @@ else
   stop
   grep -E '"event":"(store|cache)_' "$log" || true
 fi
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+checks_end

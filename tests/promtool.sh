@@ -14,8 +14,7 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/adb-prom.XXXXXX")
 spid=
 cleanup() { [ -n "$spid" ] && kill "$spid" 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
-pass=0 fail=0
-check() { local what=$1; shift; if "$@"; then echo "ok   $what"; pass=$((pass + 1)); else echo "FAIL $what"; fail=$((fail + 1)); fi; }
+. "$src/tests/checks.sh"
 
 check "promtool check rules deploy/prometheus/alerts.yml" \
   promtool check rules "$src/deploy/prometheus/alerts.yml"
@@ -69,5 +68,4 @@ for m in $(grep -ohE '\b(agentdb|process)_[a-z_]+' "$dash" "$src/deploy/promethe
 done
 check "every series the dashboard and alerts use is on /metrics${missing:+ (missing:$missing)}" [ -z "$missing" ]
 kill -TERM "$spid"; wait "$spid" || true; spid=
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+checks_end

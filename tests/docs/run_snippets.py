@@ -19,7 +19,8 @@ For each Markdown file, the fenced code blocks in order:
 - a block whose info string holds `norun` (e.g. ```sh norun: needs a
   production PostgreSQL) is not run: it is listed with its reason, and a
   `norun` without a reason is an error.
-- other languages (sql, yaml, json, text, ...) are listed as shown, not run.
+- other languages (sql, yaml, json, text, ...) are listed as shown, not run
+  here; the SQL of docs/postgres.md is run by tests/docs/postgres_sql.sh.
 
 Also every file path the text cites in backticks (`docs/x.md`,
 `examples/y.sh`, `TESTING.md`) must exist in the repository.
