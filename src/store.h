@@ -327,8 +327,9 @@ typedef struct adb__store_methods {
    * default_reward to each decision whose reward window ended (plus
    * ADB__DEFAULT_LAG_MS) with no reward (once: event_outcomes), except
    * that a decision whose event is deferred and not activated
-   * (event_defer) gets its outcome claimed and no reward; and deletes the
-   * awaiting rewards whose expires_at_ms <= now_ms.
+   * (event_defer) gets its outcome claimed and no reward, and the marks of
+   * the decisions closed are deleted; and deletes the awaiting rewards
+   * whose expires_at_ms <= now_ms.
    * out->rewards (malloc'd, each signals_json malloc'd) and out->changes
    * (malloc'd) describe the joined and default rewards (a default's
    * reward_id starts with '~'); *expired counts the deleted ones. May be
@@ -420,7 +421,8 @@ typedef struct adb__store_methods {
    * left alone), ADB__DEFER_GET only reads. *state (may be NULL) gets the
    * event's state afterwards (ADB__DEFER_*). pending_sweep claims the
    * outcome of a decision whose window ended while its event was marked
-   * and not activated, and applies no default reward to it. */
+   * and not activated, and applies no default reward to it; it deletes the
+   * marks of the decisions it closes (their state is then NONE again). */
   int (*event_defer)(adb__store *st, const char *agent, const char *event_id,
                      int op, int64_t now_ms, int *state);
   /* The times of the agent's first and last logged decision;

@@ -161,6 +161,7 @@ enum stmt_id {
   S_DEFAULT_CANDIDATES,
   S_WATERMARK_ADVANCE,
   S_LOG_PAGE,
+  S_DEFER_CLOSE,
   N_STMT
 };
 
@@ -401,6 +402,15 @@ static const char *const stmts[N_STMT] = {
         " FROM reward_signals x WHERE x.agent_id = d.agent_id"
         " AND x.event_id = d.event_id AND x.event_id <> '') r ON true"
         " ORDER BY d.created_at_ms, d.id",
+    /* The deferral marks of the decisions the sweep has just closed (they
+     * are read by the sweep only while open: the table stays small). */
+    [S_DEFER_CLOSE] =
+        "DELETE FROM deferred_events x USING default_watermarks w,"
+        " agent_metadata a, decisions d WHERE a.agent_id = w.agent_id"
+        " AND a.reward_window_s > 0 AND d.agent_id = w.agent_id"
+        " AND d.created_at_ms >= w.upto_ms AND d.created_at_ms < $1::int8"
+        " - (a.reward_window_s * 1000)::int8 - $2::int8"
+        " AND x.agent_id = d.agent_id AND x.event_id = d.event_id",
 };
 
 _Static_assert(N_STMT <= 64, "pgconn.prepared is a 64-bit mask");
@@ -2022,6 +2032,7 @@ static int defaults_sweep(pg_store *s, pgconn *c, adb__batch *b, int64_t now) {
   if (!rc) rc = run(s, c, S_DEFAULT_CANDIDATES, &p, "default rewards", &cand);
   if (!rc) rc = defaults_add(s, c, cand, b, now);
   PQclear(cand);
+  if (!rc) rc = run(s, c, S_DEFER_CLOSE, &p, "close deferred events", NULL);
   if (!rc) rc = run(s, c, S_WATERMARK_ADVANCE, &p, "advance watermarks", NULL);
   return rc;
 }

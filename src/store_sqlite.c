@@ -118,6 +118,7 @@ enum stmt_id {
   S_WATERMARK_INIT,
   S_DEFAULT_CANDIDATES,
   S_WATERMARK_ADVANCE,
+  S_DEFER_CLOSE,
   N_STMT
 };
 
@@ -330,6 +331,16 @@ static const char *const stmt_sql[N_STMT] = {
         " - CAST(a.reward_window_s * 1000 AS INTEGER) - ?2)"
         " FROM agent_metadata a WHERE a.agent_id = w.agent_id"
         " AND a.reward_window_s > 0",
+    /* The deferral marks of the decisions the sweep has just closed (read
+     * by the sweep only while open: the table stays small). */
+    [S_DEFER_CLOSE] =
+        "DELETE FROM deferred_events WHERE (agent_id, event_id) IN"
+        " (SELECT d.agent_id, d.event_id FROM default_watermarks w"
+        " JOIN agent_metadata a ON a.agent_id = w.agent_id"
+        " JOIN decisions d ON d.agent_id = w.agent_id"
+        " AND d.created_at_ms >= w.upto_ms AND d.created_at_ms < ?1"
+        " - CAST(a.reward_window_s * 1000 AS INTEGER) - ?2"
+        " WHERE a.reward_window_s > 0)",
 };
 
 /* ---------------------------------------------------------------- handle */
@@ -1185,6 +1196,13 @@ static int defaults_read(sq_store *s, conn *c, adb__batch *b, int *cap,
     rc = ADB_OK;
   else if (rc > 0)
     rc = sq_fail(s, c, rc, "default rewards");
+  stmt_done(st);
+  if (rc || (rc = stmt_get(s, c, S_DEFER_CLOSE, &st))) return rc;
+  rc = SQLITE_OK;
+  bind_int(st, 1, now, &rc);
+  bind_int(st, 2, ADB__DEFAULT_LAG_MS, &rc);
+  if (rc == SQLITE_OK) rc = sqlite3_step(st);
+  rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "close deferred events");
   stmt_done(st);
   if (rc || (rc = stmt_get(s, c, S_WATERMARK_ADVANCE, &st))) return rc;
   rc = SQLITE_OK;

@@ -1366,6 +1366,9 @@ static void a_never_activated_deferred_event_gets_no_default(void **state) {
   assert_int_equal(arm(st, "ag", "u1", sk, "c").n, 1);
   assert_int_equal(arm(st, "ag", "*", sk, "b").n, 0);
 
+  /* Closed events forget their marks (the sweep reads only open ones). */
+  assert_int_equal(defer_state(st, "ag", "ev-never"), ADB__DEFER_NONE);
+  assert_int_equal(defer_state(st, "ag", "ev-active"), ADB__DEFER_NONE);
   /* Activated after its window, then rewarded: closed, the reward late. */
   assert_ok(st, st->m->event_defer(st, "ag", "ev-never", ADB__DEFER_ACTIVATE,
                                    T0 + 60000, NULL));

@@ -7,8 +7,11 @@
 -- like any other's, but applies no default reward to a decision whose
 -- event is marked and not activated: a never-activated event is not
 -- learned from, and a reward after its window is late as for any event.
--- A mark is written before its decision and read only through its event id,
--- so activation and marking never depend on the order of commits.
+-- The same sweep then deletes the marks of the decisions it closed, so the
+-- table holds the open deferred events only (and marks of ranks whose
+-- decision was never stored, until the log is deleted). A mark is written
+-- before its decision and read only through its event id, so activation and
+-- marking never depend on the order of commits.
 CREATE TABLE deferred_events (
   agent_id        TEXT    NOT NULL,
   event_id        TEXT    NOT NULL,
