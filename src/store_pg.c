@@ -369,7 +369,8 @@ static const char *const stmts[N_STMT] = {
     [S_DEFAULT_CANDIDATES] =
         "SELECT DISTINCT ON (d.agent_id, d.event_id) d.agent_id, d.event_id,"
         " d.user_id, d.state_key, d.action_id, a.default_reward,"
-        " x.event_id IS NOT NULL AND x.activated_at_ms IS NULL"
+        " x.event_id IS NOT NULL AND x.activated_at_ms IS NULL,"
+        " x.event_id IS NOT NULL"
         " FROM default_watermarks w"
         " JOIN agent_metadata a ON a.agent_id = w.agent_id"
         " JOIN decisions d ON d.agent_id = w.agent_id"
@@ -2031,8 +2032,11 @@ static int defaults_sweep(pg_store *s, pgconn *c, adb__batch *b, int64_t now) {
   int rc = run(s, c, S_WATERMARK_INIT, &p, "init watermarks", NULL);
   if (!rc) rc = run(s, c, S_DEFAULT_CANDIDATES, &p, "default rewards", &cand);
   if (!rc) rc = defaults_add(s, c, cand, b, now);
+  int marked = 0; /* column 7: the event has a deferral mark */
+  for (int i = 0; !rc && !marked && i < PQntuples(cand); i++)
+    marked = r_bool(cand, i, 7);
   PQclear(cand);
-  if (!rc) rc = run(s, c, S_DEFER_CLOSE, &p, "close deferred events", NULL);
+  if (marked) rc = run(s, c, S_DEFER_CLOSE, &p, "close deferred events", NULL);
   if (!rc) rc = run(s, c, S_WATERMARK_ADVANCE, &p, "advance watermarks", NULL);
   return rc;
 }

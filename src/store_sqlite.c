@@ -317,7 +317,8 @@ static const char *const stmt_sql[N_STMT] = {
     [S_DEFAULT_CANDIDATES] =
         "SELECT d.agent_id, d.event_id, d.user_id, d.state_key, d.action_id,"
         " a.default_reward,"
-        " x.event_id IS NOT NULL AND x.activated_at_ms IS NULL"
+        " x.event_id IS NOT NULL AND x.activated_at_ms IS NULL,"
+        " x.event_id IS NOT NULL"
         " FROM default_watermarks w"
         " JOIN agent_metadata a ON a.agent_id = w.agent_id"
         " JOIN decisions d ON d.agent_id = w.agent_id"
@@ -1163,6 +1164,20 @@ static int default_row(adb__batch *b, int *cap, sqlite3_stmt *st, int64_t now) {
   return ADB_OK;
 }
 
+/* Deletes the deferral marks of the decisions the sweep at now closes. */
+static int defer_close(sq_store *s, conn *c, int64_t now) {
+  sqlite3_stmt *st;
+  int rc = stmt_get(s, c, S_DEFER_CLOSE, &st);
+  if (rc) return rc;
+  rc = SQLITE_OK;
+  bind_int(st, 1, now, &rc);
+  bind_int(st, 2, ADB__DEFAULT_LAG_MS, &rc);
+  if (rc == SQLITE_OK) rc = sqlite3_step(st);
+  rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "close deferred events");
+  stmt_done(st);
+  return rc;
+}
+
 /* Decisions whose window has ended (ADB__DEFAULT_LAG_MS after) since the
  * agent's watermark, with no reward: their default rewards, into b. The
  * rows are read first (the claims write to the tables read). A deferred
@@ -1183,8 +1198,9 @@ static int defaults_read(sq_store *s, conn *c, adb__batch *b, int *cap,
   rc = SQLITE_OK;
   bind_int(st, 1, now, &rc);
   bind_int(st, 2, ADB__DEFAULT_LAG_MS, &rc);
-  int won = 0;
+  int won = 0, marked = 0;
   while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    marked |= sqlite3_column_int(st, 7); /* a deferral mark to delete */
     rc = default_claim(s, c, st, now, &won);
     if (!rc && won && !sqlite3_column_int(st, 6) &&
         default_row(b, cap, st, now))
@@ -1197,13 +1213,7 @@ static int defaults_read(sq_store *s, conn *c, adb__batch *b, int *cap,
   else if (rc > 0)
     rc = sq_fail(s, c, rc, "default rewards");
   stmt_done(st);
-  if (rc || (rc = stmt_get(s, c, S_DEFER_CLOSE, &st))) return rc;
-  rc = SQLITE_OK;
-  bind_int(st, 1, now, &rc);
-  bind_int(st, 2, ADB__DEFAULT_LAG_MS, &rc);
-  if (rc == SQLITE_OK) rc = sqlite3_step(st);
-  rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "close deferred events");
-  stmt_done(st);
+  if (rc || (marked && (rc = defer_close(s, c, now)))) return rc;
   if (rc || (rc = stmt_get(s, c, S_WATERMARK_ADVANCE, &st))) return rc;
   rc = SQLITE_OK;
   bind_int(st, 1, now, &rc);
