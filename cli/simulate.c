@@ -213,17 +213,20 @@ static int agentdb_round(adb *db, const char *user, int d,
 }
 
 static void usage(FILE *f) {
-  fprintf(
-      f, "usage: agentdb simulate [options]\n"
-         "  --seed N      workload seed (default 1)\n"
-         "  --rounds N    decisions per policy (default 300000)\n"
-         "  --users N     users (default 200)\n"
-         "  --items N     catalogue size (default 60)\n"
-         "  --store URL   store (default: a temporary SQLite file)\n"
-         "  --csv FILE    write the learning curve (per 1%% of rounds)\n"
-         "  --fallback-strength N  pseudo-observations a user borrows from\n"
-         "                the agent-wide posterior (default 30)\n"
-         "  --algorithm beta|gaussian  the agent's posterior (default beta)\n");
+  fprintf(f,
+          "usage: agentdb simulate [options]\n"
+          "  --seed N      workload seed (default 1)\n"
+          "  --rounds N    decisions per policy (default 300000)\n"
+          "  --users N     users (default 200)\n"
+          "  --items N     catalogue size (default 60)\n"
+          "  --store URL   store (default: a temporary SQLite file)\n"
+          "  --csv FILE    write the learning curve (per 1%% of rounds)\n"
+          "  --fallback-strength N  pseudo-observations a user borrows from\n"
+          "                the agent-wide posterior (default 30)\n"
+          "  --algorithm beta|gaussian  the agent's posterior (default beta)\n"
+          "  --workload embed  the embedding workload (linear vs tabular TS,\n"
+          "                and --evaluate): agentdb simulate --workload embed "
+          "--help\n");
 }
 
 static int parse(int argc, char **argv, sim_opts *o) {

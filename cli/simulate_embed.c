@@ -271,16 +271,33 @@ typedef struct eopts {
   double v, lambda; /* the linear model's settings; 0 = defaults */
 } eopts;
 
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: agentdb simulate --workload embed [options]\n"
+          "  --seed N        workload seed (default 1)\n"
+          "  --rounds N      decisions per policy (default 20000, >= 100)\n"
+          "  --variant base|drift|newusers  (default base)\n"
+          "  --in-process    linear TS through linear.c directly\n"
+          "  --half-life H   forgetting, in rounds (drift: 2000, else 0 = "
+          "off)\n"
+          "  --v X, --lambda X  the linear model's exploration scale and\n"
+          "                  prior precision (default 0.1 and 1)\n"
+          "usage: agentdb simulate --workload embed --evaluate [options]\n"
+          "  --seeds N       seeds from --seed on (default 1)\n"
+          "  --rounds N      logged decisions per seed (default 5000)\n"
+          "  --logger JSON   the logging policy (an agent config)\n"
+          "  --policy JSON   a candidate policy (repeatable; default tabular\n"
+          "                  and linear)\n"
+          "  --json          machine-readable result\n");
+}
+
 static int parse(int argc, char **argv, eopts *o) {
-  static const struct option lo[] = {{"seed", 1, 0, 's'},
-                                     {"rounds", 1, 0, 'r'},
-                                     {"variant", 1, 0, 'v'},
-                                     {"workload", 1, 0, 'w'},
-                                     {"in-process", 0, 0, 'i'},
-                                     {"half-life", 1, 0, 'H'},
-                                     {"v", 1, 0, 'V'},
-                                     {"lambda", 1, 0, 'L'},
-                                     {0, 0, 0, 0}};
+  static const struct option lo[] = {
+      {"seed", 1, 0, 's'},       {"rounds", 1, 0, 'r'},
+      {"variant", 1, 0, 'v'},    {"workload", 1, 0, 'w'},
+      {"in-process", 0, 0, 'i'}, {"half-life", 1, 0, 'H'},
+      {"v", 1, 0, 'V'},          {"lambda", 1, 0, 'L'},
+      {"help", 0, 0, 'h'},       {0, 0, 0, 0}};
   int c;
   optind = 1;
   while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -295,6 +312,10 @@ static int parse(int argc, char **argv, eopts *o) {
     if (c == 'H') o->half_life = atof(optarg);
     if (c == 'V') o->v = atof(optarg);
     if (c == 'L') o->lambda = atof(optarg);
+    if (c == 'h') {
+      usage(stdout);
+      return 1;
+    }
     if (c == '?') return -1;
   }
   /* The drift variant forgets by default (README): a half-life of 2,000
@@ -431,7 +452,8 @@ int cli_simulate_embed(int argc, char **argv) {
   for (int i = 1; i < argc; i++)
     if (!strcmp(argv[i], "--evaluate")) return simulate_evaluate(argc, argv);
   eopts o = {.seed = 1, .rounds = 20000, .variant = V_BASE, .half_life = -1};
-  if (parse(argc, argv, &o)) return 2;
+  int prc = parse(argc, argv, &o);
+  if (prc) return prc > 0 ? 0 : 2;
   eworld *w = calloc(1, sizeof *w);
   if (!w) return 1;
   eworld_make(w, o.variant, o.rounds, o.seed);
@@ -519,9 +541,11 @@ static const char *ev_default_logger =
 
 static int ev_parse(int argc, char **argv, evopts *o) {
   static const struct option lo[] = {
-      {"seed", 1, 0, 's'},     {"seeds", 1, 0, 'n'},    {"rounds", 1, 0, 'r'},
-      {"logger", 1, 0, 'l'},   {"policy", 1, 0, 'p'},   {"json", 0, 0, 'j'},
-      {"evaluate", 0, 0, 'e'}, {"workload", 1, 0, 'w'}, {0, 0, 0, 0}};
+      {"seed", 1, 0, 's'},     {"seeds", 1, 0, 'n'},
+      {"rounds", 1, 0, 'r'},   {"logger", 1, 0, 'l'},
+      {"policy", 1, 0, 'p'},   {"json", 0, 0, 'j'},
+      {"evaluate", 0, 0, 'e'}, {"workload", 1, 0, 'w'},
+      {"help", 0, 0, 'h'},     {0, 0, 0, 0}};
   int c;
   optind = 1;
   while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -531,6 +555,10 @@ static int ev_parse(int argc, char **argv, evopts *o) {
     if (c == 'l') o->logger = optarg;
     if (c == 'j') o->json = 1;
     if (c == 'p' && o->n_pol < EV_MAX_POL) o->policies[o->n_pol++] = optarg;
+    if (c == 'h') {
+      usage(stdout);
+      return 1;
+    }
     if (c == '?') return -1;
   }
   if (o->rounds < 100 || o->seeds < 1) {
@@ -716,7 +744,8 @@ static void ev_print_tally(const evopts *o, const adb__eval_policy *pol,
 static int simulate_evaluate(int argc, char **argv) {
   evopts o = {
       .seed = 1, .seeds = 1, .rounds = 5000, .logger = ev_default_logger};
-  if (ev_parse(argc, argv, &o)) return 2;
+  int prc = ev_parse(argc, argv, &o);
+  if (prc) return prc > 0 ? 0 : 2;
   adb__eval_policy pol[EV_MAX_POL], logp;
   char err[256];
   for (int k = 0; k <= o.n_pol; k++) {

@@ -36,9 +36,11 @@
  *
  * Time limits are enforced by a sweep every 250 ms instead of a timer per
  * request: a request must arrive completely within request_timeout_ms of
- * its first byte (a client sending one byte a second gets 408), a stalled
- * answer is dropped after the same time, an idle keep-alive connection is
- * closed after idle_timeout_ms.
+ * its first byte (a client sending one byte a second gets 408), an answer
+ * that the client stops reading is dropped after the same time without
+ * progress (a send, or the socket's send queue shrinking between sweeps:
+ * a slow but steady reader of a long streamed log is not cut off), an
+ * idle keep-alive connection is closed after idle_timeout_ms.
  *
  * Shutdown. adb__http_shutdown tells every worker to close its listening
  * socket, close idle connections and answer the requests it holds with
@@ -53,6 +55,8 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
+#include <linux/sockios.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -62,6 +66,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -568,6 +573,7 @@ typedef struct conn {
   char saved;           /* input byte overwritten by the body's NUL */
   int64_t req_start_ms; /* first byte of an unfinished request, or 0 */
   int64_t idle_since_ms, write_since_ms, linger_since_ms;
+  int out_queued; /* bytes in the socket's send queue at the last sweep */
   /* The request being received, kept between reads so that no byte is
    * looked at twice: how far the head has been searched, then, once the
    * head is parsed, its length, the body's framing and the chunked
@@ -736,6 +742,8 @@ static int conn_flush(conn *c) {
                      MSG_NOSIGNAL);
     if (n > 0) {
       c->out_off += (size_t)n;
+      /* a slow reader that keeps reading is not a stalled one */
+      if (c->want_write) c->write_since_ms = now_ms();
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
@@ -744,6 +752,7 @@ static int conn_flush(conn *c) {
         event_add(c->ev_write, NULL);
         c->want_write = 1;
         c->write_since_ms = now_ms();
+        c->out_queued = INT_MAX;
       }
       return 0;
     }
@@ -1402,11 +1411,24 @@ static void on_resume_accept(evutil_socket_t fd, short what, void *arg) {
   if (!w->draining && w->ev_listen) event_add(w->ev_listen, NULL);
 }
 
+/* Whether the client has read from a blocked answer since the last sweep:
+ * the socket's send queue shrank. (A send that succeeds is progress too,
+ * but the kernel reports a full queue writable only once a third of it is
+ * free: a slow, steady reader behind megabytes of queue may go seconds
+ * without one.) */
+static int reader_progressed(conn *c) {
+  int q;
+  if (ioctl(c->fd, SIOCOUTQ, &q) != 0 || q >= c->out_queued) return 0;
+  c->out_queued = q;
+  return 1;
+}
+
 static void sweep_conn(conn *c, int64_t now, const adb__http_config *cfg) {
   if (c->lingering) {
     if (now - c->linger_since_ms > 2000) conn_close(c);
     return;
   }
+  if (c->want_write && reader_progressed(c)) c->write_since_ms = now;
   if (c->want_write && now - c->write_since_ms > cfg->request_timeout_ms) {
     conn_close(c);
     return;
