@@ -233,3 +233,34 @@ int adb_user_erase(adb *db, const char *user_id, adb_user_summary *erased) {
                      user_id);
   return ADB_OK;
 }
+
+/* ------------------------------------------- deferred events and the log */
+
+int adb__event_defer(adb *db, const char *agent_id, const char *event_id,
+                     int op, int *state) {
+  int rc = adb__check_id(db, "agent id", agent_id);
+  if (!rc) rc = adb__check_id(db, "event id", event_id);
+  if (rc) return rc;
+  rc = db->store->m->event_defer(db->store, agent_id, event_id, op,
+                                 adb__clock_ms(db), state);
+  return rc ? store_fail(db, rc, "deferred event") : ADB_OK;
+}
+
+int adb__log_range(adb *db, const char *agent_id, int64_t *first_ms,
+                   int64_t *last_ms) {
+  int rc = adb__check_id(db, "agent id", agent_id);
+  if (rc) return rc;
+  rc = db->store->m->log_range(db->store, agent_id, first_ms, last_ms);
+  return rc ? store_fail(db, rc, "log range") : ADB_OK;
+}
+
+/* Queued decisions and rewards are committed first, so that the cutoff
+ * (the store's, from the handle's clock) sees them all. */
+int adb__log_delete(adb *db, const char *agent_id, adb__log_deleted *out) {
+  memset(out, 0, sizeof *out);
+  int rc = adb__check_id(db, "agent id", agent_id);
+  if (rc) return rc;
+  adb_flush(db);
+  rc = db->store->m->log_delete(db->store, agent_id, adb__clock_ms(db), out);
+  return rc ? store_fail(db, rc, "deleting the log") : ADB_OK;
+}

@@ -24,15 +24,18 @@
  * is stored as "pzh:" + the first 40 hex digits of its SHA-256, and the
  * answers carry the caller's ids.
  *
- * Deferred activation. A rank with deferActivation logs its decision as
- * usual and a marker pattern "pzd:<event>". A reward for an event with a
- * marker and no activation ("pza:<event>") is held as "pzr:<event>", not
- * applied; activation writes "pza:<event>" and then applies a held reward.
- * The reward writes "pzr:" and then checks "pza:" again, the activation
- * writes "pza:" and then reads "pzr:": whatever the interleaving, one of
- * them sees the other, and if both apply the reward, its reward id (the
- * event id) makes the second a duplicate — exactly once, as the write path
- * guarantees for any reward.
+ * Deferred activation. A rank with deferActivation marks its event in the
+ * store (event_defer, table deferred_events) before its decision is made.
+ * A reward for a marked event not yet activated is held in the agent's
+ * pattern "pzr:<event>", not applied; activation records itself in the
+ * mark and then applies a held reward. The reward writes "pzr:" and then
+ * reads the mark again, the activation writes the mark and then reads
+ * "pzr:": whatever the interleaving, one of them sees the other, and if
+ * both apply the reward, its reward id (the event id) makes the second a
+ * duplicate — exactly once, as the write path guarantees for any reward.
+ * When the reward window of a decision whose event is still not activated
+ * ends, the store's sweep closes the event without a default reward, so a
+ * never-activated event is not learned from at all (store.h event_defer).
  *
  * Learning modes. Online: the model chooses. Apprentice and LoggingOnly:
  * the baseline (the first non-excluded action) is the only candidate of
@@ -597,9 +600,7 @@ int adb__api_pz_rank(rctx *x) {
   if (!event && (in.defer || !online)) event = new_event(x);
   const char *eid = event ? pz_id(x, "", event) : NULL;
   if (in.defer) {
-    json_t *m = json_object();
-    int rc = pat_put(x, agent, pz_id(x, "pzd:", event), m);
-    json_decref(m);
+    int rc = adb__event_defer(x->db, agent, eid, ADB__DEFER_MARK, NULL);
     if (rc) return pz_fail_adb(x, rc);
   }
   adb_decide_req r = {.agent_id = agent,
@@ -707,18 +708,13 @@ int adb__api_pz_reward(rctx *x) {
   if (!svc) return pz_fail_adb(x, err);
   const char *agg =
       json_string_value(json_object_get(svc, "rewardAggregation"));
-  json_t *def = pat_get(x, agent, pz_id(x, "pzd:", x->param[0]), &err);
-  json_t *act = def && !err
-                    ? pat_get(x, agent, pz_id(x, "pza:", x->param[0]), &err)
-                    : NULL;
-  int rc = err;
-  if (!rc && def && !act) { /* deferred, not active: hold it */
+  int st = ADB__DEFER_NONE;
+  int rc = adb__event_defer(x->db, agent, eid, ADB__DEFER_GET, &st);
+  if (!rc && st == ADB__DEFER_WAITING) { /* deferred, not active: hold it */
     rc = hold(x, agent, x->param[0], v, agg);
-    if (!rc) act = pat_get(x, agent, pz_id(x, "pza:", x->param[0]), &rc);
+    if (!rc) rc = adb__event_defer(x->db, agent, eid, ADB__DEFER_GET, &st);
   }
-  if (!rc && (!def || act)) rc = apply_reward(x, agent, eid, v, agg);
-  json_decref(def);
-  json_decref(act);
+  if (!rc && st != ADB__DEFER_WAITING) rc = apply_reward(x, agent, eid, v, agg);
   json_decref(svc);
   if (rc) return pz_fail_adb(x, rc);
   x->resp->status = 204;
@@ -731,16 +727,12 @@ int adb__api_pz_activate(rctx *x) {
   if (!agent || pz_check_id(x, "the event id", x->param[0]) ||
       pz_ensure(x, agent, &cfg))
     return -1;
-  int err;
-  json_t *def = pat_get(x, agent, pz_id(x, "pzd:", x->param[0]), &err),
-         *held = NULL;
-  int rc = err;
-  if (!rc && def) {
-    json_t *m = json_object();
-    rc = pat_put(x, agent, pz_id(x, "pza:", x->param[0]), m);
-    json_decref(m);
-    if (!rc) held = pat_get(x, agent, pz_id(x, "pzr:", x->param[0]), &rc);
-  }
+  json_t *held = NULL;
+  const char *eid = pz_id(x, "", x->param[0]);
+  int st = ADB__DEFER_NONE;
+  int rc = adb__event_defer(x->db, agent, eid, ADB__DEFER_ACTIVATE, &st);
+  if (!rc && st == ADB__DEFER_ACTIVE)
+    held = pat_get(x, agent, pz_id(x, "pzr:", x->param[0]), &rc);
   if (!rc && held) {
     json_t *svc = service_of(x, agent, &rc), *vals, *v;
     const char *agg =
@@ -749,12 +741,10 @@ int adb__api_pz_activate(rctx *x) {
     vals = json_object_get(held, "values");
     json_array_foreach(vals, i, v) {
       if (rc || !svc) break;
-      rc = apply_reward(x, agent, pz_id(x, "", x->param[0]),
-                        json_number_value(v), agg);
+      rc = apply_reward(x, agent, eid, json_number_value(v), agg);
     }
     json_decref(svc);
   }
-  json_decref(def);
   json_decref(held);
   if (rc) return pz_fail_adb(x, rc);
   x->resp->status = 204;
@@ -1025,37 +1015,37 @@ int adb__api_pz_model_delete(rctx *x) {
   return 0;
 }
 
+/* Personalizer's "Delete all logs": the logged decisions and rewards whose
+ * reward window has ended go; the model (posteriors, the linear model's
+ * rewards and checkpoints), settings and catalogue stay (store.h
+ * log_delete). */
 int adb__api_pz_logs_delete(rctx *x) {
-  if (!pz_agent(x)) return -1;
-  return pz_fail(x, 501, "OperationNotAllowed",
-                 "AgentDB's model is a function of its log (the logged "
-                 "decisions and rewards): deleting the log alone is not "
-                 "offered; DELETE /personalizer/v1.0/model resets both%s",
-                 NULL);
+  const char *agent = pz_agent(x);
+  adb_agent_config cfg;
+  if (!agent || pz_ensure(x, agent, &cfg)) return -1;
+  adb__log_deleted n;
+  int rc = adb__log_delete(x->db, agent, &n);
+  if (rc) return pz_fail_adb(x, rc);
+  x->resp->status = 204;
+  return 0;
 }
 
+/* The span of the logged decisions: from the first one's second to the
+ * second after the last one's, so that [from, to) holds them all. */
 int adb__api_pz_logs_properties(rctx *x) {
   const char *agent = pz_agent(x);
   adb_agent_config cfg;
   if (!agent || pz_ensure(x, agent, &cfg)) return -1;
-  adb_metrics_row *rows = NULL;
-  int n = 0,
-      rc = adb_metrics_get(x->db, agent, 0, adb__now_ms() + 3600000, &rows, &n);
+  int64_t from, to;
+  int rc = adb__log_range(x->db, agent, &from, &to);
+  if (rc == ADB_ENOTFOUND)
+    return pz_fail(x, 404, "LogsPropertiesNotFound", "no decision is logged%s",
+                   NULL);
   if (rc) return pz_fail_adb(x, rc);
-  int64_t from = -1, to = -1;
-  for (int i = 0; i < n; i++)
-    if (rows[i].decisions > 0 || rows[i].rewards > 0) {
-      if (from < 0 || rows[i].hour_ms < from) from = rows[i].hour_ms;
-      if (rows[i].hour_ms + 3600000 > to) to = rows[i].hour_ms + 3600000;
-    }
-  adb_free(rows);
-  if (from < 0)
-    return pz_fail(x, 404, "LogsPropertiesNotFound",
-                   "no decision has been logged yet%s", NULL);
   adb__buf_puts(x->out, "{\"dateRange\":{\"from\":");
   put_date(x->out, from);
   adb__buf_puts(x->out, ",\"to\":");
-  put_date(x->out, to);
+  put_date(x->out, (to / 1000 + 1) * 1000);
   adb__buf_puts(x->out, "}}");
   return 0;
 }

@@ -215,4 +215,16 @@ int adb__check_embedding(adb *db, adb__agent *a, const float *v, int dim);
  * request is accepted); EINVAL when another dimension got there first. */
 int adb__fix_embedding_dim(adb *db, adb__agent *a, int dim);
 
+/* Deferred activation (admin.c; the store's event_defer): op and *state
+ * are ADB__DEFER_* (store.h). For the Personalizer routes. */
+int adb__event_defer(adb *db, const char *agent_id, const char *event_id,
+                     int op, int *state);
+/* The agent's decision log (admin.c): the times of its first and last
+ * decision (ADB_ENOTFOUND when it has none), and the deletion of the part
+ * whose reward window has ended (the store's log_delete, after the
+ * handle's queued writes are committed). */
+int adb__log_range(adb *db, const char *agent_id, int64_t *first_ms,
+                   int64_t *last_ms);
+int adb__log_delete(adb *db, const char *agent_id, adb__log_deleted *out);
+
 #endif

@@ -374,6 +374,7 @@ const char *const adb__sql_agent_learning[] = {
     "DELETE FROM decision_features WHERE agent_id = $1",
     "DELETE FROM linear_rewards WHERE agent_id = $1",
     "DELETE FROM linear_checkpoints WHERE agent_id = $1",
+    "DELETE FROM deferred_events WHERE agent_id = $1",
     NULL};
 const char *const adb__sql_agent_config[] = {
     "DELETE FROM actions WHERE agent_id = $1",
@@ -421,6 +422,8 @@ const char *const adb__sql_user_delete[] = {
     "(SELECT agent_id, event_id FROM decisions WHERE user_id = $1)",
     "DELETE FROM event_outcomes WHERE (agent_id, event_id) IN "
     "(SELECT agent_id, event_id FROM decisions WHERE user_id = $1)",
+    "DELETE FROM deferred_events WHERE (agent_id, event_id) IN "
+    "(SELECT agent_id, event_id FROM decisions WHERE user_id = $1)",
     /* The linear model's copies of the user's features (0003). */
     "DELETE FROM decision_features WHERE (agent_id, event_id) IN "
     "(SELECT agent_id, event_id FROM decisions WHERE user_id = $1)",
@@ -432,3 +435,46 @@ const char *const adb__sql_user_delete[] = {
     "DELETE FROM rl_policies WHERE user_id = $1",
     "DELETE FROM user_states WHERE user_id = $1",
     NULL};
+
+/* ------------------------------------------- deferred events and the log */
+
+const char adb__sql_defer_mark[] =
+    "INSERT INTO deferred_events (agent_id, event_id, created_at_ms) "
+    "VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
+const char adb__sql_defer_activate[] =
+    "UPDATE deferred_events SET activated_at_ms = $3 "
+    "WHERE agent_id = $1 AND event_id = $2 AND activated_at_ms IS NULL";
+const char adb__sql_defer_get[] = "SELECT activated_at_ms FROM deferred_events "
+                                  "WHERE agent_id = $1 AND event_id = $2";
+
+const char adb__sql_log_range[] =
+    "SELECT min(created_at_ms), max(created_at_ms) FROM decisions "
+    "WHERE agent_id = $1";
+
+/* The events of the decisions log_delete deletes. */
+#define LOG_EVENTS                                                             \
+  "(SELECT event_id FROM decisions WHERE agent_id = $1 "                       \
+  "AND created_at_ms < $2)"
+const char *const adb__sql_log_delete_keyed[] = {
+    "DELETE FROM event_outcomes WHERE agent_id = $1 AND event_id "
+    "IN " LOG_EVENTS,
+    "DELETE FROM deferred_events WHERE agent_id = $1 AND event_id "
+    "IN " LOG_EVENTS,
+    "DELETE FROM decision_features WHERE agent_id = $1 AND event_id "
+    "IN " LOG_EVENTS,
+    NULL};
+/* The rewards of those events, then the direct rewards (no event) before
+ * the cutoff; "event_id <> ''" lets the planner use the partial index. */
+const char *const adb__sql_log_delete_rewards[] = {
+    "DELETE FROM reward_signals WHERE agent_id = $1 AND event_id <> '' "
+    "AND event_id IN " LOG_EVENTS,
+    "DELETE FROM reward_signals WHERE agent_id = $1 AND event_id = '' "
+    "AND created_at_ms < $2",
+    NULL};
+const char adb__sql_log_delete_decisions[] =
+    "DELETE FROM decisions WHERE agent_id = $1 AND created_at_ms < $2";
+/* Marks of ranks whose decision was never stored (a failed decide). */
+const char adb__sql_log_delete_marks[] =
+    "DELETE FROM deferred_events WHERE agent_id = $1 AND created_at_ms < $2 "
+    "AND NOT EXISTS (SELECT 1 FROM decisions d WHERE d.agent_id = $1 "
+    "AND d.event_id = deferred_events.event_id)";

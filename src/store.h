@@ -89,7 +89,8 @@ typedef struct adb__reward_rec {
   int result;  /* ADB_OK or ADB_ECONFLICT (id reused, other body) */
   int applied; /* 1 if newly inserted and applied, 0 if duplicate */
   int late;    /* its decision's window closed first: the default reward was
-                * applied instead, this one never is (applied = 0) */
+                * applied instead (or, for a deferred event never activated,
+                * nothing), this one never is (applied = 0) */
   double first_reward; /* the reward stored under this id */
 } adb__reward_rec;
 
@@ -213,6 +214,16 @@ typedef struct adb__lin_ckpt {
 } adb__lin_ckpt;
 /* Admin operations (rare; each a transaction of its own). */
 
+/* Deferred events (event_defer). */
+enum { ADB__DEFER_GET = 0, ADB__DEFER_MARK = 1, ADB__DEFER_ACTIVATE = 2 };
+enum { ADB__DEFER_NONE = 0, ADB__DEFER_WAITING = 1, ADB__DEFER_ACTIVE = 2 };
+
+/* What log_delete deleted: decisions and rewards (defaults included), all
+ * made before upto_ms. */
+typedef struct adb__log_deleted {
+  int64_t upto_ms, decisions, rewards;
+} adb__log_deleted;
+
 /* One cache key's parts: a policy entry (agent, user, state_key). */
 typedef struct adb__cell {
   char agent[ADB_ID_MAX + 1], user[ADB_ID_MAX + 1];
@@ -264,6 +275,20 @@ extern const char adb__sql_user_rows[];
  * $7 state, $8 action: returns the '*' row's new version */
 extern const char adb__sql_star_subtract[];
 extern const char *const adb__sql_user_delete[]; /* $1 user */
+/* Deferred events: $1 agent, $2 event, $3 now (event_defer; the update
+ * uses $3 first, so SQLite binds these by name). */
+extern const char adb__sql_defer_mark[];
+extern const char adb__sql_defer_activate[];
+extern const char adb__sql_defer_get[]; /* activated_at_ms (NULL or not) */
+/* $1 agent: min and max created_at_ms of its decisions (NULL for none). */
+extern const char adb__sql_log_range[];
+/* log_delete, $1 agent and $2 upto_ms: the rows keyed by the decisions to
+ * delete (run first), the rewards, the decisions, then the deferral marks
+ * left with no decision. */
+extern const char *const adb__sql_log_delete_keyed[];
+extern const char *const adb__sql_log_delete_rewards[];
+extern const char adb__sql_log_delete_decisions[];
+extern const char adb__sql_log_delete_marks[];
 int adb__cells_push(adb__cell **v, int *n, const char *agent, const char *user,
                     const char *state_key);
 int adb__sessions_push(adb__user_data *u, const char *session);
@@ -300,8 +325,11 @@ typedef struct adb__store_methods {
    * stored (each exactly once, also with several processes sweeping),
    * logging it and adding its increments; applies the agent's
    * default_reward to each decision whose reward window ended (plus
-   * ADB__DEFAULT_LAG_MS) with no reward (once: event_outcomes); and
-   * deletes the awaiting rewards whose expires_at_ms <= now_ms.
+   * ADB__DEFAULT_LAG_MS) with no reward (once: event_outcomes), except
+   * that a decision whose event is deferred and not activated
+   * (event_defer) gets its outcome claimed and no reward, and the marks of
+   * the decisions closed are deleted; and deletes the awaiting rewards
+   * whose expires_at_ms <= now_ms.
    * out->rewards (malloc'd, each signals_json malloc'd) and out->changes
    * (malloc'd) describe the joined and default rewards (a default's
    * reward_id starts with '~'); *expired counts the deleted ones. May be
@@ -385,6 +413,33 @@ typedef struct adb__store_methods {
                   int64_t to_ms,
                   int (*fn)(void *ctx, const struct adb__log_row *row),
                   void *ctx);
+
+  /* Deferred activation (Personalizer's deferActivation): op
+   * ADB__DEFER_MARK records event_id of agent as deferred (before its
+   * decision is made; marking it again changes nothing),
+   * ADB__DEFER_ACTIVATE activates a marked event (an event never marked is
+   * left alone), ADB__DEFER_GET only reads. *state (may be NULL) gets the
+   * event's state afterwards (ADB__DEFER_*). pending_sweep claims the
+   * outcome of a decision whose window ended while its event was marked
+   * and not activated, and applies no default reward to it; it deletes the
+   * marks of the decisions it closes (their state is then NONE again). */
+  int (*event_defer)(adb__store *st, const char *agent, const char *event_id,
+                     int op, int64_t now_ms, int *state);
+  /* The times of the agent's first and last logged decision;
+   * ADB_ENOTFOUND when it has none. */
+  int (*log_range)(adb__store *st, const char *agent, int64_t *first_ms,
+                   int64_t *last_ms);
+  /* Deletes, in one transaction, the agent's log whose reward window has
+   * ended: its decisions made before out->upto_ms (now_ms less its
+   * reward_window_s and ADB__DEFAULT_LAG_MS, and never past the point its
+   * default rewards were swept to), their rewards, outcomes, deferral marks
+   * and logged features, and its direct rewards before upto_ms; on
+   * PostgreSQL also the exactly-once memory of those reward ids and event
+   * ids. What the model is made of stays: posteriors, linear_rewards and
+   * checkpoints, settings, catalogue, episodes, rollups. ADB_ENOTFOUND for
+   * an unknown agent. */
+  int (*log_delete)(adb__store *st, const char *agent, int64_t now_ms,
+                    adb__log_deleted *out);
 } adb__store_methods;
 
 /* Generic handle header: every backend's handle starts with this. */

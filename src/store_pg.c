@@ -161,6 +161,7 @@ enum stmt_id {
   S_DEFAULT_CANDIDATES,
   S_WATERMARK_ADVANCE,
   S_LOG_PAGE,
+  S_DEFER_CLOSE,
   N_STMT
 };
 
@@ -367,12 +368,16 @@ static const char *const stmts[N_STMT] = {
         " ON CONFLICT DO NOTHING",
     [S_DEFAULT_CANDIDATES] =
         "SELECT DISTINCT ON (d.agent_id, d.event_id) d.agent_id, d.event_id,"
-        " d.user_id, d.state_key, d.action_id, a.default_reward"
+        " d.user_id, d.state_key, d.action_id, a.default_reward,"
+        " x.event_id IS NOT NULL AND x.activated_at_ms IS NULL,"
+        " x.event_id IS NOT NULL"
         " FROM default_watermarks w"
         " JOIN agent_metadata a ON a.agent_id = w.agent_id"
         " JOIN decisions d ON d.agent_id = w.agent_id"
         " AND d.created_at_ms >= w.upto_ms AND d.created_at_ms < $1::int8"
         " - (a.reward_window_s * 1000)::int8 - $2::int8"
+        " LEFT JOIN deferred_events x ON x.agent_id = d.agent_id"
+        " AND x.event_id = d.event_id"
         " WHERE a.reward_window_s > 0 ORDER BY d.agent_id, d.event_id,"
         " d.created_at_ms",
     [S_WATERMARK_ADVANCE] =
@@ -399,6 +404,15 @@ static const char *const stmts[N_STMT] = {
         " AND event_id = ANY (ARRAY(SELECT event_id FROM d))"
         " AND event_id <> '' GROUP BY event_id) r ON r.event_id = d.event_id"
         " ORDER BY d.created_at_ms, d.id",
+    /* The deferral marks of the decisions the sweep has just closed (they
+     * are read by the sweep only while open: the table stays small). */
+    [S_DEFER_CLOSE] =
+        "DELETE FROM deferred_events x USING default_watermarks w,"
+        " agent_metadata a, decisions d WHERE a.agent_id = w.agent_id"
+        " AND a.reward_window_s > 0 AND d.agent_id = w.agent_id"
+        " AND d.created_at_ms >= w.upto_ms AND d.created_at_ms < $1::int8"
+        " - (a.reward_window_s * 1000)::int8 - $2::int8"
+        " AND x.agent_id = d.agent_id AND x.event_id = d.event_id",
 };
 
 _Static_assert(N_STMT <= 64, "pgconn.prepared is a 64-bit mask");
@@ -1953,7 +1967,8 @@ static int sweep_rows(pg_store *s, const PGresult *r, adb__batch *b) {
 }
 
 /* The candidates of S_DEFAULT_CANDIDATES that won their default claim, as
- * applied rewards appended to b. */
+ * applied rewards appended to b; a deferred event never activated (column
+ * 6) is claimed, which closes it, and gets no reward. */
 static int defaults_add(pg_store *s, pgconn *c, const PGresult *cand,
                         adb__batch *b, int64_t now) {
   static const uint32_t t[] = {OID_TEXT, OID_TEXT};
@@ -1984,6 +1999,7 @@ static int defaults_add(pg_store *s, pgconn *c, const PGresult *cand,
       if (strcmp(PQgetvalue(cand, i, 1), ev) ||
           strcmp(PQgetvalue(cand, i, 0), ag))
         continue;
+      if (r_bool(cand, i, 6)) break; /* never activated */
       adb__reward_rec *w = &b->rewards[b->n_rewards];
       memset(w, 0, sizeof *w);
       rc = r_copy(w->agent, sizeof w->agent, cand, i, 0);
@@ -2017,7 +2033,11 @@ static int defaults_sweep(pg_store *s, pgconn *c, adb__batch *b, int64_t now) {
   int rc = run(s, c, S_WATERMARK_INIT, &p, "init watermarks", NULL);
   if (!rc) rc = run(s, c, S_DEFAULT_CANDIDATES, &p, "default rewards", &cand);
   if (!rc) rc = defaults_add(s, c, cand, b, now);
+  int marked = 0; /* column 7: the event has a deferral mark */
+  for (int i = 0; !rc && !marked && i < PQntuples(cand); i++)
+    marked = r_bool(cand, i, 7);
   PQclear(cand);
+  if (marked) rc = run(s, c, S_DEFER_CLOSE, &p, "close deferred events", NULL);
   if (!rc) rc = run(s, c, S_WATERMARK_ADVANCE, &p, "advance watermarks", NULL);
   return rc;
 }
@@ -3449,6 +3469,168 @@ static int pg_log_scan(adb__store *st, const char *agent, int64_t from_ms,
   return rc;
 }
 
+/* ------------------------------------------ deferred events and the log */
+
+typedef struct defer_arg {
+  const char *agent, *event_id;
+  int op, state;
+  int64_t now_ms;
+} defer_arg;
+
+static int defer_fn(pg_store *s, pgconn *c, void *arg) {
+  defer_arg *x = arg;
+  params p = {0};
+  p_text(&p, x->agent);
+  p_text(&p, x->event_id);
+  PGresult *r = NULL;
+  int rc = ADB_OK;
+  if (x->op != ADB__DEFER_GET) {
+    p_i64(&p, x->now_ms);
+    rc = run_params(s, c,
+                    x->op == ADB__DEFER_MARK ? adb__sql_defer_mark
+                                             : adb__sql_defer_activate,
+                    &p, "defer event", NULL);
+    p.n = 2;
+  }
+  if (!rc) rc = run_params(s, c, adb__sql_defer_get, &p, "deferred event", &r);
+  if (!rc)
+    x->state = PQntuples(r) == 0      ? ADB__DEFER_NONE
+               : PQgetisnull(r, 0, 0) ? ADB__DEFER_WAITING
+                                      : ADB__DEFER_ACTIVE;
+  PQclear(r);
+  return rc;
+}
+
+static int pg_event_defer(adb__store *st, const char *agent,
+                          const char *event_id, int op, int64_t now_ms,
+                          int *state) {
+  defer_arg x = {agent, event_id, op, ADB__DEFER_NONE, now_ms};
+  int rc = with_conn((pg_store *)st, defer_fn, &x, op == ADB__DEFER_GET);
+  if (state) *state = rc ? ADB__DEFER_NONE : x.state;
+  return rc;
+}
+
+static int range_fn(pg_store *s, pgconn *c, void *arg) {
+  get_arg *x = arg;
+  PGresult *r;
+  int rc = run_text(s, c, adb__sql_log_range, x->k1, NULL, "log range", &r);
+  if (rc) return rc;
+  if (PQntuples(r) != 1 || PQgetisnull(r, 0, 0)) {
+    set_err(s, "postgresql: agent '%s' has no logged decision", x->k1);
+    rc = ADB_ENOTFOUND;
+  } else {
+    x->n1 = r_i64(r, 0, 0);
+    x->n2 = r_i64(r, 0, 1);
+  }
+  PQclear(r);
+  return rc;
+}
+
+static int pg_log_range(adb__store *st, const char *agent, int64_t *first_ms,
+                        int64_t *last_ms) {
+  get_arg x = {.k1 = agent};
+  int rc = with_conn((pg_store *)st, range_fn, &x, 1);
+  *first_ms = rc ? 0 : x.n1;
+  *last_ms = rc ? 0 : x.n2;
+  return rc;
+}
+
+/* The cutoff of log_delete: now less the window and the lag, never past
+ * the agent's default-reward watermark; no row for an unknown agent. */
+static const char log_cutoff_sql[] =
+    "SELECT CASE WHEN a.reward_window_s > 0 THEN"
+    " least($2::int8 - (a.reward_window_s * 1000)::int8 - $3::int8,"
+    " coalesce(w.upto_ms, $2::int8)) ELSE $2::int8 - $3::int8 END"
+    " FROM agent_metadata a LEFT JOIN default_watermarks w"
+    " ON w.agent_id = a.agent_id WHERE a.agent_id = $1";
+
+/* The exactly-once memory of the reward ids and client event ids deleted
+ * (0005_write_path), run before the rewards and decisions go. */
+static const char *const log_delete_ids[] = {
+    "DELETE FROM reward_ids WHERE agent_id = $1 AND reward_id IN"
+    " (SELECT reward_id FROM reward_signals WHERE agent_id = $1"
+    " AND event_id <> '' AND event_id IN (SELECT event_id FROM decisions"
+    " WHERE agent_id = $1 AND created_at_ms < $2))",
+    "DELETE FROM reward_ids WHERE agent_id = $1 AND reward_id IN"
+    " (SELECT reward_id FROM reward_signals WHERE agent_id = $1"
+    " AND event_id = '' AND created_at_ms < $2)",
+    "DELETE FROM decision_ids WHERE agent_id = $1 AND event_id IN"
+    " (SELECT event_id FROM decisions WHERE agent_id = $1"
+    " AND created_at_ms < $2)",
+    NULL};
+
+typedef struct log_del_arg {
+  const char *agent;
+  int64_t now_ms;
+  adb__log_deleted out;
+} log_del_arg;
+
+/* Runs sql($1 = agent, $2 = t); *n (may be NULL) gets the rows changed. */
+static int run_log(pg_store *s, pgconn *c, const char *sql, const char *agent,
+                   int64_t t, int64_t *n) {
+  params p = {0};
+  p_text(&p, agent);
+  p_i64(&p, t);
+  PGresult *r = NULL;
+  int rc = run_params(s, c, sql, &p, "delete log", &r);
+  if (!rc && n) *n = strtoll(PQcmdTuples(r), NULL, 10);
+  PQclear(r);
+  return rc;
+}
+
+static int log_cutoff(pg_store *s, pgconn *c, log_del_arg *x) {
+  params p = {0};
+  p_text(&p, x->agent);
+  p_i64(&p, x->now_ms);
+  p_i64(&p, ADB__DEFAULT_LAG_MS);
+  PGresult *r = NULL;
+  int rc = run_params(s, c, log_cutoff_sql, &p, "log cutoff", &r);
+  if (!rc && PQntuples(r) != 1) {
+    set_err(s, "postgresql: agent '%s' not found", x->agent);
+    rc = ADB_ENOTFOUND;
+  }
+  if (!rc) x->out.upto_ms = r_i64(r, 0, 0);
+  PQclear(r);
+  return rc;
+}
+
+static int log_del_body(pg_store *s, pgconn *c, log_del_arg *x) {
+  int rc = log_cutoff(s, c, x);
+  int64_t t = x->out.upto_ms, n = 0;
+  for (int i = 0; !rc && adb__sql_log_delete_keyed[i]; i++)
+    rc = run_log(s, c, adb__sql_log_delete_keyed[i], x->agent, t, NULL);
+  for (int i = 0; !rc && log_delete_ids[i]; i++)
+    rc = run_log(s, c, log_delete_ids[i], x->agent, t, NULL);
+  for (int i = 0; !rc && adb__sql_log_delete_rewards[i]; i++) {
+    rc = run_log(s, c, adb__sql_log_delete_rewards[i], x->agent, t, &n);
+    x->out.rewards += rc ? 0 : n;
+  }
+  if (!rc)
+    rc = run_log(s, c, adb__sql_log_delete_decisions, x->agent, t,
+                 &x->out.decisions);
+  if (!rc) rc = run_log(s, c, adb__sql_log_delete_marks, x->agent, t, NULL);
+  return rc;
+}
+
+static int log_del_fn(pg_store *s, pgconn *c, void *arg) {
+  log_del_arg *x = arg;
+  memset(&x->out, 0, sizeof x->out);
+  int rc = run_sql(s, c, "BEGIN", s->io_timeout_ms, "begin log delete");
+  if (!rc) rc = log_del_body(s, c, x);
+  if (!rc) rc = run_sql(s, c, "COMMIT", s->io_timeout_ms, "commit");
+  if (rc) txn_abort(s, c);
+  return rc;
+}
+
+static int pg_log_delete(adb__store *st, const char *agent, int64_t now_ms,
+                         adb__log_deleted *out) {
+  log_del_arg x = {.agent = agent, .now_ms = now_ms};
+  int rc = with_conn((pg_store *)st, log_del_fn, &x, 0);
+  *out = x.out;
+  if (rc) out->decisions = out->rewards = 0;
+  return rc;
+}
+
 const adb__store_methods adb__store_pg = {
     .version = 1,
     .scheme = "postgresql",
@@ -3481,4 +3663,7 @@ const adb__store_methods adb__store_pg = {
     .action_delete = pg_action_delete,
     .user_data = pg_user_data,
     .log_scan = pg_log_scan,
+    .event_defer = pg_event_defer,
+    .log_range = pg_log_range,
+    .log_delete = pg_log_delete,
 };

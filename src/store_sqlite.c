@@ -118,6 +118,7 @@ enum stmt_id {
   S_WATERMARK_INIT,
   S_DEFAULT_CANDIDATES,
   S_WATERMARK_ADVANCE,
+  S_DEFER_CLOSE,
   N_STMT
 };
 
@@ -315,17 +316,32 @@ static const char *const stmt_sql[N_STMT] = {
         " ON CONFLICT DO NOTHING",
     [S_DEFAULT_CANDIDATES] =
         "SELECT d.agent_id, d.event_id, d.user_id, d.state_key, d.action_id,"
-        " a.default_reward FROM default_watermarks w"
+        " a.default_reward,"
+        " x.event_id IS NOT NULL AND x.activated_at_ms IS NULL,"
+        " x.event_id IS NOT NULL"
+        " FROM default_watermarks w"
         " JOIN agent_metadata a ON a.agent_id = w.agent_id"
         " JOIN decisions d ON d.agent_id = w.agent_id"
         " AND d.created_at_ms >= w.upto_ms AND d.created_at_ms < ?1"
         " - CAST(a.reward_window_s * 1000 AS INTEGER) - ?2"
+        " LEFT JOIN deferred_events x ON x.agent_id = d.agent_id"
+        " AND x.event_id = d.event_id"
         " WHERE a.reward_window_s > 0",
     [S_WATERMARK_ADVANCE] =
         "UPDATE default_watermarks AS w SET upto_ms = max(w.upto_ms, ?1"
         " - CAST(a.reward_window_s * 1000 AS INTEGER) - ?2)"
         " FROM agent_metadata a WHERE a.agent_id = w.agent_id"
         " AND a.reward_window_s > 0",
+    /* The deferral marks of the decisions the sweep has just closed (read
+     * by the sweep only while open: the table stays small). */
+    [S_DEFER_CLOSE] =
+        "DELETE FROM deferred_events WHERE (agent_id, event_id) IN"
+        " (SELECT d.agent_id, d.event_id FROM default_watermarks w"
+        " JOIN agent_metadata a ON a.agent_id = w.agent_id"
+        " JOIN decisions d ON d.agent_id = w.agent_id"
+        " AND d.created_at_ms >= w.upto_ms AND d.created_at_ms < ?1"
+        " - CAST(a.reward_window_s * 1000 AS INTEGER) - ?2"
+        " WHERE a.reward_window_s > 0)",
 };
 
 /* ---------------------------------------------------------------- handle */
@@ -1148,9 +1164,25 @@ static int default_row(adb__batch *b, int *cap, sqlite3_stmt *st, int64_t now) {
   return ADB_OK;
 }
 
+/* Deletes the deferral marks of the decisions the sweep at now closes. */
+static int defer_close(sq_store *s, conn *c, int64_t now) {
+  sqlite3_stmt *st;
+  int rc = stmt_get(s, c, S_DEFER_CLOSE, &st);
+  if (rc) return rc;
+  rc = SQLITE_OK;
+  bind_int(st, 1, now, &rc);
+  bind_int(st, 2, ADB__DEFAULT_LAG_MS, &rc);
+  if (rc == SQLITE_OK) rc = sqlite3_step(st);
+  rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "close deferred events");
+  stmt_done(st);
+  return rc;
+}
+
 /* Decisions whose window has ended (ADB__DEFAULT_LAG_MS after) since the
  * agent's watermark, with no reward: their default rewards, into b. The
- * rows are read first (the claims write to the tables read). */
+ * rows are read first (the claims write to the tables read). A deferred
+ * event never activated (column 6) is claimed, which closes it, and gets
+ * no reward. */
 static int defaults_read(sq_store *s, conn *c, adb__batch *b, int *cap,
                          int64_t now) {
   sqlite3_stmt *st;
@@ -1166,10 +1198,12 @@ static int defaults_read(sq_store *s, conn *c, adb__batch *b, int *cap,
   rc = SQLITE_OK;
   bind_int(st, 1, now, &rc);
   bind_int(st, 2, ADB__DEFAULT_LAG_MS, &rc);
-  int won = 0;
+  int won = 0, marked = 0;
   while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    marked |= sqlite3_column_int(st, 7); /* a deferral mark to delete */
     rc = default_claim(s, c, st, now, &won);
-    if (!rc && won && default_row(b, cap, st, now))
+    if (!rc && won && !sqlite3_column_int(st, 6) &&
+        default_row(b, cap, st, now))
       rc = col_fail(s, ADB_ENOMEM, "default rewards");
     if (rc) break;
     rc = SQLITE_OK;
@@ -1179,6 +1213,7 @@ static int defaults_read(sq_store *s, conn *c, adb__batch *b, int *cap,
   else if (rc > 0)
     rc = sq_fail(s, c, rc, "default rewards");
   stmt_done(st);
+  if (rc || (marked && (rc = defer_close(s, c, now)))) return rc;
   if (rc || (rc = stmt_get(s, c, S_WATERMARK_ADVANCE, &st))) return rc;
   rc = SQLITE_OK;
   bind_int(st, 1, now, &rc);
@@ -2663,6 +2698,163 @@ static int sq_log_scan(adb__store *st_, const char *agent, int64_t from_ms,
   return rc;
 }
 
+/* ------------------------------------------ deferred events and the log */
+
+/* Steps sql($1 = agent, $2 = the text t2 or, when it is NULL, the integer
+ * i2, $3 = the integer i3) to its end, binding the parameters by name (the
+ * shared SQL may use them in any order); *changes (may be NULL) gets the
+ * rows it changed. */
+static int adhoc_run_i(sq_store *s, conn *c, const char *sql, const char *agent,
+                       const char *t2, int64_t i2, int64_t i3,
+                       int64_t *changes) {
+  sqlite3_stmt *st;
+  int b = sqlite3_prepare_v2(c->db, sql, -1, &st, NULL);
+  if (b != SQLITE_OK) return sq_fail(s, c, b, "prepare");
+  int i = sqlite3_bind_parameter_index(st, "$2");
+  bind_text(st, sqlite3_bind_parameter_index(st, "$1"), agent, &b);
+  if (t2)
+    bind_text(st, i, t2, &b);
+  else
+    bind_int(st, i, i2, &b);
+  if ((i = sqlite3_bind_parameter_index(st, "$3")) > 0) bind_int(st, i, i3, &b);
+  while (b == SQLITE_OK || b == SQLITE_ROW)
+    b = sqlite3_step(st);
+  int rc = b == SQLITE_DONE ? ADB_OK : sq_fail(s, c, b, "log statement");
+  if (!rc && changes) *changes = sqlite3_changes64(c->db);
+  sqlite3_finalize(st);
+  return rc;
+}
+
+static int defer_row(void *arg, sqlite3_stmt *st) {
+  *(int *)arg = sqlite3_column_type(st, 0) == SQLITE_NULL ? ADB__DEFER_WAITING
+                                                          : ADB__DEFER_ACTIVE;
+  return ADB_OK;
+}
+
+static int sq_event_defer(adb__store *st_, const char *agent,
+                          const char *event_id, int op, int64_t now_ms,
+                          int *state) {
+  sq_store *s = (sq_store *)st_;
+  conn *c = op == ADB__DEFER_GET ? reader_take(s) : writer_take(s);
+  int rc = ADB_OK, got = ADB__DEFER_NONE;
+  if (op != ADB__DEFER_GET)
+    rc = adhoc_run_i(s, c,
+                     op == ADB__DEFER_MARK ? adb__sql_defer_mark
+                                           : adb__sql_defer_activate,
+                     agent, event_id, 0, now_ms, NULL);
+  if (!rc && state) {
+    sqlite3_stmt *st;
+    rc = adhoc(s, c, adb__sql_defer_get, agent, event_id, &st);
+    if (!rc) {
+      rc = rows_each(s, c, st, SQLITE_OK, defer_row, &got, "deferred event");
+      sqlite3_finalize(st);
+    }
+    *state = got;
+  }
+  conn_give(c);
+  return rc;
+}
+
+static int range_row(void *arg, sqlite3_stmt *st) {
+  int64_t *r = arg;
+  r[0] = sqlite3_column_type(st, 0) == SQLITE_NULL;
+  r[1] = sqlite3_column_int64(st, 0);
+  r[2] = sqlite3_column_int64(st, 1);
+  return ADB_OK;
+}
+
+static int sq_log_range(adb__store *st_, const char *agent, int64_t *first_ms,
+                        int64_t *last_ms) {
+  sq_store *s = (sq_store *)st_;
+  int64_t r[3] = {1, 0, 0};
+  conn *c = reader_take(s);
+  int rc = adhoc_rows(s, c, adb__sql_log_range, agent, range_row, r);
+  conn_give(c);
+  if (!rc && r[0]) {
+    set_err(s, "sqlite: agent '%s' has no logged decision", agent);
+    rc = ADB_ENOTFOUND;
+  }
+  *first_ms = rc ? 0 : r[1];
+  *last_ms = rc ? 0 : r[2];
+  return rc;
+}
+
+/* The cutoff of log_delete: now less the window and the lag, never past
+ * the agent's default-reward watermark; no row for an unknown agent. */
+static const char log_cutoff_sql[] =
+    "SELECT CASE WHEN a.reward_window_s > 0 THEN"
+    " min(?2 - CAST(a.reward_window_s * 1000 AS INTEGER) - ?3,"
+    " coalesce(w.upto_ms, ?2)) ELSE ?2 - ?3 END"
+    " FROM agent_metadata a LEFT JOIN default_watermarks w"
+    " ON w.agent_id = a.agent_id WHERE a.agent_id = ?1";
+
+static int cutoff_row(void *arg, sqlite3_stmt *st) {
+  int64_t *r = arg;
+  r[0] = 1;
+  r[1] = sqlite3_column_int64(st, 0);
+  return ADB_OK;
+}
+
+static int log_cutoff(sq_store *s, conn *c, const char *agent, int64_t now,
+                      int64_t *upto) {
+  sqlite3_stmt *st;
+  int64_t r[2] = {0, 0};
+  int rc = adhoc(s, c, log_cutoff_sql, agent, NULL, &st);
+  if (rc) return rc;
+  int b = SQLITE_OK;
+  bind_int(st, 2, now, &b);
+  bind_int(st, 3, ADB__DEFAULT_LAG_MS, &b);
+  rc = rows_each(s, c, st, b, cutoff_row, r, "log cutoff");
+  sqlite3_finalize(st);
+  if (!rc && !r[0]) {
+    set_err(s, "sqlite: agent '%s' not found", agent);
+    rc = ADB_ENOTFOUND;
+  }
+  *upto = r[1];
+  return rc;
+}
+
+static int log_delete_body(sq_store *s, conn *c, const char *agent, int64_t now,
+                           adb__log_deleted *out) {
+  int rc = log_cutoff(s, c, agent, now, &out->upto_ms);
+  int64_t t = out->upto_ms, n = 0;
+  for (int i = 0; !rc && adb__sql_log_delete_keyed[i]; i++)
+    rc = adhoc_run_i(s, c, adb__sql_log_delete_keyed[i], agent, NULL, t, -1,
+                     NULL);
+  for (int i = 0; !rc && adb__sql_log_delete_rewards[i]; i++) {
+    rc = adhoc_run_i(s, c, adb__sql_log_delete_rewards[i], agent, NULL, t, -1,
+                     &n);
+    out->rewards += rc ? 0 : n;
+  }
+  if (!rc)
+    rc = adhoc_run_i(s, c, adb__sql_log_delete_decisions, agent, NULL, t, -1,
+                     &out->decisions);
+  if (!rc)
+    rc = adhoc_run_i(s, c, adb__sql_log_delete_marks, agent, NULL, t, -1, NULL);
+  return rc;
+}
+
+/* Like an erasure, the deleted rows leave no copy in the file. */
+static int sq_log_delete(adb__store *st_, const char *agent, int64_t now_ms,
+                         adb__log_deleted *out) {
+  sq_store *s = (sq_store *)st_;
+  memset(out, 0, sizeof *out);
+  conn *c = writer_take(s);
+  secure_delete(c, 1);
+  int rc = stmt_run(s, c, S_BEGIN, "begin log delete");
+  if (!rc) rc = log_delete_body(s, c, agent, now_ms, out);
+  if (!rc) rc = stmt_run(s, c, S_COMMIT, "commit log delete");
+  if (rc) txn_abort(s, c);
+  secure_delete(c, 0);
+  conn_give(c);
+  if (rc) {
+    int64_t upto = out->upto_ms;
+    memset(out, 0, sizeof *out);
+    out->upto_ms = upto;
+  }
+  return rc;
+}
+
 const adb__store_methods adb__store_sqlite = {
     .version = 1,
     .scheme = "sqlite",
@@ -2695,4 +2887,7 @@ const adb__store_methods adb__store_sqlite = {
     .action_delete = sq_action_delete,
     .user_data = sq_user_data,
     .log_scan = sq_log_scan,
+    .event_defer = sq_event_defer,
+    .log_range = sq_log_range,
+    .log_delete = sq_log_delete,
 };

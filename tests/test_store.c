@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "migrations.h"
+#include "offline.h"
 #include "store.h"
 #include "util_store.h"
 
@@ -1244,6 +1245,262 @@ static void missing_records_are_not_found_with_their_messages(void **state) {
   assert_null(p.value_json);
 }
 
+/* ------------------------------------- deferred events and log deletion */
+
+/* An agent with a reward window of window_s and default reward 0.5. */
+static void put_window_agent(adb__store *st, const char *id, double window_s) {
+  adb_agent_config a;
+  adb_agent_config_init(&a);
+  snprintf(a.id, sizeof a.id, "%s", id);
+  a.reward_window_s = window_s;
+  a.default_reward = 0.5;
+  assert_ok(st, st->m->agent_put(st, &a));
+}
+
+static void write_decision(adb__store *st, adb__decision_rec *d) {
+  adb__batch b = {.decisions = d, .n_decisions = 1};
+  assert_ok(st, st->m->write_batch(st, &b));
+  free(b.changes);
+  assert_int_equal(d->inserted, 1);
+}
+
+/* One sweep at now; returns how many default rewards it applied and
+ * copies their event ids (up to 8) into ev. */
+static int sweep(adb__store *st, int64_t now, char ev[8][ADB_ID_MAX + 1]) {
+  adb__batch out;
+  int64_t expired = 0;
+  assert_ok(st, st->m->pending_sweep(st, now, &out, &expired));
+  int n = 0;
+  for (int i = 0; i < out.n_rewards; i++) {
+    if (out.rewards[i].reward_id[0] == '~') {
+      assert_true(out.rewards[i].reward == 0.5);
+      if (ev && n < 8)
+        snprintf(ev[n], ADB_ID_MAX + 1, "%s", out.rewards[i].event_id);
+      n++;
+    }
+    free(out.rewards[i].signals_json);
+  }
+  free(out.rewards);
+  free(out.changes);
+  return n;
+}
+
+static int defer_state(adb__store *st, const char *agent, const char *ev) {
+  int s = -1;
+  assert_ok(st, st->m->event_defer(st, agent, ev, ADB__DEFER_GET, T0, &s));
+  return s;
+}
+
+/* The log's rows by event: outcome and reward (up to 8 rows). */
+typedef struct log_seen {
+  int n;
+  char ev[8][ADB_ID_MAX + 1];
+  int outcome[8];
+  double reward[8];
+} log_seen;
+
+static int log_collect(void *ctx, const adb__log_row *row) {
+  log_seen *x = ctx;
+  if (x->n < 8) {
+    snprintf(x->ev[x->n], ADB_ID_MAX + 1, "%s", row->d->event_id);
+    x->outcome[x->n] = row->outcome;
+    x->reward[x->n] = row->reward;
+  }
+  x->n++;
+  return 0;
+}
+
+static int log_outcome(const log_seen *x, const char *ev) {
+  for (int i = 0; i < x->n && i < 8; i++)
+    if (!strcmp(x->ev[i], ev)) return x->outcome[i];
+  return -1;
+}
+
+/* Personalizer's deferActivation: when the window of a decision whose
+ * event was marked deferred and never activated ends, the sweep gives it
+ * no default reward (an activated one and an unmarked one get theirs),
+ * closes it (a later reward is late, not applied), and the log shows it
+ * with no outcome. Times are the sweep's arguments, not the clock. */
+static void a_never_activated_deferred_event_gets_no_default(void **state) {
+  fx *f = *state;
+  adb__store *st = f->st;
+  put_window_agent(st, "ag", 1);
+  assert_int_equal(sweep(st, T0, NULL), 0); /* the watermark: T0 - 6 s */
+  int s = -1;
+  assert_ok(st,
+            st->m->event_defer(st, "ag", "ev-never", ADB__DEFER_MARK, T0, &s));
+  assert_int_equal(s, ADB__DEFER_WAITING);
+  assert_ok(
+      st, st->m->event_defer(st, "ag", "ev-active", ADB__DEFER_MARK, T0, NULL));
+  assert_ok(st, st->m->event_defer(st, "ag", "ev-active", ADB__DEFER_ACTIVATE,
+                                   T0 + 5, &s));
+  assert_int_equal(s, ADB__DEFER_ACTIVE);
+  /* Marking again keeps the activation; activating what was never marked
+   * marks nothing; another agent's event of the same id is its own. */
+  assert_ok(st,
+            st->m->event_defer(st, "ag", "ev-active", ADB__DEFER_MARK, T0, &s));
+  assert_int_equal(s, ADB__DEFER_ACTIVE);
+  assert_ok(st, st->m->event_defer(st, "ag", "ev-plain", ADB__DEFER_ACTIVATE,
+                                   T0, &s));
+  assert_int_equal(s, ADB__DEFER_NONE);
+  assert_int_equal(defer_state(st, "ag", "ev-never"), ADB__DEFER_WAITING);
+  assert_int_equal(defer_state(st, "other", "ev-never"), ADB__DEFER_NONE);
+
+  adb__decision_rec d[3] = {decision("ag", "ev-plain", "u1", "a"),
+                            decision("ag", "ev-never", "u1", "b"),
+                            decision("ag", "ev-active", "u1", "c")};
+  for (int i = 0; i < 3; i++)
+    write_decision(st, &d[i]);
+  char ev[8][ADB_ID_MAX + 1];
+  /* Every window ends at T0 + 17 + 1 s; the lag is 5 s more. */
+  assert_int_equal(sweep(st, T0 + 17 + 1000 + ADB__DEFAULT_LAG_MS - 1, ev), 0);
+  int n = sweep(st, T0 + 17 + 1000 + ADB__DEFAULT_LAG_MS + 1, ev);
+  assert_int_equal(n, 2);
+  assert_true((!strcmp(ev[0], "ev-plain") && !strcmp(ev[1], "ev-active")) ||
+              (!strcmp(ev[1], "ev-plain") && !strcmp(ev[0], "ev-active")));
+  assert_int_equal(sweep(st, T0 + 60000, NULL), 0);
+  char sk[ADB_STATE_KEY_LEN + 1];
+  state_key(sk, 7);
+  assert_int_equal(arm(st, "ag", "u1", sk, "a").n, 1);
+  assert_int_equal(arm(st, "ag", "u1", sk, "b").n, 0);
+  assert_int_equal(arm(st, "ag", "u1", sk, "c").n, 1);
+  assert_int_equal(arm(st, "ag", "*", sk, "b").n, 0);
+
+  /* Closed events forget their marks (the sweep reads only open ones). */
+  assert_int_equal(defer_state(st, "ag", "ev-never"), ADB__DEFER_NONE);
+  assert_int_equal(defer_state(st, "ag", "ev-active"), ADB__DEFER_NONE);
+  /* Activated after its window, then rewarded: closed, the reward late. */
+  assert_ok(st, st->m->event_defer(st, "ag", "ev-never", ADB__DEFER_ACTIVATE,
+                                   T0 + 60000, NULL));
+  adb__reward_rec r = reward("ag", "r-never", "u1", sk, "b", 1);
+  snprintf(r.event_id, sizeof r.event_id, "ev-never");
+  assert_ok(st, write_rewards(st, &r, 1));
+  assert_int_equal(r.late, 1);
+  assert_int_equal(r.applied, 0);
+  assert_int_equal(arm(st, "ag", "u1", sk, "b").n, 0);
+
+  log_seen x = {0};
+  assert_ok(st, st->m->log_scan(st, "ag", 0, INT64_MAX, log_collect, &x));
+  assert_int_equal(x.n, 3);
+  assert_int_equal(log_outcome(&x, "ev-never"), ADB_LOG_NONE);
+  assert_int_equal(log_outcome(&x, "ev-plain"), ADB_LOG_DEFAULT);
+  assert_int_equal(log_outcome(&x, "ev-active"), ADB_LOG_DEFAULT);
+}
+
+static int lin_count(void *arg, const adb__lin_row *row) {
+  (void)row;
+  ++*(int *)arg;
+  return 0;
+}
+
+static int lin_rows(adb__store *st, const char *agent) {
+  int n = 0;
+  uint64_t snap = 0;
+  assert_ok(st, st->m->lin_scan(st, agent, 0, 0, &snap, lin_count, &n));
+  return n;
+}
+
+/* Personalizer's DELETE logs: the agent's decisions and rewards whose
+ * window has ended (bounded by how far the default rewards were swept)
+ * go, with their outcomes, marks and features, and so do its direct
+ * rewards before that point (whose ids are then forgotten: a resend is
+ * applied again). The posteriors, the linear model's rewards, the
+ * younger log and another agent's log stay. */
+static void log_delete_takes_the_ended_log_and_keeps_the_model(void **state) {
+  fx *f = *state;
+  adb__store *st = f->st;
+  put_window_agent(st, "ag", 1);
+  put_window_agent(st, "other", 0);
+  int64_t first = 0, last = 0;
+  assert_int_equal(st->m->log_range(st, "ag", &first, &last), ADB_ENOTFOUND);
+  assert_int_equal(sweep(st, T0, NULL), 0);
+  char sk[ADB_STATE_KEY_LEN + 1];
+  state_key(sk, 7);
+  assert_ok(st,
+            st->m->event_defer(st, "ag", "ev-def", ADB__DEFER_MARK, T0, NULL));
+  assert_ok(
+      st, st->m->event_defer(st, "ag", "ev-orphan", ADB__DEFER_MARK, T0, NULL));
+  adb__decision_rec d[5] = {
+      decision("ag", "ev-1", "u1", "a"), decision("ag", "ev-2", "u1", "b"),
+      decision("ag", "ev-def", "u1", "c"), decision("other", "ev-1", "u1", "a"),
+      decision("ag", "ev-young", "u1", "a")};
+  d[0].n_features = 8; /* a linear decision: its reward feeds the model */
+  memset(d[0].features, 3, 8);
+  d[4].ts_ms = T0 + 100000;
+  for (int i = 0; i < 5; i++)
+    write_decision(st, &d[i]);
+  adb__reward_rec r[4] = {reward("ag", "r-1", "u1", sk, "a", 1),
+                          reward("ag", "r-direct", "u1", sk, "a", 0.25),
+                          reward("other", "r-1", "u1", sk, "a", 1),
+                          reward("ag", "r-young", "u1", sk, "a", 1)};
+  snprintf(r[0].event_id, sizeof r[0].event_id, "ev-1");
+  snprintf(r[2].event_id, sizeof r[2].event_id, "ev-1");
+  snprintf(r[3].event_id, sizeof r[3].event_id, "ev-young");
+  r[3].ts_ms = T0 + 100001;
+  assert_ok(st, write_rewards(st, r, 4));
+  /* Defaults for ev-2 (ev-def is never activated); watermark T0 + 18. */
+  assert_int_equal(sweep(st, T0 + 17 + 1000 + ADB__DEFAULT_LAG_MS + 1, NULL),
+                   1);
+  assert_ok(st, st->m->log_range(st, "ag", &first, &last));
+  assert_int_equal(first, T0 + 17);
+  assert_int_equal(last, T0 + 100000);
+  adb__arm_stats before[3] = {arm(st, "ag", "u1", sk, "a"),
+                              arm(st, "ag", "u1", sk, "b"),
+                              arm(st, "ag", "*", sk, "a")};
+  assert_int_equal(before[0].n, 3); /* r-1, r-direct, r-young */
+  assert_int_equal(lin_rows(st, "ag"), 1);
+
+  /* Now is long after every window, but the sweep only reached T0 + 18. */
+  adb__log_deleted del;
+  assert_ok(st, st->m->log_delete(st, "ag", T0 + 200000, &del));
+  assert_int_equal(del.upto_ms, T0 + 18);
+  assert_int_equal(del.decisions, 3);
+  assert_int_equal(del.rewards, 3); /* r-1, r-direct, ev-2's default */
+
+  log_seen x = {0};
+  assert_ok(st, st->m->log_scan(st, "ag", 0, INT64_MAX, log_collect, &x));
+  assert_int_equal(x.n, 1);
+  assert_string_equal(x.ev[0], "ev-young");
+  assert_int_equal(x.outcome[0], ADB_LOG_REWARD);
+  assert_ok(st, st->m->log_range(st, "ag", &first, &last));
+  assert_int_equal(first, T0 + 100000);
+  assert_int_equal(last, T0 + 100000);
+  adb__decision_rec out;
+  assert_int_equal(st->m->decision_get(st, "ag", "ev-1", &out), ADB_ENOTFOUND);
+  assert_int_equal(defer_state(st, "ag", "ev-def"), ADB__DEFER_NONE);
+  assert_int_equal(defer_state(st, "ag", "ev-orphan"), ADB__DEFER_NONE);
+  /* The model is untouched. */
+  adb__arm_stats after[3] = {arm(st, "ag", "u1", sk, "a"),
+                             arm(st, "ag", "u1", sk, "b"),
+                             arm(st, "ag", "*", sk, "a")};
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(after[i].n, before[i].n);
+    assert_int_equal(after[i].sum_micro, before[i].sum_micro);
+  }
+  assert_int_equal(lin_rows(st, "ag"), 1);
+  /* The other agent's log is untouched. */
+  x = (log_seen){0};
+  assert_ok(st, st->m->log_scan(st, "other", 0, INT64_MAX, log_collect, &x));
+  assert_int_equal(x.n, 1);
+  assert_int_equal(x.outcome[0], ADB_LOG_REWARD);
+  /* A deleted direct reward's id is forgotten: its resend applies again. */
+  adb__reward_rec again = reward("ag", "r-direct", "u1", sk, "a", 0.25);
+  assert_ok(st, write_rewards(st, &again, 1));
+  assert_int_equal(again.applied, 1);
+  assert_int_equal(arm(st, "ag", "u1", sk, "a").n, before[0].n + 1);
+
+  /* Without a window, all but the last lag's decisions go. */
+  assert_ok(
+      st, st->m->log_delete(st, "other", T0 + 17 + ADB__DEFAULT_LAG_MS, &del));
+  assert_int_equal(del.decisions, 0);
+  assert_ok(
+      st, st->m->log_delete(st, "other", T0 + 18 + ADB__DEFAULT_LAG_MS, &del));
+  assert_int_equal(del.decisions, 1);
+  assert_int_equal(del.rewards, 1);
+  assert_int_equal(st->m->log_range(st, "other", &first, &last), ADB_ENOTFOUND);
+  assert_int_equal(st->m->log_delete(st, "nobody", T0, &del), ADB_ENOTFOUND);
+}
+
 /* ----------------------------------------------------------------- main */
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -1278,6 +1535,8 @@ static const struct CMUnitTest conformance[] = {
     T(batch_with_invalid_record_is_rejected_whole),
     T(hostile_ids_are_stored_verbatim),
     T(missing_records_are_not_found_with_their_messages),
+    T(a_never_activated_deferred_event_gets_no_default),
+    T(log_delete_takes_the_ended_log_and_keeps_the_model),
 };
 
 static const struct CMUnitTest sqlite_only[] = {

@@ -17,7 +17,14 @@
 //    SDK 2.0.1 has no evaluations operations: plain HTTP, the same key
 //    header): 201 + Location, polled to "completed", its estimates in
 //    [0,1] over the rows evaluated, listed, deleted (204, then 404);
-//  - the README's Personalizer sample, run as it is shown.
+//  - the README's Personalizer sample, run as it is shown;
+//  - with a wait time of 1 s (on SQLite, and on PostgreSQL when
+//    AGENTDB_TEST_PG_URL is set): a deferred event never activated gets no
+//    default reward and stays unrewarded in the log, while an activated one
+//    and a plain one get theirs; DELETE logs (204) leaves no log
+//    (logs/properties 404, the log route and `agentdb export` empty),
+//    another agent's log untouched, and a restarted server still choosing
+//    what it had learnt.
 //
 // Run by tests/node/personalizer.sh.
 import { spawn, execFileSync } from "node:child_process";
@@ -42,11 +49,15 @@ function check(cond, msg) {
   if (!cond) fail(msg);
 }
 
-function startServer(extra = () => []) {
-  const dir = mkdtempSync(join(tmpdir(), "adb-pz-"));
-  const bin = process.env.ADB_BIN || join(root, "build", "agentdb");
-  const args = ["serve", "--listen", "127.0.0.1:0", "--store", `sqlite://${dir}/agentdb.db`, "--seed", "7", ...extra(dir)];
-  const p = spawn(bin, args, { cwd: dir, stdio: ["ignore", "pipe", "pipe"] });
+const BIN = process.env.ADB_BIN || join(root, "build", "agentdb");
+
+// Starts `agentdb serve` on a new temporary folder, or on opts.dir (kept
+// by stopServer) and opts.store (default: a SQLite file in the folder).
+function startServer(extra = () => [], opts = {}) {
+  const dir = opts.dir || mkdtempSync(join(tmpdir(), "adb-pz-"));
+  const store = opts.store || `sqlite://${dir}/agentdb.db`;
+  const args = ["serve", "--listen", "127.0.0.1:0", "--store", store, "--seed", "7", ...extra(dir)];
+  const p = spawn(BIN, args, { cwd: dir, stdio: ["ignore", "pipe", "pipe"] });
   let err = "";
   p.stderr.on("data", (d) => (err += d));
   return new Promise((res, rej) => {
@@ -57,7 +68,7 @@ function startServer(extra = () => []) {
       const m = out.match(/listening on (http:\/\/[^\s,]+)/);
       if (m) {
         clearTimeout(t);
-        res({ url: m[1], proc: p, dir, err: () => err });
+        res({ url: m[1], proc: p, dir, store, keep: !!opts.dir, err: () => err });
       }
     });
     p.on("exit", (c) => rej(new Error(`agentdb serve exited ${c}: ${err}`)));
@@ -70,7 +81,7 @@ async function stopServer(s) {
   s.proc.kill("SIGTERM");
   const { code, sig } = await done;
   if (code !== 0) fail(`agentdb serve exited ${code ?? sig}: ${s.err().slice(-3000)}`);
-  rmSync(s.dir, { recursive: true, force: true });
+  if (!s.keep) rmSync(s.dir, { recursive: true, force: true });
 }
 
 const client = (url, key = "no-keys-configured") => new PersonalizerClient(new CognitiveServicesCredentials(key), url);
@@ -213,8 +224,8 @@ async function basics(url) {
   check(pol.status === 200 && pol.body.name === "mine", `policy PUT: ${JSON.stringify(pol)}`);
   check((await http(url, "GET", "/v1/agents/personalizer")).body.lambda === 2, "policy --lambda not applied");
   await http(url, "DELETE", "/personalizer/v1.0/configurations/policy");
-  // The hours come from the hourly rollups, written a second or so after
-  // the decisions: wait for them (bounded).
+  // The range of the logged decisions, committed a flush after the ranks:
+  // wait for them (bounded).
   let props;
   for (let i = 0; i < 100; i++) {
     props = await http(url, "GET", "/personalizer/v1.0/logs/properties");
@@ -411,6 +422,148 @@ function readmeSample(url) {
   }
 }
 
+// The log route's rows (jsonl) of an agent.
+async function logRows(url, agent) {
+  const r = await fetch(`${url}/v1/agents/${agent}/log?format=jsonl`);
+  const text = await r.text();
+  check(r.status === 200, `log of ${agent}: ${r.status} ${text.slice(0, 300)}`);
+  return text.split("\n").filter((l) => l).map((l) => JSON.parse(l));
+}
+
+const LOG_ACTIONS = [
+  { id: "news", features: [{ type: "News" }] },
+  { id: "sports", features: [{ type: "Sports" }] },
+  { id: "games", features: [{ type: "Games" }] },
+];
+const LOG_CONTEXT = [{ time: "morning" }];
+
+// n ranks rewarded as the world pays (news 1, the others 0): how many
+// chose news.
+async function rankNews(c, n) {
+  let news = 0;
+  for (let i = 0; i < n; i++) {
+    const r = await c.rank({ contextFeatures: LOG_CONTEXT, actions: LOG_ACTIONS });
+    news += r.rewardActionId === "news";
+    await c.events.reward(r.eventId, { value: r.rewardActionId === "news" ? 1 : 0 });
+  }
+  return news;
+}
+
+// Of 40 ranks, a model that learnt picks news nearly always; one that
+// forgot picks it a third of the time (mean 13.3, sd 3.0): 27 (2/3) is
+// 4.5 sd above forgetting, far below a learnt model's ~38.
+const LEARNT = 27;
+
+// A deferred event never activated is not learned from; DELETE logs keeps
+// the model. label: which store.
+async function deferredAndLogs(s, label) {
+  const url = s.url;
+  const c = client(url);
+  const conf = (await http(url, "GET", "/personalizer/v1.0/configurations/service")).body;
+  delete conf.lastConfigurationEditDate;
+  const put = await http(url, "PUT", "/personalizer/v1.0/configurations/service", { ...conf, rewardWaitTime: "PT1S", defaultReward: 0.5 });
+  check(put.status === 200 && put.body.rewardWaitTime === "PT1S", `${label}: service PUT: ${JSON.stringify(put.body)}`);
+  await rankNews(c, 150);
+  const before = await rankNews(c, 40);
+  check(before >= LEARNT, `${label}: the model did not learn: news ${before} of 40`);
+
+  const never = await c.rank({ actions: LOG_ACTIONS, eventId: "never-activated", deferActivation: true });
+  const plain = await c.rank({ actions: LOG_ACTIONS, eventId: "plain" });
+  const active = await c.rank({ actions: LOG_ACTIONS, eventId: "activated", deferActivation: true });
+  await c.events.activate(active.eventId);
+  // Bounded wait: a window of 1 s, 5 s of lag, a sweep a second.
+  let rows = [];
+  const outcome = (ev) => (rows.find((r) => r.event_id === ev) || {}).outcome;
+  for (let i = 0; i < 300; i++) {
+    rows = await logRows(url, "personalizer");
+    if (outcome(plain.eventId) === "default" && outcome(active.eventId) === "default") break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  check(outcome(plain.eventId) === "default", `${label}: the plain event got no default: ${outcome(plain.eventId)}`);
+  check(outcome(active.eventId) === "default", `${label}: the activated event got no default: ${outcome(active.eventId)}`);
+  // The sweep passed the never-activated event (ranked first) on its way.
+  check(outcome(never.eventId) === "none", `${label}: the never-activated event: ${outcome(never.eventId)}, not none`);
+  await c.events.reward(never.eventId, { value: 1 });
+  await c.events.activate(never.eventId);
+  rows = await logRows(url, "personalizer");
+  check(outcome(never.eventId) === "none", `${label}: a late reward of the never-activated event was applied: ${outcome(never.eventId)}`);
+
+  // Another agent's log, which DELETE logs must not touch.
+  await http(url, "PUT", "/v1/agents/other", {});
+  await http(url, "PUT", "/v1/agents/other/actions/x", {});
+  const dec = await http(url, "POST", "/v1/agents/other/decide", { user_id: "u1", candidates: ["x"] });
+  check(dec.status === 200, `${label}: decide of another agent: ${JSON.stringify(dec)}`);
+
+  const del = await http(url, "DELETE", "/personalizer/v1.0/logs");
+  check(del.status === 204, `${label}: DELETE logs: ${del.status} ${JSON.stringify(del.body)}`);
+  const props = await http(url, "GET", "/personalizer/v1.0/logs/properties");
+  check(props.status === 404 && props.body.error.code === "LogsPropertiesNotFound", `${label}: logs/properties after DELETE logs: ${JSON.stringify(props)}`);
+  check((await logRows(url, "personalizer")).length === 0, `${label}: the log route still has rows`);
+  const other = await logRows(url, "other");
+  check(other.length === 1 && other[0].event_id === dec.body.event_id, `${label}: the other agent's log: ${JSON.stringify(other)}`);
+  const again = await http(url, "DELETE", "/personalizer/v1.0/logs");
+  check(again.status === 204, `${label}: a second DELETE logs: ${again.status}`);
+}
+
+// `agentdb export` of the agent (the server stopped: one process per
+// SQLite file) yields nothing.
+function exportEmpty(store, label) {
+  const out = execFileSync(BIN, ["export", "--store", store, "--agent", "personalizer", "--format", "jsonl"], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+  check(out === "", `${label}: agentdb export after DELETE logs: ${out.slice(0, 300)}`);
+}
+
+// After DELETE logs, a restarted server (its model rebuilt from the store)
+// still chooses what it learnt.
+async function stillLearnt(s, label) {
+  const after = await rankNews(client(s.url), 40);
+  check(after >= LEARNT, `${label}: after DELETE logs and a restart, news ${after} of 40`);
+  console.log(`${label}: after DELETE logs and a restart the model chose news ${after} of 40 times`);
+}
+
+async function deferredAndLogsOn(label, store) {
+  const dir = mkdtempSync(join(tmpdir(), "adb-pz-"));
+  const opts = { dir, store };
+  let srv = await startServer(() => [], opts);
+  try {
+    await deferredAndLogs(srv, label);
+  } finally {
+    await stopServer(srv);
+  }
+  exportEmpty(srv.store, label);
+  srv = await startServer(() => [], opts);
+  try {
+    await stillLearnt(srv, label);
+  } finally {
+    await stopServer(srv);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function psql(url, sql) {
+  execFileSync("psql", [url, "-qc", sql], { env: { ...process.env, PGOPTIONS: "-c client_min_messages=warning" } });
+}
+
+// A fresh database on the test PostgreSQL (psql), or null.
+function freshPg() {
+  const base = process.env.AGENTDB_TEST_PG_URL;
+  if (!base) {
+    console.log("personalizer_sdk: PostgreSQL part SKIPPED: AGENTDB_TEST_PG_URL is not set");
+    return null;
+  }
+  try {
+    execFileSync("psql", ["--version"], { stdio: "ignore" });
+  } catch {
+    console.log("personalizer_sdk: PostgreSQL part SKIPPED: no psql (apt-get install postgresql-client)");
+    return null;
+  }
+  const db = `pz_sdk_${process.pid}`;
+  const url = new URL(base);
+  psql(base, `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
+  psql(base, `CREATE DATABASE ${db}`);
+  url.pathname = "/" + db;
+  return { base, db, url: url.toString() };
+}
+
 let s = await startServer();
 try {
   await basics(s.url);
@@ -434,6 +587,15 @@ try {
   await apprentice(s.url);
 } finally {
   await stopServer(s);
+}
+await deferredAndLogsOn("sqlite", undefined);
+const pg = freshPg();
+if (pg) {
+  try {
+    await deferredAndLogsOn("postgresql", pg.url);
+  } finally {
+    psql(pg.base, `DROP DATABASE IF EXISTS ${pg.db} WITH (FORCE)`);
+  }
 }
 if (failures) {
   console.error(`personalizer_sdk: ${failures} failure(s)`);
