@@ -12,16 +12,12 @@
 //     validated with a 2xx answer at least once.
 //
 // Run by tests/node/contract.sh (which lints the spec with Redocly first).
-import { spawn } from "node:child_process";
-import { readFileSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join, resolve, dirname } from "node:path";
-import { fileURLToPath } from "node:url";
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import yaml from "js-yaml";
 import Ajv from "ajv";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const root = resolve(here, "..", "..");
+import { root, startServer as startServerIn, stopServer as stopServerIn } from "./server.mjs";
 const spec = yaml.load(readFileSync(join(root, "docs/openapi.yaml"), "utf8"));
 const failures = [];
 const fail = (msg) => {
@@ -123,34 +119,8 @@ function validate(method, url, status, ctype, text) {
   validated.get(key).add(status);
 }
 
-function startServer(extra = []) {
-  const dir = mkdtempSync(join(tmpdir(), "adb-contract-"));
-  const bin = process.env.ADB_BIN || join(root, "build", "agentdb");
-  const args = ["serve", "--listen", "127.0.0.1:0", "--store", `sqlite://${dir}/agentdb.db`, ...extra(dir)];
-  const p = spawn(bin, args, { cwd: dir, stdio: ["ignore", "pipe", "pipe"] });
-  let err = "";
-  p.stderr.on("data", (d) => (err += d));
-  return new Promise((res, rej) => {
-    let out = "";
-    const t = setTimeout(() => rej(new Error("no 'listening on' within 30 s: " + err)), 30000);
-    p.stdout.on("data", (d) => {
-      out += d;
-      const m = out.match(/listening on (http:\/\/[^\s,]+)/);
-      if (m) {
-        clearTimeout(t);
-        res({ url: m[1], proc: p, dir });
-      }
-    });
-    p.on("exit", (c) => rej(new Error(`agentdb serve exited ${c}: ${err}`)));
-  });
-}
-
-async function stopServer(s) {
-  const done = new Promise((r) => s.proc.on("exit", r));
-  s.proc.kill("SIGTERM");
-  await done;
-  rmSync(s.dir, { recursive: true, force: true });
-}
+const startServer = (extra) => startServerIn("adb-contract-", extra);
+const stopServer = stopServerIn;
 
 async function call(base, method, path, body, want, key) {
   const headers = {};

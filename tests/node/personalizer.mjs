@@ -27,19 +27,19 @@
 //    what it had learnt.
 //
 // Run by tests/node/personalizer.sh.
-import { spawn, execFileSync } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { readFileSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createRequire } from "node:module";
+import { root, BIN, startServer as startServerIn, stopServer as stopServerIn } from "./server.mjs";
 
 const require = createRequire(import.meta.url);
 const { PersonalizerClient } = require("@azure/cognitiveservices-personalizer");
 const { CognitiveServicesCredentials } = require("@azure/ms-rest-azure-js");
 
 const here = dirname(fileURLToPath(import.meta.url));
-const root = join(here, "..", "..");
 let failures = 0;
 function fail(msg) {
   failures++;
@@ -49,39 +49,10 @@ function check(cond, msg) {
   if (!cond) fail(msg);
 }
 
-const BIN = process.env.ADB_BIN || join(root, "build", "agentdb");
-
-// Starts `agentdb serve` on a new temporary folder, or on opts.dir (kept
-// by stopServer) and opts.store (default: a SQLite file in the folder).
-function startServer(extra = () => [], opts = {}) {
-  const dir = opts.dir || mkdtempSync(join(tmpdir(), "adb-pz-"));
-  const store = opts.store || `sqlite://${dir}/agentdb.db`;
-  const args = ["serve", "--listen", "127.0.0.1:0", "--store", store, "--seed", "7", ...extra(dir)];
-  const p = spawn(BIN, args, { cwd: dir, stdio: ["ignore", "pipe", "pipe"] });
-  let err = "";
-  p.stderr.on("data", (d) => (err += d));
-  return new Promise((res, rej) => {
-    let out = "";
-    const t = setTimeout(() => rej(new Error("no 'listening on' within 30 s: " + err)), 30000);
-    p.stdout.on("data", (d) => {
-      out += d;
-      const m = out.match(/listening on (http:\/\/[^\s,]+)/);
-      if (m) {
-        clearTimeout(t);
-        res({ url: m[1], proc: p, dir, store, keep: !!opts.dir, err: () => err });
-      }
-    });
-    p.on("exit", (c) => rej(new Error(`agentdb serve exited ${c}: ${err}`)));
-  });
-}
-
-// Stops the server; a non-zero exit (a sanitizer's report) is a failure.
+const startServer = (extra, opts = {}) => startServerIn("adb-pz-", extra, { ...opts, args: ["--seed", "7"] });
 async function stopServer(s) {
-  const done = new Promise((r) => s.proc.on("exit", (code, sig) => r({ code, sig })));
-  s.proc.kill("SIGTERM");
-  const { code, sig } = await done;
-  if (code !== 0) fail(`agentdb serve exited ${code ?? sig}: ${s.err().slice(-3000)}`);
-  if (!s.keep) rmSync(s.dir, { recursive: true, force: true });
+  const err = await stopServerIn(s);
+  if (err) fail(err); // a non-zero exit (a sanitizer's report) is a failure
 }
 
 const client = (url, key = "no-keys-configured") => new PersonalizerClient(new CognitiveServicesCredentials(key), url);
