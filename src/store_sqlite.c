@@ -1164,16 +1164,17 @@ static int default_row(adb__batch *b, int *cap, sqlite3_stmt *st, int64_t now) {
   return ADB_OK;
 }
 
-/* Deletes the deferral marks of the decisions the sweep at now closes. */
-static int defer_close(sq_store *s, conn *c, int64_t now) {
+/* Runs statement id, bound to (now, ADB__DEFAULT_LAG_MS), to its end. */
+static int sweep_exec(sq_store *s, conn *c, int id, int64_t now,
+                      const char *what) {
   sqlite3_stmt *st;
-  int rc = stmt_get(s, c, S_DEFER_CLOSE, &st);
+  int rc = stmt_get(s, c, id, &st);
   if (rc) return rc;
   rc = SQLITE_OK;
   bind_int(st, 1, now, &rc);
   bind_int(st, 2, ADB__DEFAULT_LAG_MS, &rc);
   if (rc == SQLITE_OK) rc = sqlite3_step(st);
-  rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "close deferred events");
+  rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, what);
   stmt_done(st);
   return rc;
 }
@@ -1186,14 +1187,7 @@ static int defer_close(sq_store *s, conn *c, int64_t now) {
 static int defaults_read(sq_store *s, conn *c, adb__batch *b, int *cap,
                          int64_t now) {
   sqlite3_stmt *st;
-  int rc = stmt_get(s, c, S_WATERMARK_INIT, &st);
-  if (rc) return rc;
-  rc = SQLITE_OK;
-  bind_int(st, 1, now, &rc);
-  bind_int(st, 2, ADB__DEFAULT_LAG_MS, &rc);
-  if (rc == SQLITE_OK) rc = sqlite3_step(st);
-  rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "init watermarks");
-  stmt_done(st);
+  int rc = sweep_exec(s, c, S_WATERMARK_INIT, now, "init watermarks");
   if (rc || (rc = stmt_get(s, c, S_DEFAULT_CANDIDATES, &st))) return rc;
   rc = SQLITE_OK;
   bind_int(st, 1, now, &rc);
@@ -1213,15 +1207,11 @@ static int defaults_read(sq_store *s, conn *c, adb__batch *b, int *cap,
   else if (rc > 0)
     rc = sq_fail(s, c, rc, "default rewards");
   stmt_done(st);
-  if (rc || (marked && (rc = defer_close(s, c, now)))) return rc;
-  if (rc || (rc = stmt_get(s, c, S_WATERMARK_ADVANCE, &st))) return rc;
-  rc = SQLITE_OK;
-  bind_int(st, 1, now, &rc);
-  bind_int(st, 2, ADB__DEFAULT_LAG_MS, &rc);
-  if (rc == SQLITE_OK) rc = sqlite3_step(st);
-  rc = rc == SQLITE_DONE ? ADB_OK : sq_fail(s, c, rc, "advance watermarks");
-  stmt_done(st);
-  return rc;
+  /* the marks of the deferred events closed here go */
+  if (!rc && marked)
+    rc = sweep_exec(s, c, S_DEFER_CLOSE, now, "close deferred events");
+  if (rc) return rc;
+  return sweep_exec(s, c, S_WATERMARK_ADVANCE, now, "advance watermarks");
 }
 
 static int join_apply(sq_store *s, conn *c, adb__batch *b) {
