@@ -10,10 +10,6 @@ set -euo pipefail
 bin=$1 src=$2
 command -v promtool >/dev/null ||
   { echo "SKIPPED test_promtool: no promtool (apt-get install prometheus, or bash scripts/deps.sh)" >&2; exit 77; }
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/adb-prom.XXXXXX")
-spid=
-cleanup() { [ -n "$spid" ] && kill "$spid" 2>/dev/null; rm -rf "$tmp"; }
-trap cleanup EXIT
 . "$src/tests/checks.sh"
 
 check "promtool check rules deploy/prometheus/alerts.yml" \
@@ -21,6 +17,13 @@ check "promtool check rules deploy/prometheus/alerts.yml" \
 check "promtool test rules deploy/prometheus/alerts_test.yml" \
   promtool test rules "$src/deploy/prometheus/alerts_test.yml"
 
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/adb-prom.XXXXXX")
+spid=
+cleanup() { [ -n "$spid" ] && kill "$spid" 2>/dev/null; rm -rf "$tmp"; }
+trap cleanup EXIT
+# One CI run found this fresh folder gone a moment later (cause not found
+# here); if it happens again, say what the parent folder held.
+[ -d "$tmp" ] || { echo "FAIL $tmp vanished; ${TMPDIR:-/tmp} holds:"; ls -la "${TMPDIR:-/tmp}"; exit 1; }
 "$bin" serve --listen 127.0.0.1:0 --store "sqlite://$tmp/db" --threads 2 \
   >"$tmp/out" 2>"$tmp/err" &
 spid=$!
