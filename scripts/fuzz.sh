@@ -5,7 +5,8 @@
 #                           (make fuzz); new inputs go to build-fuzz/new/
 #   scripts/fuzz.sh smoke   each target FUZZ_SMOKE_SECONDS (default 3)
 #                           seconds (the fuzz_smoke test of make test)
-# FUZZ_TARGETS="fuzz_http fuzz_api" limits the run. Prints, per target,
+# FUZZ_TARGETS="fuzz_http fuzz_api" limits the run; FUZZ_RUNS=N stops each
+# target after N executions (within its time). Prints, per target,
 # the executions and a crash's input; exits 1 when any target crashed,
 # 77 (skipped) when clang cannot link libFuzzer.
 set -euo pipefail
@@ -40,7 +41,8 @@ for t in $targets; do
   fi
   log=$build/$t.log
   # New inputs go to the scratch folder (first); the corpus is read only.
-  if "$build/$t" -max_total_time="$secs" -print_final_stats=1 \
+  if "$build/$t" -max_total_time="$secs" ${FUZZ_RUNS:+-runs="$FUZZ_RUNS"} \
+       -print_final_stats=1 \
        -artifact_prefix="$build/crashes/$t-" -max_len=65536 \
        -rss_limit_mb=4096 "$build/new/$t" "$corpus" >"$log" 2>&1; then
     res=ok
