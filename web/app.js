@@ -71,7 +71,7 @@
     ['agents', 'recent', 'insp'].forEach(function (id) {
       $(id).querySelector('tbody').textContent = '';
     });
-    ['overview-charts', 'agent-charts', 'agent-cards'].forEach(function (id) { $(id).textContent = ''; });
+    ['overview-charts', 'agent-charts', 'agent-cards', 'evals'].forEach(function (id) { $(id).textContent = ''; });
     charts = {};
     ['stat-cache', 'stat-queue', 'stat-time'].forEach(function (id) { $(id).textContent = '–'; });
   }
@@ -399,6 +399,74 @@
     });
   }
 
+  /* ------------------------------------------------------- evaluations */
+
+  function interval(e) { return fixed(e.estimate, 3) + ' [' + fixed(e.lo, 3) + ', ' + fixed(e.hi, 3) + ']'; }
+
+  /* "0.512 [0.470, 0.555]" and its bar, for an {estimate, lo, hi}. */
+  function estimateCells(tr, cls, e, lo, hi) {
+    tr.appendChild(el('td', { class: cls }, e ? interval(e) : '–'));
+    var td = el('td');
+    if (e) td.appendChild(ciBar(e.lo, e.hi, e.estimate, lo, hi));
+    tr.appendChild(td);
+  }
+
+  function evalBlock(ev) {
+    var box = el('div', { class: 'eval', 'data-eval': ev.id });
+    var head = ev.agent + ' · ' + ev.id.slice(0, 8) + ' · ' + ev.status +
+      ' · started ' + clock(ev.created_at_ms) +
+      (ev.finished_at_ms ? ', finished ' + clock(ev.finished_at_ms) : '') +
+      ' · ' + ev.progress.rows + ' rows read (' + Math.round(100 * ev.progress.fraction) + '% of the window)';
+    box.appendChild(el('h3', { class: 'c-head' }, head));
+    if (ev.error) box.appendChild(el('p', { class: 'note error' }, ev.error));
+    var res = ev.result;
+    if (!res) return box;
+    box.appendChild(el('p', { class: 'note c-rows' }, res.rows + ' decisions replayed, ' + res.pending +
+      ' still waiting for a reward, ' + res.bad + ' unreadable. Estimates of the mean reward with 95% intervals.'));
+    var lg = el('p', { class: 'note' }, 'The logged policy\'s actual mean reward: ');
+    lg.appendChild(el('b', { class: 'c-logged' }, interval(res.logged)));
+    box.appendChild(lg);
+    var all = [res.logged];
+    res.policies.forEach(function (p) { all.push(p.ips, p.snips, p.dr); });
+    var lo = Math.min.apply(null, all.map(function (e) { return e.lo; }));
+    var hi = Math.max.apply(null, all.map(function (e) { return e.hi; }));
+    var t = el('table', { class: 'evaltab' }), head2 = el('tr');
+    ['policy', 'IPS', '', 'SNIPS', '', 'doubly robust', '', 'ESS'].forEach(function (h) { head2.appendChild(el('th', {}, h)); });
+    t.appendChild(el('thead')).appendChild(head2);
+    var body = t.appendChild(el('tbody'));
+    res.policies.forEach(function (p) {
+      var r = el('tr', { 'data-policy': p.name });
+      r.appendChild(el('td', { class: 'c-name' }, p.name));
+      estimateCells(r, 'c-ips', p.ips, lo, hi);
+      estimateCells(r, 'c-snips', p.snips, lo, hi);
+      estimateCells(r, 'c-dr', p.dr, lo, hi);
+      r.appendChild(el('td', { class: 'c-ess' }, fixed(p.ess, 1)));
+      body.appendChild(r);
+    });
+    box.appendChild(t);
+    return box;
+  }
+
+  function evaluations() {
+    return api('/v1/dashboard/overview').then(function (ov) {
+      status(ov);
+      return Promise.all(ov.agents.map(function (a) {
+        return api('/v1/agents/' + encodeURIComponent(a.agent) + '/evaluations')
+          .then(function (r) { return r.evaluations; }, function (e) {
+            if (e instanceof AuthError) throw e;
+            return []; /* an agent deleted since the overview */
+          });
+      }));
+    }).then(function (lists) {
+      var host = $('evals'), n = 0;
+      host.textContent = '';
+      lists.forEach(function (l) { l.forEach(function (ev) { host.appendChild(evalBlock(ev)); n++; }); });
+      $('eval-note').textContent = (n ? n + ' offline evaluation' + (n > 1 ? 's' : '') + ', newest first per agent. '
+        : 'No offline evaluation on this server yet. ') +
+        'Start one with POST /v1/agents/{agent}/evaluations or agentdb evaluate (docs/evaluation.md).';
+    });
+  }
+
   /* ------------------------------------------------------------ router */
 
   function route() {
@@ -420,7 +488,7 @@
     });
     var job = r.page === 'agent' ? agentPage(r.agent)
       : r.page === 'recent' ? recent()
-      : r.page === 'evaluations' ? api('/v1/dashboard/overview').then(status)
+      : r.page === 'evaluations' ? evaluations()
       : overview();
     busy = true;
     job.catch(function (e) {

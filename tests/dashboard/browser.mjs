@@ -3,9 +3,10 @@
 // a short simulated workload over HTTP, then opens every page and checks
 // that charts render with data (non-empty canvas, axis labels, points),
 // that the numbers shown match the JSON routes, that the policy inspector
-// answers for a real user, that the page refreshes without a reload, that
-// there are no console errors, and that a wrong key shows the login prompt
-// and no data. Saves a screenshot of each page under $ADB_ARTIFACTS and
+// answers for a real user, that a finished offline evaluation shows its
+// estimates as its JSON route has them, that the page refreshes without a
+// reload, that there are no console errors, and that a wrong key shows the
+// login prompt and no data. Saves a screenshot of each page under $ADB_ARTIFACTS and
 // prints the page weight (HTML + JS + CSS, gzip). Run by run.sh.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -106,6 +107,18 @@ const insp = (await call('GET', '/v1/dashboard/agents/movies/inspect/' + realUse
 check(insp.arms.length > 0, 'inspector JSON has arms for ' + realUser);
 const probSum = insp.arms.reduce((s, a) => s + a.choice_probability, 0);
 check(Math.abs(probSum - 1) < 0.05, 'choice probabilities sum to 1 (' + probSum.toFixed(4) + ')');
+// An offline evaluation of the movies log, to be shown on its page.
+const evStart = await call('POST', '/v1/agents/movies/evaluations', { policies: [
+  { name: 'beta-default', algorithm: 'beta' }, { name: 'linear', algorithm: 'linear', v: 0.2 }] });
+check(evStart.status === 202, 'evaluation started (' + evStart.status + ')');
+let evDone = null;
+for (let i = 0; i < 600 && evStart.status === 202; i++) {
+  const r = (await call('GET', '/v1/agents/movies/evaluations/' + evStart.json.id)).json;
+  if (r.status !== 'running') { evDone = r; break; }
+  await new Promise((res) => setTimeout(res, 100));
+}
+check(evDone && evDone.status === 'done' && evDone.result.policies.length === 2,
+  'evaluation done: ' + (evDone ? evDone.status + ', ' + (evDone.result ? evDone.result.rows : 0) + ' rows' : 'timed out'));
 check((await call('GET', '/v1/dashboard/overview', null, 'wrong')).status === 401,
   'the overview route refuses a wrong key');
 
@@ -238,12 +251,32 @@ for (const renderer of ['uplot', 'canvas']) {
   await ctxt.close();
 }
 
-// Evaluations: a labelled empty section.
+// Evaluations: the finished evaluation, its numbers as in the JSON.
 {
   const { page, errors, ctxt } = await open(KEY, '#/evaluations');
   await loaded(page, 'evaluations');
-  const t = await page.$eval('#eval-note', (e) => e.textContent);
-  check(/not available/i.test(t), 'evaluations: labelled as not available yet');
+  const sel = `.eval[data-eval="${evDone && evDone.id}"]`;
+  const shown = await page.waitForSelector(sel, { timeout: 30000 }).then(() => true, () => false);
+  check(shown, 'evaluations: the finished evaluation is listed');
+  if (shown) {
+    const got = await page.$eval(sel, (b) => ({
+      head: b.querySelector('.c-head').textContent,
+      note: b.querySelector('.c-rows').textContent,
+      logged: b.querySelector('.c-logged').textContent,
+      rows: [...b.querySelectorAll('tbody tr')].map((tr) => ({
+        name: tr.dataset.policy, cells: [...tr.querySelectorAll('.c-ips, .c-snips, .c-dr, .c-ess')]
+          .map((c) => c.textContent) })),
+      bars: b.querySelectorAll('.bar i').length }));
+    const fmt = (e) => `${e.estimate.toFixed(3)} [${e.lo.toFixed(3)}, ${e.hi.toFixed(3)}]`;
+    const res = evDone.result;
+    const want = res.policies.map((p) => ({
+      name: p.name, cells: [fmt(p.ips), fmt(p.snips), fmt(p.dr), p.ess.toFixed(1)] }));
+    check(/ done /.test(got.head) && got.note.startsWith(res.rows + ' decisions replayed, ' + res.pending + ' '),
+      `evaluations: "${got.head}" says done; "${got.note}" has ${res.rows} rows replayed, ${res.pending} pending`);
+    check(got.logged === fmt(res.logged) && JSON.stringify(got.rows) === JSON.stringify(want),
+      `evaluations: logged mean ${got.logged}, IPS, SNIPS, DR and ESS of both policies match the JSON ` + JSON.stringify(got.rows));
+    check(got.bars === 6, `evaluations: an interval bar per estimate (${got.bars} of 6)`);
+  }
   await page.screenshot({ path: path.join(ART, 'evaluations.png'), fullPage: true });
   check(errors.length === 0, 'evaluations: no console errors ' + JSON.stringify(errors));
   await ctxt.close();
