@@ -316,8 +316,32 @@ static void make_old_rows(fx *f) {
   assert_ok(f->st, write_rewards(f->st, &r, 1));
   assert_int_equal(relation_exists(f->url, "decisions_p202001"), 1);
   assert_int_equal(q_int(f->url, "SELECT count(*) FROM reward_ids"), 1);
+  /* The per-event gates: a row of 2020 and one of now in each. */
+  char sql[512];
+  for (int i = 0; i < 3; i++) {
+    static const char *ins[] = {
+        "INSERT INTO decision_ids VALUES ('ag', '%s', 'b', %lld)",
+        "INSERT INTO event_outcomes VALUES ('ag', '%s', 'reward', %lld)",
+        "INSERT INTO deferred_events (agent_id, event_id, created_at_ms)"
+        " VALUES ('ag', '%s', %lld)"};
+    snprintf(sql, sizeof sql, ins[i], "gate-old", (long long)jan2020);
+    assert_int_equal(util_store_exec(f->url, sql), 0);
+    snprintf(sql, sizeof sql, ins[i], "gate-now", (long long)month_ms(0, NULL));
+    assert_int_equal(util_store_exec(f->url, sql), 0);
+  }
   adb__store_close(f->st);
   f->st = NULL;
+}
+
+/* Rows of the per-event gates with event id e. */
+static int gate_rows(fx *f, const char *e) {
+  char sql[256];
+  snprintf(sql, sizeof sql,
+           "SELECT (SELECT count(*) FROM decision_ids WHERE event_id = '%s')"
+           " + (SELECT count(*) FROM event_outcomes WHERE event_id = '%s')"
+           " + (SELECT count(*) FROM deferred_events WHERE event_id = '%s')",
+           e, e, e);
+  return q_int(f->url, sql);
 }
 
 static void assert_old_rows_dropped(fx *f) {
@@ -325,6 +349,9 @@ static void assert_old_rows_dropped(fx *f) {
   assert_int_equal(relation_exists(f->url, "reward_signals_p202001"), 0);
   assert_int_equal(relation_exists(f->url, "agent_episodes_p202001"), 0);
   assert_int_equal(q_int(f->url, "SELECT count(*) FROM reward_ids"), 0);
+  /* The gates of the dropped decisions go with them; newer ones stay. */
+  assert_int_equal(gate_rows(f, "gate-old"), 0);
+  assert_int_equal(gate_rows(f, "gate-now"), 3);
   char ym[16], name[64];
   month_ms(0, ym);
   snprintf(name, sizeof name, "decisions_p%s", ym);
@@ -357,6 +384,7 @@ static void no_retention_keeps_everything(void **state) {
   f->st = open_store(f->url);
   assert_int_equal(relation_exists(f->url, "decisions_p202001"), 1);
   assert_int_equal(q_int(f->url, "SELECT count(*) FROM reward_ids"), 1);
+  assert_int_equal(gate_rows(f, "gate-old"), 3);
 }
 
 /* ----------------------------------------------------------- exactly once */
