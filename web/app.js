@@ -463,7 +463,8 @@
       lists.forEach(function (l) { l.forEach(function (ev) { host.appendChild(evalBlock(ev)); n++; }); });
       $('eval-note').textContent = (n ? n + ' offline evaluation' + (n > 1 ? 's' : '') + ', newest first per agent. '
         : 'No offline evaluation on this server yet. ') +
-        'Start one with POST /v1/agents/{agent}/evaluations or agentdb evaluate (docs/evaluation.md).';
+        'Start one with POST /v1/agents/{agent}/evaluations (docs/evaluation.md); ' +
+        'agentdb evaluate runs one from the command line instead, not listed here.';
     });
   }
 
