@@ -16,6 +16,7 @@ tmp=$(mktemp -d /tmp/adb-bench-dash.XXXXXX)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
 trap cleanup EXIT
+: >"$tmp/out" # before the background job opens it (sed reads it at once)
 "$bin" serve --listen 127.0.0.1:0 --store "sqlite://$tmp/db" >"$tmp/out" 2>"$tmp/err" &
 pids+=($!)
 for _ in $(seq 200); do

@@ -25,6 +25,7 @@ trap cleanup EXIT
 
 start() { # name args... -> sets BASE and SPID; stderr to $tmp/name.err
   local name=$1; shift
+  : >"$tmp/$name.out" # before the job opens it: sed must find it (set -e)
   "$bin" serve --listen 127.0.0.1:0 "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" &
   SPID=$!
   pids+=("$SPID")

@@ -141,6 +141,7 @@ script=$(node -e 'const a=JSON.parse(process.argv[1]); if (a[0]!=="bash"||a[1]!=
   python3 -c 'import json,sys; a=json.loads(sys.argv[1]); assert a[:2]==["bash","-c"]; print(a[2])' "$hc") ||
   fail "HEALTHCHECK is not CMD [\"bash\", \"-c\", ...]"
 grep -q '/healthz' <<<"$script" || fail "HEALTHCHECK does not ask /healthz"
+: >"$tmp/out" # before the background job opens it
 AGENTDB_STORE="sqlite://$tmp/hc.db" "$bin" serve --listen 127.0.0.1:0 >"$tmp/out" 2>"$tmp/err" &
 pid=$!
 for _ in $(seq 200); do grep -q listening "$tmp/out" && break; sleep 0.05; done
