@@ -64,6 +64,7 @@ check "the tables are in schema agentdb, none in public" \
 # 3. A service role that owns nothing, with the documented grants.
 q postgres postgres "CREATE ROLE agentdb_app LOGIN" >/dev/null
 check "block 3 (grants) runs" run postgres appdb < <(block 3)
+: >"$tmp/serve.out" # before the background job opens it (sed reads it at once)
 "$bin" serve --listen 127.0.0.1:0 --store "$(url agentdb_app appdb)" \
   --threads 1 >"$tmp/serve.out" 2>"$tmp/serve.err" &
 spid=$!
