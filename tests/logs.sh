@@ -25,15 +25,9 @@ trap cleanup EXIT
 
 start() { # name args... -> sets BASE and SPID; stderr to $tmp/name.err
   local name=$1; shift
-  : >"$tmp/$name.out" # before the job opens it: sed must find it (set -e)
-  "$bin" serve --listen 127.0.0.1:0 "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" &
-  SPID=$!
+  serve_bg "$tmp/$name.out" "$tmp/$name.err" "$bin" serve --listen 127.0.0.1:0 "$@" &&
+    { pids+=("$SPID"); return 0; }
   pids+=("$SPID")
-  for _ in $(seq 600); do
-    BASE=$(sed -n 's/.*listening on \(http:[^ ]*\).*/\1/p' "$tmp/$name.out")
-    [ -n "$BASE" ] && return 0
-    sleep 0.05
-  done
   echo "server $name did not start in 30 s"; cat "$tmp/$name.err"; exit 1
 }
 stop() { kill -TERM "$SPID"; wait "$SPID" || true; }

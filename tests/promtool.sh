@@ -21,19 +21,9 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/adb-prom.XXXXXX")
 spid=
 cleanup() { [ -n "$spid" ] && kill "$spid" 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
-# The output file exists before the server starts: the background job
-# opens it only when it runs, and a sed on a missing file would end this
-# script (set -e) and its trap would remove the folder under the server.
-: >"$tmp/out"
-"$bin" serve --listen 127.0.0.1:0 --store "sqlite://$tmp/db" --threads 2 \
-  >"$tmp/out" 2>"$tmp/err" &
-spid=$!
-for _ in $(seq 200); do
-  base=$(sed -n 's/.*listening on \(http:[^ ]*\).*/\1/p' "$tmp/out")
-  [ -n "$base" ] && break
-  sleep 0.05
-done
-[ -n "$base" ] || { cat "$tmp/err"; exit 1; }
+serve_bg "$tmp/out" "$tmp/err" "$bin" serve --listen 127.0.0.1:0 \
+  --store "sqlite://$tmp/db" --threads 2 || { spid=$SPID; cat "$tmp/err"; exit 1; }
+spid=$SPID base=$BASE
 curl -s -X PUT "$base/v1/agents/m" -d '{}' >/dev/null
 curl -s -X POST "$base/v1/agents/m/actions" -d '{"actions":[{"id":"a"},{"id":"b"}]}' >/dev/null
 for i in $(seq 20); do

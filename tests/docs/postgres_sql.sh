@@ -64,17 +64,9 @@ check "the tables are in schema agentdb, none in public" \
 # 3. A service role that owns nothing, with the documented grants.
 q postgres postgres "CREATE ROLE agentdb_app LOGIN" >/dev/null
 check "block 3 (grants) runs" run postgres appdb < <(block 3)
-: >"$tmp/serve.out" # before the background job opens it (sed reads it at once)
-"$bin" serve --listen 127.0.0.1:0 --store "$(url agentdb_app appdb)" \
-  --threads 1 >"$tmp/serve.out" 2>"$tmp/serve.err" &
-spid=$!
-base=
-for _ in $(seq 300); do
-  base=$(sed -n 's/.*listening on \(http:[^ ]*\).*/\1/p' "$tmp/serve.out")
-  [ -n "$base" ] && break
-  kill -0 "$spid" 2>/dev/null || break
-  sleep 0.1
-done
+serve_bg "$tmp/serve.out" "$tmp/serve.err" "$bin" serve --listen 127.0.0.1:0 \
+  --store "$(url agentdb_app appdb)" --threads 1 || true
+spid=$SPID base=$BASE
 check "agentdb serve starts as the service role" [ -n "$base" ]
 if [ -n "$base" ]; then
   code() { curl -s -o "$tmp/body" -w '%{http_code}' "$@"; }
