@@ -25,9 +25,9 @@ trap cleanup EXIT
 
 start() { # name args... -> sets BASE and SPID; stderr to $tmp/name.err
   local name=$1; shift
-  serve_bg "$tmp/$name.out" "$tmp/$name.err" "$bin" serve --listen 127.0.0.1:0 "$@" &&
-    { pids+=("$SPID"); return 0; }
+  serve_bg "$tmp/$name.out" "$tmp/$name.err" "$bin" serve --listen 127.0.0.1:0 "$@" || true
   pids+=("$SPID")
+  [ -n "$BASE" ] && return 0
   echo "server $name did not start in 30 s"; cat "$tmp/$name.err"; exit 1
 }
 stop() { kill -TERM "$SPID"; wait "$SPID" || true; }

@@ -10,6 +10,10 @@ set -euo pipefail
 bin=$1 src=$2
 command -v promtool >/dev/null ||
   { echo "SKIPPED test_promtool: no promtool (apt-get install prometheus, or bash scripts/deps.sh)" >&2; exit 77; }
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/adb-prom.XXXXXX")
+spid=
+cleanup() { [ -n "$spid" ] && kill "$spid" 2>/dev/null; rm -rf "$tmp"; }
+trap cleanup EXIT
 . "$src/tests/checks.sh"
 
 check "promtool check rules deploy/prometheus/alerts.yml" \
@@ -17,13 +21,10 @@ check "promtool check rules deploy/prometheus/alerts.yml" \
 check "promtool test rules deploy/prometheus/alerts_test.yml" \
   promtool test rules "$src/deploy/prometheus/alerts_test.yml"
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/adb-prom.XXXXXX")
-spid=
-cleanup() { [ -n "$spid" ] && kill "$spid" 2>/dev/null; rm -rf "$tmp"; }
-trap cleanup EXIT
 serve_bg "$tmp/out" "$tmp/err" "$bin" serve --listen 127.0.0.1:0 \
-  --store "sqlite://$tmp/db" --threads 2 || { spid=$SPID; cat "$tmp/err"; exit 1; }
+  --store "sqlite://$tmp/db" --threads 2 || true
 spid=$SPID base=$BASE
+[ -n "$base" ] || { cat "$tmp/err"; exit 1; }
 curl -s -X PUT "$base/v1/agents/m" -d '{}' >/dev/null
 curl -s -X POST "$base/v1/agents/m/actions" -d '{"actions":[{"id":"a"},{"id":"b"}]}' >/dev/null
 for i in $(seq 20); do
