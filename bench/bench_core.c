@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "agentdb.h"
+#include "anchor_commit.h"
 #include "bandit.h"
 
 static double now_s(void) {
@@ -242,26 +243,6 @@ static double raw_sqlite_rate(const char *dir, long rows) {
   return rows / dt;
 }
 
-/* Anchor: latency of one durable single-row commit (WAL, synchronous=FULL):
- * by Little's law W sync writers cannot exceed W / latency rewards/s. */
-static double raw_commit_latency(const char *dir) {
-  char path[512];
-  snprintf(path, sizeof path, "%s/commit.db", dir);
-  sqlite3 *s;
-  sqlite3_open(path, &s);
-  sqlite3_exec(s,
-               "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-               "CREATE TABLE t(x INTEGER)",
-               0, 0, 0);
-  int n = 200;
-  double t0 = now_s();
-  for (int i = 0; i < n; i++)
-    sqlite3_exec(s, "INSERT INTO t VALUES(1)", 0, 0, 0);
-  double lat = (now_s() - t0) / n;
-  sqlite3_close(s);
-  return lat;
-}
-
 /* Anchor for PostgreSQL: latency of one autocommitted single-row INSERT
  * over libpq on the same server. */
 static double pg_commit_latency(const char *url) {
@@ -373,7 +354,7 @@ static void bench_rewards(const char *dir, int quick, int writers,
            writers, writers / lat, total / dt / (writers / lat), cpu_txt);
     return;
   }
-  double lat = raw_commit_latency(dir);
+  double lat = anchor_commit_latency(dir);
   double raw = raw_sqlite_rate(dir, total);
   printf("bench rewards_durable_sqlite: %.0f rewards/s, sync, %d writers "
          "(target >= 50000/s; anchors: raw durable commit %.2f ms, so %d "

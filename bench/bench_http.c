@@ -14,6 +14,12 @@
  * taken per request from send to the last byte of the answer; warm-up
  * requests are not counted. The agentdb binary is $ADB_BIN or the
  * `agentdb` next to this program.
+ *
+ * Durable rewards over HTTP (sync durability, the SQLite store with
+ * synchronous=FULL) at 64 and 512 connections, each reward new: rewards/s,
+ * latency and rewards per commit (from /metrics), against the anchor of
+ * the same run, a raw durable SQLite commit in the same folder: c
+ * connections with one reward each in flight cannot pass c / its latency.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -36,6 +42,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "anchor_commit.h"
 
 typedef struct result {
   double p50_us, p99_us, rps;
@@ -376,6 +384,60 @@ static int setup_agent(int port) {
   return st == 200 ? 0 : -1;
 }
 
+/* A counter of the server's /metrics, or -1. */
+static double metric(int port, const char *name) {
+  static char body[1 << 20];
+  if (http_once("127.0.0.1", port, "GET", "/metrics", NULL, body,
+                sizeof body) != 200)
+    return -1;
+  char want[128];
+  snprintf(want, sizeof want, "\n%s ", name);
+  const char *p = strstr(body, want);
+  return p ? strtod(p + strlen(want), NULL) : -1;
+}
+
+/* Durable rewards at c connections, each with a new id. */
+static int reward_case(int port, const char *dir, int c, long n) {
+  static long run;
+  long total = n + n / 10;
+  char **b = calloc((size_t)total, sizeof *b);
+  if (!b) return -1;
+  run++;
+  for (long i = 0; i < total; i++) {
+    char buf[192];
+    snprintf(buf, sizeof buf,
+             "{\"reward_id\":\"r%ld-%ld\",\"user_id\":\"user-%ld\","
+             "\"action\":\"item-%ld\",\"reward\":1}",
+             run, i, i % 1000, i % 20);
+    b[i] = strdup(buf);
+  }
+  load L = {.host = "127.0.0.1",
+            .port = port,
+            .conns = c,
+            .requests = n,
+            .warmup = n / 10,
+            .method = "POST",
+            .path = "/v1/agents/bench/rewards",
+            .bodies = b,
+            .n_bodies = total};
+  double b0 = metric(port, "agentdb_flush_batches_total");
+  result r;
+  int rc = run_load(&L, &r);
+  double b1 = metric(port, "agentdb_flush_batches_total");
+  for (long i = 0; i < total; i++)
+    free(b[i]);
+  free(b);
+  if (rc < 0) return -1;
+  double lat = anchor_commit_latency(dir), bound = c / lat;
+  printf("http durable reward, c=%-3d           p50 %7.1f us  p99 %7.1f us  "
+         "%9.0f req/s | %.1f rewards per commit | anchor: durable commit "
+         "%.2f ms, so c/latency = %.0f/s, ratio %.2f%s\n",
+         c, r.p50_us, r.p99_us, r.rps, b1 > b0 ? total / (b1 - b0) : 0,
+         lat * 1e3, bound, r.rps / bound,
+         r.errors ? " (with non-2xx answers)" : "");
+  return 0;
+}
+
 static void print_line(const char *name, const result *h, const result *rd,
                        int by_latency) {
   double ratio = by_latency ? h->p50_us / rd->p50_us : h->rps / rd->rps;
@@ -448,6 +510,9 @@ static int run_case(const char *self, int quick) {
   print_line("(http GET /healthz, c=32)", &z32, &r32, 0);
   if (h1.errors || h32.errors)
     printf("note: %ld non-2xx answers\n", h1.errors + h32.errors);
+  if (reward_case(port, tmp, 64, quick ? 5000 : 20000) < 0 ||
+      reward_case(port, tmp, 512, quick ? 10000 : 40000) < 0)
+    goto out;
   rc = 0;
 out:
   stop(srv);

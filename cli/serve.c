@@ -88,7 +88,7 @@ static const opt_def opts[N_OPT] = {
     [O_THREADS] = {"threads", "AGENTDB_THREADS", "", "N",
                    "HTTP event-loop threads (default: one per CPU)"},
     [O_WRITE_THREADS] = {"write-threads", "AGENTDB_WRITE_THREADS", "64", "N",
-                         "threads waiting on durable writes (sync mode)"},
+                         "threads for requests that wait on the store (a durable reward holds none while its commit is pending)"},
     [O_POOL_SIZE] = {"pool-size", "AGENTDB_POOL_SIZE", "4", "N",
                      "store connections"},
     [O_CACHE_TTL] = {"cache-ttl", "AGENTDB_CACHE_TTL", "3600", "SECONDS",
@@ -496,15 +496,19 @@ static void reload_keys(const settings *s, running *r) {
 }
 
 static int close_all(running *r) {
-  if (r->api) adb__api_set_health(r->api, NULL);
-  adb__health_stop(r->health);
   if (r->srv) {
     adb__http_shutdown(r->srv);
     adb__http_wait(r->srv);
   }
-  adb__http_free(r->srv);
+  /* Once no loop runs: a /metrics in flight reads the watcher's state. */
+  if (r->api) adb__api_set_health(r->api, NULL);
+  adb__health_stop(r->health);
   adb__api_stop_evaluations(r->api); /* they read through the handle */
   int rc = adb_close(r->db);
+  /* After the library: rewards still waiting for their commit when the
+   * loops stopped are answered into the server (adb__http_later_done)
+   * until adb_close has drained them. */
+  adb__http_free(r->srv);
   adb__api_free(r->api);
   adb__auth_free(r->auth);
   for (int i = 0; i < r->n_retired; i++)

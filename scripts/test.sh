@@ -25,11 +25,14 @@ run_suite() { # build-dir cmake-flags...
   ctest --test-dir "$dir" --output-on-failure -j"$jobs" --timeout 900
 }
 
-# The concurrency suites under ThreadSanitizer (built alone: TSan is slow).
-tsan_tests="test_coordinator test_replicas test_cache test_hnsw test_statekey test_dash test_linear"
+# The concurrency suites under ThreadSanitizer (built alone: TSan is slow);
+# test_server drives the TSan build of `agentdb serve` (event loops, pool,
+# answers handed back by the library's waker), whose report ends it with a
+# non-zero status that the test checks.
+tsan_tests="test_coordinator test_replicas test_cache test_hnsw test_statekey test_dash test_linear test_server"
 run_tsan() {
   cmake -S . -B build-tsan -DADB_WERROR="$werror" -DADB_TSAN=ON >/dev/null
-  cmake --build build-tsan -j"$jobs" --target $tsan_tests >/dev/null
+  cmake --build build-tsan -j"$jobs" --target $tsan_tests agentdb_bin >/dev/null
   ctest --test-dir build-tsan --output-on-failure -j"$jobs" --timeout 900 \
     -R "^($(echo $tsan_tests | tr ' ' '|'))\$"
 }

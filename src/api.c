@@ -709,10 +709,10 @@ int adb__api_handle(void *ud, adb__http_req *req, adb__http_resp *resp) {
     }
     x.rt->fn(&x);
   }
-  adb__api_answer_headers(&x);
+  if (!x.later) adb__api_answer_headers(&x);
   json_decref(x.doc);
   adb__arena_reset(x.ar);
-  return ADB__HTTP_DONE;
+  return x.later ? ADB__HTTP_LATER : ADB__HTTP_DONE;
 }
 
 void adb__api_answer_headers(rctx *x) {

@@ -8,6 +8,7 @@
  */
 #define _GNU_SOURCE
 #include "api_internal.h"
+#include "coordinator.h" /* adb__reward_cb, the write timeout */
 
 #include <stdlib.h>
 #include <string.h>
@@ -436,6 +437,122 @@ static int reward_form(rctx *x, json_t *doc, adb_reward_req *r) {
   return 0;
 }
 
+/* The answer to an accepted reward, and its point on the dashboard. */
+static void reward_answer(adb__api *api, const char *agent,
+                          const adb_reward_req *r, const adb_reward_result *res,
+                          adb__http_resp *resp) {
+  /* Async mode answers before the flush knows whether the id is a
+   * duplicate: a pending reward is counted when accepted. */
+  if (res->applied || res->pending)
+    adb__dash_reward(adb__dash_agent_of(api->dash, agent), adb__api_wall_ms(),
+                     r->event_id, r->user_id, r->action, res->reward);
+  adb__buf *b = resp->body;
+  adb__buf_putc(b, '{');
+  adb__api_put_str(b, "reward_id", r->reward_id, 1);
+  adb__api_put_num(b, "reward", res->reward);
+  adb__api_put_key(b, "applied", 0);
+  adb__buf_puts(b, res->applied ? "true" : "false");
+  if (res->pending) {
+    adb__buf_puts(b, ",\"pending\":true");
+    resp->status = 202;
+  }
+  if (res->awaiting_decision) adb__buf_puts(b, ",\"awaiting_decision\":true");
+  if (res->late) adb__buf_puts(b, ",\"late\":true");
+  adb__buf_putc(b, '}');
+}
+
+/* A durable reward answered when its group commit is done, with no thread
+ * waiting for it (http.h, adb__http_later): the pool thread queues it with
+ * a completion callback and is free at once, so the rewards in flight are
+ * bounded by the connections, not by the pool's threads, and each commit
+ * takes all of them. Its request's strings are copied: the answer is
+ * written after the handler returned. */
+typedef struct later_reward {
+  adb__api *api;
+  adb__http_later *l;
+  int rc;
+  adb_reward_result res;
+  char msg[512];
+  adb_reward_req r; /* its strings point into text */
+  char text[];
+} later_reward;
+
+static void reward_fill(adb__http_resp *resp, void *arg) {
+  later_reward *lr = arg;
+  if (resp && lr->rc == ADB_OK)
+    reward_answer(lr->api, lr->r.agent_id, &lr->r, &lr->res, resp);
+  if (resp && lr->rc != ADB_OK) {
+    rctx x = {.resp = resp, .out = resp->body};
+    const char *code;
+    int retry, status = adb__api_status(lr->rc, &code, &retry);
+    adb__api_fail(&x, status, code, NULL, "%s", lr->msg);
+    if (retry) {
+      char v[16];
+      snprintf(v, sizeof v, "%d", retry);
+      adb__http_resp_header(resp, "Retry-After", v);
+    }
+  }
+  free(lr);
+}
+
+/* On the library's waker thread, once the reward's batch is committed. */
+static void reward_committed(int rc, const adb_reward_result *res, void *arg) {
+  later_reward *lr = arg;
+  lr->rc = rc;
+  if (res) lr->res = *res;
+  if (rc) snprintf(lr->msg, sizeof lr->msg, "%s", adb_errmsg(lr->api->cfg.db));
+  adb__http_later_done(lr->l, reward_fill, lr);
+}
+
+static char *copy_into(char **at, const char *s) {
+  if (!s) return NULL;
+  char *d = *at;
+  *at = stpcpy(d, s) + 1;
+  return d;
+}
+
+/* 0 when the reward is on its way (the answer comes later), -1 when it is
+ * to be written the blocking way (async durability, not on a pool thread,
+ * out of memory); a reward refused at once is answered here (0 too). */
+static int reward_later(rctx *x, const adb_reward_req *r) {
+  adb *db = x->db;
+  if (db->cfg.durability != ADB_DURABILITY_SYNC || !x->req->in_pool) return -1;
+  const char *s[] = {r->agent_id, r->reward_id, r->event_id, r->user_id,
+                     r->action};
+  size_t len = 0;
+  for (int i = 0; i < 5; i++)
+    len += s[i] ? strlen(s[i]) + 1 : 0;
+  char msg[160];
+  snprintf(msg, sizeof msg,
+           "write not committed within %d ms; it stays queued, retry with "
+           "the same id is safe",
+           db->cfg.write_timeout_ms);
+  later_reward *lr = calloc(1, sizeof *lr + len);
+  adb__http_later *l =
+      lr ? adb__http_later_begin(x->req, db->cfg.write_timeout_ms, msg) : NULL;
+  if (!l) {
+    free(lr);
+    return -1;
+  }
+  char *at = lr->text;
+  lr->api = x->api;
+  lr->l = l;
+  lr->r = (adb_reward_req){.agent_id = copy_into(&at, r->agent_id),
+                           .reward_id = copy_into(&at, r->reward_id),
+                           .event_id = copy_into(&at, r->event_id),
+                           .user_id = copy_into(&at, r->user_id),
+                           .action = copy_into(&at, r->action)};
+  adb__api_answer_headers(x); /* resp is not ours once handed on */
+  int rc = adb__reward_cb(db, r, reward_committed, lr);
+  if (rc != ADB_OK) {
+    free(lr); /* the handle is dropped: the handler answers */
+    adb__api_fail_adb(x, rc, NULL);
+    return 0;
+  }
+  x->later = 1;
+  return 0;
+}
+
 int adb__api_reward(rctx *x) {
   json_t *doc = adb__api_parse_body(x, 0);
   if (!doc) return -1;
@@ -458,27 +575,10 @@ int adb__api_reward(rctx *x) {
     return adb__api_fail(x, 400, "missing_field", "reward",
                          "a reward needs 'reward' or 'signals'");
   r.signals = has_sig ? &sig : NULL;
+  if (reward_later(x, &r) == 0) return 0;
   adb_reward_result res = {0};
   int rc = adb_reward(x->db, &r, &res);
   if (rc != ADB_OK) return adb__api_fail_adb(x, rc, NULL);
-  /* Async mode answers before the flush knows whether the id is a
-   * duplicate: a pending reward is counted when accepted. */
-  if (res.applied || res.pending)
-    adb__dash_reward(adb__dash_agent_of(x->api->dash, x->param[0]),
-                     adb__api_wall_ms(), r.event_id, r.user_id, r.action,
-                     res.reward);
-  adb__buf *b = x->out;
-  adb__buf_putc(b, '{');
-  adb__api_put_str(b, "reward_id", r.reward_id, 1);
-  adb__api_put_num(b, "reward", res.reward);
-  adb__api_put_key(b, "applied", 0);
-  adb__buf_puts(b, res.applied ? "true" : "false");
-  if (res.pending) {
-    adb__buf_puts(b, ",\"pending\":true");
-    x->resp->status = 202;
-  }
-  if (res.awaiting_decision) adb__buf_puts(b, ",\"awaiting_decision\":true");
-  if (res.late) adb__buf_puts(b, ",\"late\":true");
-  adb__buf_putc(b, '}');
+  reward_answer(x->api, x->param[0], &r, &res, x->resp);
   return 0;
 }

@@ -71,6 +71,7 @@ struct rctx {
   const adb__auth *auth; /* the keys in force when the request came */
   int key;               /* API key index in auth, -1 without auth */
   int headers_set;       /* request id and CORS headers already added */
+  int later; /* the answer was handed on (adb__http_later): resp is not ours */
 };
 
 /* Open-addressing set of strings in the arena, for uniqueness checks. */

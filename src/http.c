@@ -20,7 +20,13 @@
  * back to the worker through an eventfd. While a job is out, its
  * connection reads nothing more (answers stay in order) and is never
  * freed: a connection closed meanwhile becomes a zombie, freed when the
- * job comes back.
+ * job comes back. A handler on a pool thread may also hand its answer to
+ * another thread and return at once (adb__http_later_begin, http.h): a
+ * durable reward is answered by the library's completion callback when
+ * its group commit is done, so no thread sleeps per write in flight. Such
+ * a job comes back when both the handler and the finisher are done with
+ * it; the sweep answers 503 for one past its deadline and orphans it (the
+ * finisher's late answer is then dropped).
  *
  * Reading a request. Every byte is looked at once: the search for the end
  * of the head resumes where the last read left it, the parsed head's
@@ -608,13 +614,23 @@ struct adb__http_stream {
 
 struct job {
   job *next;
-  conn *c;
+  conn *c; /* NULL once a later answer timed out (the job is orphaned) */
   adb__http_resp resp;
   adb__buf body;
   int64_t t0_ns;
   adb__http_stream stream;
   job *pump_next; /* in the worker's pump list */
   int in_pump;
+  /* adb__http_later: the job is posted when both the pool thread's
+   * handler and the finisher let go of it (refs 2 -> 0); handed is set once
+   * the handler returned, after which the worker's sweep may answer a
+   * timeout. fill and arg are the finisher's. */
+  int later;
+  int later_refs, later_handed; /* atomic */
+  int64_t later_deadline_ms;
+  char later_msg[256];
+  adb__http_fill fill;
+  void *fill_arg;
 };
 
 struct worker {
@@ -890,6 +906,8 @@ static void stream_init(adb__http_stream *st, job *j, worker *w) {
 }
 
 static void wake(worker *w);
+static void post_job(worker *w, job *j);
+static int later_expired(conn *c, int64_t now);
 
 /* On the worker: moves the stream's queued bytes to the connection once
  * its output is drained, and wakes the producer. */
@@ -1433,6 +1451,11 @@ static void sweep_conn(conn *c, int64_t now, const adb__http_config *cfg) {
     conn_close(c);
     return;
   }
+  if (c->pending && later_expired(c, now)) {
+    conn_process(c);
+    after_io(c);
+    return;
+  }
   if (c->pending) return;
   if (c->req_start_ms && now - c->req_start_ms > cfg->request_timeout_ms) {
     adb__http_req req;
@@ -1486,6 +1509,7 @@ static void start_draining(worker *w) {
 }
 
 static void job_free(job *j) {
+  if (j->fill) j->fill(NULL, j->fill_arg); /* an answer nobody wants */
   adb__buf_free(&j->body);
   adb__buf_free(&j->stream.q);
   pthread_mutex_destroy(&j->stream.mu);
@@ -1495,6 +1519,14 @@ static void job_free(job *j) {
 
 static void complete_job(job *j) {
   conn *c = j->c;
+  if (!c) { /* a later answer that timed out: already answered */
+    job_free(j);
+    return;
+  }
+  if (j->fill && !c->zombie) {
+    j->fill(&j->resp, j->fill_arg);
+    j->fill = NULL;
+  }
   c->pending = 0;
   c->job = NULL;
   if (c->zombie) {
@@ -1571,17 +1603,70 @@ static void *pool_main(void *arg) {
     conn *c = j->c;
     c->req.in_pool = 1;
     c->req.stream = &j->stream;
-    s->cfg.handler(s->cfg.ud, &c->req, &j->resp);
-    worker *w = c->w;
-    pthread_mutex_lock(&w->mu);
-    if (w->done_tail)
-      w->done_tail->next = j;
-    else
-      w->done_head = j;
-    w->done_tail = j;
-    pthread_mutex_unlock(&w->mu);
-    wake(w);
+    worker *w = c->w; /* c is not ours once a later job is handed on */
+    int rc = s->cfg.handler(s->cfg.ud, &c->req, &j->resp);
+    if (rc == ADB__HTTP_LATER && j->later) {
+      __atomic_store_n(&j->later_handed, 1, __ATOMIC_RELEASE);
+      if (__atomic_sub_fetch(&j->later_refs, 1, __ATOMIC_ACQ_REL)) continue;
+    } else {
+      j->later = 0; /* a handle not handed on is dropped */
+    }
+    post_job(w, j);
   }
+}
+
+static void post_job(worker *w, job *j) {
+  pthread_mutex_lock(&w->mu);
+  if (w->done_tail)
+    w->done_tail->next = j;
+  else
+    w->done_head = j;
+  w->done_tail = j;
+  pthread_mutex_unlock(&w->mu);
+  wake(w);
+}
+
+adb__http_later *adb__http_later_begin(adb__http_req *req, int timeout_ms,
+                                       const char *timeout_msg) {
+  if (!req->in_pool || !req->stream) return NULL;
+  job *j = req->stream->j;
+  j->later = 1;
+  j->later_refs = 2;
+  j->later_deadline_ms = now_ms() + timeout_ms;
+  snprintf(j->later_msg, sizeof j->later_msg, "%s", timeout_msg);
+  return (adb__http_later *)j;
+}
+
+void adb__http_later_done(adb__http_later *l, adb__http_fill fill, void *arg) {
+  job *j = (job *)l;
+  j->fill = fill;
+  j->fill_arg = arg;
+  worker *w = j->stream.w;
+  if (__atomic_sub_fetch(&j->later_refs, 1, __ATOMIC_ACQ_REL) == 0)
+    post_job(w, j);
+}
+
+/* On the worker: a later answer past its deadline is answered 503 here and
+ * its job orphaned (freed when the finisher posts it); the connection goes
+ * on with its next request. */
+static int later_expired(conn *c, int64_t now) {
+  job *j = c->job;
+  if (!j || !__atomic_load_n(&j->later_handed, __ATOMIC_ACQUIRE) ||
+      now <= j->later_deadline_ms)
+    return 0;
+  j->c = NULL;
+  c->pending = 0;
+  c->job = NULL;
+  adb__buf *b = &j->body;
+  b->len = 0;
+  adb__buf_puts(b, "{\"error\":{\"code\":\"timeout\",\"message\":");
+  adb__json_str(b, j->later_msg);
+  adb__buf_puts(b, "}}");
+  j->resp.status = 503;
+  j->resp.error_code = "timeout";
+  j->resp.body = b;
+  finish(c, &c->req, &j->resp, c->req_total, j->t0_ns);
+  return 1;
 }
 
 /* ----------------------------------------------------- listening sockets */
@@ -1821,7 +1906,7 @@ static void worker_free(worker *w) {
   job *j = w->done_head;
   while (j) {
     job *next = j->next;
-    if (j->c->zombie) conn_free(j->c);
+    if (j->c && j->c->zombie) conn_free(j->c);
     job_free(j);
     j = next;
   }

@@ -127,11 +127,12 @@ typedef struct adb__http_resp {
 void adb__http_resp_header(adb__http_resp *resp, const char *name,
                            const char *value);
 
-enum { ADB__HTTP_DONE = 0, ADB__HTTP_DEFER = 1 };
+enum { ADB__HTTP_DONE = 0, ADB__HTTP_DEFER = 1, ADB__HTTP_LATER = 2 };
 
 /* Handles one request: fills resp and returns ADB__HTTP_DONE, or returns
  * ADB__HTTP_DEFER (without touching resp) to be called again with
- * req->in_pool = 1 on a pool thread. */
+ * req->in_pool = 1 on a pool thread; there it may also return
+ * ADB__HTTP_LATER (below). */
 typedef int (*adb__http_handler)(void *ud, adb__http_req *req,
                                  adb__http_resp *resp);
 /* Called on the worker thread after each answer has been queued (also for
@@ -186,6 +187,26 @@ enum { ADB__HTTP_STREAM_QUEUE = 256 * 1024 };
 int adb__http_stream_begin(adb__http_stream *s, const adb__http_resp *resp);
 int adb__http_stream_write(adb__http_stream *s, const void *p, size_t n);
 void adb__http_stream_fail(adb__http_stream *s);
+
+/* An answer given later by another thread, with no thread waiting for it
+ * (a durable write answered when its group commit is done). On a pool
+ * thread a handler takes a handle with adb__http_later, sets what it wants
+ * of resp that is not the answer itself (route, request id, headers),
+ * hands the handle to whoever finishes the work and returns
+ * ADB__HTTP_LATER, touching resp no more. The finisher calls
+ * adb__http_later_done once, from any thread: fill(resp, arg) then runs on
+ * the connection's worker thread and writes the answer (status, body), or
+ * fill(NULL, arg) runs only to release arg when the answer is no longer
+ * wanted: the client went away, or timeout_ms passed first, when the
+ * server answered 503 {"error":{"code":"timeout","message":timeout_msg}}
+ * itself. A handle taken but not handed on is dropped by returning
+ * anything else. adb__http_later_begin returns NULL off a pool thread.
+ * Finishers may call adb__http_later_done until adb__http_free. */
+typedef struct adb__http_later adb__http_later;
+typedef void (*adb__http_fill)(adb__http_resp *resp, void *arg);
+adb__http_later *adb__http_later_begin(adb__http_req *req, int timeout_ms,
+                                       const char *timeout_msg);
+void adb__http_later_done(adb__http_later *l, adb__http_fill fill, void *arg);
 
 /* Binds and starts serving. On failure writes the reason to err. */
 int adb__http_start(const adb__http_config *cfg, adb__http_server **out,

@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <sqlite3.h>
 
 #include "util_http.h"
 #include "util_server.h"
@@ -1156,6 +1157,145 @@ static void test_async_durability_answers_202_pending(void **state) {
   tsrv_cleanup(&a);
 }
 
+/* Holds the SQLite store's write lock, so that no batch commits while
+ * held; returns the connection (release with unlock_store). */
+static sqlite3 *lock_store(const server *s) {
+  char path[400];
+  snprintf(path, sizeof path, "%s/agentdb.db", s->dir);
+  sqlite3 *db = NULL;
+  assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+  sqlite3_busy_timeout(db, 10000);
+  assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL),
+                   SQLITE_OK);
+  return db;
+}
+
+static void unlock_store(sqlite3 *db) {
+  assert_int_equal(sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+  sqlite3_close(db);
+}
+
+/* A gauge or counter of /metrics (no labels). */
+static double metric_of(const server *s, const char *name) {
+  resp r = call(s, "GET", "/metrics", NULL);
+  assert_int_equal(r.status, 200);
+  char want[128];
+  snprintf(want, sizeof want, "\n%s ", name);
+  const char *p = strstr(r.body, want);
+  assert_non_null(p);
+  double v = strtod(p + strlen(want), NULL);
+  util_http_resp_free(&r);
+  return v;
+}
+
+typedef struct one_reward {
+  int port, i, status;
+} one_reward;
+
+static void *one_reward_main(void *arg) {
+  one_reward *o = arg;
+  char body[160];
+  snprintf(body, sizeof body,
+           "{\"reward_id\":\"wide-%d\",\"user_id\":\"u\",\"action\":\"a\","
+           "\"reward\":1}",
+           o->i);
+  resp r;
+  util_http_once(o->port, "POST", "/v1/agents/wide/rewards", body, NULL,
+                 CALL_MS, &r);
+  o->status = r.status;
+  util_http_resp_free(&r);
+  return NULL;
+}
+
+/* A durable reward waits for its group commit on no thread of the server
+ * (http.h, adb__http_later_begin): with 2 write threads and the store's
+ * write lock held, all 24 rewards sent at once are in the library's queue
+ * together (a thread per waiting reward would hold 2 there and the rest
+ * in the HTTP pool's queue), and all are answered 200 once it commits. */
+static void test_durable_rewards_wait_on_no_thread(void **state) {
+  (void)state;
+  server a;
+  memset(&a, 0, sizeof a);
+  const char *extra[] = {"--write-threads", "2", NULL};
+  start_server(&a, extra);
+  expect_status(&a, "PUT", "/v1/agents/wide", "{}", 200);
+  enum { N = 24 };
+  sqlite3 *lock = lock_store(&a);
+  one_reward o[N];
+  pthread_t t[N];
+  for (int i = 0; i < N; i++) {
+    o[i] = (one_reward){.port = a.port, .i = i};
+    pthread_create(&t[i], NULL, one_reward_main, &o[i]);
+  }
+  double depth = 0;
+  for (int64_t end = util_now_ms() + 15000;
+       util_now_ms() < end &&
+       (depth = metric_of(&a, "agentdb_write_queue_depth")) < N;)
+    usleep(20000);
+  fprintf(stderr, "rewards queued together behind the lock: %.0f of %d\n",
+          depth, N);
+  assert_true(depth == N);
+  unlock_store(lock);
+  for (int i = 0; i < N; i++) {
+    pthread_join(t[i], NULL);
+    assert_int_equal(o[i].status, 200);
+  }
+  resp r = call(&a, "GET", "/v1/agents/wide/policies/u", NULL);
+  assert_int_equal(r.status, 200);
+  json_t *arm = find_arm(r.json, "a");
+  assert_non_null(arm);
+  assert_int_equal(json_integer_value(json_object_get(arm, "n")), N);
+  util_http_resp_free(&r);
+  assert_int_equal(stop_server(&a, SIGTERM), 0);
+  tsrv_cleanup(&a);
+}
+
+/* Past --write-timeout-ms a durable reward is answered 503 "timeout" by the
+ * server while it stays queued; the connection goes on, the reward commits
+ * once the store is back, and a retry applies nothing twice. */
+static void test_a_durable_reward_past_its_timeout_gets_503(void **state) {
+  (void)state;
+  server a;
+  memset(&a, 0, sizeof a);
+  const char *extra[] = {"--write-timeout-ms", "500", NULL};
+  start_server(&a, extra);
+  expect_status(&a, "PUT", "/v1/agents/slow", "{}", 200);
+  const char *body = "{\"reward_id\":\"late-1\",\"user_id\":\"u\","
+                     "\"action\":\"a\",\"reward\":1}";
+  sqlite3 *lock = lock_store(&a);
+  util_http_conn *c = malloc(sizeof *c);
+  assert_non_null(c);
+  util_http_init(c, a.port);
+  resp r;
+  int64_t t0 = util_now_ms();
+  assert_int_equal(util_http_call(c, "POST", "/v1/agents/slow/rewards", body,
+                                  NULL, CALL_MS, &r),
+                   UTIL_HTTP_OK);
+  int64_t waited = util_now_ms() - t0;
+  assert_int_equal(r.status, 503);
+  json_t *e = json_object_get(r.json, "error");
+  assert_string_equal(json_string_value(json_object_get(e, "code")), "timeout");
+  util_http_resp_free(&r);
+  assert_true(waited >= 450);
+  /* The same keep-alive connection answers the next request. */
+  assert_int_equal(
+      util_http_call(c, "GET", "/healthz", NULL, NULL, CALL_MS, &r),
+      UTIL_HTTP_OK);
+  assert_int_equal(r.status, 200);
+  util_http_resp_free(&r);
+  util_http_close(c);
+  free(c);
+  unlock_store(lock);
+  expect_status(&a, "POST", "/v1/agents/slow/rewards", body, 200);
+  r = call(&a, "GET", "/v1/agents/slow/policies/u", NULL);
+  json_t *arm = find_arm(r.json, "a");
+  assert_non_null(arm);
+  assert_int_equal(json_integer_value(json_object_get(arm, "n")), 1);
+  util_http_resp_free(&r);
+  assert_int_equal(stop_server(&a, SIGTERM), 0);
+  tsrv_cleanup(&a);
+}
+
 typedef struct writer {
   int port, id;
   int64_t stop_at_ms;
@@ -1271,6 +1411,8 @@ int main(void) {
       cmocka_unit_test(test_without_keys_v1_is_open),
       cmocka_unit_test(test_api_keys_and_agent_scopes),
       cmocka_unit_test(test_async_durability_answers_202_pending),
+      cmocka_unit_test(test_durable_rewards_wait_on_no_thread),
+      cmocka_unit_test(test_a_durable_reward_past_its_timeout_gets_503),
       cmocka_unit_test(test_sigterm_loses_no_acknowledged_reward),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
