@@ -501,6 +501,7 @@ static void put_ranking(rctx *x, const rank_in *in, const adb_decision *d,
 typedef struct appr {
   int64_t events, matches, rewarded, rewarded_match;
   double r_sum, r_match_sum;
+  int64_t expired_ms; /* when this process last expired the agent's marks */
 } appr;
 
 static pthread_mutex_t appr_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -539,6 +540,26 @@ static int model_agrees(rctx *x, const char *agent, adb_decide_req r,
              ->decide(x->db, a, &r, elig, n, &d, feats, &nf, &hits);
   adb__agent_release(a);
   return rc ? -1 : !strcmp(d.action, cands[0]);
+}
+
+/* The per-event patterns ("pzm:" apprentice marks, "pzr:" held rewards)
+ * serve only until the event's reward wait time ends: a reward after it is
+ * too late to be applied, and a deferred event is closed by then. Every
+ * wait time (at most every minute) per process and agent, those last
+ * written more than two wait times ago are deleted, so the table holds
+ * the open events' only. */
+static void expire_event_patterns(rctx *x, const char *agent, double window_s,
+                                  int64_t now_ms) {
+  int64_t window_ms = (int64_t)(1000 * (window_s > 0 ? window_s : 86400));
+  pthread_mutex_lock(&appr_mu);
+  appr *a = appr_of(agent);
+  int due =
+      a && now_ms - a->expired_ms >= (window_ms < 60000 ? window_ms : 60000);
+  if (due) a->expired_ms = now_ms;
+  pthread_mutex_unlock(&appr_mu);
+  if (!due) return;
+  adb__pattern_expire(x->db, agent, "pzm:", now_ms - 2 * window_ms, NULL);
+  adb__pattern_expire(x->db, agent, "pzr:", now_ms - 2 * window_ms, NULL);
 }
 
 /* Notes an apprentice event: counted now, its match kept for its reward. */
@@ -619,6 +640,7 @@ int adb__api_pz_rank(rctx *x) {
     int m = model_agrees(x, agent, r, cands, nc);
     if (m >= 0) appr_event(x, agent, event, m);
   }
+  expire_event_patterns(x, agent, cfg.reward_window_s, adb__api_wall_ms());
   adb__dash_decision(adb__dash_agent_of(x->api->dash, agent),
                      adb__api_wall_ms(), PZ_USER, d.event_id, d.action,
                      d.propensity, 0);

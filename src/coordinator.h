@@ -196,6 +196,12 @@ int adb__policy_read(adb *db, const char *agent, const char *user,
                      const char *state_key, int n, const char *const *actions,
                      adb__arm_stats *stats, int *hits);
 
+/* Deletes an agent's patterns whose id starts with prefix, last written
+ * before before_ms and without an embedding; *deleted (may be NULL) their
+ * number. For bookkeeping patterns of the layers above (api_personalizer.c). */
+int adb__pattern_expire(adb *db, const char *agent, const char *prefix,
+                        int64_t before_ms, int64_t *deleted);
+
 /* Sessions in the shared namespace (agent NULL, the public adb_session_*)
  * or in an agent's own (agent-scoped API keys). */
 int adb__session_put(adb *db, const char *agent, const char *session_id,

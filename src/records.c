@@ -265,6 +265,16 @@ int adb_pattern_get(adb *db, const char *agent_id, const char *pattern_id,
   return rc ? store_err(db, rc, "pattern") : ADB_OK;
 }
 
+int adb__pattern_expire(adb *db, const char *agent, const char *prefix,
+                        int64_t before_ms, int64_t *deleted) {
+  int64_t n = 0;
+  int rc = adb__check_id(db, "agent id", agent);
+  if (rc) return rc;
+  rc = db->store->m->pattern_expire(db->store, agent, prefix, before_ms, &n);
+  if (deleted) *deleted = n;
+  return rc ? store_err(db, rc, "expiring patterns") : ADB_OK;
+}
+
 /* -------------------------------------------------------------- sessions */
 
 /* A shared session is "s:{id}"; one in an agent's namespace (sessions of

@@ -361,6 +361,10 @@ const char adb__sql_agent_cells[] =
     "UNION SELECT user_id, state_key FROM reward_signals WHERE agent_id = $1";
 const char adb__sql_action_delete[] =
     "DELETE FROM actions WHERE agent_id = $1 AND action_id = $2";
+const char adb__sql_pattern_expire[] =
+    "DELETE FROM learned_patterns WHERE agent_id = $1 AND pattern_id >= $2 "
+    "AND pattern_id < CAST($2 AS TEXT) || '~' AND updated_at_ms < $3 "
+    "AND embedding IS NULL";
 const char *const adb__sql_agent_learning[] = {
     "DELETE FROM rl_policies WHERE agent_id = $1",
     "DELETE FROM decisions WHERE agent_id = $1",

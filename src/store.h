@@ -257,10 +257,11 @@ int adb__agents_push(adb__user_data *u, const char *agent);
  * NULL. Every table with a user_id column is in adb__sql_user_delete, every
  * table with an agent_id column in adb__sql_agent_learning (plus the config
  * and catalogue in adb__sql_agent_config): a new table must join them. */
-extern const char adb__sql_agents_list[];   /* $1 after, $2 limit */
-extern const char adb__sql_agent_exists[];  /* $1 agent */
-extern const char adb__sql_agent_cells[];   /* $1 agent: user, state_key */
-extern const char adb__sql_action_delete[]; /* $1 agent, $2 action */
+extern const char adb__sql_agents_list[];    /* $1 after, $2 limit */
+extern const char adb__sql_agent_exists[];   /* $1 agent */
+extern const char adb__sql_agent_cells[];    /* $1 agent: user, state_key */
+extern const char adb__sql_action_delete[];  /* $1 agent, $2 action */
+extern const char adb__sql_pattern_expire[]; /* $1 agent, $2 prefix, $3 ms */
 extern const char *const adb__sql_agent_learning[]; /* $1 agent */
 extern const char *const adb__sql_agent_config[];   /* $1 agent */
 /* $1 user: decisions, rewards, episodes, policy rows, state, sessions */
@@ -346,6 +347,11 @@ typedef struct adb__store_methods {
   int (*pattern_put)(adb__store *st, const char *agent, const adb_pattern *p);
   int (*pattern_get)(adb__store *st, const char *agent, const char *id,
                      adb_pattern *out);
+  /* Deletes the agent's patterns whose id starts with prefix (an id's
+   * characters are all below '~'), last written before before_ms and
+   * without an embedding (so in no vector index); *deleted their number. */
+  int (*pattern_expire)(adb__store *st, const char *agent, const char *prefix,
+                        int64_t before_ms, int64_t *deleted);
   int (*metrics_get)(adb__store *st, const char *agent, int64_t from_ms,
                      int64_t to_ms, adb_metrics_row **rows, int *n);
   /* Calls fn for each row of the kind that has an embedding and whose time

@@ -3202,6 +3202,31 @@ static int action_del_fn(pg_store *s, pgconn *c, void *arg) {
   return ADB_OK;
 }
 
+typedef struct expire_arg {
+  const char *agent, *prefix;
+  int64_t before_ms, *deleted;
+} expire_arg;
+
+static int pattern_expire_fn(pg_store *s, pgconn *c, void *arg) {
+  expire_arg *x = arg;
+  params p = {0};
+  p_text(&p, x->agent);
+  p_text(&p, x->prefix);
+  p_i64(&p, x->before_ms);
+  PGresult *r = NULL;
+  int rc = run_params(s, c, adb__sql_pattern_expire, &p, "expire patterns", &r);
+  if (!rc && x->deleted) *x->deleted = atoll(PQcmdTuples(r));
+  PQclear(r);
+  return rc;
+}
+
+static int pg_pattern_expire(adb__store *st, const char *agent,
+                             const char *prefix, int64_t before_ms,
+                             int64_t *deleted) {
+  expire_arg x = {agent, prefix, before_ms, deleted};
+  return with_conn((pg_store *)st, pattern_expire_fn, &x, 0);
+}
+
 static int pg_action_delete(adb__store *st, const char *agent,
                             const char *action) {
   get_arg x = {.k1 = agent, .k2 = action};
@@ -3650,6 +3675,7 @@ const adb__store_methods adb__store_pg = {
     .user_state_get = pg_user_state_get,
     .pattern_put = pg_pattern_put,
     .pattern_get = pg_pattern_get,
+    .pattern_expire = pg_pattern_expire,
     .metrics_get = pg_metrics_get,
     .vectors_scan = pg_vectors_scan,
     .lin_scan = pg_lin_scan,

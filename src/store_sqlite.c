@@ -2715,6 +2715,17 @@ static int adhoc_run_i(sq_store *s, conn *c, const char *sql, const char *agent,
   return rc;
 }
 
+static int sq_pattern_expire(adb__store *st_, const char *agent,
+                             const char *prefix, int64_t before_ms,
+                             int64_t *deleted) {
+  sq_store *s = (sq_store *)st_;
+  conn *c = writer_take(s);
+  int rc = adhoc_run_i(s, c, adb__sql_pattern_expire, agent, prefix, 0,
+                       before_ms, deleted);
+  conn_give(c);
+  return rc;
+}
+
 static int defer_row(void *arg, sqlite3_stmt *st) {
   *(int *)arg = sqlite3_column_type(st, 0) == SQLITE_NULL ? ADB__DEFER_WAITING
                                                           : ADB__DEFER_ACTIVE;
@@ -2864,6 +2875,7 @@ const adb__store_methods adb__store_sqlite = {
     .user_state_get = sq_user_state_get,
     .pattern_put = sq_pattern_put,
     .pattern_get = sq_pattern_get,
+    .pattern_expire = sq_pattern_expire,
     .metrics_get = sq_metrics_get,
     .vectors_scan = sq_vectors_scan,
     .lin_scan = sq_lin_scan,

@@ -926,6 +926,39 @@ static void pattern_roundtrips(void **state) {
                    ADB_ENOTFOUND);
 }
 
+/* Only the agent's patterns with the prefix, older than the cut and
+ * without an embedding go; "pzm;" sorts right after every "pzm:" id. */
+static void pattern_expire_takes_old_bookkeeping_only(void **state) {
+  fx *f = *state;
+  float emb[2] = {1, 2};
+  struct {
+    const char *agent, *id;
+    int64_t ts;
+    int emb, gone;
+  } rows[] = {
+      {"ag", "pzm:old", 1000, 0, 1},     {"ag", "pzm:new", 5000, 0, 0},
+      {"ag", "pzm:old-emb", 1000, 1, 0}, {"ag", "pzr:old", 1000, 0, 0},
+      {"ag", "pzm;", 1000, 0, 0},        {"ag", "pzm", 1000, 0, 0},
+      {"ag2", "pzm:old", 1000, 0, 0},    {"ag", "pzm:old2", 2999, 0, 1}};
+  int n = (int)(sizeof rows / sizeof rows[0]);
+  for (int i = 0; i < n; i++) {
+    adb_pattern p = {.value_json = "{}", .updated_at_ms = rows[i].ts};
+    snprintf(p.id, sizeof p.id, "%s", rows[i].id);
+    if (rows[i].emb) p.embedding = emb, p.embedding_dim = 2;
+    assert_ok(f->st, f->st->m->pattern_put(f->st, rows[i].agent, &p));
+  }
+  int64_t deleted = -1;
+  assert_ok(f->st,
+            f->st->m->pattern_expire(f->st, "ag", "pzm:", 3000, &deleted));
+  assert_int_equal(deleted, 2);
+  for (int i = 0; i < n; i++) {
+    adb_pattern out;
+    int rc = f->st->m->pattern_get(f->st, rows[i].agent, rows[i].id, &out);
+    assert_int_equal(rc, rows[i].gone ? ADB_ENOTFOUND : ADB_OK);
+    if (!rc) adb__pattern_free(&out);
+  }
+}
+
 /* -------------------------------------------------------------- metrics */
 
 static void metrics_add_up_and_range_is_half_open(void **state) {
@@ -1529,6 +1562,7 @@ static const struct CMUnitTest conformance[] = {
     T(episodes_insert_once_with_exact_embedding),
     T(user_state_roundtrips_embedding_bytes_exactly),
     T(pattern_roundtrips),
+    T(pattern_expire_takes_old_bookkeeping_only),
     T(metrics_add_up_and_range_is_half_open),
     T(batch_failing_midway_commits_nothing),
     T(batch_failing_at_its_metrics_commits_nothing),

@@ -438,6 +438,18 @@ async function deferredAndLogs(s, label) {
   const before = await rankNews(c, 40);
   check(before >= LEARNT, `${label}: the model did not learn: news ${before} of 40`);
 
+  // A held reward's pattern (pzr:<event>) is deleted once two wait times
+  // have passed: here on the first rank more than 2 s after it was written
+  // (both events are closed, so DELETE logs below takes them too).
+  const held = await c.rank({ actions: LOG_ACTIONS, eventId: "held-reward", deferActivation: true });
+  await c.events.reward(held.eventId, { value: 1 });
+  const pat = "/v1/agents/personalizer/patterns/pzr:held-reward";
+  check((await http(url, "GET", pat)).status === 200, `${label}: no pattern for a held reward`);
+  await new Promise((r) => setTimeout(r, 2500));
+  await c.rank({ actions: LOG_ACTIONS });
+  const gone = await http(url, "GET", pat);
+  check(gone.status === 404, `${label}: the held reward's pattern outlived two wait times: ${gone.status}`);
+
   const never = await c.rank({ actions: LOG_ACTIONS, eventId: "never-activated", deferActivation: true });
   const plain = await c.rank({ actions: LOG_ACTIONS, eventId: "plain" });
   const active = await c.rank({ actions: LOG_ACTIONS, eventId: "activated", deferActivation: true });
@@ -458,6 +470,7 @@ async function deferredAndLogs(s, label) {
   await c.events.activate(never.eventId);
   rows = await logRows(url, "personalizer");
   check(outcome(never.eventId) === "none", `${label}: a late reward of the never-activated event was applied: ${outcome(never.eventId)}`);
+
 
   // Another agent's log, which DELETE logs must not touch.
   await http(url, "PUT", "/v1/agents/other", {});
