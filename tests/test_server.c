@@ -1129,6 +1129,18 @@ static void test_api_keys_and_agent_scopes(void **state) {
   tsrv_cleanup(&a);
 }
 
+/* Rewards applied to action "a" of user "u" of the agent. */
+static int64_t arm_n(const server *s, const char *agent) {
+  char path[160];
+  snprintf(path, sizeof path, "/v1/agents/%s/policies/u", agent);
+  resp r = call(s, "GET", path, NULL);
+  assert_int_equal(r.status, 200);
+  json_t *arm = find_arm(r.json, "a");
+  int64_t n = arm ? json_integer_value(json_object_get(arm, "n")) : 0;
+  util_http_resp_free(&r);
+  return n;
+}
+
 /* ----------------------------------------------------------- durability */
 
 static void test_async_durability_answers_202_pending(void **state) {
@@ -1147,12 +1159,7 @@ static void test_async_durability_answers_202_pending(void **state) {
   /* Drained on a clean stop: the reward is there after a restart. */
   assert_int_equal(stop_server(&a, SIGINT), 0);
   start_server(&a, extra);
-  r = call(&a, "GET", "/v1/agents/fast/policies/u", NULL);
-  assert_int_equal(r.status, 200);
-  json_t *arm = find_arm(r.json, "a");
-  assert_non_null(arm);
-  assert_int_equal(json_integer_value(json_object_get(arm, "n")), 1);
-  util_http_resp_free(&r);
+  assert_int_equal(arm_n(&a, "fast"), 1);
   assert_int_equal(stop_server(&a, SIGTERM), 0);
   tsrv_cleanup(&a);
 }
@@ -1240,12 +1247,7 @@ static void test_durable_rewards_wait_on_no_thread(void **state) {
     pthread_join(t[i], NULL);
     assert_int_equal(o[i].status, 200);
   }
-  resp r = call(&a, "GET", "/v1/agents/wide/policies/u", NULL);
-  assert_int_equal(r.status, 200);
-  json_t *arm = find_arm(r.json, "a");
-  assert_non_null(arm);
-  assert_int_equal(json_integer_value(json_object_get(arm, "n")), N);
-  util_http_resp_free(&r);
+  assert_int_equal(arm_n(&a, "wide"), N);
   assert_int_equal(stop_server(&a, SIGTERM), 0);
   tsrv_cleanup(&a);
 }
@@ -1287,11 +1289,7 @@ static void test_a_durable_reward_past_its_timeout_gets_503(void **state) {
   free(c);
   unlock_store(lock);
   expect_status(&a, "POST", "/v1/agents/slow/rewards", body, 200);
-  r = call(&a, "GET", "/v1/agents/slow/policies/u", NULL);
-  json_t *arm = find_arm(r.json, "a");
-  assert_non_null(arm);
-  assert_int_equal(json_integer_value(json_object_get(arm, "n")), 1);
-  util_http_resp_free(&r);
+  assert_int_equal(arm_n(&a, "slow"), 1);
   assert_int_equal(stop_server(&a, SIGTERM), 0);
   tsrv_cleanup(&a);
 }
@@ -1338,15 +1336,6 @@ static void *writer_main(void *arg) {
   return NULL;
 }
 
-static int64_t arm_n(const server *s) {
-  resp r = call(s, "GET", "/v1/agents/durable/policies/u", NULL);
-  assert_int_equal(r.status, 200);
-  json_t *arm = find_arm(r.json, "a");
-  int64_t n = arm ? json_integer_value(json_object_get(arm, "n")) : 0;
-  util_http_resp_free(&r);
-  return n;
-}
-
 static void test_sigterm_loses_no_acknowledged_reward(void **state) {
   (void)state;
   server a;
@@ -1374,7 +1363,7 @@ static void test_sigterm_loses_no_acknowledged_reward(void **state) {
   assert_true(acked > 0);
   /* Restart on the same store: every acknowledged reward is there. */
   start_server(&a, NULL);
-  int64_t n = arm_n(&a);
+  int64_t n = arm_n(&a, "durable");
   fprintf(stderr, "sigterm: %d sent, %d acknowledged, %lld applied\n", sent,
           acked, (long long)n);
   assert_true(n >= acked);
@@ -1386,7 +1375,7 @@ static void test_sigterm_loses_no_acknowledged_reward(void **state) {
       reward_body(body, sizeof body, i, k);
       expect_status(&a, "POST", "/v1/agents/durable/rewards", body, 200);
     }
-  assert_int_equal(arm_n(&a), sent);
+  assert_int_equal(arm_n(&a, "durable"), sent);
   assert_int_equal(stop_server(&a, SIGTERM), 0);
   tsrv_cleanup(&a);
 }
