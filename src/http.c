@@ -1615,15 +1615,20 @@ static void *pool_main(void *arg) {
   }
 }
 
+/* Hands a finished job to its worker. Only the first job of an empty list
+ * writes the eventfd: the worker takes the whole list when it wakes, so a
+ * later one rides on that wake-up (one write a batch of answers, not one
+ * each). */
 static void post_job(worker *w, job *j) {
   pthread_mutex_lock(&w->mu);
+  int was_empty = !w->done_head;
   if (w->done_tail)
     w->done_tail->next = j;
   else
     w->done_head = j;
   w->done_tail = j;
   pthread_mutex_unlock(&w->mu);
-  wake(w);
+  if (was_empty) wake(w);
 }
 
 adb__http_later *adb__http_later_begin(adb__http_req *req, int timeout_ms,
