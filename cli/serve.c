@@ -87,8 +87,10 @@ static const opt_def opts[N_OPT] = {
                  "cache: mem://, redis://HOST:PORT/DB, redis-cluster://..."},
     [O_THREADS] = {"threads", "AGENTDB_THREADS", "", "N",
                    "HTTP event-loop threads (default: one per CPU)"},
-    [O_WRITE_THREADS] = {"write-threads", "AGENTDB_WRITE_THREADS", "64", "N",
-                         "threads for requests that wait on the store (a durable reward holds none while its commit is pending)"},
+    [O_WRITE_THREADS] =
+        {"write-threads", "AGENTDB_WRITE_THREADS", "64", "N",
+         "threads for requests that wait on the store (a durable reward holds "
+         "none while its commit is pending)"},
     [O_POOL_SIZE] = {"pool-size", "AGENTDB_POOL_SIZE", "4", "N",
                      "store connections"},
     [O_CACHE_TTL] = {"cache-ttl", "AGENTDB_CACHE_TTL", "3600", "SECONDS",
