@@ -40,6 +40,7 @@
  */
 #include "log_scan.h"
 #include "migrations.h"
+#include "sqlite_walbuf.h"
 #include "store.h"
 #include "store_rec.h"
 
@@ -1946,11 +1947,17 @@ static int make_parents(const char *path, char *err, size_t errlen) {
   return ADB_OK;
 }
 
+/* The writer (create) commits with synchronous=FULL through the VFS that
+ * writes a commit's WAL frames in one call (sqlite_walbuf.c: only a
+ * connection whose commits sync the WAL may use it); readers, and a
+ * writer with synchronous=NORMAL, use the default VFS. */
 static int conn_open(conn *c, const sq_opts *o, int create, char *err,
                      size_t errlen) {
   int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX |
               (create ? SQLITE_OPEN_CREATE : 0);
-  int rc = sqlite3_open_v2(o->path, &c->db, flags, NULL);
+  const char *vfs =
+      create && !strcmp(o->synchronous, "FULL") ? adb__sqlite_walbuf() : NULL;
+  int rc = sqlite3_open_v2(o->path, &c->db, flags, vfs);
   if (rc == SQLITE_OK) {
     sqlite3_extended_result_codes(c->db, 1);
     sqlite3_busy_timeout(c->db, o->busy_ms);
