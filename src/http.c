@@ -1017,13 +1017,18 @@ static void finish_stream(conn *c, job *j) {
   notify_done(c->w, &c->req, &j->resp, j->t0_ns);
 }
 
+/* Appends j to the list head..tail (its lock held). */
+static void job_append(job **head, job **tail, job *j) {
+  if (*tail)
+    (*tail)->next = j;
+  else
+    *head = j;
+  *tail = j;
+}
+
 static void pool_submit(adb__http_server *s, job *j) {
   pthread_mutex_lock(&s->pool_mu);
-  if (s->q_tail)
-    s->q_tail->next = j;
-  else
-    s->q_head = j;
-  s->q_tail = j;
+  job_append(&s->q_head, &s->q_tail, j);
   pthread_cond_signal(&s->pool_cv);
   pthread_mutex_unlock(&s->pool_mu);
 }
@@ -1622,11 +1627,7 @@ static void *pool_main(void *arg) {
 static void post_job(worker *w, job *j) {
   pthread_mutex_lock(&w->mu);
   int was_empty = !w->done_head;
-  if (w->done_tail)
-    w->done_tail->next = j;
-  else
-    w->done_head = j;
-  w->done_tail = j;
+  job_append(&w->done_head, &w->done_tail, j);
   pthread_mutex_unlock(&w->mu);
   if (was_empty) wake(w);
 }
