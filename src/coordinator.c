@@ -319,14 +319,12 @@ void adb__agent_invalidate(adb *db, const char *id) {
 
 void adb__item_free(adb__item *it) {
   if (!it) return;
-  if (it->kind == ITEM_DECISION) adb__decision_rec_free(&it->u.d);
+  if (it->kind == ITEM_DECISION) free(adb__item_decision(it)->ranking_json);
   if (it->kind == ITEM_REWARD) free(it->u.r.signals_json);
   if (it->kind == ITEM_EPISODE) free(it->u.e.context_json);
   if (it->has_sem) sem_destroy(&it->sem);
   free(it->errmsg);
   free(it->emb);
-  /* A decision's raw block may live inline, right after the item. */
-  if (it->raw != (char *)(it + 1)) free(it->raw);
   free(it);
 }
 
@@ -610,8 +608,7 @@ static void apply_changes(adb *db, adb__batch *b) {
 }
 
 /* JSON of a decision's raw context and candidates (see decide.c). */
-static int decision_json(adb__item *it) {
-  adb__decision_rec *r = &it->u.d;
+static int decision_json(const adb__item *it, adb__decision_rec *r) {
   adb__sbuf c = {0}, k = {0};
   const char *p = it->raw;
   adb__sbuf_add(&c, "{", 1);
@@ -636,6 +633,36 @@ static int decision_json(adb__item *it) {
   return r->context_json && r->candidates_json ? ADB_OK : ADB_ENOMEM;
 }
 
+/* Copies the next NUL-terminated string of a decision log into dst. */
+static const char *log_str(char *dst, size_t cap, const char *p) {
+  size_t n = strlen(p);
+  memcpy(dst, p, n < cap ? n + 1 : cap);
+  dst[cap - 1] = 0;
+  return p + n + 1;
+}
+
+/* The record write_batch takes for a queued decision; its JSON texts are
+ * the batch's (batch_free), its ranking the item's. */
+static int decision_expand(adb__item *it, adb__decision_rec *r) {
+  const adb__decision_log *g = adb__item_decision(it);
+  const char *p = g->text;
+  p = log_str(r->agent, sizeof r->agent, p);
+  p = log_str(r->event_id, sizeof r->event_id, p);
+  p = log_str(r->user, sizeof r->user, p);
+  p = log_str(r->state_key, sizeof r->state_key, p);
+  p = log_str(r->action, sizeof r->action, p);
+  log_str(r->model, sizeof r->model, g->model);
+  r->propensity = g->propensity;
+  r->ts_ms = g->ts_ms;
+  r->n_features = g->n_features;
+  if (g->n_features > 0) memcpy(r->features, p, (size_t)g->n_features);
+  r->ranking_json = g->ranking_json;
+  r->client_id = g->client_id;
+  r->inserted = 0;
+  r->context_json = r->candidates_json = NULL;
+  return decision_json(it, r);
+}
+
 /* Builds the batch's record arrays from the items (pointers copied). */
 static int batch_build(adb__batch *b, adb__item **items, int n) {
   b->decisions = malloc((size_t)n * sizeof *b->decisions);
@@ -644,10 +671,9 @@ static int batch_build(adb__batch *b, adb__item **items, int n) {
   if (n && (!b->decisions || !b->rewards || !b->episodes)) return ADB_ENOMEM;
   for (int i = 0; i < n; i++) {
     adb__item *it = items[i];
-    if (it->kind == ITEM_DECISION && it->raw && !it->u.d.context_json &&
-        decision_json(it) != ADB_OK)
+    if (it->kind == ITEM_DECISION &&
+        decision_expand(it, &b->decisions[b->n_decisions++]) != ADB_OK)
       return ADB_ENOMEM;
-    if (it->kind == ITEM_DECISION) b->decisions[b->n_decisions++] = it->u.d;
     if (it->kind == ITEM_REWARD) b->rewards[b->n_rewards++] = it->u.r;
     if (it->kind == ITEM_EPISODE) b->episodes[b->n_episodes++] = it->u.e;
   }
@@ -656,6 +682,10 @@ static int batch_build(adb__batch *b, adb__item **items, int n) {
 
 /* Frees what batch_build and write_batch allocated (not the metrics). */
 static void batch_free(adb__batch *b) {
+  for (int i = 0; i < b->n_decisions; i++) {
+    free(b->decisions[i].context_json);
+    free(b->decisions[i].candidates_json);
+  }
   free(b->decisions);
   free(b->rewards);
   free(b->episodes);
@@ -704,8 +734,7 @@ static void items_answer(adb__item **items, int n, const adb__batch *b) {
   for (int i = 0; i < n; i++) {
     adb__item *it = items[i];
     if (it->kind == ITEM_DECISION) {
-      it->u.d.inserted = b->decisions[di++].inserted;
-      if (!it->u.d.inserted) it->result = ADB_ECONFLICT;
+      if (!b->decisions[di++].inserted) it->result = ADB_ECONFLICT;
     } else if (it->kind == ITEM_REWARD) {
       const adb__reward_rec *r = &b->rewards[ri++];
       it->u.r.result = r->result;

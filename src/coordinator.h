@@ -71,19 +71,39 @@ typedef struct adb__item {
   char *errmsg; /* the store's message when result is a store error */
   float *emb;   /* episode embedding, owned */
   /* Decisions: context and candidates, raw (see decide.c), encoded as JSON
-   * by the flush worker. */
+   * by the flush worker; raw points into the item's adb__decision_log. */
   char *raw;
   int raw_ctx, raw_cands;
   sem_t sem;                 /* the sync writer waits here */
   adb__item_done_fn done_cb; /* or this is called once it is done */
   void *done_arg;
   struct adb__item *wnext; /* on the waker's list */
-  union {                  /* last: callers may zero only what precedes it */
-    adb__decision_rec d;
+  union { /* last: callers may zero only what precedes it */
     adb__reward_rec r;
     adb__episode_rec e;
-  } u;
+  } u; /* a decision's item ends in an adb__decision_log instead */
 } adb__item;
+
+/* A decision as it waits in the queue, sized to the decision: a burst of
+ * decisions outruns the log's drain, so every queued byte is fresh memory
+ * on the deciding thread (docs/performance.md: about 3 ns a byte here),
+ * and an adb__decision_rec has fixed buffers for the longest ids. It sits
+ * where u would, in an item allocated to fit (decide.c); the flush worker
+ * expands it into an adb__decision_rec for write_batch. text holds the
+ * agent, event id, user, state key and action, each NUL-terminated, then
+ * n_features feature bytes, then the raw context and candidates (raw). */
+typedef struct adb__decision_log {
+  double propensity;
+  int64_t ts_ms;
+  const char *model;  /* the policy model's tag, a static string */
+  char *ranking_json; /* owned; client event ids only (adb__decision_rec) */
+  int client_id, n_features;
+  char text[];
+} adb__decision_log;
+
+static inline adb__decision_log *adb__item_decision(adb__item *it) {
+  return (adb__decision_log *)(void *)&it->u;
+}
 
 struct adb {
   adb_config cfg;

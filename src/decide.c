@@ -227,11 +227,10 @@ static int check_request(adb *db, const adb_decide_req *req) {
   return ADB_OK;
 }
 
-/* The decision's context and candidates are copied raw, right after the
- * item in the item's own allocation (one malloc per decision; the flush
- * worker encodes them as JSON, off the decision's path, and
- * adb__item_free knows the inline block). Layout: n_ctx key/value pairs
- * then n_cand ids, each NUL-terminated. */
+/* The decision's context and candidates are copied raw into its queued
+ * log entry (adb__decision_log; the flush worker encodes them as JSON, off
+ * the decision's path). Layout: n_ctx key/value pairs then n_cand ids,
+ * each NUL-terminated. */
 static size_t raw_len(const adb_decide_req *req) {
   size_t len = 0;
   for (int i = 0; i < req->n_context; i++)
@@ -277,35 +276,38 @@ static char *ranking_json(const adb_decision *d) {
 static int log_decision(adb *db, adb__agent *a, const adb_decide_req *req,
                         const adb_decision *d, const adb__policy_model *pm,
                         const uint8_t *features, int n_features) {
-  size_t len = raw_len(req);
-  adb__item *it = malloc(sizeof *it + (len ? len : 1));
+  const char *s[5] = {a->cfg.id, d->event_id, req->user_id, d->state_key,
+                      d->action};
+  size_t sl[5], len = raw_len(req) + (size_t)n_features;
+  for (int i = 0; i < 5; i++)
+    len += sl[i] = strlen(s[i]) + 1;
+  adb__item *it = malloc(offsetof(adb__item, u) + sizeof(adb__decision_log) +
+                         len);
   if (!it) return adb__fail(db, ADB_ENOMEM, "out of memory");
-  char *raw = (char *)(it + 1);
-  raw_fill(req, raw);
   memset(it, 0, offsetof(adb__item, u));
+  adb__decision_log *g = adb__item_decision(it);
+  char *p = g->text;
+  for (int i = 0; i < 5; i++) {
+    memcpy(p, s[i], sl[i]);
+    p += sl[i];
+  }
+  if (n_features > 0) memcpy(p, features, (size_t)n_features);
+  it->raw = p + n_features;
+  raw_fill(req, it->raw);
   it->kind = ITEM_DECISION;
-  it->raw = raw;
   it->raw_ctx = req->n_context;
   it->raw_cands = req->n_candidates;
-  adb__decision_rec *r = &it->u.d;
-  memcpy(r->agent, a->cfg.id, strlen(a->cfg.id) + 1);
-  memcpy(r->event_id, d->event_id, strlen(d->event_id) + 1);
-  memcpy(r->user, req->user_id, strlen(req->user_id) + 1);
-  memcpy(r->state_key, d->state_key, sizeof r->state_key);
-  memcpy(r->action, d->action, strlen(d->action) + 1);
-  r->propensity = d->propensity;
-  r->context_json = r->candidates_json = r->ranking_json = NULL;
-  r->client_id = req->event_id != NULL;
-  r->inserted = 0;
-  if (r->client_id && !(r->ranking_json = ranking_json(d))) {
+  g->propensity = d->propensity;
+  g->ts_ms = adb__clock_ms(db);
+  g->model = pm->model_tag;
+  g->n_features = n_features;
+  g->client_id = req->event_id != NULL;
+  g->ranking_json = NULL;
+  if (g->client_id && !(g->ranking_json = ranking_json(d))) {
     adb__item_free(it);
     return adb__fail(db, ADB_ENOMEM, "out of memory");
   }
-  copy_str(r->model, sizeof r->model, pm->model_tag);
-  r->ts_ms = adb__clock_ms(db);
-  r->n_features = n_features;
-  if (n_features > 0) memcpy(r->features, features, (size_t)n_features);
-  return adb__enqueue(db, it, r->client_id, NULL);
+  return adb__enqueue(db, it, g->client_id, NULL);
 }
 
 /* Fills out from a stored ranking; without one (a decision logged before
