@@ -78,7 +78,7 @@ typedef struct adb__item {
   adb__item_done_fn done_cb; /* or this is called once it is done */
   void *done_arg;
   struct adb__item *wnext; /* on the waker's list */
-  union { /* last: callers may zero only what precedes it */
+  union {                  /* last: callers may zero only what precedes it */
     adb__reward_rec r;
     adb__episode_rec e;
   } u; /* a decision's item ends in an adb__decision_log instead */

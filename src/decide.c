@@ -281,8 +281,8 @@ static int log_decision(adb *db, adb__agent *a, const adb_decide_req *req,
   size_t sl[5], len = raw_len(req) + (size_t)n_features;
   for (int i = 0; i < 5; i++)
     len += sl[i] = strlen(s[i]) + 1;
-  adb__item *it = malloc(offsetof(adb__item, u) + sizeof(adb__decision_log) +
-                         len);
+  adb__item *it =
+      malloc(offsetof(adb__item, u) + sizeof(adb__decision_log) + len);
   if (!it) return adb__fail(db, ADB_ENOMEM, "out of memory");
   memset(it, 0, offsetof(adb__item, u));
   adb__decision_log *g = adb__item_decision(it);
