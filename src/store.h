@@ -497,4 +497,8 @@ int adb__batch_validate(const adb__batch *b, char *what, size_t cap);
  * of '*', sorted by (agent, user, state_key, action). *out malloc'd. */
 int adb__batch_merge(const adb__batch *b, adb__policy_change **out, int *n);
 
+/* The text of the SQLite store's i-th prepared statement, NULL past the
+ * last: test_store checks that none of them scans a table that grows. */
+const char *adb__sqlite_stmt_sql(int i);
+
 #endif

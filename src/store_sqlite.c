@@ -315,14 +315,17 @@ static const char *const stmt_sql[N_STMT] = {
         " SELECT agent_id, ?1 - CAST(reward_window_s * 1000 AS INTEGER) - ?2"
         " FROM agent_metadata WHERE reward_window_s > 0"
         " ON CONFLICT DO NOTHING",
+    /* CROSS JOIN fixes the join order (SQLite's documented way): left to
+     * itself, without statistics, the planner scanned every decision once
+     * a second instead of the index range past each agent's watermark. */
     [S_DEFAULT_CANDIDATES] =
         "SELECT d.agent_id, d.event_id, d.user_id, d.state_key, d.action_id,"
         " a.default_reward,"
         " x.event_id IS NOT NULL AND x.activated_at_ms IS NULL,"
         " x.event_id IS NOT NULL"
         " FROM default_watermarks w"
-        " JOIN agent_metadata a ON a.agent_id = w.agent_id"
-        " JOIN decisions d ON d.agent_id = w.agent_id"
+        " CROSS JOIN agent_metadata a ON a.agent_id = w.agent_id"
+        " CROSS JOIN decisions d ON d.agent_id = w.agent_id"
         " AND d.created_at_ms >= w.upto_ms AND d.created_at_ms < ?1"
         " - CAST(a.reward_window_s * 1000 AS INTEGER) - ?2"
         " LEFT JOIN deferred_events x ON x.agent_id = d.agent_id"
@@ -338,12 +341,16 @@ static const char *const stmt_sql[N_STMT] = {
     [S_DEFER_CLOSE] =
         "DELETE FROM deferred_events WHERE (agent_id, event_id) IN"
         " (SELECT d.agent_id, d.event_id FROM default_watermarks w"
-        " JOIN agent_metadata a ON a.agent_id = w.agent_id"
-        " JOIN decisions d ON d.agent_id = w.agent_id"
+        " CROSS JOIN agent_metadata a ON a.agent_id = w.agent_id"
+        " CROSS JOIN decisions d ON d.agent_id = w.agent_id"
         " AND d.created_at_ms >= w.upto_ms AND d.created_at_ms < ?1"
         " - CAST(a.reward_window_s * 1000 AS INTEGER) - ?2"
         " WHERE a.reward_window_s > 0)",
 };
+
+const char *adb__sqlite_stmt_sql(int i) {
+  return i >= 0 && i < N_STMT ? stmt_sql[i] : NULL;
+}
 
 /* ---------------------------------------------------------------- handle */
 
