@@ -73,6 +73,15 @@ extern const adb__store_methods adb__store_sqlite;
  * keeps most of that within the embedded memory budget (100 MB for 10k
  * users x 50 arms, bench_core). Readers keep the default. */
 #define WRITER_CACHE_KIB "-16384"
+/* WAL pages between the writer's automatic checkpoints (SQLite's default
+ * is 1,000). A checkpoint writes each page the WAL holds once, however
+ * many commits changed it, and durable rewards change the same pages
+ * again and again (their index, rl_policies rows, the '*' rows): at 10,000
+ * the store wrote 13 instead of 16 kB a reward at 64 writers and 10
+ * instead of 13.5 at 512, which took SQLite's durable rewards from 14-16k
+ * to 17-19k/s and from 18-20k to 29-35k/s (bench_core --only rewards,
+ * docs/performance.md). The WAL file grows to about 40 MB. */
+#define WRITER_WAL_PAGES "10000"
 
 /* ------------------------------------------------------------ statements */
 
@@ -2007,6 +2016,9 @@ static int writer_open(sq_store *s, const sq_opts *o, char *err,
   if (!rc)
     rc = exec_err(s->writer.db, "PRAGMA cache_size = " WRITER_CACHE_KIB,
                   "set cache size", err, errlen);
+  if (!rc)
+    rc = exec_err(s->writer.db, "PRAGMA wal_autocheckpoint = " WRITER_WAL_PAGES,
+                  "set the checkpoint interval", err, errlen);
   if (!rc) rc = migrate(s->writer.db, err, errlen);
   return rc;
 }
