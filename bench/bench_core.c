@@ -286,6 +286,56 @@ static double pg_commit_latency(const char *url) {
   return lat;
 }
 
+/* CPU seconds the PostgreSQL server at url has used so far, when it runs
+ * on this machine (its postmaster, its live processes and those it has
+ * reaped): the server's share of a durable reward, which this process's
+ * clocks do not see. -1 when it cannot be read (another host, no rights). */
+static double pg_server_cpu_s(const char *url) {
+  PGconn *c = PQconnectdb(url);
+  PGresult *r = PQstatus(c) == CONNECTION_OK
+                    ? PQexec(c, "SELECT current_setting('data_directory')")
+                    : NULL;
+  char path[1024] = "";
+  if (r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+    snprintf(path, sizeof path, "%s/postmaster.pid", PQgetvalue(r, 0, 0));
+  PQclear(r);
+  PQfinish(c);
+  FILE *f = *path ? fopen(path, "r") : NULL;
+  long pm = 0;
+  if (!f || fscanf(f, "%ld", &pm) != 1) pm = 0;
+  if (f) fclose(f);
+  if (pm <= 0) return -1;
+  double tick = (double)sysconf(_SC_CLK_TCK), total = 0;
+  int seen_pm = 0;
+  DIR *d = opendir("/proc");
+  struct dirent *e;
+  while (d && (e = readdir(d))) {
+    char line[1024];
+    snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+    FILE *sf =
+        e->d_name[0] >= '0' && e->d_name[0] <= '9' ? fopen(path, "r") : NULL;
+    if (!sf) continue;
+    char *r2 = fgets(line, sizeof line, sf) ? strrchr(line, ')') : NULL;
+    long ppid = 0, pid = atol(e->d_name);
+    unsigned long ut = 0, st = 0;
+    long cut = 0, cst = 0;
+    if (r2 && sscanf(r2 + 2,
+                     "%*c %ld %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu "
+                     "%lu %ld %ld",
+                     &ppid, &ut, &st, &cut, &cst) == 5) {
+      if (pid == pm) {
+        total += (double)(ut + st + (unsigned long)cut + (unsigned long)cst);
+        seen_pm = 1;
+      } else if (ppid == pm) {
+        total += (double)(ut + st);
+      }
+    }
+    fclose(sf);
+  }
+  if (d) closedir(d);
+  return seen_pm ? total / tick : -1;
+}
+
 /* CPU seconds of this process's threads named `comm` (the flush worker
  * "adb-flush", the waker "adb-wake"), from /proc. */
 static double threads_cpu_s(const char *comm) {
@@ -373,6 +423,7 @@ static void bench_rewards(const char *dir, int quick, int writers,
   double secs = quick ? 1.5 : 4.0, t0 = now_s(), cpu0 = process_cpu_s();
   double wk0 = threads_cpu_s("adb-flush"), wa0 = threads_cpu_s("adb-wake");
   double w0 = written_bytes();
+  double srv0 = pg_url ? pg_server_cpu_s(pg_url) : -1;
   for (int t = 0; t < writers; t++) {
     args[t] = (rw_arg){db, t, t0 + secs, 0};
     pthread_create(&th[t], NULL, reward_writer, &args[t]);
@@ -386,6 +437,7 @@ static void bench_rewards(const char *dir, int quick, int writers,
   double wk = threads_cpu_s("adb-flush") - wk0;
   double wa = threads_cpu_s("adb-wake") - wa0;
   double wbytes = (written_bytes() - w0) / (total + 1e-9);
+  double srv1 = pg_url ? pg_server_cpu_s(pg_url) : -1;
   adb_stats_get(db, &st);
   adb_close(db);
   free(th);
@@ -406,12 +458,20 @@ static void bench_rewards(const char *dir, int quick, int writers,
       (cpu - wk - wa) * 1e6 / (total + 1e-9));
   if (pg_url) {
     double lat = pg_commit_latency(pg_url);
+    char srv[160] = "; the server's CPU not readable from here";
+    if (srv0 >= 0 && srv1 >= srv0)
+      snprintf(
+          srv, sizeof srv,
+          "; server CPU %.1f us a reward (all its processes: backends, WAL "
+          "writer, checkpointer, autovacuum), %.0f/s a server core",
+          (srv1 - srv0) * 1e6 / (total + 1e-9),
+          (total + 1e-9) / (srv1 - srv0 + 1e-9));
     printf("bench rewards_durable_pg: %.0f rewards/s, sync, %d writers "
            "(target >= %d/s; anchor: raw durable commit %.2f ms on the same "
            "server, so %d synchronous writers one commit at a time are "
-           "bounded by %.0f/s, ratio %.2f; %s)\n",
+           "bounded by %.0f/s, ratio %.2f; %s%s)\n",
            total / dt, writers, writers >= 512 ? 50000 : 20000, lat * 1e3,
-           writers, writers / lat, total / dt / (writers / lat), cpu_txt);
+           writers, writers / lat, total / dt / (writers / lat), cpu_txt, srv);
     return;
   }
   double lat = anchor_commit_latency(dir);
