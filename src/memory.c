@@ -272,10 +272,16 @@ static vindex *index_get(adb__memory *m, int kind, const char *agent, int dim,
   return vi;
 }
 
+/* The hash of agent "\x1f" id (labels are kept in snapshots: the bytes
+ * hashed must not change; ids are at most ADB_ID_MAX, so nothing is cut). */
 static uint64_t label_of(const char *agent, const char *id) {
   char buf[2 * ADB_ID_MAX + 2];
-  int n = snprintf(buf, sizeof buf, "%s\x1f%s", agent, id);
-  return adb__hash64(buf, (size_t)n);
+  size_t cap = sizeof buf - 1, na = strnlen(agent, cap), n = na;
+  memcpy(buf, agent, na);
+  if (n < cap) buf[n++] = '\x1f';
+  size_t ni = strnlen(id, cap - n);
+  memcpy(buf + n, id, ni);
+  return adb__hash64(buf, n + ni);
 }
 
 static uint64_t user_tag(const char *user) {
@@ -1052,6 +1058,12 @@ int adb__memory_neighbours(adb__memory *m, const char *user, const float *emb,
   if (emb) {
     vi = index_get(m, ADB__VEC_USERS, "", dim, 0);
   } else {
+    /* No user vector anywhere (the common cold start without
+     * embeddings): nothing to look up. */
+    pthread_mutex_lock(&m->mu);
+    int none = m->n_users == 0;
+    pthread_mutex_unlock(&m->mu);
+    if (none) return 0;
     if (!(own = malloc(ADB_MAX_EMBEDDING_DIM * sizeof *own))) return ADB_ENOMEM;
     vi = own_vector(m, self, own);
     emb = own;

@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "bandit.h"
+#include "util.h"
 
 #define STATE_MAGIC "adb-state-v1"
 #define SIMHASH_TAG "simhash"
@@ -133,33 +134,68 @@ static void hex_lower(const unsigned char *md, char *out) {
   out[64] = '\0';
 }
 
-/* The encoding streams through buf into the digest. */
+/* The encoding streams through buf into the digest. A lazy encoding (the
+ * state key's) starts the digest only when buf overflows: an input that
+ * fits is digested at the end, through the memo below. */
 typedef struct enc {
   EVP_MD_CTX *ctx;
-  int owned, err;
+  int owned, err, lazy;
   size_t n;
   unsigned char buf[512];
 } enc;
 
-static int enc_begin(enc *e) {
-  e->n = 0;
-  e->err = 0;
+static int enc_start(enc *e) {
   e->ctx = sha_ctx(&e->owned);
   if (!e->ctx) return ADB_ENOMEM;
   if (EVP_DigestInit_ex(e->ctx, sha_md, NULL) != 1) e->err = 1;
   return ADB_OK;
 }
 
+static int enc_begin(enc *e) {
+  e->n = 0;
+  e->err = e->lazy = 0;
+  return enc_start(e);
+}
+
+static void enc_begin_lazy(enc *e) {
+  e->n = 0;
+  e->err = 0;
+  e->lazy = 1;
+  e->ctx = NULL;
+  e->owned = 0;
+}
+
 static void enc_flush(enc *e) {
+  if (e->n && !e->ctx && !e->err && enc_start(e) != ADB_OK) e->err = 1;
   if (e->n && !e->err && EVP_DigestUpdate(e->ctx, e->buf, e->n) != 1)
     e->err = 1;
   e->n = 0;
+}
+
+/* The digests of this thread's last few short state-key encodings: a
+ * service sees the same few contexts (dayparts, devices) over and over,
+ * and one SHA-256 through OpenSSL costs more than the rest of the key.
+ * Direct-mapped by a hash of the bytes, confirmed by comparing them. */
+#define MEMO_SLOTS 8
+#define MEMO_MAX 256
+typedef struct memo_slot {
+  size_t n;
+  unsigned char in[MEMO_MAX];
+  char hex[65];
+} memo_slot;
+static _Thread_local memo_slot memo[MEMO_SLOTS];
+
+static memo_slot *memo_find(const unsigned char *in, size_t n, int *hit) {
+  memo_slot *m = &memo[adb__hash64((const char *)in, n) % MEMO_SLOTS];
+  *hit = m->n == n && !memcmp(m->in, in, n);
+  return m;
 }
 
 static void enc_put(enc *e, const void *p, size_t len) {
   if (e->n + len > sizeof e->buf) {
     enc_flush(e);
     if (len > sizeof e->buf) {
+      if (!e->ctx && !e->err && enc_start(e) != ADB_OK) e->err = 1;
       if (!e->err && EVP_DigestUpdate(e->ctx, p, len) != 1) e->err = 1;
       return;
     }
@@ -185,12 +221,29 @@ static void enc_u64(enc *e, uint64_t v) {
 static int enc_end(enc *e, char *out) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
+  memo_slot *m = NULL;
+  if (!e->ctx && e->n > 0 && e->n <= MEMO_MAX) { /* lazy, all in buf */
+    int hit;
+    m = memo_find(e->buf, e->n, &hit);
+    if (hit) {
+      memcpy(out, m->hex, sizeof m->hex);
+      return ADB_OK;
+    }
+    memcpy(m->in, e->buf, e->n);
+    m->n = 0; /* not valid until the digest is in */
+  }
+  size_t n = e->n;
   enc_flush(e);
+  if (!e->ctx && !e->err && enc_start(e) != ADB_OK) e->err = 1;
   if (!e->err && (EVP_DigestFinal_ex(e->ctx, md, &len) != 1 || len != 32))
     e->err = 1;
   if (e->owned) EVP_MD_CTX_free(e->ctx);
   if (e->err) return ADB_ENOMEM; /* OpenSSL fails only for want of memory */
   hex_lower(md, out);
+  if (m) {
+    memcpy(m->hex, out, sizeof m->hex);
+    m->n = n;
+  }
   return ADB_OK;
 }
 
@@ -270,8 +323,7 @@ int adb__state_key(const char (*keys)[ADB_ID_MAX + 1], int n_keys,
   for (int i = 0; i < n_ctx; i++) /* a value must fit its u32 length */
     if (strlen(ctx[i].value) >= 0xFFFFFFFFu) return ADB_EINVAL;
   enc e;
-  int rc = enc_begin(&e);
-  if (rc != ADB_OK) return rc;
+  enc_begin_lazy(&e);
   enc_put(&e, STATE_MAGIC, sizeof STATE_MAGIC - 1);
   for (int i = 0; i < n_keys; i++)
     encode_pair(&e, sorted[i], ctx_lookup(ctx, n_ctx, sorted[i]));

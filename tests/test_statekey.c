@@ -155,6 +155,41 @@ static void state_key_matches_hand_built_encoding(void **state) {
   assert_string_equal(got, want);
 }
 
+/* The per-thread memo of short encodings (statekey.c) must never answer
+ * another context's key: 600 lookups over 24 contexts (three times the
+ * memo's slots, so hits, misses and evictions), among them values long
+ * enough to bypass it (300 bytes) and to overflow the encoding's buffer
+ * (700), each checked against the digest of its hand-built encoding. */
+static void state_keys_through_the_memo_match_hand_built_encodings(void **s) {
+  (void)s;
+  static char vals[24][701];
+  for (int v = 0; v < 24; v++) {
+    size_t len = v == 5 ? 300 : v == 7 ? 700 : (size_t)(1 + v % 5);
+    for (size_t i = 0; i < len; i++)
+      vals[v][i] = (char)('a' + (v + (int)i) % 26);
+    vals[v][len] = '\0';
+  }
+  adb__rng r;
+  adb__rng_seed(&r, 3);
+  for (int t = 0; t < 600; t++) {
+    int v = (int)(adb__rng_next(&r) % 24);
+    unsigned char buf[1024], *p = buf;
+    memcpy(p, "adb-state-v1", 12);
+    p += 12;
+    put_str(&p, "daypart");
+    put_u32(&p, 0xFFFFFFFFu);
+    put_str(&p, "device");
+    put_str(&p, vals[v]);
+    put_str(&p, "genre");
+    put_u32(&p, 0xFFFFFFFFu);
+    char want[65], got[65];
+    sha256_hex_ref(buf, (size_t)(p - buf), want);
+    adb_kv ctx[] = {{"device", vals[v]}};
+    key_of(k3, 3, ctx, 1, got);
+    assert_string_equal(got, want);
+  }
+}
+
 /* Hyperplane i: entry j is -1 when bit j%64 of output j/64 of xoshiro256**
  * seeded with 0x5EED0000 + i is set; dot products in double, index order. */
 static uint64_t simhash_ref(const float *v, int dim, int bits) {
@@ -376,6 +411,7 @@ int main(void) {
       cmocka_unit_test(repeated_context_key_takes_first_value),
       cmocka_unit_test(sha256_hex_of_abc_is_the_fips_vector),
       cmocka_unit_test(state_key_matches_hand_built_encoding),
+      cmocka_unit_test(state_keys_through_the_memo_match_hand_built_encodings),
       cmocka_unit_test(simhash_matches_reference_planes),
       cmocka_unit_test(state_key_with_simhash_matches_hand_built_encoding),
       cmocka_unit_test(simhash_is_stable_and_scale_invariant),
