@@ -139,7 +139,7 @@ static void hex_lower(const unsigned char *md, char *out) {
  * fits is digested at the end, through the memo below. */
 typedef struct enc {
   EVP_MD_CTX *ctx;
-  int owned, err, lazy;
+  int owned, err;
   size_t n;
   unsigned char buf[512];
 } enc;
@@ -153,16 +153,14 @@ static int enc_start(enc *e) {
 
 static int enc_begin(enc *e) {
   e->n = 0;
-  e->err = e->lazy = 0;
+  e->err = 0;
   return enc_start(e);
 }
 
 static void enc_begin_lazy(enc *e) {
   e->n = 0;
-  e->err = 0;
-  e->lazy = 1;
+  e->err = e->owned = 0;
   e->ctx = NULL;
-  e->owned = 0;
 }
 
 static void enc_flush(enc *e) {
