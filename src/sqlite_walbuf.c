@@ -1,6 +1,6 @@
 /*
  * sqlite_walbuf.c — a SQLite VFS that gathers the writes of a commit to the
- * WAL into one system call.
+ * WAL into a few large system calls.
  *
  * Why. SQLite writes each WAL frame as two writes (its 24-byte header, then
  * the page), so a commit of a batch that dirtied 56 pages is about 112

@@ -163,8 +163,9 @@ static void enc_begin_lazy(enc *e) {
   e->ctx = NULL;
 }
 
+/* Feeds buf to the digest, starting the digest first if it is lazy. */
 static void enc_flush(enc *e) {
-  if (e->n && !e->ctx && !e->err && enc_start(e) != ADB_OK) e->err = 1;
+  if (!e->ctx && !e->err && enc_start(e) != ADB_OK) e->err = 1;
   if (e->n && !e->err && EVP_DigestUpdate(e->ctx, e->buf, e->n) != 1)
     e->err = 1;
   e->n = 0;
@@ -193,7 +194,6 @@ static void enc_put(enc *e, const void *p, size_t len) {
   if (e->n + len > sizeof e->buf) {
     enc_flush(e);
     if (len > sizeof e->buf) {
-      if (!e->ctx && !e->err && enc_start(e) != ADB_OK) e->err = 1;
       if (!e->err && EVP_DigestUpdate(e->ctx, p, len) != 1) e->err = 1;
       return;
     }
@@ -232,7 +232,6 @@ static int enc_end(enc *e, char *out) {
   }
   size_t n = e->n;
   enc_flush(e);
-  if (!e->ctx && !e->err && enc_start(e) != ADB_OK) e->err = 1;
   if (!e->err && (EVP_DigestFinal_ex(e->ctx, md, &len) != 1 || len != 32))
     e->err = 1;
   if (e->owned) EVP_MD_CTX_free(e->ctx);
