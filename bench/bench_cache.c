@@ -103,7 +103,8 @@ static int bench_mget(void) {
   for (int round = 0; round < 7; round++) {
     double t0 = now_s();
     for (long i = 0; i < iters; i++) {
-      c->m->policy_mget(c, 2, kp, CANDIDATES, cand, st, found);
+      c->m->policy_mget(c, 2, kp, &(adb__ids){.n = CANDIDATES, .id = cand}, st,
+                        found);
       check += st[i % (2 * CANDIDATES)].n + found[1];
     }
     double ns = (now_s() - t0) * 1e9 / (double)iters;

@@ -133,7 +133,8 @@ static double mget_p50(adb__cache *c, const char *run, uint64_t *rng, int n) {
   adb__arm_stats st[2 * ACTIONS];
   int found[2];
   adb__policy p = {0};
-  c->m->policy_mget(c, 2, keys, ACTIONS, acts, st, found);
+  c->m->policy_mget(c, 2, keys, &(adb__ids){.n = ACTIONS, .id = acts}, st,
+                    found);
   synth_policy(&p, rng, 50);
   int bad = c->m->policy_put(c, k1, &p, 600000) != ADB_OK ||
             c->m->policy_put(c, k2, &p, 600000) != ADB_OK;
@@ -141,7 +142,8 @@ static double mget_p50(adb__cache *c, const char *run, uint64_t *rng, int n) {
   double *lat = malloc((size_t)n * sizeof *lat), res = NAN;
   for (int i = 0; !bad && lat && i < n + n / 10; i++) {
     double t0 = now_us();
-    bad = c->m->policy_mget(c, 2, keys, ACTIONS, acts, st, found) != ADB_OK ||
+    bad = c->m->policy_mget(c, 2, keys, &(adb__ids){.n = ACTIONS, .id = acts},
+                            st, found) != ADB_OK ||
           !found[0] || !found[1];
     if (i >= n / 10) lat[i - n / 10] = now_us() - t0;
   }
@@ -184,7 +186,8 @@ static double zipf_hit_rate(adb__cache *c, const char *run, uint64_t *rng,
     adb__policy_key(k1, sizeof k1, "zipf", user, "state");
     const char *keys[] = {k1, k2};
     int found[2];
-    if (c->m->policy_mget(c, 2, keys, ACTIONS, acts, st, found) != ADB_OK) {
+    if (c->m->policy_mget(c, 2, keys, &(adb__ids){.n = ACTIONS, .id = acts}, st,
+                          found) != ADB_OK) {
       errors++;
       continue;
     }

@@ -537,7 +537,11 @@ static int model_agrees(rctx *x, const char *agent, adb_decide_req r,
   r.k = 1;
   if (!rc)
     rc = adb__policy_model_of(a->cfg.algorithm)
-             ->decide(x->db, a, &r, elig, n, &d, feats, &nf, &hits);
+             ->decide(x->db, a, &r,
+                      &(adb__cands){.ids = {.n = n, .id = cands},
+                                    .eligible = elig,
+                                    .n_eligible = n},
+                      &d, feats, &nf, &hits);
   adb__agent_release(a);
   return rc ? -1 : !strcmp(d.action, cands[0]);
 }

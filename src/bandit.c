@@ -113,7 +113,8 @@ void adb__rng_seed(adb__rng *r, uint64_t seed) {
     r->s[i] = splitmix64(&x);
 }
 
-uint64_t adb__rng_next(adb__rng *r) {
+/* Inline here (the samplers draw a few per arm), exported below. */
+static inline uint64_t rng_next(adb__rng *r) {
   uint64_t *s = r->s;
   const uint64_t result = rotl(s[1] * 5, 7) * 9;
   const uint64_t t = s[1] << 17;
@@ -127,8 +128,16 @@ uint64_t adb__rng_next(adb__rng *r) {
 }
 
 /* 52 random bits and a half: (k + 0.5) / 2^52 is never 0 or 1, exactly. */
+static inline double rng_uniform(adb__rng *r) {
+  return ((double)(int64_t)(rng_next(r) >> 12) + 0.5) * 0x1.0p-52;
+}
+
+uint64_t adb__rng_next(adb__rng *r) {
+  return rng_next(r);
+}
+
 double adb__rng_uniform(adb__rng *r) {
-  return ((double)(int64_t)(adb__rng_next(r) >> 12) + 0.5) * 0x1.0p-52;
+  return rng_uniform(r);
 }
 
 /* Normal variates by the ziggurat method (Marsaglia & Tsang 2000, "The
@@ -159,23 +168,27 @@ static void zig_init(void) {
 static double zig_tail(adb__rng *r) {
   double x, y;
   do {
-    x = -log(adb__rng_uniform(r)) / ZIG_R;
-    y = -log(adb__rng_uniform(r));
+    x = -log(rng_uniform(r)) / ZIG_R;
+    y = -log(rng_uniform(r));
   } while (2.0 * y < x * x);
   return ZIG_R + x;
 }
 
-double adb__rng_normal(adb__rng *r) {
+static inline double rng_normal(adb__rng *r) {
   for (;;) {
-    uint64_t u = adb__rng_next(r);
+    uint64_t u = rng_next(r);
     int i = (int)(u & (ZIG_N - 1));
     double sign = (u & ZIG_N) ? -1.0 : 1.0;
     double x = (double)(int64_t)(u >> 11) * 0x1.0p-53 * zig_x[i];
     if (x < zig_x[i + 1]) return sign * x;
     if (i == 0) return sign * zig_tail(r);
-    double y = zig_f[i] + adb__rng_uniform(r) * (zig_f[i + 1] - zig_f[i]);
+    double y = zig_f[i] + rng_uniform(r) * (zig_f[i + 1] - zig_f[i]);
     if (y < exp(-0.5 * x * x)) return sign * x;
   }
+}
+
+double adb__rng_normal(adb__rng *r) {
+  return rng_normal(r);
 }
 
 /* Marsaglia & Tsang (2000), "A Simple Method for Generating Gamma
@@ -183,10 +196,10 @@ double adb__rng_normal(adb__rng *r) {
 static double gamma_mt(adb__rng *r, double k) {
   const double d = k - 1.0 / 3.0, c = 1.0 / sqrt(9.0 * d);
   for (;;) {
-    double z = adb__rng_normal(r), v = 1.0 + c * z;
+    double z = rng_normal(r), v = 1.0 + c * z;
     if (v > 0.0) {
       v = v * v * v;
-      double u = adb__rng_uniform(r), z2 = z * z;
+      double u = rng_uniform(r), z2 = z * z;
       if (u < 1.0 - 0.0331 * z2 * z2) return d * v;
       if (log(u) < 0.5 * z2 + d * (1.0 - v + log(v))) return d * v;
     }
@@ -197,7 +210,7 @@ static double gamma_mt(adb__rng *r, double k) {
  * that tiny shapes do not underflow to 0. */
 static double log_gamma_variate(adb__rng *r, double k) {
   if (k >= 1.0) return log(gamma_mt(r, k));
-  return log(gamma_mt(r, k + 1.0)) + log(adb__rng_uniform(r)) / k;
+  return log(gamma_mt(r, k + 1.0)) + log(rng_uniform(r)) / k;
 }
 
 double adb__rng_gamma(adb__rng *r, double k) {
@@ -229,34 +242,50 @@ int64_t adb__reward_to_micro(double r) {
 /* A configured prior that is not a positive finite number falls back to
  * its documented default, so a posterior is always proper. */
 static double prior_or(double v, double dflt) {
-  return (v > 0.0 && isfinite(v)) ? v : dflt;
+  return (v > 0.0 && v < INFINITY) ? v : dflt;
 }
 
-static double borrow_weight(const adb_agent_config *cfg, int64_t n_g) {
-  double fs = cfg->fallback_strength;
-  if (!(fs > 0.0) || n_g <= 0) return 0.0;
-  double w = fs / (double)n_g;
+/* The agent's prior and borrowing strength, read once per decision. */
+typedef struct prior {
+  adb_algorithm algo;
+  double alpha, beta;     /* Beta */
+  double mu, kappa, a, b; /* NIG */
+  double fs;              /* fallback_strength */
+} prior;
+
+static prior prior_of(const adb_agent_config *cfg) {
+  return (prior){.algo = cfg->algorithm,
+                 .alpha = prior_or(cfg->prior_alpha, 1.0),
+                 .beta = prior_or(cfg->prior_beta, 1.0),
+                 .mu = isfinite(cfg->prior_mu) ? cfg->prior_mu : 0.0,
+                 .kappa = prior_or(cfg->prior_kappa, 1.0),
+                 .a = prior_or(cfg->prior_a, 1.0),
+                 .b = prior_or(cfg->prior_b, 1.0),
+                 .fs = cfg->fallback_strength};
+}
+
+static double borrow_weight(const prior *pr, int64_t n_g) {
+  if (!(pr->fs > 0.0) || n_g <= 0) return 0.0;
+  double w = pr->fs / (double)n_g;
   return w < 1.0 ? w : 1.0;
 }
 
-static void make_beta(const adb_agent_config *cfg, double n_u, double s_u,
-                      double n_g, double s_g, double w, adb__posterior *out) {
+static void make_beta(const prior *pr, double n_u, double s_u, double n_g,
+                      double s_g, double w, adb__posterior *out) {
   /* Rewards lie in [0, 1], so 0 <= s <= n; clamp corrupt sums. */
-  s_u = fmin(fmax(s_u, 0.0), n_u);
-  s_g = fmin(fmax(s_g, 0.0), n_g);
-  out->alpha = prior_or(cfg->prior_alpha, 1.0) + s_u + w * s_g;
-  out->beta = prior_or(cfg->prior_beta, 1.0) + (n_u - s_u) + w * (n_g - s_g);
+  s_u = dmin(dmax(s_u, 0.0), n_u);
+  s_g = dmin(dmax(s_g, 0.0), n_g);
+  out->alpha = pr->alpha + s_u + w * s_g;
+  out->beta = pr->beta + (n_u - s_u) + w * (n_g - s_g);
 }
 
-static void make_nig(const adb_agent_config *cfg, double n, double S, double Q,
+static void make_nig(const prior *pr, double n, double S, double Q,
                      adb__posterior *out) {
-  double mu0 = isfinite(cfg->prior_mu) ? cfg->prior_mu : 0.0;
-  double k0 = prior_or(cfg->prior_kappa, 1.0);
-  double a0 = prior_or(cfg->prior_a, 1.0), b0 = prior_or(cfg->prior_b, 1.0);
+  double mu0 = pr->mu, k0 = pr->kappa, b0 = pr->b;
   double kappa = k0 + n;
   out->kappa = kappa;
   out->mu = (k0 * mu0 + S) / kappa;
-  out->a = a0 + 0.5 * n;
+  out->a = pr->a + 0.5 * n;
   out->b = b0;
   if (n > 0.0) {
     double mean = S / n, ss = Q - S * mean;
@@ -268,13 +297,19 @@ static void make_nig(const adb_agent_config *cfg, double n, double S, double Q,
   if (!isfinite(out->mu)) out->mu = mu0;
 }
 
-void adb__posterior_make(const adb_agent_config *cfg,
-                         const adb__arm_stats *user,
-                         const adb__arm_stats *global, adb__posterior *out) {
-  memset(out, 0, sizeof *out);
-  out->algo = cfg->algorithm;
+/* A sum in reward units: one conversion when it fits 64 bits (nearly
+ * always), instead of the 128-bit library routine. */
+static inline double sum_units(adb__sum s) {
+  double d = s == (int64_t)s ? (double)(int64_t)s : (double)s;
+  return d / ADB_MICRO;
+}
+
+__attribute__((always_inline)) static inline void
+posterior_of(const prior *pr, const adb__arm_stats *user,
+             const adb__arm_stats *global, adb__posterior *out) {
+  *out = (adb__posterior){.algo = pr->algo};
   double n_u = user ? (double)user->n : 0.0;
-  double s_u = user ? (double)user->sum_micro / ADB_MICRO : 0.0;
+  double s_u = user ? sum_units(user->sum_micro) : 0.0;
   double q_u = user ? user->sum_sq : 0.0;
   if (n_u < 0.0) n_u = s_u = q_u = 0.0;
   /* The agent-wide row holds the user's own rewards too: borrow only the
@@ -283,21 +318,36 @@ void adb__posterior_make(const adb_agent_config *cfg,
   double n_g = 0.0, s_g = 0.0, q_g = 0.0;
   if (global && user && user->n > 0) {
     ng = global->n - user->n;
-    s_g = (double)(global->sum_micro - user->sum_micro) / ADB_MICRO;
+    s_g = sum_units(global->sum_micro - user->sum_micro);
     q_g = global->sum_sq - user->sum_sq;
   } else if (global) {
     ng = global->n;
-    s_g = (double)global->sum_micro / ADB_MICRO;
+    s_g = sum_units(global->sum_micro);
     q_g = global->sum_sq;
   }
   if (ng <= 0) ng = 0, s_g = q_g = 0.0;
   if (q_g < 0.0) q_g = 0.0;
   n_g = (double)ng;
-  double w = borrow_weight(cfg, ng);
-  if (cfg->algorithm == ADB_ALGO_GAUSSIAN)
-    make_nig(cfg, n_u + w * n_g, s_u + w * s_g, q_u + w * q_g, out);
+  double w = borrow_weight(pr, ng);
+  if (pr->algo == ADB_ALGO_GAUSSIAN)
+    make_nig(pr, n_u + w * n_g, s_u + w * s_g, q_u + w * q_g, out);
   else
-    make_beta(cfg, n_u, s_u, n_g, s_g, w, out);
+    make_beta(pr, n_u, s_u, n_g, s_g, w, out);
+}
+
+void adb__posterior_make(const adb_agent_config *cfg,
+                         const adb__arm_stats *user,
+                         const adb__arm_stats *global, adb__posterior *out) {
+  prior pr = prior_of(cfg);
+  posterior_of(&pr, user, global, out);
+}
+
+void adb__posteriors_make(const adb_agent_config *cfg, int n,
+                          const adb__arm_stats *user,
+                          const adb__arm_stats *global, adb__posterior *out) {
+  prior pr = prior_of(cfg);
+  for (int i = 0; i < n; i++)
+    posterior_of(&pr, &user[i], &global[i], &out[i]);
 }
 
 double adb__posterior_mean(const adb__posterior *p) {
@@ -311,7 +361,7 @@ double adb__posterior_sample(adb__rng *r, const adb__posterior *p) {
   /* sigma^2 ~ InvGamma(a, b), then mean ~ N(mu, sigma^2 / kappa). */
   double lg = log_gamma_variate(r, p->a);
   double sigma2 = p->b * exp(-lg);
-  return p->mu + sqrt(sigma2 / p->kappa) * adb__rng_normal(r);
+  return p->mu + sqrt(sigma2 / p->kappa) * rng_normal(r);
 }
 
 /* ------------------------------------------------- selection and ranking */

@@ -89,6 +89,10 @@ typedef struct adb__posterior {
 void adb__posterior_make(const adb_agent_config *cfg,
                          const adb__arm_stats *user,
                          const adb__arm_stats *global, adb__posterior *out);
+/* The same for n arms: out[i] from user[i] and global[i]. */
+void adb__posteriors_make(const adb_agent_config *cfg, int n,
+                          const adb__arm_stats *user,
+                          const adb__arm_stats *global, adb__posterior *out);
 double adb__posterior_mean(const adb__posterior *p);
 /* One Thompson draw of the arm's mean reward. */
 double adb__posterior_sample(adb__rng *r, const adb__posterior *p);

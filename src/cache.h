@@ -26,6 +26,16 @@
 
 typedef struct adb__cache adb__cache;
 
+/* Action ids, with their lengths and adb__hash_id hashes (hash.h) when the
+ * caller has them (a decision hashes its candidates once); len and h may
+ * be NULL. */
+typedef struct adb__ids {
+  int n;
+  const char *const *id;
+  const uint32_t *len;
+  const uint64_t *h;
+} adb__ids;
+
 /* How long a tombstone outlives its policy_apply (see policy_apply): longer
  * than any store read that could have started before it. */
 #define ADB_TOMBSTONE_TTL_MS 60000
@@ -48,13 +58,13 @@ typedef struct adb__cache_methods {
              int64_t ttl_ms);
   int (*del)(adb__cache *c, const char *key);
 
-  /* Policies. For each of n_keys keys, the stats of each of n_actions
-   * actions into stats[k * n_actions + a] (zeros, version 0, for an arm the
-   * cached policy lacks) and found[k] = 1 when key k is cached, else 0. One
+  /* Policies. For each of n_keys keys, the stats of each of the n
+   * actions into stats[k * n + a] (zeros, version 0, for an arm the cached
+   * policy lacks) and found[k] = 1 when key k is cached, else 0. One
    * round trip for a remote cache. */
   int (*policy_mget)(adb__cache *c, int n_keys, const char *const *keys,
-                     int n_actions, const char *const *actions,
-                     adb__arm_stats *stats, int *found);
+                     const adb__ids *actions, adb__arm_stats *stats,
+                     int *found);
   /* Caches a policy loaded from the store. If an entry exists and any arm
    * in it has a higher version than the same arm in p (a newer state was
    * cached meanwhile), the entry is kept and p dropped. */

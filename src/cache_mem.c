@@ -84,6 +84,7 @@
  */
 #define _GNU_SOURCE
 #include "cache.h"
+#include "hash.h"
 
 #include <limits.h>
 #include <malloc.h>
@@ -103,103 +104,8 @@
 #define DEFAULT_TTL_S 3600
 #define DEFAULT_MAX_BYTES ((size_t)256 << 20)
 #define KEY_SEED 0x6a09e667f3bcc908ULL
-#define ARM_SEED 0xbb67ae8584caa73bULL
 
 enum { KIND_BLOB = 1, KIND_POLICY = 2, KIND_TOMB = 3 };
-
-/* ------------------------------------------------------------ hashing */
-
-static inline uint64_t rotl(uint64_t x, int r) {
-  return (x << r) | (x >> (64 - r));
-}
-
-static inline uint64_t mix64(uint64_t x) {
-  x ^= x >> 30;
-  x *= 0xbf58476d1ce4e5b9ULL;
-  x ^= x >> 27;
-  x *= 0x94d049bb133111ebULL;
-  x ^= x >> 31;
-  return x;
-}
-
-static inline uint64_t load64(const unsigned char *b) {
-  uint64_t w;
-  memcpy(&w, b, 8);
-  return w;
-}
-
-static inline uint32_t load32(const unsigned char *b) {
-  uint32_t w;
-  memcpy(&w, b, 4);
-  return w;
-}
-
-/* The last 1..7 bytes of a string shorter than 8 bytes (with its length
- * hashed separately, overlapping loads still identify the bytes). */
-static inline uint64_t load_short(const unsigned char *b, size_t n) {
-  if (n >= 4) return load32(b) | (uint64_t)load32(b + n - 4) << 32;
-  return b[0] | (uint64_t)b[n >> 1] << 8 | (uint64_t)b[n - 1] << 16;
-}
-
-static inline uint64_t round64(uint64_t h, uint64_t w) {
-  return rotl(h ^ (w * 0x9e3779b97f4a7c15ULL), 29) * 0xbf58476d1ce4e5b9ULL;
-}
-
-/* Two independent lanes over 16-byte blocks, then 8-byte words, then the
- * tail (the last 8 bytes, overlapping, or a short load), then a full
- * avalanche. Fixed-size loads only: no call to memcpy or memcmp. */
-static uint64_t hash_bytes(const void *p, size_t n, uint64_t seed) {
-  const unsigned char *b = p, *end = b + n;
-  uint64_t h = seed ^ (n * 0xc2b2ae3d27d4eb4fULL);
-  if (n >= 16) {
-    uint64_t h2 = ~seed;
-    for (; end - b >= 16; b += 16) {
-      h = round64(h, load64(b));
-      h2 = round64(h2, load64(b + 8));
-    }
-    h ^= rotl(h2, 31) * 0x94d049bb133111ebULL;
-  }
-  for (; end - b >= 8; b += 8)
-    h = round64(h, load64(b));
-  if (b < end) h = round64(h, n >= 8 ? load64(end - 8) : load_short(b, n));
-  return mix64(h);
-}
-
-/* Hash of an action id. Ids are short (a 1..16-byte id is two loads and
- * two multiplies; the bytes are confirmed after a hash match anyway), and
- * this runs for every candidate of every decision. */
-static inline uint64_t hash_id(const char *id, size_t n) {
-  const unsigned char *b = (const unsigned char *)id;
-  uint64_t x, y;
-  if (n > 16) return hash_bytes(id, n, ARM_SEED);
-  if (n >= 8) {
-    x = load64(b);
-    y = load64(b + n - 8);
-  } else if (n) {
-    x = load_short(b, n);
-    y = 0;
-  } else {
-    x = y = 0;
-  }
-  uint64_t h = ((x ^ ARM_SEED) * 0x9e3779b97f4a7c15ULL) ^
-               rotl((y + n) * 0xc2b2ae3d27d4eb4fULL, 32);
-  h ^= h >> 32;
-  h *= 0xbf58476d1ce4e5b9ULL;
-  return h ^ (h >> 29);
-}
-
-/* a[0..len) == b[0..len), for short ids, without a library call. */
-static inline int bytes_equal(const char *a, const char *b, uint32_t len) {
-  const unsigned char *x = (const unsigned char *)a;
-  const unsigned char *y = (const unsigned char *)b;
-  for (; len >= 8; len -= 8, x += 8, y += 8)
-    if (load64(x) != load64(y)) return 0;
-  if (len >= 4)
-    return load32(x) == load32(y) && load32(x + len - 4) == load32(y + len - 4);
-  for (uint32_t i = 0; i < len; i++)
-    if (x[i] != y[i]) return 0;
-  return 1;
-}
 
 /* ------------------------------------------------------------ helpers */
 
@@ -293,7 +199,7 @@ static inline int pol_find(pol *p, uint64_t h, const char *id, uint32_t len) {
     if (!s) return -1;
     s--;
     if (hash[s] == h && off[s + 1] - off[s] == len &&
-        bytes_equal(ids + off[s], id, len))
+        adb__bytes_equal(ids + off[s], id, len))
       return (int)s;
     i = (i + 1) & p->mask;
   }
@@ -326,7 +232,7 @@ static int pol_from_policy(const adb__policy *src, pol **out, size_t *bytes) {
   for (int i = 0; i < src->n; i++) {
     const adb__policy_arm *a = &src->arms[i];
     uint32_t len = (uint32_t)strnlen(a->action, ADB_ID_MAX);
-    uint64_t h = hash_id(a->action, len);
+    uint64_t h = adb__hash_id(a->action, len);
     int j = pol_find(p, h, a->action, len);
     if (j < 0)
       pol_push(p, h, a->action, len, &a->s);
@@ -742,7 +648,7 @@ static int mem_get(adb__cache *c, const char *key, void **val, size_t *len) {
   *val = NULL;
   *len = 0;
   size_t klen = strlen(key);
-  uint64_t h = hash_bytes(key, klen, KEY_SEED);
+  uint64_t h = adb__hash_bytes(key, klen, KEY_SEED);
   shard *s = shard_of(m, h);
   int64_t now = now_ms();
   ent *dead = NULL;
@@ -788,7 +694,7 @@ static int mem_set(adb__cache *c, const char *key, const void *val, size_t len,
   mem_cache *m = (mem_cache *)c;
   if (!m || !key || (!val && len) || ttl_ms < 0) return ADB_EINVAL;
   size_t klen = strlen(key);
-  uint64_t h = hash_bytes(key, klen, KEY_SEED);
+  uint64_t h = adb__hash_bytes(key, klen, KEY_SEED);
   ent *e = ent_new(key, klen, h, KIND_BLOB);
   void *copy = e ? malloc(len ? len : 1) : NULL;
   if (!copy) {
@@ -810,7 +716,7 @@ static int mem_del(adb__cache *c, const char *key) {
   mem_cache *m = (mem_cache *)c;
   if (!m || !key) return ADB_EINVAL;
   size_t klen = strlen(key);
-  uint64_t h = hash_bytes(key, klen, KEY_SEED);
+  uint64_t h = adb__hash_bytes(key, klen, KEY_SEED);
   shard *s = shard_of(m, h);
   ent *dead = NULL;
   pthread_mutex_lock(&s->mu);
@@ -831,7 +737,7 @@ static void hash_actions(int n, const char *const *actions, probe *pr) {
   for (int a = 0; a < n; a++) {
     size_t len = strlen(actions[a]);
     pr[a].len = (uint32_t)(len > UINT32_MAX ? UINT32_MAX : len);
-    pr[a].h = hash_id(actions[a], pr[a].len);
+    pr[a].h = adb__hash_id(actions[a], pr[a].len);
   }
 }
 
@@ -840,7 +746,7 @@ static int mget_one(mem_cache *m, const char *key, int n,
                     const char *const *actions, const probe *pr,
                     adb__arm_stats *st, int64_t now) {
   size_t klen = strlen(key);
-  uint64_t h = hash_bytes(key, klen, KEY_SEED);
+  uint64_t h = adb__hash_bytes(key, klen, KEY_SEED);
   shard *s = shard_of(m, h);
   ent *dead = NULL;
   int found = 0;
@@ -869,22 +775,27 @@ static int mget_one(mem_cache *m, const char *key, int n,
 }
 
 static int mem_policy_mget(adb__cache *c, int n_keys, const char *const *keys,
-                           int n_actions, const char *const *actions,
-                           adb__arm_stats *stats, int *found) {
+                           const adb__ids *ids, adb__arm_stats *stats,
+                           int *found) {
   mem_cache *m = (mem_cache *)c;
-  if (!m || n_keys < 0 || n_actions < 0 || (n_keys && (!keys || !found)) ||
-      (n_keys && n_actions && (!actions || !stats)))
+  int n = ids ? ids->n : 0;
+  const char *const *id = ids ? ids->id : NULL;
+  if (!m || n_keys < 0 || n < 0 || (n_keys && (!keys || !found)) ||
+      (n_keys && n && (!id || !stats)))
     return ADB_EINVAL;
   probe local[STACK_ACTIONS];
   probe *pr = local;
-  if (n_actions > STACK_ACTIONS &&
-      !(pr = malloc((size_t)n_actions * sizeof *pr)))
+  if (n > STACK_ACTIONS && !(pr = malloc((size_t)n * sizeof *pr)))
     return ADB_ENOMEM;
-  hash_actions(n_actions, actions, pr);
+  if (n && ids->h && ids->len)
+    for (int a = 0; a < n; a++)
+      pr[a] = (probe){.h = ids->h[a], .len = ids->len[a]};
+  else
+    hash_actions(n, id, pr);
   int64_t now = now_ms();
   for (int k = 0; k < n_keys; k++)
-    found[k] = mget_one(m, keys[k], n_actions, actions, pr,
-                        stats + (size_t)k * (size_t)n_actions, now);
+    found[k] =
+        mget_one(m, keys[k], n, id, pr, stats + (size_t)k * (size_t)n, now);
   if (pr != local) free(pr);
   return ADB_OK;
 }
@@ -896,7 +807,7 @@ static int mem_policy_put(adb__cache *c, const char *key, const adb__policy *p,
     return ADB_EINVAL;
   if (p->n > MAX_ARMS) return ADB_EINVAL;
   size_t klen = strlen(key);
-  uint64_t h = hash_bytes(key, klen, KEY_SEED);
+  uint64_t h = adb__hash_bytes(key, klen, KEY_SEED);
   ent *e = ent_new(key, klen, h, KIND_POLICY);
   size_t vbytes = 0;
   pol *v = NULL;
@@ -1087,7 +998,7 @@ static int apply_locked(mem_cache *m, const char *key, int n,
                         const char *const *actions, const probe *pr,
                         const adb__arm_stats *d) {
   size_t klen = strlen(key);
-  uint64_t h = hash_bytes(key, klen, KEY_SEED);
+  uint64_t h = adb__hash_bytes(key, klen, KEY_SEED);
   shard *s = shard_of(m, h);
   ent *dead = NULL, *t = NULL;
   void *old[2] = {NULL, NULL};

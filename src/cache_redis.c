@@ -853,10 +853,11 @@ static void take_policy(rcache *rc, const redisReply *r, const char *epoch,
 }
 
 static int policy_mget(adb__cache *c, int n_keys, const char *const *keys,
-                       int n_actions, const char *const *actions,
-                       adb__arm_stats *stats, int *found) {
+                       const adb__ids *ids, adb__arm_stats *stats, int *found) {
   rcache *rc = (rcache *)c;
   if (n_keys <= 0) return ADB_OK;
+  int n_actions = ids ? ids->n : 0;
+  const char *const *actions = ids ? ids->id : NULL;
   if (settle_epoch(rc) != ADB_OK) return fail(rc);
   int per = n_actions + 4; /* HMGET key ~e ~t actions... */
   size_t nargs = (size_t)n_keys * (size_t)per;

@@ -138,18 +138,21 @@ const char *adb_errmsg(adb *db) {
   return tl_errmsg[0] ? tl_errmsg : "ok";
 }
 
-int adb_id_valid(const char *s) {
+/* The bytes an id may hold: [A-Za-z0-9._:@-]. */
+static const unsigned char id_byte[256] = {
+    ['a' ... 'z'] = 1, ['A' ... 'Z'] = 1, ['0' ... '9'] = 1, ['.'] = 1,
+    ['_'] = 1,         [':'] = 1,         ['@'] = 1,         ['-'] = 1};
+
+size_t adb__id_len(const char *s) {
   if (!s) return 0;
   size_t n = 0;
-  for (; s[n]; n++) {
-    unsigned char c = (unsigned char)s[n];
-    if (n >= ADB_ID_MAX) return 0;
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-          (c >= '0' && c <= '9') || c == '.' || c == '_' || c == ':' ||
-          c == '@' || c == '-'))
-      return 0;
-  }
-  return n > 0;
+  while (id_byte[(unsigned char)s[n]])
+    if (++n > ADB_ID_MAX) return 0;
+  return s[n] ? 0 : n;
+}
+
+int adb_id_valid(const char *s) {
+  return adb__id_len(s) > 0;
 }
 
 int adb__check_id(adb *db, const char *what, const char *id) {

@@ -209,11 +209,12 @@ int adb__reward_cb(adb *db, const adb_reward_req *q, adb__reward_done_fn cb,
 int adb__item_result(adb *db, adb__item *it, adb__reward_rec *out);
 void adb__item_free(adb__item *it);
 
-/* Statistics of n actions in (agent, user, state): stats[0..n) the user's,
- * stats[n..2n) the agent-wide ('*') ones; through the cache, else the store
- * (one loader per key at a time). *hits gets how many of the two keys hit. */
+/* Statistics of the n actions ids in (agent, user, state): stats[0..n)
+ * the user's, stats[n..2n) the agent-wide ('*') ones; through the cache,
+ * else the store (one loader per key at a time). *hits gets how many of
+ * the two keys hit. */
 int adb__policy_read(adb *db, const char *agent, const char *user,
-                     const char *state_key, int n, const char *const *actions,
+                     const char *state_key, const adb__ids *ids,
                      adb__arm_stats *stats, int *hits);
 
 /* Deletes an agent's patterns whose id starts with prefix, last written
@@ -231,6 +232,9 @@ int adb__session_get(adb *db, const char *agent, const char *session_id,
 int adb__session_delete(adb *db, const char *agent, const char *session_id);
 
 /* Validation helpers with messages. */
+/* The length of a valid id (1..ADB_ID_MAX bytes of [A-Za-z0-9._:@-]),
+ * 0 for an invalid one or NULL. */
+size_t adb__id_len(const char *s);
 int adb__check_id(adb *db, const char *what, const char *id);
 /* ADB_EINVAL "<what> is not valid UTF-8" unless s is (NULL is). */
 int adb__check_utf8(adb *db, const char *what, const char *s);

@@ -19,25 +19,25 @@
 #include <jansson.h>
 
 #include "coordinator.h"
+#include "hash.h"
 #include "policy.h"
 #include "statekey.h"
 
 /* Fills stats for actions from a policy read from the store (sorted by
  * action, but don't rely on it: small n, linear is fine on a miss). */
-static void stats_from_policy(const adb__policy *p, int n,
-                              const char *const *actions, adb__arm_stats *out) {
-  memset(out, 0, (size_t)n * sizeof *out);
+static void stats_from_policy(const adb__policy *p, const adb__ids *ids,
+                              adb__arm_stats *out) {
+  memset(out, 0, (size_t)ids->n * sizeof *out);
   for (int i = 0; i < p->n; i++)
-    for (int a = 0; a < n; a++)
-      if (!strcmp(p->arms[i].action, actions[a])) out[a] = p->arms[i].s;
+    for (int a = 0; a < ids->n; a++)
+      if (!strcmp(p->arms[i].action, ids->id[a])) out[a] = p->arms[i].s;
 }
 
 /* Loads one policy key from the store and caches it; one loader per key,
  * later arrivals wait and then re-read the cache. */
 static int load_policy(adb *db, const char *key, const char *agent,
-                       const char *user, const char *state, int n,
-                       const char *const *actions, adb__arm_stats *out,
-                       int use_cache) {
+                       const char *user, const char *state, const adb__ids *ids,
+                       adb__arm_stats *out, int use_cache) {
   for (;;) {
     pthread_mutex_lock(&db->sfmu);
     if (!adb__strmap_get(&db->inflight, key)) {
@@ -51,15 +51,15 @@ static int load_policy(adb *db, const char *key, const char *agent,
     pthread_mutex_unlock(&db->sfmu);
     int found = 0;
     if (use_cache &&
-        db->cache->m->policy_mget(db->cache, 1, &key, n, actions, out,
-                                  &found) == ADB_OK &&
+        db->cache->m->policy_mget(db->cache, 1, &key, ids, out, &found) ==
+            ADB_OK &&
         found)
       return ADB_OK;
   }
   adb__policy p = {0};
   int rc = db->store->m->policy_get(db->store, agent, user, state, &p);
   if (rc == ADB_OK) {
-    stats_from_policy(&p, n, actions, out);
+    stats_from_policy(&p, ids, out);
     if (use_cache &&
         db->cache->m->policy_put(db->cache, key, &p,
                                  (int64_t)db->cfg.cache_ttl_s * 1000) != ADB_OK)
@@ -78,15 +78,16 @@ static int load_policy(adb *db, const char *key, const char *agent,
 }
 
 int adb__policy_read(adb *db, const char *agent, const char *user,
-                     const char *state_key, int n, const char *const *actions,
+                     const char *state_key, const adb__ids *ids,
                      adb__arm_stats *stats, int *hits) {
+  int n = ids->n;
   char kuser[400], kglob[400];
   adb__policy_key(kuser, sizeof kuser, agent, user, state_key);
   adb__policy_key(kglob, sizeof kglob, agent, "*", state_key);
   const char *keys[2] = {kuser, kglob};
   int found[2] = {0, 0}, nkeys = strcmp(user, "*") ? 2 : 1;
-  int use_cache = db->cache->m->policy_mget(db->cache, nkeys, keys, n, actions,
-                                            stats, found) == ADB_OK;
+  int use_cache = db->cache->m->policy_mget(db->cache, nkeys, keys, ids, stats,
+                                            found) == ADB_OK;
   if (!use_cache) {
     atomic_fetch_add(&db->st_cache_errors, 1);
     found[0] = found[1] = 0;
@@ -100,10 +101,9 @@ int adb__policy_read(adb *db, const char *agent, const char *user,
   atomic_fetch_add(&db->st_misses, nkeys - *hits);
   int rc = ADB_OK;
   if (!found[0])
-    rc = load_policy(db, kuser, agent, user, state_key, n, actions, stats,
-                     use_cache);
+    rc = load_policy(db, kuser, agent, user, state_key, ids, stats, use_cache);
   if (rc == ADB_OK && !found[1] && nkeys == 2)
-    rc = load_policy(db, kglob, agent, "*", state_key, n, actions, stats + n,
+    rc = load_policy(db, kglob, agent, "*", state_key, ids, stats + n,
                      use_cache);
   if (rc == ADB_OK && nkeys == 1)
     memcpy(stats + n, stats, (size_t)n * sizeof *stats);
@@ -168,37 +168,38 @@ static void new_event_id(char out[ADB_ID_MAX + 1]) {
   out[35] = 0;
 }
 
-/* Candidate ids valid and distinct, eligibility from the catalogue. */
+/* Candidate ids valid and distinct, eligibility from the catalogue, each
+ * id's length and hash. Each id is hashed once, for the catalogue, the
+ * duplicate check (a hash set of indices on the stack) and the cache. */
 static int check_candidates(adb *db, adb__agent *a, const adb_decide_req *req,
-                            uint8_t *eligible, int *n_eligible) {
+                            uint8_t *eligible, int *n_eligible, uint32_t *len,
+                            uint64_t *h) {
   int n = req->n_candidates;
-  uint64_t h[n];
+  size_t cap = 2;
+  while (cap < 2 * (size_t)n)
+    cap <<= 1;
+  uint16_t seen[cap]; /* index + 1; n <= ADB_MAX_CANDIDATES */
+  memset(seen, 0, sizeof seen);
+  size_t mask = cap - 1;
   *n_eligible = 0;
   for (int i = 0; i < n; i++) {
     const char *c = req->candidates[i];
-    if (!adb_id_valid(c))
+    if (!(len[i] = (uint32_t)adb__id_len(c)))
       return adb__fail(db, ADB_EINVAL, "candidates[%d] is not a valid id", i);
-    h[i] = adb__hash64(c, strlen(c));
+    h[i] = adb__hash_id(c, len[i]);
+    size_t j = h[i] & mask;
+    for (; seen[j]; j = (j + 1) & mask) {
+      int k = seen[j] - 1;
+      if (len[k] == len[i] && adb__bytes_equal(req->candidates[k], c, len[i]))
+        return adb__fail(db, ADB_EINVAL, "candidate '%s' appears twice", c);
+    }
+    seen[j] = (uint16_t)(i + 1);
     eligible[i] = 1;
     if (a->has_catalogue)
-      eligible[i] = adb__strmap_get_h(&a->catalogue, c, h[i]) == (void *)1;
+      eligible[i] =
+          adb__strmap_get_h(&a->catalogue, c, len[i], h[i]) == (void *)1;
     *n_eligible += eligible[i];
   }
-  /* Duplicates: insertion sort of hashes, confirm equal hashes by value. */
-  int idx[n];
-  for (int i = 0; i < n; i++) {
-    int j = i;
-    while (j > 0 && h[idx[j - 1]] > h[i]) {
-      idx[j] = idx[j - 1];
-      j--;
-    }
-    idx[j] = i;
-  }
-  for (int i = 1; i < n; i++)
-    for (int j = i - 1; j >= 0 && h[idx[j]] == h[idx[i]]; j--)
-      if (!strcmp(req->candidates[idx[i]], req->candidates[idx[j]]))
-        return adb__fail(db, ADB_EINVAL, "candidate '%s' appears twice",
-                         req->candidates[idx[i]]);
   return ADB_OK;
 }
 
@@ -231,22 +232,24 @@ static int check_request(adb *db, const adb_decide_req *req) {
  * log entry (adb__decision_log; the flush worker encodes them as JSON, off
  * the decision's path). Layout: n_ctx key/value pairs then n_cand ids,
  * each NUL-terminated. */
-static size_t raw_len(const adb_decide_req *req) {
+static size_t raw_len(const adb_decide_req *req, const uint32_t *clen) {
   size_t len = 0;
   for (int i = 0; i < req->n_context; i++)
     len += strlen(req->context[i].key) + strlen(req->context[i].value) + 2;
   for (int i = 0; i < req->n_candidates; i++)
-    len += strlen(req->candidates[i]) + 1;
+    len += clen[i] + 1;
   return len;
 }
 
-static void raw_fill(const adb_decide_req *req, char *p) {
+static void raw_fill(const adb_decide_req *req, const uint32_t *clen, char *p) {
   for (int i = 0; i < req->n_context; i++) {
     p = stpcpy(p, req->context[i].key) + 1;
     p = stpcpy(p, req->context[i].value) + 1;
   }
-  for (int i = 0; i < req->n_candidates; i++)
-    p = stpcpy(p, req->candidates[i]) + 1;
+  for (int i = 0; i < req->n_candidates; i++) {
+    memcpy(p, req->candidates[i], clen[i] + 1);
+    p += clen[i] + 1;
+  }
 }
 
 /* snprintf(dst, cap, "%s", src) without the format machinery (a few
@@ -274,11 +277,12 @@ static char *ranking_json(const adb_decision *d) {
  * (a retry): it is waited for, and ADB_ECONFLICT says the id was taken
  * first by another decision, which stays the decision of the event. */
 static int log_decision(adb *db, adb__agent *a, const adb_decide_req *req,
-                        const adb_decision *d, const adb__policy_model *pm,
-                        const uint8_t *features, int n_features) {
+                        const uint32_t *clen, const adb_decision *d,
+                        const adb__policy_model *pm, const uint8_t *features,
+                        int n_features) {
   const char *s[5] = {a->cfg.id, d->event_id, req->user_id, d->state_key,
                       d->action};
-  size_t sl[5], len = raw_len(req) + (size_t)n_features;
+  size_t sl[5], len = raw_len(req, clen) + (size_t)n_features;
   for (int i = 0; i < 5; i++)
     len += sl[i] = strlen(s[i]) + 1;
   adb__item *it =
@@ -293,7 +297,7 @@ static int log_decision(adb *db, adb__agent *a, const adb_decide_req *req,
   }
   if (n_features > 0) memcpy(p, features, (size_t)n_features);
   it->raw = p + n_features;
-  raw_fill(req, it->raw);
+  raw_fill(req, clen, it->raw);
   it->kind = ITEM_DECISION;
   it->raw_ctx = req->n_context;
   it->raw_cands = req->n_candidates;
@@ -374,13 +378,13 @@ static void record_latency(adb__agent *a, int64_t ns, int hits) {
 
 /* Thompson selection and ranking over the candidates' posteriors. */
 static void choose(adb *db, adb__agent *a, const adb_decide_req *req,
-                   const adb__arm_stats *stats, const uint8_t *eligible,
-                   int n_eligible, adb_decision *out) {
+                   const adb__arm_stats *stats, const adb__cands *c,
+                   adb_decision *out) {
+  const uint8_t *eligible = c->eligible;
   int n = req->n_candidates;
   adb__posterior post[n];
   double scores[n];
-  for (int i = 0; i < n; i++)
-    adb__posterior_make(&a->cfg, &stats[i], &stats[n + i], &post[i]);
+  adb__posteriors_make(&a->cfg, n, stats, stats + n, post);
   adb__rng *rng = adb__rng_for(db);
   int best = adb__thompson_select(rng, post, n, eligible, scores);
   copy_str(out->action, sizeof out->action, req->candidates[best]);
@@ -390,7 +394,7 @@ static void choose(adb *db, adb__agent *a, const adb_decide_req *req,
   out->propensity = fmax(adb__propensity(post, n, eligible, best), 1e-6);
   out->n_ranking = 0;
   int k = req->k ? req->k : 1;
-  if (k > n_eligible) k = n_eligible;
+  if (k > c->n_eligible) k = c->n_eligible;
   if (k > out->ranking_cap) k = out->ranking_cap;
   if (out->ranking && k > 0) {
     int idx[k];
@@ -419,7 +423,8 @@ static int cold_user(const adb__arm_stats *stats, int n) {
  * observations of these candidates, '*' stays. Only cold users pay for
  * the search; a failure of it leaves '*' too. */
 static int cold_start(adb *db, adb__agent *a, const adb_decide_req *req,
-                      const adb_decision *out, adb__arm_stats *stats) {
+                      const adb__cands *c, const adb_decision *out,
+                      adb__arm_stats *stats) {
   int k = db->cfg.cold_start_k ? db->cfg.cold_start_k : 10;
   if (k < 0 || !db->mem) return ADB_OK;
   if (k > 100) k = 100;
@@ -432,8 +437,8 @@ static int cold_start(adb *db, adb__agent *a, const adb_decide_req *req,
   memset(sum, 0, sizeof sum);
   int64_t total = 0;
   for (int j = 0; j < nn; j++) {
-    if (adb__policy_read(db, a->cfg.id, ids[j], out->state_key, n,
-                         req->candidates, nb, &hits) != ADB_OK)
+    if (adb__policy_read(db, a->cfg.id, ids[j], out->state_key, &c->ids, nb,
+                         &hits) != ADB_OK)
       continue;
     for (int i = 0; i < n; i++) {
       sum[i].n += nb[i].n;
@@ -449,18 +454,17 @@ static int cold_start(adb *db, adb__agent *a, const adb_decide_req *req,
 /* The tabular models: the posteriors of the candidates for the user (and
  * the agent-wide or neighbours' fallback), Thompson sampling over them. */
 static int tabular_decide(adb *db, adb__agent *a, const adb_decide_req *req,
-                          const uint8_t *eligible, int n_eligible,
-                          adb_decision *out, uint8_t features[],
-                          int *n_features, int *hits) {
+                          const adb__cands *c, adb_decision *out,
+                          uint8_t features[], int *n_features, int *hits) {
   int n = req->n_candidates;
   adb__arm_stats stats[2 * n];
   (void)features;
   *n_features = 0;
-  int rc = adb__policy_read(db, a->cfg.id, req->user_id, out->state_key, n,
-                            req->candidates, stats, hits);
+  int rc = adb__policy_read(db, a->cfg.id, req->user_id, out->state_key,
+                            &c->ids, stats, hits);
   if (rc == ADB_OK && cold_user(stats, n))
-    rc = cold_start(db, a, req, out, stats);
-  if (rc == ADB_OK) choose(db, a, req, stats, eligible, n_eligible, out);
+    rc = cold_start(db, a, req, c, out, stats);
+  if (rc == ADB_OK) choose(db, a, req, stats, c, out);
   return rc;
 }
 
@@ -490,7 +494,9 @@ int adb_decide(adb *db, const adb_decide_req *req, adb_decision *out) {
     }
   }
   uint8_t eligible[n];
-  rc = check_candidates(db, a, req, eligible, &n_eligible);
+  uint32_t clen[n];
+  uint64_t chash[n];
+  rc = check_candidates(db, a, req, eligible, &n_eligible, clen, chash);
   if (rc == ADB_OK && n_eligible == 0)
     rc =
         adb__fail(db, ADB_EINVAL,
@@ -510,8 +516,11 @@ int adb_decide(adb *db, const adb_decide_req *req, adb_decision *out) {
   uint8_t features[ADB__FEATURES_MAX];
   int n_features = 0;
   if (rc == ADB_OK)
-    rc = pm->decide(db, a, req, eligible, n_eligible, out, features,
-                    &n_features, &hits);
+    rc = pm->decide(db, a, req,
+                    &(adb__cands){.ids = {n, req->candidates, clen, chash},
+                                  .eligible = eligible,
+                                  .n_eligible = n_eligible},
+                    out, features, &n_features, &hits);
   if (rc == ADB_OK && req->embedding)
     rc = adb__fix_embedding_dim(db, a, req->embedding_dim);
   if (rc == ADB_OK) {
@@ -519,7 +528,7 @@ int adb_decide(adb *db, const adb_decide_req *req, adb_decision *out) {
       snprintf(out->event_id, sizeof out->event_id, "%s", req->event_id);
     else
       new_event_id(out->event_id);
-    rc = log_decision(db, a, req, out, pm, features, n_features);
+    rc = log_decision(db, a, req, clen, out, pm, features, n_features);
     /* Another decide with this event id was stored first (a concurrent
      * retry, here or on another replica): answer that one. */
     if (rc == ADB_ECONFLICT && req->event_id) {

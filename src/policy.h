@@ -14,20 +14,30 @@
 #include <stdint.h>
 
 #include "agentdb.h"
+#include "cache.h"
 #include "store.h"
 
 struct adb__agent;
 
+/* A decision's candidates, validated: the request's ids with their
+ * lengths and hashes (ids.len, ids.h), and which the catalogue lets be
+ * chosen (eligible[i]; n_eligible of them). */
+typedef struct adb__cands {
+  adb__ids ids;
+  const uint8_t *eligible;
+  int n_eligible;
+} adb__cands;
+
 typedef struct adb__policy_model {
   const char *name;      /* "beta-ts", "gaussian-ts", "linear-ts" */
   const char *model_tag; /* logged with each decision, e.g. "beta-ts/1" */
-  /* Chooses among the candidates (validated; eligible[i] from the
-   * catalogue; out->state_key already set): fills out's action,
-   * propensity and ranking, and the features the decision used into
+  /* Chooses among the candidates c (the request's, validated;
+   * out->state_key already set): fills out's action, propensity and
+   * ranking, and the features the decision used into
    * features[0..*n_features) (0 when the model logs none). *hits: cache
    * keys hit (of 2). */
   int (*decide)(adb *db, struct adb__agent *a, const adb_decide_req *req,
-                const uint8_t *eligible, int n_eligible, adb_decision *out,
+                const adb__cands *c, adb_decision *out,
                 uint8_t features[ADB__FEATURES_MAX], int *n_features,
                 int *hits);
 } adb__policy_model;

@@ -622,9 +622,8 @@ static void fill_ranking(const adb_decide_req *req, const double *scores,
 }
 
 static int linear_decide(adb *db, adb__agent *a, const adb_decide_req *req,
-                         const uint8_t *eligible, int n_eligible,
-                         adb_decision *out, uint8_t features[], int *n_features,
-                         int *hits) {
+                         const adb__cands *cands, adb_decision *out,
+                         uint8_t features[], int *n_features, int *hits) {
   lin_agent *la;
   int rc = agent_of(db, a, &la), n = req->n_candidates;
   if (rc) return rc;
@@ -644,7 +643,10 @@ static int linear_decide(adb *db, adb__agent *a, const adb_decide_req *req,
   if (e && scores) {
     for (int i = 0; i < n; i++) {
       const float *v =
-          ac ? adb__strmap_get(&ac->map, req->candidates[i]) : NULL;
+          !ac            ? NULL
+          : cands->ids.h ? adb__strmap_get_h(&ac->map, req->candidates[i],
+                                             cands->ids.len[i], cands->ids.h[i])
+                         : adb__strmap_get(&ac->map, req->candidates[i]);
       if (v)
         memcpy(e[i], v, sizeof e[i]);
       else
@@ -652,12 +654,12 @@ static int linear_decide(adb *db, adb__agent *a, const adb_decide_req *req,
     }
     chosen = adb__lin_choose(pool, adb__rng_for(db), &x,
                              (const float(*)[ADB_LIN_P])e, req->candidates,
-                             eligible, n, scores, &prop);
+                             cands->eligible, n, scores, &prop);
   }
   if (chosen >= 0) {
     snprintf(out->action, sizeof out->action, "%s", req->candidates[chosen]);
     out->propensity = prop;
-    fill_ranking(req, scores, n_eligible, out);
+    fill_ranking(req, scores, cands->n_eligible, out);
     memcpy(x.e, e[chosen], sizeof x.e);
     adb__lin_blob_write(&x, features);
     *n_features = ADB_LIN_BLOB;

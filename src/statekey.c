@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "bandit.h"
+#include "hash.h"
 #include "util.h"
 
 #define STATE_MAGIC "adb-state-v1"
@@ -185,7 +186,7 @@ typedef struct memo_slot {
 static _Thread_local memo_slot memo[MEMO_SLOTS];
 
 static memo_slot *memo_find(const unsigned char *in, size_t n, int *hit) {
-  memo_slot *m = &memo[adb__hash64((const char *)in, n) % MEMO_SLOTS];
+  memo_slot *m = &memo[adb__hash_bytes(in, n, 0) % MEMO_SLOTS];
   *hit = m->n == n && !memcmp(m->in, in, n);
   return m;
 }

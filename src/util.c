@@ -2,6 +2,7 @@
  * util.c — clocks, hashing, string buffers and the string hash map.
  */
 #include "util.h"
+#include "hash.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -122,22 +123,26 @@ char *adb__sbuf_take(adb__sbuf *b) {
 }
 
 static struct adb__strmap_slot *find_slot(const adb__strmap *m, const char *key,
-                                          uint64_t h) {
+                                          size_t len, uint64_t h) {
   size_t mask = m->cap - 1;
   for (size_t i = h & mask;; i = (i + 1) & mask) {
     struct adb__strmap_slot *s = &m->slots[i];
-    if (!s->key || (s->h == h && strcmp(s->key, key) == 0)) return s;
+    if (!s->key || (s->h == h && s->len == len &&
+                    adb__bytes_equal(s->key, key, (uint32_t)len)))
+      return s;
   }
 }
 
-void *adb__strmap_get_h(const adb__strmap *m, const char *key, uint64_t h) {
+void *adb__strmap_get_h(const adb__strmap *m, const char *key, size_t len,
+                        uint64_t h) {
   if (!m->cap) return NULL;
-  struct adb__strmap_slot *s = find_slot(m, key, h);
+  struct adb__strmap_slot *s = find_slot(m, key, len, h);
   return s->key ? s->val : NULL;
 }
 
 void *adb__strmap_get(const adb__strmap *m, const char *key) {
-  return adb__strmap_get_h(m, key, adb__hash64(key, strlen(key)));
+  size_t len = strlen(key);
+  return adb__strmap_get_h(m, key, len, adb__hash_id(key, len));
 }
 
 static int strmap_resize(adb__strmap *m, size_t cap) {
@@ -150,7 +155,7 @@ static int strmap_resize(adb__strmap *m, size_t cap) {
   }
   m->cap = cap;
   for (size_t i = 0; i < oldcap; i++)
-    if (old[i].key) *find_slot(m, old[i].key, old[i].h) = old[i];
+    if (old[i].key) *find_slot(m, old[i].key, old[i].len, old[i].h) = old[i];
   free(old);
   return ADB_OK;
 }
@@ -159,11 +164,13 @@ int adb__strmap_put(adb__strmap *m, const char *key, void *val) {
   if ((m->len + 1) * 2 > m->cap &&
       strmap_resize(m, m->cap ? m->cap * 2 : 16) != ADB_OK)
     return ADB_ENOMEM;
-  uint64_t h = adb__hash64(key, strlen(key));
-  struct adb__strmap_slot *s = find_slot(m, key, h);
+  size_t len = strlen(key);
+  uint64_t h = adb__hash_id(key, len);
+  struct adb__strmap_slot *s = find_slot(m, key, len, h);
   if (!s->key) {
     if (!(s->key = strdup(key))) return ADB_ENOMEM;
     s->h = h;
+    s->len = len;
     m->len++;
   }
   s->val = val;
@@ -173,7 +180,8 @@ int adb__strmap_put(adb__strmap *m, const char *key, void *val) {
 /* Backward-shift deletion keeps probe chains intact without tombstones. */
 void *adb__strmap_del(adb__strmap *m, const char *key) {
   if (!m->cap) return NULL;
-  struct adb__strmap_slot *s = find_slot(m, key, adb__hash64(key, strlen(key)));
+  size_t len = strlen(key);
+  struct adb__strmap_slot *s = find_slot(m, key, len, adb__hash_id(key, len));
   if (!s->key) return NULL;
   void *val = s->val;
   free(s->key);

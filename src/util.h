@@ -40,14 +40,16 @@ typedef struct adb__strmap {
   size_t cap, len;
   struct adb__strmap_slot {
     uint64_t h;
+    size_t len; /* of key */
     char *key;
     void *val;
   } * slots;
 } adb__strmap;
 
 void *adb__strmap_get(const adb__strmap *m, const char *key);
-/* The same, with h = adb__hash64(key, strlen(key)) already computed. */
-void *adb__strmap_get_h(const adb__strmap *m, const char *key, uint64_t h);
+/* The same, with len = strlen(key) and h = adb__hash_id(key, len) known. */
+void *adb__strmap_get_h(const adb__strmap *m, const char *key, size_t len,
+                        uint64_t h);
 /* Returns ADB_OK or ADB_ENOMEM; replaces an existing value. */
 int adb__strmap_put(adb__strmap *m, const char *key, void *val);
 /* Removes and returns the value, or NULL. */

@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "cache.h"
+#include "hash.h"
 
 #define LONG_TTL_MS 60000 /* every entry a test writes expires */
 
@@ -127,7 +128,9 @@ static int mget1(adb__cache *c, const char *key, int n, const char *const *ids,
                  adb__arm_stats *st) {
   int found = -1;
   const char *keys[] = {key};
-  assert_int_equal(c->m->policy_mget(c, 1, keys, n, ids, st, &found), ADB_OK);
+  assert_int_equal(
+      c->m->policy_mget(c, 1, keys, &(adb__ids){.n = n, .id = ids}, st, &found),
+      ADB_OK);
   assert_true(found == 0 || found == 1);
   return found;
 }
@@ -308,7 +311,9 @@ static void policy_mget_sets_found_per_key(void **state) {
   adb__arm_stats st[2];
   int found[2] = {-1, -1};
   memset(st, 0x55, sizeof st);
-  assert_int_equal(f->c->m->policy_mget(f->c, 2, keys, 1, ids, st, found),
+  assert_int_equal(f->c->m->policy_mget(f->c, 2, keys,
+                                        &(adb__ids){.n = 1, .id = ids}, st,
+                                        found),
                    ADB_OK);
   assert_int_equal(found[0], 0);
   assert_int_equal(found[1], 1);
@@ -336,7 +341,9 @@ static void policy_mget_reads_several_keys(void **state) {
   }
   adb__arm_stats st[K * A];
   int found[K];
-  assert_int_equal(f->c->m->policy_mget(f->c, K, keys, A, ids, st, found),
+  assert_int_equal(f->c->m->policy_mget(f->c, K, keys,
+                                        &(adb__ids){.n = A, .id = ids}, st,
+                                        found),
                    ADB_OK);
   for (int i = 0; i < K; i++) {
     assert_int_equal(found[i], i != 2);
@@ -347,6 +354,23 @@ static void policy_mget_reads_several_keys(void **state) {
         assert_arm(&st[i * A + a], i * 10 + a, a, 0.0, i + 1);
     }
   }
+  /* The same read with the ids' lengths and hashes given, as a decision
+   * passes them, finds the same arms. */
+  uint32_t len[A];
+  uint64_t h[A];
+  for (int a = 0; a < A; a++) {
+    len[a] = (uint32_t)strlen(ids[a]);
+    h[a] = adb__hash_id(ids[a], len[a]);
+  }
+  adb__arm_stats st2[K * A];
+  int found2[K];
+  assert_int_equal(
+      f->c->m->policy_mget(f->c, K, keys,
+                           &(adb__ids){.n = A, .id = ids, .len = len, .h = h},
+                           st2, found2),
+      ADB_OK);
+  assert_memory_equal(found2, found, sizeof found);
+  assert_memory_equal(st2, st, sizeof st);
 }
 
 static void policy_empty_is_cached_as_found(void **state) {
@@ -820,8 +844,9 @@ static void *apply_reader(void *arg) {
     adb__arm_stats st[THREADS];
     int found = 0;
     const char *keys[] = {j->key};
-    if (j->c->m->policy_mget(j->c, 1, keys, THREADS, ids, st, &found) !=
-        ADB_OK) {
+    if (j->c->m->policy_mget(j->c, 1, keys,
+                             &(adb__ids){.n = THREADS, .id = ids}, st,
+                             &found) != ADB_OK) {
       j->errors++;
       continue;
     }
@@ -911,7 +936,9 @@ static void stats_count_hits_and_misses(void **state) {
   const char *ids[] = {"a"};
   adb__arm_stats st[2];
   int found[2];
-  assert_int_equal(f->c->m->policy_mget(f->c, 2, keys, 1, ids, st, found),
+  assert_int_equal(f->c->m->policy_mget(f->c, 2, keys,
+                                        &(adb__ids){.n = 1, .id = ids}, st,
+                                        found),
                    ADB_OK);
   f->c->m->stats(f->c, &s1);
   assert_int_equal(s1.hits - s0.hits, 2);
@@ -1128,7 +1155,9 @@ static void mem_rejects_bad_arguments(void **state) {
   adb__policy p = {.n = -1};
   assert_int_equal(c->m->policy_put(c, "k", &p, 0), ADB_EINVAL);
   int found;
-  assert_int_equal(c->m->policy_mget(c, -1, NULL, 0, NULL, NULL, &found),
+  assert_int_equal(c->m->policy_mget(c, -1, NULL,
+                                     &(adb__ids){.n = 0, .id = NULL}, NULL,
+                                     &found),
                    ADB_EINVAL);
   adb__cache_close(c);
 }
@@ -1200,7 +1229,7 @@ static void mixed_op(adb__cache *c, uint64_t *r, int *bad) {
     const char *keys[] = {k, "k0"};
     adb__arm_stats st2[6];
     int f2[2];
-    rc = c->m->policy_mget(c, 2, keys, 3, ids, st2, f2);
+    rc = c->m->policy_mget(c, 2, keys, &(adb__ids){.n = 3, .id = ids}, st2, f2);
   } else if (op == 2) {
     rc = c->m->policy_apply(c, k, 1, ids, &d);
   } else if (op == 3) {

@@ -91,7 +91,8 @@ static const char *const ACTIONS[] = {"a0", "a1", "a2", "a3"};
 static int get4(adb__cache *c, const char *key, adb__arm_stats st[4],
                 int *found) {
   const char *keys[] = {key};
-  return c->m->policy_mget(c, 1, keys, 4, ACTIONS, st, found);
+  return c->m->policy_mget(c, 1, keys, &(adb__ids){.n = 4, .id = ACTIONS}, st,
+                           found);
 }
 
 static int apply1(adb__cache *c, const char *key, const char *action,
@@ -429,11 +430,15 @@ static void test_mget_of_many_keys_is_one_round_trip(void **state) {
   adb__arm_stats st[8];
   int found[2];
   const char *keys[] = {k1, k2};
-  assert_int_equal(c->m->policy_mget(c, 2, keys, 4, ACTIONS, st, found),
+  assert_int_equal(c->m->policy_mget(c, 2, keys,
+                                     &(adb__ids){.n = 4, .id = ACTIONS}, st,
+                                     found),
                    ADB_OK); /* connects */
   adb__redis_info before, after;
   adb__redis_cache_info(c, &before);
-  assert_int_equal(c->m->policy_mget(c, 2, keys, 4, ACTIONS, st, found),
+  assert_int_equal(c->m->policy_mget(c, 2, keys,
+                                     &(adb__ids){.n = 4, .id = ACTIONS}, st,
+                                     found),
                    ADB_OK);
   adb__redis_cache_info(c, &after);
   assert_int_equal(after.round_trips - before.round_trips, 1);
@@ -788,12 +793,16 @@ static void test_cluster_mget_across_nodes(void **state) {
   }
   adb__arm_stats st[N * 4];
   int found[N];
-  assert_int_equal(c->m->policy_mget(c, N, kp, 4, ACTIONS, st, found), ADB_OK);
+  assert_int_equal(c->m->policy_mget(
+                       c, N, kp, &(adb__ids){.n = 4, .id = ACTIONS}, st, found),
+                   ADB_OK);
   for (int i = 0; i < N; i++)
     put_arms(c, keys[i], 4, i + 1, 1);
   adb__redis_info before, after;
   adb__redis_cache_info(c, &before);
-  assert_int_equal(c->m->policy_mget(c, N, kp, 4, ACTIONS, st, found), ADB_OK);
+  assert_int_equal(c->m->policy_mget(
+                       c, N, kp, &(adb__ids){.n = 4, .id = ACTIONS}, st, found),
+                   ADB_OK);
   adb__redis_cache_info(c, &after);
   assert_int_equal(after.round_trips - before.round_trips, 1);
   for (int i = 0; i < N; i++) {
@@ -829,8 +838,9 @@ static void *mig_worker(void *arg) {
       t->version[k][a] = v;
     else
       t->failures++;
-    if (t->c->m->policy_mget(t->c, MIG_KEYS, kp, 4, ACTIONS, st, found) !=
-        ADB_OK) {
+    if (t->c->m->policy_mget(t->c, MIG_KEYS, kp,
+                             &(adb__ids){.n = 4, .id = ACTIONS}, st,
+                             found) != ADB_OK) {
       t->failures++;
     } else {
       for (int j = 0; j < MIG_KEYS * 4; j++)

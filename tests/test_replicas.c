@@ -172,7 +172,8 @@ static void *read_loop(void *p) {
     int64_t before = atomic_load(&l->acked);
     adb__arm_stats st[2];
     int hits = 0;
-    if (adb__policy_read(l->reader, "rep", "u", l->sk, 1, acts, st, &hits)) {
+    if (adb__policy_read(l->reader, "rep", "u", l->sk,
+                         &(adb__ids){.n = 1, .id = acts}, st, &hits)) {
       atomic_fetch_add(&l->read_errors, 1);
       continue;
     }

@@ -325,8 +325,9 @@ static void an_ambiguous_commit_is_applied_exactly_once(void **state) {
   int hits = 0;
   adb_reward_req warm = direct(f, "warm", 1);
   assert_int_equal(adb_reward(f->db, &warm, NULL), ADB_OK);
-  assert_int_equal(
-      adb__policy_read(f->db, "ag", "u", f->sk, 1, acts, st, &hits), 0);
+  assert_int_equal(adb__policy_read(f->db, "ag", "u", f->sk,
+                                    &(adb__ids){.n = 1, .id = acts}, st, &hits),
+                   0);
   assert_int_equal(st[0].n, 1);
 
   adb__pg_fault_lose_commit_answers(1);
@@ -339,8 +340,9 @@ static void an_ambiguous_commit_is_applied_exactly_once(void **state) {
   assert_int_equal(adb_reward(f->db, &rr, &res), ADB_OK);
   assert_int_equal(res.applied, 0);
   assert_int_equal(arm_n(f->db, "u", f->sk, "a0"), 2);
-  assert_int_equal(
-      adb__policy_read(f->db, "ag", "u", f->sk, 1, acts, st, &hits), 0);
+  assert_int_equal(adb__policy_read(f->db, "ag", "u", f->sk,
+                                    &(adb__ids){.n = 1, .id = acts}, st, &hits),
+                   0);
   assert_int_equal(st[0].n, 2);
   assert_int_equal(st[1].n, 2);
   adb_stats s;
