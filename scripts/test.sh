@@ -29,7 +29,7 @@ run_suite() { # build-dir cmake-flags...
 # test_server drives the TSan build of `agentdb serve` (event loops, pool,
 # answers handed back by the library's waker), whose report ends it with a
 # non-zero status that the test checks.
-tsan_tests="test_coordinator test_replicas test_cache test_hnsw test_statekey test_dash test_linear test_server"
+tsan_tests="test_coordinator test_replicas test_cache test_hnsw test_statekey test_dash test_linear test_server test_slab"
 run_tsan() {
   cmake -S . -B build-tsan -DADB_WERROR="$werror" -DADB_TSAN=ON >/dev/null
   cmake --build build-tsan -j"$jobs" --target $tsan_tests agentdb_bin >/dev/null

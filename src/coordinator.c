@@ -84,6 +84,7 @@
  */
 #define _GNU_SOURCE /* pthread_setname_np */
 #include "coordinator.h"
+#include "slab.h"
 
 #include <errno.h>
 #include <malloc.h>
@@ -328,7 +329,10 @@ void adb__item_free(adb__item *it) {
   if (it->has_sem) sem_destroy(&it->sem);
   free(it->errmsg);
   free(it->emb);
-  free(it);
+  if (it->slab)
+    adb__slab_free(it);
+  else
+    free(it);
 }
 
 /* Appends a chain to the queue, all or none; the last item gets wait (a

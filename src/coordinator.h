@@ -63,6 +63,7 @@ typedef void (*adb__item_done_fn)(struct adb__item *it, void *arg);
 typedef struct adb__item {
   struct adb__item *next;
   adb__item_kind kind;
+  int slab; /* from adb__slab_alloc (slab.h): a decision's item */
   uint64_t seq;
   int waited;   /* a thread waits on it: it frees the item, not the worker */
   int has_sem;  /* sem is initialised (a sync writer waits on it) */

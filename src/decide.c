@@ -21,6 +21,7 @@
 #include "coordinator.h"
 #include "hash.h"
 #include "policy.h"
+#include "slab.h"
 #include "statekey.h"
 
 /* Fills stats for actions from a policy read from the store (sorted by
@@ -285,10 +286,13 @@ static int log_decision(adb *db, adb__agent *a, const adb_decide_req *req,
   size_t sl[5], len = raw_len(req, clen) + (size_t)n_features;
   for (int i = 0; i < 5; i++)
     len += sl[i] = strlen(s[i]) + 1;
-  adb__item *it =
-      malloc(offsetof(adb__item, u) + sizeof(adb__decision_log) + len);
-  if (!it) return adb__fail(db, ADB_ENOMEM, "out of memory");
+  size_t size = offsetof(adb__item, u) + sizeof(adb__decision_log) + len;
+  adb__item *it = adb__slab_alloc(size);
+  int slab = it != NULL;
+  if (!it && !(it = malloc(size)))
+    return adb__fail(db, ADB_ENOMEM, "out of memory");
   memset(it, 0, offsetof(adb__item, u));
+  it->slab = slab;
   adb__decision_log *g = adb__item_decision(it);
   char *p = g->text;
   for (int i = 0; i < 5; i++) {
