@@ -101,6 +101,7 @@ static void chunk_put(chunk *c) {
 
 /* A thread that exits gives up the chunk it was carving. */
 static void thread_done(void *c) {
+  if (c == cur) cur = NULL;
   chunk_put(c);
 }
 
