@@ -32,7 +32,18 @@
 #define SLAB_KEEP 16 /* chunks kept for reuse: 32 MiB */
 #define ALIGN 16
 
-#ifdef __SANITIZE_ADDRESS__ /* GCC's -fsanitize=address */
+/* AddressSanitizer: GCC defines the macro, clang (the fuzzers) has the
+ * feature test. Its leak checker does not read mmap'd chunks, so it would
+ * also lose sight of what queued items point to. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SLAB_MALLOC 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SLAB_MALLOC 1
+#endif
+#endif
+
+#ifdef SLAB_MALLOC
 
 void *adb__slab_alloc(size_t n) {
   return malloc(n);

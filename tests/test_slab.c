@@ -22,6 +22,10 @@
 
 #if defined(__SANITIZE_ADDRESS__)
 #define PLAIN_MALLOC 1 /* slab.c hands out malloc blocks under ASan */
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define PLAIN_MALLOC 1
+#endif
 #endif
 
 typedef struct block {
