@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "bandit.h"
+#include "propmemo.h"
 #include "statekey.h"
 
 #define N_ARMS 20
@@ -86,10 +87,47 @@ static int verify(const adb__posterior *post, adb__rng *r, const char *name) {
  * the cold regimes' target (within 2x of it). */
 static double mature_prop_ns;
 
-static int bench_regime(const regime *g, int iters) {
-  adb__posterior post[N_ARMS];
+/* A new set for the propensity memo: two neighbouring arms change
+ * places, as if another cold user's candidates came in another order (a
+ * set of the same posteriors, so the regime and its cost stay the same,
+ * the symmetric one included, but not one the memo has seen lately). */
+static void shuffle_one(adb__posterior *post, int i) {
+  int a = i % N_ARMS, b = (i + 1) % N_ARMS;
+  adb__posterior t = post[a];
+  post[a] = post[b];
+  post[b] = t;
+}
+
+/* Select + propensity + top-5 over `iters` decisions, in ns a call; with
+ * `fresh`, a new set before each decision (nearly every one a first
+ * sight for the memo). */
+static double decide_core(adb__posterior *post, adb__rng *r, int iters,
+                          int fresh) {
   double scores[N_ARMS];
   int idx[5];
+  volatile double sink = 0;
+  double t0 = now_ns();
+  for (int i = 0; i < iters; i++) {
+    if (fresh) shuffle_one(post, i);
+    int c = adb__thompson_select(r, post, N_ARMS, NULL, scores);
+    sink += adb__propensity(post, N_ARMS, NULL, c);
+    sink += adb__rank_topk(scores, N_ARMS, 5, idx);
+  }
+  (void)sink;
+  return (now_ns() - t0) / iters;
+}
+
+/* "H% of N integrals from the memo". */
+static const char *memo_share(uint64_t hits, uint64_t misses) {
+  static char buf[80];
+  uint64_t n = hits + misses;
+  snprintf(buf, sizeof buf, "%.1f%% of %llu integrals from the memo",
+           n ? 100.0 * hits / n : 0.0, (unsigned long long)n);
+  return buf;
+}
+
+static int bench_regime(const regime *g, int iters) {
+  adb__posterior post[N_ARMS];
   adb__rng r;
   adb__rng_seed(&r, 42);
   make_arms(g, &r, post);
@@ -97,30 +135,37 @@ static int bench_regime(const regime *g, int iters) {
   volatile double sink = 0;
   double t0 = now_ns();
   for (int i = 0; i < iters; i++)
-    sink += adb__thompson_select(&r, post, N_ARMS, NULL, scores);
-  double t1 = now_ns();
-  for (int i = 0; i < iters; i++) {
-    int c = adb__thompson_select(&r, post, N_ARMS, NULL, scores);
-    sink += adb__propensity(post, N_ARMS, NULL, c);
-    sink += adb__rank_topk(scores, N_ARMS, 5, idx);
-  }
-  double t2 = now_ns();
+    sink += adb__thompson_select(&r, post, N_ARMS, NULL, NULL);
+  double sel = (now_ns() - t0) / iters;
+  uint64_t h[3], m[3];
+  adb__propmemo_counts(&h[0], &m[0]);
+  double both = decide_core(post, &r, iters, 1);
+  adb__propmemo_counts(&h[1], &m[1]);
+  double again = decide_core(post, &r, iters, 0);
+  adb__propmemo_counts(&h[2], &m[2]);
   int mc_iters = iters / 100 + 1;
+  double t2 = now_ns();
   for (int i = 0; i < mc_iters; i++)
     sink += adb__propensity_mc(&r, post, N_ARMS, NULL, i % N_ARMS, 1000);
-  double t3 = now_ns();
-  double sel = (t1 - t0) / iters, both = (t2 - t1) / iters;
-  double prop = both - sel, mc = (t3 - t2) / mc_iters;
+  double mc = (now_ns() - t2) / mc_iters;
+  double prop = both - sel, prop_again = again - sel;
   printf("bench bandit_select_%s: %.0f ns/call, %d arms\n", g->name, sel,
          N_ARMS);
   printf("bench bandit_propensity_%s: %.0f ns/call (anchor monte carlo 1k "
          "draws %.0f ns, ratio %.4f)\n",
          g->name, prop, mc, prop / mc);
   if (!strcmp(g->name, "mature")) mature_prop_ns = prop;
-  if (strstr(g->name, "cold") && mature_prop_ns > 0)
+  if (strstr(g->name, "cold") && mature_prop_ns > 0) {
     printf("bench propensity_%s_vs_mature: %.0f ns vs %.0f ns (anchor: the "
-           "mature propensity, same run), ratio %.1f (target <= 2)\n",
-           g->name, prop, mature_prop_ns, prop / mature_prop_ns);
+           "mature propensity, same run), ratio %.1f (target <= 2; a new "
+           "set each time: %s)\n",
+           g->name, prop, mature_prop_ns, prop / mature_prop_ns,
+           memo_share(h[1] - h[0], m[1] - m[0]));
+    printf("bench propensity_%s_repeat_vs_mature: %.0f ns vs %.0f ns, ratio "
+           "%.1f (target <= 2; the same set again: %s)\n",
+           g->name, prop_again, mature_prop_ns, prop_again / mature_prop_ns,
+           memo_share(h[2] - h[1], m[2] - m[1]));
+  }
   printf("bench bandit_decide_core_%s: %.0f ns/call = %.0f/s (select + "
          "propensity + top-5; target 500000/s for the whole decision)\n",
          g->name, both, 1e9 / both);

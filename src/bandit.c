@@ -4,7 +4,8 @@
  * of a Thompson choice and the engagement reward. Pure functions: no I/O;
  * every random draw comes from the adb__rng passed in. The only globals
  * are constant tables (ziggurat layers, Phi, Peizer-Pratt's g) built once
- * by a load-time constructor.
+ * by a load-time constructor, and the per-thread memo of propensities that
+ * needed an integral (propmemo.c), which returns the same numbers.
  *
  * Design of adb__propensity (the subtle part)
  * -------------------------------------------
@@ -79,8 +80,14 @@
  * callgrind, select + propensity): about 16k instructions when posteriors
  * are mature (~1-2 us), 60-90k for 20 broad overlapping arms (cold start
  * with fallback, ~6-13 us), more for Student-t arms with nu < 4.
+ *
+ * 4. Memo. Cold users of a state share their posteriors (the prior and the
+ *    '*' rows), so an integral over 4 or more racing arms is kept per
+ *    thread with the exact arguments it was computed for, and a call with
+ *    the same arguments returns it (propmemo.c).
  */
 #include "bandit.h"
+#include "propmemo.h"
 
 #include <float.h>
 #include <math.h>
@@ -174,7 +181,7 @@ static double zig_tail(adb__rng *r) {
   return ZIG_R + x;
 }
 
-static inline double rng_normal(adb__rng *r) {
+__attribute__((always_inline)) static inline double rng_normal(adb__rng *r) {
   for (;;) {
     uint64_t u = rng_next(r);
     int i = (int)(u & (ZIG_N - 1));
@@ -193,7 +200,8 @@ double adb__rng_normal(adb__rng *r) {
 
 /* Marsaglia & Tsang (2000), "A Simple Method for Generating Gamma
  * Variables", for k >= 1. */
-static double gamma_mt(adb__rng *r, double k) {
+__attribute__((always_inline)) static inline double gamma_mt(adb__rng *r,
+                                                             double k) {
   const double d = k - 1.0 / 3.0, c = 1.0 / sqrt(9.0 * d);
   for (;;) {
     double z = rng_normal(r), v = 1.0 + c * z;
@@ -966,12 +974,17 @@ static int arm_in(const prop_ctx *cx, int j) {
          posterior_valid(&cx->arms[j]);
 }
 
-static int same_posterior(const adb__posterior *x, const adb__posterior *y) {
+static inline int same_posterior(const adb__posterior *x,
+                                 const adb__posterior *y) {
   if (x->algo != y->algo) return 0;
   if (x->algo == ADB_ALGO_GAUSSIAN)
     return x->mu == y->mu && x->kappa == y->kappa && x->a == y->a &&
            x->b == y->b;
   return x->alpha == y->alpha && x->beta == y->beta;
+}
+
+int adb__same_posterior(const adb__posterior *x, const adb__posterior *y) {
+  return same_posterior(x, y);
 }
 
 /* The number k of eligible arms when all have the chosen arm's posterior
@@ -1406,6 +1419,26 @@ static void lg_apply_streamed(lg_ctx *cx) {
  * below LOGIT_BELOW (the chosen one, whose mass x-space panels cannot
  * follow, or another, whose geometric grading would spend them), and the
  * chosen arm is not peaked (then the x-space range stays off the ends). */
+/* The memo's cell for this propensity (propmemo.c), asked right after the
+ * bounds pass (the rest of the work, arms' CDF set-up included, is what a
+ * hit saves) and only when at least MEMO_MIN_ARMS arms may be in
+ * transition: a few are integrated in about the time a lookup takes. */
+#define MEMO_MIN_ARMS 4
+#define racing(cx) ((cx)->cand_overflow ? MEMO_MIN_ARMS : (cx)->ncand)
+
+static double *memo_cell(const adb__posterior *arms, int n,
+                         const uint8_t *eligible, int chosen, int racing) {
+  if (racing < MEMO_MIN_ARMS) return NULL;
+  return adb__propmemo_cell(arms, n, eligible, chosen);
+}
+
+/* The integral's sum clamped to [0, 1], kept in the memo's cell if any. */
+static double remember(double *cell, double p) {
+  p = p > 0.0 ? (p < 1.0 ? p : 1.0) : 0.0;
+  if (cell) *cell = p;
+  return p;
+}
+
 static int wants_logit(const adb__posterior *arms, int n,
                        const uint8_t *eligible, int chosen) {
   const adb__posterior *c = &arms[chosen];
@@ -1430,8 +1463,10 @@ static double propensity_logit(const adb__posterior *arms, int n,
   lg_bounds(&cx->c, &arms[chosen]);
   int early = lg_find_range(cx);
   if (early >= 0) return (double)early;
+  double *memo = memo_cell(arms, n, eligible, chosen, racing(cx));
+  if (memo && *memo >= 0.0) return *memo;
   lg_collect_active(cx);
-  if (cx->nact == 0) return 1.0;
+  if (cx->nact == 0) return remember(memo, 1.0);
   double m = cx->nstream;
   for (int i = 0; i < cx->nact; i++)
     m += cx->mult[i];
@@ -1453,7 +1488,7 @@ static double propensity_logit(const adb__posterior *arms, int n,
   double p = 0.0;
   for (int k = 0; k < cx->nnodes; k++)
     p += cx->w[k];
-  return p > 0.0 ? (p < 1.0 ? p : 1.0) : 0.0;
+  return remember(memo, p);
 }
 
 double adb__propensity(const adb__posterior *arms, int n,
@@ -1476,9 +1511,11 @@ double adb__propensity(const adb__posterior *arms, int n,
     return propensity_logit(arms, n, eligible, chosen);
   int early = find_range(&cx);
   if (early >= 0) return (double)early;
+  double *memo = memo_cell(arms, n, eligible, chosen, racing(&cx));
+  if (memo && *memo >= 0.0) return *memo;
   cx.need = 0;
   collect_active(&cx);
-  if (cx.nact == 0) return 1.0; /* every other arm lies below */
+  if (cx.nact == 0) return remember(memo, 1.0); /* every other arm below */
   model_finish(&cx.c, 1);
   if (model_need(&cx.c) > cx.need) cx.need = model_need(&cx.c);
   /* The maximum of m similar arms is sharper than any one of them (its
@@ -1496,7 +1533,7 @@ double adb__propensity(const adb__posterior *arms, int n,
   double p = 0.0;
   for (int k = 0; k < cx.nnodes; k++)
     p += cx.w[k];
-  return p > 0.0 ? (p < 1.0 ? p : 1.0) : 0.0;
+  return remember(memo, p);
 }
 
 /* ---------------------------------------------------------------- reward */

@@ -94,6 +94,9 @@ void adb__posteriors_make(const adb_agent_config *cfg, int n,
                           const adb__arm_stats *user,
                           const adb__arm_stats *global, adb__posterior *out);
 double adb__posterior_mean(const adb__posterior *p);
+/* Whether two posteriors are the same distribution: the same kind and, for
+ * that kind, the same parameters (compared with ==). */
+int adb__same_posterior(const adb__posterior *x, const adb__posterior *y);
 /* One Thompson draw of the arm's mean reward. */
 double adb__posterior_sample(adb__rng *r, const adb__posterior *p);
 
@@ -119,8 +122,10 @@ int adb__rank_topk(const double *scores, int n, int k, int *idx);
  * Carlo estimate (measured within 2.2e-3 of an exact reference). 0 when
  * chosen is out of range, ineligible or improper; 1 when it is the only
  * eligible arm; 1/k when all k eligible arms have the same posterior; may
- * be 0 when the true value is below ~1e-6. No allocation; about 30 KB of
- * stack. Arms may mix Beta and NIG posteriors. */
+ * be 0 when the true value is below ~1e-6. About 30 KB of stack. Arms may
+ * mix Beta and NIG posteriors. A value that needed the integral is kept in
+ * the calling thread's memo (propmemo.c) and returned again, the same
+ * number, while the arguments are the same. */
 double adb__propensity(const adb__posterior *arms, int n,
                        const uint8_t *eligible, int chosen);
 /* The Monte Carlo reference: the share of `draws` rounds of Thompson

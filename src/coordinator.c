@@ -144,12 +144,15 @@ static const unsigned char id_byte[256] = {
     ['a' ... 'z'] = 1, ['A' ... 'Z'] = 1, ['0' ... '9'] = 1, ['.'] = 1,
     ['_'] = 1,         [':'] = 1,         ['@'] = 1,         ['-'] = 1};
 
+/* The length is checked once at the end (the NUL is not an id byte, so
+ * the scan stops there): one table load and test a byte. */
 size_t adb__id_len(const char *s) {
   if (!s) return 0;
-  size_t n = 0;
-  while (id_byte[(unsigned char)s[n]])
-    if (++n > ADB_ID_MAX) return 0;
-  return s[n] ? 0 : n;
+  const unsigned char *p = (const unsigned char *)s;
+  while (id_byte[*p])
+    p++;
+  size_t n = (size_t)(p - (const unsigned char *)s);
+  return *p || n > ADB_ID_MAX ? 0 : n;
 }
 
 int adb_id_valid(const char *s) {

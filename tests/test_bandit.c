@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "bandit.h"
+#include "propmemo.h"
 
 static int quick(void) {
   return getenv("ADB_TEST_QUICK") != NULL;
@@ -597,6 +598,79 @@ static void propensity_excludes_ineligible_arms(void **state) {
   assert_true(adb__propensity(arms, 8, el, -1) == 0.0);
 }
 
+/* The memo (propmemo.c) returns exactly what the integral computes for the
+ * same arguments, and never a stored value for different ones. */
+static double propensity_without_memo(const adb__posterior *arms, int n,
+                                      const uint8_t *el, int c) {
+  adb__propmemo_enable(0);
+  double p = adb__propensity(arms, n, el, c);
+  adb__propmemo_enable(1);
+  return p;
+}
+
+/* A random broad set: Beta arms of shapes 1 to 12, or Student-t arms. */
+static int random_broad_set(adb__rng *r, adb__posterior *arms, uint8_t *el) {
+  int n = 5 + (int)(adb__rng_uniform(r) * 40),
+      gauss = adb__rng_uniform(r) < 0.3;
+  for (int j = 0; j < n; j++) {
+    double u = adb__rng_uniform(r), v = adb__rng_uniform(r);
+    arms[j] = gauss ? nig_arm(u, 1 + 3 * v, 1 + 2 * v, 0.5 + u)
+                    : beta_arm(1 + 11 * u, 1 + 11 * v);
+    el[j] = adb__rng_uniform(r) < 0.9;
+  }
+  return n;
+}
+
+static void propensity_memo_returns_what_the_integral_returns(void **state) {
+  (void)state;
+  adb__rng r;
+  adb__rng_seed(&r, 7);
+  adb__posterior arms[45];
+  uint8_t el[45];
+  uint64_t h0, m0, h1, m1;
+  adb__propmemo_counts(&h0, &m0);
+  for (int t = 0; t < 300; t++) { /* more sets than the memo has slots */
+    int n = random_broad_set(&r, arms, el);
+    const uint8_t *e = t % 2 ? el : NULL;
+    for (int k = 0; k < 4; k++) {
+      int c = (int)(adb__rng_uniform(&r) * n);
+      double want = propensity_without_memo(arms, n, e, c);
+      assert_true(adb__propensity(arms, n, e, c) == want); /* kept */
+      assert_true(adb__propensity(arms, n, e, c) == want); /* found */
+    }
+  }
+  adb__propmemo_counts(&h1, &m1);
+  assert_true(h1 - h0 >= 1000); /* the second calls were answered by it */
+  assert_true(m1 - m0 >= 1000);
+}
+
+static void propensity_memo_sees_a_changed_set(void **state) {
+  (void)state;
+  adb__posterior arms[20];
+  uint8_t el[20];
+  for (int j = 0; j < 20; j++) {
+    arms[j] = beta_arm(1 + 0.5 * j, 12 - 0.5 * j);
+    el[j] = 1;
+  }
+  double p = adb__propensity(arms, 20, el, 3);
+  assert_true(p == propensity_without_memo(arms, 20, el, 3));
+  /* one arm's posterior moved by one reward's worth of a '*' row */
+  arms[19].alpha += 0.002;
+  double q = adb__propensity(arms, 20, el, 3);
+  assert_true(q == propensity_without_memo(arms, 20, el, 3));
+  /* another arm left out, then the set cut short, then two arms swapped */
+  el[19] = 0;
+  q = adb__propensity(arms, 20, el, 3);
+  assert_true(q == propensity_without_memo(arms, 20, el, 3) && q > p);
+  q = adb__propensity(arms, 19, el, 3);
+  assert_true(q == propensity_without_memo(arms, 19, el, 3));
+  adb__posterior t = arms[3];
+  arms[3] = arms[18];
+  arms[18] = t;
+  q = adb__propensity(arms, 19, el, 3);
+  assert_true(q == propensity_without_memo(arms, 19, el, 3) && q > p);
+}
+
 /* NIG arms: the Thompson draw of the mean is Student-t with 2a degrees of
  * freedom, heavy-tailed with few observations. */
 static void propensity_matches_mc_gaussian_student_t_arms(void **state) {
@@ -836,6 +910,8 @@ int main(void) {
       cmocka_unit_test(propensity_matches_mc_two_arms),
       cmocka_unit_test(propensity_is_one_for_a_single_eligible_arm),
       cmocka_unit_test(propensity_excludes_ineligible_arms),
+      cmocka_unit_test(propensity_memo_returns_what_the_integral_returns),
+      cmocka_unit_test(propensity_memo_sees_a_changed_set),
       cmocka_unit_test(propensity_matches_mc_gaussian_student_t_arms),
       cmocka_unit_test(propensity_matches_mc_singular_jeffreys_arms),
       cmocka_unit_test(propensity_matches_mc_many_overlapping_arms),
