@@ -84,7 +84,12 @@
  * 4. Memo. Cold users of a state share their posteriors (the prior and the
  *    '*' rows), so an integral over 4 or more racing arms is kept per
  *    thread with the exact arguments it was computed for, and a call with
- *    the same arguments returns it (propmemo.c).
+ *    the same arguments returns it (propmemo.c). When a set is asked for a
+ *    second choice, and its arms are Betas with shapes >= 1, every choice
+ *    is computed in one pass over a shared grid (propensities_all, about
+ *    the cost of two or three single integrals; within 4.5e-4 of the
+ *    single integral over 6,000 random sets, 1% relative for propensities
+ *    in [1e-4, 0.05]).
  */
 #include "bandit.h"
 #include "propmemo.h"
@@ -1415,21 +1420,113 @@ static void lg_apply_streamed(lg_ctx *cx) {
   }
 }
 
-/* Whether to take the logit path: only Beta arms race, one has a shape
- * below LOGIT_BELOW (the chosen one, whose mass x-space panels cannot
- * follow, or another, whose geometric grading would spend them), and the
- * chosen arm is not peaked (then the x-space range stays off the ends). */
+/* All choices of a set at once, for the memo: every eligible arm a Beta
+ * with both shapes >= 1 (bounded, smooth densities), at most ALL_MAX of
+ * them. One grid over [A, B] — A the second highest lower bound (below it
+ * at least one other arm's F is ~0 for every choice), B the highest upper
+ * bound — with 8-point Gauss-Legendre panels sized as in step 3 by the
+ * smallest local scale of the arms overlapping the panel; at each node
+ * every arm's CDF (Peizer-Pratt) and density once, and each choice's
+ * product over the others by prefix and suffix products:
+ *     P(i) = sum_k w_k f_i(x_k) prod_{j<i} F_j(x_k) prod_{j>i} F_j(x_k).
+ * So n choices cost about what two or three single integrals do. Returns
+ * 0 with out[] filled (ineligible arms 0), or -1, out[] untouched, when
+ * the set is not of that kind, has fewer than two such arms, or needs
+ * more than MAX_PANELS panels (then each choice is integrated alone).
+ * test_bandit holds it to the single integral. */
+#define ALL_MAX 64
+
+static double all_res(const arm_model *m, int k, double x0, double x1) {
+  double r = INFINITY;
+  for (int i = 0; i < k; i++)
+    if (m[i].d.lo <= x1 && m[i].d.hi >= x0)
+      r = dmin(r, model_res_min(&m[i], x0, x1));
+  return r;
+}
+
+static void all_node(const arm_model *m, int k, double x, double w,
+                     double *acc) {
+  qpoint q;
+  qpoint_set(&q, x, 1);
+  double F[ALL_MAX], f[ALL_MAX], suf[ALL_MAX + 1];
+  for (int i = 0; i < k; i++) {
+    F[i] = dmin(dmax(pp_cdf(&m[i].pp, &q), 0.0), 1.0);
+    f[i] = model_pdf(&m[i], &q);
+  }
+  suf[k] = 1.0;
+  for (int i = k - 1; i >= 0; i--)
+    suf[i] = suf[i + 1] * F[i];
+  double pre = 1.0;
+  for (int i = 0; i < k; i++) {
+    acc[i] += w * f[i] * pre * suf[i + 1];
+    pre *= F[i];
+  }
+}
+
+static int propensities_all(const adb__posterior *arms, int n,
+                            const uint8_t *eligible, double *out) {
+  arm_model m[ALL_MAX];
+  int idx[ALL_MAX], k = 0;
+  double lo1 = -INFINITY, lo2 = -INFINITY, B = -INFINITY;
+  for (int j = 0; j < n; j++) {
+    const adb__posterior *p = &arms[j];
+    if ((eligible && !eligible[j]) || !posterior_valid(p)) continue;
+    if (p->algo == ADB_ALGO_GAUSSIAN || dmin(p->alpha, p->beta) < 1.0 ||
+        k == ALL_MAX)
+      return -1;
+    model_bounds(&m[k].d, p);
+    m[k].d.kind = ARM_BETA_PP;
+    model_finish(&m[k], 1);
+    if (m[k].d.lo > lo1) {
+      lo2 = lo1;
+      lo1 = m[k].d.lo;
+    } else if (m[k].d.lo > lo2) {
+      lo2 = m[k].d.lo;
+    }
+    B = dmax(B, m[k].d.hi);
+    idx[k++] = j;
+  }
+  if (k < 2) return -1; /* not asked for: the memo is for racing arms */
+  double acc[ALL_MAX] = {0}, A = lo2, x = A;
+  double res = PANEL_RES / sqrt(1.0 + SHARPEN * log((double)k));
+  for (int p = 0; x < B; p++) {
+    if (p == MAX_PANELS) return -1;
+    double w = dmin(res * all_res(m, k, x, x), B - x);
+    for (int it = 0; it < 60 && w > res * all_res(m, k, x, dmin(x + w, B));
+         it++)
+      w *= 0.5;
+    double x1 = dmin(x + w, B), mid = 0.5 * (x + x1), half = 0.5 * (x1 - x);
+    for (int g = 0; g < 8; g++) {
+      const double *c = gl8[g < 4 ? g : 7 - g];
+      all_node(m, k, mid + (g < 4 ? -c[0] : c[0]) * half, c[1] * half, acc);
+    }
+    x = x1;
+  }
+  for (int j = 0; j < n; j++) /* only now: out[] may hold values */
+    out[j] = 0.0;
+  for (int i = 0; i < k; i++)
+    out[idx[i]] = acc[i] > 0.0 ? (acc[i] < 1.0 ? acc[i] : 1.0) : 0.0;
+  return 0;
+}
+
 /* The memo's cell for this propensity (propmemo.c), asked right after the
  * bounds pass (the rest of the work, arms' CDF set-up included, is what a
  * hit saves) and only when at least MEMO_MIN_ARMS arms may be in
- * transition: a few are integrated in about the time a lookup takes. */
+ * transition: a few are integrated in about the time a lookup takes.
+ * When the set already holds another choice's value it is being asked
+ * again, so every choice is computed at once if the set allows it. */
 #define MEMO_MIN_ARMS 4
 #define racing(cx) ((cx)->cand_overflow ? MEMO_MIN_ARMS : (cx)->ncand)
 
 static double *memo_cell(const adb__posterior *arms, int n,
                          const uint8_t *eligible, int chosen, int racing) {
   if (racing < MEMO_MIN_ARMS) return NULL;
-  return adb__propmemo_cell(arms, n, eligible, chosen);
+  double *all;
+  int known;
+  double *cell = adb__propmemo_cell(arms, n, eligible, chosen, &all, &known);
+  if (cell && *cell < 0.0 && known > 0)
+    propensities_all(arms, n, eligible, all);
+  return cell;
 }
 
 /* The integral's sum clamped to [0, 1], kept in the memo's cell if any. */
@@ -1439,6 +1536,10 @@ static double remember(double *cell, double p) {
   return p;
 }
 
+/* Whether to take the logit path: only Beta arms race, one has a shape
+ * below LOGIT_BELOW (the chosen one, whose mass x-space panels cannot
+ * follow, or another, whose geometric grading would spend them), and the
+ * chosen arm is not peaked (then the x-space range stays off the ends). */
 static int wants_logit(const adb__posterior *arms, int n,
                        const uint8_t *eligible, int chosen) {
   const adb__posterior *c = &arms[chosen];
