@@ -1430,7 +1430,8 @@ static void lg_apply_streamed(lg_ctx *cx) {
  * product over the others by prefix and suffix products:
  *     P(i) = sum_k w_k f_i(x_k) prod_{j<i} F_j(x_k) prod_{j>i} F_j(x_k).
  * So n choices cost about what two or three single integrals do. Returns
- * 0 with out[] filled (ineligible arms 0), or -1, out[] untouched, when
+ * 0 with the cells of out[] that are < 0 (unknown) filled, ineligible
+ * arms' with 0, or -1, out[] untouched, when
  * the set is not of that kind, has fewer than two such arms, or needs
  * more than MAX_PANELS panels (then each choice is integrated alone).
  * test_bandit holds it to the single integral. */
@@ -1502,10 +1503,12 @@ static int propensities_all(const adb__posterior *arms, int n,
     }
     x = x1;
   }
-  for (int j = 0; j < n; j++) /* only now: out[] may hold values */
-    out[j] = 0.0;
-  for (int i = 0; i < k; i++)
-    out[idx[i]] = acc[i] > 0.0 ? (acc[i] < 1.0 ? acc[i] : 1.0) : 0.0;
+  /* Only the cells not yet known: a value once given stays the same. */
+  for (int j = 0, i = 0; j < n; j++) {
+    double v = 0.0; /* ineligible */
+    if (i < k && idx[i] == j) v = dmin(dmax(acc[i++], 0.0), 1.0);
+    if (out[j] < 0.0) out[j] = v;
+  }
   return 0;
 }
 

@@ -34,10 +34,10 @@
  *
  * Every choice at once. A miss reports how many of the set's choices are
  * known; when some are, the set is being asked again, and bandit.c fills
- * all its cells in one pass (propensities_all) instead of integrating
- * each choice on its own as it comes. Those values are that pass's (within
- * 4.5e-4 of the single integral), and are returned as they are while the
- * set stays: a hit is always the number first stored.
+ * all its unknown cells in one pass (propensities_all) instead of
+ * integrating each choice on its own as it comes. Those values are that
+ * pass's (within 4.5e-4 of the single integral); a known cell is never
+ * rewritten, so a hit is always the number first given for that choice.
  */
 #include "propmemo.h"
 
