@@ -203,6 +203,26 @@ static void bench_decide(const char *dir, int quick) {
 
 static int cold_rewards; /* reward ids, in a fresh file every run */
 
+/* A direct reward from warm user w<user> to item <item>, 1 with
+ * probability item / 100 (so the '*' rows' means differ by item). */
+static void cold_reward(adb *db, adb__rng *r, int user, int item,
+                        const adb_kv *ctx) {
+  char uid[32], rid[32];
+  snprintf(uid, sizeof uid, "w%d", user);
+  snprintf(rid, sizeof rid, "c%d", cold_rewards++);
+  adb_reward_req rw = {.agent_id = "bench",
+                       .reward_id = rid,
+                       .user_id = uid,
+                       .action = dec_items[item],
+                       .context = ctx,
+                       .n_context = 1,
+                       .has_reward = 1,
+                       .reward = adb__rng_uniform(r) < 0.01 * item};
+  adb_reward_result res;
+  int rc = adb_reward(db, &rw, &res);
+  if (rc) die(db, "reward", rc);
+}
+
 /* Times n decisions of the cold users (ns each, adb_decide alone), a
  * direct reward from a warm user to a random item after every
  * `reward_every`-th (0: none). */
@@ -223,20 +243,8 @@ static double cold_loop(adb *db, adb__rng *r, int n, int reward_every,
     spent += now_s() - t0;
     if (rc) die(db, "decide", rc);
     if (reward_every && i % reward_every == 0) {
-      char uid[32], rid[32];
       int item = (int)(adb__rng_next(r) % 50);
-      snprintf(uid, sizeof uid, "w%d", (int)(adb__rng_next(r) % 200));
-      snprintf(rid, sizeof rid, "c%d", cold_rewards++);
-      adb_reward_req rw = {.agent_id = "bench",
-                           .reward_id = rid,
-                           .user_id = uid,
-                           .action = dec_items[item],
-                           .context = &ctx,
-                           .n_context = 1,
-                           .has_reward = 1,
-                           .reward = adb__rng_uniform(r) < 0.01 * item};
-      adb_reward_result res;
-      if ((rc = adb_reward(db, &rw, &res))) die(db, "reward", rc);
+      cold_reward(db, r, (int)(adb__rng_next(r) % 200), item, &ctx);
     }
   }
   return spent / n * 1e9;
@@ -276,22 +284,8 @@ static void bench_decide_cold(const char *dir, int quick) {
   adb__rng r;
   adb__rng_seed(&r, 11);
   for (int i = 0; i < 20000; i++) { /* the '*' rows learn */
-    char uid[32], rid[32];
-    int item = i % 50;
-    snprintf(uid, sizeof uid, "w%d", i % 200);
-    snprintf(rid, sizeof rid, "c%d", cold_rewards++);
     adb_kv ctx = {"daypart", "evening"};
-    adb_reward_req rw = {.agent_id = "bench",
-                         .reward_id = rid,
-                         .user_id = uid,
-                         .action = dec_items[item],
-                         .context = &ctx,
-                         .n_context = 1,
-                         .has_reward = 1,
-                         .reward = adb__rng_uniform(&r) < 0.01 * item};
-    adb_reward_result res;
-    int rc = adb_reward(db, &rw, &res);
-    if (rc) die(db, "reward", rc);
+    cold_reward(db, &r, i % 200, i % 50, &ctx);
   }
   adb_flush(db);
   decide_loop(db, &r, DEC_USERS, 1); /* the cold users' empty rows cached */
@@ -700,8 +694,7 @@ int main(int argc, char **argv) {
   /* memory first: a clean process for RSS */
   if (!*only || !strcmp(only, "memory")) bench_memory(dir, quick);
   if (!*only || !strcmp(only, "decide")) bench_decide(dir, quick);
-  if (!*only || !strcmp(only, "decide-cold"))
-    bench_decide_cold(dir, quick);
+  if (!*only || !strcmp(only, "decide-cold")) bench_decide_cold(dir, quick);
   if (!*only || !strcmp(only, "rewards")) {
     bench_rewards(dir, quick, 64, NULL);
     bench_rewards(dir, quick, 512, NULL);
