@@ -312,7 +312,8 @@ static void bench_decide_cold(const char *dir, int quick) {
   adb__propmemo_enable(0);
   double off = cold_loop(db, &r, n, 0, "evening");
   adb__propmemo_enable(1);
-  printf("bench decide_cold: %.0f ns a decision, %.1f%% of integrals from "
+  printf("bench decide_cold: %.0f ns a decision (wall clock around "
+         "adb_decide), %.1f%% of integrals from "
          "the memo (anchor: the same users in a state no reward has "
          "reached, every arm at the prior, %.0f ns; ratio %.2f; target <= "
          "2; 20 candidates, 30 lists; without the memo %.0f ns, ratio "
