@@ -169,11 +169,12 @@ double *adb__propmemo_cell(const adb__posterior *arms, int n,
   uint64_t h = set_hash(arms, n, eligible);
   memo_set *s = &m->set[h % (MEMO_SETS / 2) * 2];
   if (!found(s, h, arms, n, eligible)) {
-    if (found(s + 1, h, arms, n, eligible))
+    if (found(s + 1, h, arms, n, eligible)) {
       s++;
-    else if (s[1].used < s->used ? set_store(++s, h, arms, n, eligible)
-                                 : set_store(s, h, arms, n, eligible))
-      return NULL;
+    } else {
+      if (s[1].used < s->used) s++; /* replace the pair's older set */
+      if (set_store(s, h, arms, n, eligible)) return NULL;
+    }
   }
   s->used = ++m->clock;
   *all = s->p;
