@@ -1420,96 +1420,128 @@ static void lg_apply_streamed(lg_ctx *cx) {
   }
 }
 
-/* All choices of a set at once, for the memo: every eligible arm a Beta
- * with both shapes >= 1 (bounded, smooth densities), at most ALL_MAX of
- * them. One grid over [A, B] — A the second highest lower bound (below it
- * at least one other arm's F is ~0 for every choice), B the highest upper
- * bound — with 8-point Gauss-Legendre panels sized as in step 3 by the
- * smallest local scale of the arms overlapping the panel; at each node
- * every arm's CDF (Peizer-Pratt) and density once, and each choice's
- * product over the others by prefix and suffix products:
- *     P(i) = sum_k w_k f_i(x_k) prod_{j<i} F_j(x_k) prod_{j>i} F_j(x_k).
- * So n choices cost about what two or three single integrals do. Returns
- * 0 with the cells of out[] that are < 0 (unknown) filled, ineligible
- * arms' with 0, or -1, out[] untouched, when
- * the set is not of that kind, has fewer than two such arms, or needs
- * more than MAX_PANELS panels (then each choice is integrated alone).
- * test_bandit holds it to the single integral. */
-#define ALL_MAX 64
+/* Broad Beta sets on a fixed grid (design note 5): step 3's integral with
+ * panels of 2^-L at fixed places, each arm's CDF and density at their
+ * nodes kept per thread (propmemo.c) and shared by every set the arm is
+ * in. For Beta arms with both shapes >= 1 only (bounded, smooth
+ * densities: uniform panels suit them). */
+#define GRID_LMAX 12
 
-static double all_res(const arm_model *m, int k, double x0, double x1) {
-  double r = INFINITY;
-  for (int i = 0; i < k; i++)
-    if (m[i].d.lo <= x1 && m[i].d.hi >= x0)
-      r = dmin(r, model_res_min(&m[i], x0, x1));
-  return r;
+static int grid_ok(const arm_bounds *d) {
+  return d->kind != ARM_T && dmin(d->a, d->b) >= 1.0;
 }
 
-static void all_node(const arm_model *m, int k, double x, double w,
-                     double *acc) {
-  qpoint q;
-  qpoint_set(&q, x, 1);
-  double F[ALL_MAX], f[ALL_MAX], suf[ALL_MAX + 1];
-  for (int i = 0; i < k; i++) {
-    F[i] = dmin(dmax(pp_cdf(&m[i].pp, &q), 0.0), 1.0);
-    f[i] = model_pdf(&m[i], &q);
-  }
-  suf[k] = 1.0;
-  for (int i = k - 1; i >= 0; i--)
-    suf[i] = suf[i + 1] * F[i];
-  double pre = 1.0;
-  for (int i = 0; i < k; i++) {
-    acc[i] += w * f[i] * pre * suf[i + 1];
-    pre *= F[i];
-  }
+/* The coarsest level whose panels are no wider than step 3's: the
+ * smallest sd of the racing arms times the width factor for m of them;
+ * -1 when that is finer than GRID_LMAX. */
+static int grid_level(double sd, int m) {
+  double w = sd * PANEL_RES / sqrt(1.0 + SHARPEN * log((double)m));
+  for (int L = 0; L <= GRID_LMAX; L++)
+    if (1.0 <= w * (1 << L)) return L;
+  return -1;
 }
 
-static int propensities_all(const adb__posterior *arms, int n,
-                            const uint8_t *eligible, double *out) {
-  arm_model m[ALL_MAX];
-  int idx[ALL_MAX], k = 0;
-  double lo1 = -INFINITY, lo2 = -INFINITY, B = -INFINITY;
-  for (int j = 0; j < n; j++) {
-    const adb__posterior *p = &arms[j];
-    if ((eligible && !eligible[j]) || !posterior_valid(p)) continue;
-    if (p->algo == ADB_ALGO_GAUSSIAN || dmin(p->alpha, p->beta) < 1.0 ||
-        k == ALL_MAX)
-      return -1;
-    model_bounds(&m[k].d, p);
-    m[k].d.kind = ARM_BETA_PP;
-    model_finish(&m[k], 1);
-    if (m[k].d.lo > lo1) {
-      lo2 = lo1;
-      lo1 = m[k].d.lo;
-    } else if (m[k].d.lo > lo2) {
-      lo2 = m[k].d.lo;
-    }
-    B = dmax(B, m[k].d.hi);
-    idx[k++] = j;
-  }
-  if (k < 2) return -1; /* not asked for: the memo is for racing arms */
-  double acc[ALL_MAX] = {0}, A = lo2, x = A;
-  double res = PANEL_RES / sqrt(1.0 + SHARPEN * log((double)k));
-  for (int p = 0; x < B; p++) {
-    if (p == MAX_PANELS) return -1;
-    double w = dmin(res * all_res(m, k, x, x), B - x);
-    for (int it = 0; it < 60 && w > res * all_res(m, k, x, dmin(x + w, B));
-         it++)
-      w *= 0.5;
-    double x1 = dmin(x + w, B), mid = 0.5 * (x + x1), half = 0.5 * (x1 - x);
-    for (int g = 0; g < 8; g++) {
-      const double *c = gl8[g < 4 ? g : 7 - g];
-      all_node(m, k, mid + (g < 4 ? -c[0] : c[0]) * half, c[1] * half, acc);
-    }
-    x = x1;
-  }
-  /* Only the cells not yet known: a value once given stays the same. */
-  for (int j = 0, i = 0; j < n; j++) {
-    double v = 0.0; /* ineligible */
-    if (i < k && idx[i] == j) v = dmin(dmax(acc[i++], 0.0), 1.0);
-    if (out[j] < 0.0) out[j] = v;
-  }
+static int grid_panel(double x, int L) {
+  int p = (int)(x * (1 << L)), top = (1 << L) - 1;
+  return p < 0 ? 0 : (p > top ? top : p);
+}
+
+/* An arm on the grid: its entry and the panels its [lo, hi] touches. */
+typedef struct grid_arm {
+  const arm_bounds *d;
+  adb__armgrid *e;
+  int level, first, last;
+} grid_arm;
+
+/* -1 when the arm spans more panels than an entry holds, or no entry. */
+static int grid_arm_at(grid_arm *g, const arm_bounds *d, int L) {
+  g->d = d;
+  g->level = L;
+  g->first = grid_panel(d->lo, L);
+  g->last = grid_panel(d->hi, L);
+  if (g->last - g->first >= ARMGRID_SPAN) return -1;
+  g->e = adb__propmemo_arm(d->a, d->b, L);
+  if (!g->e) return -1;
+  g->e->base = g->first; /* a function of a, b and L: the same when kept */
   return 0;
+}
+
+/* The arm's CDF (or density, with pdf) at the nodes of panels [p0, p1],
+ * within [first, last]: those of panel p0 first, then in order. Panels
+ * the entry lacks are computed and kept. */
+static const double *grid_values(const grid_arm *g, int p0, int p1, int pdf) {
+  adb__armgrid *e = g->e;
+  uint32_t *has = pdf ? &e->has_pdf : &e->has_cdf;
+  double *v = pdf ? e->pdf : e->cdf; /* panel base first */
+  double h = 0.5 / (1 << g->level);
+  const double *out = v + (p0 - e->base) * 8;
+  uint32_t want = (2u << (p1 - e->base)) - (1u << (p0 - e->base));
+  if ((*has & want) == want) return out;
+  arm_model m;
+  int ready = 0;
+  for (int p = p0; p <= p1; p++) {
+    uint32_t bit = 1u << (p - e->base);
+    if (*has & bit) continue;
+    if (!ready) {
+      m.d = *g->d;
+      m.d.kind = ARM_BETA_PP;
+      model_finish(&m, pdf);
+      ready = 1;
+    }
+    for (int k = 0; k < 8; k++) {
+      qpoint q;
+      double t = gl8[k < 4 ? k : 7 - k][0];
+      qpoint_set(&q, (2 * p + 1 + (k < 4 ? -t : t)) * h, 1);
+      v[(p - e->base) * 8 + k] =
+          pdf ? model_pdf(&m, &q) : dmin(dmax(pp_cdf(&m.pp, &q), 0.0), 1.0);
+    }
+    *has |= bit;
+  }
+  return out;
+}
+
+/* The propensity of cx->chosen on the grid, against the arms racing over
+ * [A, B] (after find_range); -1 when the set is not for the grid. Each
+ * arm's values are used before the next arm's entry is looked up, so
+ * arms that evict each other's entries cost time, never correctness. */
+static double grid_one(prop_ctx *cx) {
+  if (cx->cand_overflow || !grid_ok(&cx->c.d)) return -1.0;
+  double sd = cx->c.d.sd;
+  int m = 0;
+  for (int i = 0; i < cx->ncand; i++) {
+    const arm_bounds *b = &cx->cand[i];
+    if (b->hi <= cx->A) continue;
+    if (!grid_ok(b)) return -1.0;
+    sd = dmin(sd, b->sd);
+    m++;
+  }
+  int L = m ? grid_level(sd, m) : -1;
+  grid_arm g;
+  if (L < 0 || grid_arm_at(&g, &cx->c.d, L)) return -1.0;
+  int p0 = grid_panel(cx->A, L), p1 = grid_panel(cx->B, L);
+  p0 = p0 > g.first ? p0 : g.first;
+  p1 = p1 < g.last ? p1 : g.last;
+  double acc[ARMGRID_SPAN * 8], h = 0.5 / (1 << L);
+  const double *f = grid_values(&g, p0, p1, 1);
+  int nn = (p1 - p0 + 1) * 8;
+  for (int i = 0; i < nn; i++)
+    acc[i] = f[i] * gl8[i % 8 < 4 ? i % 8 : 7 - i % 8][1] * h;
+  for (int i = 0; i < cx->ncand; i++) {
+    const arm_bounds *b = &cx->cand[i];
+    if (b->hi <= cx->A) continue;
+    grid_arm a;
+    if (grid_arm_at(&a, b, L)) return -1.0;
+    /* p0 >= a.first as A >= b->lo; above a.last its CDF is 1 */
+    int q1 = p1 < a.last ? p1 : a.last;
+    const double *F = grid_values(&a, p0, q1, 0);
+    for (int k = 0; k < (q1 - p0 + 1) * 8; k += 8)
+      for (int j = 0; j < 8; j++) /* whole panels: vectorised */
+        acc[k + j] *= F[k + j];
+  }
+  double p = 0.0;
+  for (int i = 0; i < nn; i++)
+    p += acc[i];
+  return p;
 }
 
 /* The memo's cell for this propensity (propmemo.c), asked right after the
@@ -1526,10 +1558,7 @@ static double *memo_cell(const adb__posterior *arms, int n,
   if (racing < MEMO_MIN_ARMS) return NULL;
   double *all;
   int known;
-  double *cell = adb__propmemo_cell(arms, n, eligible, chosen, &all, &known);
-  if (cell && *cell < 0.0 && known > 0)
-    propensities_all(arms, n, eligible, all);
-  return cell;
+  return adb__propmemo_cell(arms, n, eligible, chosen, &all, &known);
 }
 
 /* The integral's sum clamped to [0, 1], kept in the memo's cell if any. */
@@ -1617,6 +1646,10 @@ double adb__propensity(const adb__posterior *arms, int n,
   if (early >= 0) return (double)early;
   double *memo = memo_cell(arms, n, eligible, chosen, racing(&cx));
   if (memo && *memo >= 0.0) return *memo;
+  if (racing(&cx) >= MEMO_MIN_ARMS) {
+    double p = grid_one(&cx);
+    if (p >= 0.0) return remember(memo, p);
+  }
   cx.need = 0;
   collect_active(&cx);
   if (cx.nact == 0) return remember(memo, 1.0); /* every other arm below */

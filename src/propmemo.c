@@ -49,6 +49,8 @@
 
 #define MEMO_SETS 128
 #define MEMO_MAX_ARMS 64
+#define MEMO_ARMS 128 /* armgrid entries ... */
+#define ARM_WAYS 4    /* ... in groups of 4 (four-way set-associative) */
 
 typedef struct memo_set {
   uint64_t h, used; /* the hash; when last used (memo.clock) */
@@ -60,6 +62,12 @@ typedef struct memo_set {
 
 typedef struct memo {
   memo_set set[MEMO_SETS]; /* MEMO_SETS / 2 pairs */
+  struct {
+    double a, b;
+    int level;
+    uint64_t used;      /* 0: empty */
+  } arm_key[MEMO_ARMS]; /* apart from the values: a lookup reads 2 lines */
+  adb__armgrid arm[MEMO_ARMS];
   uint64_t clock, hits, misses;
 } memo;
 
@@ -187,6 +195,31 @@ double *adb__propmemo_cell(const adb__posterior *arms, int n,
       *known += s->p[j] >= 0.0;
   }
   return &s->p[chosen];
+}
+
+adb__armgrid *adb__propmemo_arm(double a, double b, int level) {
+  if (tl_off) return NULL;
+  memo *m = memo_get();
+  if (!m) return NULL;
+  uint64_t h = adb__mix64(
+      adb__round64(dbits(a) ^ (uint64_t)level, adb__rotl(dbits(b), 17)));
+  int g = (int)(h % (MEMO_ARMS / ARM_WAYS)) * ARM_WAYS, e = -1, oldest = g;
+  for (int i = g; i < g + ARM_WAYS && e < 0; i++) {
+    if (m->arm_key[i].used && m->arm_key[i].a == a && m->arm_key[i].b == b &&
+        m->arm_key[i].level == level)
+      e = i;
+    else if (m->arm_key[i].used < m->arm_key[oldest].used)
+      oldest = i;
+  }
+  if (e < 0) { /* replace the group's least recently used entry */
+    e = oldest;
+    m->arm_key[e].a = a;
+    m->arm_key[e].b = b;
+    m->arm_key[e].level = level;
+    m->arm[e].has_cdf = m->arm[e].has_pdf = 0;
+  }
+  m->arm_key[e].used = ++m->clock;
+  return &m->arm[e];
 }
 
 void adb__propmemo_enable(int on) {

@@ -20,7 +20,27 @@ double *adb__propmemo_cell(const adb__posterior *arms, int n,
                            const uint8_t *eligible, int chosen, double **all,
                            int *known);
 
-/* On by default; off for the calling thread only (tests, benchmarks). */
+/* One Beta arm's CDF and density at the nodes of a fixed grid: level L
+ * cuts [0, 1] into 2^L panels of 8 Gauss-Legendre nodes each; an entry
+ * holds the ARMGRID_SPAN panels from `base` (bandit.c, design note 5).
+ * A panel's values are filled by bandit.c the first time they are needed
+ * and stay valid as long as the entry is (they depend on a, b, level and
+ * the node alone). */
+#define ARMGRID_SPAN 16
+
+typedef struct adb__armgrid {
+  int base;                  /* first panel held */
+  uint32_t has_cdf, has_pdf; /* a bit a panel: filled */
+  double cdf[ARMGRID_SPAN * 8], pdf[ARMGRID_SPAN * 8];
+} adb__armgrid;
+
+/* The calling thread's entry for Beta(a, b) at this level: the one kept,
+ * or a slot claimed for it with nothing filled (has_cdf == has_pdf == 0);
+ * NULL when the memo is off for this thread or memory is short. */
+adb__armgrid *adb__propmemo_arm(double a, double b, int level);
+
+/* On by default; off for the calling thread only (tests, benchmarks); it
+ * covers both the sets and the arms. */
 void adb__propmemo_enable(int on);
 
 /* The calling thread's lookups that found a value, and that did not. */
