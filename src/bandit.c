@@ -1453,41 +1453,38 @@ typedef struct grid_arm {
   int level, first, last;
 } grid_arm;
 
-/* -1 when the arm spans more panels than an entry holds, or no entry. */
-static int grid_arm_at(grid_arm *g, const arm_bounds *d, int L) {
-  g->d = d;
-  g->level = L;
-  g->first = grid_panel(d->lo, L);
-  g->last = grid_panel(d->hi, L);
-  if (g->last - g->first >= ARMGRID_SPAN) return -1;
-  g->e = adb__propmemo_arm(d->a, d->b, L);
-  if (!g->e) return -1;
-  g->e->base = g->first; /* a function of a, b and L: the same when kept */
+/* The entries of k arms at level L, looked up together (their hashes
+ * computed before any is probed); -1 when an arm spans more panels than
+ * an entry holds or the memo cannot hold them all at once. */
+static int grid_arms(grid_arm *g, const arm_bounds *const *d, int k, int L) {
+  adb__armkey key[MAX_CAND + 1];
+  adb__armgrid *e[MAX_CAND + 1];
+  for (int i = 0; i < k; i++) {
+    g[i].d = d[i];
+    g[i].level = L;
+    g[i].first = grid_panel(d[i]->lo, L);
+    g[i].last = grid_panel(d[i]->hi, L);
+    if (g[i].last - g[i].first >= ARMGRID_SPAN) return -1;
+    key[i] = (adb__armkey){d[i]->a, d[i]->b, L, g[i].first};
+  }
+  if (adb__propmemo_arms(key, k, e)) return -1;
+  for (int i = 0; i < k; i++)
+    g[i].e = e[i];
   return 0;
 }
 
-/* The arm's CDF (or density, with pdf) at the nodes of panels [p0, p1],
- * within [first, last]: those of panel p0 first, then in order. Panels
- * the entry lacks are computed and kept. */
-static const double *grid_values(const grid_arm *g, int p0, int p1, int pdf) {
+/* Computes the panels of [p0, p1] the entry lacks, and keeps them. */
+static void grid_fill(const grid_arm *g, int p0, int p1, int pdf) {
   adb__armgrid *e = g->e;
   uint32_t *has = pdf ? &e->has_pdf : &e->has_cdf;
-  double *v = pdf ? e->pdf : e->cdf; /* panel base first */
-  double h = 0.5 / (1 << g->level);
-  const double *out = v + (p0 - e->base) * 8;
-  uint32_t want = (2u << (p1 - e->base)) - (1u << (p0 - e->base));
-  if ((*has & want) == want) return out;
+  double *v = pdf ? e->pdf : e->cdf, h = 0.5 / (1 << g->level);
   arm_model m;
-  int ready = 0;
+  m.d = *g->d;
+  m.d.kind = ARM_BETA_PP;
+  model_finish(&m, pdf);
   for (int p = p0; p <= p1; p++) {
     uint32_t bit = 1u << (p - e->base);
     if (*has & bit) continue;
-    if (!ready) {
-      m.d = *g->d;
-      m.d.kind = ARM_BETA_PP;
-      model_finish(&m, pdf);
-      ready = 1;
-    }
     for (int k = 0; k < 8; k++) {
       qpoint q;
       double t = gl8[k < 4 ? k : 7 - k][0];
@@ -1497,50 +1494,60 @@ static const double *grid_values(const grid_arm *g, int p0, int p1, int pdf) {
     }
     *has |= bit;
   }
-  return out;
+}
+
+/* The arm's CDF (or density, with pdf) at the nodes of panels [p0, p1],
+ * within [first, last]: those of panel p0 first, then in order. */
+static inline const double *grid_values(const grid_arm *g, int p0, int p1,
+                                        int pdf) {
+  const adb__armgrid *e = g->e;
+  uint32_t want = (2u << (p1 - e->base)) - (1u << (p0 - e->base));
+  if (((pdf ? e->has_pdf : e->has_cdf) & want) != want)
+    grid_fill(g, p0, p1, pdf);
+  return (pdf ? e->pdf : e->cdf) + (p0 - e->base) * 8;
 }
 
 /* The propensity of cx->chosen on the grid, against the arms racing over
- * [A, B] (after find_range); -1 when the set is not for the grid. Each
- * arm's values are used before the next arm's entry is looked up, so
- * arms that evict each other's entries cost time, never correctness. */
+ * [A, B] (after find_range); -1 when the set is not for the grid. */
 static double grid_one(prop_ctx *cx) {
   if (cx->cand_overflow || !grid_ok(&cx->c.d)) return -1.0;
+  const arm_bounds *d[MAX_CAND + 1];
   double sd = cx->c.d.sd;
-  int m = 0;
+  int k = 0;
+  d[k++] = &cx->c.d;
   for (int i = 0; i < cx->ncand; i++) {
     const arm_bounds *b = &cx->cand[i];
     if (b->hi <= cx->A) continue;
     if (!grid_ok(b)) return -1.0;
     sd = dmin(sd, b->sd);
-    m++;
+    d[k++] = b;
   }
-  int L = m ? grid_level(sd, m) : -1;
-  grid_arm g;
-  if (L < 0 || grid_arm_at(&g, &cx->c.d, L)) return -1.0;
+  int L = k > 1 ? grid_level(sd, k - 1) : -1;
+  grid_arm g[MAX_CAND + 1];
+  if (L < 0 || grid_arms(g, d, k, L)) return -1.0;
   int p0 = grid_panel(cx->A, L), p1 = grid_panel(cx->B, L);
-  p0 = p0 > g.first ? p0 : g.first;
-  p1 = p1 < g.last ? p1 : g.last;
-  double acc[ARMGRID_SPAN * 8], h = 0.5 / (1 << L);
-  const double *f = grid_values(&g, p0, p1, 1);
-  int nn = (p1 - p0 + 1) * 8;
-  for (int i = 0; i < nn; i++)
-    acc[i] = f[i] * gl8[i % 8 < 4 ? i % 8 : 7 - i % 8][1] * h;
-  for (int i = 0; i < cx->ncand; i++) {
-    const arm_bounds *b = &cx->cand[i];
-    if (b->hi <= cx->A) continue;
-    grid_arm a;
-    if (grid_arm_at(&a, b, L)) return -1.0;
-    /* p0 >= a.first as A >= b->lo; above a.last its CDF is 1 */
-    int q1 = p1 < a.last ? p1 : a.last;
-    const double *F = grid_values(&a, p0, q1, 0);
-    for (int k = 0; k < (q1 - p0 + 1) * 8; k += 8)
-      for (int j = 0; j < 8; j++) /* whole panels: vectorised */
-        acc[k + j] *= F[k + j];
+  p0 = p0 > g[0].first ? p0 : g[0].first;
+  p1 = p1 < g[0].last ? p1 : g[0].last;
+  const double *v[MAX_CAND + 1];
+  v[0] = grid_values(&g[0], p0, p1, 1);
+  for (int i = 1; i < k; i++) /* p0 >= first as A >= lo */
+    v[i] = grid_values(&g[i], p0, p1 < g[i].last ? p1 : g[i].last, 0);
+  double w[8], p = 0.0;
+  for (int j = 0; j < 8; j++)
+    w[j] = gl8[j < 4 ? j : 7 - j][1] * (0.5 / (1 << L));
+  /* a panel at a time, its 8 products held in registers */
+  for (int q = p0; q <= p1; q++) {
+    int o = (q - p0) * 8;
+    double acc[8];
+    for (int j = 0; j < 8; j++)
+      acc[j] = v[0][o + j] * w[j];
+    for (int i = 1; i < k; i++)
+      if (q <= g[i].last) /* above, the CDF is 1 */
+        for (int j = 0; j < 8; j++)
+          acc[j] *= v[i][o + j];
+    for (int j = 0; j < 8; j++)
+      p += acc[j];
   }
-  double p = 0.0;
-  for (int i = 0; i < nn; i++)
-    p += acc[i];
   return p;
 }
 

@@ -51,6 +51,7 @@
 #define MEMO_MAX_ARMS 64
 #define MEMO_ARMS 128 /* armgrid entries ... */
 #define ARM_WAYS 4    /* ... in groups of 4 (four-way set-associative) */
+#define ARM_SPARE 8
 
 typedef struct memo_set {
   uint64_t h, used; /* the hash; when last used (memo.clock) */
@@ -60,14 +61,18 @@ typedef struct memo_set {
   double *p;            /* [cap]: propensity of each choice, -1 unknown */
 } memo_set;
 
+typedef struct arm_key {
+  double a, b;
+  int level;
+  uint64_t used; /* 0: empty */
+} arm_key;
+
 typedef struct memo {
   memo_set set[MEMO_SETS]; /* MEMO_SETS / 2 pairs */
-  struct {
-    double a, b;
-    int level;
-    uint64_t used;      /* 0: empty */
-  } arm_key[MEMO_ARMS]; /* apart from the values: a lookup reads 2 lines */
+  arm_key key[MEMO_ARMS];  /* apart from the values: 2 lines a lookup */
   adb__armgrid arm[MEMO_ARMS];
+  adb__armgrid spare[ARM_SPARE]; /* see arm_find */
+  int spares;
   uint64_t clock, hits, misses;
 } memo;
 
@@ -197,29 +202,53 @@ double *adb__propmemo_cell(const adb__posterior *arms, int n,
   return &s->p[chosen];
 }
 
-adb__armgrid *adb__propmemo_arm(double a, double b, int level) {
-  if (tl_off) return NULL;
-  memo *m = memo_get();
-  if (!m) return NULL;
-  uint64_t h = adb__mix64(
-      adb__round64(dbits(a) ^ (uint64_t)level, adb__rotl(dbits(b), 17)));
-  int g = (int)(h % (MEMO_ARMS / ARM_WAYS)) * ARM_WAYS, e = -1, oldest = g;
-  for (int i = g; i < g + ARM_WAYS && e < 0; i++) {
-    if (m->arm_key[i].used && m->arm_key[i].a == a && m->arm_key[i].b == b &&
-        m->arm_key[i].level == level)
-      e = i;
-    else if (m->arm_key[i].used < m->arm_key[oldest].used)
-      oldest = i;
+/* One arm's entry. The ways are compared without branches: which one
+ * holds an arm is as good as random, and a branch on it was mispredicted
+ * often. An entry this batch uses (stamp) is never replaced: an arm whose
+ * group is full of them gets a spare entry, kept only until the next
+ * batch (NULL when the ARM_SPARE spares are taken). */
+static adb__armgrid *arm_find(memo *m, const adb__armkey *key, uint64_t h,
+                              uint64_t stamp) {
+  int g = (int)(h % (MEMO_ARMS / ARM_WAYS)) * ARM_WAYS, e;
+  unsigned hit = 0;
+  for (int i = 0; i < ARM_WAYS; i++) {
+    const arm_key *k = &m->key[g + i];
+    hit |= (unsigned)((k->a == key->a) & (k->b == key->b) &
+                      (k->level == key->level) & (k->used != 0))
+           << i;
   }
-  if (e < 0) { /* replace the group's least recently used entry */
-    e = oldest;
-    m->arm_key[e].a = a;
-    m->arm_key[e].b = b;
-    m->arm_key[e].level = level;
-    m->arm[e].has_cdf = m->arm[e].has_pdf = 0;
+  if (hit) {
+    e = g + __builtin_ctz(hit);
+    m->key[e].used = stamp;
+    return &m->arm[e];
   }
-  m->arm_key[e].used = ++m->clock;
-  return &m->arm[e];
+  e = g; /* the group's least recently used entry is replaced */
+  for (int i = g + 1; i < g + ARM_WAYS; i++)
+    if (m->key[i].used < m->key[e].used) e = i;
+  adb__armgrid *a;
+  if (m->key[e].used == stamp) {
+    if (m->spares == ARM_SPARE) return NULL;
+    a = &m->spare[m->spares++];
+  } else {
+    m->key[e] = (arm_key){key->a, key->b, key->level, stamp};
+    a = &m->arm[e];
+  }
+  a->base = key->base;
+  a->has_cdf = a->has_pdf = 0;
+  return a;
+}
+
+int adb__propmemo_arms(const adb__armkey *key, int k, adb__armgrid **out) {
+  memo *m = tl_off ? NULL : memo_get();
+  if (!m || k > 2 * MEMO_MAX_ARMS) return -1;
+  uint64_t h[2 * MEMO_MAX_ARMS], stamp = ++m->clock;
+  for (int i = 0; i < k; i++)
+    h[i] = adb__mix64(dbits(key[i].a) ^ adb__rotl(dbits(key[i].b), 17) ^
+                      (uint64_t)key[i].level);
+  m->spares = 0;
+  for (int i = 0; i < k; i++)
+    if (!(out[i] = arm_find(m, &key[i], h[i], stamp))) return -1;
+  return 0;
 }
 
 void adb__propmemo_enable(int on) {

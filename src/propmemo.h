@@ -34,10 +34,18 @@ typedef struct adb__armgrid {
   double cdf[ARMGRID_SPAN * 8], pdf[ARMGRID_SPAN * 8];
 } adb__armgrid;
 
-/* The calling thread's entry for Beta(a, b) at this level: the one kept,
- * or a slot claimed for it with nothing filled (has_cdf == has_pdf == 0);
- * NULL when the memo is off for this thread or memory is short. */
-adb__armgrid *adb__propmemo_arm(double a, double b, int level);
+typedef struct adb__armkey {
+  double a, b;     /* Beta(a, b) */
+  int level, base; /* base: a function of a, b and level */
+} adb__armkey;
+
+/* The calling thread's entries for k arms (distinct or not): out[i] the
+ * one kept for key[i], or a slot claimed for it with nothing filled
+ * (has_cdf == has_pdf == 0) and its base. Returns 0, or -1 when the memo
+ * is off for this thread, memory is short, or the arms cannot all be
+ * held at once (more than four in one group of the memo): then no
+ * out[i] is to be used. */
+int adb__propmemo_arms(const adb__armkey *key, int k, adb__armgrid **out);
 
 /* On by default; off for the calling thread only (tests, benchmarks); it
  * covers both the sets and the arms. */
