@@ -1543,6 +1543,7 @@ static double grid_one(prop_ctx *cx) {
       acc[j] = v[0][o + j] * w[j];
     for (int i = 1; i < k; i++)
       if (q <= g[i].last) /* above, the CDF is 1 */
+#pragma GCC unroll 8
         for (int j = 0; j < 8; j++)
           acc[j] *= v[i][o + j];
     for (int j = 0; j < 8; j++)
