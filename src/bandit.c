@@ -1457,19 +1457,21 @@ typedef struct grid_arm {
  * computed before any is probed); -1 when an arm spans more panels than
  * an entry holds or the memo cannot hold them all at once. */
 static int grid_arms(grid_arm *g, const arm_bounds *const *d, int k, int L) {
-  adb__armkey key[MAX_CAND + 1];
-  adb__armgrid *e[MAX_CAND + 1];
+  adb__armref ref[MAX_CAND + 1];
   for (int i = 0; i < k; i++) {
     g[i].d = d[i];
     g[i].level = L;
     g[i].first = grid_panel(d[i]->lo, L);
     g[i].last = grid_panel(d[i]->hi, L);
     if (g[i].last - g[i].first >= ARMGRID_SPAN) return -1;
-    key[i] = (adb__armkey){d[i]->a, d[i]->b, L, g[i].first};
+    ref[i].a = d[i]->a;
+    ref[i].b = d[i]->b;
+    ref[i].level = L;
+    ref[i].base = g[i].first;
   }
-  if (adb__propmemo_arms(key, k, e)) return -1;
+  if (adb__propmemo_arms(ref, k)) return -1;
   for (int i = 0; i < k; i++)
-    g[i].e = e[i];
+    g[i].e = ref[i].e;
   return 0;
 }
 

@@ -207,7 +207,7 @@ double *adb__propmemo_cell(const adb__posterior *arms, int n,
  * often. An entry this batch uses (stamp) is never replaced: an arm whose
  * group is full of them gets a spare entry, kept only until the next
  * batch (NULL when the ARM_SPARE spares are taken). */
-static adb__armgrid *arm_find(memo *m, const adb__armkey *key, uint64_t h,
+static adb__armgrid *arm_find(memo *m, const adb__armref *key, uint64_t h,
                               uint64_t stamp) {
   int g = (int)(h % (MEMO_ARMS / ARM_WAYS)) * ARM_WAYS, e;
   unsigned hit = 0;
@@ -238,16 +238,16 @@ static adb__armgrid *arm_find(memo *m, const adb__armkey *key, uint64_t h,
   return a;
 }
 
-int adb__propmemo_arms(const adb__armkey *key, int k, adb__armgrid **out) {
+int adb__propmemo_arms(adb__armref *arm, int k) {
   memo *m = tl_off ? NULL : memo_get();
   if (!m || k > 2 * MEMO_MAX_ARMS) return -1;
   uint64_t h[2 * MEMO_MAX_ARMS], stamp = ++m->clock;
-  for (int i = 0; i < k; i++)
-    h[i] = adb__mix64(dbits(key[i].a) ^ adb__rotl(dbits(key[i].b), 17) ^
-                      (uint64_t)key[i].level);
+  for (int i = 0; i < k; i++) /* all hashes first: they overlap */
+    h[i] = adb__mix64(dbits(arm[i].a) ^ adb__rotl(dbits(arm[i].b), 17) ^
+                      (uint64_t)arm[i].level);
   m->spares = 0;
   for (int i = 0; i < k; i++)
-    if (!(out[i] = arm_find(m, &key[i], h[i], stamp))) return -1;
+    if (!(arm[i].e = arm_find(m, &arm[i], h[i], stamp))) return -1;
   return 0;
 }
 

@@ -34,18 +34,19 @@ typedef struct adb__armgrid {
   double cdf[ARMGRID_SPAN * 8], pdf[ARMGRID_SPAN * 8];
 } adb__armgrid;
 
-typedef struct adb__armkey {
+typedef struct adb__armref {
   double a, b;     /* Beta(a, b) */
   int level, base; /* base: a function of a, b and level */
-} adb__armkey;
+  adb__armgrid *e; /* set by adb__propmemo_arms */
+} adb__armref;
 
-/* The calling thread's entries for k arms (distinct or not): out[i] the
- * one kept for key[i], or a slot claimed for it with nothing filled
- * (has_cdf == has_pdf == 0) and its base. Returns 0, or -1 when the memo
- * is off for this thread, memory is short, or the arms cannot all be
- * held at once (more than four in one group of the memo): then no
- * out[i] is to be used. */
-int adb__propmemo_arms(const adb__armkey *key, int k, adb__armgrid **out);
+/* The calling thread's entries for k arms (distinct or not): arm[i].e the
+ * one kept for arm[i]'s shapes and level, or a slot claimed for it with
+ * nothing filled (has_cdf == has_pdf == 0) and its base. Returns 0, or -1
+ * when the memo is off for this thread, memory is short, or the arms
+ * cannot all be held at once (more than four in one group of the memo
+ * and its spare entries taken): then no arm[i].e is to be used. */
+int adb__propmemo_arms(adb__armref *arm, int k);
 
 /* On by default; off for the calling thread only (tests, benchmarks); it
  * covers both the sets and the arms. */
