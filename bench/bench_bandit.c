@@ -85,7 +85,7 @@ static int verify(const adb__posterior *post, adb__rng *r, const char *name) {
 
 /* The propensity cost of the mature regime (run first): the anchor of
  * the cold regimes' target (within 2x of it). */
-static double mature_prop_ns;
+static double mature_prop_ns, mature_alone_ns;
 
 /* A new set for the propensity memo: two neighbouring arms change
  * places, as if another cold user's candidates came in another order (a
@@ -115,6 +115,38 @@ static double decide_core(adb__posterior *post, adb__rng *r, int iters,
   }
   (void)sink;
   return (now_ns() - t0) / iters;
+}
+
+/* adb__propensity alone, in ns a call: the choices of `iters` decisions
+ * drawn first, then their propensities timed over the same sequence of
+ * sets (new ones with `fresh`); best of 3 passes. The rows built on
+ * decide_core subtract a select-only loop from select + propensity +
+ * top-5, so the top-5 and the set changes stay in both the cold and the
+ * mature number; this one holds the propensity only. */
+static double propensity_alone(const adb__posterior *start, adb__rng *r,
+                               int iters, int fresh) {
+  adb__posterior post[N_ARMS];
+  double scores[N_ARMS], best = INFINITY;
+  int *ch = malloc(iters * sizeof *ch);
+  if (!ch) return NAN;
+  memcpy(post, start, sizeof post);
+  for (int i = 0; i < iters; i++) {
+    if (fresh) shuffle_one(post, i);
+    ch[i] = adb__thompson_select(r, post, N_ARMS, NULL, scores);
+  }
+  volatile double sink = 0;
+  for (int pass = 0; pass < 3; pass++) {
+    memcpy(post, start, sizeof post);
+    double t0 = now_ns();
+    for (int i = 0; i < iters; i++) {
+      if (fresh) shuffle_one(post, i);
+      sink += adb__propensity(post, N_ARMS, NULL, ch[i]);
+    }
+    best = fmin(best, (now_ns() - t0) / iters);
+  }
+  (void)sink;
+  free(ch);
+  return best;
 }
 
 /* "H% of N integrals from the memo". */
@@ -155,7 +187,12 @@ static int bench_regime(const regime *g, int iters) {
   printf("bench bandit_propensity_%s: %.0f ns/call (anchor monte carlo 1k "
          "draws %.0f ns, ratio %.4f)\n",
          g->name, prop, mc, prop / mc);
-  if (!strcmp(g->name, "mature")) mature_prop_ns = prop;
+  double alone = propensity_alone(post, &r, iters, 1);
+  double alone_again = propensity_alone(post, &r, iters, 0);
+  if (!strcmp(g->name, "mature")) {
+    mature_prop_ns = prop;
+    mature_alone_ns = alone;
+  }
   if (strstr(g->name, "cold") && mature_prop_ns > 0) {
     printf("bench propensity_%s_vs_mature: %.0f ns vs %.0f ns (anchor: the "
            "mature propensity, same run), ratio %.1f (target <= 2; a new "
@@ -166,6 +203,12 @@ static int bench_regime(const regime *g, int iters) {
            "%.1f (target <= 2; the same set again: %s)\n",
            g->name, prop_again, mature_prop_ns, prop_again / mature_prop_ns,
            memo_share(h[2] - h[1], m[2] - m[1]));
+    printf("bench propensity_%s_alone_vs_mature: %.0f ns (a new set each "
+           "time) / %.0f ns (the same set again) vs %.0f ns, ratios %.1f / "
+           "%.1f (target <= 2; adb__propensity alone, choices drawn "
+           "beforehand)\n",
+           g->name, alone, alone_again, mature_alone_ns,
+           alone / mature_alone_ns, alone_again / mature_alone_ns);
   }
   printf("bench bandit_decide_core_%s: %.0f ns/call = %.0f/s (select + "
          "propensity + top-5; target 500000/s for the whole decision)\n",

@@ -62,9 +62,10 @@ typedef struct memo_set {
 } memo_set;
 
 typedef struct arm_key {
+  uint64_t tag;  /* the arm's hash: compared first */
+  uint64_t used; /* 0: empty */
   double a, b;
   int level;
-  uint64_t used; /* 0: empty */
 } arm_key;
 
 typedef struct memo {
@@ -202,25 +203,25 @@ double *adb__propmemo_cell(const adb__posterior *arms, int n,
   return &s->p[chosen];
 }
 
-/* One arm's entry. The ways are compared without branches: which one
- * holds an arm is as good as random, and a branch on it was mispredicted
- * often. An entry this batch uses (stamp) is never replaced: an arm whose
- * group is full of them gets a spare entry, kept only until the next
- * batch (NULL when the ARM_SPARE spares are taken). */
+/* One arm's entry. The ways' hashes are compared without branches
+ * (which way holds an arm is as good as random: a branch on it was
+ * mispredicted often), then the one that matches is confirmed. An entry this
+ * batch uses (stamp) is never replaced: an arm whose group is full of them gets
+ * a spare entry, kept only until the next batch (NULL when the ARM_SPARE spares
+ * are taken). */
 static adb__armgrid *arm_find(memo *m, const adb__armref *key, uint64_t h,
                               uint64_t stamp) {
   int g = (int)(h % (MEMO_ARMS / ARM_WAYS)) * ARM_WAYS, e;
   unsigned hit = 0;
-  for (int i = 0; i < ARM_WAYS; i++) {
-    const arm_key *k = &m->key[g + i];
-    hit |= (unsigned)((k->a == key->a) & (k->b == key->b) &
-                      (k->level == key->level) & (k->used != 0))
-           << i;
-  }
-  if (hit) {
+  for (int i = 0; i < ARM_WAYS; i++)
+    hit |= (unsigned)(m->key[g + i].tag == h) << i;
+  if (hit) { /* the shapes and level confirm it (empty entries: a = 0) */
     e = g + __builtin_ctz(hit);
-    m->key[e].used = stamp;
-    return &m->arm[e];
+    const arm_key *k = &m->key[e];
+    if (k->a == key->a && k->b == key->b && k->level == key->level) {
+      m->key[e].used = stamp;
+      return &m->arm[e];
+    }
   }
   e = g; /* the group's least recently used entry is replaced */
   for (int i = g + 1; i < g + ARM_WAYS; i++)
@@ -230,7 +231,7 @@ static adb__armgrid *arm_find(memo *m, const adb__armref *key, uint64_t h,
     if (m->spares == ARM_SPARE) return NULL;
     a = &m->spare[m->spares++];
   } else {
-    m->key[e] = (arm_key){key->a, key->b, key->level, stamp};
+    m->key[e] = (arm_key){h, stamp, key->a, key->b, key->level};
     a = &m->arm[e];
   }
   a->base = key->base;
