@@ -1543,11 +1543,13 @@ static double grid_one(prop_ctx *cx) {
     double acc[8];
     for (int j = 0; j < 8; j++)
       acc[j] = v[0][o + j] * w[j];
-    for (int i = 1; i < k; i++)
-      if (q <= g[i].last) /* above, the CDF is 1 */
+    for (int i = 1; i < k; i++) {
+      if (q > g[i].last) continue; /* above, the CDF is 1 */
+      const double *F = v[i] + o;
 #pragma GCC unroll 8
-        for (int j = 0; j < 8; j++)
-          acc[j] *= v[i][o + j];
+      for (int j = 0; j < 8; j++)
+        acc[j] *= F[j];
+    }
     for (int j = 0; j < 8; j++)
       p += acc[j];
   }
