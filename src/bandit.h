@@ -122,11 +122,12 @@ int adb__rank_topk(const double *scores, int n, int k, int *idx);
  * Carlo estimate (measured within 2.2e-3 of an exact reference). 0 when
  * chosen is out of range, ineligible or improper; 1 when it is the only
  * eligible arm; 1/k when all k eligible arms have the same posterior; may
- * be 0 when the true value is below ~1e-6. About 30 KB of stack, 50 KB
- * when the memo computes a whole set. Arms may mix Beta and NIG
- * posteriors. A value that needed the integral is kept in the calling
- * thread's memo (propmemo.c) and returned again, the same number, while
- * the arguments are the same. */
+ * be 0 when the true value is below ~1e-6. About 60 KB of stack (one
+ * frame, 58 KB at -O2). Arms may mix Beta and NIG posteriors. A value
+ * that needed the integral is kept in the calling thread's memo
+ * (propmemo.c) and returned again, the same number, while the arguments
+ * are the same; it depends on the arguments alone, never on what the
+ * thread computed before. */
 double adb__propensity(const adb__posterior *arms, int n,
                        const uint8_t *eligible, int chosen);
 /* The Monte Carlo reference: the share of `draws` rounds of Thompson

@@ -13,12 +13,9 @@
  * same eligibility, every eligible arm's posterior equal field by field),
  * made empty (< 0) when the set is new; NULL when the memo is off for this
  * thread, the set is too large, or memory is short. The caller returns a
- * cell >= 0 as it is, or computes and stores into it. *all gets the set's
- * n cells (the caller may fill them all, each with its choice's value) and
- * *known how many of them held a value. */
+ * cell >= 0 as it is, or computes and stores into it. */
 double *adb__propmemo_cell(const adb__posterior *arms, int n,
-                           const uint8_t *eligible, int chosen, double **all,
-                           int *known);
+                           const uint8_t *eligible, int chosen);
 
 /* One Beta arm's CDF and density at the nodes of a fixed grid: level L
  * cuts [0, 1] into 2^L panels of 8 Gauss-Legendre nodes each; an entry
