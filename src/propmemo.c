@@ -53,11 +53,13 @@
 
 #define MEMO_SETS 128
 #define MEMO_MAX_ARMS 64
-#define MEMO_ARMS 128 /* armgrid entries ... */
-#define ARM_WAYS 4    /* ... in groups of 4 (four-way set-associative) */
+/* MEMO_ARMS armgrid entries in groups of ARM_WAYS (set-associative), and
+ * ARM_SPARE spares (arm_find) */
+#define MEMO_ARMS 128
+#define ARM_WAYS 4
 #define ARM_SPARE 8
 
-    typedef struct memo_set {
+typedef struct memo_set {
   uint64_t h, used; /* the hash; when last used (memo.clock) */
   int n, cap;
   adb__posterior *arms; /* [cap] */
@@ -203,10 +205,10 @@ double *adb__propmemo_cell(const adb__posterior *arms, int n,
 
 /* One arm's entry. The ways' hashes are compared without branches
  * (which way holds an arm is as good as random: a branch on it was
- * mispredicted often), then the one that matches is confirmed. An entry this
- * batch uses (stamp) is never replaced: an arm whose group is full of them gets
- * a spare entry, kept only until the next batch (NULL when the ARM_SPARE spares
- * are taken). */
+ * mispredicted often), then the one that matches is confirmed. An entry
+ * this batch uses (stamp) is never replaced: an arm whose group is full
+ * of them gets a spare entry, kept only until the next batch (NULL when
+ * the ARM_SPARE spares are taken). */
 static adb__armgrid *arm_find(memo *m, const adb__armref *key, uint64_t h,
                               uint64_t stamp) {
   int g = (int)(h % (MEMO_ARMS / ARM_WAYS)) * ARM_WAYS, e;
