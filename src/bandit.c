@@ -60,9 +60,11 @@
  *    maximum of m similar arms is sharper than any one: its spread shrinks
  *    like 1 / sqrt(2 ln m)). Local scales are the sd for Beta, shrinking
  *    towards a singular end when a or b < 1, which grades panels
- *    geometrically; s sqrt(1 + t^2 / (nu+1)^2) for Student-t, fine at the
- *    centre and geometric in heavy tails). Broad arms need one or two
- *    panels, a peaked chosen arm one to three, a broad chosen arm racing
+ *    geometrically; s sqrt(1 + t^2 / nu) for Student-t, fine at the
+ *    centre and geometric in heavy tails (proportional to the distance
+ *    from t to the density's poles at +-i sqrt(nu), which is what bounds
+ *    Gauss-Legendre's error; s alone once nu is large). Broad arms need one or
+ * two panels, a peaked chosen arm one to three, a broad chosen arm racing
  *    peaked ones a few more where those are in transition. The lower tail
  *    below the 1e-3 quantile uses a one-step Stieltjes trapezoid,
  *    (F_c(b) - F_c(a)) (G(a) + G(b)) / 2, error <= 5e-4 * (G(b) - G(a)),
@@ -735,7 +737,7 @@ typedef struct arm_model {
   double clo, chi;          /* quadrature range of the chosen arm: from its
                                1e-3 quantile to hi (see build_nodes) */
   double isd;               /* 1 / sd */
-  double inv_nu, kw, res_k; /* t: 1 / nu, Wallace's factor, 1/(nu+1)^2 */
+  double inv_nu, kw, res_k; /* t: 1 / nu, Wallace's factor, 1 / nu */
   double lnorm;             /* log normaliser of the density (chosen) */
   double cf[4];             /* Cornish-Fisher z, a cubic in w */
   ppbeta pp;                /* beta, or t with nu < 2: I_y(nu/2, 1/2) */
@@ -834,7 +836,7 @@ static void t_finish(arm_model *m, int chosen) {
   double nu = m->d.a;
   m->inv_nu = 1.0 / nu;
   m->kw = (8.0 * nu + 1.0) / (8.0 * nu + 3.0) * sqrt(nu);
-  m->res_k = 1.0 / ((nu + 1.0) * (nu + 1.0));
+  m->res_k = 1.0 / nu;
   if (nu < 2.0) {
     m->d.kind = ARM_T_LOWDOF;
     ppbeta_init(&m->pp, 0.5 * nu, 0.5);
@@ -870,23 +872,27 @@ static void model_finish(arm_model *m, int chosen) {
   }
 }
 
-static double t_cdf(const arm_model *m, double x) {
-  double t = (x - m->d.mean) * m->isd, t2 = t * t;
-  if (m->d.kind == ARM_T_LOWDOF) {
-    /* F = 1 - I_y(nu/2, 1/2) / 2 for t > 0, y = nu / (nu + t^2) */
-    double nu = m->d.a;
-    qpoint q;
-    q.x = nu / (nu + t2);
-    q.x1 = t2 / (nu + t2);
-    if (!(q.x < 1.0)) return 0.5;
-    q.lx = log(q.x);
-    q.l1x = log(t2 / (nu + t2));
-    q.ipq = (nu + t2) * (nu + t2) / (nu * t2);
-    double half = 0.5 * pp_cdf(&m->pp, &q);
-    return t > 0.0 ? 1.0 - half : half;
-  }
-  double z = m->kw * sqrt(log(1.0 + t2 * m->inv_nu));
+/* Wallace's approximation: inline, the apply loop's body for t arms. */
+static inline double t_cdf_wallace(const arm_model *m, double x) {
+  double t = (x - m->d.mean) * m->isd;
+  double z = m->kw * sqrt(log(1.0 + t * t * m->inv_nu));
   return Phi(t > 0.0 ? z : -z);
+}
+
+static double t_cdf(const arm_model *m, double x) {
+  if (m->d.kind == ARM_T) return t_cdf_wallace(m, x);
+  /* nu < 2: F = 1 - I_y(nu/2, 1/2) / 2 for t > 0, y = nu / (nu + t^2) */
+  double t = (x - m->d.mean) * m->isd, t2 = t * t;
+  double nu = m->d.a;
+  qpoint q;
+  q.x = nu / (nu + t2);
+  q.x1 = t2 / (nu + t2);
+  if (!(q.x < 1.0)) return 0.5;
+  q.lx = log(q.x);
+  q.l1x = log(t2 / (nu + t2));
+  q.ipq = (nu + t2) * (nu + t2) / (nu * t2);
+  double half = 0.5 * pp_cdf(&m->pp, &q);
+  return t > 0.0 ? 1.0 - half : half;
 }
 
 static double cf_cdf(const arm_model *m, double x) {
@@ -1093,12 +1099,12 @@ static qpoint *add_node(prop_ctx *cx, double x, double w) {
 static void add_panels(prop_ctx *cx, double L, double U) {
   double x = L;
   for (int p = 0; p < MAX_PANELS && x < U; p++) {
-    /* The widest w, within a factor 2, with w <= the resolution over the
-     * whole panel: the scale may shrink ahead (towards a singular end or
-     * the centre of a heavy-tailed arm). */
+    /* w <= the resolution over the whole panel: the scale may shrink
+     * ahead (towards a singular end or the centre of a heavy-tailed arm).
+     * The smallest scale over [x, x + w] also holds over the shorter
+     * panel it gives, so one step settles it. */
     double w = resolution(cx, x, x);
-    for (int it = 0; it < 60 && w > resolution(cx, x, dmin(x + w, U)); it++)
-      w *= 0.5;
+    w = dmin(w, resolution(cx, x, dmin(x + w, U)));
     double x1 = x + w;
     if (p == MAX_PANELS - 1 || x1 >= U ||
         (U - x1 < 0.25 * w && U - x <= resolution(cx, x, U)))
@@ -1151,6 +1157,8 @@ static void apply_arm(prop_ctx *cx, const arm_model *m) {
     APPLY_LOOP(pp_cdf(&m->pp, &cx->q[k]))
   } else if (m->d.kind == ARM_BETA_CF) {
     APPLY_LOOP(cf_cdf(m, cx->q[k].x))
+  } else if (m->d.kind == ARM_T) {
+    APPLY_LOOP(t_cdf_wallace(m, cx->q[k].x))
   } else {
     APPLY_LOOP(t_cdf(m, cx->q[k].x))
   }
