@@ -60,11 +60,12 @@
  *    maximum of m similar arms is sharper than any one: its spread shrinks
  *    like 1 / sqrt(2 ln m)). Local scales are the sd for Beta, shrinking
  *    towards a singular end when a or b < 1, which grades panels
- *    geometrically; s sqrt(1 + t^2 / nu) for Student-t, fine at the
- *    centre and geometric in heavy tails (proportional to the distance
- *    from t to the density's poles at +-i sqrt(nu), which is what bounds
- *    Gauss-Legendre's error; s alone once nu is large). Broad arms need one or
- * two panels, a peaked chosen arm one to three, a broad chosen arm racing
+ *    geometrically; s sqrt(1 + (2t / nu)^2) for Student-t, fine at the
+ *    centre and geometric in heavy tails, where the density falls like
+ *    |t|^-(nu+1) and a panel may grow by a factor r = 1 + 2 * 7 / nu
+ *    (8-point Gauss-Legendre integrates a power of x over [a, ra] to
+ *    1e-6 relative at r = 6, 1e-5 at r = 8). Broad arms need one or
+ *    two panels, a peaked chosen arm one to three, a broad chosen arm racing
  *    peaked ones a few more where those are in transition. The lower tail
  *    below the 1e-3 quantile uses a one-step Stieltjes trapezoid,
  *    (F_c(b) - F_c(a)) (G(a) + G(b)) / 2, error <= 5e-4 * (G(b) - G(a)),
@@ -737,8 +738,9 @@ typedef struct arm_model {
   double clo, chi;          /* quadrature range of the chosen arm: from its
                                1e-3 quantile to hi (see build_nodes) */
   double isd;               /* 1 / sd */
-  double inv_nu, kw, res_k; /* t: 1 / nu, Wallace's factor, 1 / nu */
+  double inv_nu, kw, res_k; /* t: 1 / nu, Wallace's factor, (2 / nu)^2 */
   double lnorm;             /* log normaliser of the density (chosen) */
+  int mult;                 /* equal arms it stands for (t arms) */
   double cf[4];             /* Cornish-Fisher z, a cubic in w */
   ppbeta pp;                /* beta, or t with nu < 2: I_y(nu/2, 1/2) */
 } arm_model;
@@ -836,7 +838,7 @@ static void t_finish(arm_model *m, int chosen) {
   double nu = m->d.a;
   m->inv_nu = 1.0 / nu;
   m->kw = (8.0 * nu + 1.0) / (8.0 * nu + 3.0) * sqrt(nu);
-  m->res_k = 1.0 / nu;
+  m->res_k = 4.0 / (nu * nu);
   if (nu < 2.0) {
     m->d.kind = ARM_T_LOWDOF;
     ppbeta_init(&m->pp, 0.5 * nu, 0.5);
@@ -988,6 +990,7 @@ typedef struct prop_ctx {
   int ncand, cand_overflow;
   arm_model act[MAX_ACTIVE]; /* active arms (hi > A) */
   int nact, nstream;         /* kept, and streamed because act[] is full */
+  int kept;                  /* arms act[] stands for (equal t arms merge) */
   double stream_res;         /* smallest scale among streamed arms */
   int nnodes;
   qpoint q[MAX_NODES];
@@ -1047,7 +1050,21 @@ static int find_range(prop_ctx *cx) {
   return others ? -1 : 1;
 }
 
+static int same_t(const arm_bounds *x, const arm_bounds *y) {
+  return x->mean == y->mean && x->sd == y->sd && x->a == y->a;
+}
+
+/* Equal Student-t arms (a cold user's arms under the prior) share a
+ * model: their CDFs enter G as one power. Merging stops at the first arm
+ * streamed, so act[] stands for the first `kept` active arms. */
 static void add_active(prop_ctx *cx, const arm_bounds *b) {
+  if (b->kind == ARM_T && !cx->nstream)
+    for (int i = 0; i < cx->nact; i++)
+      if (cx->act[i].d.kind >= ARM_T && same_t(&cx->act[i].d, b)) {
+        cx->act[i].mult++;
+        cx->kept++;
+        return;
+      }
   if (cx->nact == MAX_ACTIVE) {
     cx->nstream++;
     cx->stream_res = dmin(cx->stream_res, b->sd);
@@ -1056,6 +1073,8 @@ static void add_active(prop_ctx *cx, const arm_bounds *b) {
   }
   arm_model *m = &cx->act[cx->nact++];
   m->d = *b;
+  m->mult = 1;
+  cx->kept++;
   model_finish(m, 0);
   if (model_need(m) > cx->need) cx->need = model_need(m);
 }
@@ -1063,7 +1082,7 @@ static void add_active(prop_ctx *cx, const arm_bounds *b) {
 /* Pass 2: the arms still in transition somewhere above A, in index
  * order (apply_streamed relies on it). */
 static void collect_active(prop_ctx *cx) {
-  cx->nact = cx->nstream = 0;
+  cx->nact = cx->nstream = cx->kept = 0;
   cx->stream_res = INFINITY;
   if (!cx->cand_overflow) {
     for (int i = 0; i < cx->ncand; i++)
@@ -1099,12 +1118,12 @@ static qpoint *add_node(prop_ctx *cx, double x, double w) {
 static void add_panels(prop_ctx *cx, double L, double U) {
   double x = L;
   for (int p = 0; p < MAX_PANELS && x < U; p++) {
-    /* w <= the resolution over the whole panel: the scale may shrink
-     * ahead (towards a singular end or the centre of a heavy-tailed arm).
-     * The smallest scale over [x, x + w] also holds over the shorter
-     * panel it gives, so one step settles it. */
+    /* The widest w, within a factor 2, with w <= the resolution over the
+     * whole panel: the scale may shrink ahead (towards a singular end or
+     * the centre of a heavy-tailed arm). */
     double w = resolution(cx, x, x);
-    w = dmin(w, resolution(cx, x, dmin(x + w, U)));
+    for (int it = 0; it < 60 && w > resolution(cx, x, dmin(x + w, U)); it++)
+      w *= 0.5;
     double x1 = x + w;
     if (p == MAX_PANELS - 1 || x1 >= U ||
         (U - x1 < 0.25 * w && U - x <= resolution(cx, x, U)))
@@ -1142,6 +1161,13 @@ static void build_nodes(prop_ctx *cx) {
   if (U < B) add_tail(cx, U, B);
 }
 
+static double ipow(double x, int k) {
+  double r = 1.0;
+  for (; k; k >>= 1, x *= x)
+    if (k & 1) r *= x;
+  return r;
+}
+
 /* Multiplies arm m's CDF into w * G at every node below its hi (nodes are
  * in ascending order of x), dropping nodes that fall below NODE_TINY. */
 #define APPLY_LOOP(CDF)                                                        \
@@ -1157,10 +1183,10 @@ static void apply_arm(prop_ctx *cx, const arm_model *m) {
     APPLY_LOOP(pp_cdf(&m->pp, &cx->q[k]))
   } else if (m->d.kind == ARM_BETA_CF) {
     APPLY_LOOP(cf_cdf(m, cx->q[k].x))
-  } else if (m->d.kind == ARM_T) {
+  } else if (m->d.kind == ARM_T && m->mult == 1) {
     APPLY_LOOP(t_cdf_wallace(m, cx->q[k].x))
   } else {
-    APPLY_LOOP(t_cdf(m, cx->q[k].x))
+    APPLY_LOOP(ipow(t_cdf(m, cx->q[k].x), m->mult))
   }
 }
 
@@ -1184,7 +1210,8 @@ static void apply_streamed(prop_ctx *cx) {
     if (!arm_in(cx, j)) continue;
     arm_model m;
     model_bounds(&m.d, &cx->arms[j]);
-    if (m.d.hi <= cx->A || ++seen <= MAX_ACTIVE) continue;
+    if (m.d.hi <= cx->A || ++seen <= cx->kept) continue;
+    m.mult = 1;
     model_finish(&m, 0);
     apply_arm(cx, &m);
   }
@@ -1404,13 +1431,6 @@ static void lg_build_nodes(lg_ctx *cx) {
     }
     t = t1;
   }
-}
-
-static double ipow(double x, int k) {
-  double r = 1.0;
-  for (; k; k >>= 1, x *= x)
-    if (k & 1) r *= x;
-  return r;
 }
 
 static void lg_apply(lg_ctx *cx, const lg_arm *m, const ppbeta *pp, int k) {
@@ -1688,7 +1708,7 @@ double adb__propensity(const adb__posterior *arms, int n,
   if (model_need(&cx.c) > cx.need) cx.need = model_need(&cx.c);
   /* The maximum of m similar arms is sharper than any one of them (its
    * spread shrinks like 1 / sqrt(2 ln m)), so panels narrow with m. */
-  double m = cx.nact + cx.nstream;
+  double m = cx.kept + cx.nstream;
   cx.panel_res = PANEL_RES / sqrt(1.0 + SHARPEN * log(m));
   build_nodes(&cx);
   for (int k = 0; k < cx.nnodes; k++)
