@@ -1016,12 +1016,15 @@ static int model_need(const arm_model *m) {
 #define SHARPEN 0.5    /* ... divided by sqrt(1 + SHARPEN ln(#active)) */
 #define NODE_TINY 1e-9 /* w * G below this is dropped: error <= 3.3e-7 */
 
-static const double gl8[4][2] = {
-    {0.96028985649753623, 0.10122853629037626},
-    {0.79666647741362674, 0.22238103445337447},
-    {0.52553240991632899, 0.31370664587788729},
-    {0.18343464249564980, 0.36268378337836198},
-};
+/* 8-point Gauss-Legendre on [-1, 1]: nodes in ascending order, weights. */
+static const double gl8_x[8] = {-0.96028985649753623, -0.79666647741362674,
+                                -0.52553240991632899, -0.18343464249564980,
+                                0.18343464249564980,  0.52553240991632899,
+                                0.79666647741362674,  0.96028985649753623};
+static const double gl8_w[8] = {0.10122853629037626, 0.22238103445337447,
+                                0.31370664587788729, 0.36268378337836198,
+                                0.36268378337836198, 0.31370664587788729,
+                                0.22238103445337447, 0.10122853629037626};
 
 typedef struct prop_ctx {
   const adb__posterior *arms;
@@ -1175,9 +1178,7 @@ static void add_panels(prop_ctx *cx, double L, double U) {
       x1 = U; /* last panel, or a sliver left that the last can take */
     double mid = 0.5 * (x + x1), half = 0.5 * (x1 - x);
     for (int k = 0; k < 8; k++) {
-      const double *g = gl8[k < 4 ? k : 7 - k];
-      qpoint *q =
-          add_node(cx, mid + (k < 4 ? -g[0] : g[0]) * half, g[1] * half);
+      qpoint *q = add_node(cx, mid + gl8_x[k] * half, gl8_w[k] * half);
       cx->w[cx->nnodes - 1] *= model_pdf(&cx->c, q);
     }
     x = x1;
@@ -1469,11 +1470,10 @@ static void lg_build_nodes(lg_ctx *cx) {
       t1 = U;
     double mid = 0.5 * (t + t1), half = 0.5 * (t1 - t);
     for (int k = 0; k < 8; k++) {
-      const double *g = gl8[k < 4 ? k : 7 - k];
       int i = cx->nnodes++;
-      cx->t[i] = mid + (k < 4 ? -g[0] : g[0]) * half;
+      cx->t[i] = mid + gl8_x[k] * half;
       qpoint_logit(&cx->q[i], cx->t[i]);
-      double v = g[1] * half * exp(lg_logpdf(&cx->c, &cx->q[i]));
+      double v = gl8_w[k] * half * exp(lg_logpdf(&cx->c, &cx->q[i]));
       cx->w[i] = v > NODE_TINY ? v : 0.0;
     }
     t = t1;
@@ -1578,8 +1578,7 @@ static void grid_fill(const grid_arm *g, int p0, int p1, int pdf) {
     if (*has & bit) continue;
     for (int k = 0; k < 8; k++) {
       qpoint q;
-      double t = gl8[k < 4 ? k : 7 - k][0];
-      qpoint_set(&q, (2 * p + 1 + (k < 4 ? -t : t)) * h, 1);
+      qpoint_set(&q, (2 * p + 1 + gl8_x[k]) * h, 1);
       v[(p - e->base) * 8 + k] =
           pdf ? model_pdf(&m, &q) : dmin(dmax(pp_cdf(&m.pp, &q), 0.0), 1.0);
     }
@@ -1625,7 +1624,7 @@ static double grid_one(prop_ctx *cx) {
     v[i] = grid_values(&g[i], p0, p1 < g[i].last ? p1 : g[i].last, 0);
   double w[8], p = 0.0;
   for (int j = 0; j < 8; j++)
-    w[j] = gl8[j < 4 ? j : 7 - j][1] * (0.5 / (1 << L));
+    w[j] = gl8_w[j] * (0.5 / (1 << L));
   /* a panel at a time, its 8 products held in registers */
   for (int q = p0; q <= p1; q++) {
     int o = (q - p0) * 8;
